@@ -1,0 +1,27 @@
+//! Errors of the broker connection itself (publishing has its own, [`crate::PublishError`]).
+
+/// Why the broker could not be reached or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The AMQP URL does not parse.
+    #[error("invalid AMQP URL: {0}")]
+    InvalidUrl(String),
+    /// Connecting, opening a channel or declaring the topology failed.
+    #[error("RabbitMQ {during}: {source}")]
+    Amqp {
+        /// What we were doing.
+        during: &'static str,
+        /// lapin's error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker did not become ready before the deadline.
+    #[error("RabbitMQ was not ready within {0:?}")]
+    NotReady(std::time::Duration),
+}
+
+impl BrokerError {
+    pub(crate) fn amqp(during: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
+        move |source| BrokerError::Amqp { during, source }
+    }
+}

@@ -1,0 +1,17 @@
+//! kassa-broker: everything Kassa says to RabbitMQ.
+//!
+//! It declares the topology of DESIGN.md idempotently ([`topology`]), keeps one supervised
+//! connection that reconnects with backoff ([`connection`]), and publishes with publisher confirms
+//! ([`publisher`]): a publish returns `Ok` only once the broker has taken responsibility for the
+//! message. It never acknowledges on anyone's behalf and never retries a publish by itself: the
+//! caller decides (the ingress answers 503 and Stripe re-sends).
+
+pub mod connection;
+pub mod error;
+pub mod publisher;
+pub mod topology;
+
+pub use connection::{Broker, BrokerConfig};
+pub use error::BrokerError;
+pub use publisher::{ConfirmedPublisher, OutgoingMessage, PublishError};
+pub use topology::Topology;

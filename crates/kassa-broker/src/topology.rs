@@ -1,0 +1,247 @@
+//! The RabbitMQ topology of DESIGN.md, with an optional name prefix so that tests and
+//! benchmarks never share a queue. Every declaration is idempotent: running it against a broker
+//! that already has the topology changes nothing.
+
+use crate::BrokerError;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// The delays of the retry ladder, shortest first, with the suffix each delay queue carries.
+pub const RETRY_LADDER: [(&str, Duration); 5] = [
+    ("5s", Duration::from_secs(5)),
+    ("30s", Duration::from_secs(30)),
+    ("5m", Duration::from_secs(5 * 60)),
+    ("30m", Duration::from_secs(30 * 60)),
+    ("2h", Duration::from_secs(2 * 60 * 60)),
+];
+
+/// Routing key of charge messages on the `kassa.charges` direct exchange.
+pub const CHARGE_ROUTING_KEY: &str = "charge.execute";
+
+/// Quorum queues redeliver a message at most this many times before dead-lettering it, so a
+/// message that crashes every worker ends in `kassa.dead.letters` instead of looping for ever.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// Names of every exchange and queue, each with the same prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+impl Topology {
+    /// A topology whose names all start with `prefix` (empty in production, e.g. `t3f9a.` in tests).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// A topology with a fresh random prefix, for tests and benchmarks.
+    pub fn unique() -> Self {
+        Self::new(format!("t{:08x}.", rand::random::<u32>()))
+    }
+
+    /// The prefix in force.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// Topic exchange the ingress publishes Stripe events to (routing key = event type).
+    pub fn events_exchange(&self) -> String {
+        self.name("kassa.events")
+    }
+    /// The worker's quorum queue of events.
+    pub fn fulfillment_queue(&self) -> String {
+        self.name("kassa.events.fulfillment")
+    }
+    /// The event retry delay queue for one rung of [`RETRY_LADDER`].
+    pub fn events_retry_queue(&self, suffix: &str) -> String {
+        self.name(&format!("kassa.events.retry.{suffix}"))
+    }
+    /// Direct exchange of charges to execute.
+    pub fn charges_exchange(&self) -> String {
+        self.name("kassa.charges")
+    }
+    /// The charge executor's queue.
+    pub fn charges_queue(&self) -> String {
+        self.name("kassa.charges.execute")
+    }
+    /// The charge retry delay queue for one rung of [`RETRY_LADDER`].
+    pub fn charges_retry_queue(&self, suffix: &str) -> String {
+        self.name(&format!("kassa.charges.retry.{suffix}"))
+    }
+    /// Fanout exchange of permanent failures and exhausted retries.
+    pub fn dead_exchange(&self) -> String {
+        self.name("kassa.dead")
+    }
+    /// The queue `kassa dlq` reads.
+    pub fn dead_letters_queue(&self) -> String {
+        self.name("kassa.dead.letters")
+    }
+    /// Topic exchange of alerts for merchants' consumers.
+    pub fn alerts_exchange(&self) -> String {
+        self.name("kassa.alerts")
+    }
+    /// Kassa's own mailer queue.
+    pub fn alerts_email_queue(&self) -> String {
+        self.name("kassa.alerts.email")
+    }
+    /// Topic exchange of new-charge / new-refund triggers.
+    pub fn notifications_exchange(&self) -> String {
+        self.name("kassa.notifications")
+    }
+
+    /// Every queue name, for clean-up in tests.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.fulfillment_queue(), self.charges_queue()];
+        for (suffix, _) in RETRY_LADDER {
+            queues.push(self.events_retry_queue(suffix));
+            queues.push(self.charges_retry_queue(suffix));
+        }
+        queues.extend([self.dead_letters_queue(), self.alerts_email_queue()]);
+        queues
+    }
+
+    /// Every exchange name, for clean-up in tests.
+    pub fn exchanges(&self) -> Vec<String> {
+        vec![
+            self.events_exchange(),
+            self.charges_exchange(),
+            self.dead_exchange(),
+            self.alerts_exchange(),
+            self.notifications_exchange(),
+        ]
+    }
+
+    /// Declares every exchange, queue and binding. Safe to run at every start.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for (name, kind) in [
+            (self.events_exchange(), ExchangeKind::Topic),
+            (self.charges_exchange(), ExchangeKind::Direct),
+            (self.dead_exchange(), ExchangeKind::Fanout),
+            (self.alerts_exchange(), ExchangeKind::Topic),
+            (self.notifications_exchange(), ExchangeKind::Topic),
+        ] {
+            channel
+                .exchange_declare(name.into(), kind, durable_exchange, FieldTable::default())
+                .await
+                .map_err(BrokerError::amqp("exchange.declare"))?;
+        }
+
+        // Work queues dead-letter to kassa.dead: rejected (permanent failure) or over the
+        // delivery limit.
+        let dead = self.dead_exchange();
+        self.declare_queue(channel, &self.fulfillment_queue(), dead_lettering(&dead, None, None))
+            .await?;
+        self.bind(channel, &self.fulfillment_queue(), &self.events_exchange(), "#")
+            .await?;
+        self.declare_queue(channel, &self.charges_queue(), dead_lettering(&dead, None, None))
+            .await?;
+        self.bind(channel, &self.charges_queue(), &self.charges_exchange(), CHARGE_ROUTING_KEY)
+            .await?;
+
+        // Retry ladder: a message waits out the TTL, then the broker dead-letters it through the
+        // default exchange ("") straight back to its work queue.
+        for (suffix, ttl) in RETRY_LADDER {
+            for (retry, target) in [
+                (self.events_retry_queue(suffix), self.fulfillment_queue()),
+                (self.charges_retry_queue(suffix), self.charges_queue()),
+            ] {
+                let args = dead_lettering("", Some(&target), Some(ttl));
+                self.declare_queue(channel, &retry, args).await?;
+            }
+        }
+
+        let mut quorum = FieldTable::default();
+        quorum.insert("x-queue-type".into(), string("quorum"));
+        self.declare_queue(channel, &self.dead_letters_queue(), quorum.clone())
+            .await?;
+        self.bind(channel, &self.dead_letters_queue(), &dead, "").await?;
+
+        self.declare_queue(channel, &self.alerts_email_queue(), quorum)
+            .await?;
+        for key in ["customer.#", "charge.#"] {
+            self.bind(channel, &self.alerts_email_queue(), &self.alerts_exchange(), key)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(name.into(), options, arguments)
+            .await
+            .map_err(BrokerError::amqp("queue.declare"))?;
+        Ok(())
+    }
+
+    async fn bind(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), BrokerError> {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(BrokerError::amqp("queue.bind"))
+    }
+}
+
+/// Arguments of a quorum queue that dead-letters to `exchange`.
+///
+/// Quorum queues dead-letter at most once by default: a broker crash can drop a message in
+/// transit. `at-least-once` fixes that, and RabbitMQ (≥ 3.10) requires `reject-publish` overflow
+/// with it.
+fn dead_lettering(exchange: &str, routing_key: Option<&str>, ttl: Option<Duration>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), string("quorum"));
+    args.insert("x-dead-letter-exchange".into(), string(exchange));
+    args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+    args.insert("x-overflow".into(), string("reject-publish"));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    if let Some(key) = routing_key {
+        args.insert("x-dead-letter-routing-key".into(), string(key));
+    }
+    if let Some(ttl) = ttl {
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
+    }
+    args
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}

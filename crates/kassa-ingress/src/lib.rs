@@ -1,0 +1,71 @@
+//! kassa-ingress: Kassa's HTTP front door.
+//!
+//! `POST /webhooks/stripe` verifies Stripe's signature over the raw body, reads only the event
+//! envelope, publishes the untouched body to RabbitMQ and answers 200 only after the broker's
+//! confirm — so a 2xx to Stripe always means the event is durable. It never calls Stripe and
+//! never writes the database: it stays thin so it is fast and scales out. Also `/healthz`,
+//! `/readyz` and `/metrics`.
+
+pub mod envelope;
+pub mod error;
+pub mod health;
+pub mod telemetry;
+pub mod webhook;
+
+use axum::Router;
+use kassa_broker::{Broker, ConfirmedPublisher};
+use kassa_stripe::webhook::WebhookVerifier;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+/// Stripe's webhook bodies are small; anything above this is refused with 413.
+pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Everything the ingress's handlers share; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct IngressState {
+    /// Verifies `Stripe-Signature` against every configured secret.
+    pub verifier: Arc<WebhookVerifier>,
+    /// The supervised broker connection (readiness).
+    pub broker: Broker,
+    /// Publishes events with confirms.
+    pub publisher: ConfirmedPublisher,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl IngressState {
+    /// State over `broker` with `verifier`, installing the Prometheus recorder if needed.
+    pub fn new(verifier: WebhookVerifier, broker: Broker) -> Self {
+        Self {
+            verifier: Arc::new(verifier),
+            publisher: broker.publisher(),
+            broker,
+            metrics: telemetry::prometheus(),
+        }
+    }
+}
+
+/// The ingress's routes: webhooks, health and metrics.
+pub fn router(state: IngressState) -> Router {
+    Router::new()
+        .merge(webhook::router())
+        .merge(health::router())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on an already-bound listener until `shutdown` resolves, then lets in-flight
+/// requests (and their publishes) finish before returning.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,112 @@
+//! `POST /webhooks/stripe`: verify, read the envelope, publish with confirm, then 200.
+//!
+//! Stripe treats any non-2xx (and time-outs) as a failed delivery and re-sends for up to three
+//! days in live mode, so answering 503 while RabbitMQ is away loses nothing; answering 200 before
+//! the confirm could.
+
+use crate::envelope::read_envelope;
+use crate::error::ApiError;
+use crate::{IngressState, WEBHOOK_BODY_LIMIT};
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use kassa_broker::OutgoingMessage;
+use kassa_stripe::webhook::SIGNATURE_HEADER;
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{info, warn, Instrument};
+
+/// The webhook route.
+pub fn router() -> Router<IngressState> {
+    Router::new().route("/webhooks/stripe", post(receive_stripe_webhook))
+}
+
+async fn receive_stripe_webhook(
+    State(state): State<IngressState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let result = accept(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok(()) => "accepted",
+        Err(error) => error.code,
+    };
+    metrics::counter!("kassa_webhook_requests_total", "outcome" => outcome).increment(1);
+    result.map(|()| Json(json!({"received": true})))
+}
+
+async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+    let declared_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|len| len > WEBHOOK_BODY_LIMIT) {
+        return Err(too_large());
+    }
+    let body = to_bytes(body, WEBHOOK_BODY_LIMIT)
+        .await
+        .map_err(|_| too_large())?;
+
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    state
+        .verifier
+        .verify(signature, &body, unix_now())
+        .map_err(|error| {
+            metrics::counter!("kassa_webhook_signature_failures_total", "reason" => error.code())
+                .increment(1);
+            warn!(reason = error.code(), "webhook refused: {error}");
+            ApiError::bad_request(error.code(), error.to_string())
+        })?;
+
+    let envelope = read_envelope(&body).map_err(|error| {
+        warn!(reason = error.code(), "webhook refused: {error}");
+        ApiError::bad_request(error.code(), error.to_string())
+    })?;
+
+    let span = tracing::info_span!("stripe_event", event_id = %envelope.id, event_type = %envelope.kind, livemode = envelope.livemode);
+    async {
+        let exchange = state.broker.topology().events_exchange();
+        state
+            .publisher
+            .publish(OutgoingMessage {
+                exchange: &exchange,
+                routing_key: &envelope.kind,
+                body: &body,
+                message_id: &envelope.id,
+                kind: &envelope.kind,
+                headers: None,
+            })
+            .await
+            .map_err(|error| {
+                warn!(reason = error.reason(), "event not confirmed by RabbitMQ, answering 503 so Stripe re-sends: {error}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    format!("the event could not be stored durably ({}); Stripe will retry", error.reason()),
+                )
+            })?;
+        info!("event accepted");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("webhook bodies are limited to {WEBHOOK_BODY_LIMIT} bytes"),
+    )
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

@@ -1,0 +1,137 @@
+//! How a simulator instance is set up: where it listens, where its webhooks go, and which faults it injects.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The webhook signing secret used when none is configured.
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_test_kassa_sim";
+
+/// The API version stamped on events and the `Stripe-Version` response header.
+pub const DEFAULT_API_VERSION: &str = "2025-03-31.basil";
+
+/// Stripe: "Sandbox: 25 requests per second" (docs: rate limits) — the rate a test-mode limiter allows.
+pub const TEST_MODE_RATE_LIMIT: u32 = 25;
+
+/// Everything a [`crate::Simulator`] needs to start.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Address to bind; port 0 picks a free port (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// URLs that receive every event as a signed webhook.
+    pub webhook_endpoints: Vec<String>,
+    /// Secret (`whsec_…`) that signs webhooks, shared by all endpoints.
+    pub webhook_secret: String,
+    /// First retry delay of a failed delivery; attempt n waits `base × 2^(n-1)` (compressed time for tests).
+    pub webhook_retry_base: Duration,
+    /// Attempts per event and endpoint before giving up (default 4: Stripe's sandbox retries three times).
+    pub webhook_max_attempts: u32,
+    /// Time-out of one delivery attempt; a time-out counts as a failure.
+    pub webhook_timeout: Duration,
+    /// First attempts in flight at once per endpoint (1 delivers in creation order).
+    pub webhook_concurrency: usize,
+    /// Faults injected from the start (default: none).
+    pub faults: Faults,
+    /// Base URL that Checkout Session `url`s point at (default: the bound address).
+    pub public_url: Option<String>,
+    /// API version on events and responses.
+    pub api_version: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            webhook_endpoints: Vec::new(),
+            webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
+            webhook_retry_base: Duration::from_millis(100),
+            // Stripe: "In a sandbox, Stripe retries three times over a few hours" (docs: webhooks).
+            webhook_max_attempts: 4,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_concurrency: 8,
+            faults: Faults::default(),
+            public_url: None,
+            api_version: DEFAULT_API_VERSION.to_owned(),
+        }
+    }
+}
+
+/// Faults injected into `/v1` requests and webhook deliveries. `Faults::default()` injects none.
+///
+/// As JSON (`POST /_sim/faults`), durations are milliseconds: `{"error_rate":0.2,"latency_ms":50}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Fraction (0.0–1.0) of `/v1` requests answered with `error_status` before they execute.
+    pub error_rate: f64,
+    /// Status of injected errors: 500, 502, 503 or 504.
+    pub error_status: u16,
+    /// At most this many injected errors since the faults were set; `None` is unlimited.
+    pub max_faults: Option<u64>,
+    /// Added to every executed `/v1` request, while its idempotency key is held.
+    #[serde(rename = "latency_ms", with = "millis")]
+    pub latency: Duration,
+    /// Token-bucket limit on `/v1` requests per second (burst = one second's worth); see [`TEST_MODE_RATE_LIMIT`].
+    pub rate_limit_per_sec: Option<u32>,
+    /// Deliver every webhook twice.
+    pub duplicate_webhooks: bool,
+    /// Deliver webhooks in a shuffled order (events produced close together are reordered).
+    pub shuffle_webhooks: bool,
+    /// Fraction (0.0–1.0) of events never delivered (they stay listed in `/v1/events`).
+    pub drop_webhook_rate: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            error_rate: 0.0,
+            error_status: 500,
+            max_faults: None,
+            latency: Duration::ZERO,
+            rate_limit_per_sec: None,
+            duplicate_webhooks: false,
+            shuffle_webhooks: false,
+            drop_webhook_rate: 0.0,
+        }
+    }
+}
+
+impl Faults {
+    /// Checks the values a caller can get wrong (rates outside 0..=1, a status that is not a 5xx).
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(format!("error_rate must be within 0..=1, got {}", self.error_rate));
+        }
+        if !(0.0..=1.0).contains(&self.drop_webhook_rate) {
+            return Err(format!(
+                "drop_webhook_rate must be within 0..=1, got {}",
+                self.drop_webhook_rate
+            ));
+        }
+        if ![500, 502, 503, 504].contains(&self.error_status) {
+            return Err(format!(
+                "error_status must be 500, 502, 503 or 504, got {}",
+                self.error_status
+            ));
+        }
+        if self.rate_limit_per_sec == Some(0) {
+            return Err("rate_limit_per_sec must be at least 1 (or null for no limit)".to_owned());
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,92 @@
+//! The `/v1` endpoints, one module per resource family, and the table that routes a request to them.
+
+pub mod charges;
+pub mod checkout;
+pub mod customers;
+pub mod events;
+pub mod payment_intents;
+pub mod payment_methods;
+pub mod products;
+pub mod search;
+pub mod setup_intents;
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::state::Ctx;
+
+/// Runs the endpoint for `method` and the path segments after `/v1/`.
+pub fn dispatch(ctx: &mut Ctx, method: &str, segments: &[&str], p: &Params) -> Result<Value, ApiError> {
+    match (method, segments) {
+        ("POST", ["customers"]) => customers::create(ctx, p),
+        ("GET", ["customers"]) => customers::list(ctx, p),
+        ("GET", ["customers", "search"]) => search::run(ctx, search::CUSTOMERS, p),
+        ("GET", ["customers", id]) => customers::retrieve(ctx, id),
+        ("POST", ["customers", id]) => customers::update(ctx, id, p),
+        ("DELETE", ["customers", id]) => customers::delete(ctx, id),
+        ("GET", ["customers", id, "payment_methods"]) => payment_methods::list_for_customer(ctx, id, p),
+
+        ("POST", ["payment_methods"]) => payment_methods::create(ctx, p),
+        ("GET", ["payment_methods"]) => payment_methods::list(ctx, p),
+        ("GET", ["payment_methods", id]) => payment_methods::retrieve(ctx, id),
+        ("POST", ["payment_methods", id]) => payment_methods::update(ctx, id, p),
+        ("POST", ["payment_methods", id, "attach"]) => payment_methods::attach(ctx, id, p),
+        ("POST", ["payment_methods", id, "detach"]) => payment_methods::detach(ctx, id, p),
+
+        ("POST", ["setup_intents"]) => setup_intents::create(ctx, p),
+        ("GET", ["setup_intents"]) => setup_intents::list(ctx, p),
+        ("GET", ["setup_intents", id]) => setup_intents::retrieve(ctx, id),
+        ("POST", ["setup_intents", id, "confirm"]) => setup_intents::confirm(ctx, id, p),
+        ("POST", ["setup_intents", id, "cancel"]) => setup_intents::cancel(ctx, id, p),
+
+        ("POST", ["payment_intents"]) => payment_intents::create(ctx, p),
+        ("GET", ["payment_intents"]) => payment_intents::list(ctx, p),
+        ("GET", ["payment_intents", "search"]) => search::run(ctx, search::PAYMENT_INTENTS, p),
+        ("GET", ["payment_intents", id]) => payment_intents::retrieve(ctx, id),
+        ("POST", ["payment_intents", id]) => payment_intents::update(ctx, id, p),
+        ("POST", ["payment_intents", id, "confirm"]) => payment_intents::confirm(ctx, id, p),
+        ("POST", ["payment_intents", id, "cancel"]) => payment_intents::cancel(ctx, id, p),
+
+        ("POST", ["checkout", "sessions"]) => checkout::create(ctx, p),
+        ("GET", ["checkout", "sessions"]) => checkout::list(ctx, p),
+        ("GET", ["checkout", "sessions", id]) => checkout::retrieve(ctx, id),
+        ("GET", ["checkout", "sessions", id, "line_items"]) => checkout::line_items(ctx, id, p),
+        ("POST", ["checkout", "sessions", id, "expire"]) => checkout::expire(ctx, id),
+
+        ("POST", ["products"]) => products::create_product(ctx, p),
+        ("GET", ["products"]) => products::list_products(ctx, p),
+        ("GET", ["products", "search"]) => search::run(ctx, search::PRODUCTS, p),
+        ("GET", ["products", id]) => products::retrieve_product(ctx, id),
+        ("POST", ["products", id]) => products::update_product(ctx, id, p),
+        ("POST", ["prices"]) => products::create_price(ctx, p),
+        ("GET", ["prices"]) => products::list_prices(ctx, p),
+        ("GET", ["prices", "search"]) => search::run(ctx, search::PRICES, p),
+        ("GET", ["prices", id]) => products::retrieve_price(ctx, id),
+
+        ("POST", ["charges"]) => charges::create(ctx, p),
+        ("GET", ["charges"]) => charges::list(ctx, p),
+        ("GET", ["charges", id]) => charges::retrieve(ctx, id),
+        ("POST", ["refunds"]) => charges::create_refund(ctx, p),
+        ("GET", ["refunds"]) => charges::list_refunds(ctx, p),
+        ("GET", ["refunds", id]) => charges::retrieve_refund(ctx, id),
+
+        ("GET", ["events"]) => events::list(ctx, p),
+        ("GET", ["events", id]) => events::retrieve(ctx, id),
+
+        _ => Err(ApiError::unrecognized(method, &format!("/v1/{}", segments.join("/")))),
+    }
+}
+
+/// A live (not deleted) customer named by the `param` parameter, or Stripe's 400 `resource_missing`.
+pub fn customer_param(ctx: &Ctx, id: &str, param: &str) -> Result<Value, ApiError> {
+    match ctx.store.get(id) {
+        Some(c) if c["object"] == "customer" && c.get("deleted").is_none() => Ok(c.clone()),
+        _ => Err(ApiError::no_such_param("customer", id, param)),
+    }
+}
+
+/// `metadata` of a request, or `{}`.
+pub fn metadata_or_empty(p: &Params) -> Result<Value, ApiError> {
+    Ok(Value::Object(p.metadata()?.unwrap_or_default()))
+}

@@ -1,0 +1,206 @@
+//! PaymentMethods: test-card ids made real, retrieve, attach, detach, list by customer and type.
+
+use serde_json::{json, Value};
+
+use super::customer_param;
+use crate::cards::{self, Behaviour, Decline, TestCard};
+use crate::error::ApiError;
+use crate::list;
+use crate::params::{merge_metadata, Params};
+use crate::state::{new_id, Ctx};
+
+fn billing_details(email: Option<String>, name: Option<String>) -> Value {
+    json!({
+        "address": {"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null},
+        "email": email,
+        "name": name,
+        "phone": null,
+        "tax_id": null
+    })
+}
+
+/// Makes a new PaymentMethod of a test card (Stripe: each use of `pm_card_visa` yields a PaymentMethod).
+pub fn materialize(ctx: &mut Ctx, card: &TestCard, email: Option<String>, name: Option<String>) -> Value {
+    let pm = json!({
+        "id": new_id("pm_"),
+        "object": "payment_method",
+        "allow_redisplay": "unspecified",
+        "billing_details": billing_details(email, name),
+        "card": cards::card_hash(card, ctx.now),
+        "created": ctx.now,
+        "customer": null,
+        "livemode": false,
+        "metadata": {},
+        "type": "card"
+    });
+    ctx.insert("payment_method", pm.clone());
+    pm
+}
+
+/// The PaymentMethod a parameter names: a stored one, or a new one for a test-card id.
+pub fn resolve(ctx: &mut Ctx, id: &str, param: &str) -> Result<Value, ApiError> {
+    if let Some(card) = cards::lookup(id).filter(|c| c.pm == id) {
+        return Ok(materialize(ctx, card, None, None));
+    }
+    match ctx.store.get(id) {
+        Some(v) if v["object"] == "payment_method" => Ok(v.clone()),
+        _ => Err(ApiError::no_such_param("PaymentMethod", id, param)),
+    }
+}
+
+/// The test card behind a PaymentMethod (or a legacy card object).
+pub fn card_of(pm: &Value) -> &'static TestCard {
+    let hash = if pm["object"] == "card" { pm } else { &pm["card"] };
+    cards::for_card_details(hash).unwrap_or(&cards::TEST_CARDS[0])
+}
+
+/// Stripe's 402 for a card declined while being set up or attached (a zero-amount authorization).
+pub fn setup_decline(d: &Decline) -> ApiError {
+    ApiError::card_error(d.code, d.message, d.param).with("decline_code", json!(d.decline_code))
+}
+
+/// Fails like Stripe when this PaymentMethod could not be attached (declining card, unknown id).
+pub fn check_attachable(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
+    let card = match cards::lookup(id).filter(|c| c.pm == id) {
+        Some(c) => c,
+        None => match ctx.store.get(id) {
+            Some(v) if v["object"] == "payment_method" => card_of(v),
+            _ => return Err(ApiError::no_such_param("PaymentMethod", id, "payment_method")),
+        },
+    };
+    // Stripe: 4000000000000341 "Attaching this card to a Customer object succeeds, but attempts to charge
+    // the customer fail" — the declining cards, by contrast, fail when attached.
+    if let Behaviour::Declined(d) = card.behaviour {
+        return Err(setup_decline(&d));
+    }
+    Ok(())
+}
+
+/// Attaches a PaymentMethod (stored or test-card id) to a customer; `payment_method.attached` on change.
+pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Value, ApiError> {
+    check_attachable(ctx, id)?;
+    let pm = resolve(ctx, id, "payment_method")?;
+    match pm["customer"].as_str() {
+        // Attaching to the customer it already belongs to changes nothing.
+        Some(c) if c == customer => Ok(pm),
+        Some(_) => Err(ApiError::invalid(
+            "The payment method you provided has already been attached to a customer.",
+            Some("payment_method"),
+        )),
+        None => {
+            let mut new = pm;
+            new["customer"] = json!(customer);
+            ctx.put(new.clone());
+            ctx.emit("payment_method.attached", new.clone(), None);
+            Ok(new)
+        }
+    }
+}
+
+/// `POST /v1/payment_methods` (`type=card` with `card[token]` or a test `card[number]`).
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+    p.only(&["type", "card", "billing_details", "metadata", "allow_redisplay", "customer", "payment_method"])?;
+    let kind = p.req_str("type")?;
+    if kind != "card" {
+        return Err(ApiError::invalid(
+            format!("The simulator supports only type=card, got {kind}."),
+            Some("type"),
+        ));
+    }
+    let card_params = p.obj("card")?;
+    let card = if let Some(tok) = card_params.str("token") {
+        cards::lookup(&tok).ok_or_else(|| ApiError::no_such_param("token", &tok, "card[token]"))?
+    } else {
+        let number = card_params.str("number").ok_or_else(|| ApiError::missing("card[number]"))?;
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        cards::lookup(&digits).ok_or_else(|| {
+            ApiError::card_error("incorrect_number", "Your card number is incorrect.", Some("number"))
+        })?
+    };
+    let billing = p.obj("billing_details")?;
+    let mut pm = materialize(ctx, card, billing.str("email"), billing.str("name"));
+    if let Some(m) = p.metadata()? {
+        pm["metadata"] = Value::Object(m);
+        ctx.put(pm.clone());
+    }
+    Ok(pm)
+}
+
+/// `GET /v1/payment_methods/{id}`.
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+    if cards::lookup(id).is_some_and(|c| c.pm == id) {
+        return resolve(ctx, id, "id");
+    }
+    ctx.fetch("payment_method", "PaymentMethod", id, "id")
+}
+
+/// `POST /v1/payment_methods/{id}`: metadata and billing details.
+pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+    p.only(&["metadata", "billing_details", "allow_redisplay", "card"])?;
+    let old = ctx.fetch("payment_method", "PaymentMethod", id, "id")?;
+    let mut new = old.clone();
+    if let Some(m) = p.metadata()? {
+        merge_metadata(&mut new, m);
+    }
+    let billing = p.obj("billing_details")?;
+    for k in ["email", "name", "phone"] {
+        if let Some(v) = billing.str(k) {
+            new["billing_details"][k] = json!(v);
+        }
+    }
+    ctx.update(&old, new.clone(), Some("payment_method.updated"));
+    Ok(new)
+}
+
+/// `POST /v1/payment_methods/{id}/attach` — attached to this customer already is success; to another, an error.
+pub fn attach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+    p.only(&["customer", "customer_account"])?;
+    let customer = p.req_str("customer")?;
+    customer_param(ctx, &customer, "customer")?;
+    if cards::lookup(id).is_none_or(|c| c.pm != id) {
+        ctx.fetch("payment_method", "PaymentMethod", id, "payment_method")?;
+    }
+    attach_to(ctx, id, &customer)
+}
+
+/// `POST /v1/payment_methods/{id}/detach`.
+pub fn detach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+    p.only(&[])?;
+    let old = ctx.fetch("payment_method", "PaymentMethod", id, "payment_method")?;
+    if old["customer"].is_null() {
+        return Err(ApiError::invalid(
+            "The payment method you provided is not attached to a customer so detachment is impossible.",
+            None,
+        ));
+    }
+    let mut new = old.clone();
+    new["customer"] = Value::Null;
+    ctx.put(new.clone());
+    ctx.emit("payment_method.detached", new.clone(), Some(json!({"customer": old["customer"]})));
+    Ok(new)
+}
+
+fn list_filtered(ctx: &Ctx, customer: Option<String>, p: &Params, url: &str) -> Result<Value, ApiError> {
+    let kind = p.str("type");
+    list::page(ctx.store, "payment_method", "PaymentMethod", url, p, |pm| {
+        customer.as_deref().is_none_or(|c| pm["customer"].as_str() == Some(c))
+            && kind.as_deref().is_none_or(|t| pm["type"].as_str() == Some(t))
+    })
+}
+
+/// `GET /v1/payment_methods?customer=…&type=…`.
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+    p.only(&["customer", "type", "limit", "starting_after", "ending_before", "customer_account"])?;
+    let customer = p.str("customer");
+    if let Some(c) = &customer {
+        customer_param(ctx, c, "customer")?;
+    }
+    list_filtered(ctx, customer, p, "/v1/payment_methods")
+}
+
+/// `GET /v1/customers/{id}/payment_methods`.
+pub fn list_for_customer(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+    p.only(&["type", "limit", "starting_after", "ending_before", "allow_redisplay"])?;
+    ctx.fetch("customer", "customer", id, "customer")?;
+    list_filtered(ctx, Some(id.to_owned()), p, &format!("/v1/customers/{id}/payment_methods"))
+}

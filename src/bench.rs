@@ -1,0 +1,409 @@
+//! `kassa bench …`: benchmarks that measure Kassa against a baseline in the same run, print a
+//! table with the ratio, and write the figures as JSON.
+
+use crate::config::BrokerArgs;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use futures_util::future::join_all;
+use kassa_broker::Topology;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+
+/// Which benchmark to run.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Raw lapin publish-with-confirms vs signed webhooks through a `kassa ingress` process.
+    Ingress(IngressBenchArgs),
+}
+
+/// `kassa bench ingress`.
+#[derive(Args)]
+pub struct IngressBenchArgs {
+    /// Messages per measured phase.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Requests (or publishes) in flight at once, the same for both sides.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Stripe's fixtures, whose objects become the event payloads.
+    #[arg(long, default_value = "../shared/stripe/fixtures3.json")]
+    fixtures: PathBuf,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/ingress.json")]
+    output: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+/// Runs the chosen benchmark.
+pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
+    match which {
+        BenchCommand::Ingress(args) => bench_ingress(args).await,
+    }
+}
+
+const BENCH_SECRET: &str = "whsec_kassa_bench";
+
+/// One event body, split around its id so each request gets a fresh id cheaply.
+struct Payload {
+    kind: String,
+    before_id: String,
+    after_id: String,
+}
+
+impl Payload {
+    fn body(&self, id: &str) -> Vec<u8> {
+        format!("{}{id}{}", self.before_id, self.after_id).into_bytes()
+    }
+}
+
+/// Wraps real Stripe objects from fixtures3.json into event envelopes of the types Kassa handles.
+fn load_payloads(path: &PathBuf) -> anyhow::Result<Vec<Payload>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading Stripe fixtures from {} (set --fixtures)", path.display()))?;
+    let fixtures: Value = serde_json::from_str(&text).context("parsing the fixtures")?;
+    let resources = &fixtures["resources"];
+    let template = resources["event"].clone();
+    let mut payloads = Vec::new();
+    for (resource, kind) in [
+        ("checkout.session", "checkout.session.completed"),
+        ("setup_intent", "setup_intent.succeeded"),
+        ("payment_intent", "payment_intent.succeeded"),
+        ("payment_method", "payment_method.attached"),
+        ("customer", "customer.updated"),
+        ("charge", "charge.succeeded"),
+        ("refund", "refund.created"),
+    ] {
+        let object = &resources[resource];
+        if object.is_null() {
+            bail!("fixtures have no {resource}");
+        }
+        let mut event = template.clone();
+        event["id"] = json!("__KASSA_EVENT_ID__");
+        event["type"] = json!(kind);
+        event["api_version"] = json!("2025-03-31.basil");
+        event["data"] = json!({"object": object});
+        let text = serde_json::to_string(&event)?;
+        let (before, after) = text
+            .split_once("__KASSA_EVENT_ID__")
+            .context("placing the event id")?;
+        payloads.push(Payload {
+            kind: kind.to_owned(),
+            before_id: before.to_owned(),
+            after_id: after.to_owned(),
+        });
+    }
+    Ok(payloads)
+}
+
+/// Latency distribution of one phase.
+#[derive(Serialize, Clone, Copy)]
+struct Phase {
+    messages: usize,
+    seconds: f64,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Phase {
+    fn new(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+            latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Self {
+            messages: latencies.len(),
+            seconds: elapsed.as_secs_f64(),
+            per_second: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        }
+    }
+}
+
+async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
+    let payloads = Arc::new(load_payloads(&args.fixtures)?);
+    let topology = Topology::new(format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff));
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let channels = usize::try_from(args.broker.publish_channels).unwrap_or(4);
+    println!(
+        "kassa bench ingress: {} events per phase, concurrency {}, {} confirm channels, topology prefix {}",
+        args.events, args.concurrency, channels, topology.prefix()
+    );
+
+    // (a) Baseline: raw lapin, publish with confirms, same payloads, same concurrency.
+    let connection = Connection::connect(&args.broker.amqp_url, ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ (KASSA_AMQP_URL)")?;
+    let setup = connection.create_channel().await?;
+    topology.declare(&setup).await?;
+    let mut lapin_channels = Vec::new();
+    for _ in 0..channels {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        lapin_channels.push(channel);
+    }
+    let lapin_channels = Arc::new(lapin_channels);
+    let exchange = Arc::new(topology.events_exchange());
+    let baseline = {
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let tasks = (0..args.concurrency).map(|_| {
+            let (next, payloads, channels, exchange, run_id) =
+                (next.clone(), payloads.clone(), lapin_channels.clone(), exchange.clone(), run_id.clone());
+            let total = args.events;
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let payload = &payloads[i % payloads.len()];
+                    let id = format!("evt_raw_{run_id}_{i}");
+                    let body = payload.body(&id);
+                    let properties = BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into())
+                        .with_message_id(id.as_str().into())
+                        .with_type(payload.kind.as_str().into());
+                    let t = Instant::now();
+                    let confirm = channels[i % channels.len()]
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            payload.kind.as_str().into(),
+                            BasicPublishOptions { mandatory: true, immediate: false },
+                            &body,
+                            properties,
+                        )
+                        .await?
+                        .await?;
+                    if !matches!(confirm, Confirmation::Ack(None)) {
+                        bail!("raw publish not confirmed: {confirm:?}");
+                    }
+                    latencies.push(t.elapsed());
+                }
+            })
+        });
+        let results = join_all(tasks).await;
+        let elapsed = started.elapsed();
+        let mut latencies = Vec::new();
+        for result in results {
+            latencies.extend(result??);
+        }
+        Phase::new(latencies, elapsed)
+    };
+    println!("  raw lapin publish+confirm: {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms", baseline.per_second, baseline.p50_ms, baseline.p99_ms);
+
+    // (b) Kassa: a separate `kassa ingress` process, signed webhooks over HTTP.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        probe.local_addr()?.port()
+    };
+    let exe = std::env::current_exe().context("locating the kassa binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("ingress")
+        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KASSA_AMQP_URL", &args.broker.amqp_url)
+        .env("KASSA_AMQP_PREFIX", topology.prefix())
+        .env("KASSA_PUBLISH_CHANNELS", channels.to_string())
+        .env("KASSA_STRIPE_WEBHOOK_SECRETS", BENCH_SECRET)
+        .env("RUST_LOG", "error")
+        .env_remove("KASSA_STRIPE_API_KEY")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting `kassa ingress`")?;
+    let pid = child.id().context("reading the ingress's pid")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    wait_ready(&http, &base).await?;
+
+    let send = {
+        let http = http.clone();
+        let url = format!("{base}/webhooks/stripe");
+        let payloads = payloads.clone();
+        let run_id = run_id.clone();
+        Arc::new(move |i: usize| {
+            let payload = &payloads[i % payloads.len()];
+            let body = payload.body(&format!("evt_in_{run_id}_{i}"));
+            let header = kassa_stripe::webhook::sign(BENCH_SECRET, unix_now(), &body);
+            let request = http
+                .post(&url)
+                .header("Stripe-Signature", header)
+                .header("Content-Type", "application/json")
+                .body(body);
+            async move {
+                let t = Instant::now();
+                let response = request.send().await.context("sending a webhook")?;
+                if response.status() != reqwest::StatusCode::OK {
+                    bail!("ingress answered {}", response.status());
+                }
+                Ok(t.elapsed())
+            }
+        })
+    };
+
+    // Warm-up (connections, allocator) is not measured.
+    closed_loop(send.clone(), 1_000_000_000, 1_000.min(args.events), args.concurrency).await?;
+    let saturated = closed_loop(send.clone(), 0, args.events, args.concurrency).await?;
+    println!("  kassa ingress (saturated):  {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms", saturated.per_second, saturated.p50_ms, saturated.p99_ms);
+
+    let half_rate = (saturated.per_second / 2.0).max(1.0);
+    let paced_count = ((half_rate * 5.0) as usize).clamp(500, args.events);
+    let paced = open_loop(send.clone(), 2_000_000_000, paced_count, half_rate).await?;
+    println!("  kassa ingress at {:.0}/s:    {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms", half_rate, paced.per_second, paced.p50_ms, paced.p99_ms);
+
+    let peak_rss_kib = peak_rss_kib(pid).unwrap_or(0);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
+        .context("stopping the ingress")?;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let clean_exit = matches!(status, Ok(Ok(s)) if s.success());
+
+    for queue in topology.queues() {
+        let _ = setup.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for exchange in topology.exchanges() {
+        let _ = setup.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = connection.close(200, "bench done".into()).await;
+
+    let ratio = saturated.per_second / baseline.per_second;
+    let rss_mib = peak_rss_kib as f64 / 1024.0;
+    println!();
+    println!("| measure | raw lapin (baseline) | kassa ingress | ratio / goal |");
+    println!("|---|---|---|---|");
+    println!("| messages/s, concurrency {} | {:.0} | {:.0} | {:.2} (goal ≥ 0.80) |", args.concurrency, baseline.per_second, saturated.per_second, ratio);
+    println!("| p50 / p99 at saturation (ms) | {:.2} / {:.2} | {:.2} / {:.2} | |", baseline.p50_ms, baseline.p99_ms, saturated.p50_ms, saturated.p99_ms);
+    println!("| p50 / p99 at half the max rate, {:.0}/s (ms) | | {:.2} / {:.2} | p99 goal < 10 ms |", half_rate, paced.p50_ms, paced.p99_ms);
+    println!("| ingress peak RSS (MiB) | | {:.1} | goal < 64 |", rss_mib);
+    println!("| ingress exit on SIGTERM | | {} | |", if clean_exit { "0 (clean)" } else { "NOT clean" });
+
+    let report = json!({
+        "benchmark": "ingress",
+        "events_per_phase": args.events,
+        "concurrency": args.concurrency,
+        "confirm_channels": channels,
+        "baseline_raw_lapin": baseline,
+        "ingress_saturated": saturated,
+        "ingress_half_rate": paced,
+        "half_rate_per_second": half_rate,
+        "throughput_ratio": ratio,
+        "ingress_peak_rss_mib": rss_mib,
+        "ingress_clean_exit": clean_exit,
+        "goals": {"throughput_ratio_min": 0.8, "p99_ms_at_half_rate_max": 10.0, "rss_mib_max": 64.0},
+    });
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&args.output, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!("\nwrote {}", args.output.display());
+    if !clean_exit {
+        bail!("the ingress did not exit cleanly on SIGTERM");
+    }
+    Ok(())
+}
+
+
+async fn closed_loop<F, Fut>(send: Arc<F>, offset: usize, count: usize, concurrency: usize) -> anyhow::Result<Phase>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks = (0..concurrency).map(|_| {
+        let (next, send) = (next.clone(), send.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                latencies.push(send(offset + i).await?);
+            }
+        })
+    });
+    let results = join_all(tasks).await;
+    let elapsed = started.elapsed();
+    let mut latencies = Vec::new();
+    for result in results {
+        latencies.extend(result??);
+    }
+    Ok(Phase::new(latencies, elapsed))
+}
+
+/// Sends `count` requests at a fixed `rate`, whatever the answers' latency (open loop).
+async fn open_loop<F, Fut>(send: Arc<F>, offset: usize, count: usize, rate: f64) -> anyhow::Result<Phase>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(1024));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let request = send(offset + i);
+        tasks.push(tokio::spawn(async move {
+            let latency = request.await;
+            drop(permit);
+            latency
+        }));
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    Ok(Phase::new(latencies, started.elapsed()))
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the ingress was not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Peak resident set size (VmHWM) of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}

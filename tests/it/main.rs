@@ -1,0 +1,6 @@
+//! Kassa's integration tests, one binary: real RabbitMQ (KASSA_AMQP_URL, the default local
+//! broker, or a testcontainers fallback), fresh exchange and queue names per test.
+
+mod cli;
+mod ingress;
+mod support;

@@ -1,0 +1,43 @@
+//! Where the tests find RabbitMQ: `KASSA_AMQP_URL`, else the local broker at the default URL,
+//! else (no broker answers and Docker can run images) a testcontainers RabbitMQ.
+
+use std::time::Duration;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage};
+use tokio::sync::OnceCell;
+
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The AMQP URL every test uses; decided once per test binary.
+pub async fn amqp_url() -> String {
+    static URL: OnceCell<(String, Option<ContainerAsync<GenericImage>>)> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        if let Ok(url) = std::env::var("KASSA_AMQP_URL") {
+            return (url, None);
+        }
+        if answers("127.0.0.1:5672").await {
+            return (DEFAULT_AMQP_URL.to_owned(), None);
+        }
+        // Fallback: a throwaway broker in Docker. Kept in the static so it lives as long as the
+        // test binary; the testcontainers reaper removes it afterwards.
+        let container = GenericImage::new("rabbitmq", "3.13-alpine")
+            .with_exposed_port(5672.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
+            .start()
+            .await
+            .expect("no RabbitMQ at KASSA_AMQP_URL or 127.0.0.1:5672, and Docker could not start one");
+        let port = container.get_host_port_ipv4(5672).await.expect("container port");
+        (format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), Some(container))
+    })
+    .await
+    .0
+    .clone()
+}
+
+async fn answers(address: &str) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(address)).await,
+        Ok(Ok(_))
+    )
+}

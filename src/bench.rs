@@ -6,7 +6,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use futures_util::future::join_all;
 use kassa_broker::Topology;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -67,8 +69,12 @@ impl Payload {
 
 /// Wraps real Stripe objects from fixtures3.json into event envelopes of the types Kassa handles.
 fn load_payloads(path: &PathBuf) -> anyhow::Result<Vec<Payload>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading Stripe fixtures from {} (set --fixtures)", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading Stripe fixtures from {} (set --fixtures)",
+            path.display()
+        )
+    })?;
     let fixtures: Value = serde_json::from_str(&text).context("parsing the fixtures")?;
     let resources = &fixtures["resources"];
     let template = resources["event"].clone();
@@ -119,7 +125,8 @@ impl Phase {
     fn new(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
         latencies.sort_unstable();
         let at = |q: f64| {
-            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+            let i =
+                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
             latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
         Self {
@@ -152,7 +159,9 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
     let mut lapin_channels = Vec::new();
     for _ in 0..channels {
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         lapin_channels.push(channel);
     }
     let lapin_channels = Arc::new(lapin_channels);
@@ -161,8 +170,13 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let tasks = (0..args.concurrency).map(|_| {
-            let (next, payloads, channels, exchange, run_id) =
-                (next.clone(), payloads.clone(), lapin_channels.clone(), exchange.clone(), run_id.clone());
+            let (next, payloads, channels, exchange, run_id) = (
+                next.clone(),
+                payloads.clone(),
+                lapin_channels.clone(),
+                exchange.clone(),
+                run_id.clone(),
+            );
             let total = args.events;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -184,7 +198,10 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
                         .basic_publish(
                             exchange.as_str().into(),
                             payload.kind.as_str().into(),
-                            BasicPublishOptions { mandatory: true, immediate: false },
+                            BasicPublishOptions {
+                                mandatory: true,
+                                immediate: false,
+                            },
                             &body,
                             properties,
                         )
@@ -205,7 +222,10 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
         }
         Phase::new(latencies, elapsed)
     };
-    println!("  raw lapin publish+confirm: {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms", baseline.per_second, baseline.p50_ms, baseline.p99_ms);
+    println!(
+        "  raw lapin publish+confirm: {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
+        baseline.per_second, baseline.p50_ms, baseline.p99_ms
+    );
 
     // (b) Kassa: a separate `kassa ingress` process, signed webhooks over HTTP.
     let port = {
@@ -260,26 +280,45 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
     };
 
     // Warm-up (connections, allocator) is not measured.
-    closed_loop(send.clone(), 1_000_000_000, 1_000.min(args.events), args.concurrency).await?;
+    closed_loop(
+        send.clone(),
+        1_000_000_000,
+        1_000.min(args.events),
+        args.concurrency,
+    )
+    .await?;
     let saturated = closed_loop(send.clone(), 0, args.events, args.concurrency).await?;
-    println!("  kassa ingress (saturated):  {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms", saturated.per_second, saturated.p50_ms, saturated.p99_ms);
+    println!(
+        "  kassa ingress (saturated):  {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
+        saturated.per_second, saturated.p50_ms, saturated.p99_ms
+    );
 
     let half_rate = (saturated.per_second / 2.0).max(1.0);
     let paced_count = ((half_rate * 5.0) as usize).clamp(500, args.events);
     let paced = open_loop(send.clone(), 2_000_000_000, paced_count, half_rate).await?;
-    println!("  kassa ingress at {:.0}/s:    {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms", half_rate, paced.per_second, paced.p50_ms, paced.p99_ms);
+    println!(
+        "  kassa ingress at {:.0}/s:    {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
+        half_rate, paced.per_second, paced.p50_ms, paced.p99_ms
+    );
 
     let peak_rss_kib = peak_rss_kib(pid).unwrap_or(0);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
-        .context("stopping the ingress")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .context("stopping the ingress")?;
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     let clean_exit = matches!(status, Ok(Ok(s)) if s.success());
 
     for queue in topology.queues() {
-        let _ = setup.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = setup
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     for exchange in topology.exchanges() {
-        let _ = setup.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+        let _ = setup
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
     }
     let _ = connection.close(200, "bench done".into()).await;
 
@@ -288,11 +327,23 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
     println!();
     println!("| measure | raw lapin (baseline) | kassa ingress | ratio / goal |");
     println!("|---|---|---|---|");
-    println!("| messages/s, concurrency {} | {:.0} | {:.0} | {:.2} (goal ≥ 0.80) |", args.concurrency, baseline.per_second, saturated.per_second, ratio);
-    println!("| p50 / p99 at saturation (ms) | {:.2} / {:.2} | {:.2} / {:.2} | |", baseline.p50_ms, baseline.p99_ms, saturated.p50_ms, saturated.p99_ms);
-    println!("| p50 / p99 at half the max rate, {:.0}/s (ms) | | {:.2} / {:.2} | p99 goal < 10 ms |", half_rate, paced.p50_ms, paced.p99_ms);
+    println!(
+        "| messages/s, concurrency {} | {:.0} | {:.0} | {:.2} (goal ≥ 0.80) |",
+        args.concurrency, baseline.per_second, saturated.per_second, ratio
+    );
+    println!(
+        "| p50 / p99 at saturation (ms) | {:.2} / {:.2} | {:.2} / {:.2} | |",
+        baseline.p50_ms, baseline.p99_ms, saturated.p50_ms, saturated.p99_ms
+    );
+    println!(
+        "| p50 / p99 at half the max rate, {:.0}/s (ms) | | {:.2} / {:.2} | p99 goal < 10 ms |",
+        half_rate, paced.p50_ms, paced.p99_ms
+    );
     println!("| ingress peak RSS (MiB) | | {:.1} | goal < 64 |", rss_mib);
-    println!("| ingress exit on SIGTERM | | {} | |", if clean_exit { "0 (clean)" } else { "NOT clean" });
+    println!(
+        "| ingress exit on SIGTERM | | {} | |",
+        if clean_exit { "0 (clean)" } else { "NOT clean" }
+    );
 
     let report = json!({
         "benchmark": "ingress",
@@ -320,8 +371,12 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-
-async fn closed_loop<F, Fut>(send: Arc<F>, offset: usize, count: usize, concurrency: usize) -> anyhow::Result<Phase>
+async fn closed_loop<F, Fut>(
+    send: Arc<F>,
+    offset: usize,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Phase>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<Duration>> + Send + 'static,
@@ -351,7 +406,12 @@ where
 }
 
 /// Sends `count` requests at a fixed `rate`, whatever the answers' latency (open loop).
-async fn open_loop<F, Fut>(send: Arc<F>, offset: usize, count: usize, rate: f64) -> anyhow::Result<Phase>
+async fn open_loop<F, Fut>(
+    send: Arc<F>,
+    offset: usize,
+    count: usize,
+    rate: f64,
+) -> anyhow::Result<Phase>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<Duration>> + Send + 'static,

@@ -27,7 +27,11 @@ pub enum LogFormat {
 /// Installs the tracing subscriber (`RUST_LOG`, default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -62,7 +66,12 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 #[derive(Args, Clone, Debug)]
 pub struct BrokerArgs {
     /// RabbitMQ URL.
-    #[arg(long, env = "KASSA_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KASSA_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name (tests and benchmarks use one so runs never share a queue).
     #[arg(long, env = "KASSA_AMQP_PREFIX", default_value = "")]
@@ -96,7 +105,12 @@ pub struct IngressArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// Webhook signing secrets (`whsec_…`), comma-separated; two during a rotation.
-    #[arg(long, env = "KASSA_STRIPE_WEBHOOK_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KASSA_STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub webhook_secrets: Vec<String>,
     /// Seconds a signature timestamp may be away from now (Stripe's libraries use 300).
     #[arg(long, env = "KASSA_WEBHOOK_TOLERANCE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]

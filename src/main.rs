@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "kassa", version, about = "Stripe webhooks to fulfilment: saved cards, off-session charges, re-pay links")]
+#[command(
+    name = "kassa",
+    version,
+    about = "Stripe webhooks to fulfilment: saved cards, off-session charges, re-pay links"
+)]
 struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "KASSA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -2,7 +2,9 @@
 //! refusal publishes nothing, and a broker outage is a 503 that heals by itself.
 
 use crate::support::proxy::TcpProxy;
-use crate::support::{event_body, event_id, eventually, now, services, IngressOptions, TestIngress, SECRET};
+use crate::support::{
+    event_body, event_id, eventually, now, services, IngressOptions, TestIngress, SECRET,
+};
 use futures_util::future::join_all;
 use kassa_stripe::webhook::sign;
 use lapin::options::QueueBindOptions;
@@ -24,14 +26,29 @@ async fn a_signed_event_is_answered_200_after_exactly_one_message_with_its_id_an
     let messages = app.drain_fulfillment().await;
     assert_eq!(messages.len(), 1);
     let message = &messages[0];
-    assert_eq!(message.delivery.data, body, "the raw body is passed on untouched");
+    assert_eq!(
+        message.delivery.data, body,
+        "the raw body is passed on untouched"
+    );
     let properties = &message.delivery.properties;
-    assert_eq!(properties.message_id().as_ref().map(|s| s.as_str()), Some(id.as_str()));
-    assert_eq!(properties.kind().as_ref().map(|s| s.as_str()), Some("checkout.session.completed"));
+    assert_eq!(
+        properties.message_id().as_ref().map(|s| s.as_str()),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        properties.kind().as_ref().map(|s| s.as_str()),
+        Some("checkout.session.completed")
+    );
     assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
-    assert_eq!(properties.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    assert_eq!(
+        properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
     assert!(properties.timestamp().is_some());
-    assert_eq!(message.delivery.routing_key.as_str(), "checkout.session.completed");
+    assert_eq!(
+        message.delivery.routing_key.as_str(),
+        "checkout.session.completed"
+    );
     app.cleanup().await;
 }
 
@@ -53,29 +70,107 @@ async fn every_bad_request_gets_its_status_and_code_and_publishes_nothing() {
     let good = |b: &Vec<u8>| Some(sign(SECRET, now(), b));
 
     let cases: Vec<(&str, Vec<u8>, Option<String>, u16, &str)> = vec![
-        ("tampered body", tampered.clone(), good(&body), 400, "signature_invalid"),
-        ("wrong secret", body.clone(), Some(sign("whsec_someone_else", now(), &body)), 400, "signature_invalid"),
-        ("stale timestamp", body.clone(), Some(sign(SECRET, now() - 301, &body)), 400, "timestamp_out_of_tolerance"),
-        ("future timestamp", body.clone(), Some(sign(SECRET, now() + 301, &body)), 400, "timestamp_out_of_tolerance"),
-        ("missing header", body.clone(), None, 400, "signature_missing"),
-        ("garbled header", body.clone(), Some("t=yesterday,v1=??".into()), 400, "signature_malformed"),
-        ("only v0", body.clone(), Some(format!("t={},v0=abcdef", now())), 400, "signature_no_v1"),
-        ("body over 1 MiB", huge.clone(), good(&huge), 413, "payload_too_large"),
-        ("not JSON", not_json.clone(), good(&not_json), 400, "payload_invalid_json"),
-        ("JSON that is not an event", not_event.clone(), good(&not_event), 400, "payload_not_event"),
+        (
+            "tampered body",
+            tampered.clone(),
+            good(&body),
+            400,
+            "signature_invalid",
+        ),
+        (
+            "wrong secret",
+            body.clone(),
+            Some(sign("whsec_someone_else", now(), &body)),
+            400,
+            "signature_invalid",
+        ),
+        (
+            "stale timestamp",
+            body.clone(),
+            Some(sign(SECRET, now() - 301, &body)),
+            400,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            "future timestamp",
+            body.clone(),
+            Some(sign(SECRET, now() + 301, &body)),
+            400,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            "missing header",
+            body.clone(),
+            None,
+            400,
+            "signature_missing",
+        ),
+        (
+            "garbled header",
+            body.clone(),
+            Some("t=yesterday,v1=??".into()),
+            400,
+            "signature_malformed",
+        ),
+        (
+            "only v0",
+            body.clone(),
+            Some(format!("t={},v0=abcdef", now())),
+            400,
+            "signature_no_v1",
+        ),
+        (
+            "body over 1 MiB",
+            huge.clone(),
+            good(&huge),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "not JSON",
+            not_json.clone(),
+            good(&not_json),
+            400,
+            "payload_invalid_json",
+        ),
+        (
+            "JSON that is not an event",
+            not_event.clone(),
+            good(&not_event),
+            400,
+            "payload_not_event",
+        ),
     ];
     for (name, body, signature, want_status, want_code) in cases {
         let (status, answer) = app.post_webhook(body, signature).await;
         assert_eq!(status, want_status, "{name}: {answer}");
         assert_eq!(answer["error"]["code"], want_code, "{name}: {answer}");
-        assert!(answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}: {answer}"
+        );
     }
 
     // Nothing was published: the queue holds exactly the one good event sent now.
     let id = event_id();
-    assert_eq!(app.post_signed(event_body(&id, "customer.updated")).await.0, 200);
+    assert_eq!(
+        app.post_signed(event_body(&id, "customer.updated")).await.0,
+        200
+    );
     let messages = app.drain_fulfillment().await;
-    let ids: Vec<_> = messages.iter().map(|m| m.delivery.properties.message_id().clone().unwrap().to_string()).collect();
+    let ids: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .clone()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(ids, vec![id]);
     app.cleanup().await;
 }
@@ -94,7 +189,9 @@ async fn during_a_secret_rotation_either_secret_verifies() {
         assert_eq!(status, 200, "{secret}: {answer}");
     }
     let body = event_body(&event_id(), "setup_intent.succeeded");
-    let (status, _) = app.post_webhook(body.clone(), Some(sign(SECRET, now(), &body))).await;
+    let (status, _) = app
+        .post_webhook(body.clone(), Some(sign(SECRET, now(), &body)))
+        .await;
     assert_eq!(status, 400, "a secret that is not configured is refused");
     assert_eq!(app.drain_fulfillment().await.len(), 2);
     app.cleanup().await;
@@ -103,7 +200,11 @@ async fn during_a_secret_rotation_either_secret_verifies() {
 #[tokio::test]
 async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart() {
     let real = url::Url::parse(&services::amqp_url().await).unwrap();
-    let upstream = format!("{}:{}", real.host_str().unwrap(), real.port().unwrap_or(5672));
+    let upstream = format!(
+        "{}:{}",
+        real.host_str().unwrap(),
+        real.port().unwrap_or(5672)
+    );
     let mut proxy = TcpProxy::start(&upstream).await;
     let confirm_timeout = Duration::from_secs(2);
     let app = TestIngress::spawn_with(IngressOptions {
@@ -113,8 +214,18 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
     })
     .await;
     let before = event_id();
-    assert_eq!(app.post_signed(event_body(&before, "charge.succeeded")).await.0, 200);
-    let ready = app.http.get(format!("{}/readyz", app.base_url)).send().await.unwrap();
+    assert_eq!(
+        app.post_signed(event_body(&before, "charge.succeeded"))
+            .await
+            .0,
+        200
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 
     proxy.down().await;
@@ -123,30 +234,63 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
     let (status, answer) = app.post_signed(event_body(&lost, "charge.succeeded")).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "broker_unavailable");
-    assert!(started.elapsed() <= confirm_timeout + Duration::from_secs(1), "answered in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= confirm_timeout + Duration::from_secs(1),
+        "answered in {:?}",
+        started.elapsed()
+    );
     // Once the loss is noticed, readiness says so and further webhooks fail fast.
-    eventually(Duration::from_secs(10), "readyz to report the outage", || async {
-        let r = app.http.get(format!("{}/readyz", app.base_url)).send().await.ok()?;
-        (r.status() == 503).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "readyz to report the outage",
+        || async {
+            let r = app
+                .http
+                .get(format!("{}/readyz", app.base_url))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503).then_some(())
+        },
+    )
     .await;
     let started = Instant::now();
-    assert_eq!(app.post_signed(event_body(&event_id(), "charge.succeeded")).await.0, 503);
-    assert!(started.elapsed() < Duration::from_millis(500), "fail fast while down: {:?}", started.elapsed());
+    assert_eq!(
+        app.post_signed(event_body(&event_id(), "charge.succeeded"))
+            .await
+            .0,
+        503
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "fail fast while down: {:?}",
+        started.elapsed()
+    );
 
     proxy.up().await;
     // Stripe re-sends the refused event; once the broker is back it is accepted, same process.
-    let resent = eventually(Duration::from_secs(15), "the ingress to accept events again", || async {
-        let (status, _) = app.post_signed(event_body(&lost, "charge.succeeded")).await;
-        (status == 200).then_some(())
-    })
+    let resent = eventually(
+        Duration::from_secs(15),
+        "the ingress to accept events again",
+        || async {
+            let (status, _) = app.post_signed(event_body(&lost, "charge.succeeded")).await;
+            (status == 200).then_some(())
+        },
+    )
     .await;
     let _ = resent;
     let ids: HashSet<String> = app
         .drain_fulfillment()
         .await
         .iter()
-        .map(|m| m.delivery.properties.message_id().clone().unwrap().to_string())
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .clone()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert!(ids.contains(&before) && ids.contains(&lost), "{ids:?}");
     app.cleanup().await;
@@ -156,21 +300,48 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
 #[tokio::test]
 async fn an_unroutable_event_is_a_503_not_a_silent_loss() {
     let app = TestIngress::spawn().await;
-    let (queue, exchange) = (app.topology.fulfillment_queue(), app.topology.events_exchange());
+    let (queue, exchange) = (
+        app.topology.fulfillment_queue(),
+        app.topology.events_exchange(),
+    );
     app.inspector
-        .queue_unbind(queue.as_str().into(), exchange.as_str().into(), "#".into(), FieldTable::default())
+        .queue_unbind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
-    let (status, answer) = app.post_signed(event_body(&event_id(), "refund.created")).await;
+    let (status, answer) = app
+        .post_signed(event_body(&event_id(), "refund.created"))
+        .await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "broker_unavailable");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("unroutable"), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unroutable"),
+        "{answer}"
+    );
 
     app.inspector
-        .queue_bind(queue.as_str().into(), exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
-    assert_eq!(app.post_signed(event_body(&event_id(), "refund.created")).await.0, 200);
+    assert_eq!(
+        app.post_signed(event_body(&event_id(), "refund.created"))
+            .await
+            .0,
+        200
+    );
     app.cleanup().await;
 }
 
@@ -178,17 +349,39 @@ async fn an_unroutable_event_is_a_503_not_a_silent_loss() {
 async fn a_thousand_concurrent_webhooks_become_a_thousand_messages() {
     let app = TestIngress::spawn().await;
     let ids: Vec<String> = (0..1000).map(|_| event_id()).collect();
-    let kinds = ["checkout.session.completed", "payment_intent.succeeded", "customer.updated"];
-    let requests = ids.iter().enumerate().map(|(i, id)| app.post_signed(event_body(id, kinds[i % kinds.len()])));
+    let kinds = [
+        "checkout.session.completed",
+        "payment_intent.succeeded",
+        "customer.updated",
+    ];
+    let requests = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| app.post_signed(event_body(id, kinds[i % kinds.len()])));
     let answers = join_all(requests).await;
-    let failures: Vec<_> = answers.iter().filter(|(status, _)| *status != 200).collect();
-    assert!(failures.is_empty(), "{} of 1000 failed: {:?}", failures.len(), failures.first());
+    let failures: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of 1000 failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
 
     let received: Vec<String> = app
         .drain_fulfillment()
         .await
         .iter()
-        .map(|m| m.delivery.properties.message_id().clone().unwrap().to_string())
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .clone()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(received.len(), 1000, "one message per accepted webhook");
     let received: HashSet<_> = received.into_iter().collect();
@@ -200,13 +393,40 @@ async fn a_thousand_concurrent_webhooks_become_a_thousand_messages() {
 #[tokio::test]
 async fn metrics_count_outcomes_and_verify_failures() {
     let app = TestIngress::spawn().await;
-    assert_eq!(app.post_signed(event_body(&event_id(), "customer.updated")).await.0, 200);
+    assert_eq!(
+        app.post_signed(event_body(&event_id(), "customer.updated"))
+            .await
+            .0,
+        200
+    );
     assert_eq!(app.post_webhook(b"{}".to_vec(), None).await.0, 400);
-    let metrics = app.http.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"kassa_webhook_requests_total{outcome="accepted"}"#), "{metrics}");
-    assert!(metrics.contains(r#"kassa_webhook_signature_failures_total{reason="signature_missing"}"#), "{metrics}");
-    assert!(metrics.contains("kassa_publish_confirm_seconds_bucket"), "{metrics}");
-    let health = app.http.get(format!("{}/healthz", app.base_url)).send().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"kassa_webhook_requests_total{outcome="accepted"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kassa_webhook_signature_failures_total{reason="signature_missing"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kassa_publish_confirm_seconds_bucket"),
+        "{metrics}"
+    );
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     app.cleanup().await;
 }

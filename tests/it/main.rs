@@ -2,5 +2,6 @@
 //! broker, or a testcontainers fallback), fresh exchange and queue names per test.
 
 mod cli;
+mod consumer;
 mod ingress;
 mod support;

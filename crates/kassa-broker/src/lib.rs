@@ -7,11 +7,13 @@
 //! caller decides (the ingress answers 503 and Stripe re-sends).
 
 pub mod connection;
+pub mod consumer;
 pub mod error;
 pub mod publisher;
 pub mod topology;
 
 pub use connection::{Broker, BrokerConfig};
+pub use consumer::{run_consumer, ConsumerConfig, Incoming, MessageHandler, Outcome};
 pub use error::BrokerError;
 pub use publisher::{ConfirmedPublisher, OutgoingMessage, PublishError};
-pub use topology::Topology;
+pub use topology::{RetryRung, Topology, WorkQueue};

@@ -3,9 +3,9 @@
 
 use crate::connection::Broker;
 use lapin::options::BasicPublishOptions;
-use lapin::Confirmation;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
+use lapin::Confirmation;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.

@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
 
-/// The delays of the retry ladder, shortest first, with the suffix each delay queue carries.
+/// The default delays of the retry ladder, shortest first, with the suffix each delay queue carries.
 pub const RETRY_LADDER: [(&str, Duration); 5] = [
     ("5s", Duration::from_secs(5)),
     ("30s", Duration::from_secs(30)),
@@ -24,10 +24,29 @@ pub const CHARGE_ROUTING_KEY: &str = "charge.execute";
 /// message that crashes every worker ends in `kassa.dead.letters` instead of looping for ever.
 pub const DELIVERY_LIMIT: i64 = 20;
 
-/// Names of every exchange and queue, each with the same prefix.
+/// One rung of a retry ladder: the delay queue's name suffix and how long a message waits there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryRung {
+    /// Suffix of the queue name, e.g. `5s` in `kassa.events.retry.5s`.
+    pub suffix: String,
+    /// The queue's `x-message-ttl`.
+    pub delay: Duration,
+}
+
+/// The two work queues that have a retry ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkQueue {
+    /// `kassa.events.fulfillment`, retried through `kassa.events.retry.*`.
+    Events,
+    /// `kassa.charges.execute`, retried through `kassa.charges.retry.*`.
+    Charges,
+}
+
+/// Names of every exchange and queue, each with the same prefix, and the retry ladder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    ladder: Vec<RetryRung>,
 }
 
 impl Default for Topology {
@@ -41,7 +60,26 @@ impl Topology {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            ladder: RETRY_LADDER
+                .iter()
+                .map(|(suffix, delay)| RetryRung {
+                    suffix: (*suffix).to_owned(),
+                    delay: *delay,
+                })
+                .collect(),
         }
+    }
+
+    /// Replaces the retry ladder (tests use seconds instead of hours). Each rung's suffix names
+    /// its queue; a queue's TTL cannot change once declared, so a new ladder needs new suffixes.
+    pub fn with_retry_ladder(mut self, ladder: Vec<RetryRung>) -> Self {
+        self.ladder = ladder;
+        self
+    }
+
+    /// The retry ladder, shortest delay first.
+    pub fn retry_ladder(&self) -> &[RetryRung] {
+        &self.ladder
     }
 
     /// A topology with a fresh random prefix, for tests and benchmarks.
@@ -103,12 +141,28 @@ impl Topology {
         self.name("kassa.notifications")
     }
 
+    /// The queue a consumer of `work` reads.
+    pub fn work_queue(&self, work: WorkQueue) -> String {
+        match work {
+            WorkQueue::Events => self.fulfillment_queue(),
+            WorkQueue::Charges => self.charges_queue(),
+        }
+    }
+
+    /// The delay queue of `work` for `rung`.
+    pub fn retry_queue(&self, work: WorkQueue, rung: &RetryRung) -> String {
+        match work {
+            WorkQueue::Events => self.events_retry_queue(&rung.suffix),
+            WorkQueue::Charges => self.charges_retry_queue(&rung.suffix),
+        }
+    }
+
     /// Every queue name, for clean-up in tests.
     pub fn queues(&self) -> Vec<String> {
         let mut queues = vec![self.fulfillment_queue(), self.charges_queue()];
-        for (suffix, _) in RETRY_LADDER {
-            queues.push(self.events_retry_queue(suffix));
-            queues.push(self.charges_retry_queue(suffix));
+        for rung in &self.ladder {
+            queues.push(self.events_retry_queue(&rung.suffix));
+            queues.push(self.charges_retry_queue(&rung.suffix));
         }
         queues.extend([self.dead_letters_queue(), self.alerts_email_queue()]);
         queues
@@ -147,23 +201,44 @@ impl Topology {
         // Work queues dead-letter to kassa.dead: rejected (permanent failure) or over the
         // delivery limit.
         let dead = self.dead_exchange();
-        self.declare_queue(channel, &self.fulfillment_queue(), dead_lettering(&dead, None, None))
-            .await?;
-        self.bind(channel, &self.fulfillment_queue(), &self.events_exchange(), "#")
-            .await?;
-        self.declare_queue(channel, &self.charges_queue(), dead_lettering(&dead, None, None))
-            .await?;
-        self.bind(channel, &self.charges_queue(), &self.charges_exchange(), CHARGE_ROUTING_KEY)
-            .await?;
+        self.declare_queue(
+            channel,
+            &self.fulfillment_queue(),
+            dead_lettering(&dead, None, None),
+        )
+        .await?;
+        self.bind(
+            channel,
+            &self.fulfillment_queue(),
+            &self.events_exchange(),
+            "#",
+        )
+        .await?;
+        self.declare_queue(
+            channel,
+            &self.charges_queue(),
+            dead_lettering(&dead, None, None),
+        )
+        .await?;
+        self.bind(
+            channel,
+            &self.charges_queue(),
+            &self.charges_exchange(),
+            CHARGE_ROUTING_KEY,
+        )
+        .await?;
 
         // Retry ladder: a message waits out the TTL, then the broker dead-letters it through the
         // default exchange ("") straight back to its work queue.
-        for (suffix, ttl) in RETRY_LADDER {
+        for rung in &self.ladder {
             for (retry, target) in [
-                (self.events_retry_queue(suffix), self.fulfillment_queue()),
-                (self.charges_retry_queue(suffix), self.charges_queue()),
+                (
+                    self.events_retry_queue(&rung.suffix),
+                    self.fulfillment_queue(),
+                ),
+                (self.charges_retry_queue(&rung.suffix), self.charges_queue()),
             ] {
-                let args = dead_lettering("", Some(&target), Some(ttl));
+                let args = dead_lettering("", Some(&target), Some(rung.delay));
                 self.declare_queue(channel, &retry, args).await?;
             }
         }
@@ -172,13 +247,19 @@ impl Topology {
         quorum.insert("x-queue-type".into(), string("quorum"));
         self.declare_queue(channel, &self.dead_letters_queue(), quorum.clone())
             .await?;
-        self.bind(channel, &self.dead_letters_queue(), &dead, "").await?;
+        self.bind(channel, &self.dead_letters_queue(), &dead, "")
+            .await?;
 
         self.declare_queue(channel, &self.alerts_email_queue(), quorum)
             .await?;
         for key in ["customer.#", "charge.#"] {
-            self.bind(channel, &self.alerts_email_queue(), &self.alerts_exchange(), key)
-                .await?;
+            self.bind(
+                channel,
+                &self.alerts_email_queue(),
+                &self.alerts_exchange(),
+                key,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -231,7 +312,10 @@ fn dead_lettering(exchange: &str, routing_key: Option<&str>, ttl: Option<Duratio
     args.insert("x-dead-letter-exchange".into(), string(exchange));
     args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
     args.insert("x-overflow".into(), string("reject-publish"));
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
     if let Some(key) = routing_key {
         args.insert("x-dead-letter-routing-key".into(), string(key));
     }

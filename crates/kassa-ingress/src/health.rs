@@ -23,7 +23,10 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<IngressState>) -> impl IntoResponse {
     if state.broker.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready", "broker": "connected"})))
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "broker": "connected"})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

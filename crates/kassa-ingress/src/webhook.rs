@@ -82,11 +82,17 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
             })
             .await
             .map_err(|error| {
-                warn!(reason = error.reason(), "event not confirmed by RabbitMQ, answering 503 so Stripe re-sends: {error}");
+                warn!(
+                    reason = error.reason(),
+                    "event not confirmed by RabbitMQ, answering 503 so Stripe re-sends: {error}"
+                );
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "broker_unavailable",
-                    format!("the event could not be stored durably ({}); Stripe will retry", error.reason()),
+                    format!(
+                        "the event could not be stored durably ({}); Stripe will retry",
+                        error.reason()
+                    ),
                 )
             })?;
         info!("event accepted");

@@ -28,14 +28,20 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Unix time now.
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A Stripe-shaped event body with this id and type.
@@ -103,14 +109,25 @@ impl TestIngress {
         config.reconnect_backoff = (Duration::from_millis(50), Duration::from_millis(500));
         config.connect_timeout = Duration::from_secs(2);
         let broker = Broker::start(config, shutdown.clone());
-        broker.wait_ready(Duration::from_secs(20)).await.expect("broker ready");
+        broker
+            .wait_ready(Duration::from_secs(20))
+            .await
+            .expect("broker ready");
 
-        let secrets = options.secrets.iter().map(|s| SecretString::from(s.to_string())).collect();
+        let secrets = options
+            .secrets
+            .iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect();
         let state = IngressState::new(WebhookVerifier::new(secrets), broker);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let router = kassa_ingress::router(state);
-        tokio::spawn(kassa_ingress::serve(listener, router, shutdown.clone().cancelled_owned()));
+        tokio::spawn(kassa_ingress::serve(
+            listener,
+            router,
+            shutdown.clone().cancelled_owned(),
+        ));
 
         let inspector_connection = Connection::connect(&real_url, ConnectionProperties::default())
             .await
@@ -127,7 +144,11 @@ impl TestIngress {
     }
 
     /// POSTs `body` to /webhooks/stripe with `signature` as the Stripe-Signature header.
-    pub async fn post_webhook(&self, body: Vec<u8>, signature: Option<String>) -> (u16, serde_json::Value) {
+    pub async fn post_webhook(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> (u16, serde_json::Value) {
         let mut request = self
             .http
             .post(format!("{}/webhooks/stripe", self.base_url))
@@ -158,7 +179,11 @@ impl TestIngress {
             .await
             .expect("basic.get")
         {
-            message.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .unwrap();
             messages.push(message);
         }
         messages
@@ -168,11 +193,20 @@ impl TestIngress {
     pub async fn cleanup(self) {
         self.shutdown.cancel();
         for queue in self.topology.queues() {
-            let _ = self.inspector.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = self
+                .inspector
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
         for exchange in self.topology.exchanges() {
-            let _ = self.inspector.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+            let _ = self
+                .inspector
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
         }
-        let _ = self.inspector_connection.close(200, "test done".into()).await;
+        let _ = self
+            .inspector_connection
+            .close(200, "test done".into())
+            .await;
     }
 }

@@ -26,9 +26,17 @@ pub async fn amqp_url() -> String {
             .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
             .start()
             .await
-            .expect("no RabbitMQ at KASSA_AMQP_URL or 127.0.0.1:5672, and Docker could not start one");
-        let port = container.get_host_port_ipv4(5672).await.expect("container port");
-        (format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), Some(container))
+            .expect(
+                "no RabbitMQ at KASSA_AMQP_URL or 127.0.0.1:5672, and Docker could not start one",
+            );
+        let port = container
+            .get_host_port_ipv4(5672)
+            .await
+            .expect("container port");
+        (
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            Some(container),
+        )
     })
     .await
     .0
@@ -37,7 +45,11 @@ pub async fn amqp_url() -> String {
 
 async fn answers(address: &str) -> bool {
     matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(address)).await,
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(address)
+        )
+        .await,
         Ok(Ok(_))
     )
 }

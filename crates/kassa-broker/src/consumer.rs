@@ -1,0 +1,336 @@
+//! Competing consumers with manual ack, bounded prefetch and bounded concurrency, a retry ladder
+//! and dead letters.
+//!
+//! A handler returns what to do with a message; the consumer does it and only then acks:
+//! - [`Outcome::Done`] → ack;
+//! - [`Outcome::Retry`] → republish (confirmed) to the next rung's delay queue, which
+//!   dead-letters it back to the work queue after its TTL; past the last rung → dead letter;
+//! - [`Outcome::DeadLetter`] → publish (confirmed) to `kassa.dead` with the reason in headers.
+//!
+//! If that publish fails the original is nacked with requeue, so nothing is ever dropped: the
+//! worst case is a redelivery, which the handlers' inbox makes harmless.
+
+use crate::publisher::{OutgoingMessage, PublishError};
+use crate::topology::WorkQueue;
+use crate::Broker;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Header with the number of retries a message has been through.
+pub const ATTEMPT_HEADER: &str = "x-kassa-attempt";
+/// Header with the last failure (retry) or the reason (dead letter).
+pub const REASON_HEADER: &str = "x-kassa-reason";
+/// Header naming the queue a dead letter came from.
+pub const SOURCE_QUEUE_HEADER: &str = "x-kassa-source-queue";
+/// Header with the Unix time a message was dead-lettered.
+pub const DEAD_AT_HEADER: &str = "x-kassa-dead-lettered-at";
+
+/// A message as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// AMQP `message_id` (the Stripe event id, or a job id); empty when missing.
+    pub message_id: String,
+    /// AMQP `type`; empty when missing.
+    pub kind: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Retries already done (0 on the first delivery from the ladder's point of view).
+    pub attempt: u32,
+    /// The broker's redelivered flag: a previous delivery was not acked (e.g. a crash).
+    pub redelivered: bool,
+}
+
+/// What to do with a handled message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled (or a duplicate): ack.
+    Done,
+    /// A transient failure: try again later, up the ladder.
+    Retry(String),
+    /// A permanent failure: straight to the dead-letter queue.
+    DeadLetter(String),
+}
+
+/// Handles one message; must be idempotent (deliveries are at least once).
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Decides the message's fate.
+    fn handle(&self, message: Incoming) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How a consumer reads its queue.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Which work queue (and ladder).
+    pub work: WorkQueue,
+    /// Unacked messages the broker sends ahead (`basic.qos`).
+    pub prefetch: u16,
+    /// Messages handled at once by this process.
+    pub concurrency: usize,
+    /// Consumer tag prefix, shown in the management UI.
+    pub tag: String,
+}
+
+/// Consumes `config.work` until `shutdown`, then waits for in-flight handlers to finish.
+/// Survives connection loss: when the broker comes back, consuming resumes.
+pub async fn run_consumer<H: MessageHandler>(
+    broker: Broker,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    let queue = broker.topology().work_queue(config.work);
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ready = broker.wait_ready(Duration::from_secs(3600)) => if ready.is_err() { continue },
+        }
+        if let Err(error) =
+            consume_once(&broker, &config, &queue, &handler, &slots, &shutdown).await
+        {
+            warn!(%queue, %error, "consumer interrupted; resuming when RabbitMQ is back");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    // Wait for every in-flight handler: each holds a slot until its ack or nack is sent.
+    let all = u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+    info!(%queue, "consumer stopped");
+}
+
+async fn consume_once<H: MessageHandler>(
+    broker: &Broker,
+    config: &ConsumerConfig,
+    queue: &str,
+    handler: &Arc<H>,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Result<(), lapin::Error> {
+    let channel = match broker.open_channel().await {
+        Ok(channel) => channel,
+        Err(crate::BrokerError::Amqp { source, .. }) => return Err(source),
+        Err(_) => return Ok(()),
+    };
+    channel
+        .basic_qos(config.prefetch.max(1), BasicQosOptions::default())
+        .await?;
+    let tag = format!("{}-{}", config.tag, uuid_like());
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(%queue, prefetch = config.prefetch, concurrency = config.concurrency, "consuming");
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            delivery = deliveries.next() => delivery,
+        };
+        let delivery = match delivery {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => return Err(error),
+            None => return Ok(()),
+        };
+        let (broker, handler, work) = (broker.clone(), handler.clone(), config.work);
+        tokio::spawn(async move {
+            settle(&broker, work, &*handler, delivery).await;
+            drop(permit);
+        });
+    }
+    // Stop taking new deliveries; unacked prefetched ones go back to the queue when the
+    // channel closes, after the in-flight handlers have settled theirs.
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), Default::default())
+        .await;
+    Ok(())
+}
+
+/// Runs the handler on one delivery and acts on its outcome.
+async fn settle<H: MessageHandler>(
+    broker: &Broker,
+    work: WorkQueue,
+    handler: &H,
+    delivery: Delivery,
+) {
+    let incoming = Incoming {
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        kind: delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        body: delivery.data.clone(),
+        attempt: header_u32(&delivery, ATTEMPT_HEADER),
+        redelivered: delivery.redelivered,
+    };
+    let (message_id, attempt) = (incoming.message_id.clone(), incoming.attempt);
+    let outcome = handler.handle(incoming).await;
+    let forwarded = match &outcome {
+        Outcome::Done => Ok(()),
+        Outcome::Retry(reason) => {
+            let ladder = broker.topology().retry_ladder();
+            match ladder.get(attempt as usize) {
+                Some(rung) => {
+                    let queue = broker.topology().retry_queue(work, rung);
+                    info!(%message_id, attempt = attempt + 1, delay = ?rung.delay, %reason, "retrying later");
+                    metrics::counter!("kassa_messages_retried_total", "queue" => work_label(work))
+                        .increment(1);
+                    republish(broker, &delivery, "", &queue, attempt + 1, reason, None).await
+                }
+                None => {
+                    let reason = format!("retries exhausted after {attempt} attempts: {reason}");
+                    dead_letter(broker, work, &delivery, attempt, &reason).await
+                }
+            }
+        }
+        Outcome::DeadLetter(reason) => dead_letter(broker, work, &delivery, attempt, reason).await,
+    };
+    let settled = match forwarded {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(error) => {
+            error!(%message_id, %error, "could not forward the message; requeueing it");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+        }
+    };
+    if let Err(error) = settled {
+        // The channel is gone: the broker requeues the message itself.
+        warn!(%message_id, %error, "ack/nack failed; the broker will redeliver");
+    }
+}
+
+async fn dead_letter(
+    broker: &Broker,
+    work: WorkQueue,
+    delivery: &Delivery,
+    attempt: u32,
+    reason: &str,
+) -> Result<(), PublishError> {
+    let source = broker.topology().work_queue(work);
+    warn!(message_id = ?delivery.properties.message_id(), %reason, "dead-lettering");
+    metrics::counter!("kassa_messages_dead_lettered_total", "queue" => work_label(work))
+        .increment(1);
+    let exchange = broker.topology().dead_exchange();
+    republish(
+        broker,
+        delivery,
+        &exchange,
+        "",
+        attempt,
+        reason,
+        Some(&source),
+    )
+    .await
+}
+
+async fn republish(
+    broker: &Broker,
+    delivery: &Delivery,
+    exchange: &str,
+    routing_key: &str,
+    attempt: u32,
+    reason: &str,
+    source_queue: Option<&str>,
+) -> Result<(), PublishError> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+    headers.insert(REASON_HEADER.into(), long_string(truncate(reason, 4000)));
+    if let Some(source) = source_queue {
+        headers.insert(SOURCE_QUEUE_HEADER.into(), long_string(source));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        headers.insert(DEAD_AT_HEADER.into(), AMQPValue::LongLongInt(now as i64));
+    }
+    let message_id = property(delivery.properties.message_id());
+    let kind = property(delivery.properties.kind());
+    broker
+        .publisher()
+        .publish(OutgoingMessage {
+            exchange,
+            routing_key,
+            body: &delivery.data,
+            message_id: &message_id,
+            kind: &kind,
+            headers: Some(headers),
+        })
+        .await
+}
+
+fn property(value: &Option<ShortString>) -> String {
+    value.as_ref().map(|s| s.to_string()).unwrap_or_default()
+}
+
+fn header_u32(delivery: &Delivery, name: &str) -> u32 {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned());
+    match value {
+        Some(AMQPValue::LongUInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(n),
+        Some(AMQPValue::ShortShortUInt(n)) => u32::from(n),
+        _ => 0,
+    }
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn truncate(value: &str, max: usize) -> &str {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+fn work_label(work: WorkQueue) -> &'static str {
+    match work {
+        WorkQueue::Events => "events",
+        WorkQueue::Charges => "charges",
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

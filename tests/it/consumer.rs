@@ -1,0 +1,239 @@
+//! The consumer's contract with RabbitMQ: ack after the handler, the retry ladder, dead letters
+//! with their reason, and no message lost when forwarding fails.
+
+use crate::support::{eventually, services};
+use kassa_broker::consumer::{ATTEMPT_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER};
+use kassa_broker::{
+    run_consumer, Broker, BrokerConfig, ConsumerConfig, Incoming, MessageHandler, Outcome,
+    OutgoingMessage, RetryRung, Topology, WorkQueue,
+};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::AMQPValue;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Fails each message a scripted number of times, then succeeds; records every attempt seen.
+struct Scripted {
+    transient_failures: u32,
+    permanent: bool,
+    seen: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+impl MessageHandler for Scripted {
+    async fn handle(&self, message: Incoming) -> Outcome {
+        let attempt = message.attempt;
+        self.seen
+            .lock()
+            .unwrap()
+            .entry(message.message_id.clone())
+            .or_default()
+            .push(attempt);
+        if self.permanent {
+            Outcome::DeadLetter("no such customer: cus_missing".into())
+        } else if attempt < self.transient_failures {
+            Outcome::Retry(format!("stripe 503 on attempt {attempt}"))
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
+struct Rig {
+    broker: Broker,
+    topology: Topology,
+    shutdown: CancellationToken,
+}
+
+impl Rig {
+    async fn start(handler: Arc<Scripted>) -> Self {
+        let ladder = vec![
+            RetryRung {
+                suffix: "r1".into(),
+                delay: Duration::from_millis(200),
+            },
+            RetryRung {
+                suffix: "r2".into(),
+                delay: Duration::from_millis(300),
+            },
+        ];
+        let topology = Topology::unique().with_retry_ladder(ladder);
+        let mut config = BrokerConfig::new(services::amqp_url().await);
+        config.topology = topology.clone();
+        let shutdown = CancellationToken::new();
+        let broker = Broker::start(config, shutdown.child_token());
+        broker.wait_ready(Duration::from_secs(20)).await.unwrap();
+        let consumer = ConsumerConfig {
+            work: WorkQueue::Events,
+            prefetch: 8,
+            concurrency: 4,
+            tag: "test".into(),
+        };
+        tokio::spawn(run_consumer(
+            broker.clone(),
+            consumer,
+            handler,
+            shutdown.child_token(),
+        ));
+        Self {
+            broker,
+            topology,
+            shutdown,
+        }
+    }
+
+    async fn publish_event(&self, id: &str) {
+        self.broker
+            .publisher()
+            .publish(OutgoingMessage {
+                exchange: &self.topology.events_exchange(),
+                routing_key: "customer.updated",
+                body: br#"{"id":"evt"}"#,
+                message_id: id,
+                kind: "customer.updated",
+                headers: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn dead_letters(&self) -> Vec<lapin::message::BasicGetMessage> {
+        let channel = self.broker.open_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = channel
+            .basic_get(
+                self.topology.dead_letters_queue().as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+        {
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            out.push(m);
+        }
+        out
+    }
+
+    async fn cleanup(self) {
+        let channel = self.broker.open_channel().await.unwrap();
+        self.shutdown.cancel();
+        for q in self.topology.queues() {
+            let _ = channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in self.topology.exchanges() {
+            let _ = channel
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+}
+
+fn header(message: &lapin::message::BasicGetMessage, name: &str) -> Option<AMQPValue> {
+    message
+        .delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(name)
+        .cloned()
+}
+
+fn header_text(message: &lapin::message::BasicGetMessage, name: &str) -> String {
+    match header(message, name) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transient_failures_climb_the_ladder_then_succeed_once() {
+    let handler = Arc::new(Scripted {
+        transient_failures: 2,
+        permanent: false,
+        seen: Default::default(),
+    });
+    let rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_retry_1").await;
+    eventually(Duration::from_secs(10), "three attempts", || async {
+        (handler
+            .seen
+            .lock()
+            .unwrap()
+            .get("evt_retry_1")
+            .map(Vec::len)
+            == Some(3))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(handler.seen.lock().unwrap()["evt_retry_1"], vec![0, 1, 2]);
+    assert!(rig.dead_letters().await.is_empty());
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_and_permanent_failures_are_dead_lettered_with_their_reason() {
+    let handler = Arc::new(Scripted {
+        transient_failures: 99,
+        permanent: false,
+        seen: Default::default(),
+    });
+    let rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_exhaust").await;
+    let dead = eventually(Duration::from_secs(10), "a dead letter", || async {
+        let dead = rig.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        handler.seen.lock().unwrap()["evt_exhaust"],
+        vec![0, 1, 2],
+        "one try per rung, plus the first"
+    );
+    let reason = header_text(&dead[0], REASON_HEADER);
+    assert!(
+        reason.contains("retries exhausted") && reason.contains("stripe 503"),
+        "{reason}"
+    );
+    assert_eq!(
+        header(&dead[0], ATTEMPT_HEADER),
+        Some(AMQPValue::LongUInt(2))
+    );
+    assert_eq!(
+        dead[0]
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("evt_exhaust")
+    );
+    rig.cleanup().await;
+
+    let handler = Arc::new(Scripted {
+        transient_failures: 0,
+        permanent: true,
+        seen: Default::default(),
+    });
+    let rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_permanent").await;
+    let dead = eventually(Duration::from_secs(10), "a dead letter", || async {
+        let dead = rig.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(
+        handler.seen.lock().unwrap()["evt_permanent"],
+        vec![0],
+        "permanent: no retry"
+    );
+    let reason = header_text(&dead[0], REASON_HEADER);
+    assert!(reason.contains("no such customer"), "{reason}");
+    let source = header_text(&dead[0], SOURCE_QUEUE_HEADER);
+    assert_eq!(source, rig.topology.fulfillment_queue());
+    rig.cleanup().await;
+}

@@ -3,8 +3,11 @@
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
+use kassa::stack::{StackConfig, StripeTarget};
 use kassa_broker::{BrokerConfig, Topology};
 use kassa_stripe::webhook::WebhookVerifier;
+use kassa_stripe_sim::SimConfig;
+use kassa_worker::WorkerConfig;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -154,5 +157,190 @@ impl IngressArgs {
         }
         Ok(WebhookVerifier::new(secrets)
             .with_tolerance(Duration::from_secs(self.webhook_tolerance_secs)))
+    }
+}
+
+/// PostgreSQL settings.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// PostgreSQL URL; the database is created if missing and migrated at start.
+    #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Connections in the pool (each event in flight holds one).
+    #[arg(long, env = "KASSA_DATABASE_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+}
+
+/// Where Stripe is.
+#[derive(Args, Clone, Debug)]
+pub struct StripeArgs {
+    /// Stripe secret (`sk_…`) or restricted (`rk_…`) key. Not set: `serve` and `demo` start the embedded simulator.
+    #[arg(long, env = "KASSA_STRIPE_API_KEY", hide_env_values = true)]
+    pub stripe_api_key: Option<String>,
+    /// Stripe's API base URL (a simulator's URL in tests).
+    #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+}
+
+impl StripeArgs {
+    /// The configured Stripe, if a key is set; a bad key fails here, naming the variable.
+    pub fn target(&self) -> anyhow::Result<Option<StripeTarget>> {
+        let Some(key) = self
+            .stripe_api_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        else {
+            return Ok(None);
+        };
+        let key = SecretString::from(key.to_owned());
+        kassa_stripe::ApiKey::parse(key.clone())
+            .map_err(|e| anyhow::anyhow!("KASSA_STRIPE_API_KEY: {e}"))?;
+        url::Url::parse(&self.stripe_api_base).map_err(|e| {
+            anyhow::anyhow!("KASSA_STRIPE_API_BASE={:?}: {e}", self.stripe_api_base)
+        })?;
+        Ok(Some(StripeTarget::Api {
+            key,
+            api_base: self.stripe_api_base.clone(),
+        }))
+    }
+}
+
+/// How much work a worker takes on.
+#[derive(Args, Clone, Debug)]
+pub struct WorkerArgs {
+    /// Events handled at once by this process.
+    #[arg(long, env = "KASSA_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub worker_concurrency: u32,
+    /// Unacknowledged messages RabbitMQ sends ahead to this process.
+    #[arg(long, env = "KASSA_WORKER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_prefetch: u16,
+}
+
+impl WorkerArgs {
+    /// The worker configuration these flags describe.
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            prefetch: self.worker_prefetch,
+            concurrency: self.worker_concurrency as usize,
+        }
+    }
+}
+
+/// `kassa worker`.
+#[derive(Args, Clone, Debug)]
+pub struct WorkerCommandArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// `kassa serve` and `kassa demo`: ingress and worker in one process.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub ingress: IngressArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Stripe's API base URL (a simulator's URL in tests).
+    #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+impl ServeArgs {
+    /// Stripe from the key, or the embedded simulator when none is set.
+    pub fn stripe_target(&self) -> anyhow::Result<StripeTarget> {
+        let args = StripeArgs {
+            stripe_api_key: self.ingress.stripe_api_key.clone(),
+            stripe_api_base: self.stripe_api_base.clone(),
+        };
+        Ok(match args.target()? {
+            Some(target) => target,
+            None => StripeTarget::Embedded(Box::default()),
+        })
+    }
+
+    /// The whole stack's configuration.
+    pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
+        let stripe = self.stripe_target()?;
+        let webhook_secrets = match &stripe {
+            StripeTarget::Embedded(_) => Vec::new(),
+            StripeTarget::Api { .. } => {
+                if self
+                    .ingress
+                    .webhook_secrets
+                    .iter()
+                    .all(|s| s.trim().is_empty())
+                {
+                    bail!(
+                        "KASSA_STRIPE_WEBHOOK_SECRETS is required when KASSA_STRIPE_API_KEY is set"
+                    );
+                }
+                self.ingress.webhook_verifier()?.secrets().to_vec()
+            }
+        };
+        Ok(StackConfig {
+            listen: Some(self.ingress.listen),
+            broker: self.ingress.broker.config(),
+            database_url: Some(self.store.database_url.clone()),
+            db_max_connections: self.store.database_max_connections,
+            stripe: Some(stripe),
+            webhook_secrets,
+            webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
+            worker: Some(self.worker.config()),
+        })
+    }
+}
+
+/// `kassa stripe-sim`.
+#[derive(Args, Clone, Debug)]
+pub struct StripeSimArgs {
+    /// Address the simulator binds.
+    #[arg(long, env = "KASSA_SIM_LISTEN", default_value = "127.0.0.1:12111")]
+    pub listen: SocketAddr,
+    /// Where to deliver webhooks (repeat for several endpoints).
+    #[arg(long = "webhook-endpoint")]
+    pub webhook_endpoints: Vec<String>,
+    /// The secret webhooks are signed with.
+    #[arg(long, default_value = kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET, hide_default_value = true)]
+    pub webhook_secret: String,
+    /// Answer this fraction of /v1 requests with a 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Answer 429 rate_limit above this many requests per second (Stripe test mode: about 25).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Added latency per request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+}
+
+impl StripeSimArgs {
+    /// The simulator configuration these flags describe.
+    pub fn sim_config(&self) -> anyhow::Result<SimConfig> {
+        if !self.webhook_secret.starts_with("whsec_") {
+            bail!("--webhook-secret must start with whsec_");
+        }
+        let mut config = SimConfig {
+            listen: self.listen,
+            webhook_endpoints: self.webhook_endpoints.clone(),
+            webhook_secret: self.webhook_secret.clone(),
+            ..SimConfig::default()
+        };
+        config.faults.error_rate = self.error_rate;
+        config.faults.rate_limit_per_sec = self.rate_limit;
+        config.faults.latency = Duration::from_millis(self.latency_ms);
+        config
+            .faults
+            .validate()
+            .map_err(|e| anyhow::anyhow!("stripe-sim faults: {e}"))?;
+        Ok(config)
     }
 }

@@ -1,15 +1,16 @@
-//! `kassa`: the one binary. This file is the command line and the wiring of the crates,
-//! nothing else; `bench` holds the benchmarks.
+//! `kassa`: the one binary. This file is the command line, nothing else: each subcommand reads
+//! its configuration (config.rs) and starts the matching parts (kassa::stack).
 
 mod bench;
 mod config;
+mod demo;
+mod dlq;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use config::{IngressArgs, LogFormat};
-use kassa_broker::Broker;
-use kassa_ingress::IngressState;
-use tokio::net::TcpListener;
+use config::{IngressArgs, LogFormat, ServeArgs, StoreArgs, WorkerCommandArgs};
+use kassa::stack::{Stack, StackConfig, StripeTarget};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -29,8 +30,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ingress and worker in one process; with no KASSA_STRIPE_API_KEY, on the embedded Stripe simulator.
+    Serve(ServeArgs),
+    /// Run the whole flow once on the embedded simulator and print what happened, hop by hop.
+    Demo(ServeArgs),
     /// Receive Stripe webhooks: verify, publish to RabbitMQ with confirms, answer 200.
     Ingress(IngressArgs),
+    /// Consume events: re-fetch from Stripe, save cards, record customers, exactly once.
+    Worker(WorkerCommandArgs),
+    /// Create the database if missing and apply the migrations, then exit.
+    Migrate(StoreArgs),
+    /// Inspect and replay the dead-letter queue.
+    Dlq(dlq::DlqArgs),
+    /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
+    StripeSim(config::StripeSimArgs),
     /// Measure Kassa against a baseline in the same run; prints a table and writes JSON.
     Bench {
         #[command(subcommand)]
@@ -47,18 +60,50 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Ingress(args) => run_ingress(args).await,
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Ingress(args) => ingress(args).await,
+            Command::Worker(args) => worker(args).await,
+            Command::Migrate(args) => migrate(args).await,
+            Command::Dlq(args) => dlq::run(args).await,
+            Command::StripeSim(args) => stripe_sim(args).await,
             Command::Bench { which } => bench::run(which).await,
         }
     })
 }
 
-async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.stack_config()?;
+    match &config.stripe {
+        Some(StripeTarget::Embedded(_)) => info!(
+            "kassa serve: no KASSA_STRIPE_API_KEY, so running in TEST MODE on the embedded Stripe simulator, which delivers webhooks to this process"
+        ),
+        _ => info!(api_base = %args.stripe_api_base, "kassa serve: using Stripe at KASSA_STRIPE_API_BASE"),
+    }
+    let mut stack = Stack::start(config).await?;
+    if let Some(sim) = &stack.sim {
+        info!(stripe_api_base = %sim.base_url(), "embedded Stripe simulator listening (hosted checkout pages under /c/pay/)");
+    }
+    run_until_signal(&mut stack).await;
+    stack.stop().await;
+    info!("kassa serve stopped");
+    Ok(())
+}
+
+async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
     let verifier = args.webhook_verifier()?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding KASSA_LISTEN={}", args.listen))?;
-    let address = listener.local_addr().context("reading the bound address")?;
+    let config = StackConfig {
+        listen: Some(args.listen),
+        broker: args.broker.config(),
+        database_url: None,
+        db_max_connections: 1,
+        stripe: None,
+        webhook_secrets: verifier.secrets().to_vec(),
+        webhook_tolerance: Duration::from_secs(args.webhook_tolerance_secs),
+        worker: None,
+    };
+    let mut stack = Stack::start(config).await?;
+    let address = stack.address.context("the ingress has an address")?;
     info!(
         listen = %address,
         webhook_url = %format!("http://{address}/webhooks/stripe"),
@@ -67,17 +112,69 @@ async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
         amqp_url = %kassa_broker::connection::redact_url(&args.broker.amqp_url),
         "kassa ingress listening"
     );
-
-    let shutdown = CancellationToken::new();
-    let broker_shutdown = CancellationToken::new();
-    let broker = Broker::start(args.broker.config(), broker_shutdown.clone());
-    let router = kassa_ingress::router(IngressState::new(verifier, broker));
-    tokio::spawn(config::cancel_on_signal(shutdown.clone()));
-    kassa_ingress::serve(listener, router, shutdown.cancelled_owned())
-        .await
-        .context("serving HTTP")?;
-    // In-flight webhooks have had their confirms; only now let the connection go.
-    broker_shutdown.cancel();
+    run_until_signal(&mut stack).await;
+    stack.stop().await;
     info!("kassa ingress stopped");
     Ok(())
+}
+
+async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let stripe = args.stripe.target()?.context(
+        "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
+    )?;
+    let config = StackConfig {
+        listen: None,
+        broker: args.broker.config(),
+        database_url: Some(args.store.database_url.clone()),
+        db_max_connections: args.store.database_max_connections,
+        stripe: Some(stripe),
+        webhook_secrets: Vec::new(),
+        webhook_tolerance: Duration::from_secs(300),
+        worker: Some(args.worker.config()),
+    };
+    let mut stack = Stack::start(config).await?;
+    info!(
+        concurrency = args.worker.worker_concurrency,
+        prefetch = args.worker.worker_prefetch,
+        stripe_api_base = %args.stripe.stripe_api_base,
+        "kassa worker started"
+    );
+    run_until_signal(&mut stack).await;
+    stack.stop().await;
+    info!("kassa worker stopped");
+    Ok(())
+}
+
+async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    let store = kassa_store::Store::connect(&args.database_url, 1)
+        .await
+        .with_context(|| {
+            format!(
+                "migrating KASSA_DATABASE_URL={}",
+                kassa_broker::connection::redact_url(&args.database_url)
+            )
+        })?;
+    store.close().await;
+    info!("database ready and migrated");
+    Ok(())
+}
+
+async fn stripe_sim(args: config::StripeSimArgs) -> anyhow::Result<()> {
+    let sim_config = args.sim_config()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(config::cancel_on_signal(shutdown.clone()));
+    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test mode only; any sk_test_ key)");
+    kassa_stripe_sim::serve(sim_config, shutdown.cancelled_owned())
+        .await
+        .context("running the Stripe simulator")
+}
+
+/// Waits for SIGINT/SIGTERM (or a part failing on its own).
+async fn run_until_signal(stack: &mut Stack) {
+    let signal = CancellationToken::new();
+    tokio::spawn(config::cancel_on_signal(signal.clone()));
+    tokio::select! {
+        _ = signal.cancelled() => {}
+        _ = stack.failed() => tracing::error!("a part of Kassa stopped unexpectedly; shutting down"),
+    }
 }

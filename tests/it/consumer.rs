@@ -15,9 +15,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Fails each message a scripted number of times, then succeeds; records every attempt seen.
+#[derive(Default)]
 struct Scripted {
     transient_failures: u32,
     permanent: bool,
+    /// Set once "the cause is removed": permanent failures stop.
+    fixed: std::sync::atomic::AtomicBool,
     seen: Mutex<HashMap<String, Vec<u32>>>,
 }
 
@@ -30,7 +33,7 @@ impl MessageHandler for Scripted {
             .entry(message.message_id.clone())
             .or_default()
             .push(attempt);
-        if self.permanent {
+        if self.permanent && !self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
             Outcome::DeadLetter("no such customer: cus_missing".into())
         } else if attempt < self.transient_failures {
             Outcome::Retry(format!("stripe 503 on attempt {attempt}"))
@@ -154,7 +157,7 @@ async fn transient_failures_climb_the_ladder_then_succeed_once() {
     let handler = Arc::new(Scripted {
         transient_failures: 2,
         permanent: false,
-        seen: Default::default(),
+        ..Default::default()
     });
     let rig = Rig::start(handler.clone()).await;
     rig.publish_event("evt_retry_1").await;
@@ -179,7 +182,7 @@ async fn exhausted_retries_and_permanent_failures_are_dead_lettered_with_their_r
     let handler = Arc::new(Scripted {
         transient_failures: 99,
         permanent: false,
-        seen: Default::default(),
+        ..Default::default()
     });
     let rig = Rig::start(handler.clone()).await;
     rig.publish_event("evt_exhaust").await;
@@ -217,7 +220,7 @@ async fn exhausted_retries_and_permanent_failures_are_dead_lettered_with_their_r
     let handler = Arc::new(Scripted {
         transient_failures: 0,
         permanent: true,
-        seen: Default::default(),
+        ..Default::default()
     });
     let rig = Rig::start(handler.clone()).await;
     rig.publish_event("evt_permanent").await;
@@ -235,5 +238,68 @@ async fn exhausted_retries_and_permanent_failures_are_dead_lettered_with_their_r
     assert!(reason.contains("no such customer"), "{reason}");
     let source = header_text(&dead[0], SOURCE_QUEUE_HEADER);
     assert_eq!(source, rig.topology.fulfillment_queue());
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn dlq_lists_without_removing_and_replay_puts_the_message_back_once() {
+    let handler = Arc::new(Scripted {
+        transient_failures: 0,
+        permanent: true,
+        ..Default::default()
+    });
+    let rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_dlq_a").await;
+    rig.publish_event("evt_dlq_b").await;
+    let listed = eventually(Duration::from_secs(10), "two dead letters", || async {
+        let listed = kassa_broker::dlq::list(&rig.broker, 100).await.unwrap();
+        (listed.len() == 2).then_some(listed)
+    })
+    .await;
+    let a = listed
+        .iter()
+        .find(|l| l.message_id == "evt_dlq_a")
+        .expect("evt_dlq_a listed");
+    assert!(a.reason.contains("no such customer"), "{a:?}");
+    assert_eq!(a.source_queue, rig.topology.fulfillment_queue());
+    assert_eq!(a.kind, "customer.updated");
+    assert!(a.dead_lettered_at.is_some());
+    // Listing is not consuming.
+    assert_eq!(
+        kassa_broker::dlq::list(&rig.broker, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    handler
+        .fixed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let replayed = kassa_broker::dlq::replay(
+        &rig.broker,
+        &kassa_broker::dlq::Selection::Id("evt_dlq_a".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed, vec!["evt_dlq_a".to_string()]);
+    eventually(
+        Duration::from_secs(10),
+        "the replayed message to be handled",
+        || async { (handler.seen.lock().unwrap()["evt_dlq_a"].len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        handler.seen.lock().unwrap()["evt_dlq_a"],
+        vec![0, 0],
+        "replay resets the attempt count"
+    );
+    let left = kassa_broker::dlq::list(&rig.broker, 100).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|l| l.message_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["evt_dlq_b"]
+    );
     rig.cleanup().await;
 }

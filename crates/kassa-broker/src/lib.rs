@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod consumer;
+pub mod dlq;
 pub mod error;
 pub mod publisher;
 pub mod topology;

@@ -3,7 +3,10 @@
 //! that already has the topology changes nothing.
 
 use crate::BrokerError;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 use std::time::Duration;
@@ -261,6 +264,36 @@ impl Topology {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    /// Deletes every queue and exchange of this topology (tests, benchmarks and the demo use a
+    /// prefixed topology of their own and remove it when done). Errors are ignored: a name that
+    /// is already gone is fine.
+    pub async fn delete(&self, channel: &Channel) {
+        for queue in self.queues() {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in self.exchanges() {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+
+    /// Connects to `url` on its own connection and deletes this topology (see [`Topology::delete`]).
+    pub async fn delete_at(&self, url: &str) -> Result<(), BrokerError> {
+        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .map_err(BrokerError::amqp("connect"))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(BrokerError::amqp("channel.open"))?;
+        self.delete(&channel).await;
+        let _ = connection.close(200, "topology deleted".into()).await;
         Ok(())
     }
 

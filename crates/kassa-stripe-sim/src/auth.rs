@@ -10,7 +10,10 @@ use crate::error::ApiError;
 
 /// The API key of a request, or Stripe's 401/403 answer.
 pub fn api_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(raw) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(raw) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(no_key());
     };
     let raw = raw.trim();
@@ -32,7 +35,8 @@ pub fn api_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 fn no_key() -> ApiError {
@@ -57,12 +61,21 @@ fn check(key: &str) -> Result<(), ApiError> {
     // Stripe masks all but the last four characters: "Invalid API Key provided: sk_test_****1234".
     let shown = match key.rfind('_') {
         Some(i) if i + 1 < key.len() && key.is_char_boundary(i + 1) => {
-            let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = key
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             format!("{}****{tail}", &key[..=i])
         }
         _ => "****".to_owned(),
     };
-    Err(ApiError::unauthorized(format!("Invalid API Key provided: {shown}")))
+    Err(ApiError::unauthorized(format!(
+        "Invalid API Key provided: {shown}"
+    )))
 }
 
 /// Standard base64 (with or without padding); `None` when the text is not base64.
@@ -100,7 +113,10 @@ mod tests {
 
     fn with(auth: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(auth).unwrap(),
+        );
         h
     }
 
@@ -109,7 +125,10 @@ mod tests {
         assert_eq!(api_key(&with("Bearer sk_test_abc")).unwrap(), "sk_test_abc");
         assert_eq!(api_key(&with("Bearer rk_test_abc")).unwrap(), "rk_test_abc");
         // "sk_test_abc:" in base64.
-        assert_eq!(api_key(&with("Basic c2tfdGVzdF9hYmM6")).unwrap(), "sk_test_abc");
+        assert_eq!(
+            api_key(&with("Basic c2tfdGVzdF9hYmM6")).unwrap(),
+            "sk_test_abc"
+        );
     }
 
     #[test]
@@ -120,7 +139,10 @@ mod tests {
         assert_eq!(api_key(&with("Bearer pk_test_x")).unwrap_err().status, 403);
         let e = api_key(&with("Bearer sk_live_12345678")).unwrap_err();
         assert_eq!(e.status, 401);
-        assert_eq!(e.error["message"], "Invalid API Key provided: sk_live_****5678");
+        assert_eq!(
+            e.error["message"],
+            "Invalid API Key provided: sk_live_****5678"
+        );
         assert_eq!(api_key(&with("Bearer nonsense")).unwrap_err().status, 401);
         assert_eq!(api_key(&with("Basic !!!")).unwrap_err().status, 401);
     }

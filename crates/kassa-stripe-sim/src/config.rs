@@ -101,7 +101,10 @@ impl Faults {
     /// Checks the values a caller can get wrong (rates outside 0..=1, a status that is not a 5xx).
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.error_rate) {
-            return Err(format!("error_rate must be within 0..=1, got {}", self.error_rate));
+            return Err(format!(
+                "error_rate must be within 0..=1, got {}",
+                self.error_rate
+            ));
         }
         if !(0.0..=1.0).contains(&self.drop_webhook_rate) {
             return Err(format!(

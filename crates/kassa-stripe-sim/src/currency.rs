@@ -5,7 +5,8 @@ use crate::error::ApiError;
 /// Stripe: "Zero-decimal currencies: BIF, CLP, DJF, GNF, JPY, KMF, KRW, MGA, PYG, RWF, UGX, VND, VUV, XAF,
 /// XOF, XPF" — amounts are whole units, never ×100 (docs: currencies, "Zero-decimal currencies").
 pub const ZERO_DECIMAL: &[&str] = &[
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf",
 ];
 
 /// Stripe: three-decimal currencies BHD, JOD, KWD, OMR, TND "require the least-significant (last) digit to
@@ -14,15 +15,17 @@ pub const THREE_DECIMAL: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
 
 /// Presentment currencies Stripe supports (docs: currencies, "Supported presentment currencies").
 const SUPPORTED: &[&str] = &[
-    "usd", "aed", "afn", "all", "amd", "ang", "aoa", "ars", "aud", "awg", "azn", "bam", "bbd", "bdt", "bgn", "bhd",
-    "bif", "bmd", "bnd", "bob", "brl", "bsd", "bwp", "byn", "bzd", "cad", "cdf", "chf", "clp", "cny", "cop", "crc",
-    "cve", "czk", "djf", "dkk", "dop", "dzd", "egp", "etb", "eur", "fjd", "fkp", "gbp", "gel", "gip", "gmd", "gnf",
-    "gtq", "gyd", "hkd", "hnl", "htg", "huf", "idr", "ils", "inr", "isk", "jmd", "jod", "jpy", "kes", "kgs", "khr",
-    "kmf", "krw", "kwd", "kyd", "kzt", "lak", "lbp", "lkr", "lrd", "lsl", "mad", "mdl", "mga", "mkd", "mmk", "mnt",
-    "mop", "mur", "mvr", "mwk", "mxn", "myr", "mzn", "nad", "ngn", "nio", "nok", "npr", "nzd", "omr", "pab", "pen",
-    "pgk", "php", "pkr", "pln", "pyg", "qar", "ron", "rsd", "rub", "rwf", "sar", "sbd", "scr", "sek", "sgd", "shp",
-    "sle", "sos", "srd", "std", "szl", "thb", "tjs", "tnd", "top", "try", "ttd", "twd", "tzs", "uah", "ugx", "uyu",
-    "uzs", "vnd", "vuv", "wst", "xaf", "xcd", "xof", "xpf", "yer", "zar", "zmw",
+    "usd", "aed", "afn", "all", "amd", "ang", "aoa", "ars", "aud", "awg", "azn", "bam", "bbd",
+    "bdt", "bgn", "bhd", "bif", "bmd", "bnd", "bob", "brl", "bsd", "bwp", "byn", "bzd", "cad",
+    "cdf", "chf", "clp", "cny", "cop", "crc", "cve", "czk", "djf", "dkk", "dop", "dzd", "egp",
+    "etb", "eur", "fjd", "fkp", "gbp", "gel", "gip", "gmd", "gnf", "gtq", "gyd", "hkd", "hnl",
+    "htg", "huf", "idr", "ils", "inr", "isk", "jmd", "jod", "jpy", "kes", "kgs", "khr", "kmf",
+    "krw", "kwd", "kyd", "kzt", "lak", "lbp", "lkr", "lrd", "lsl", "mad", "mdl", "mga", "mkd",
+    "mmk", "mnt", "mop", "mur", "mvr", "mwk", "mxn", "myr", "mzn", "nad", "ngn", "nio", "nok",
+    "npr", "nzd", "omr", "pab", "pen", "pgk", "php", "pkr", "pln", "pyg", "qar", "ron", "rsd",
+    "rub", "rwf", "sar", "sbd", "scr", "sek", "sgd", "shp", "sle", "sos", "srd", "std", "szl",
+    "thb", "tjs", "tnd", "top", "try", "ttd", "twd", "tzs", "uah", "ugx", "uyu", "uzs", "vnd",
+    "vuv", "wst", "xaf", "xcd", "xof", "xpf", "yer", "zar", "zmw",
 ];
 
 /// Stripe's minimum charge amounts in minor units (docs: currencies, "Minimum and maximum charge amounts").
@@ -79,7 +82,12 @@ pub fn format_major(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };
     let a = amount.unsigned_abs();
     let scale_u = scale.unsigned_abs();
-    format!("{sign}{}.{:0width$}", a / scale_u, a % scale_u, width = d as usize)
+    format!(
+        "{sign}{}.{:0width$}",
+        a / scale_u,
+        a % scale_u,
+        width = d as usize
+    )
 }
 
 /// Validates a currency code; Stripe: "Must be a supported currency", three-letter ISO code in lowercase.
@@ -89,7 +97,10 @@ pub fn check_currency(raw: &str, param: &str) -> Result<String, ApiError> {
         Ok(c)
     } else {
         Err(ApiError::invalid(
-            format!("Invalid currency: {raw}. Stripe currently supports these currencies: {}", SUPPORTED.join(", ")),
+            format!(
+                "Invalid currency: {raw}. Stripe currently supports these currencies: {}",
+                SUPPORTED.join(", ")
+            ),
             Some(param),
         ))
     }
@@ -99,12 +110,18 @@ pub fn check_currency(raw: &str, param: &str) -> Result<String, ApiError> {
 /// multiple of 10 in three-decimal currencies.
 pub fn check_charge_amount(amount: i64, currency: &str, param: &str) -> Result<(), ApiError> {
     if amount < 1 {
-        return Err(ApiError::invalid("This value must be greater than or equal to 1.", Some(param)));
+        return Err(ApiError::invalid(
+            "This value must be greater than or equal to 1.",
+            Some(param),
+        ));
     }
     if amount > MAX_AMOUNT {
         return Err(ApiError::invalid_code(
             "amount_too_large",
-            format!("Amount must be no more than {} {currency}", format_major(MAX_AMOUNT, currency)),
+            format!(
+                "Amount must be no more than {} {currency}",
+                format_major(MAX_AMOUNT, currency)
+            ),
             Some(param),
         ));
     }
@@ -121,7 +138,10 @@ pub fn check_charge_amount(amount: i64, currency: &str, param: &str) -> Result<(
             // message "Amount must be at least $0.50 usd" (docs: error codes).
             return Err(ApiError::invalid_code(
                 "amount_too_small",
-                format!("Amount must be at least {symbol}{} {currency}", format_major(*min, currency)),
+                format!(
+                    "Amount must be at least {symbol}{} {currency}",
+                    format_major(*min, currency)
+                ),
                 Some(param),
             ));
         }

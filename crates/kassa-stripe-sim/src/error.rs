@@ -39,39 +39,72 @@ pub struct ApiError {
 const DOC_BASE: &str = "https://stripe.com/docs/error-codes";
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &str, code: Option<&str>, message: String, param: Option<&str>) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: &str,
+        code: Option<&str>,
+        message: String,
+        param: Option<&str>,
+    ) -> Self {
         let mut e = Map::new();
         if let Some(code) = code {
             e.insert("code".into(), json!(code));
             // Stripe: "Every Error object links to this list in its doc_url attribute" (docs: error codes).
-            e.insert("doc_url".into(), json!(format!("{DOC_BASE}/{}", code.replace('_', "-"))));
+            e.insert(
+                "doc_url".into(),
+                json!(format!("{DOC_BASE}/{}", code.replace('_', "-"))),
+            );
         }
         e.insert("message".into(), json!(message));
         if let Some(param) = param {
             e.insert("param".into(), json!(param));
         }
         e.insert("type".into(), json!(kind));
-        ApiError { status, error: Value::Object(e), should_retry: None }
+        ApiError {
+            status,
+            error: Value::Object(e),
+            should_retry: None,
+        }
     }
 
     /// 400 `invalid_request_error` with an optional `code` and `param`.
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message.into(), param)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            message.into(),
+            param,
+        )
     }
 
     /// 400 `invalid_request_error` with a `code`.
     pub fn invalid_code(code: &str, message: impl Into<String>, param: Option<&str>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some(code), message.into(), param)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some(code),
+            message.into(),
+            param,
+        )
     }
 
     /// 400 `parameter_missing`: Stripe's "Missing required param: x."
     pub fn missing(param: &str) -> Self {
-        Self::invalid_code("parameter_missing", format!("Missing required param: {param}."), Some(param))
+        Self::invalid_code(
+            "parameter_missing",
+            format!("Missing required param: {param}."),
+            Some(param),
+        )
     }
 
     /// 400 `parameter_unknown`: Stripe's "Received unknown parameter: x".
     pub fn unknown_param(param: &str) -> Self {
-        Self::invalid_code("parameter_unknown", format!("Received unknown parameter: {param}"), Some(param))
+        Self::invalid_code(
+            "parameter_unknown",
+            format!("Received unknown parameter: {param}"),
+            Some(param),
+        )
     }
 
     /// 404 `resource_missing`: Stripe's "No such customer: 'cus_x'".
@@ -105,7 +138,13 @@ impl ApiError {
 
     /// 401 `invalid_request_error`: no or a bad API key.
     pub fn unauthorized(message: String) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", None, message, None)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            message,
+            None,
+        )
     }
 
     /// 403 `secret_key_required`: a publishable key on a server endpoint.
@@ -153,7 +192,7 @@ impl ApiError {
     }
 
     /// 5xx `api_error`, with `Stripe-Should-Retry: true`.
-    pub fn api_error(status: StatusCode) -> Self {
+    pub fn server_error(status: StatusCode) -> Self {
         let mut e = Self::new(
             status,
             "api_error",
@@ -167,7 +206,13 @@ impl ApiError {
 
     /// 402 `card_error` built by [`crate::cards`]; extra fields (decline_code, payment_intent, …) are set by the caller.
     pub fn card_error(code: &str, message: &str, param: Option<&str>) -> Self {
-        Self::new(StatusCode::PAYMENT_REQUIRED, "card_error", Some(code), message.to_owned(), param)
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "card_error",
+            Some(code),
+            message.to_owned(),
+            param,
+        )
     }
 
     /// Adds a field to the error object (`decline_code`, `payment_intent`, `charge`, …).

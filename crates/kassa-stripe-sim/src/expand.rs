@@ -28,10 +28,18 @@ pub fn apply(store: &Store, value: &mut Value, paths: &[String]) -> Result<(), A
 }
 
 fn cannot(path: &str) -> ApiError {
-    ApiError::invalid(format!("This property cannot be expanded ({path})."), Some("expand"))
+    ApiError::invalid(
+        format!("This property cannot be expanded ({path})."),
+        Some("expand"),
+    )
 }
 
-fn expand_path(store: &Store, value: &mut Value, segments: &[&str], path: &str) -> Result<(), ApiError> {
+fn expand_path(
+    store: &Store,
+    value: &mut Value,
+    segments: &[&str],
+    path: &str,
+) -> Result<(), ApiError> {
     let Some((field, rest)) = segments.split_first() else {
         return Ok(());
     };
@@ -46,8 +54,14 @@ fn expand_path(store: &Store, value: &mut Value, segments: &[&str], path: &str) 
     };
     // A Checkout Session's line items are never in the object until asked for (docs: Checkout Session
     // object, `line_items` "This field is not included by default").
-    if *field == "line_items" && obj.get("object").and_then(Value::as_str) == Some("checkout.session") {
-        let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if *field == "line_items"
+        && obj.get("object").and_then(Value::as_str) == Some("checkout.session")
+    {
+        let id = obj
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let items = store.line_items.get(&id).cloned().unwrap_or_default();
         let mut list = json!({
             "object": "list",

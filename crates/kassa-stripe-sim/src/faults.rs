@@ -22,7 +22,11 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: u32) -> Self {
-        TokenBucket { rate: f64::from(rate), tokens: f64::from(rate), last: Instant::now() }
+        TokenBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
     }
 
     fn take(&mut self) -> bool {
@@ -51,7 +55,11 @@ impl FaultState {
     /// Faults as configured at start.
     pub fn new(faults: Faults) -> Self {
         let bucket = faults.rate_limit_per_sec.map(TokenBucket::new);
-        FaultState { faults, injected: 0, bucket }
+        FaultState {
+            faults,
+            injected: 0,
+            bucket,
+        }
     }
 
     /// Replaces the faults; counters and the bucket start afresh.
@@ -87,10 +95,11 @@ impl FaultState {
         let capped = f.max_faults.is_some_and(|max| self.injected >= max);
         if f.error_rate > 0.0 && !capped && rand::rng().random_bool(f.error_rate.clamp(0.0, 1.0)) {
             self.injected += 1;
-            let status = StatusCode::from_u16(f.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(f.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             // Stripe: 5xx "indicate an error with Stripe's servers"; `Stripe-Should-Retry: true` tells
             // clients a retry may succeed (docs: error handling).
-            return Some(ApiError::api_error(status));
+            return Some(ApiError::server_error(status));
         }
         None
     }
@@ -108,16 +117,26 @@ mod tests {
 
     #[test]
     fn error_rate_respects_max_faults() {
-        let mut s = FaultState::new(Faults { error_rate: 1.0, error_status: 503, max_faults: Some(3), ..Faults::default() });
+        let mut s = FaultState::new(Faults {
+            error_rate: 1.0,
+            error_status: 503,
+            max_faults: Some(3),
+            ..Faults::default()
+        });
         let errors: Vec<_> = (0..10).filter_map(|_| s.intercept()).collect();
         assert_eq!(errors.len(), 3);
-        assert!(errors.iter().all(|e| e.status == 503 && e.error["type"] == "api_error" && e.should_retry == Some(true)));
+        assert!(errors.iter().all(|e| e.status == 503
+            && e.error["type"] == "api_error"
+            && e.should_retry == Some(true)));
         assert_eq!(s.injected(), 3);
     }
 
     #[test]
     fn rate_limit_allows_a_burst_of_one_second() {
-        let mut s = FaultState::new(Faults { rate_limit_per_sec: Some(25), ..Faults::default() });
+        let mut s = FaultState::new(Faults {
+            rate_limit_per_sec: Some(25),
+            ..Faults::default()
+        });
         let limited = (0..40).filter_map(|_| s.intercept()).count();
         assert!((14..=15).contains(&limited), "{limited} limited");
         let e = s.intercept().unwrap();

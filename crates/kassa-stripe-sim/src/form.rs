@@ -87,12 +87,21 @@ fn split_key(key: &str) -> Vec<&str> {
     segments
 }
 
-fn insert(branch: &mut Vec<(String, Node)>, segments: &[&str], value: String, full_key: &str) -> Result<(), FormError> {
+fn insert(
+    branch: &mut Vec<(String, Node)>,
+    segments: &[&str],
+    value: String,
+    full_key: &str,
+) -> Result<(), FormError> {
     let Some((first, rest)) = segments.split_first() else {
         return Ok(());
     };
     // `a[]=x` appends: its index is the number of entries already there.
-    let name = if first.is_empty() { branch.len().to_string() } else { (*first).to_owned() };
+    let name = if first.is_empty() {
+        branch.len().to_string()
+    } else {
+        (*first).to_owned()
+    };
     let existing = branch.iter_mut().position(|(k, _)| *k == name);
     if rest.is_empty() {
         match existing {
@@ -119,7 +128,8 @@ fn insert(branch: &mut Vec<(String, Node)>, segments: &[&str], value: String, fu
 
 /// A canonical array index: digits without a leading zero (or "0").
 fn as_index(k: &str) -> Option<usize> {
-    if k.is_empty() || (k.len() > 1 && k.starts_with('0')) || !k.bytes().all(|b| b.is_ascii_digit()) {
+    if k.is_empty() || (k.len() > 1 && k.starts_with('0')) || !k.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     k.parse().ok()
@@ -145,7 +155,15 @@ fn to_value(node: Node, key: &str) -> Value {
                     items.sort_by_key(|(i, _)| *i);
                     Value::Array(items.into_iter().map(|(_, v)| v).collect())
                 }
-                _ => Value::Object(children.into_iter().map(|(k, n)| { let v = to_value(n, &k); (k, v) }).collect()),
+                _ => Value::Object(
+                    children
+                        .into_iter()
+                        .map(|(k, n)| {
+                            let v = to_value(n, &k);
+                            (k, v)
+                        })
+                        .collect(),
+                ),
             }
         }
     }
@@ -161,7 +179,10 @@ pub fn percent_decode(input: &[u8]) -> String {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' => match (input.get(i + 1).and_then(hex), input.get(i + 2).and_then(hex)) {
+            b'%' => match (
+                input.get(i + 1).and_then(hex),
+                input.get(i + 2).and_then(hex),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h * 16 + l);
                     i += 3;
@@ -204,15 +225,24 @@ mod tests {
 
     #[test]
     fn flat_and_escaped_values() {
-        assert_eq!(d("email=a%40b.c&name=Jenny+Rosen"), json!({"email": "a@b.c", "name": "Jenny Rosen"}));
+        assert_eq!(
+            d("email=a%40b.c&name=Jenny+Rosen"),
+            json!({"email": "a@b.c", "name": "Jenny Rosen"})
+        );
         assert_eq!(d("a=&b"), json!({"a": "", "b": ""}));
         assert_eq!(d("a=1&a=2"), json!({"a": "2"}));
     }
 
     #[test]
     fn maps_and_arrays() {
-        assert_eq!(d("metadata[product_code]=A1&metadata[k]=v"), json!({"metadata": {"product_code": "A1", "k": "v"}}));
-        assert_eq!(d("expand[]=a&expand[]=b.c"), json!({"expand": ["a", "b.c"]}));
+        assert_eq!(
+            d("metadata[product_code]=A1&metadata[k]=v"),
+            json!({"metadata": {"product_code": "A1", "k": "v"}})
+        );
+        assert_eq!(
+            d("expand[]=a&expand[]=b.c"),
+            json!({"expand": ["a", "b.c"]})
+        );
         assert_eq!(d("expand[0]=a&expand[1]=b"), json!({"expand": ["a", "b"]}));
         assert_eq!(
             d("line_items[0][price_data][currency]=jpy&line_items[0][quantity]=2&line_items[1][price]=price_1"),
@@ -225,7 +255,10 @@ mod tests {
 
     #[test]
     fn metadata_with_numeric_keys_stays_a_map() {
-        assert_eq!(d("metadata[0]=x&metadata[7]=y"), json!({"metadata": {"0": "x", "7": "y"}}));
+        assert_eq!(
+            d("metadata[0]=x&metadata[7]=y"),
+            json!({"metadata": {"0": "x", "7": "y"}})
+        );
         assert_eq!(d("a[01]=x"), json!({"a": {"01": "x"}}));
     }
 
@@ -246,13 +279,21 @@ mod tests {
     #[test]
     fn too_deep_is_an_error() {
         let key = format!("a{}", "[b]".repeat(40));
-        assert_eq!(decode(format!("{key}=1").as_bytes()), Err(FormError::TooLarge));
+        assert_eq!(
+            decode(format!("{key}=1").as_bytes()),
+            Err(FormError::TooLarge)
+        );
     }
 
     fn encode_into(prefix: &str, v: &Value, out: &mut Vec<String>) {
         match v {
-            Value::Object(m) => m.iter().for_each(|(k, v)| encode_into(&format!("{prefix}[{}]", esc(k)), v, out)),
-            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| encode_into(&format!("{prefix}[{i}]"), v, out)),
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| encode_into(&format!("{prefix}[{}]", esc(k)), v, out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| encode_into(&format!("{prefix}[{i}]"), v, out)),
             Value::String(s) => out.push(format!("{prefix}={}", esc(s))),
             _ => {}
         }
@@ -260,7 +301,13 @@ mod tests {
 
     fn esc(s: &str) -> String {
         s.bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect()
     }
 
@@ -284,7 +331,8 @@ mod tests {
         leaf().prop_recursive(4, 32, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 1..4).prop_map(Value::Array),
-                prop::collection::btree_map(key(), inner, 1..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(key(), inner, 1..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }

@@ -46,7 +46,11 @@ pub struct Saved {
 #[derive(Debug)]
 enum Entry {
     InFlight(Fingerprint),
-    Done { fingerprint: Fingerprint, saved: Saved, at: Instant },
+    Done {
+        fingerprint: Fingerprint,
+        saved: Saved,
+        at: Instant,
+    },
 }
 
 /// What to do with a request that carries an `Idempotency-Key`.
@@ -74,12 +78,17 @@ impl IdempotencyStore {
     pub fn begin(&mut self, scope: &str, key: &str, fingerprint: Fingerprint) -> Begin {
         self.inserts += 1;
         if self.inserts % 4096 == 0 {
-            self.entries.retain(|_, e| !matches!(e, Entry::Done { at, .. } if at.elapsed() > TTL));
+            self.entries
+                .retain(|_, e| !matches!(e, Entry::Done { at, .. } if at.elapsed() > TTL));
         }
         let k = (scope.to_owned(), key.to_owned());
         match self.entries.get(&k) {
             Some(Entry::InFlight(_)) => Begin::InFlight,
-            Some(Entry::Done { fingerprint: first, saved, at }) if at.elapsed() <= TTL => {
+            Some(Entry::Done {
+                fingerprint: first,
+                saved,
+                at,
+            }) if at.elapsed() <= TTL => {
                 if *first == fingerprint {
                     Begin::Replay(saved.clone())
                 } else {
@@ -99,7 +108,14 @@ impl IdempotencyStore {
         match saved {
             Some(saved) => {
                 if let Some(Entry::InFlight(fp)) = self.entries.remove(&k) {
-                    self.entries.insert(k, Entry::Done { fingerprint: fp, saved, at: Instant::now() });
+                    self.entries.insert(
+                        k,
+                        Entry::Done {
+                            fingerprint: fp,
+                            saved,
+                            at: Instant::now(),
+                        },
+                    );
                 }
             }
             None => {
@@ -117,23 +133,40 @@ mod tests {
     use serde_json::json;
 
     fn fp(amount: u32) -> Fingerprint {
-        Fingerprint { method: "POST".into(), path: "/v1/payment_intents".into(), params: json!({"amount": amount.to_string()}) }
+        Fingerprint {
+            method: "POST".into(),
+            path: "/v1/payment_intents".into(),
+            params: json!({"amount": amount.to_string()}),
+        }
     }
 
     fn saved() -> Saved {
-        Saved { status: 200, body: Bytes::from_static(b"{}"), request_id: "req_1".into(), should_retry: None }
+        Saved {
+            status: 200,
+            body: Bytes::from_static(b"{}"),
+            request_id: "req_1".into(),
+            should_retry: None,
+        }
     }
 
     #[test]
     fn replay_mismatch_and_in_flight() {
         let mut s = IdempotencyStore::default();
         assert!(matches!(s.begin("sk_test_a", "k", fp(100)), Begin::Execute));
-        assert!(matches!(s.begin("sk_test_a", "k", fp(100)), Begin::InFlight));
+        assert!(matches!(
+            s.begin("sk_test_a", "k", fp(100)),
+            Begin::InFlight
+        ));
         // Another API key has its own keys.
         assert!(matches!(s.begin("sk_test_b", "k", fp(100)), Begin::Execute));
         s.finish("sk_test_a", "k", Some(saved()));
-        assert!(matches!(s.begin("sk_test_a", "k", fp(100)), Begin::Replay(r) if r.request_id == "req_1"));
-        assert!(matches!(s.begin("sk_test_a", "k", fp(200)), Begin::Mismatch));
+        assert!(
+            matches!(s.begin("sk_test_a", "k", fp(100)), Begin::Replay(r) if r.request_id == "req_1")
+        );
+        assert!(matches!(
+            s.begin("sk_test_a", "k", fp(200)),
+            Begin::Mismatch
+        ));
     }
 
     #[test]

@@ -1,1 +1,56 @@
-//! kassa-stripe-sim
+//! kassa-stripe-sim: an in-memory Stripe (test mode) that official Stripe libraries cannot tell from
+//! Stripe, for every test, demo and benchmark of Kassa. It answers Stripe's `/v1` API with Stripe's
+//! request and response shapes, status codes and error bodies, follows the documented test cards,
+//! idempotency and `expand` rules, records an event for every change and delivers it as a signed webhook
+//! (with retries), and can inject faults (5xx, rate limits, latency, duplicated, shuffled or dropped
+//! webhooks). Every behaviour cites the Stripe documentation it follows.
+//!
+//! It never touches a real network (it binds a local port and POSTs webhooks only to the endpoints it is
+//! given), never puts a simulator-only route under `/v1/` (those live under `/_sim/` and the hosted page
+//! under `/c/pay/`), and depends on nothing of Kassa's: objects are `serde_json::Value`s and webhooks are
+//! signed by its own HMAC code, so it checks Kassa's client and verifier independently.
+//!
+//! Tour: [`config`] (what an instance is given), [`sim`] ([`Simulator`], [`serve`]), [`api`] (the `/v1`
+//! front door), [`auth`], [`form`] (bracket-form decoder), [`params`], [`idempotency`], [`faults`],
+//! [`state`] (the store, events), [`expand`], [`list`], [`currency`], [`cards`] (test cards),
+//! [`resources`] (one module per resource family), [`webhooks`] (signing, delivery), [`control`]
+//! (`/_sim/`), [`hosted`] (the checkout page).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kassa_stripe_sim::SimError> {
+//! use kassa_stripe_sim::{SimConfig, Simulator};
+//! let sim = Simulator::start(SimConfig::default()).await?;
+//! let api_base = sim.base_url(); // give this to the Stripe client with any `sk_test_…` key
+//! # let _ = api_base;
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod auth;
+pub mod cards;
+pub mod config;
+pub mod control;
+pub mod currency;
+pub mod error;
+pub mod expand;
+pub mod faults;
+pub mod form;
+pub mod hosted;
+pub mod idempotency;
+pub mod list;
+pub mod params;
+pub mod resources;
+pub mod sim;
+pub mod state;
+pub mod webhooks;
+
+pub use api::RecordedRequest;
+pub use config::{
+    Faults, SimConfig, DEFAULT_API_VERSION, DEFAULT_WEBHOOK_SECRET, TEST_MODE_RATE_LIMIT,
+};
+pub use error::SimError;
+pub use sim::{serve, Simulator};
+pub use webhooks::{signature_header, DeliveryOutcome, WebhookDelivery};

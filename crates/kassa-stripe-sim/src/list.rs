@@ -13,8 +13,14 @@ use crate::state::Store;
 pub fn limit(p: &Params) -> Result<usize, ApiError> {
     match p.int("limit")? {
         None => Ok(10),
-        Some(n) if n < 1 => Err(ApiError::invalid("This value must be greater than or equal to 1.", Some("limit"))),
-        Some(n) if n > 100 => Err(ApiError::invalid("This value must be less than or equal to 100.", Some("limit"))),
+        Some(n) if n < 1 => Err(ApiError::invalid(
+            "This value must be greater than or equal to 1.",
+            Some("limit"),
+        )),
+        Some(n) if n > 100 => Err(ApiError::invalid(
+            "This value must be less than or equal to 100.",
+            Some("limit"),
+        )),
         Some(n) => Ok(usize::try_from(n).unwrap_or(10)),
     }
 }
@@ -31,19 +37,32 @@ pub fn page(
     let limit = limit(p)?;
     let starting_after = p.str("starting_after");
     let ending_before = p.str("ending_before");
-    for (param, cursor) in [("starting_after", &starting_after), ("ending_before", &ending_before)] {
+    for (param, cursor) in [
+        ("starting_after", &starting_after),
+        ("ending_before", &ending_before),
+    ] {
         if let Some(id) = cursor {
             if store.get(id).is_none() {
                 return Err(ApiError::no_such(noun, id, param));
             }
         }
     }
-    let matching = store.ids(kind).iter().rev().filter_map(|id| store.get(id)).filter(|v| keep(v));
+    let matching = store
+        .ids(kind)
+        .iter()
+        .rev()
+        .filter_map(|id| store.get(id))
+        .filter(|v| keep(v));
     let (data, has_more): (Vec<Value>, bool) = if let Some(cursor) = ending_before {
         // The objects newer than the cursor, the `limit` closest to it, still newest first.
-        let newer: Vec<&Value> = matching.take_while(|v| v.get("id").and_then(Value::as_str) != Some(&cursor)).collect();
+        let newer: Vec<&Value> = matching
+            .take_while(|v| v.get("id").and_then(Value::as_str) != Some(&cursor))
+            .collect();
         let skip = newer.len().saturating_sub(limit);
-        (newer[skip..].iter().map(|v| (*v).clone()).collect(), skip > 0)
+        (
+            newer[skip..].iter().map(|v| (*v).clone()).collect(),
+            skip > 0,
+        )
     } else {
         let mut rest: Box<dyn Iterator<Item = &Value>> = Box::new(matching);
         if let Some(cursor) = starting_after {

@@ -21,12 +21,17 @@ pub fn as_text(v: &Value) -> Option<String> {
 /// Parses an integer the way Stripe reads `amount=1099`; `param` names it in the error.
 pub fn int_value(v: &Value, param: &str) -> Result<i64, ApiError> {
     match v {
-        Value::Number(n) => n.as_i64().ok_or_else(|| ApiError::invalid(format!("Invalid integer: {n}"), Some(param))),
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| ApiError::invalid(format!("Invalid integer: {n}"), Some(param))),
         Value::String(s) => s
             .trim()
             .parse::<i64>()
             .map_err(|_| ApiError::invalid(format!("Invalid integer: {s}"), Some(param))),
-        _ => Err(ApiError::invalid(format!("Invalid integer: {v}"), Some(param))),
+        _ => Err(ApiError::invalid(
+            format!("Invalid integer: {v}"),
+            Some(param),
+        )),
     }
 }
 
@@ -83,7 +88,10 @@ impl Params {
             None => Ok(Params::default()),
             Some(Value::Object(m)) => Ok(Params(m.clone())),
             Some(Value::String(s)) if s.is_empty() => Ok(Params::default()),
-            Some(_) => Err(ApiError::invalid(format!("Invalid object: {key} must be a hash"), Some(key))),
+            Some(_) => Err(ApiError::invalid(
+                format!("Invalid object: {key} must be a hash"),
+                Some(key),
+            )),
         }
     }
 
@@ -94,7 +102,10 @@ impl Params {
             Some(Value::Array(a)) => Ok(a.clone()),
             Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
             Some(v @ Value::String(_)) => Ok(vec![v.clone()]),
-            Some(_) => Err(ApiError::invalid(format!("Invalid array: {key} must be an array"), Some(key))),
+            Some(_) => Err(ApiError::invalid(
+                format!("Invalid array: {key} must be an array"),
+                Some(key),
+            )),
         }
     }
 
@@ -107,13 +118,19 @@ impl Params {
                 let mut out = Map::new();
                 for (k, v) in m {
                     let text = as_text(v).ok_or_else(|| {
-                        ApiError::invalid(format!("Invalid value for metadata[{k}]: must be a string"), Some("metadata"))
+                        ApiError::invalid(
+                            format!("Invalid value for metadata[{k}]: must be a string"),
+                            Some("metadata"),
+                        )
                     })?;
                     out.insert(k.clone(), Value::String(text));
                 }
                 Ok(Some(out))
             }
-            Some(_) => Err(ApiError::invalid("Invalid hash: metadata must be a hash", Some("metadata"))),
+            Some(_) => Err(ApiError::invalid(
+                "Invalid hash: metadata must be a hash",
+                Some("metadata"),
+            )),
         }
     }
 
@@ -121,7 +138,11 @@ impl Params {
     pub fn expand(&self) -> Result<Vec<String>, ApiError> {
         self.array("expand")?
             .iter()
-            .map(|v| as_text(v).ok_or_else(|| ApiError::invalid("Invalid array: expand must contain strings", Some("expand"))))
+            .map(|v| {
+                as_text(v).ok_or_else(|| {
+                    ApiError::invalid("Invalid array: expand must contain strings", Some("expand"))
+                })
+            })
             .collect()
     }
 

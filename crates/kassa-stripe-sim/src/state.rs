@@ -19,6 +19,8 @@ pub struct Store {
     order: HashMap<&'static str, Vec<String>>,
     /// Line items of each Checkout Session (Stripe returns them only on request: `expand[]=line_items`).
     pub line_items: HashMap<String, Vec<Value>>,
+    /// `payment_intent_data` of each payment-mode Checkout Session, used when the customer pays.
+    pub payment_intent_data: HashMap<String, crate::params::Params>,
     /// PaymentMethods that went through a setup (SetupIntent, or a payment with `setup_future_usage`).
     pub set_up_for_off_session: HashSet<String>,
 }
@@ -48,7 +50,11 @@ impl Store {
 
     /// Lowers `pending_webhooks` of an event once one endpoint acknowledged it.
     pub fn webhook_delivered(&mut self, event_id: &str) {
-        if let Some(Value::Number(n)) = self.objects.get_mut(event_id).and_then(|e| e.get_mut("pending_webhooks")) {
+        if let Some(Value::Number(n)) = self
+            .objects
+            .get_mut(event_id)
+            .and_then(|e| e.get_mut("pending_webhooks"))
+        {
             let left = n.as_u64().unwrap_or(0).saturating_sub(1);
             *n = left.into();
         }
@@ -64,7 +70,12 @@ pub fn new_id(prefix: &str) -> String {
 pub fn random_suffix(prefix: &str, n: usize) -> String {
     let mut s = String::with_capacity(prefix.len() + n);
     s.push_str(prefix);
-    s.extend(rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from));
+    s.extend(
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(n)
+            .map(char::from),
+    );
     s
 }
 
@@ -106,7 +117,8 @@ pub struct Ctx<'a> {
     pub origin: Origin,
     /// Webhook endpoints configured now (an event's initial `pending_webhooks`).
     pub endpoints: usize,
-    /// Events emitted, in order, to deliver as webhooks once the lock is released.
+    /// Events emitted, in order, to deliver as webhooks once the lock is released (none are kept when
+    /// no endpoint is configured).
     pub emitted: Vec<Value>,
     /// Whether anything changed: Stripe saves an idempotent result only once an endpoint began executing.
     pub mutated: bool,
@@ -115,11 +127,25 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// A context for one execution.
     pub fn new(store: &'a mut Store, env: &'a Env, origin: Origin, endpoints: usize) -> Self {
-        Ctx { store, now: unix_now(), env, origin, endpoints, emitted: Vec::new(), mutated: false }
+        Ctx {
+            store,
+            now: unix_now(),
+            env,
+            origin,
+            endpoints,
+            emitted: Vec::new(),
+            mutated: false,
+        }
     }
 
     /// A clone of an object of the expected `object` type, or Stripe's 404 naming `noun` and `param`.
-    pub fn fetch(&self, object: &str, noun: &str, id: &str, param: &str) -> Result<Value, ApiError> {
+    pub fn fetch(
+        &self,
+        object: &str,
+        noun: &str,
+        id: &str,
+        param: &str,
+    ) -> Result<Value, ApiError> {
         match self.store.get(id) {
             Some(v) if v.get("object").and_then(Value::as_str) == Some(object) => Ok(v.clone()),
             _ => Err(ApiError::no_such(noun, id, param)),
@@ -128,7 +154,11 @@ impl<'a> Ctx<'a> {
 
     /// Stores a new object (no event).
     pub fn insert(&mut self, kind: &'static str, value: Value) {
-        let id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = value
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         self.mutated = true;
         self.store.insert(kind, id, value);
     }
@@ -141,7 +171,11 @@ impl<'a> Ctx<'a> {
 
     /// Replaces an object without an event.
     pub fn put(&mut self, value: Value) {
-        let id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = value
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         self.mutated = true;
         self.store.replace(&id, value);
     }
@@ -177,8 +211,10 @@ impl<'a> Ctx<'a> {
             "request": {"id": self.origin.request_id, "idempotency_key": self.origin.idempotency_key},
             "type": event_type,
         });
-        self.insert("event", event.clone());
-        self.emitted.push(event);
+        if self.endpoints > 0 {
+            self.emitted.push(event.clone());
+        }
+        self.insert("event", event);
     }
 }
 
@@ -221,7 +257,9 @@ mod tests {
         let new = json!({"email": "b@x", "name": "A", "invoice_settings": {"default_payment_method": "pm_1", "footer": null}, "metadata": {"k": "1", "j": "2"}});
         assert_eq!(
             diff(&old, &new),
-            Some(json!({"email": "a@x", "invoice_settings": {"default_payment_method": null}, "metadata": {"j": null}}))
+            Some(
+                json!({"email": "a@x", "invoice_settings": {"default_payment_method": null}, "metadata": {"j": null}})
+            )
         );
         assert_eq!(diff(&old, &old), None);
     }

@@ -6,6 +6,7 @@
 //! The simulator compresses time: retry n waits `webhook_retry_base × 2^(n-1)`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -110,6 +111,7 @@ pub struct Deliverer {
     settings: DeliverySettings,
     client: reqwest::Client,
     endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    count: AtomicUsize,
     log: Mutex<Vec<WebhookDelivery>>,
     store: Arc<Mutex<Store>>,
     faults: Arc<Mutex<crate::faults::FaultState>>,
@@ -127,11 +129,15 @@ impl Deliverer {
         tasks: TaskTracker,
     ) -> Result<Arc<Self>, reqwest::Error> {
         // Endpoints are local: never go through a proxy from the environment.
-        let client = reqwest::Client::builder().no_proxy().timeout(settings.timeout).build()?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(settings.timeout)
+            .build()?;
         Ok(Arc::new(Deliverer {
             settings,
             client,
             endpoints: Mutex::new(HashMap::new()),
+            count: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
             store,
             faults,
@@ -142,28 +148,52 @@ impl Deliverer {
 
     /// Number of endpoints configured.
     pub fn endpoint_count(&self) -> usize {
-        self.endpoints.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint URLs, sorted.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        urls.sort();
+        urls
     }
 
     /// The delivery log so far.
     pub fn log(&self) -> Vec<WebhookDelivery> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Adds an endpoint (ignored if already there); it receives events created from now on.
     pub fn add_endpoint(self: &Arc<Self>, url: String) {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if endpoints.contains_key(&url) {
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         endpoints.insert(url.clone(), tx);
+        self.count.store(endpoints.len(), Ordering::Relaxed);
         let me = Arc::clone(self);
-        self.tasks.spawn(async move { me.endpoint_worker(url, rx).await });
+        self.tasks
+            .spawn(async move { me.endpoint_worker(url, rx).await });
     }
 
     fn record(&self, d: WebhookDelivery) {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).push(d);
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(d);
     }
 
     /// Takes events in creation order, applies the delivery faults, and hands them to each endpoint.
@@ -173,7 +203,12 @@ impl Deliverer {
                 () = self.cancel.cancelled() => return,
                 e = rx.recv() => match e { Some(e) => e, None => return },
             };
-            let faults: Faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner).faults().clone();
+            let faults: Faults = self
+                .faults
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .faults()
+                .clone();
             let mut batch = vec![first];
             if faults.shuffle_webhooks {
                 // Events produced close together are reordered: wait briefly for more, then shuffle.
@@ -212,9 +247,15 @@ impl Deliverer {
                         continue;
                     }
                     // A closed worker means shutdown is under way; nothing is lost that matters then.
-                    let _ = tx.send(Job { event: Arc::clone(&event), duplicate: false });
+                    let _ = tx.send(Job {
+                        event: Arc::clone(&event),
+                        duplicate: false,
+                    });
                     if faults.duplicate_webhooks {
-                        let _ = tx.send(Job { event: Arc::clone(&event), duplicate: true });
+                        let _ = tx.send(Job {
+                            event: Arc::clone(&event),
+                            duplicate: true,
+                        });
                     }
                 }
             }
@@ -234,11 +275,17 @@ impl Deliverer {
             };
             let me = Arc::clone(&self);
             let url = url.clone();
-            self.tasks.spawn(async move { me.deliver(url, job, permit).await });
+            self.tasks
+                .spawn(async move { me.deliver(url, job, permit).await });
         }
     }
 
-    async fn deliver(self: Arc<Self>, url: String, job: Job, permit: tokio::sync::OwnedSemaphorePermit) {
+    async fn deliver(
+        self: Arc<Self>,
+        url: String,
+        job: Job,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let mut permit = Some(permit);
         let max = self.settings.max_attempts.max(1);
         for attempt in 1..=max {
@@ -263,7 +310,10 @@ impl Deliverer {
             });
             if ok {
                 if !job.duplicate {
-                    self.store.lock().unwrap_or_else(PoisonError::into_inner).webhook_delivered(&job.event.id);
+                    self.store
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .webhook_delivered(&job.event.id);
                 }
                 return;
             }
@@ -271,7 +321,10 @@ impl Deliverer {
             // as Stripe's retries arrive after newer events.
             permit.take();
             if attempt < max {
-                let delay = self.settings.retry_base.saturating_mul(1u32 << (attempt - 1).min(20));
+                let delay = self
+                    .settings
+                    .retry_base
+                    .saturating_mul(1u32 << (attempt - 1).min(20));
                 tokio::select! {
                     () = self.cancel.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
@@ -281,14 +334,26 @@ impl Deliverer {
     }
 
     async fn attempt(&self, url: &str, payload: &str) -> (Option<u16>, Option<String>) {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let t = i64::try_from(t).unwrap_or(i64::MAX);
         let request = self
             .client
             .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
-            .header(http::header::USER_AGENT, "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
-            .header("Stripe-Signature", signature_header(&self.settings.secret, t, payload.as_bytes()))
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )
+            .header(
+                http::header::USER_AGENT,
+                "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            )
+            .header(
+                "Stripe-Signature",
+                signature_header(&self.settings.secret, t, payload.as_bytes()),
+            )
             .body(payload.to_owned());
         let response = tokio::select! {
             () = self.cancel.cancelled() => return (None, Some("simulator shut down".to_owned())),
@@ -316,7 +381,10 @@ mod tests {
         // HMAC-SHA256("whsec_test", "1492774577.{}") computed independently with Python's hmac module.
         let sig = sign("whsec_test", 1_492_774_577, b"{}");
         assert_eq!(sig.len(), 64);
-        assert_eq!(signature_header("whsec_test", 1_492_774_577, b"{}"), format!("t=1492774577,v1={sig}"));
+        assert_eq!(
+            signature_header("whsec_test", 1_492_774_577, b"{}"),
+            format!("t=1492774577,v1={sig}")
+        );
         assert_ne!(sig, sign("whsec_other", 1_492_774_577, b"{}"));
     }
 }

@@ -116,7 +116,10 @@ pub struct WebhookVerifier {
 impl std::fmt::Debug for WebhookVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookVerifier")
-            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
             .field("tolerance", &self.tolerance)
             .finish()
     }
@@ -142,11 +145,21 @@ impl WebhookVerifier {
         self.secrets.len()
     }
 
+    /// The configured secrets (still wrapped: `Debug` does not print them).
+    pub fn secrets(&self) -> &[SecretString] {
+        &self.secrets
+    }
+
     /// Verifies `header` over the raw `body` at Unix time `now`.
     ///
     /// Order of checks: header present → parsed → has v1 → timestamp within tolerance (past or
     /// future) → some secret matches some v1, compared in constant time.
-    pub fn verify(&self, header: Option<&str>, body: &[u8], now: i64) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), SignatureError> {
         verify_stripe_signature(header, body, &self.secrets, self.tolerance, now)
     }
 }
@@ -185,7 +198,9 @@ pub fn verify_stripe_signature(
 
 /// Builds a `Stripe-Signature` header value as Stripe would, for tests, benchmarks and tools.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = signed_payload_mac(secret, timestamp, body).finalize().into_bytes();
+    let tag = signed_payload_mac(secret, timestamp, body)
+        .finalize()
+        .into_bytes();
     format!("t={timestamp},v1={}", hex::encode(tag))
 }
 
@@ -209,7 +224,9 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn secrets(s: &[&str]) -> Vec<SecretString> {
-        s.iter().map(|s| SecretString::from(s.to_string())).collect()
+        s.iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect()
     }
 
     fn verify(header: Option<&str>, body: &[u8], s: &[&str]) -> Result<(), SignatureError> {
@@ -221,21 +238,40 @@ mod tests {
         // Computed with Python's hmac module, independently of this code:
         // hmac.new(b"whsec_test", b'1700000000.{"id":"evt_1"}', sha256).hexdigest()
         let body = br#"{"id":"evt_1"}"#;
-        let header = "t=1700000000,v1=c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925";
+        let header =
+            "t=1700000000,v1=c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925";
         assert_eq!(verify(Some(header), body, &["whsec_test"]), Ok(()));
         assert_eq!(sign("whsec_test", NOW, body), header);
-        assert_eq!(verify(Some(header), body, &["whsec_other"]), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify(Some(header), body, &["whsec_other"]),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]
     fn header_errors_are_told_apart() {
         let body = b"{}";
         assert_eq!(verify(None, body, &["s"]), Err(SignatureError::Missing));
-        assert!(matches!(verify(Some("garbage"), body, &["s"]), Err(SignatureError::Malformed(_))));
-        assert!(matches!(verify(Some("t=abc,v1=00"), body, &["s"]), Err(SignatureError::Malformed(_))));
-        assert!(matches!(verify(Some("v1=00"), body, &["s"]), Err(SignatureError::Malformed(_))));
-        assert_eq!(verify(Some("t=1700000000,v0=abcd"), body, &["s"]), Err(SignatureError::NoV1));
-        assert_eq!(verify(Some("t=1700000000,v1=zz"), body, &["s"]), Err(SignatureError::NoMatch));
+        assert!(matches!(
+            verify(Some("garbage"), body, &["s"]),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(Some("t=abc,v1=00"), body, &["s"]),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(Some("v1=00"), body, &["s"]),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert_eq!(
+            verify(Some("t=1700000000,v0=abcd"), body, &["s"]),
+            Err(SignatureError::NoV1)
+        );
+        assert_eq!(
+            verify(Some("t=1700000000,v1=zz"), body, &["s"]),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]
@@ -271,10 +307,16 @@ mod tests {
         let body = b"{}";
         for s in ["whsec_old", "whsec_new"] {
             let header = sign(s, NOW, body);
-            assert_eq!(verify(Some(&header), body, &["whsec_old", "whsec_new"]), Ok(()));
+            assert_eq!(
+                verify(Some(&header), body, &["whsec_old", "whsec_new"]),
+                Ok(())
+            );
         }
         let header = sign("whsec_other", NOW, body);
-        assert_eq!(verify(Some(&header), body, &["whsec_old", "whsec_new"]), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify(Some(&header), body, &["whsec_old", "whsec_new"]),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]

@@ -51,8 +51,12 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
     };
     let ok = decline.is_none();
     let outcome = match decline {
-        None => json!({"network_status": "approved_by_network", "reason": null, "risk_level": "normal", "risk_score": 20, "seller_message": "Payment complete.", "type": "authorized"}),
-        Some(d) => json!({"network_status": "declined_by_network", "reason": d.decline_code, "risk_level": "normal", "risk_score": 20, "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined"}),
+        None => {
+            json!({"network_status": "approved_by_network", "reason": null, "risk_level": "normal", "risk_score": 20, "seller_message": "Payment complete.", "type": "authorized"})
+        }
+        Some(d) => {
+            json!({"network_status": "declined_by_network", "reason": d.decline_code, "risk_level": "normal", "risk_score": 20, "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined"})
+        }
     };
     let charge = json!({
         "id": id,
@@ -117,18 +121,41 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "transfer_data": null,
         "transfer_group": null
     });
-    ctx.create("charge", charge.clone(), if ok { "charge.succeeded" } else { "charge.failed" });
+    ctx.create(
+        "charge",
+        charge.clone(),
+        if ok {
+            "charge.succeeded"
+        } else {
+            "charge.failed"
+        },
+    );
     charge
 }
 
 /// `POST /v1/charges` — the legacy API: `source` (a `tok_…` token or a customer's card) or `customer`.
 pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     p.only(&[
-        "amount", "currency", "customer", "source", "description", "metadata", "capture", "receipt_email",
-        "statement_descriptor", "statement_descriptor_suffix", "shipping", "transfer_group", "on_behalf_of",
-        "application_fee_amount", "transfer_data", "radar_options",
+        "amount",
+        "currency",
+        "customer",
+        "source",
+        "description",
+        "metadata",
+        "capture",
+        "receipt_email",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "shipping",
+        "transfer_group",
+        "on_behalf_of",
+        "application_fee_amount",
+        "transfer_data",
+        "radar_options",
     ])?;
-    let amount = p.int("amount")?.ok_or_else(|| ApiError::missing("amount"))?;
+    let amount = p
+        .int("amount")?
+        .ok_or_else(|| ApiError::missing("amount"))?;
     let currency = currency::check_currency(&p.req_str("currency")?, "currency")?;
     currency::check_charge_amount(amount, &currency, "amount")?;
     let customer = p.str("customer");
@@ -141,13 +168,21 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         (None, Some(c)) => match c["default_source"].as_str() {
             Some(s) => s.to_owned(),
             // Stripe's answer for a customer without a card source.
-            None => return Err(ApiError::card_error("missing", "Cannot charge a customer that has no active card", Some("card"))),
+            None => {
+                return Err(ApiError::card_error(
+                    "missing",
+                    "Cannot charge a customer that has no active card",
+                    Some("card"),
+                ))
+            }
         },
         (None, None) => {
             return Err(ApiError::invalid("Must provide source or customer.", None));
         }
     };
-    let (instrument, source): (Value, Option<Value>) = if let Some(card) = cards::lookup(&source_id).filter(|c| c.token == source_id) {
+    let (instrument, source): (Value, Option<Value>) = if let Some(card) =
+        cards::lookup(&source_id).filter(|c| c.token == source_id)
+    {
         let hash = cards::card_hash(card, ctx.now);
         let source = json!({
             "id": new_id("card_"), "object": "card", "brand": brand_name(card.brand), "country": "US",
@@ -158,7 +193,10 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     } else {
         match ctx.store.get(&source_id).cloned() {
             Some(c) if c["object"] == "card" => {
-                if customer.as_deref().is_some_and(|cu| c["customer"].as_str() != Some(cu)) {
+                if customer
+                    .as_deref()
+                    .is_some_and(|cu| c["customer"].as_str() != Some(cu))
+                {
                     return Err(ApiError::no_such_param("source", &source_id, "source"));
                 }
                 (c.clone(), Some(c))
@@ -198,20 +236,44 @@ pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
 
 /// `GET /v1/charges?customer=…&payment_intent=…`.
 pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["customer", "payment_intent", "created", "limit", "starting_after", "ending_before", "transfer_group"])?;
+    p.only(&[
+        "customer",
+        "payment_intent",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+        "transfer_group",
+    ])?;
     let customer = p.str("customer");
     let pi = p.str("payment_intent");
     let created = super::events::created_filter(p)?;
     list::page(ctx.store, "charge", "charge", "/v1/charges", p, |c| {
-        customer.as_deref().is_none_or(|x| c["customer"].as_str() == Some(x))
-            && pi.as_deref().is_none_or(|x| c["payment_intent"].as_str() == Some(x))
+        customer
+            .as_deref()
+            .is_none_or(|x| c["customer"].as_str() == Some(x))
+            && pi
+                .as_deref()
+                .is_none_or(|x| c["payment_intent"].as_str() == Some(x))
             && created.matches(c)
     })
 }
 
 /// `POST /v1/refunds` with `charge` or `payment_intent`, optional `amount` (default: all that is left).
 pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["charge", "payment_intent", "amount", "reason", "metadata", "refund_application_fee", "reverse_transfer", "instructions_email", "origin", "customer", "currency"])?;
+    p.only(&[
+        "charge",
+        "payment_intent",
+        "amount",
+        "reason",
+        "metadata",
+        "refund_application_fee",
+        "reverse_transfer",
+        "instructions_email",
+        "origin",
+        "customer",
+        "currency",
+    ])?;
     let charge_id = match (p.str("charge"), p.str("payment_intent")) {
         (Some(c), _) => c,
         (None, Some(pi)) => {
@@ -230,20 +292,35 @@ pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         }
         (None, None) => return Err(ApiError::invalid("One of the following params should be provided for this request: payment_intent or charge.", None)),
     };
-    let old = ctx.store.get(&charge_id).filter(|v| v["object"] == "charge").cloned()
+    let old = ctx
+        .store
+        .get(&charge_id)
+        .filter(|v| v["object"] == "charge")
+        .cloned()
         .ok_or_else(|| ApiError::no_such_param("charge", &charge_id, "charge"))?;
     if old["status"] != "succeeded" {
-        return Err(ApiError::invalid_code("charge_not_refundable", format!("Charge {charge_id} has not succeeded and cannot be refunded."), Some("charge")));
+        return Err(ApiError::invalid_code(
+            "charge_not_refundable",
+            format!("Charge {charge_id} has not succeeded and cannot be refunded."),
+            Some("charge"),
+        ));
     }
     let amount_charged = old["amount"].as_i64().unwrap_or(0);
     let refunded = old["amount_refunded"].as_i64().unwrap_or(0);
     let left = amount_charged - refunded;
     if left <= 0 {
-        return Err(ApiError::invalid_code("charge_already_refunded", format!("Charge {charge_id} has already been refunded."), Some("charge")));
+        return Err(ApiError::invalid_code(
+            "charge_already_refunded",
+            format!("Charge {charge_id} has already been refunded."),
+            Some("charge"),
+        ));
     }
     let amount = p.int("amount")?.unwrap_or(left);
     if amount < 1 {
-        return Err(ApiError::invalid("This value must be greater than or equal to 1.", Some("amount")));
+        return Err(ApiError::invalid(
+            "This value must be greater than or equal to 1.",
+            Some("amount"),
+        ));
     }
     let cur = old["currency"].as_str().unwrap_or("usd").to_owned();
     if amount > left {
@@ -259,7 +336,10 @@ pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     }
     if let Some(reason) = p.str("reason") {
         if !["duplicate", "fraudulent", "requested_by_customer"].contains(&reason.as_str()) {
-            return Err(ApiError::invalid("Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer", Some("reason")));
+            return Err(ApiError::invalid(
+                "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
+                Some("reason"),
+            ));
         }
     }
     let refund = json!({
@@ -297,11 +377,22 @@ pub fn retrieve_refund(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
 
 /// `GET /v1/refunds?charge=…&payment_intent=…`.
 pub fn list_refunds(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["charge", "payment_intent", "created", "limit", "starting_after", "ending_before"])?;
+    p.only(&[
+        "charge",
+        "payment_intent",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+    ])?;
     let charge = p.str("charge");
     let pi = p.str("payment_intent");
     list::page(ctx.store, "refund", "refund", "/v1/refunds", p, |r| {
-        charge.as_deref().is_none_or(|x| r["charge"].as_str() == Some(x))
-            && pi.as_deref().is_none_or(|x| r["payment_intent"].as_str() == Some(x))
+        charge
+            .as_deref()
+            .is_none_or(|x| r["charge"].as_str() == Some(x))
+            && pi
+                .as_deref()
+                .is_none_or(|x| r["payment_intent"].as_str() == Some(x))
     })
 }

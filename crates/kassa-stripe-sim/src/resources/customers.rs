@@ -10,9 +10,29 @@ use crate::params::{merge_metadata, Params};
 use crate::state::{new_id, random_suffix, Ctx};
 
 const WRITABLE: &[&str] = &[
-    "address", "balance", "cash_balance", "coupon", "description", "email", "invoice_prefix", "invoice_settings",
-    "metadata", "name", "next_invoice_sequence", "payment_method", "phone", "preferred_locales", "promotion_code",
-    "shipping", "source", "tax", "tax_exempt", "tax_id_data", "test_clock", "validate", "default_source",
+    "address",
+    "balance",
+    "cash_balance",
+    "coupon",
+    "description",
+    "email",
+    "invoice_prefix",
+    "invoice_settings",
+    "metadata",
+    "name",
+    "next_invoice_sequence",
+    "payment_method",
+    "phone",
+    "preferred_locales",
+    "promotion_code",
+    "shipping",
+    "source",
+    "tax",
+    "tax_exempt",
+    "tax_id_data",
+    "test_clock",
+    "validate",
+    "default_source",
 ];
 
 fn fetch(ctx: &Ctx, id: &str) -> Result<Value, ApiError> {
@@ -21,8 +41,16 @@ fn fetch(ctx: &Ctx, id: &str) -> Result<Value, ApiError> {
 
 fn check_email(p: &Params) -> Result<(), ApiError> {
     if let Some(email) = p.str("email") {
-        if !email.contains('@') || email.starts_with('@') || email.ends_with('@') || email.contains(' ') {
-            return Err(ApiError::invalid_code("email_invalid", format!("Invalid email address: {email}"), Some("email")));
+        if !email.contains('@')
+            || email.starts_with('@')
+            || email.ends_with('@')
+            || email.contains(' ')
+        {
+            return Err(ApiError::invalid_code(
+                "email_invalid",
+                format!("Invalid email address: {email}"),
+                Some("email"),
+            ));
         }
     }
     Ok(())
@@ -182,10 +210,11 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
     }
     let settings = p.obj("invoice_settings")?;
     if settings.get("default_payment_method").is_some() {
-        new["invoice_settings"]["default_payment_method"] = match settings.str("default_payment_method") {
-            Some(pm) => json!(check_own_pm(ctx, &pm, id)?),
-            None => Value::Null,
-        };
+        new["invoice_settings"]["default_payment_method"] =
+            match settings.str("default_payment_method") {
+                Some(pm) => json!(check_own_pm(ctx, &pm, id)?),
+                None => Value::Null,
+            };
     }
     if let Some(src) = p.str("default_source") {
         match ctx.store.get(&src) {
@@ -224,12 +253,21 @@ pub fn delete(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
 /// `GET /v1/customers` with `email` — Stripe: "A case-sensitive filter on the list based on the customer's
 /// email field."
 pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["email", "created", "limit", "starting_after", "ending_before", "test_clock"])?;
+    p.only(&[
+        "email",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+        "test_clock",
+    ])?;
     let email = p.str("email");
     let created = super::events::created_filter(p)?;
     list::page(ctx.store, "customer", "customer", "/v1/customers", p, |c| {
         c.get("deleted").is_none()
-            && email.as_deref().is_none_or(|e| c["email"].as_str() == Some(e))
+            && email
+                .as_deref()
+                .is_none_or(|e| c["email"].as_str() == Some(e))
             && created.matches(c)
     })
 }

@@ -17,7 +17,12 @@ use crate::params::Params;
 use crate::state::Ctx;
 
 /// Runs the endpoint for `method` and the path segments after `/v1/`.
-pub fn dispatch(ctx: &mut Ctx, method: &str, segments: &[&str], p: &Params) -> Result<Value, ApiError> {
+pub fn dispatch(
+    ctx: &mut Ctx,
+    method: &str,
+    segments: &[&str],
+    p: &Params,
+) -> Result<Value, ApiError> {
     match (method, segments) {
         ("POST", ["customers"]) => customers::create(ctx, p),
         ("GET", ["customers"]) => customers::list(ctx, p),
@@ -25,7 +30,9 @@ pub fn dispatch(ctx: &mut Ctx, method: &str, segments: &[&str], p: &Params) -> R
         ("GET", ["customers", id]) => customers::retrieve(ctx, id),
         ("POST", ["customers", id]) => customers::update(ctx, id, p),
         ("DELETE", ["customers", id]) => customers::delete(ctx, id),
-        ("GET", ["customers", id, "payment_methods"]) => payment_methods::list_for_customer(ctx, id, p),
+        ("GET", ["customers", id, "payment_methods"]) => {
+            payment_methods::list_for_customer(ctx, id, p)
+        }
 
         ("POST", ["payment_methods"]) => payment_methods::create(ctx, p),
         ("GET", ["payment_methods"]) => payment_methods::list(ctx, p),
@@ -74,7 +81,10 @@ pub fn dispatch(ctx: &mut Ctx, method: &str, segments: &[&str], p: &Params) -> R
         ("GET", ["events"]) => events::list(ctx, p),
         ("GET", ["events", id]) => events::retrieve(ctx, id),
 
-        _ => Err(ApiError::unrecognized(method, &format!("/v1/{}", segments.join("/")))),
+        _ => Err(ApiError::unrecognized(
+            method,
+            &format!("/v1/{}", segments.join("/")),
+        )),
     }
 }
 

@@ -17,12 +17,37 @@ use crate::params::{merge_metadata, Params};
 use crate::state::{new_id, random_suffix, Ctx};
 
 const CREATE_PARAMS: &[&str] = &[
-    "amount", "currency", "customer", "payment_method", "confirm", "off_session", "capture_method", "description",
-    "metadata", "receipt_email", "setup_future_usage", "payment_method_types", "automatic_payment_methods",
-    "error_on_requires_action", "return_url", "statement_descriptor", "statement_descriptor_suffix",
-    "confirmation_method", "on_behalf_of", "transfer_data", "transfer_group", "application_fee_amount",
-    "payment_method_options", "shipping", "mandate_data", "use_stripe_sdk", "payment_method_data",
-    "radar_options", "excluded_payment_method_types", "confirmation_token", "payment_method_configuration",
+    "amount",
+    "currency",
+    "customer",
+    "payment_method",
+    "confirm",
+    "off_session",
+    "capture_method",
+    "description",
+    "metadata",
+    "receipt_email",
+    "setup_future_usage",
+    "payment_method_types",
+    "automatic_payment_methods",
+    "error_on_requires_action",
+    "return_url",
+    "statement_descriptor",
+    "statement_descriptor_suffix",
+    "confirmation_method",
+    "on_behalf_of",
+    "transfer_data",
+    "transfer_group",
+    "application_fee_amount",
+    "payment_method_options",
+    "shipping",
+    "mandate_data",
+    "use_stripe_sdk",
+    "payment_method_data",
+    "radar_options",
+    "excluded_payment_method_types",
+    "confirmation_token",
+    "payment_method_configuration",
 ];
 
 /// How a confirmation ends.
@@ -61,7 +86,11 @@ pub fn new_payment_intent(
     capture_method: &str,
 ) -> Value {
     let id = new_id("pi_");
-    let status = if payment_method.is_some() { "requires_confirmation" } else { "requires_payment_method" };
+    let status = if payment_method.is_some() {
+        "requires_confirmation"
+    } else {
+        "requires_payment_method"
+    };
     let pi = json!({
         "id": id,
         "object": "payment_intent",
@@ -110,7 +139,9 @@ pub fn new_payment_intent(
 /// `POST /v1/payment_intents`.
 pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     p.only(CREATE_PARAMS)?;
-    let amount = p.int("amount")?.ok_or_else(|| ApiError::missing("amount"))?;
+    let amount = p
+        .int("amount")?
+        .ok_or_else(|| ApiError::missing("amount"))?;
     let currency = currency::check_currency(&p.req_str("currency")?, "currency")?;
     currency::check_charge_amount(amount, &currency, "amount")?;
     let confirm = p.bool("confirm")?.unwrap_or(false);
@@ -120,16 +151,27 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         _ => p.bool("off_session")?.unwrap_or(false),
     };
     if off_session && !confirm {
-        return Err(ApiError::invalid("You may only specify `off_session` when `confirm=true`.", Some("off_session")));
+        return Err(ApiError::invalid(
+            "You may only specify `off_session` when `confirm=true`.",
+            Some("off_session"),
+        ));
     }
-    let capture_method = p.str("capture_method").unwrap_or_else(|| "automatic".to_owned());
+    let capture_method = p
+        .str("capture_method")
+        .unwrap_or_else(|| "automatic".to_owned());
     if !["automatic", "automatic_async", "manual"].contains(&capture_method.as_str()) {
-        return Err(ApiError::invalid("Invalid capture_method: must be one of automatic, automatic_async, or manual", Some("capture_method")));
+        return Err(ApiError::invalid(
+            "Invalid capture_method: must be one of automatic, automatic_async, or manual",
+            Some("capture_method"),
+        ));
     }
     let setup_future_usage = p.str("setup_future_usage");
     if let Some(s) = &setup_future_usage {
         if s != "off_session" && s != "on_session" {
-            return Err(ApiError::invalid("Invalid setup_future_usage: must be one of off_session or on_session", Some("setup_future_usage")));
+            return Err(ApiError::invalid(
+                "Invalid setup_future_usage: must be one of off_session or on_session",
+                Some("setup_future_usage"),
+            ));
         }
     }
     let customer = p.str("customer");
@@ -150,17 +192,40 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     }
     // Validation is over: from here on the endpoint executes and its result is saved for idempotency.
     let pm_id = match pm {
-        Some(id) => Some(payment_methods::resolve(ctx, &id, "payment_method")?["id"].as_str().unwrap_or_default().to_owned()),
+        Some(id) => Some(
+            payment_methods::resolve(ctx, &id, "payment_method")?["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
         None => None,
     };
-    let mut pi = new_payment_intent(ctx, amount, &currency, customer, pm_id, metadata, p.str("description"), setup_future_usage, &capture_method);
+    let mut pi = new_payment_intent(
+        ctx,
+        amount,
+        &currency,
+        customer,
+        pm_id,
+        metadata,
+        p.str("description"),
+        setup_future_usage,
+        &capture_method,
+    );
     if let Some(email) = p.str("receipt_email") {
         pi["receipt_email"] = json!(email);
         ctx.put(pi.clone());
     }
     if confirm {
         let error_on_requires_action = p.bool("error_on_requires_action")?.unwrap_or(false);
-        return confirm_intent(ctx, pi, ConfirmOptions { off_session, authenticated: false, error_on_requires_action });
+        return confirm_intent(
+            ctx,
+            pi,
+            ConfirmOptions {
+                off_session,
+                authenticated: false,
+                error_on_requires_action,
+            },
+        );
     }
     Ok(pi)
 }
@@ -191,9 +256,7 @@ fn outcome(ctx: &Ctx, pm_id: &str, behaviour: Behaviour, o: ConfirmOptions) -> O
     let auth = |needed: bool| -> Outcome {
         if !needed || o.authenticated {
             Outcome::Succeeded
-        } else if o.off_session {
-            Outcome::Declined(AUTHENTICATION_REQUIRED, false)
-        } else if o.error_on_requires_action {
+        } else if o.off_session || o.error_on_requires_action {
             Outcome::Declined(AUTHENTICATION_REQUIRED, false)
         } else {
             Outcome::RequiresAction
@@ -254,14 +317,26 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
                 ctx.store.set_up_for_off_session.insert(pm_id.clone());
             }
             let manual = pi["capture_method"] == "manual";
-            new["status"] = json!(if manual { "requires_capture" } else { "succeeded" });
+            new["status"] = json!(if manual {
+                "requires_capture"
+            } else {
+                "succeeded"
+            });
             new["amount_received"] = json!(if manual { 0 } else { amount });
             new["amount_capturable"] = json!(if manual { amount } else { 0 });
             new["latest_charge"] = charge["id"].clone();
             new["last_payment_error"] = Value::Null;
             new["next_action"] = Value::Null;
             ctx.put(new.clone());
-            ctx.emit(if manual { "payment_intent.amount_capturable_updated" } else { "payment_intent.succeeded" }, new.clone(), None);
+            ctx.emit(
+                if manual {
+                    "payment_intent.amount_capturable_updated"
+                } else {
+                    "payment_intent.succeeded"
+                },
+                new.clone(),
+                None,
+            );
             Ok(new)
         }
         Outcome::RequiresAction => {
@@ -292,8 +367,14 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
                     Some(&d),
                 )
             });
-            let charge_id = charge.as_ref().map(|c| c["id"].clone()).unwrap_or(Value::Null);
-            let doc_url = format!("https://stripe.com/docs/error-codes/{}", d.code.replace('_', "-"));
+            let charge_id = charge
+                .as_ref()
+                .map(|c| c["id"].clone())
+                .unwrap_or(Value::Null);
+            let doc_url = format!(
+                "https://stripe.com/docs/error-codes/{}",
+                d.code.replace('_', "-")
+            );
             let mut last_error = json!({
                 "charge": charge_id, "code": d.code, "decline_code": d.decline_code, "doc_url": doc_url,
                 "message": d.message, "payment_method": pm, "type": "card_error"
@@ -314,7 +395,10 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
                 .with("decline_code", json!(d.decline_code))
                 .with("payment_intent", new)
                 .with("payment_method", pm)
-                .with("request_log_url", json!(format!("{}/logs", ctx.env.public_url)));
+                .with(
+                    "request_log_url",
+                    json!(format!("{}/logs", ctx.env.public_url)),
+                );
             if !charge_id.is_null() {
                 e = e.with("charge", charge_id);
             }
@@ -330,11 +414,34 @@ pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
 
 /// `POST /v1/payment_intents/{id}`: metadata, description, receipt_email, amount, payment_method.
 pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["amount", "currency", "customer", "description", "metadata", "payment_method", "receipt_email", "setup_future_usage", "shipping", "statement_descriptor", "statement_descriptor_suffix", "payment_method_types", "payment_method_options", "transfer_group", "capture_method"])?;
+    p.only(&[
+        "amount",
+        "currency",
+        "customer",
+        "description",
+        "metadata",
+        "payment_method",
+        "receipt_email",
+        "setup_future_usage",
+        "shipping",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "payment_method_types",
+        "payment_method_options",
+        "transfer_group",
+        "capture_method",
+    ])?;
     let old = fetch(ctx, id)?;
     let status = old["status"].as_str().unwrap_or_default().to_owned();
-    let changeable = ["requires_payment_method", "requires_confirmation", "requires_action"].contains(&status.as_str());
-    let touches_payment = ["amount", "currency", "payment_method", "customer"].iter().any(|k| p.get(k).is_some());
+    let changeable = [
+        "requires_payment_method",
+        "requires_confirmation",
+        "requires_action",
+    ]
+    .contains(&status.as_str());
+    let touches_payment = ["amount", "currency", "payment_method", "customer"]
+        .iter()
+        .any(|k| p.get(k).is_some());
     if touches_payment && !changeable {
         return Err(ApiError::invalid_code(
             "payment_intent_unexpected_state",
@@ -373,10 +480,32 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
 
 /// `POST /v1/payment_intents/{id}/confirm`.
 pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["payment_method", "off_session", "return_url", "error_on_requires_action", "mandate_data", "payment_method_options", "receipt_email", "setup_future_usage", "shipping", "use_stripe_sdk", "payment_method_data", "capture_method", "radar_options", "confirmation_token", "payment_method_types"])?;
+    p.only(&[
+        "payment_method",
+        "off_session",
+        "return_url",
+        "error_on_requires_action",
+        "mandate_data",
+        "payment_method_options",
+        "receipt_email",
+        "setup_future_usage",
+        "shipping",
+        "use_stripe_sdk",
+        "payment_method_data",
+        "capture_method",
+        "radar_options",
+        "confirmation_token",
+        "payment_method_types",
+    ])?;
     let mut pi = fetch(ctx, id)?;
     let status = pi["status"].as_str().unwrap_or_default().to_owned();
-    if !["requires_payment_method", "requires_confirmation", "requires_action"].contains(&status.as_str()) {
+    if ![
+        "requires_payment_method",
+        "requires_confirmation",
+        "requires_action",
+    ]
+    .contains(&status.as_str())
+    {
         return Err(ApiError::invalid_code(
             "payment_intent_unexpected_state",
             format!("You cannot confirm this PaymentIntent because it has a status of {status}."),
@@ -395,7 +524,15 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
         pi["setup_future_usage"] = json!(s);
     }
     let error_on_requires_action = p.bool("error_on_requires_action")?.unwrap_or(false);
-    confirm_intent(ctx, pi, ConfirmOptions { off_session, authenticated: false, error_on_requires_action })
+    confirm_intent(
+        ctx,
+        pi,
+        ConfirmOptions {
+            off_session,
+            authenticated: false,
+            error_on_requires_action,
+        },
+    )
 }
 
 /// `POST /v1/payment_intents/{id}/cancel`.
@@ -406,7 +543,13 @@ pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
     // Stripe: "You can cancel a PaymentIntent object when it's in one of these statuses:
     // requires_payment_method, requires_capture, requires_confirmation, requires_action or, in rare cases,
     // processing" (docs: cancel a PaymentIntent).
-    let cancelable = ["requires_payment_method", "requires_capture", "requires_confirmation", "requires_action", "processing"];
+    let cancelable = [
+        "requires_payment_method",
+        "requires_capture",
+        "requires_confirmation",
+        "requires_action",
+        "processing",
+    ];
     if !cancelable.contains(&status.as_str()) {
         return Err(ApiError::invalid_code(
             "payment_intent_unexpected_state",
@@ -416,7 +559,14 @@ pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
     }
     let reason = p.str("cancellation_reason");
     if let Some(r) = &reason {
-        if !["duplicate", "fraudulent", "requested_by_customer", "abandoned"].contains(&r.as_str()) {
+        if ![
+            "duplicate",
+            "fraudulent",
+            "requested_by_customer",
+            "abandoned",
+        ]
+        .contains(&r.as_str())
+        {
             return Err(ApiError::invalid("Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned", Some("cancellation_reason")));
         }
     }
@@ -432,10 +582,26 @@ pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
 
 /// `GET /v1/payment_intents?customer=…`.
 pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["customer", "created", "limit", "starting_after", "ending_before"])?;
+    p.only(&[
+        "customer",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+    ])?;
     let customer = p.str("customer");
     let created = super::events::created_filter(p)?;
-    list::page(ctx.store, "payment_intent", "payment_intent", "/v1/payment_intents", p, |pi| {
-        customer.as_deref().is_none_or(|c| pi["customer"].as_str() == Some(c)) && created.matches(pi)
-    })
+    list::page(
+        ctx.store,
+        "payment_intent",
+        "payment_intent",
+        "/v1/payment_intents",
+        p,
+        |pi| {
+            customer
+                .as_deref()
+                .is_none_or(|c| pi["customer"].as_str() == Some(c))
+                && created.matches(pi)
+        },
+    )
 }

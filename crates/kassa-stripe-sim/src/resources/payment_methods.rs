@@ -20,7 +20,12 @@ fn billing_details(email: Option<String>, name: Option<String>) -> Value {
 }
 
 /// Makes a new PaymentMethod of a test card (Stripe: each use of `pm_card_visa` yields a PaymentMethod).
-pub fn materialize(ctx: &mut Ctx, card: &TestCard, email: Option<String>, name: Option<String>) -> Value {
+pub fn materialize(
+    ctx: &mut Ctx,
+    card: &TestCard,
+    email: Option<String>,
+    name: Option<String>,
+) -> Value {
     let pm = json!({
         "id": new_id("pm_"),
         "object": "payment_method",
@@ -50,7 +55,11 @@ pub fn resolve(ctx: &mut Ctx, id: &str, param: &str) -> Result<Value, ApiError> 
 
 /// The test card behind a PaymentMethod (or a legacy card object).
 pub fn card_of(pm: &Value) -> &'static TestCard {
-    let hash = if pm["object"] == "card" { pm } else { &pm["card"] };
+    let hash = if pm["object"] == "card" {
+        pm
+    } else {
+        &pm["card"]
+    };
     cards::for_card_details(hash).unwrap_or(&cards::TEST_CARDS[0])
 }
 
@@ -65,7 +74,13 @@ pub fn check_attachable(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
         Some(c) => c,
         None => match ctx.store.get(id) {
             Some(v) if v["object"] == "payment_method" => card_of(v),
-            _ => return Err(ApiError::no_such_param("PaymentMethod", id, "payment_method")),
+            _ => {
+                return Err(ApiError::no_such_param(
+                    "PaymentMethod",
+                    id,
+                    "payment_method",
+                ))
+            }
         },
     };
     // Stripe: 4000000000000341 "Attaching this card to a Customer object succeeds, but attempts to charge
@@ -99,7 +114,15 @@ pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Value, ApiEr
 
 /// `POST /v1/payment_methods` (`type=card` with `card[token]` or a test `card[number]`).
 pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["type", "card", "billing_details", "metadata", "allow_redisplay", "customer", "payment_method"])?;
+    p.only(&[
+        "type",
+        "card",
+        "billing_details",
+        "metadata",
+        "allow_redisplay",
+        "customer",
+        "payment_method",
+    ])?;
     let kind = p.req_str("type")?;
     if kind != "card" {
         return Err(ApiError::invalid(
@@ -111,10 +134,16 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     let card = if let Some(tok) = card_params.str("token") {
         cards::lookup(&tok).ok_or_else(|| ApiError::no_such_param("token", &tok, "card[token]"))?
     } else {
-        let number = card_params.str("number").ok_or_else(|| ApiError::missing("card[number]"))?;
+        let number = card_params
+            .str("number")
+            .ok_or_else(|| ApiError::missing("card[number]"))?;
         let digits: String = number.chars().filter(char::is_ascii_digit).collect();
         cards::lookup(&digits).ok_or_else(|| {
-            ApiError::card_error("incorrect_number", "Your card number is incorrect.", Some("number"))
+            ApiError::card_error(
+                "incorrect_number",
+                "Your card number is incorrect.",
+                Some("number"),
+            )
         })?
     };
     let billing = p.obj("billing_details")?;
@@ -176,21 +205,41 @@ pub fn detach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
     let mut new = old.clone();
     new["customer"] = Value::Null;
     ctx.put(new.clone());
-    ctx.emit("payment_method.detached", new.clone(), Some(json!({"customer": old["customer"]})));
+    ctx.emit(
+        "payment_method.detached",
+        new.clone(),
+        Some(json!({"customer": old["customer"]})),
+    );
     Ok(new)
 }
 
-fn list_filtered(ctx: &Ctx, customer: Option<String>, p: &Params, url: &str) -> Result<Value, ApiError> {
+fn list_filtered(
+    ctx: &Ctx,
+    customer: Option<String>,
+    p: &Params,
+    url: &str,
+) -> Result<Value, ApiError> {
     let kind = p.str("type");
     list::page(ctx.store, "payment_method", "PaymentMethod", url, p, |pm| {
-        customer.as_deref().is_none_or(|c| pm["customer"].as_str() == Some(c))
-            && kind.as_deref().is_none_or(|t| pm["type"].as_str() == Some(t))
+        customer
+            .as_deref()
+            .is_none_or(|c| pm["customer"].as_str() == Some(c))
+            && kind
+                .as_deref()
+                .is_none_or(|t| pm["type"].as_str() == Some(t))
     })
 }
 
 /// `GET /v1/payment_methods?customer=…&type=…`.
 pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["customer", "type", "limit", "starting_after", "ending_before", "customer_account"])?;
+    p.only(&[
+        "customer",
+        "type",
+        "limit",
+        "starting_after",
+        "ending_before",
+        "customer_account",
+    ])?;
     let customer = p.str("customer");
     if let Some(c) = &customer {
         customer_param(ctx, c, "customer")?;
@@ -200,7 +249,18 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 
 /// `GET /v1/customers/{id}/payment_methods`.
 pub fn list_for_customer(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["type", "limit", "starting_after", "ending_before", "allow_redisplay"])?;
+    p.only(&[
+        "type",
+        "limit",
+        "starting_after",
+        "ending_before",
+        "allow_redisplay",
+    ])?;
     ctx.fetch("customer", "customer", id, "customer")?;
-    list_filtered(ctx, Some(id.to_owned()), p, &format!("/v1/customers/{id}/payment_methods"))
+    list_filtered(
+        ctx,
+        Some(id.to_owned()),
+        p,
+        &format!("/v1/customers/{id}/payment_methods"),
+    )
 }

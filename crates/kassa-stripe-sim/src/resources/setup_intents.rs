@@ -10,9 +10,19 @@ use crate::params::Params;
 use crate::state::{new_id, random_suffix, Ctx};
 
 /// Builds and stores a SetupIntent in `requires_payment_method` (or `requires_confirmation` with a PM).
-pub fn new_setup_intent(ctx: &mut Ctx, customer: Option<String>, pm: Option<String>, metadata: Value, usage: &str) -> Value {
+pub fn new_setup_intent(
+    ctx: &mut Ctx,
+    customer: Option<String>,
+    pm: Option<String>,
+    metadata: Value,
+    usage: &str,
+) -> Value {
     let id = new_id("seti_");
-    let status = if pm.is_some() { "requires_confirmation" } else { "requires_payment_method" };
+    let status = if pm.is_some() {
+        "requires_confirmation"
+    } else {
+        "requires_payment_method"
+    };
     let si = json!({
         "id": id,
         "object": "setup_intent",
@@ -46,9 +56,24 @@ pub fn new_setup_intent(ctx: &mut Ctx, customer: Option<String>, pm: Option<Stri
 /// `POST /v1/setup_intents`.
 pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     p.only(&[
-        "customer", "payment_method", "confirm", "usage", "metadata", "description", "payment_method_types",
-        "automatic_payment_methods", "return_url", "payment_method_options", "on_behalf_of", "flow_directions",
-        "mandate_data", "single_use", "attach_to_self", "use_stripe_sdk", "payment_method_data", "confirmation_token",
+        "customer",
+        "payment_method",
+        "confirm",
+        "usage",
+        "metadata",
+        "description",
+        "payment_method_types",
+        "automatic_payment_methods",
+        "return_url",
+        "payment_method_options",
+        "on_behalf_of",
+        "flow_directions",
+        "mandate_data",
+        "single_use",
+        "attach_to_self",
+        "use_stripe_sdk",
+        "payment_method_data",
+        "confirmation_token",
     ])?;
     let customer = p.str("customer");
     if let Some(c) = &customer {
@@ -56,12 +81,20 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     }
     let usage = p.str("usage").unwrap_or_else(|| "off_session".to_owned());
     if usage != "off_session" && usage != "on_session" {
-        return Err(ApiError::invalid(format!("Invalid usage: must be one of off_session or on_session"), Some("usage")));
+        return Err(ApiError::invalid(
+            "Invalid usage: must be one of off_session or on_session",
+            Some("usage"),
+        ));
     }
     let confirm = p.bool("confirm")?.unwrap_or(false);
     let metadata = metadata_or_empty(p)?;
     let pm = match p.str("payment_method") {
-        Some(id) => Some(payment_methods::resolve(ctx, &id, "payment_method")?["id"].as_str().unwrap_or_default().to_owned()),
+        Some(id) => Some(
+            payment_methods::resolve(ctx, &id, "payment_method")?["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
         None => None,
     };
     let si = new_setup_intent(ctx, customer, pm, metadata, &usage);
@@ -100,7 +133,9 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<V
             Err(payment_methods::setup_decline(&d).with("setup_intent", new))
         }
         // Stripe: these cards ask for authentication when set up on-session.
-        Behaviour::AuthenticationOnSetup | Behaviour::AuthenticationAlways | Behaviour::AuthenticationOnSession
+        Behaviour::AuthenticationOnSetup
+        | Behaviour::AuthenticationAlways
+        | Behaviour::AuthenticationOnSession
             if !authenticated =>
         {
             new["status"] = json!("requires_action");
@@ -131,10 +166,24 @@ pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
 
 /// `POST /v1/setup_intents/{id}/confirm`.
 pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["payment_method", "return_url", "mandate_data", "payment_method_options", "use_stripe_sdk", "payment_method_data", "confirmation_token"])?;
+    p.only(&[
+        "payment_method",
+        "return_url",
+        "mandate_data",
+        "payment_method_options",
+        "use_stripe_sdk",
+        "payment_method_data",
+        "confirmation_token",
+    ])?;
     let mut si = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
     let status = si["status"].as_str().unwrap_or_default().to_owned();
-    if !["requires_payment_method", "requires_confirmation", "requires_action"].contains(&status.as_str()) {
+    if ![
+        "requires_payment_method",
+        "requires_confirmation",
+        "requires_action",
+    ]
+    .contains(&status.as_str())
+    {
         return Err(ApiError::invalid_code(
             "setup_intent_unexpected_state",
             format!("You cannot confirm this SetupIntent because it has a status of {status}."),
@@ -169,11 +218,30 @@ pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
 
 /// `GET /v1/setup_intents?customer=…`.
 pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
-    p.only(&["customer", "payment_method", "created", "limit", "starting_after", "ending_before", "attach_to_self"])?;
+    p.only(&[
+        "customer",
+        "payment_method",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+        "attach_to_self",
+    ])?;
     let customer = p.str("customer");
     let pm = p.str("payment_method");
-    list::page(ctx.store, "setup_intent", "setupintent", "/v1/setup_intents", p, |si| {
-        customer.as_deref().is_none_or(|c| si["customer"].as_str() == Some(c))
-            && pm.as_deref().is_none_or(|m| si["payment_method"].as_str() == Some(m))
-    })
+    list::page(
+        ctx.store,
+        "setup_intent",
+        "setupintent",
+        "/v1/setup_intents",
+        p,
+        |si| {
+            customer
+                .as_deref()
+                .is_none_or(|c| si["customer"].as_str() == Some(c))
+                && pm
+                    .as_deref()
+                    .is_none_or(|m| si["payment_method"].as_str() == Some(m))
+        },
+    )
 }

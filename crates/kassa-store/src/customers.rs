@@ -1,0 +1,279 @@
+//! Customers and their saved payment methods (`customers`, `payment_methods`).
+//!
+//! Events arrive out of order and the worker writes the state it just fetched from Stripe, so
+//! writes are upserts where the last write wins, with two exceptions that only move one way
+//! (an older write arriving late cannot undo them):
+//! - a deleted customer stays deleted (Stripe cannot undelete one);
+//! - a detached payment method stays detached, and keeps the customer it was attached to (Stripe
+//!   never reattaches a detached payment method). `attached` becomes true by an upsert and false
+//!   only by [`mark_payment_method_detached`].
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::{Store, StoreError};
+
+/// A Stripe customer as Kassa keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerRecord {
+    /// Stripe's id, `cus_…`.
+    pub id: String,
+    /// The customer's e-mail address.
+    pub email: Option<String>,
+    /// The customer's name.
+    pub name: Option<String>,
+    /// `invoice_settings.default_payment_method`, the card off-session charges use.
+    pub default_payment_method: Option<String>,
+    /// Whether the customer was deleted in Stripe.
+    pub deleted: bool,
+    /// Whether the customer lives in live mode.
+    pub livemode: bool,
+}
+
+/// A Stripe payment method as Kassa keeps it; card details are `None` for other kinds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentMethodRecord {
+    /// Stripe's id, `pm_…`.
+    pub id: String,
+    /// The customer it is (or, once detached, was) attached to.
+    pub customer_id: Option<String>,
+    /// `card.brand`, e.g. `visa`.
+    pub brand: Option<String>,
+    /// `card.last4`.
+    pub last4: Option<String>,
+    /// `card.exp_month`, 1–12.
+    pub exp_month: Option<i32>,
+    /// `card.exp_year`, four digits.
+    pub exp_year: Option<i32>,
+    /// Whether it is attached to `customer_id` now; false once detached, whatever comes later.
+    pub attached: bool,
+}
+
+/// Inserts or updates a customer. A `deleted` record only marks the row deleted (Stripe's
+/// deleted-customer object carries nothing else); a deleted row never becomes undeleted.
+pub async fn upsert_customer(
+    conn: &mut PgConnection,
+    customer: &CustomerRecord,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET
+             email = CASE WHEN EXCLUDED.deleted THEN customers.email ELSE EXCLUDED.email END,
+             name = CASE WHEN EXCLUDED.deleted THEN customers.name ELSE EXCLUDED.name END,
+             default_payment_method = CASE WHEN EXCLUDED.deleted
+                 THEN customers.default_payment_method ELSE EXCLUDED.default_payment_method END,
+             deleted = customers.deleted OR EXCLUDED.deleted,
+             livemode = EXCLUDED.livemode,
+             updated_at = now()",
+        customer.id,
+        customer.email,
+        customer.name,
+        customer.default_payment_method,
+        customer.deleted,
+        customer.livemode,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks customer `id` deleted. Returns false if the customer is unknown; to record the deletion
+/// of a customer never seen, upsert a record with `deleted: true`.
+pub async fn mark_customer_deleted(conn: &mut PgConnection, id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE customers SET deleted = true, updated_at = now() WHERE id = $1",
+        id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Makes `payment_method_id` the default of `customer_id`. Returns false if the customer is
+/// unknown.
+pub async fn set_default_payment_method(
+    conn: &mut PgConnection,
+    customer_id: &str,
+    payment_method_id: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE customers SET default_payment_method = $2, updated_at = now() WHERE id = $1",
+        customer_id,
+        payment_method_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Inserts or updates a payment method: card details from the latest write, `customer_id` kept
+/// once known, `attached` as described in the [module documentation](self).
+pub async fn upsert_payment_method(
+    conn: &mut PgConnection,
+    payment_method: &PaymentMethodRecord,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year, attached)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET
+             customer_id = COALESCE(EXCLUDED.customer_id, payment_methods.customer_id),
+             brand = COALESCE(EXCLUDED.brand, payment_methods.brand),
+             last4 = COALESCE(EXCLUDED.last4, payment_methods.last4),
+             exp_month = COALESCE(EXCLUDED.exp_month, payment_methods.exp_month),
+             exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year),
+             attached = payment_methods.detached_at IS NULL
+                 AND (payment_methods.attached OR EXCLUDED.attached),
+             updated_at = now()",
+        payment_method.id,
+        payment_method.customer_id,
+        payment_method.brand,
+        payment_method.last4,
+        payment_method.exp_month,
+        payment_method.exp_year,
+        payment_method.attached,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks payment method `id` detached for good. An id never seen is recorded as a detached
+/// placeholder, so that a late upsert of an older state cannot make it look attached.
+pub async fn mark_payment_method_detached(
+    conn: &mut PgConnection,
+    id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO payment_methods (id, attached, detached_at) VALUES ($1, false, now())
+         ON CONFLICT (id) DO UPDATE SET
+             attached = false,
+             detached_at = COALESCE(payment_methods.detached_at, now()),
+             updated_at = now()",
+        id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Customer `id`, if known.
+pub async fn customer<'e>(
+    executor: impl PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<CustomerRecord>, StoreError> {
+    let customer = sqlx::query_as!(
+        CustomerRecord,
+        "SELECT id, email, name, default_payment_method, deleted, livemode
+         FROM customers WHERE id = $1",
+        id,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(customer)
+}
+
+/// Customer `id` with its default payment method, the latter `None` when unset, not recorded
+/// yet, or detached.
+pub async fn customer_with_default_card<'e>(
+    executor: impl PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<(CustomerRecord, Option<PaymentMethodRecord>)>, StoreError> {
+    let row = sqlx::query!(
+        r#"SELECT c.id, c.email, c.name, c.default_payment_method, c.deleted, c.livemode,
+                  pm.id AS "pm_id?", pm.customer_id AS pm_customer_id, pm.brand, pm.last4,
+                  pm.exp_month, pm.exp_year, pm.attached AS "pm_attached?"
+           FROM customers c
+           LEFT JOIN payment_methods pm
+                  ON pm.id = c.default_payment_method AND pm.attached
+           WHERE c.id = $1"#,
+        id,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|row| {
+        let card = row.pm_id.map(|pm_id| PaymentMethodRecord {
+            id: pm_id,
+            customer_id: row.pm_customer_id,
+            brand: row.brand,
+            last4: row.last4,
+            exp_month: row.exp_month,
+            exp_year: row.exp_year,
+            attached: row.pm_attached.unwrap_or(false),
+        });
+        let customer = CustomerRecord {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            default_payment_method: row.default_payment_method,
+            deleted: row.deleted,
+            livemode: row.livemode,
+        };
+        (customer, card)
+    }))
+}
+
+/// The payment methods attached to `customer_id` now, oldest first (like Stripe's list, detached
+/// ones are left out).
+pub async fn payment_methods_of<'e>(
+    executor: impl PgExecutor<'e>,
+    customer_id: &str,
+) -> Result<Vec<PaymentMethodRecord>, StoreError> {
+    let methods = sqlx::query_as!(
+        PaymentMethodRecord,
+        "SELECT id, customer_id, brand, last4, exp_month, exp_year, attached
+         FROM payment_methods
+         WHERE customer_id = $1 AND attached
+         ORDER BY created_at, id",
+        customer_id,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(methods)
+}
+
+/// A payment method by id, attached or not.
+pub async fn payment_method<'e>(
+    executor: impl PgExecutor<'e>,
+    id: &str,
+) -> Result<Option<PaymentMethodRecord>, StoreError> {
+    let method = sqlx::query_as!(
+        PaymentMethodRecord,
+        "SELECT id, customer_id, brand, last4, exp_month, exp_year, attached
+         FROM payment_methods WHERE id = $1",
+        id,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(method)
+}
+
+impl Store {
+    /// Customer `id`, if known.
+    pub async fn customer(&self, id: &str) -> Result<Option<CustomerRecord>, StoreError> {
+        customer(&self.pool, id).await
+    }
+
+    /// Customer `id` with its default payment method; see [`customer_with_default_card`].
+    pub async fn customer_with_default_card(
+        &self,
+        id: &str,
+    ) -> Result<Option<(CustomerRecord, Option<PaymentMethodRecord>)>, StoreError> {
+        customer_with_default_card(&self.pool, id).await
+    }
+
+    /// The payment methods attached to `customer_id` now; see [`payment_methods_of`].
+    pub async fn payment_methods_of(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<PaymentMethodRecord>, StoreError> {
+        payment_methods_of(&self.pool, customer_id).await
+    }
+
+    /// A payment method by id, attached or not.
+    pub async fn payment_method(
+        &self,
+        id: &str,
+    ) -> Result<Option<PaymentMethodRecord>, StoreError> {
+        payment_method(&self.pool, id).await
+    }
+}

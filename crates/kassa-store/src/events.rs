@@ -1,0 +1,294 @@
+//! The inbox of Stripe events (`stripe_events`): each event's effects commit exactly once.
+//!
+//! Stripe delivers an event at least once, and RabbitMQ redelivers what was not acked, so the
+//! worker claims every event here first. [`Store::claim_event`] opens a transaction in which the
+//! event's row exists and is locked (`INSERT … ON CONFLICT DO NOTHING`, then `SELECT … FOR
+//! UPDATE`). The handler writes through [`EventTx::conn`] and [`EventTx::complete`] sets
+//! `processed_at` and commits, all at once. A duplicate handled at the same time blocks on the row
+//! lock and, once the first commits, sees `processed_at` and gets [`EventClaim::AlreadyProcessed`];
+//! if the first crashes or fails instead, its transaction rolls back and the duplicate claims it.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::{OffsetDateTime, Store, StoreError};
+
+/// Longest `last_error` kept, in bytes; error chains can embed whole response bodies.
+const MAX_ERROR_LEN: usize = 4096;
+
+/// The outcome of [`Store::claim_event`].
+#[derive(Debug)]
+#[must_use = "a Claimed event must be completed, failed or dropped"]
+pub enum EventClaim {
+    /// The event's effects were committed before: ack the message and do nothing.
+    AlreadyProcessed,
+    /// This caller holds the event: run the handler inside it, then [`EventTx::complete`].
+    Claimed(EventTx),
+}
+
+/// A claimed event: an open transaction holding the event's inbox row locked.
+///
+/// Dropping it without [`EventTx::complete`] rolls everything back, as a crash would: the event
+/// stays unprocessed and the next delivery claims it again. It derefs to the transaction's
+/// [`PgConnection`], so record functions take `&mut event_tx` or `event_tx.conn()`.
+#[derive(Debug)]
+pub struct EventTx {
+    tx: Transaction<'static, Postgres>,
+    store: Store,
+    id: String,
+    kind: String,
+    livemode: bool,
+    previous_attempts: i32,
+}
+
+/// One row of the inbox, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Stripe's event id, `evt_…`.
+    pub id: String,
+    /// The event type, e.g. `checkout.session.completed`.
+    pub kind: String,
+    /// Whether the event came from live mode.
+    pub livemode: bool,
+    /// When the inbox first saw the event.
+    pub received_at: OffsetDateTime,
+    /// When the event's effects committed; `None` while unprocessed.
+    pub processed_at: Option<OffsetDateTime>,
+    /// Failed attempts plus the completed one.
+    pub attempts: i32,
+    /// The error of the latest failed attempt.
+    pub last_error: Option<String>,
+    /// When the latest failure sent the event to the dead-letter queue; cleared by a later
+    /// failure that did not.
+    pub dead_lettered_at: Option<OffsetDateTime>,
+}
+
+impl Store {
+    /// Claims the event `id` for handling: see the [module documentation](self).
+    ///
+    /// Waits up to the claim lock timeout ([`crate::DEFAULT_CLAIM_LOCK_TIMEOUT`] unless set with
+    /// [`Store::with_claim_lock_timeout`]) while another worker holds the same event, then fails
+    /// with [`StoreError::Transient`].
+    ///
+    /// A claim holds one pooled connection until it completes, fails or is dropped, Stripe calls
+    /// included: size the pool above the number of events handled at once.
+    pub async fn claim_event(
+        &self,
+        id: &str,
+        kind: &str,
+        livemode: bool,
+    ) -> Result<EventClaim, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        set_local_lock_timeout(&mut tx, self.claim_lock_timeout).await?;
+        // A concurrent claimer's uncommitted insert of the same id makes this wait for its
+        // outcome; an existing row makes it a no-op and the SELECT below waits for the lock.
+        sqlx::query!(
+            "INSERT INTO stripe_events (id, type, livemode) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+            id,
+            kind,
+            livemode,
+        )
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query!(
+            "SELECT processed_at, attempts FROM stripe_events WHERE id = $1 FOR UPDATE",
+            id,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if row.processed_at.is_some() {
+            tx.rollback().await?;
+            return Ok(EventClaim::AlreadyProcessed);
+        }
+        Ok(EventClaim::Claimed(EventTx {
+            tx,
+            store: self.clone(),
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            livemode,
+            previous_attempts: row.attempts,
+        }))
+    }
+
+    /// Records a failed attempt at `id` in its own short transaction: `attempts + 1`,
+    /// `last_error`, and `dead_lettered_at` when the failure sent the event to the dead-letter
+    /// queue. Creates the row if the failed claim's transaction took it away.
+    ///
+    /// Prefer [`EventTx::fail`], which first releases the claim: called while this process still
+    /// holds the event's claim, this waits on that claim's lock and fails with a lock timeout.
+    /// Does nothing to an event already processed.
+    pub async fn record_event_failure(
+        &self,
+        id: &str,
+        kind: &str,
+        livemode: bool,
+        error: &str,
+        dead_lettered: bool,
+    ) -> Result<(), StoreError> {
+        let error = truncate(error, MAX_ERROR_LEN);
+        let mut tx = self.pool.begin().await?;
+        set_local_lock_timeout(&mut tx, self.claim_lock_timeout).await?;
+        sqlx::query!(
+            "INSERT INTO stripe_events (id, type, livemode, attempts, last_error, dead_lettered_at)
+             VALUES ($1, $2, $3, 1, $4, CASE WHEN $5::boolean THEN now() END)
+             ON CONFLICT (id) DO UPDATE SET
+                 attempts = stripe_events.attempts + 1,
+                 last_error = EXCLUDED.last_error,
+                 dead_lettered_at = EXCLUDED.dead_lettered_at
+             WHERE stripe_events.processed_at IS NULL",
+            id,
+            kind,
+            livemode,
+            error,
+            dead_lettered,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The inbox row of event `id`, if the inbox has seen it.
+    pub async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let event = sqlx::query_as!(
+            StoredEvent,
+            r#"SELECT id, type AS kind, livemode, received_at, processed_at, attempts, last_error,
+                      dead_lettered_at
+               FROM stripe_events WHERE id = $1"#,
+            id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(event)
+    }
+
+    /// Events whose latest failure dead-lettered them and that were not processed since, oldest
+    /// first, at most `limit`.
+    pub async fn list_dead_lettered_events(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let events = sqlx::query_as!(
+            StoredEvent,
+            r#"SELECT id, type AS kind, livemode, received_at, processed_at, attempts, last_error,
+                      dead_lettered_at
+               FROM stripe_events
+               WHERE dead_lettered_at IS NOT NULL AND processed_at IS NULL
+               ORDER BY dead_lettered_at, id
+               LIMIT $1"#,
+            i64::from(limit),
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(events)
+    }
+}
+
+impl EventTx {
+    /// The claimed event's id.
+    pub fn event_id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many attempts at this event were recorded before this one.
+    pub fn previous_attempts(&self) -> i32 {
+        self.previous_attempts
+    }
+
+    /// The transaction's connection, for record functions and reads that must see its writes.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Marks the event processed (`processed_at = now()`, `attempts + 1`) and commits it together
+    /// with everything written through this transaction.
+    ///
+    /// An error from the commit itself leaves the outcome unknown; the redelivery finds out
+    /// (it gets `AlreadyProcessed` if the commit did happen).
+    pub async fn complete(mut self) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE stripe_events SET processed_at = now(), attempts = attempts + 1 WHERE id = $1",
+            self.id,
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rolls back this attempt, then records it as failed (see [`Store::record_event_failure`]).
+    pub async fn fail(self, error: &str, dead_lettered: bool) -> Result<(), StoreError> {
+        let EventTx {
+            tx,
+            store,
+            id,
+            kind,
+            livemode,
+            ..
+        } = self;
+        tx.rollback().await?;
+        store
+            .record_event_failure(&id, &kind, livemode, error, dead_lettered)
+            .await
+    }
+
+    /// Rolls back this attempt without recording anything, e.g. on shutdown before the handler
+    /// finished; the message is requeued and claimed again.
+    pub async fn abandon(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+impl Deref for EventTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for EventTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Bounds every lock wait for the rest of the transaction (`SET LOCAL lock_timeout`).
+async fn set_local_lock_timeout(
+    tx: &mut Transaction<'static, Postgres>,
+    timeout: std::time::Duration,
+) -> Result<(), StoreError> {
+    // SET takes no bind parameters; set_config(…, is_local = true) is its parameterised form.
+    let millis = format!("{}ms", timeout.as_millis().max(1));
+    sqlx::query_scalar!("SELECT set_config('lock_timeout', $1, true)", millis)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The longest prefix of `text` within `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}

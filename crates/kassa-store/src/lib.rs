@@ -1,0 +1,36 @@
+//! Kassa's PostgreSQL layer: a connection pool that creates its database if missing and applies
+//! the migrations in `/migrations` at start ([`Store::connect`]), the inbox of Stripe events with
+//! exactly-once effects ([`events`]), and one module per table family: [`customers`] (customers
+//! and their payment methods), [`checkout_sessions`] and the [`outbox`] of messages to publish.
+//! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
+//! transaction of the event being handled; reads are also methods on [`Store`].
+//!
+//! It never calls Stripe or RabbitMQ, and it never commits the effects of a Stripe event without
+//! marking that event processed in the same transaction ([`EventTx::complete`]); messages leave
+//! through the outbox, which a relay elsewhere publishes.
+//!
+//! Queries are checked at compile time against the offline data in this crate's `.sqlx/`
+//! (regenerate with `crates/kassa-store/scripts/sqlx-prepare` after changing a query or a
+//! migration), so building needs no database.
+
+pub mod checkout_sessions;
+pub mod customers;
+mod error;
+pub mod events;
+pub mod outbox;
+mod pool;
+
+pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
+pub use customers::{CustomerRecord, PaymentMethodRecord};
+pub use error::StoreError;
+pub use events::{EventClaim, EventTx, StoredEvent};
+pub use outbox::{OutboxEntry, OutboxMessage};
+pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
+
+/// Re-exported so callers name the same connection and timestamp types as the store.
+pub use sqlx::{types::time::OffsetDateTime, PgConnection};
+
+/// The migrations in the repository's `/migrations` folder, embedded at compile time.
+///
+/// [`Store::connect`] runs them; other crates' tests may hand them to `#[sqlx::test(migrator = …)]`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -1,0 +1,157 @@
+//! [`Store`]: the connection pool, created with its database and migrated at start.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+
+use crate::{StoreError, MIGRATOR};
+
+/// The database URL the `kassa` binary uses when `KASSA_DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/kassa";
+
+/// How long a duplicate of an event being handled waits for the first claim before giving up
+/// with a transient error (the message then goes to the retry ladder).
+pub const DEFAULT_CLAIM_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bound on opening one connection (TCP, TLS, authentication) outside the pool.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bound on waiting for a pooled connection, including opening a new one.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the server keeps the database we connect to when ours does not exist yet.
+const MAINTENANCE_DATABASE: &str = "postgres";
+
+/// A handle on Kassa's database: a bounded connection pool. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: PgPool,
+    pub(crate) claim_lock_timeout: Duration,
+}
+
+impl Store {
+    /// Connects to `url`, creating the database if it does not exist, and applies the migrations.
+    ///
+    /// Safe to call from several processes at once: a concurrent creator's "already exists" is
+    /// tolerated and the migrator serialises on an advisory lock.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        if max_connections == 0 {
+            return Err(StoreError::Permanent(sqlx::Error::Configuration(
+                "max_connections must be at least 1".into(),
+            )));
+        }
+        let options: PgConnectOptions = url.parse()?;
+        ensure_database_exists(&options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            pool,
+            claim_lock_timeout: DEFAULT_CLAIM_LOCK_TIMEOUT,
+        })
+    }
+
+    /// Sets how long [`Store::claim_event`] waits for a concurrent claim of the same event.
+    pub fn with_claim_lock_timeout(mut self, timeout: Duration) -> Store {
+        self.claim_lock_timeout = timeout;
+        self
+    }
+
+    /// The underlying pool, for queries this crate does not offer.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Begins a transaction outside any event, e.g. for back-office writes.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Checks that a connection can be had and answers, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the database named in `options` if connecting to it says it does not exist.
+async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), StoreError> {
+    match connect_once(options).await {
+        Ok(conn) => {
+            // Closing politely only saves the server a log line; a failure here changes nothing.
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(INVALID_CATALOG_NAME) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some(name) = options.get_database() else {
+        // No database in the URL means the server's default (the user's name), which exists or
+        // the error above would have said so differently; nothing we should create.
+        return Err(StoreError::Permanent(sqlx::Error::Configuration(
+            "the database URL names no database".into(),
+        )));
+    };
+    let mut admin = connect_once(&options.clone().database(MAINTENANCE_DATABASE)).await?;
+    // CREATE DATABASE takes no bind parameters; the name is quoted as an identifier instead.
+    let create = format!("CREATE DATABASE {}", quote_identifier(name));
+    let created = sqlx::raw_sql(&create).execute(&mut admin).await;
+    let _ = admin.close().await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = name, "created the database");
+            Ok(())
+        }
+        // Another process created it between our two connections: duplicate_database, or a
+        // unique violation on pg_database when both CREATEs ran at the same moment.
+        Err(sqlx::Error::Database(e))
+            if matches!(
+                e.code().as_deref(),
+                Some(DUPLICATE_DATABASE | UNIQUE_VIOLATION)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+const INVALID_CATALOG_NAME: &str = "3D000";
+const DUPLICATE_DATABASE: &str = "42P04";
+const UNIQUE_VIOLATION: &str = "23505";
+
+async fn connect_once(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connecting to PostgreSQL took longer than {CONNECT_TIMEOUT:?}"),
+        ))),
+    }
+}
+
+/// Quotes a PostgreSQL identifier: wrapped in double quotes, inner double quotes doubled.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_identifier;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("kassa"), "\"kassa\"");
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

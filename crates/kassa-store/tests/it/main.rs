@@ -1,0 +1,9 @@
+//! Integration tests of kassa-store against the real PostgreSQL (`KASSA_DATABASE_URL`, or the
+//! local server): every test gets a database of its own.
+
+mod checkout_sessions;
+mod connect;
+mod customers;
+mod events;
+mod outbox;
+mod test_db;

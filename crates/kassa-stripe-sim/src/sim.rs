@@ -1,0 +1,305 @@
+//! The running simulator: shared state, the HTTP server, the webhook deliverer and the clock.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::routing::{any, get, post};
+use axum::Router;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, RecordedRequest};
+use crate::config::{Faults, SimConfig};
+use crate::error::SimError;
+use crate::faults::FaultState;
+use crate::idempotency::IdempotencyStore;
+use crate::resources::checkout;
+use crate::state::{Ctx, Env, Origin, Store};
+use crate::webhooks::{Deliverer, DeliverySettings, Outgoing, WebhookDelivery};
+use crate::{control, hosted};
+
+/// State shared by every handler and background task of one instance.
+pub struct Shared {
+    /// The account's objects.
+    pub store: Arc<Mutex<Store>>,
+    /// Faults in force.
+    pub faults: Arc<Mutex<FaultState>>,
+    /// Idempotency keys seen.
+    pub idempotency: Mutex<IdempotencyStore>,
+    /// Every `/v1` request answered.
+    pub requests: Mutex<Vec<RecordedRequest>>,
+    /// Webhook delivery.
+    pub deliverer: Arc<Deliverer>,
+    events_tx: mpsc::UnboundedSender<Outgoing>,
+    /// Instance facts for endpoints.
+    pub env: Env,
+}
+
+impl Shared {
+    /// Runs `f` under the store lock, then hands the events it emitted to the webhook deliverer.
+    /// Returns `f`'s result and whether it changed anything.
+    pub fn execute<T>(&self, origin: Origin, f: impl FnOnce(&mut Ctx<'_>) -> T) -> (T, bool) {
+        let endpoints = self.deliverer.endpoint_count();
+        let (out, emitted, mutated) = {
+            let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut ctx = Ctx::new(&mut store, &self.env, origin, endpoints);
+            let out = f(&mut ctx);
+            (out, std::mem::take(&mut ctx.emitted), ctx.mutated)
+        };
+        if endpoints > 0 {
+            for event in emitted {
+                let outgoing = Outgoing {
+                    id: event["id"].as_str().unwrap_or_default().to_owned(),
+                    event_type: event["type"].as_str().unwrap_or_default().to_owned(),
+                    // Stripe sends events pretty-printed; receivers must verify the raw bytes either way.
+                    payload: serde_json::to_string_pretty(&event).unwrap_or_default(),
+                };
+                // Fails only when the dispatcher has stopped, i.e. during shutdown.
+                let _ = self.events_tx.send(outgoing);
+            }
+        }
+        (out, mutated)
+    }
+}
+
+/// An in-process Stripe simulator listening on a local port.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Simulator {
+    /// Binds the listen address, then starts the HTTP server, the webhook deliverer and the clock.
+    pub async fn start(config: SimConfig) -> Result<Simulator, SimError> {
+        config.faults.validate().map_err(SimError::Config)?;
+        if config.webhook_secret.is_empty() {
+            return Err(SimError::Config(
+                "webhook_secret must not be empty".to_owned(),
+            ));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let mut addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let base_url = format!("http://{addr}");
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let store = Arc::new(Mutex::new(Store::default()));
+        let faults = Arc::new(Mutex::new(FaultState::new(config.faults.clone())));
+        let deliverer = Deliverer::new(
+            DeliverySettings {
+                secret: config.webhook_secret.clone(),
+                retry_base: config.webhook_retry_base,
+                max_attempts: config.webhook_max_attempts,
+                timeout: config.webhook_timeout,
+                concurrency: config.webhook_concurrency,
+            },
+            Arc::clone(&store),
+            Arc::clone(&faults),
+            cancel.clone(),
+            tasks.clone(),
+        )
+        .map_err(SimError::HttpClient)?;
+        for url in &config.webhook_endpoints {
+            deliverer.add_endpoint(url.clone());
+        }
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        tasks.spawn(Arc::clone(&deliverer).dispatch(events_rx));
+        let shared = Arc::new(Shared {
+            store,
+            faults,
+            idempotency: Mutex::new(IdempotencyStore::default()),
+            requests: Mutex::new(Vec::new()),
+            deliverer,
+            events_tx,
+            env: Env {
+                api_version: config.api_version.clone(),
+                public_url: config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| base_url.clone())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            },
+        });
+        tasks.spawn(clock(Arc::clone(&shared), cancel.clone()));
+        let app = router(Arc::clone(&shared));
+        let shutdown = cancel.clone().cancelled_owned();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
+        tracing::info!(%base_url, "Stripe simulator listening");
+        Ok(Simulator {
+            shared,
+            addr,
+            cancel,
+            tasks,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` — what to use as the Stripe API base.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces the faults in force (counters start afresh); out-of-range values are clamped.
+    pub fn set_faults(&self, f: Faults) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(f);
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .faults()
+            .clone()
+    }
+
+    /// Errors injected since the faults were last set.
+    pub fn injected_faults(&self) -> u64 {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .injected()
+    }
+
+    /// Adds a webhook endpoint; it receives the events created from now on.
+    pub fn add_webhook_endpoint(&self, url: String) {
+        self.shared.deliverer.add_endpoint(url);
+    }
+
+    /// Every `/v1` request answered so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every webhook delivery attempt so far (and events dropped by fault injection).
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.shared.deliverer.log()
+    }
+
+    /// Completes a Checkout Session as a customer paying with a test card (`pm_card_visa`, …).
+    /// `Err` is Stripe's error body (a decline, or a session that is not open).
+    pub fn complete_checkout_session(
+        &self,
+        id: &str,
+        payment_method: &str,
+    ) -> Result<Value, Value> {
+        let completion = checkout::Completion {
+            payment_method: payment_method.to_owned(),
+            ..Default::default()
+        };
+        let (result, _) = self.shared.execute(Origin::default(), |ctx| {
+            checkout::complete(ctx, id, &completion)
+        });
+        result.map_err(|e| e.body())
+    }
+
+    /// Stops serving, stops delivering webhooks, and waits (a few seconds at most) for tasks to end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.server.await;
+            self.tasks.wait().await;
+        })
+        .await;
+    }
+
+    /// Serves until `shutdown` completes or the server fails.
+    async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), SimError> {
+        let result = tokio::select! {
+            () = shutdown => Ok(()),
+            r = &mut self.server => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(SimError::Serve(e)),
+                Err(e) => Err(SimError::Serve(std::io::Error::other(e))),
+            },
+        };
+        self.shutdown().await;
+        result
+    }
+}
+
+/// Runs a simulator until `shutdown` completes — for `kassa stripe-sim --listen ADDR`.
+pub async fn serve(config: SimConfig, shutdown: impl Future<Output = ()>) -> Result<(), SimError> {
+    let sim = Simulator::start(config).await?;
+    sim.run_until(shutdown).await
+}
+
+/// Expires open Checkout Sessions once their `expires_at` has passed, once a second.
+async fn clock(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        shared.execute(Origin::default(), checkout::expire_due);
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/{*rest}", any(api::v1))
+        .route("/_sim/ping", get(|| async { "pong" }))
+        .route("/_sim/requests", get(control::requests))
+        .route(
+            "/_sim/faults",
+            get(control::get_faults).post(control::set_faults),
+        )
+        .route(
+            "/_sim/webhook_endpoints",
+            get(control::list_endpoints).post(control::add_endpoint),
+        )
+        .route("/_sim/webhook_deliveries", get(control::deliveries))
+        .route(
+            "/_sim/checkout/sessions/{id}/complete",
+            post(control::complete_session),
+        )
+        .route(
+            "/_sim/checkout/sessions/{id}/expire",
+            post(control::expire_session),
+        )
+        .route("/c/pay/{id}", get(hosted::page).post(hosted::pay))
+        .fallback(control::not_found)
+        .layer(axum::middleware::map_response(control::ensure_request_id))
+        .with_state(shared)
+}

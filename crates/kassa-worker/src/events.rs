@@ -1,0 +1,171 @@
+//! The event consumer's handler: parse, check the mode, claim in the inbox, dispatch by type,
+//! commit with the inbox mark, and say whether to ack, retry or dead-letter.
+
+use crate::records;
+use crate::setup::{fulfil_checkout_session, KeyScope};
+use crate::HandlerError;
+use kassa_broker::{Incoming, MessageHandler, Outcome};
+use kassa_store::{EventClaim, Store};
+use kassa_stripe::objects::Event;
+use kassa_stripe::Client;
+use std::time::Instant;
+use tracing::{debug, info, warn, Instrument};
+
+/// The event types Kassa acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    SessionCompleted,
+    SessionExpired,
+    SetupIntent,
+    PaymentMethod,
+    Customer,
+}
+
+impl Handled {
+    fn of(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                Handled::SessionCompleted
+            }
+            "checkout.session.expired" => Handled::SessionExpired,
+            "setup_intent.succeeded" | "setup_intent.setup_failed" => Handled::SetupIntent,
+            "payment_method.attached" | "payment_method.detached" | "payment_method.updated" => {
+                Handled::PaymentMethod
+            }
+            "customer.created" | "customer.updated" | "customer.deleted" => Handled::Customer,
+            _ => return None,
+        })
+    }
+}
+
+/// Handles Stripe events from `kassa.events.fulfillment`.
+pub struct EventHandler {
+    stripe: Client,
+    store: Store,
+    /// Rungs of the retry ladder: a transient failure on the last one ends in the dead letters.
+    retries: u32,
+}
+
+impl EventHandler {
+    /// A handler over this client and store; `retries` is the length of the retry ladder.
+    pub fn new(stripe: Client, store: Store, retries: u32) -> Self {
+        Self {
+            stripe,
+            store,
+            retries,
+        }
+    }
+
+    async fn process(&self, event: Event, attempt: u32) -> Outcome {
+        let started = Instant::now();
+        let Some(handled) = Handled::of(&event.type_) else {
+            debug!("event type not handled; acked");
+            metrics::counter!("kassa_events_total", "outcome" => "ignored_type").increment(1);
+            return Outcome::Done;
+        };
+        let key_mode = self.stripe.mode();
+        if event.livemode != key_mode.is_live() {
+            let reason = format!(
+                "livemode mismatch: the event has livemode={} but the API key is a {key_mode} key; test and live never mix",
+                event.livemode
+            );
+            if let Err(error) = self
+                .store
+                .record_event_failure(&event.id, &event.type_, event.livemode, &reason, true)
+                .await
+            {
+                warn!(%error, "could not record the failure");
+            }
+            metrics::counter!("kassa_events_total", "outcome" => "dead_lettered").increment(1);
+            return Outcome::DeadLetter(reason);
+        }
+        let mut claimed = match self
+            .store
+            .claim_event(&event.id, &event.type_, event.livemode)
+            .await
+        {
+            Ok(EventClaim::AlreadyProcessed) => {
+                info!("duplicate event: already processed; acked");
+                metrics::counter!("kassa_events_total", "outcome" => "duplicate").increment(1);
+                return Outcome::Done;
+            }
+            Ok(EventClaim::Claimed(claimed)) => claimed,
+            Err(error) => return self.failed(HandlerError::from(error), attempt, None).await,
+        };
+        let object_id = event.object_id().unwrap_or_default().to_owned();
+        let keys = KeyScope::new(event.id.clone());
+        let conn = claimed.conn();
+        let result = match handled {
+            Handled::SessionCompleted => {
+                fulfil_checkout_session(&self.stripe, conn, &object_id, &keys)
+                    .await
+                    .map(|_| ())
+            }
+            Handled::SessionExpired => {
+                records::record_checkout_session(&self.stripe, conn, &object_id).await
+            }
+            Handled::SetupIntent => {
+                records::record_setup_intent(&self.stripe, conn, &object_id).await
+            }
+            Handled::PaymentMethod => {
+                records::record_payment_method(&self.stripe, conn, &object_id).await
+            }
+            Handled::Customer => records::record_customer(&self.stripe, conn, &object_id).await,
+        };
+        match result {
+            Ok(()) => match claimed.complete().await {
+                Ok(()) => {
+                    metrics::counter!("kassa_events_total", "outcome" => "processed").increment(1);
+                    metrics::histogram!("kassa_event_handling_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "event processed"
+                    );
+                    Outcome::Done
+                }
+                Err(error) => self.failed(error.into(), attempt, None).await,
+            },
+            Err(error) => self.failed(error, attempt, Some(claimed)).await,
+        }
+    }
+
+    /// Records the failure in the inbox and picks retry or dead letter.
+    async fn failed(
+        &self,
+        error: HandlerError,
+        attempt: u32,
+        claimed: Option<kassa_store::EventTx>,
+    ) -> Outcome {
+        let dead = !error.is_transient() || attempt >= self.retries;
+        let reason = error.to_string();
+        if let Some(claimed) = claimed {
+            if let Err(store_error) = claimed.fail(&reason, dead).await {
+                warn!(error = %store_error, "could not record the failure");
+            }
+        }
+        if dead {
+            warn!(%reason, transient = error.is_transient(), "event failed permanently; dead-lettering");
+            metrics::counter!("kassa_events_total", "outcome" => "dead_lettered").increment(1);
+            Outcome::DeadLetter(reason)
+        } else {
+            warn!(%reason, "event failed; will retry");
+            metrics::counter!("kassa_events_total", "outcome" => "retried").increment(1);
+            Outcome::Retry(reason)
+        }
+    }
+}
+
+impl MessageHandler for EventHandler {
+    async fn handle(&self, message: Incoming) -> Outcome {
+        let event: Event = match serde_json::from_slice(&message.body) {
+            Ok(event) => event,
+            Err(error) => {
+                warn!(message_id = %message.message_id, %error, "not a Stripe event; dead-lettering");
+                return Outcome::DeadLetter(format!("not a Stripe event: {error}"));
+            }
+        };
+        let span = tracing::info_span!("stripe_event", event_id = %event.id, event_type = %event.type_, attempt = message.attempt);
+        self.process(event, message.attempt).instrument(span).await
+    }
+}

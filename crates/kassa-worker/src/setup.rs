@@ -1,0 +1,252 @@
+//! checkout.session.completed in setup mode — the heart of Kassa: the card the customer entered
+//! becomes the default payment method of a Stripe customer, and Kassa records both.
+//!
+//! One code path for every caller (the webhook now; the success page and re-checkout later), so
+//! a card is saved the same way whoever gets there first.
+
+use crate::HandlerError;
+use kassa_store::{
+    checkout_sessions, customers, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord,
+    PaymentMethodRecord, PgConnection,
+};
+use kassa_stripe::objects::{
+    CheckoutMode, CheckoutSession, CheckoutSessionStatus, PaymentMethod, SetupIntentStatus,
+};
+use kassa_stripe::resources::CustomerParams;
+use kassa_stripe::{Client, Expandable, IdempotencyKey, Metadata};
+use tracing::info;
+
+/// Metadata key that ties a re-checkout session to the back-office charge it collects a card for.
+pub const CHARGE_ID_METADATA: &str = "kassa_charge_id";
+
+/// Idempotency keys `kassa:{scope}:{step}`, the scope being the job (the event id).
+#[derive(Debug, Clone)]
+pub struct KeyScope(String);
+
+impl KeyScope {
+    /// Keys scoped to `scope`, e.g. the event id.
+    pub fn new(scope: impl Into<String>) -> Self {
+        Self(scope.into())
+    }
+
+    /// The key of one step.
+    pub fn key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
+        IdempotencyKey::new(format!("kassa:{}:{step}", self.0))
+            .map_err(|e| HandlerError::Permanent(format!("idempotency key for {step}: {e}")))
+    }
+}
+
+/// What a completed setup session produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCard {
+    /// The customer the card belongs to.
+    pub customer_id: String,
+    /// The card, now the customer's default.
+    pub payment_method_id: String,
+    /// The back-office charge this was a re-checkout for, if any.
+    pub charge_id: Option<i64>,
+}
+
+/// Fulfils the Checkout Session `session_id` from Stripe's current state: saves the card of a
+/// completed setup session as the customer's default, or just records any other session.
+/// Returns the saved card when there was one.
+pub async fn fulfil_checkout_session(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    session_id: &str,
+    keys: &KeyScope,
+) -> Result<Option<SavedCard>, HandlerError> {
+    let session = stripe
+        .checkout_sessions()
+        .retrieve(session_id, &["setup_intent"])
+        .await?;
+    let complete = session.status == Some(CheckoutSessionStatus::Complete);
+    if session.mode != CheckoutMode::Setup || !complete {
+        checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
+            .await?;
+        return Ok(None);
+    }
+    let setup_intent = match &session.setup_intent {
+        Some(Expandable::Object(intent)) => (**intent).clone(),
+        Some(Expandable::Id(id)) => stripe.setup_intents().retrieve(id, &[]).await?,
+        None => {
+            return Err(HandlerError::Permanent(format!(
+                "setup session {session_id} has no setup_intent"
+            )))
+        }
+    };
+    if setup_intent.status != SetupIntentStatus::Succeeded {
+        checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
+            .await?;
+        return Ok(None);
+    }
+    let payment_method_id = setup_intent
+        .payment_method
+        .as_ref()
+        .map(|pm| pm.id().to_owned())
+        .ok_or_else(|| {
+            HandlerError::Permanent(format!(
+                "setup intent {} has no payment_method",
+                setup_intent.id
+            ))
+        })?;
+
+    let customer_id = match session.customer.as_ref().or(setup_intent.customer.as_ref()) {
+        Some(customer) => customer.id().to_owned(),
+        None => {
+            let details = session.customer_details.clone().unwrap_or_default();
+            let mut metadata = Metadata::new();
+            metadata.insert("kassa_checkout_session".into(), session.id.clone());
+            let params = CustomerParams {
+                email: details.email.or_else(|| session.customer_email.clone()),
+                name: details.name,
+                metadata: Some(metadata),
+                ..Default::default()
+            };
+            let customer = stripe
+                .customers()
+                .create(&params, &keys.key("create_customer")?)
+                .await?;
+            info!(customer_id = %customer.id, "customer created");
+            customer.id
+        }
+    };
+
+    // Already attached to this customer counts as done; to another customer is an error that no
+    // retry fixes.
+    let payment_method = stripe
+        .payment_methods()
+        .retrieve(&payment_method_id, &[])
+        .await?;
+    let payment_method = match payment_method.customer.as_ref().map(|c| c.id().to_owned()) {
+        Some(owner) if owner == customer_id => payment_method,
+        Some(owner) => {
+            return Err(HandlerError::Permanent(format!(
+                "payment method {payment_method_id} is attached to another customer ({owner})"
+            )))
+        }
+        None => {
+            stripe
+                .payment_methods()
+                .attach(
+                    &payment_method_id,
+                    &customer_id,
+                    &keys.key("attach_payment_method")?,
+                )
+                .await?
+        }
+    };
+    let customer = stripe
+        .customers()
+        .set_default_payment_method(
+            &customer_id,
+            &payment_method_id,
+            &keys.key("set_default_payment_method")?,
+        )
+        .await?;
+
+    customers::upsert_customer(
+        conn,
+        &CustomerRecord {
+            id: customer.id.clone(),
+            email: customer.email.clone(),
+            name: customer.name.clone(),
+            default_payment_method: Some(payment_method_id.clone()),
+            deleted: false,
+            livemode: customer.livemode,
+        },
+    )
+    .await?;
+    customers::upsert_payment_method(
+        conn,
+        &payment_method_record(&payment_method, Some(&customer_id)),
+    )
+    .await?;
+    let charge_id = charge_id_of(&session);
+    checkout_sessions::upsert_checkout_session(
+        conn,
+        &session_record(&session, Some(&customer_id), Some(&payment_method_id)),
+    )
+    .await?;
+    info!(customer_id = %customer_id, payment_method_id = %payment_method_id, ?charge_id, "card saved as the customer's default");
+    Ok(Some(SavedCard {
+        customer_id,
+        payment_method_id,
+        charge_id,
+    }))
+}
+
+/// The charge a re-checkout session is for, from its metadata.
+pub fn charge_id_of(session: &CheckoutSession) -> Option<i64> {
+    session
+        .metadata
+        .get(CHARGE_ID_METADATA)
+        .and_then(|v| v.parse().ok())
+}
+
+/// The record of a session as Stripe has it now.
+pub fn session_record(
+    session: &CheckoutSession,
+    customer_id: Option<&str>,
+    payment_method_id: Option<&str>,
+) -> CheckoutSessionRecord {
+    let charge_id = charge_id_of(session);
+    let purpose = match (session.mode, charge_id) {
+        (CheckoutMode::Setup, Some(_)) => CheckoutPurpose::Recheckout,
+        (CheckoutMode::Setup, None) => CheckoutPurpose::Setup,
+        _ => CheckoutPurpose::Payment,
+    };
+    let status = match session.status {
+        Some(CheckoutSessionStatus::Open) => "open",
+        Some(CheckoutSessionStatus::Complete) => "complete",
+        Some(CheckoutSessionStatus::Expired) => "expired",
+        _ => "unknown",
+    };
+    let complete = session.status == Some(CheckoutSessionStatus::Complete);
+    CheckoutSessionRecord {
+        id: session.id.clone(),
+        mode: mode_name(session.mode).to_owned(),
+        status: status.to_owned(),
+        livemode: session.livemode,
+        customer_id: customer_id
+            .map(str::to_owned)
+            .or_else(|| session.customer.as_ref().map(|c| c.id().to_owned())),
+        purpose,
+        charge_id,
+        setup_intent_id: session.setup_intent.as_ref().map(|s| s.id().to_owned()),
+        payment_intent_id: session.payment_intent.as_ref().map(|p| p.id().to_owned()),
+        payment_method_id: payment_method_id.map(str::to_owned),
+        url: session.url.clone(),
+        expires_at: kassa_store::OffsetDateTime::from_unix_timestamp(session.expires_at).ok(),
+        completed_at: complete.then(kassa_store::OffsetDateTime::now_utc),
+    }
+}
+
+fn mode_name(mode: CheckoutMode) -> &'static str {
+    match mode {
+        CheckoutMode::Setup => "setup",
+        CheckoutMode::Payment => "payment",
+        CheckoutMode::Subscription => "subscription",
+        _ => "unknown",
+    }
+}
+
+/// The record of a payment method as Stripe has it now.
+pub fn payment_method_record(
+    payment_method: &PaymentMethod,
+    customer_id: Option<&str>,
+) -> PaymentMethodRecord {
+    let card = payment_method.card.as_ref();
+    let owner = customer_id
+        .map(str::to_owned)
+        .or_else(|| payment_method.customer.as_ref().map(|c| c.id().to_owned()));
+    PaymentMethodRecord {
+        id: payment_method.id.clone(),
+        attached: owner.is_some(),
+        customer_id: owner,
+        brand: card.map(|c| c.brand.clone()),
+        last4: card.map(|c| c.last4.clone()),
+        exp_month: card.and_then(|c| i32::try_from(c.exp_month).ok()),
+        exp_year: card.and_then(|c| i32::try_from(c.exp_year).ok()),
+    }
+}

@@ -1,0 +1,220 @@
+//! One Kassa process: optionally the embedded Stripe simulator, the broker connection, the
+//! database, the ingress and the worker, started in the right order and stopped in the reverse
+//! one (stop accepting webhooks → finish in-flight work → close the broker → stop the simulator).
+
+use anyhow::Context;
+use kassa_broker::connection::redact_url;
+use kassa_broker::{Broker, BrokerConfig};
+use kassa_ingress::IngressState;
+use kassa_store::Store;
+use kassa_stripe::webhook::WebhookVerifier;
+use kassa_stripe::{Client, ClientConfig};
+use kassa_stripe_sim::{SimConfig, Simulator};
+use kassa_worker::{Worker, WorkerConfig};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The API key Kassa uses against its embedded simulator (any `sk_test_` key works there).
+pub const EMBEDDED_SIM_KEY: &str = "sk_test_kassa_embedded_simulator";
+
+/// Where Stripe is.
+#[derive(Clone)]
+pub enum StripeTarget {
+    /// A real (or external simulated) Stripe: key and API base.
+    Api {
+        /// `sk_…` or `rk_…`.
+        key: SecretString,
+        /// e.g. `https://api.stripe.com`.
+        api_base: String,
+    },
+    /// Start the simulator in this process and have it deliver webhooks to our own ingress.
+    Embedded(Box<SimConfig>),
+}
+
+/// Everything one process needs.
+#[derive(Clone)]
+pub struct StackConfig {
+    /// Address of the HTTP server (ingress); `None` for a worker-only process.
+    pub listen: Option<SocketAddr>,
+    /// RabbitMQ.
+    pub broker: BrokerConfig,
+    /// PostgreSQL; `None` for an ingress-only process.
+    pub database_url: Option<String>,
+    /// Pool size.
+    pub db_max_connections: u32,
+    /// Stripe; `None` for an ingress-only process.
+    pub stripe: Option<StripeTarget>,
+    /// Webhook secrets (ignored with the embedded simulator, which gets a fresh one).
+    pub webhook_secrets: Vec<SecretString>,
+    /// Signature tolerance.
+    pub webhook_tolerance: Duration,
+    /// Run the worker with this configuration.
+    pub worker: Option<WorkerConfig>,
+}
+
+/// A running process.
+pub struct Stack {
+    /// The bound HTTP address, when there is an ingress.
+    pub address: Option<SocketAddr>,
+    /// The embedded simulator, when there is one.
+    pub sim: Option<Simulator>,
+    /// The Stripe client, when Stripe is configured.
+    pub stripe: Option<Client>,
+    /// The database, when configured.
+    pub store: Option<Store>,
+    /// The broker connection.
+    pub broker: Broker,
+    http_shutdown: CancellationToken,
+    work_shutdown: CancellationToken,
+    broker_shutdown: CancellationToken,
+    http: JoinSet<()>,
+    work: JoinSet<()>,
+}
+
+impl Stack {
+    /// Starts every part `config` asks for and returns once the HTTP server listens.
+    pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
+        let listener = match config.listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding KASSA_LISTEN={address}"))?,
+            ),
+            None => None,
+        };
+        let address = match &listener {
+            Some(listener) => Some(listener.local_addr().context("reading the bound address")?),
+            None => None,
+        };
+
+        let mut secrets = config.webhook_secrets.clone();
+        let mut sim = None;
+        let stripe = match config.stripe.clone() {
+            None => None,
+            Some(StripeTarget::Api { key, api_base }) => {
+                let mut client_config = ClientConfig::new(key);
+                client_config.api_base = api_base;
+                Some(
+                    Client::new(client_config)
+                        .context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")?,
+                )
+            }
+            Some(StripeTarget::Embedded(sim_config)) => {
+                let mut sim_config = *sim_config;
+                // A fresh secret per run: shared with our own verifier, never printed.
+                let secret = format!("whsec_{:032x}", rand::random::<u128>());
+                sim_config.webhook_secret = secret.clone();
+                secrets = vec![SecretString::from(secret)];
+                if let Some(address) = address {
+                    sim_config
+                        .webhook_endpoints
+                        .push(format!("http://{address}/webhooks/stripe"));
+                }
+                let simulator = Simulator::start(sim_config)
+                    .await
+                    .context("starting the embedded Stripe simulator")?;
+                let mut client_config =
+                    ClientConfig::new(SecretString::from(EMBEDDED_SIM_KEY.to_owned()));
+                client_config.api_base = simulator.base_url();
+                let client = Client::new(client_config)
+                    .context("configuring the Stripe client for the simulator")?;
+                sim = Some(simulator);
+                Some(client)
+            }
+        };
+
+        let store = match &config.database_url {
+            Some(url) => Some(
+                Store::connect(url, config.db_max_connections)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "connecting to PostgreSQL at KASSA_DATABASE_URL={}",
+                            redact_url(url)
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+
+        let broker_shutdown = CancellationToken::new();
+        let broker = Broker::start(config.broker.clone(), broker_shutdown.clone());
+
+        let http_shutdown = CancellationToken::new();
+        let mut http = JoinSet::new();
+        if let Some(listener) = listener {
+            let verifier = WebhookVerifier::new(secrets).with_tolerance(config.webhook_tolerance);
+            let router = kassa_ingress::router(IngressState::new(verifier, broker.clone()));
+            let shutdown = http_shutdown.clone();
+            http.spawn(async move {
+                if let Err(error) =
+                    kassa_ingress::serve(listener, router, shutdown.cancelled_owned()).await
+                {
+                    tracing::error!(%error, "HTTP server failed");
+                }
+            });
+        }
+
+        let work_shutdown = CancellationToken::new();
+        let mut work = JoinSet::new();
+        if let Some(worker_config) = config.worker {
+            let stripe = stripe
+                .clone()
+                .context("the worker needs Stripe (KASSA_STRIPE_API_KEY)")?;
+            let store = store
+                .clone()
+                .context("the worker needs PostgreSQL (KASSA_DATABASE_URL)")?;
+            let worker = Worker::new(stripe, store, broker.clone(), worker_config);
+            work.spawn(worker.run(work_shutdown.clone()));
+        }
+        if let Some(address) = address {
+            info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
+        }
+        Ok(Stack {
+            address,
+            sim,
+            stripe,
+            store,
+            broker,
+            http_shutdown,
+            work_shutdown,
+            broker_shutdown,
+            http,
+            work,
+        })
+    }
+
+    /// The base URL of the HTTP server, when there is one.
+    pub fn base_url(&self) -> Option<String> {
+        self.address.map(|a| format!("http://{a}"))
+    }
+
+    /// Stops in order: stop accepting webhooks and let in-flight ones get their confirms, let
+    /// the worker finish (or roll back) in-flight events, then close the broker and the simulator.
+    pub async fn stop(mut self) {
+        self.http_shutdown.cancel();
+        while self.http.join_next().await.is_some() {}
+        self.work_shutdown.cancel();
+        while self.work.join_next().await.is_some() {}
+        self.broker_shutdown.cancel();
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
+    }
+
+    /// Resolves when a part stopped by itself (an HTTP server failure); `serve` then exits.
+    pub async fn failed(&mut self) {
+        if self.http.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let _ = self.http.join_next().await;
+    }
+}

@@ -10,6 +10,7 @@ use kassa_stripe_sim::SimConfig;
 use kassa_worker::WorkerConfig;
 use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -180,6 +181,10 @@ pub struct StripeArgs {
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
+    /// Requests per second this process sends to Stripe at most, evenly spaced (Stripe allows
+    /// about 100/s live and 25/s in test mode per account: divide by the number of processes).
+    #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
+    pub stripe_max_rps: Option<NonZeroU32>,
 }
 
 impl StripeArgs {
@@ -250,6 +255,9 @@ pub struct ServeArgs {
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
+    /// Requests per second this process sends to Stripe at most (see `kassa worker --help`).
+    #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
+    pub stripe_max_rps: Option<NonZeroU32>,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -260,6 +268,7 @@ impl ServeArgs {
         let args = StripeArgs {
             stripe_api_key: self.ingress.stripe_api_key.clone(),
             stripe_api_base: self.stripe_api_base.clone(),
+            stripe_max_rps: self.stripe_max_rps,
         };
         Ok(match args.target()? {
             Some(target) => target,
@@ -292,6 +301,7 @@ impl ServeArgs {
             database_url: Some(self.store.database_url.clone()),
             db_max_connections: self.store.database_max_connections,
             stripe: Some(stripe),
+            stripe_max_rps: self.stripe_max_rps,
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
             worker: Some(self.worker.config()),

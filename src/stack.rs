@@ -13,6 +13,7 @@ use kassa_stripe_sim::{SimConfig, Simulator};
 use kassa_worker::{Worker, WorkerConfig};
 use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -49,6 +50,8 @@ pub struct StackConfig {
     pub db_max_connections: u32,
     /// Stripe; `None` for an ingress-only process.
     pub stripe: Option<StripeTarget>,
+    /// Requests per second this process sends to Stripe at most (`KASSA_STRIPE_MAX_RPS`).
+    pub stripe_max_rps: Option<NonZeroU32>,
     /// Webhook secrets (ignored with the embedded simulator, which gets a fresh one).
     pub webhook_secrets: Vec<SecretString>,
     /// Signature tolerance.
@@ -99,6 +102,7 @@ impl Stack {
             Some(StripeTarget::Api { key, api_base }) => {
                 let mut client_config = ClientConfig::new(key);
                 client_config.api_base = api_base;
+                client_config.max_requests_per_second = config.stripe_max_rps;
                 Some(
                     Client::new(client_config)
                         .context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")?,
@@ -121,6 +125,7 @@ impl Stack {
                 let mut client_config =
                     ClientConfig::new(SecretString::from(EMBEDDED_SIM_KEY.to_owned()));
                 client_config.api_base = simulator.base_url();
+                client_config.max_requests_per_second = config.stripe_max_rps;
                 let client = Client::new(client_config)
                     .context("configuring the Stripe client for the simulator")?;
                 sim = Some(simulator);

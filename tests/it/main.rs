@@ -5,3 +5,4 @@ mod cli;
 mod consumer;
 mod ingress;
 mod support;
+mod worker;

@@ -202,14 +202,14 @@ impl EventTx {
         &mut self.tx
     }
 
-    /// Marks the event processed (`processed_at = now()`, `attempts + 1`) and commits it together
+    /// Marks the event processed (`processed_at = clock_timestamp()`, the real time rather than the transaction's start, `attempts + 1`) and commits it together
     /// with everything written through this transaction.
     ///
     /// An error from the commit itself leaves the outcome unknown; the redelivery finds out
     /// (it gets `AlreadyProcessed` if the commit did happen).
     pub async fn complete(mut self) -> Result<(), StoreError> {
         sqlx::query!(
-            "UPDATE stripe_events SET processed_at = now(), attempts = attempts + 1 WHERE id = $1",
+            "UPDATE stripe_events SET processed_at = clock_timestamp(), attempts = attempts + 1 WHERE id = $1",
             self.id,
         )
         .execute(&mut *self.tx)

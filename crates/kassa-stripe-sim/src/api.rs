@@ -159,7 +159,9 @@ pub async fn v1(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("request-id", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&shared.env.api_version) {
+    // Stripe answers in the version the request asked for (`Stripe-Version`), else the account's.
+    let version = headers.get("stripe-version").cloned();
+    if let Some(v) = version.or_else(|| HeaderValue::from_str(&shared.env.api_version).ok()) {
         h.insert("stripe-version", v);
     }
     if let Some(key) = idempotency_key
@@ -204,7 +206,7 @@ async fn answer(
         .faults
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .intercept();
+        .intercept(uri.path());
     if let Some(e) = intercepted {
         return Answer::error(&e);
     }
@@ -276,14 +278,18 @@ async fn answer(
         idempotency_key: idempotency_key.map(str::to_owned),
     };
     let (result, mutated) = shared.execute(origin, |ctx| {
-        let mut v = resources::dispatch(ctx, method.as_str(), &segments, &params)?;
+        let obj = resources::dispatch(ctx, method.as_str(), &segments, &params)?;
+        if expand.is_empty() {
+            return Ok(to_bytes(&obj));
+        }
+        let mut v = Arc::unwrap_or_clone(obj);
         expand::apply(ctx.store, &mut v, &expand)?;
-        Ok::<Value, ApiError>(v)
+        Ok::<Bytes, ApiError>(to_bytes(&v))
     });
     let answer = match &result {
-        Ok(v) => Answer {
+        Ok(body) => Answer {
             status: StatusCode::OK,
-            body: to_bytes(v),
+            body: body.clone(),
             should_retry: None,
             original_request: None,
         },

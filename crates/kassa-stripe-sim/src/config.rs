@@ -65,8 +65,11 @@ impl Default for SimConfig {
 pub struct Faults {
     /// Fraction (0.0–1.0) of `/v1` requests answered with `error_status` before they execute.
     pub error_rate: f64,
-    /// Status of injected errors: 500, 502, 503 or 504.
+    /// Status of injected errors: 500, 502, 503 or 504 (Stripe's side), or 400 (a request Stripe
+    /// refuses, e.g. to test that Kassa does not retry it).
     pub error_status: u16,
+    /// Inject errors only into requests whose path contains this (e.g. `/attach`); `None`: all.
+    pub path_contains: Option<String>,
     /// At most this many injected errors since the faults were set; `None` is unlimited.
     pub max_faults: Option<u64>,
     /// Added to every executed `/v1` request, while its idempotency key is held.
@@ -87,6 +90,7 @@ impl Default for Faults {
         Faults {
             error_rate: 0.0,
             error_status: 500,
+            path_contains: None,
             max_faults: None,
             latency: Duration::ZERO,
             rate_limit_per_sec: None,
@@ -112,9 +116,9 @@ impl Faults {
                 self.drop_webhook_rate
             ));
         }
-        if ![500, 502, 503, 504].contains(&self.error_status) {
+        if ![400, 500, 502, 503, 504].contains(&self.error_status) {
             return Err(format!(
-                "error_status must be 500, 502, 503 or 504, got {}",
+                "error_status must be 400, 500, 502, 503 or 504, got {}",
                 self.error_status
             ));
         }

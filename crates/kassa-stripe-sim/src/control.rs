@@ -150,7 +150,7 @@ pub async fn complete_session(
         checkout::complete(ctx, &id, &completion)
     });
     match result {
-        Ok(session) => Json(session).into_response(),
+        Ok(session) => Json(&*session).into_response(),
         Err(e) => error_response(&e),
     }
 }
@@ -162,7 +162,7 @@ pub async fn expire_session(
 ) -> Response<Body> {
     let (result, _) = shared.execute(Origin::default(), |ctx| checkout::expire(ctx, &id));
     match result {
-        Ok(session) => Json(session).into_response(),
+        Ok(session) => Json(&*session).into_response(),
         Err(e) => error_response(&e),
     }
 }

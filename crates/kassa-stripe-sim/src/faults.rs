@@ -83,7 +83,7 @@ impl FaultState {
     }
 
     /// Decides whether this request fails before executing: 429 from the rate limiter, or an injected 5xx.
-    pub fn intercept(&mut self) -> Option<ApiError> {
+    pub fn intercept(&mut self, path: &str) -> Option<ApiError> {
         if let Some(bucket) = &mut self.bucket {
             if !bucket.take() {
                 // Stripe: "If you send many requests in quick succession, you might receive 429 error
@@ -93,8 +93,21 @@ impl FaultState {
         }
         let f = &self.faults;
         let capped = f.max_faults.is_some_and(|max| self.injected >= max);
-        if f.error_rate > 0.0 && !capped && rand::rng().random_bool(f.error_rate.clamp(0.0, 1.0)) {
+        let targeted = f.path_contains.as_deref().is_none_or(|p| path.contains(p));
+        if f.error_rate > 0.0
+            && targeted
+            && !capped
+            && rand::rng().random_bool(f.error_rate.clamp(0.0, 1.0))
+        {
             self.injected += 1;
+            if f.error_status == 400 {
+                // Stripe: 400 "The request was unacceptable, often due to missing a required
+                // parameter" (docs: error codes); not retryable, so no Stripe-Should-Retry: true.
+                return Some(ApiError::invalid(
+                    "Injected fault: the simulator refused this request.",
+                    None,
+                ));
+            }
             let status =
                 StatusCode::from_u16(f.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             // Stripe: 5xx "indicate an error with Stripe's servers"; `Stripe-Should-Retry: true` tells
@@ -112,7 +125,7 @@ mod tests {
     #[test]
     fn no_faults_by_default() {
         let mut s = FaultState::new(Faults::default());
-        assert!((0..1000).all(|_| s.intercept().is_none()));
+        assert!((0..1000).all(|_| s.intercept("/v1/customers").is_none()));
     }
 
     #[test]
@@ -123,7 +136,9 @@ mod tests {
             max_faults: Some(3),
             ..Faults::default()
         });
-        let errors: Vec<_> = (0..10).filter_map(|_| s.intercept()).collect();
+        let errors: Vec<_> = (0..10)
+            .filter_map(|_| s.intercept("/v1/customers"))
+            .collect();
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().all(|e| e.status == 503
             && e.error["type"] == "api_error"
@@ -137,9 +152,9 @@ mod tests {
             rate_limit_per_sec: Some(25),
             ..Faults::default()
         });
-        let limited = (0..40).filter_map(|_| s.intercept()).count();
+        let limited = (0..40).filter_map(|_| s.intercept("/v1/customers")).count();
         assert!((14..=15).contains(&limited), "{limited} limited");
-        let e = s.intercept().unwrap();
+        let e = s.intercept("/v1/customers").unwrap();
         assert_eq!(e.status, 429);
         assert_eq!(e.error["code"], "rate_limit");
     }

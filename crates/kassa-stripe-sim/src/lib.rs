@@ -27,6 +27,7 @@
 //! ```
 
 #![recursion_limit = "256"]
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod auth;

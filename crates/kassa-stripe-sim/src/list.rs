@@ -3,11 +3,13 @@
 //! Stripe: lists are "sorted by creation date, with the most recently created appearing first"; `limit`
 //! "can range between 1 and 100, and the default is 10" (docs: pagination).
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::state::Store;
+use crate::state::{Obj, Store};
 
 /// The page size asked for, validated like Stripe.
 pub fn limit(p: &Params) -> Result<usize, ApiError> {
@@ -25,15 +27,15 @@ pub fn limit(p: &Params) -> Result<usize, ApiError> {
     }
 }
 
-/// Lists objects of `kind` (newest first) that pass `keep`, paginated by the request's parameters.
-pub fn page(
-    store: &Store,
-    kind: &str,
+/// One page of `items` (already newest first): the request's `limit`, after `starting_after` or before
+/// `ending_before`. `exists` tells whether a cursor id names an object (else Stripe's 404 naming `noun`).
+pub fn paginate<T>(
+    items: impl Iterator<Item = T>,
+    id: impl Fn(&T) -> &str,
+    exists: impl Fn(&str) -> bool,
     noun: &str,
-    url: &str,
     p: &Params,
-    keep: impl Fn(&Value) -> bool,
-) -> Result<Value, ApiError> {
+) -> Result<(Vec<T>, bool), ApiError> {
     let limit = limit(p)?;
     let starting_after = p.str("starting_after");
     let ending_before = p.str("ending_before");
@@ -41,44 +43,61 @@ pub fn page(
         ("starting_after", &starting_after),
         ("ending_before", &ending_before),
     ] {
-        if let Some(id) = cursor {
-            if store.get(id).is_none() {
-                return Err(ApiError::no_such(noun, id, param));
+        if let Some(c) = cursor {
+            if !exists(c) {
+                return Err(ApiError::no_such(noun, c, param));
             }
         }
     }
+    if let Some(cursor) = ending_before {
+        // The items newer than the cursor, the `limit` closest to it, still newest first.
+        let mut newer: Vec<T> = items.take_while(|v| id(v) != cursor).collect();
+        let skip = newer.len().saturating_sub(limit);
+        return Ok((newer.split_off(skip), skip > 0));
+    }
+    let mut rest = items.peekable();
+    if let Some(cursor) = starting_after {
+        for v in rest.by_ref() {
+            if id(&v) == cursor {
+                break;
+            }
+        }
+    }
+    let data: Vec<T> = rest.by_ref().take(limit).collect();
+    let has_more = rest.peek().is_some();
+    Ok((data, has_more))
+}
+
+/// The list object Stripe answers.
+pub fn list_object(data: Vec<Value>, has_more: bool, url: &str) -> Obj {
+    Arc::new(json!({"object": "list", "data": data, "has_more": has_more, "url": url}))
+}
+
+/// Lists stored objects of `kind` (newest first) that pass `keep`, paginated by the request's parameters.
+pub fn page(
+    store: &Store,
+    kind: &str,
+    noun: &str,
+    url: &str,
+    p: &Params,
+    keep: impl Fn(&Value) -> bool,
+) -> Result<Obj, ApiError> {
     let matching = store
         .ids(kind)
         .iter()
         .rev()
         .filter_map(|id| store.get(id))
         .filter(|v| keep(v));
-    let (data, has_more): (Vec<Value>, bool) = if let Some(cursor) = ending_before {
-        // The objects newer than the cursor, the `limit` closest to it, still newest first.
-        let newer: Vec<&Value> = matching
-            .take_while(|v| v.get("id").and_then(Value::as_str) != Some(&cursor))
-            .collect();
-        let skip = newer.len().saturating_sub(limit);
-        (
-            newer[skip..].iter().map(|v| (*v).clone()).collect(),
-            skip > 0,
-        )
-    } else {
-        let mut rest: Box<dyn Iterator<Item = &Value>> = Box::new(matching);
-        if let Some(cursor) = starting_after {
-            let mut found = false;
-            rest = Box::new(rest.skip_while(move |v| {
-                if found {
-                    return false;
-                }
-                found = v.get("id").and_then(Value::as_str) == Some(&cursor);
-                true
-            }));
-        }
-        let mut data: Vec<Value> = rest.by_ref().take(limit).cloned().collect();
-        let has_more = rest.next().is_some();
-        data.shrink_to_fit();
-        (data, has_more)
-    };
-    Ok(json!({"object": "list", "data": data, "has_more": has_more, "url": url}))
+    let (data, has_more) = paginate(
+        matching,
+        |v| v.get("id").and_then(Value::as_str).unwrap_or_default(),
+        |id| store.get(id).is_some(),
+        noun,
+        p,
+    )?;
+    Ok(list_object(
+        data.into_iter().cloned().collect(),
+        has_more,
+        url,
+    ))
 }

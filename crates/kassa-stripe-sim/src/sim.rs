@@ -55,10 +55,10 @@ impl Shared {
         if endpoints > 0 {
             for event in emitted {
                 let outgoing = Outgoing {
-                    id: event["id"].as_str().unwrap_or_default().to_owned(),
-                    event_type: event["type"].as_str().unwrap_or_default().to_owned(),
                     // Stripe sends events pretty-printed; receivers must verify the raw bytes either way.
                     payload: serde_json::to_string_pretty(&event).unwrap_or_default(),
+                    id: event.id,
+                    event_type: event.event_type,
                 };
                 // Fails only when the dispatcher has stopped, i.e. during shutdown.
                 let _ = self.events_tx.send(outgoing);
@@ -229,7 +229,7 @@ impl Simulator {
         let (result, _) = self.shared.execute(Origin::default(), |ctx| {
             checkout::complete(ctx, id, &completion)
         });
-        result.map_err(|e| e.body())
+        result.map(Arc::unwrap_or_clone).map_err(|e| e.body())
     }
 
     /// Stops serving, stops delivering webhooks, and waits (a few seconds at most) for tasks to end.

@@ -5,18 +5,94 @@
 //! an `.await`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rand::distr::Alphanumeric;
 use rand::Rng;
-use serde_json::{json, Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+
+/// A stored object: an immutable snapshot shared by the store, the events that carry it and responses.
+/// A change stores a new snapshot; earlier events keep theirs.
+pub type Obj = Arc<Value>;
+
+/// An event. Its `data.object` is the snapshot it was emitted with, shared, never copied.
+///
+/// Stripe's envelope: `id`, `object=event`, `api_version`, `created`, `data.object`,
+/// `data.previous_attributes`, `livemode`, `pending_webhooks`, `request{id, idempotency_key}`, `type`
+/// (docs: the Event object).
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `evt_…`.
+    pub id: String,
+    /// Event type (`customer.created`, …).
+    pub event_type: String,
+    /// API version of the payload.
+    pub api_version: String,
+    /// Unix time.
+    pub created: i64,
+    /// The object as it was.
+    pub object: Obj,
+    /// Changed attributes with their previous values (update events).
+    pub previous: Option<Value>,
+    /// Endpoints that have not acknowledged it yet.
+    pub pending_webhooks: u64,
+    /// What caused it.
+    pub origin: Origin,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Data<'a>(&'a Event);
+        impl Serialize for Data<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("object", &*self.0.object)?;
+                if let Some(prev) = &self.0.previous {
+                    m.serialize_entry("previous_attributes", prev)?;
+                }
+                m.end()
+            }
+        }
+        struct Request<'a>(&'a Origin);
+        impl Serialize for Request<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("id", &self.0.request_id)?;
+                m.serialize_entry("idempotency_key", &self.0.idempotency_key)?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(10))?;
+        m.serialize_entry("id", &self.id)?;
+        m.serialize_entry("object", "event")?;
+        m.serialize_entry("api_version", &self.api_version)?;
+        m.serialize_entry("created", &self.created)?;
+        m.serialize_entry("data", &Data(self))?;
+        m.serialize_entry("livemode", &false)?;
+        m.serialize_entry("pending_webhooks", &self.pending_webhooks)?;
+        m.serialize_entry("request", &Request(&self.origin))?;
+        m.serialize_entry("type", &self.event_type)?;
+        m.end()
+    }
+}
+
+impl Event {
+    /// The envelope as JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
 
 /// Every object of the simulated account.
 #[derive(Debug, Default)]
 pub struct Store {
-    objects: HashMap<String, Value>,
+    objects: HashMap<String, Obj>,
     order: HashMap<&'static str, Vec<String>>,
+    events: Vec<Event>,
+    event_index: HashMap<String, usize>,
     /// Line items of each Checkout Session (Stripe returns them only on request: `expand[]=line_items`).
     pub line_items: HashMap<String, Vec<Value>>,
     /// `payment_intent_data` of each payment-mode Checkout Session, used when the customer pays.
@@ -28,6 +104,11 @@ pub struct Store {
 impl Store {
     /// The object with this id, of any kind.
     pub fn get(&self, id: &str) -> Option<&Value> {
+        self.objects.get(id).map(|o| &**o)
+    }
+
+    /// The shared snapshot of an object.
+    pub fn get_obj(&self, id: &str) -> Option<&Obj> {
         self.objects.get(id)
     }
 
@@ -36,13 +117,23 @@ impl Store {
         self.order.get(kind).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    fn insert(&mut self, kind: &'static str, id: String, value: Value) {
+    /// Every event, oldest first.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// One event by id.
+    pub fn event(&self, id: &str) -> Option<&Event> {
+        self.event_index.get(id).and_then(|i| self.events.get(*i))
+    }
+
+    fn insert(&mut self, kind: &'static str, id: String, value: Obj) {
         if self.objects.insert(id.clone(), value).is_none() {
             self.order.entry(kind).or_default().push(id);
         }
     }
 
-    fn replace(&mut self, id: &str, value: Value) {
+    fn replace(&mut self, id: &str, value: Obj) {
         if let Some(slot) = self.objects.get_mut(id) {
             *slot = value;
         }
@@ -50,13 +141,10 @@ impl Store {
 
     /// Lowers `pending_webhooks` of an event once one endpoint acknowledged it.
     pub fn webhook_delivered(&mut self, event_id: &str) {
-        if let Some(Value::Number(n)) = self
-            .objects
-            .get_mut(event_id)
-            .and_then(|e| e.get_mut("pending_webhooks"))
-        {
-            let left = n.as_u64().unwrap_or(0).saturating_sub(1);
-            *n = left.into();
+        if let Some(i) = self.event_index.get(event_id) {
+            if let Some(e) = self.events.get_mut(*i) {
+                e.pending_webhooks = e.pending_webhooks.saturating_sub(1);
+            }
         }
     }
 }
@@ -105,6 +193,14 @@ pub struct Origin {
     pub idempotency_key: Option<String>,
 }
 
+fn id_of(value: &Value) -> String {
+    value
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One endpoint's execution: the store, the clock, and the events emitted so far.
 pub struct Ctx<'a> {
     /// The account's data.
@@ -119,7 +215,7 @@ pub struct Ctx<'a> {
     pub endpoints: usize,
     /// Events emitted, in order, to deliver as webhooks once the lock is released (none are kept when
     /// no endpoint is configured).
-    pub emitted: Vec<Value>,
+    pub emitted: Vec<Event>,
     /// Whether anything changed: Stripe saves an idempotent result only once an endpoint began executing.
     pub mutated: bool,
 }
@@ -138,83 +234,67 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A clone of an object of the expected `object` type, or Stripe's 404 naming `noun` and `param`.
-    pub fn fetch(
-        &self,
-        object: &str,
-        noun: &str,
-        id: &str,
-        param: &str,
-    ) -> Result<Value, ApiError> {
-        match self.store.get(id) {
-            Some(v) if v.get("object").and_then(Value::as_str) == Some(object) => Ok(v.clone()),
+    /// An object of the expected `object` type, or Stripe's 404 naming `noun` and `param`.
+    pub fn fetch(&self, object: &str, noun: &str, id: &str, param: &str) -> Result<Obj, ApiError> {
+        match self.store.get_obj(id) {
+            Some(v) if v.get("object").and_then(Value::as_str) == Some(object) => Ok(Arc::clone(v)),
             _ => Err(ApiError::no_such(noun, id, param)),
         }
     }
 
     /// Stores a new object (no event).
-    pub fn insert(&mut self, kind: &'static str, value: Value) {
-        let id = value
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+    pub fn insert(&mut self, kind: &'static str, value: Value) -> Obj {
+        let obj = Arc::new(value);
         self.mutated = true;
-        self.store.insert(kind, id, value);
+        self.store.insert(kind, id_of(&obj), Arc::clone(&obj));
+        obj
     }
 
-    /// Stores a new object and emits `{kind}.created`-style `event_type` for it.
-    pub fn create(&mut self, kind: &'static str, value: Value, event_type: &str) {
-        self.insert(kind, value.clone());
-        self.emit(event_type, value, None);
+    /// Stores a new object and emits `event_type` (`customer.created`, …) for it.
+    pub fn create(&mut self, kind: &'static str, value: Value, event_type: &str) -> Obj {
+        let obj = self.insert(kind, value);
+        self.emit(event_type, Arc::clone(&obj), None);
+        obj
     }
 
     /// Replaces an object without an event.
-    pub fn put(&mut self, value: Value) {
-        let id = value
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+    pub fn put(&mut self, value: Value) -> Obj {
+        let obj = Arc::new(value);
         self.mutated = true;
-        self.store.replace(&id, value);
+        self.store.replace(&id_of(&obj), Arc::clone(&obj));
+        obj
     }
 
     /// Replaces an object and, when it changed, emits `event_type` with `previous_attributes`.
-    pub fn update(&mut self, old: &Value, new: Value, event_type: Option<&str>) {
+    pub fn update(&mut self, old: &Value, new: Value, event_type: Option<&str>) -> Obj {
         let previous = diff(old, &new);
-        self.put(new.clone());
+        let obj = self.put(new);
         if let (Some(t), Some(prev)) = (event_type, previous) {
-            self.emit(t, new, Some(prev));
+            self.emit(t, Arc::clone(&obj), Some(prev));
         }
+        obj
     }
 
     /// Emits an event: stored for `/v1/events` and delivered as a webhook.
-    ///
-    /// Stripe's envelope: `id`, `object=event`, `api_version`, `created`, `data.object`,
-    /// `data.previous_attributes`, `livemode`, `pending_webhooks`, `request{id, idempotency_key}`, `type`
-    /// (docs: the Event object).
-    pub fn emit(&mut self, event_type: &str, object: Value, previous: Option<Value>) {
-        let mut data = Map::new();
-        data.insert("object".into(), object);
-        if let Some(prev) = previous {
-            data.insert("previous_attributes".into(), prev);
-        }
-        let event = json!({
-            "id": new_id("evt_"),
-            "object": "event",
-            "api_version": self.env.api_version,
-            "created": self.now,
-            "data": data,
-            "livemode": false,
-            "pending_webhooks": self.endpoints,
-            "request": {"id": self.origin.request_id, "idempotency_key": self.origin.idempotency_key},
-            "type": event_type,
-        });
+    pub fn emit(&mut self, event_type: &str, object: Obj, previous: Option<Value>) {
+        let event = Event {
+            id: new_id("evt_"),
+            event_type: event_type.to_owned(),
+            api_version: self.env.api_version.clone(),
+            created: self.now,
+            object,
+            previous,
+            pending_webhooks: self.endpoints as u64,
+            origin: self.origin.clone(),
+        };
         if self.endpoints > 0 {
             self.emitted.push(event.clone());
         }
-        self.insert("event", event);
+        self.mutated = true;
+        self.store
+            .event_index
+            .insert(event.id.clone(), self.store.events.len());
+        self.store.events.push(event);
     }
 }
 
@@ -250,6 +330,7 @@ pub fn diff(old: &Value, new: &Value) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn previous_attributes_keep_only_changes() {
@@ -262,6 +343,30 @@ mod tests {
             )
         );
         assert_eq!(diff(&old, &old), None);
+    }
+
+    #[test]
+    fn events_serialize_as_stripe_envelopes() {
+        let e = Event {
+            id: "evt_1".into(),
+            event_type: "customer.updated".into(),
+            api_version: "2025-03-31.basil".into(),
+            created: 7,
+            object: Arc::new(json!({"id": "cus_1", "object": "customer"})),
+            previous: Some(json!({"name": null})),
+            pending_webhooks: 1,
+            origin: Origin {
+                request_id: Some("req_1".into()),
+                idempotency_key: None,
+            },
+        };
+        assert_eq!(
+            e.to_value(),
+            json!({"id": "evt_1", "object": "event", "api_version": "2025-03-31.basil", "created": 7,
+                   "data": {"object": {"id": "cus_1", "object": "customer"}, "previous_attributes": {"name": null}},
+                   "livemode": false, "pending_webhooks": 1, "request": {"id": "req_1", "idempotency_key": null},
+                   "type": "customer.updated"})
+        );
     }
 
     #[test]

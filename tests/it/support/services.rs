@@ -53,3 +53,31 @@ async fn answers(address: &str) -> bool {
         Ok(Ok(_))
     )
 }
+
+/// The PostgreSQL server tests use: `KASSA_DATABASE_URL`'s server, or the local default.
+fn database_server() -> url::Url {
+    let base = std::env::var("KASSA_DATABASE_URL")
+        .unwrap_or_else(|_| kassa_store::DEFAULT_DATABASE_URL.to_owned());
+    url::Url::parse(&base).expect("KASSA_DATABASE_URL parses")
+}
+
+/// A URL naming a database that does not exist yet (Kassa creates and migrates it).
+pub fn fresh_database_url() -> String {
+    let mut url = database_server();
+    url.set_path(&format!("/kassa_test_{}", uuid::Uuid::new_v4().simple()));
+    url.to_string()
+}
+
+/// Drops a test database, closing its remaining connections.
+pub async fn drop_database(database_url: &str) {
+    let url = url::Url::parse(database_url).unwrap();
+    let name = url.path().trim_start_matches('/').to_owned();
+    let mut maintenance = url.clone();
+    maintenance.set_path("/postgres");
+    if let Ok(pool) = sqlx::PgPool::connect(maintenance.as_str()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}

@@ -8,7 +8,7 @@ use crate::currency;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::Params;
-use crate::state::{new_id, Ctx};
+use crate::state::{new_id, Ctx, Obj};
 
 /// What a charge is made from.
 pub struct ChargeInput<'a> {
@@ -41,7 +41,7 @@ pub fn issuer_decline(card: &TestCard) -> Option<Decline> {
 }
 
 /// Creates and stores a charge, emitting `charge.succeeded` or `charge.failed`.
-pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Decline>) -> Value {
+pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Decline>) -> Obj {
     let id = new_id("ch_");
     let card_hash = if input.instrument["object"] == "card" {
         let c = input.instrument;
@@ -123,18 +123,17 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
     });
     ctx.create(
         "charge",
-        charge.clone(),
+        charge,
         if ok {
             "charge.succeeded"
         } else {
             "charge.failed"
         },
-    );
-    charge
+    )
 }
 
 /// `POST /v1/charges` — the legacy API: `source` (a `tok_…` token or a customer's card) or `customer`.
-pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "amount",
         "currency",
@@ -230,12 +229,12 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/charges/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("charge", "charge", id, "id")
 }
 
 /// `GET /v1/charges?customer=…&payment_intent=…`.
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "customer",
         "payment_intent",
@@ -260,7 +259,7 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `POST /v1/refunds` with `charge` or `payment_intent`, optional `amount` (default: all that is left).
-pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "charge",
         "payment_intent",
@@ -359,24 +358,24 @@ pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         "status": "succeeded",
         "transfer_reversal": null
     });
-    ctx.create("refund", refund.clone(), "refund.created");
+    let refund = ctx.create("refund", refund, "refund.created");
     let mut new = old.clone();
     new["amount_refunded"] = json!(refunded + amount);
     new["refunded"] = json!(refunded + amount >= amount_charged);
     if let Some(data) = new["refunds"]["data"].as_array_mut() {
-        data.insert(0, refund.clone());
+        data.insert(0, (*refund).clone());
     }
     ctx.update(&old, new, Some("charge.refunded"));
     Ok(refund)
 }
 
 /// `GET /v1/refunds/{id}`.
-pub fn retrieve_refund(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve_refund(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("refund", "refund", id, "id")
 }
 
 /// `GET /v1/refunds?charge=…&payment_intent=…`.
-pub fn list_refunds(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list_refunds(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "charge",
         "payment_intent",

@@ -10,7 +10,7 @@ use crate::currency;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{as_text, int_value, Params};
-use crate::state::{new_id, random_suffix, Ctx};
+use crate::state::{new_id, random_suffix, Ctx, Obj};
 
 const CREATE_PARAMS: &[&str] = &[
     "mode",
@@ -57,7 +57,7 @@ const CREATE_PARAMS: &[&str] = &[
 const MIN_EXPIRY: i64 = 30 * 60;
 const MAX_EXPIRY: i64 = 24 * 60 * 60;
 
-fn fetch(ctx: &Ctx, id: &str) -> Result<Value, ApiError> {
+fn fetch(ctx: &Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("checkout.session", "checkout.session", id, "session")
 }
 
@@ -149,7 +149,7 @@ fn line_item(ctx: &mut Ctx, i: usize, raw: &Value, mode: &str) -> Result<Value, 
 }
 
 /// `POST /v1/checkout/sessions`.
-pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(CREATE_PARAMS)?;
     let mode = p.req_str("mode")?;
     if mode != "payment" && mode != "setup" {
@@ -308,7 +308,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         "ui_mode": "hosted",
         "url": session_url(&ctx.env.public_url, &id)
     });
-    ctx.insert("checkout.session", session.clone());
+    let session = ctx.insert("checkout.session", session);
     ctx.store.line_items.insert(id.clone(), items);
     // Kept aside for completion: what the PaymentIntent is to carry.
     ctx.store.payment_intent_data.insert(id, pi_data);
@@ -316,24 +316,26 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/checkout/sessions/{id}` (open sessions past `expires_at` are expired by the simulator's clock).
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     fetch(ctx, id)
 }
 
 /// `GET /v1/checkout/sessions/{id}/line_items`.
-pub fn line_items(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn line_items(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     fetch(ctx, id)?;
     let limit = list::limit(p)?;
     let items = ctx.store.line_items.get(id).cloned().unwrap_or_default();
     let has_more = items.len() > limit;
     let data: Vec<Value> = items.into_iter().take(limit).collect();
-    Ok(
-        json!({"object": "list", "data": data, "has_more": has_more, "url": format!("/v1/checkout/sessions/{id}/line_items")}),
-    )
+    Ok(list::list_object(
+        data,
+        has_more,
+        &format!("/v1/checkout/sessions/{id}/line_items"),
+    ))
 }
 
 /// `GET /v1/checkout/sessions?customer=…&payment_intent=…&status=…`.
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "customer",
         "payment_intent",
@@ -371,7 +373,7 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 
 /// `POST /v1/checkout/sessions/{id}/expire` — Stripe: "A Checkout Session can be expired when it is in one
 /// of these statuses: open" and emits `checkout.session.expired`.
-pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     let old = fetch(ctx, id)?;
     if old["status"] != "open" {
         return Err(ApiError::invalid(
@@ -379,10 +381,10 @@ pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
             None,
         ));
     }
-    let mut new = old;
+    let mut new = (*old).clone();
     new["status"] = json!("expired");
     new["url"] = Value::Null;
-    ctx.put(new.clone());
+    let new = ctx.put(new);
     ctx.emit("checkout.session.expired", new.clone(), None);
     Ok(new)
 }
@@ -419,7 +421,7 @@ pub struct Completion {
 /// Completes an open session as the customer would: card entered (3D Secure passed when asked), then
 /// setup or payment. Stripe: `checkout.session.completed` follows; in setup mode no Customer is created
 /// unless `customer_creation=always` (docs: Checkout Session `customer_creation`, "if_required").
-pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Value, ApiError> {
+pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError> {
     let session = fetch(ctx, id)?;
     if session["status"] == "open" && session["expires_at"].as_i64().is_some_and(|t| t <= ctx.now) {
         expire(ctx, id)?;
@@ -466,7 +468,7 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Value, ApiErr
         let created = super::customers::create(ctx, &Params(fields))?;
         customer = created["id"].as_str().map(str::to_owned);
     }
-    let mut new = session.clone();
+    let mut new = (*session).clone();
     new["customer"] = json!(customer);
     new["customer_details"] = json!({
         "address": {"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null},
@@ -481,11 +483,11 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Value, ApiErr
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let mut si = ctx.fetch("setup_intent", "setupintent", &si_id, "setup_intent")?;
+        let mut si = (*ctx.fetch("setup_intent", "setupintent", &si_id, "setup_intent")?).clone();
         si["payment_method"] = json!(pm_id);
         si["customer"] = json!(customer);
-        ctx.put(si.clone());
-        setup_intents::confirm_intent(ctx, si, true)?;
+        let si = ctx.put(si);
+        setup_intents::confirm_intent(ctx, (*si).clone(), true)?;
     } else {
         let pi = match session["payment_intent"]
             .as_str()
@@ -495,8 +497,7 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Value, ApiErr
             // A retry after a decline reuses the session's PaymentIntent.
             Some(mut pi) => {
                 pi["payment_method"] = json!(pm_id);
-                ctx.put(pi.clone());
-                pi
+                ctx.put(pi)
             }
             None => {
                 let data = ctx
@@ -516,7 +517,7 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Value, ApiErr
                     data.str("setup_future_usage"),
                     "automatic",
                 );
-                let mut with_pi = session.clone();
+                let mut with_pi = (*session).clone();
                 with_pi["payment_intent"] = pi["id"].clone();
                 ctx.put(with_pi);
                 pi
@@ -535,7 +536,7 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Value, ApiErr
         new["payment_status"] = json!("paid");
     }
     new["status"] = json!("complete");
-    ctx.put(new.clone());
+    let new = ctx.put(new);
     ctx.emit("checkout.session.completed", new.clone(), None);
     Ok(new)
 }

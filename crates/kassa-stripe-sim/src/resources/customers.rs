@@ -7,7 +7,7 @@ use crate::cards;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{merge_metadata, Params};
-use crate::state::{new_id, random_suffix, Ctx};
+use crate::state::{new_id, random_suffix, Ctx, Obj};
 
 const WRITABLE: &[&str] = &[
     "address",
@@ -35,7 +35,7 @@ const WRITABLE: &[&str] = &[
     "default_source",
 ];
 
-fn fetch(ctx: &Ctx, id: &str) -> Result<Value, ApiError> {
+fn fetch(ctx: &Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("customer", "customer", id, "id")
 }
 
@@ -71,7 +71,7 @@ fn address(p: &Params) -> Result<Option<Value>, ApiError> {
 }
 
 /// `POST /v1/customers`.
-pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(WRITABLE)?;
     check_email(p)?;
     let id = new_id("cus_");
@@ -122,7 +122,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     }
     if let Some(pm) = default_pm {
         let old = fetch(ctx, &id)?;
-        let mut new = old.clone();
+        let mut new = (*old).clone();
         new["invoice_settings"]["default_payment_method"] = json!(check_own_pm(ctx, &pm, &id)?);
         ctx.update(&old, new, Some("customer.updated"));
     }
@@ -183,23 +183,22 @@ fn check_own_pm(ctx: &Ctx, pm: &str, customer: &str) -> Result<String, ApiError>
 }
 
 /// `GET /v1/customers/{id}` — Stripe returns `{id, object, deleted: true}` for a deleted customer.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     fetch(ctx, id)
 }
 
 /// `POST /v1/customers/{id}`.
-pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(WRITABLE)?;
     let old = fetch(ctx, id)?;
     if old.get("deleted").is_some() {
         return Err(ApiError::no_such("customer", id, "id"));
     }
     check_email(p)?;
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     for k in ["email", "name", "description", "phone", "tax_exempt"] {
-        if let Some(v) = p.get(k) {
+        if p.get(k).is_some() {
             new[k] = p.str(k).map_or(Value::Null, Value::String);
-            let _ = v;
         }
     }
     if let Some(a) = address(p)? {
@@ -234,25 +233,24 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
     if let Some(pm) = p.str("payment_method") {
         payment_methods::attach_to(ctx, &pm, id)?;
     }
-    ctx.update(&old, new.clone(), Some("customer.updated"));
-    Ok(new)
+    Ok(ctx.update(&old, new, Some("customer.updated")))
 }
 
 /// `DELETE /v1/customers/{id}` → `{id, object: "customer", deleted: true}`.
-pub fn delete(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn delete(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     let old = fetch(ctx, id)?;
     if old.get("deleted").is_some() {
         return Err(ApiError::no_such("customer", id, "id"));
     }
     let deleted = json!({"id": id, "object": "customer", "deleted": true});
-    ctx.put(deleted.clone());
+    let deleted = ctx.put(deleted);
     ctx.emit("customer.deleted", old, None);
     Ok(deleted)
 }
 
 /// `GET /v1/customers` with `email` — Stripe: "A case-sensitive filter on the list based on the customer's
 /// email field."
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "email",
         "created",

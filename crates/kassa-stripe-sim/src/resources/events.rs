@@ -1,11 +1,13 @@
 //! Events: list (`type`, `types[]`, `created[gte]`, pagination) and retrieve.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{as_text, int_value, Params};
-use crate::state::Ctx;
+use crate::state::{Ctx, Event, Obj};
 
 /// A `created` filter: `created=123` or `created[gt|gte|lt|lte]=123`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,9 +21,13 @@ pub struct CreatedFilter {
 impl CreatedFilter {
     /// Whether an object's `created` passes.
     pub fn matches(&self, v: &Value) -> bool {
-        let Some(c) = v.get("created").and_then(Value::as_i64) else {
-            return true;
-        };
+        v.get("created")
+            .and_then(Value::as_i64)
+            .is_none_or(|c| self.contains(c))
+    }
+
+    /// Whether a time passes.
+    pub fn contains(&self, c: i64) -> bool {
         self.gt.is_none_or(|x| c > x)
             && self.gte.is_none_or(|x| c >= x)
             && self.lt.is_none_or(|x| c < x)
@@ -65,7 +71,7 @@ fn type_matches(pattern: &str, t: &str) -> bool {
 }
 
 /// `GET /v1/events`.
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "type",
         "types",
@@ -84,15 +90,32 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         ));
     }
     let created = created_filter(p)?;
-    list::page(ctx.store, "event", "event", "/v1/events", p, |e| {
-        let t = e["type"].as_str().unwrap_or_default();
-        single.as_deref().is_none_or(|s| type_matches(s, t))
-            && (many.is_empty() || many.iter().any(|s| type_matches(s, t)))
-            && created.matches(e)
-    })
+    let store = &*ctx.store;
+    let matching = store.events().iter().rev().filter(|e| {
+        single
+            .as_deref()
+            .is_none_or(|s| type_matches(s, &e.event_type))
+            && (many.is_empty() || many.iter().any(|s| type_matches(s, &e.event_type)))
+            && created.contains(e.created)
+    });
+    let (page, has_more) = list::paginate(
+        matching,
+        |e| e.id.as_str(),
+        |id| store.event(id).is_some(),
+        "event",
+        p,
+    )?;
+    Ok(list::list_object(
+        page.into_iter().map(Event::to_value).collect(),
+        has_more,
+        "/v1/events",
+    ))
 }
 
 /// `GET /v1/events/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
-    ctx.fetch("event", "event", id, "id")
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
+    match ctx.store.event(id) {
+        Some(e) => Ok(Arc::new(e.to_value())),
+        None => Err(ApiError::no_such("event", id, "id")),
+    }
 }

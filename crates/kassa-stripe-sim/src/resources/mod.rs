@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::state::Ctx;
+use crate::state::{Ctx, Obj};
 
 /// Runs the endpoint for `method` and the path segments after `/v1/`.
 pub fn dispatch(
@@ -22,7 +22,7 @@ pub fn dispatch(
     method: &str,
     segments: &[&str],
     p: &Params,
-) -> Result<Value, ApiError> {
+) -> Result<Obj, ApiError> {
     match (method, segments) {
         ("POST", ["customers"]) => customers::create(ctx, p),
         ("GET", ["customers"]) => customers::list(ctx, p),
@@ -89,8 +89,8 @@ pub fn dispatch(
 }
 
 /// A live (not deleted) customer named by the `param` parameter, or Stripe's 400 `resource_missing`.
-pub fn customer_param(ctx: &Ctx, id: &str, param: &str) -> Result<Value, ApiError> {
-    match ctx.store.get(id) {
+pub fn customer_param(ctx: &Ctx, id: &str, param: &str) -> Result<Obj, ApiError> {
+    match ctx.store.get_obj(id) {
         Some(c) if c["object"] == "customer" && c.get("deleted").is_none() => Ok(c.clone()),
         _ => Err(ApiError::no_such_param("customer", id, param)),
     }

@@ -5,6 +5,8 @@
 //! `last_payment_error`; an off-session payment that needs authentication fails with
 //! `authentication_required`; on-session it becomes `requires_action`.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use super::charges::{self, ChargeInput};
@@ -14,7 +16,7 @@ use crate::currency;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{merge_metadata, Params};
-use crate::state::{new_id, random_suffix, Ctx};
+use crate::state::{new_id, random_suffix, Ctx, Obj};
 
 const CREATE_PARAMS: &[&str] = &[
     "amount",
@@ -68,7 +70,7 @@ pub struct ConfirmOptions {
     pub error_on_requires_action: bool,
 }
 
-fn fetch(ctx: &Ctx, id: &str) -> Result<Value, ApiError> {
+fn fetch(ctx: &Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("payment_intent", "payment_intent", id, "intent")
 }
 
@@ -84,7 +86,7 @@ pub fn new_payment_intent(
     description: Option<String>,
     setup_future_usage: Option<String>,
     capture_method: &str,
-) -> Value {
+) -> Obj {
     let id = new_id("pi_");
     let status = if payment_method.is_some() {
         "requires_confirmation"
@@ -132,12 +134,11 @@ pub fn new_payment_intent(
         "transfer_data": null,
         "transfer_group": null
     });
-    ctx.create("payment_intent", pi.clone(), "payment_intent.created");
-    pi
+    ctx.create("payment_intent", pi, "payment_intent.created")
 }
 
 /// `POST /v1/payment_intents`.
-pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(CREATE_PARAMS)?;
     let amount = p
         .int("amount")?
@@ -212,8 +213,9 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         &capture_method,
     );
     if let Some(email) = p.str("receipt_email") {
-        pi["receipt_email"] = json!(email);
-        ctx.put(pi.clone());
+        let mut with_email = (*pi).clone();
+        with_email["receipt_email"] = json!(email);
+        pi = ctx.put(with_email);
     }
     if confirm {
         let error_on_requires_action = p.bool("error_on_requires_action")?.unwrap_or(false);
@@ -280,7 +282,7 @@ fn outcome(ctx: &Ctx, pm_id: &str, behaviour: Behaviour, o: ConfirmOptions) -> O
 }
 
 /// Confirms a PaymentIntent that has a PaymentMethod: charges it, or records the failure and answers 402.
-pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Value, ApiError> {
+pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, ApiError> {
     let Some(pm_id) = pi["payment_method"].as_str().map(str::to_owned) else {
         return Err(ApiError::invalid_code(
             "payment_intent_unexpected_state",
@@ -293,7 +295,7 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
     let amount = pi["amount"].as_i64().unwrap_or(0);
     let currency = pi["currency"].as_str().unwrap_or("usd").to_owned();
     let customer = pi["customer"].as_str().map(str::to_owned);
-    let mut new = pi.clone();
+    let mut new = (*pi).clone();
     match outcome(ctx, &pm_id, card.behaviour, o) {
         Outcome::Succeeded => {
             let charge = charges::record_charge(
@@ -327,7 +329,7 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
             new["latest_charge"] = charge["id"].clone();
             new["last_payment_error"] = Value::Null;
             new["next_action"] = Value::Null;
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit(
                 if manual {
                     "payment_intent.amount_capturable_updated"
@@ -345,7 +347,7 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
                 "type": "use_stripe_sdk",
                 "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": format!("{}/3ds/{}", ctx.env.public_url, pi["id"].as_str().unwrap_or_default()), "source": new_id("src_")}
             });
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit("payment_intent.requires_action", new.clone(), None);
             Ok(new)
         }
@@ -377,7 +379,7 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
             );
             let mut last_error = json!({
                 "charge": charge_id, "code": d.code, "decline_code": d.decline_code, "doc_url": doc_url,
-                "message": d.message, "payment_method": pm, "type": "card_error"
+                "message": d.message, "payment_method": &*pm, "type": "card_error"
             });
             if let Some(param) = d.param {
                 last_error["param"] = json!(param);
@@ -389,12 +391,12 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
             if charge.is_some() {
                 new["latest_charge"] = charge_id.clone();
             }
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit("payment_intent.payment_failed", new.clone(), None);
             let mut e = ApiError::card_error(d.code, d.message, d.param)
                 .with("decline_code", json!(d.decline_code))
-                .with("payment_intent", new)
-                .with("payment_method", pm)
+                .with("payment_intent", (*new).clone())
+                .with("payment_method", (*pm).clone())
                 .with(
                     "request_log_url",
                     json!(format!("{}/logs", ctx.env.public_url)),
@@ -408,12 +410,12 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Value, o: ConfirmOptions) -> Result<Val
 }
 
 /// `GET /v1/payment_intents/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     fetch(ctx, id)
 }
 
 /// `POST /v1/payment_intents/{id}`: metadata, description, receipt_email, amount, payment_method.
-pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "amount",
         "currency",
@@ -449,7 +451,7 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
             None,
         ));
     }
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     if let Some(m) = p.metadata()? {
         merge_metadata(&mut new, m);
     }
@@ -474,12 +476,11 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
         new["payment_method"] = payment_methods::resolve(ctx, &pm, "payment_method")?["id"].clone();
         new["status"] = json!("requires_confirmation");
     }
-    ctx.update(&old, new.clone(), None);
-    Ok(new)
+    Ok(ctx.update(&old, new, None))
 }
 
 /// `POST /v1/payment_intents/{id}/confirm`.
-pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "payment_method",
         "off_session",
@@ -497,7 +498,7 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
         "confirmation_token",
         "payment_method_types",
     ])?;
-    let mut pi = fetch(ctx, id)?;
+    let mut pi = (*fetch(ctx, id)?).clone();
     let status = pi["status"].as_str().unwrap_or_default().to_owned();
     if ![
         "requires_payment_method",
@@ -526,7 +527,7 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
     let error_on_requires_action = p.bool("error_on_requires_action")?.unwrap_or(false);
     confirm_intent(
         ctx,
-        pi,
+        Arc::new(pi),
         ConfirmOptions {
             off_session,
             authenticated: false,
@@ -536,7 +537,7 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `POST /v1/payment_intents/{id}/cancel`.
-pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["cancellation_reason"])?;
     let old = fetch(ctx, id)?;
     let status = old["status"].as_str().unwrap_or_default().to_owned();
@@ -570,18 +571,18 @@ pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
             return Err(ApiError::invalid("Invalid cancellation_reason: must be one of duplicate, fraudulent, requested_by_customer, or abandoned", Some("cancellation_reason")));
         }
     }
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     new["status"] = json!("canceled");
     new["canceled_at"] = json!(ctx.now);
     new["cancellation_reason"] = json!(reason);
     new["next_action"] = Value::Null;
-    ctx.put(new.clone());
+    let new = ctx.put(new);
     ctx.emit("payment_intent.canceled", new.clone(), None);
     Ok(new)
 }
 
 /// `GET /v1/payment_intents?customer=…`.
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "customer",
         "created",

@@ -7,7 +7,7 @@ use crate::cards::{self, Behaviour, Decline, TestCard};
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{merge_metadata, Params};
-use crate::state::{new_id, Ctx};
+use crate::state::{new_id, Ctx, Obj};
 
 fn billing_details(email: Option<String>, name: Option<String>) -> Value {
     json!({
@@ -25,7 +25,7 @@ pub fn materialize(
     card: &TestCard,
     email: Option<String>,
     name: Option<String>,
-) -> Value {
+) -> Obj {
     let pm = json!({
         "id": new_id("pm_"),
         "object": "payment_method",
@@ -38,16 +38,15 @@ pub fn materialize(
         "metadata": {},
         "type": "card"
     });
-    ctx.insert("payment_method", pm.clone());
-    pm
+    ctx.insert("payment_method", pm)
 }
 
 /// The PaymentMethod a parameter names: a stored one, or a new one for a test-card id.
-pub fn resolve(ctx: &mut Ctx, id: &str, param: &str) -> Result<Value, ApiError> {
+pub fn resolve(ctx: &mut Ctx, id: &str, param: &str) -> Result<Obj, ApiError> {
     if let Some(card) = cards::lookup(id).filter(|c| c.pm == id) {
         return Ok(materialize(ctx, card, None, None));
     }
-    match ctx.store.get(id) {
+    match ctx.store.get_obj(id) {
         Some(v) if v["object"] == "payment_method" => Ok(v.clone()),
         _ => Err(ApiError::no_such_param("PaymentMethod", id, param)),
     }
@@ -92,7 +91,7 @@ pub fn check_attachable(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
 }
 
 /// Attaches a PaymentMethod (stored or test-card id) to a customer; `payment_method.attached` on change.
-pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Value, ApiError> {
+pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Obj, ApiError> {
     check_attachable(ctx, id)?;
     let pm = resolve(ctx, id, "payment_method")?;
     match pm["customer"].as_str() {
@@ -103,9 +102,9 @@ pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Value, ApiEr
             Some("payment_method"),
         )),
         None => {
-            let mut new = pm;
+            let mut new = (*pm).clone();
             new["customer"] = json!(customer);
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit("payment_method.attached", new.clone(), None);
             Ok(new)
         }
@@ -113,7 +112,7 @@ pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Value, ApiEr
 }
 
 /// `POST /v1/payment_methods` (`type=card` with `card[token]` or a test `card[number]`).
-pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "type",
         "card",
@@ -147,16 +146,17 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         })?
     };
     let billing = p.obj("billing_details")?;
-    let mut pm = materialize(ctx, card, billing.str("email"), billing.str("name"));
+    let pm = materialize(ctx, card, billing.str("email"), billing.str("name"));
     if let Some(m) = p.metadata()? {
-        pm["metadata"] = Value::Object(m);
-        ctx.put(pm.clone());
+        let mut with_metadata = (*pm).clone();
+        with_metadata["metadata"] = Value::Object(m);
+        return Ok(ctx.put(with_metadata));
     }
     Ok(pm)
 }
 
 /// `GET /v1/payment_methods/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     if cards::lookup(id).is_some_and(|c| c.pm == id) {
         return resolve(ctx, id, "id");
     }
@@ -164,10 +164,10 @@ pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
 }
 
 /// `POST /v1/payment_methods/{id}`: metadata and billing details.
-pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["metadata", "billing_details", "allow_redisplay", "card"])?;
     let old = ctx.fetch("payment_method", "PaymentMethod", id, "id")?;
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     if let Some(m) = p.metadata()? {
         merge_metadata(&mut new, m);
     }
@@ -177,12 +177,11 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
             new["billing_details"][k] = json!(v);
         }
     }
-    ctx.update(&old, new.clone(), Some("payment_method.updated"));
-    Ok(new)
+    Ok(ctx.update(&old, new, Some("payment_method.updated")))
 }
 
 /// `POST /v1/payment_methods/{id}/attach` — attached to this customer already is success; to another, an error.
-pub fn attach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn attach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["customer", "customer_account"])?;
     let customer = p.req_str("customer")?;
     customer_param(ctx, &customer, "customer")?;
@@ -193,7 +192,7 @@ pub fn attach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `POST /v1/payment_methods/{id}/detach`.
-pub fn detach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn detach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[])?;
     let old = ctx.fetch("payment_method", "PaymentMethod", id, "payment_method")?;
     if old["customer"].is_null() {
@@ -202,9 +201,9 @@ pub fn detach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
             None,
         ));
     }
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     new["customer"] = Value::Null;
-    ctx.put(new.clone());
+    let new = ctx.put(new);
     ctx.emit(
         "payment_method.detached",
         new.clone(),
@@ -218,7 +217,7 @@ fn list_filtered(
     customer: Option<String>,
     p: &Params,
     url: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Obj, ApiError> {
     let kind = p.str("type");
     list::page(ctx.store, "payment_method", "PaymentMethod", url, p, |pm| {
         customer
@@ -231,7 +230,7 @@ fn list_filtered(
 }
 
 /// `GET /v1/payment_methods?customer=…&type=…`.
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "customer",
         "type",
@@ -248,7 +247,7 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/customers/{id}/payment_methods`.
-pub fn list_for_customer(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn list_for_customer(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "type",
         "limit",

@@ -7,7 +7,7 @@ use crate::currency;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{merge_metadata, Params};
-use crate::state::{new_id, Ctx};
+use crate::state::{new_id, Ctx, Obj};
 
 const PRODUCT_PARAMS: &[&str] = &[
     "name",
@@ -53,7 +53,7 @@ fn product_object(ctx: &Ctx, id: String, name: &str, p: &Params) -> Result<Value
 }
 
 /// `POST /v1/products`.
-pub fn create_product(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create_product(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(PRODUCT_PARAMS)?;
     let name = p.req_str("name")?;
     let id = match p.str("id") {
@@ -69,26 +69,26 @@ pub fn create_product(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         }
         None => new_id("prod_"),
     };
-    let mut product = product_object(ctx, id.clone(), &name, p)?;
+    let product = product_object(ctx, id.clone(), &name, p)?;
     let default_price = p.obj("default_price_data")?;
-    ctx.create("product", product.clone(), "product.created");
-    if !default_price.0.is_empty() {
-        let mut data = default_price;
-        data.0.insert("product".into(), json!(id));
-        let price = price_from(ctx, &data, "default_price_data", true)?;
-        ctx.create("price", price.clone(), "price.created");
-        let old = product.clone();
-        product["default_price"] = price["id"].clone();
-        ctx.update(&old, product.clone(), Some("product.updated"));
+    let product = ctx.create("product", product, "product.created");
+    if default_price.0.is_empty() {
+        return Ok(product);
     }
-    Ok(product)
+    let mut data = default_price;
+    data.0.insert("product".into(), json!(id));
+    let price = price_from(ctx, &data, "default_price_data", true)?;
+    let price = ctx.create("price", price, "price.created");
+    let mut with_price = (*product).clone();
+    with_price["default_price"] = price["id"].clone();
+    Ok(ctx.update(&product, with_price, Some("product.updated")))
 }
 
 /// `POST /v1/products/{id}`.
-pub fn update_product(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn update_product(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(PRODUCT_PARAMS)?;
     let old = ctx.fetch("product", "product", id, "id")?;
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     for k in [
         "name",
         "description",
@@ -115,20 +115,19 @@ pub fn update_product(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiE
     if let Some(m) = p.metadata()? {
         merge_metadata(&mut new, m);
     }
-    if new != old {
+    if new != *old {
         new["updated"] = json!(ctx.now);
     }
-    ctx.update(&old, new.clone(), Some("product.updated"));
-    Ok(new)
+    Ok(ctx.update(&old, new, Some("product.updated")))
 }
 
 /// `GET /v1/products/{id}`.
-pub fn retrieve_product(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve_product(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("product", "product", id, "id")
 }
 
 /// `GET /v1/products?active=…`.
-pub fn list_products(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list_products(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "active",
         "ids",
@@ -276,7 +275,7 @@ pub fn inline_price(ctx: &mut Ctx, data: &Params, param: &str) -> Result<Value, 
 }
 
 /// `POST /v1/prices`.
-pub fn create_price(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create_price(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "currency",
         "unit_amount",
@@ -298,17 +297,16 @@ pub fn create_price(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
         "transform_quantity",
     ])?;
     let price = price_from(ctx, p, "", true)?;
-    ctx.create("price", price.clone(), "price.created");
-    Ok(price)
+    Ok(ctx.create("price", price, "price.created"))
 }
 
 /// `GET /v1/prices/{id}`.
-pub fn retrieve_price(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve_price(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("price", "price", id, "price")
 }
 
 /// `GET /v1/prices?product=…&active=…&currency=…`.
-pub fn list_prices(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list_prices(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "active",
         "currency",

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{as_text, Params};
-use crate::state::Ctx;
+use crate::state::{Ctx, Obj};
 
 /// A searchable resource: its kind, URL and query fields.
 pub struct Resource {
@@ -281,7 +281,7 @@ fn matches(obj: &Value, c: &Clause) -> bool {
 }
 
 /// `GET /v1/{resource}/search?query=…&limit=…&page=…`.
-pub fn run(ctx: &mut Ctx, r: Resource, p: &Params) -> Result<Value, ApiError> {
+pub fn run(ctx: &mut Ctx, r: Resource, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["query", "limit", "page"])?;
     let q = p.req_str("query")?;
     let query = parse(&q, &r).map_err(|why| {
@@ -320,13 +320,13 @@ pub fn run(ctx: &mut Ctx, r: Resource, p: &Params) -> Result<Value, ApiError> {
         .map(|v| (*v).clone())
         .collect();
     let has_more = hits.len() > offset + limit;
-    Ok(json!({
+    Ok(std::sync::Arc::new(json!({
         "object": "search_result",
         "data": data,
         "has_more": has_more,
         "next_page": if has_more { json!(format!("page_{}", offset + limit)) } else { Value::Null },
         "url": r.url
-    }))
+    })))
 }
 
 #[cfg(test)]

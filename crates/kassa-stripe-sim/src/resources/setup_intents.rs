@@ -7,7 +7,7 @@ use crate::cards::Behaviour;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::Params;
-use crate::state::{new_id, random_suffix, Ctx};
+use crate::state::{new_id, random_suffix, Ctx, Obj};
 
 /// Builds and stores a SetupIntent in `requires_payment_method` (or `requires_confirmation` with a PM).
 pub fn new_setup_intent(
@@ -16,7 +16,7 @@ pub fn new_setup_intent(
     pm: Option<String>,
     metadata: Value,
     usage: &str,
-) -> Value {
+) -> Obj {
     let id = new_id("seti_");
     let status = if pm.is_some() {
         "requires_confirmation"
@@ -49,12 +49,11 @@ pub fn new_setup_intent(
         "status": status,
         "usage": usage
     });
-    ctx.create("setup_intent", si.clone(), "setup_intent.created");
-    si
+    ctx.create("setup_intent", si, "setup_intent.created")
 }
 
 /// `POST /v1/setup_intents`.
-pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "customer",
         "payment_method",
@@ -99,7 +98,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
     };
     let si = new_setup_intent(ctx, customer, pm, metadata, &usage);
     if confirm {
-        return confirm_intent(ctx, si, false);
+        return confirm_intent(ctx, (*si).clone(), false);
     }
     Ok(si)
 }
@@ -108,7 +107,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
 ///
 /// Stripe: a successful setup attaches the PaymentMethod to the SetupIntent's customer; a declining card
 /// leaves it `requires_payment_method` with `last_setup_error` and answers 402 (docs: SetupIntents, testing).
-pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<Value, ApiError> {
+pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<Obj, ApiError> {
     let Some(pm_id) = si["payment_method"].as_str().map(str::to_owned) else {
         return Err(ApiError::invalid_code(
             "setup_intent_unexpected_state",
@@ -123,14 +122,14 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<V
         Behaviour::Declined(d) => {
             let error = json!({
                 "code": d.code, "decline_code": d.decline_code, "doc_url": format!("https://stripe.com/docs/error-codes/{}", d.code.replace('_', "-")),
-                "message": d.message, "payment_method": pm, "type": "card_error"
+                "message": d.message, "payment_method": &*pm, "type": "card_error"
             });
             new["status"] = json!("requires_payment_method");
             new["payment_method"] = Value::Null;
             new["last_setup_error"] = error;
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit("setup_intent.setup_failed", new.clone(), None);
-            Err(payment_methods::setup_decline(&d).with("setup_intent", new))
+            Err(payment_methods::setup_decline(&d).with("setup_intent", (*new).clone()))
         }
         // Stripe: these cards ask for authentication when set up on-session.
         Behaviour::AuthenticationOnSetup
@@ -140,7 +139,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<V
         {
             new["status"] = json!("requires_action");
             new["next_action"] = json!({"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": format!("{}/3ds/{}", ctx.env.public_url, new["id"].as_str().unwrap_or_default())}});
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit("setup_intent.requires_action", new.clone(), None);
             Ok(new)
         }
@@ -152,7 +151,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<V
             new["status"] = json!("succeeded");
             new["next_action"] = Value::Null;
             new["last_setup_error"] = Value::Null;
-            ctx.put(new.clone());
+            let new = ctx.put(new);
             ctx.emit("setup_intent.succeeded", new.clone(), None);
             Ok(new)
         }
@@ -160,12 +159,12 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<V
 }
 
 /// `GET /v1/setup_intents/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Value, ApiError> {
+pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("setup_intent", "setupintent", id, "intent")
 }
 
 /// `POST /v1/setup_intents/{id}/confirm`.
-pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "payment_method",
         "return_url",
@@ -175,7 +174,7 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
         "payment_method_data",
         "confirmation_token",
     ])?;
-    let mut si = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
+    let mut si = (*ctx.fetch("setup_intent", "setupintent", id, "intent")?).clone();
     let status = si["status"].as_str().unwrap_or_default().to_owned();
     if ![
         "requires_payment_method",
@@ -198,7 +197,7 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// `POST /v1/setup_intents/{id}/cancel`.
-pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["cancellation_reason"])?;
     let old = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
     let status = old["status"].as_str().unwrap_or_default().to_owned();
@@ -209,15 +208,14 @@ pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Value, ApiError> {
             None,
         ));
     }
-    let mut new = old.clone();
+    let mut new = (*old).clone();
     new["status"] = json!("canceled");
     new["cancellation_reason"] = json!(p.str("cancellation_reason"));
-    ctx.update(&old, new.clone(), Some("setup_intent.canceled"));
-    Ok(new)
+    Ok(ctx.update(&old, new, Some("setup_intent.canceled")))
 }
 
 /// `GET /v1/setup_intents?customer=…`.
-pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Value, ApiError> {
+pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "customer",
         "payment_method",

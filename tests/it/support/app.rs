@@ -1,0 +1,227 @@
+//! `TestApp`: the whole Kassa stack in-process — embedded Stripe simulator, a fresh database,
+//! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
+
+use super::services;
+use kassa::stack::{Stack, StackConfig, StripeTarget};
+use kassa_broker::{BrokerConfig, OutgoingMessage, RetryRung, Topology};
+use kassa_store::Store;
+use kassa_stripe::objects::CheckoutMode;
+use kassa_stripe::resources::CreateCheckoutSession;
+use kassa_stripe::IdempotencyKey;
+use kassa_stripe_sim::{Faults, SimConfig, Simulator};
+use kassa_worker::WorkerConfig;
+use serde_json::Value;
+use std::time::Duration;
+
+/// What to start.
+pub struct AppOptions {
+    /// Run the HTTP ingress and have the simulator deliver webhooks to it.
+    pub ingress: bool,
+    /// Run the worker in-process.
+    pub worker: bool,
+    /// Faults the simulator starts with.
+    pub faults: Faults,
+    /// The simulator's webhook retries: first delay (doubling) and attempts.
+    pub webhook_retries: (Duration, u32),
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            ingress: true,
+            worker: true,
+            faults: Faults::default(),
+            webhook_retries: (Duration::from_millis(50), 4),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub stack: Stack,
+    pub topology: Topology,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(AppOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: AppOptions) -> Self {
+        let amqp_url = services::amqp_url().await;
+        let database_url = services::fresh_database_url();
+        let topology = Topology::unique().with_retry_ladder(vec![
+            RetryRung {
+                suffix: "1s".into(),
+                delay: Duration::from_secs(1),
+            },
+            RetryRung {
+                suffix: "2s".into(),
+                delay: Duration::from_secs(2),
+            },
+        ]);
+        let mut broker = BrokerConfig::new(amqp_url.clone());
+        broker.topology = topology.clone();
+        broker.reconnect_backoff = (Duration::from_millis(50), Duration::from_millis(500));
+        let sim = SimConfig {
+            faults: options.faults,
+            webhook_retry_base: options.webhook_retries.0,
+            webhook_max_attempts: options.webhook_retries.1,
+            ..SimConfig::default()
+        };
+        let config = StackConfig {
+            listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
+            broker,
+            database_url: Some(database_url.clone()),
+            db_max_connections: 20,
+            stripe: Some(StripeTarget::Embedded(Box::new(sim))),
+            stripe_max_rps: None,
+            webhook_secrets: Vec::new(),
+            webhook_tolerance: Duration::from_secs(300),
+            worker: options.worker.then_some(WorkerConfig {
+                prefetch: 16,
+                concurrency: 8,
+            }),
+        };
+        let stack = Stack::start(config).await.expect("stack starts");
+        stack
+            .broker
+            .wait_ready(Duration::from_secs(20))
+            .await
+            .expect("broker ready");
+        Self {
+            stack,
+            topology,
+            database_url,
+            amqp_url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn sim(&self) -> &Simulator {
+        self.stack.sim.as_ref().unwrap()
+    }
+
+    pub fn stripe(&self) -> &kassa_stripe::Client {
+        self.stack.stripe.as_ref().unwrap()
+    }
+
+    pub fn store(&self) -> &Store {
+        self.stack.store.as_ref().unwrap()
+    }
+
+    /// Creates an open setup-mode Checkout Session, as a merchant's page would.
+    pub async fn create_setup_session(&self, email: &str) -> String {
+        let params = CreateCheckoutSession {
+            mode: CheckoutMode::Setup,
+            currency: Some("usd".into()),
+            customer_email: Some(email.into()),
+            success_url: Some("http://127.0.0.1/success?session_id={CHECKOUT_SESSION_ID}".into()),
+            cancel_url: Some("http://127.0.0.1/cancel".into()),
+            ..Default::default()
+        };
+        let key = IdempotencyKey::new(format!("test:{}", uuid::Uuid::new_v4())).unwrap();
+        self.stripe()
+            .checkout_sessions()
+            .create(&params, &key)
+            .await
+            .expect("session created")
+            .id
+    }
+
+    /// The customer completes the session with a test card.
+    pub fn complete(&self, session_id: &str, payment_method: &str) {
+        self.sim()
+            .complete_checkout_session(session_id, payment_method)
+            .expect("session completed");
+    }
+
+    /// Stripe's own record of the events of `kind`, newest first, as raw JSON.
+    pub async fn stripe_events(&self, kind: &str) -> Vec<Value> {
+        let list: Value = self
+            .http
+            .get(format!("{}/v1/events", self.sim().base_url()))
+            .query(&[("type", kind), ("limit", "100")])
+            .bearer_auth("sk_test_kassa_tests")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Publishes a raw event straight to `kassa.events`, as the ingress would.
+    pub async fn publish_event(&self, event: &Value) {
+        let body = serde_json::to_vec(event).unwrap();
+        let kind = event["type"].as_str().unwrap();
+        self.stack
+            .broker
+            .publisher()
+            .publish(OutgoingMessage {
+                exchange: &self.topology.events_exchange(),
+                routing_key: kind,
+                body: &body,
+                message_id: event["id"].as_str().unwrap(),
+                kind,
+                headers: None,
+            })
+            .await
+            .expect("published");
+    }
+
+    /// Waits until the inbox says `event_id` was processed.
+    pub async fn processed(&self, event_id: &str) -> kassa_store::StoredEvent {
+        super::eventually(
+            Duration::from_secs(20),
+            &format!("{event_id} to be processed"),
+            || async {
+                self.store()
+                    .event(event_id)
+                    .await
+                    .unwrap()
+                    .filter(|e| e.processed_at.is_some())
+            },
+        )
+        .await
+    }
+
+    /// Simulator requests matching method and path suffix.
+    pub fn calls(
+        &self,
+        method: &str,
+        path_contains: &str,
+    ) -> Vec<kassa_stripe_sim::RecordedRequest> {
+        self.sim()
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .collect()
+    }
+
+    /// Starts `kassa worker` as a separate process against this app's simulator, database and
+    /// queues — so a test can SIGKILL it like a crash.
+    pub fn spawn_worker_process(&self) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+            .arg("worker")
+            .env("KASSA_AMQP_URL", &self.amqp_url)
+            .env("KASSA_AMQP_PREFIX", self.topology.prefix())
+            .env("KASSA_DATABASE_URL", &self.database_url)
+            .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_worker_process")
+            .env("KASSA_STRIPE_API_BASE", self.sim().base_url())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kassa worker starts")
+    }
+
+    pub async fn cleanup(self) {
+        self.stack.stop().await;
+        let _ = self.topology.delete_at(&self.amqp_url).await;
+        services::drop_database(&self.database_url).await;
+    }
+}

@@ -1,0 +1,497 @@
+//! The heart of Kassa end to end: a completed setup-mode Checkout Session becomes a customer
+//! with a default card — in Stripe (the simulator) and in PostgreSQL — exactly once, whatever
+//! the duplicates, the order, the faults.
+
+use crate::support::app::{AppOptions, TestApp};
+use crate::support::eventually;
+use futures_util::future::join_all;
+use kassa_broker::dlq::{self, Selection};
+use kassa_stripe::IdempotencyKey;
+use kassa_stripe_sim::Faults;
+use std::time::Duration;
+
+fn email() -> String {
+    format!("c{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Asserts the end state both sides must agree on, and returns (customer, card).
+async fn assert_card_saved(app: &TestApp, session_id: &str) -> (String, String) {
+    let record = eventually(
+        Duration::from_secs(20),
+        "the session to be fulfilled",
+        || async {
+            app.store()
+                .checkout_session(session_id)
+                .await
+                .unwrap()
+                .filter(|s| s.status == "complete" && s.payment_method_id.is_some())
+        },
+    )
+    .await;
+    let customer_id = record.customer_id.clone().expect("session has a customer");
+    let card_id = record.payment_method_id.clone().unwrap();
+    let (customer, card) = app
+        .store()
+        .customer_with_default_card(&customer_id)
+        .await
+        .unwrap()
+        .expect("customer recorded");
+    let card = card.expect("default card recorded");
+    assert_eq!(card.id, card_id);
+    assert_eq!(
+        (card.brand.as_deref(), card.last4.as_deref()),
+        (Some("visa"), Some("4242"))
+    );
+    assert!(card.attached);
+    assert_eq!(
+        customer.default_payment_method.as_deref(),
+        Some(card_id.as_str())
+    );
+
+    let in_stripe = app
+        .stripe()
+        .customers()
+        .retrieve(&customer_id, &[])
+        .await
+        .unwrap();
+    let default = in_stripe
+        .invoice_settings
+        .default_payment_method
+        .as_ref()
+        .map(|pm| pm.id().to_owned());
+    assert_eq!(
+        default.as_deref(),
+        Some(card_id.as_str()),
+        "Stripe's default card"
+    );
+    let pm = app
+        .stripe()
+        .payment_methods()
+        .retrieve(&card_id, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        pm.customer.as_ref().map(|c| c.id().to_owned()).as_deref(),
+        Some(customer_id.as_str()),
+        "attached in Stripe"
+    );
+    (customer_id, card_id)
+}
+
+#[tokio::test]
+async fn a_completed_setup_session_becomes_a_customer_with_a_default_card() {
+    let app = TestApp::spawn().await;
+    let email = email();
+    let session = app.create_setup_session(&email).await;
+    app.complete(&session, "pm_card_visa");
+
+    let (customer_id, _) = assert_card_saved(&app, &session).await;
+    let customer = app.store().customer(&customer_id).await.unwrap().unwrap();
+    assert_eq!(
+        customer.email.as_deref(),
+        Some(email.as_str()),
+        "created from customer_details"
+    );
+    // Every POST carried a key derived from the event: kassa:{evt}:{step}.
+    let event_id = app.stripe_events("checkout.session.completed").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (path, step) in [
+        ("/v1/customers", "create_customer"),
+        ("/attach", "attach_payment_method"),
+    ] {
+        let calls = app.calls("POST", path);
+        assert!(
+            calls.iter().any(|c| c.idempotency_key.as_deref()
+                == Some(format!("kassa:{event_id}:{step}").as_str())),
+            "{path}: {calls:?}"
+        );
+    }
+    app.processed(&event_id).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn duplicates_delivered_twice_and_processed_concurrently_act_once() {
+    let app = TestApp::spawn_with(AppOptions {
+        faults: Faults {
+            duplicate_webhooks: true,
+            ..Faults::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    assert_card_saved(&app, &session).await;
+    let event = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the duplicate webhook delivery",
+        || async {
+            let copies = app
+                .sim()
+                .webhook_deliveries()
+                .iter()
+                .filter(|d| d.event_id == event_id && d.status == Some(200))
+                .count();
+            (copies >= 2).then_some(())
+        },
+    )
+    .await;
+
+    // Two more copies at the same instant, straight onto the queue.
+    join_all((0..2).map(|_| app.publish_event(&event))).await;
+    eventually(Duration::from_secs(10), "the queue to drain", || async {
+        let channel = app.stack.broker.open_channel().await.ok()?;
+        let queue = channel
+            .queue_declare(
+                app.topology.fulfillment_queue().as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .ok()?;
+        (queue.message_count() == 0).then_some(())
+    })
+    .await;
+
+    let stored = app.processed(&event_id).await;
+    assert_eq!(stored.attempts, 1, "processed once");
+    let attaches: Vec<_> = app
+        .calls("POST", "/attach")
+        .into_iter()
+        .filter(|c| !c.replayed)
+        .collect();
+    assert_eq!(attaches.len(), 1, "one effective attach: {attaches:?}");
+    let created: Vec<_> = app
+        .calls("POST", "/v1/customers")
+        .into_iter()
+        .filter(|c| c.path == "/v1/customers" && !c.replayed)
+        .collect();
+    assert_eq!(created.len(), 1, "one customer created: {created:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn setup_intent_succeeded_before_the_session_event_still_ends_right() {
+    // No ingress: the test delivers the events itself, in the worst order.
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let setup_succeeded = app.stripe_events("setup_intent.succeeded").await.remove(0);
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+
+    app.publish_event(&setup_succeeded).await;
+    app.processed(setup_succeeded["id"].as_str().unwrap()).await;
+    app.publish_event(&completed).await;
+    app.processed(completed["id"].as_str().unwrap()).await;
+    let (_, card) = assert_card_saved(&app, &session).await;
+
+    // And a late setup_intent.succeeded again, after everything: nothing changes.
+    app.publish_event(&setup_succeeded).await;
+    app.processed(setup_succeeded["id"].as_str().unwrap()).await;
+    let pm = app.store().payment_method(&card).await.unwrap().unwrap();
+    assert!(pm.attached);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn stripe_500s_on_attach_are_retried_with_the_same_key_and_attach_once() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    app.sim().set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 500,
+        max_faults: Some(2),
+        path_contains: Some("/attach".into()),
+        ..Faults::default()
+    });
+    app.publish_event(&completed).await;
+    app.processed(completed["id"].as_str().unwrap()).await;
+    assert_card_saved(&app, &session).await;
+
+    let attaches = app.calls("POST", "/attach");
+    let statuses: Vec<u16> = attaches.iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        vec![500, 500, 200],
+        "two injected 500s, then success"
+    );
+    let keys: std::collections::HashSet<_> =
+        attaches.iter().map(|c| c.idempotency_key.clone()).collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "every retry carries the same Idempotency-Key"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_card_attached_to_another_customer_is_dead_lettered_with_the_reason() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = completed["id"].as_str().unwrap().to_owned();
+
+    // Someone attached the new card to another customer first: no retry can fix that.
+    let stored_session = app
+        .stripe()
+        .checkout_sessions()
+        .retrieve(&session, &["setup_intent"])
+        .await
+        .unwrap();
+    let card = match stored_session.setup_intent.unwrap() {
+        kassa_stripe::Expandable::Object(si) => si.payment_method.unwrap().id().to_owned(),
+        kassa_stripe::Expandable::Id(_) => panic!("setup_intent expanded"),
+    };
+    let key = |s: &str| IdempotencyKey::new(format!("test:{s}:{}", uuid::Uuid::new_v4())).unwrap();
+    let other = app
+        .stripe()
+        .customers()
+        .create(&Default::default(), &key("other"))
+        .await
+        .unwrap();
+    app.stripe()
+        .payment_methods()
+        .attach(&card, &other.id, &key("attach"))
+        .await
+        .unwrap();
+
+    app.publish_event(&completed).await;
+    let letters = eventually(Duration::from_secs(20), "a dead letter", || async {
+        let letters = dlq::list(&app.stack.broker, 10).await.unwrap();
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters[0].message_id, event_id);
+    assert!(
+        letters[0].reason.contains("attached to another customer"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        letters[0].attempts, 0,
+        "permanent: dead-lettered at once, no retry"
+    );
+    let stored = app.store().event(&event_id).await.unwrap().unwrap();
+    assert!(stored.processed_at.is_none());
+    assert!(stored.dead_lettered_at.is_some());
+    assert!(stored
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("attached to another customer"));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_stripe_400_is_dead_lettered_then_replayed_after_the_cause_is_removed() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = completed["id"].as_str().unwrap().to_owned();
+    app.sim().set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 400,
+        path_contains: Some("/attach".into()),
+        ..Faults::default()
+    });
+
+    app.publish_event(&completed).await;
+    let letters = eventually(Duration::from_secs(20), "a dead letter", || async {
+        let letters = dlq::list(&app.stack.broker, 10).await.unwrap();
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters[0].message_id, event_id);
+    assert!(letters[0].reason.contains("400"), "{}", letters[0].reason);
+    assert_eq!(
+        app.calls("POST", "/attach").len(),
+        1,
+        "a 400 is not retried"
+    );
+
+    // The cause is removed; the operator replays.
+    app.sim().set_faults(Faults::default());
+    assert_eq!(
+        dlq::replay(&app.stack.broker, &Selection::Id(event_id.clone()))
+            .await
+            .unwrap(),
+        vec![event_id.clone()]
+    );
+    app.processed(&event_id).await;
+    assert_card_saved(&app, &session).await;
+    assert!(dlq::list(&app.stack.broker, 10).await.unwrap().is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_from_the_other_mode_is_dead_lettered_and_unknown_types_are_acked() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let live_event = serde_json::json!({
+        "id": "evt_live_1", "object": "event", "type": "checkout.session.completed", "livemode": true,
+        "created": 1, "api_version": "2025-12-15.clover", "data": {"object": {"id": "cs_live_x", "object": "checkout.session"}}
+    });
+    let unknown = serde_json::json!({
+        "id": "evt_unknown_1", "object": "event", "type": "invoice.paid", "livemode": false,
+        "created": 1, "data": {"object": {"id": "in_1", "object": "invoice"}}
+    });
+    app.publish_event(&unknown).await;
+    app.publish_event(&live_event).await;
+    let letters = eventually(
+        Duration::from_secs(20),
+        "the live event dead-lettered",
+        || async {
+            let letters = dlq::list(&app.stack.broker, 10).await.unwrap();
+            (!letters.is_empty()).then_some(letters)
+        },
+    )
+    .await;
+    assert_eq!(
+        letters.len(),
+        1,
+        "only the live event: the unknown type was acked"
+    );
+    assert_eq!(letters[0].message_id, "evt_live_1");
+    assert!(
+        letters[0].reason.contains("livemode mismatch"),
+        "{}",
+        letters[0].reason
+    );
+    assert!(
+        app.calls("GET", "/v1/checkout/sessions").is_empty(),
+        "no Stripe call for the wrong mode"
+    );
+    let stored = app.store().event("evt_live_1").await.unwrap().unwrap();
+    assert!(stored.dead_lettered_at.is_some());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_a_stripe_call_and_the_commit_leaves_no_duplicate_effect() {
+    let app = TestApp::spawn_with(AppOptions {
+        worker: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let email = email();
+    let session = app.create_setup_session(&email).await;
+    // Slow Stripe down so the worker is surely between calls when it dies.
+    app.sim().set_faults(Faults {
+        latency: Duration::from_millis(700),
+        ..Faults::default()
+    });
+    app.complete(&session, "pm_card_visa");
+
+    let mut worker = app.spawn_worker_process();
+    eventually(
+        Duration::from_secs(30),
+        "the worker to create the customer",
+        || async { (!app.calls("POST", "/v1/customers").is_empty()).then_some(()) },
+    )
+    .await;
+    worker.start_kill().unwrap(); // SIGKILL: no shutdown, no rollback of anything in Stripe
+    worker.wait().await.unwrap();
+    let event_id = app.stripe_events("checkout.session.completed").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = app.store().event(&event_id).await.unwrap();
+    assert!(
+        stored.is_none_or(|e| e.processed_at.is_none()),
+        "nothing was committed before the kill"
+    );
+
+    app.sim().set_faults(Faults::default());
+    let mut restarted = app.spawn_worker_process();
+    let stored = app.processed(&event_id).await;
+    assert_eq!(stored.attempts, 1, "processed once, after the restart");
+    let (customer_id, _) = assert_card_saved(&app, &session).await;
+
+    // Stripe saw the customer creation twice with one key and replayed the second: one customer.
+    let creations: Vec<_> = app
+        .calls("POST", "/v1/customers")
+        .into_iter()
+        .filter(|c| c.path == "/v1/customers")
+        .collect();
+    assert!(
+        creations.len() >= 2,
+        "the restarted worker repeated the call: {creations:?}"
+    );
+    let keys: std::collections::HashSet<_> = creations
+        .iter()
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 1, "{creations:?}");
+    assert!(
+        creations[1..].iter().all(|c| c.replayed),
+        "Stripe replayed the repeat: {creations:?}"
+    );
+    let with_email = app
+        .stripe()
+        .customers()
+        .list(&kassa_stripe::resources::ListCustomers {
+            email: Some(email.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(with_email.data.len(), 1, "exactly one customer in Stripe");
+    assert_eq!(with_email.data[0].id, customer_id);
+    assert_eq!(
+        app.calls("POST", "/attach")
+            .iter()
+            .filter(|c| !c.replayed)
+            .count(),
+        1
+    );
+    restarted.start_kill().unwrap();
+    let _ = restarted.wait().await;
+    app.cleanup().await;
+}

@@ -69,7 +69,9 @@ async fn every_bad_request_gets_its_status_and_code_and_publishes_nothing() {
     let not_event = br#"{"id":"cus_123","object":"customer","email":"a@example.com"}"#.to_vec();
     let good = |b: &Vec<u8>| Some(sign(SECRET, now(), b));
 
-    let cases: Vec<(&str, Vec<u8>, Option<String>, u16, &str)> = vec![
+    // (case, body, Stripe-Signature header, expected status, expected code)
+    type Case = (&'static str, Vec<u8>, Option<String>, u16, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "tampered body",
             tampered.clone(),
@@ -269,7 +271,7 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
 
     proxy.up().await;
     // Stripe re-sends the refused event; once the broker is back it is accepted, same process.
-    let resent = eventually(
+    eventually(
         Duration::from_secs(15),
         "the ingress to accept events again",
         || async {
@@ -278,7 +280,6 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
         },
     )
     .await;
-    let _ = resent;
     let ids: HashSet<String> = app
         .drain_fulfillment()
         .await

@@ -74,7 +74,15 @@ pub struct Simulator {
     addr: SocketAddr,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    server: JoinHandle<std::io::Result<()>>,
+    /// `None` once the server task has been awaited.
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Simulator {
+    /// A simulator dropped without [`Simulator::shutdown`] (a failed test) still stops serving.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl Simulator {
@@ -154,7 +162,7 @@ impl Simulator {
             addr,
             cancel,
             tasks,
-            server,
+            server: Some(server),
         })
     }
 
@@ -233,25 +241,36 @@ impl Simulator {
     }
 
     /// Stops serving, stops delivering webhooks, and waits (a few seconds at most) for tasks to end.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.server.await;
-            self.tasks.wait().await;
+        let server = self.server.take();
+        let tasks = self.tasks.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async move {
+            if let Some(server) = server {
+                let _ = server.await;
+            }
+            tasks.wait().await;
         })
         .await;
     }
 
     /// Serves until `shutdown` completes or the server fails.
     async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), SimError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
         let result = tokio::select! {
             () = shutdown => Ok(()),
-            r = &mut self.server => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(SimError::Serve(e)),
-                Err(e) => Err(SimError::Serve(std::io::Error::other(e))),
-            },
+            r = server => {
+                // The server task is finished: never poll its handle again.
+                self.server = None;
+                match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(SimError::Serve(e)),
+                    Err(e) => Err(SimError::Serve(std::io::Error::other(e))),
+                }
+            }
         };
         self.shutdown().await;
         result

@@ -97,6 +97,8 @@ pub struct Store {
     pub line_items: HashMap<String, Vec<Value>>,
     /// `payment_intent_data` of each payment-mode Checkout Session, used when the customer pays.
     pub payment_intent_data: HashMap<String, crate::params::Params>,
+    /// Open Checkout Sessions by `expires_at`, for the clock.
+    pub open_sessions: std::collections::BTreeSet<(i64, String)>,
     /// PaymentMethods that went through a setup (SetupIntent, or a payment with `setup_future_usage`).
     pub set_up_for_off_session: HashSet<String>,
 }

@@ -890,3 +890,97 @@ async fn hosted_checkout_page_pays_and_redirects() {
     assert!(page.contains("Save card"));
     s.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn random_bodies_never_break_an_endpoint() {
+    let s = Sim::start(SimConfig::default()).await;
+    let cus = s
+        .post("/v1/customers", &[("email", "r@example.com")], None)
+        .await
+        .body;
+    let cus_id = cus["id"].as_str().unwrap().to_owned();
+    let paths = [
+        "/v1/customers".to_owned(),
+        format!("/v1/customers/{cus_id}"),
+        "/v1/payment_intents".to_owned(),
+        "/v1/setup_intents".to_owned(),
+        "/v1/checkout/sessions".to_owned(),
+        "/v1/products".to_owned(),
+        "/v1/prices".to_owned(),
+        "/v1/charges".to_owned(),
+        "/v1/refunds".to_owned(),
+        "/v1/payment_methods/pm_card_visa/attach".to_owned(),
+        "/v1/events".to_owned(),
+        "/v1/products/search".to_owned(),
+    ];
+    let pieces = [
+        "amount",
+        "currency",
+        "usd",
+        "jpy",
+        "customer",
+        &cus_id,
+        "line_items",
+        "[0]",
+        "[]",
+        "[price_data]",
+        "[quantity]",
+        "mode",
+        "setup",
+        "payment",
+        "metadata",
+        "[k]",
+        "expand",
+        "query",
+        "'",
+        "=",
+        "&",
+        "%",
+        "%5B",
+        "-1",
+        "99999999999999999999",
+        "true",
+        "pm_card_visa",
+        "confirm",
+        "off_session",
+        "limit",
+        "starting_after",
+        "created",
+        "[gte]",
+        "\u{e9}",
+        "",
+    ];
+    // A small deterministic generator keeps the test reproducible.
+    let mut seed: u64 = 0x5eed;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..400 {
+        let path = &paths[(next() % paths.len() as u64) as usize];
+        let body: String = (0..(next() % 12))
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect();
+        let url = format!("{}{path}", s.sim.base_url());
+        let rb = if next() % 3 == 0 {
+            s.http.get(format!("{url}?{body}"))
+        } else {
+            s.http.post(url).body(body.clone())
+        };
+        let r = s.send(rb.bearer_auth(KEY)).await;
+        assert!(
+            r.status < 500,
+            "{path} with {body:?} answered {}: {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.body.get("error").is_some() || r.status == 200,
+            "{path} with {body:?}: {}",
+            r.body
+        );
+    }
+    s.sim.shutdown().await;
+}

@@ -51,7 +51,7 @@ impl TestApp {
 
     pub async fn spawn_with(options: AppOptions) -> Self {
         let amqp_url = services::amqp_url().await;
-        let database_url = services::fresh_database_url();
+        let database_url = services::fresh_database_url().await;
         let topology = Topology::unique().with_retry_ladder(vec![
             RetryRung {
                 suffix: "1s".into(),

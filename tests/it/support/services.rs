@@ -4,7 +4,7 @@
 use std::time::Duration;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage};
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::sync::OnceCell;
 
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -54,16 +54,35 @@ async fn answers(address: &str) -> bool {
     )
 }
 
-/// The PostgreSQL server tests use: `KASSA_DATABASE_URL`'s server, or the local default.
-fn database_server() -> url::Url {
-    let base = std::env::var("KASSA_DATABASE_URL")
-        .unwrap_or_else(|_| kassa_store::DEFAULT_DATABASE_URL.to_owned());
-    url::Url::parse(&base).expect("KASSA_DATABASE_URL parses")
+/// The PostgreSQL server tests use: `KASSA_DATABASE_URL`'s server, the local default, or (none
+/// answers and Docker can run images) a testcontainers PostgreSQL.
+async fn database_server() -> url::Url {
+    static SERVER: OnceCell<(String, Option<ContainerAsync<GenericImage>>)> = OnceCell::const_new();
+    let server = SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("KASSA_DATABASE_URL") {
+                return (url, None);
+            }
+            if answers("127.0.0.1:5432").await {
+                return (kassa_store::DEFAULT_DATABASE_URL.to_owned(), None);
+            }
+            let container = GenericImage::new("postgres", "16-alpine")
+                .with_exposed_port(5432.tcp())
+                .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+                .start()
+                .await
+                .expect("no PostgreSQL at KASSA_DATABASE_URL or 127.0.0.1:5432, and Docker could not start one");
+            let port = container.get_host_port_ipv4(5432).await.expect("container port");
+            (format!("postgres://postgres@127.0.0.1:{port}/postgres"), Some(container))
+        })
+        .await;
+    url::Url::parse(&server.0).expect("KASSA_DATABASE_URL parses")
 }
 
 /// A URL naming a database that does not exist yet (Kassa creates and migrates it).
-pub fn fresh_database_url() -> String {
-    let mut url = database_server();
+pub async fn fresh_database_url() -> String {
+    let mut url = database_server().await;
     url.set_path(&format!("/kassa_test_{}", uuid::Uuid::new_v4().simple()));
     url.to_string()
 }

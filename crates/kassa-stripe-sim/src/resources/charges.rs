@@ -1,4 +1,9 @@
 //! Charges (the legacy API, and the charges PaymentIntents make) and refunds.
+//!
+//! Stripe (docs: refunds API): "You can optionally refund only part of a charge. You can do so multiple
+//! times, until the entire charge has been refunded"; refunding more than is left fails, a fully refunded
+//! charge answers `charge_already_refunded`. Events: `charge.succeeded|failed`, `refund.created`,
+//! `charge.refunded`.
 
 use serde_json::{json, Value};
 

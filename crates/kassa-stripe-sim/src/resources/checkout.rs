@@ -309,6 +309,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "url": session_url(&ctx.env.public_url, &id)
     });
     let session = ctx.insert("checkout.session", session);
+    ctx.store.open_sessions.insert((expires_at, id.clone()));
     ctx.store.line_items.insert(id.clone(), items);
     // Kept aside for completion: what the PaymentIntent is to carry.
     ctx.store.payment_intent_data.insert(id, pi_data);
@@ -385,25 +386,26 @@ pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     new["status"] = json!("expired");
     new["url"] = Value::Null;
     let new = ctx.put(new);
+    closed(ctx, &new);
     ctx.emit("checkout.session.expired", new.clone(), None);
     Ok(new)
 }
 
 /// Expires every open session whose `expires_at` has passed (run by the simulator's clock).
 pub fn expire_due(ctx: &mut Ctx) {
-    let due: Vec<String> = ctx
-        .store
-        .ids("checkout.session")
-        .iter()
-        .filter(|id| {
-            ctx.store.get(id).is_some_and(|s| {
-                s["status"] == "open" && s["expires_at"].as_i64().is_some_and(|t| t <= ctx.now)
-            })
-        })
-        .cloned()
-        .collect();
-    for id in due {
+    while let Some((at, id)) = ctx.store.open_sessions.first().cloned() {
+        if at > ctx.now {
+            break;
+        }
+        ctx.store.open_sessions.remove(&(at, id.clone()));
         let _ = expire(ctx, &id);
+    }
+}
+
+/// Takes a session off the expiry index (it completed or expired).
+fn closed(ctx: &mut Ctx, session: &Value) {
+    if let (Some(at), Some(id)) = (session["expires_at"].as_i64(), session["id"].as_str()) {
+        ctx.store.open_sessions.remove(&(at, id.to_owned()));
     }
 }
 
@@ -537,6 +539,63 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
     }
     new["status"] = json!("complete");
     let new = ctx.put(new);
+    closed(ctx, &new);
     ctx.emit("checkout.session.completed", new.clone(), None);
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::form;
+    use crate::state::{Env, Origin, Store};
+
+    #[test]
+    fn the_clock_expires_open_sessions_once_past_expires_at() {
+        let env = Env {
+            api_version: "v".into(),
+            public_url: "http://sim".into(),
+        };
+        let mut store = Store::default();
+        let mut ctx = Ctx::new(&mut store, &env, Origin::default(), 0);
+        let p = Params(form::decode(b"mode=setup&currency=usd").unwrap());
+        let open = create(&mut ctx, &p).unwrap();
+        let done = create(&mut ctx, &p).unwrap();
+        complete(
+            &mut ctx,
+            done["id"].as_str().unwrap(),
+            &Completion {
+                payment_method: "pm_card_visa".into(),
+                ..Completion::default()
+            },
+        )
+        .unwrap();
+        expire_due(&mut ctx);
+        assert_eq!(
+            ctx.fetch("checkout.session", "", open["id"].as_str().unwrap(), "")
+                .unwrap()["status"],
+            "open"
+        );
+        ctx.now += MAX_EXPIRY;
+        expire_due(&mut ctx);
+        assert_eq!(
+            ctx.fetch("checkout.session", "", open["id"].as_str().unwrap(), "")
+                .unwrap()["status"],
+            "expired"
+        );
+        assert_eq!(
+            ctx.fetch("checkout.session", "", done["id"].as_str().unwrap(), "")
+                .unwrap()["status"],
+            "complete"
+        );
+        assert!(ctx.store.open_sessions.is_empty());
+        let expired: Vec<&str> = ctx
+            .store
+            .events()
+            .iter()
+            .filter(|e| e.event_type == "checkout.session.expired")
+            .map(|e| e.object["id"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(expired, vec![open["id"].as_str().unwrap()]);
+    }
 }

@@ -236,7 +236,8 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     Ok(ctx.update(&old, new, Some("customer.updated")))
 }
 
-/// `DELETE /v1/customers/{id}` → `{id, object: "customer", deleted: true}`.
+/// `DELETE /v1/customers/{id}` → `{id, object: "customer", deleted: true}`. Stripe: "Permanently deletes
+/// a customer… Returns an object with a deleted parameter on success" (docs: delete a customer).
 pub fn delete(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     let old = fetch(ctx, id)?;
     if old.get("deleted").is_some() {

@@ -1,4 +1,8 @@
 //! Products and prices: create, update, retrieve, list; inline prices of Checkout's `price_data`.
+//!
+//! Stripe (docs: products, prices API): a product needs a `name`; an update changes only the parameters
+//! given and merges `metadata`; `product.created`, `product.updated` and `price.created` events follow.
+//! `unit_amount` is "a positive integer in cents (or 0 for a free price)" in the currency's minor unit.
 
 use serde_json::{json, Value};
 

@@ -1,16 +1,16 @@
-//! `kassa bench …`: benchmarks that measure Kassa against a baseline in the same run, print a
-//! table with the ratio, and write the figures as JSON.
+//! `kassa bench ingress`: raw lapin publish-with-confirms (the baseline) against signed webhooks
+//! through a separate `kassa ingress` process, same payloads, same concurrency, same broker.
 
+use super::{write_report, Phase};
 use crate::config::BrokerArgs;
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::Args;
 use futures_util::future::join_all;
 use kassa_broker::Topology;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,13 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
-
-/// Which benchmark to run.
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Raw lapin publish-with-confirms vs signed webhooks through a `kassa ingress` process.
-    Ingress(IngressBenchArgs),
-}
 
 /// `kassa bench ingress`.
 #[derive(Args)]
@@ -43,13 +36,6 @@ pub struct IngressBenchArgs {
     output: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
-}
-
-/// Runs the chosen benchmark.
-pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
-    match which {
-        BenchCommand::Ingress(args) => bench_ingress(args).await,
-    }
 }
 
 const BENCH_SECRET: &str = "whsec_kassa_bench";
@@ -110,37 +96,7 @@ fn load_payloads(path: &PathBuf) -> anyhow::Result<Vec<Payload>> {
     Ok(payloads)
 }
 
-/// Latency distribution of one phase.
-#[derive(Serialize, Clone, Copy)]
-struct Phase {
-    messages: usize,
-    seconds: f64,
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-impl Phase {
-    fn new(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
-        latencies.sort_unstable();
-        let at = |q: f64| {
-            let i =
-                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-            latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
-        Self {
-            messages: latencies.len(),
-            seconds: elapsed.as_secs_f64(),
-            per_second: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-            max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        }
-    }
-}
-
-async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     let payloads = Arc::new(load_payloads(&args.fixtures)?);
     let topology = Topology::new(format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff));
     let run_id = format!("{:08x}", rand::random::<u32>());
@@ -359,12 +315,7 @@ async fn bench_ingress(args: IngressBenchArgs) -> anyhow::Result<()> {
         "ingress_clean_exit": clean_exit,
         "goals": {"throughput_ratio_min": 0.8, "p99_ms_at_half_rate_max": 10.0, "rss_mib_max": 64.0},
     });
-    if let Some(dir) = args.output.parent() {
-        std::fs::create_dir_all(dir).ok();
-    }
-    std::fs::write(&args.output, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    println!("\nwrote {}", args.output.display());
+    write_report(&args.output, &report)?;
     if !clean_exit {
         bail!("the ingress did not exit cleanly on SIGTERM");
     }

@@ -1,7 +1,7 @@
 //! `kassa bench ingress`: raw lapin publish-with-confirms (the baseline) against signed webhooks
 //! through a separate `kassa ingress` process, same payloads, same concurrency, same broker.
 
-use super::{write_report, Phase};
+use super::{cpu_seconds, rabbitmq_pid, write_report, Phase};
 use crate::config::BrokerArgs;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -122,6 +122,8 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     }
     let lapin_channels = Arc::new(lapin_channels);
     let exchange = Arc::new(topology.events_exchange());
+    let rabbit = rabbitmq_pid();
+    let baseline_cpu_before = (cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
     let baseline = {
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
@@ -178,6 +180,13 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         }
         Phase::new(latencies, elapsed)
     };
+    let baseline_cpu_after = (cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
+    let baseline_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => (a - b) / args.events as f64 * 1e6,
+        _ => f64::NAN,
+    };
+    let baseline_publisher_cpu_us = baseline_us(baseline_cpu_before.0, baseline_cpu_after.0);
+    let baseline_rabbit_cpu_us = baseline_us(baseline_cpu_before.1, baseline_cpu_after.1);
     println!(
         "  raw lapin publish+confirm: {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
         baseline.per_second, baseline.p50_ms, baseline.p99_ms
@@ -243,7 +252,20 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         args.concurrency,
     )
     .await?;
+    // Both phases start from an empty queue: a quorum queue holding the baseline's messages
+    // costs RabbitMQ more per message, which would bias the comparison against the second phase.
+    purge(&setup, &topology).await?;
+    let cpu_before = (cpu_seconds(pid), cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
     let saturated = closed_loop(send.clone(), 0, args.events, args.concurrency).await?;
+    purge(&setup, &topology).await?;
+    let cpu_after = (cpu_seconds(pid), cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
+    let per_message_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) => (a - b) / args.events as f64 * 1e6,
+        _ => f64::NAN,
+    };
+    let ingress_cpu_us = per_message_us(cpu_before.0, cpu_after.0);
+    let client_cpu_us = per_message_us(cpu_before.1, cpu_after.1);
+    let rabbit_cpu_us = per_message_us(cpu_before.2, cpu_after.2);
     println!(
         "  kassa ingress (saturated):  {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
         saturated.per_second, saturated.p50_ms, saturated.p99_ms
@@ -300,6 +322,12 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         "| ingress exit on SIGTERM | | {} | |",
         if clean_exit { "0 (clean)" } else { "NOT clean" }
     );
+    println!();
+    println!(
+        "CPU per webhook at saturation (2 cores shared by all three): ingress {ingress_cpu_us:.0} µs, \
+         load generator (HTTP client, signing) {client_cpu_us:.0} µs, RabbitMQ {rabbit_cpu_us:.0} µs; \
+         raw lapin baseline: publisher {baseline_publisher_cpu_us:.0} µs, RabbitMQ {baseline_rabbit_cpu_us:.0} µs"
+    );
 
     let report = json!({
         "benchmark": "ingress",
@@ -313,6 +341,8 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         "throughput_ratio": ratio,
         "ingress_peak_rss_mib": rss_mib,
         "ingress_clean_exit": clean_exit,
+        "cpu_us_per_webhook_at_saturation": {"ingress": ingress_cpu_us, "load_generator": client_cpu_us, "rabbitmq": rabbit_cpu_us},
+        "cpu_us_per_message_baseline": {"publisher": baseline_publisher_cpu_us, "rabbitmq": baseline_rabbit_cpu_us},
         "goals": {"throughput_ratio_min": 0.8, "p99_ms_at_half_rate_max": 10.0, "rss_mib_max": 64.0},
     });
     write_report(&args.output, &report)?;
@@ -401,6 +431,14 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn purge(channel: &lapin::Channel, topology: &Topology) -> anyhow::Result<()> {
+    channel
+        .queue_purge(topology.fulfillment_queue().as_str().into(), Default::default())
+        .await
+        .context("purging the bench queue between phases")?;
+    Ok(())
 }
 
 /// Peak resident set size (VmHWM) of a process, from /proc.

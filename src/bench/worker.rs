@@ -8,7 +8,7 @@
 //! - Baseline, same run: the same five Stripe calls per session made by a bare client at the
 //!   same concurrency, with no queue, inbox or database. Ratio = pipeline ÷ baseline.
 
-use super::{write_report, Phase};
+use super::{cpu_seconds, cpu_seconds_of_all, rabbitmq_pid, write_report, Phase};
 use crate::config::BrokerArgs;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -274,14 +274,19 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     let loaded = started.elapsed();
     wait_for_webhooks(rig.sim(), ids.len()).await?;
     let delivered = started.elapsed();
-    let worker_time = rig
-        .drain(
-            rig.client(None)?,
-            &ids,
-            args.concurrency,
-            Duration::from_secs(600),
+    let rabbit = rabbitmq_pid();
+    let cpu = || {
+        (
+            cpu_seconds(std::process::id()).unwrap_or(0.0),
+            rabbit.and_then(cpu_seconds).unwrap_or(0.0),
+            cpu_seconds_of_all("postgres"),
         )
+    };
+    let cpu_before = cpu();
+    let worker_time = rig
+        .drain(rig.client(None)?, &ids, args.concurrency, Duration::from_secs(600))
         .await?;
+    let cpu_after = cpu();
     let store = rig.stack.store.as_ref().context("database")?;
     let events: i64 =
         sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE processed_at IS NOT NULL")
@@ -297,6 +302,12 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     let events_per_second = events as f64 / worker_time.as_secs_f64();
     let ratio = sessions_per_second / baseline.per_second;
     let (p50, p99) = percentiles(handling_ms);
+    let per_event_us = |before: f64, after: f64| (after - before) / events.max(1) as f64 * 1e6;
+    let kassa_us = per_event_us(cpu_before.0, cpu_after.0);
+    let rabbit_us = per_event_us(cpu_before.1, cpu_after.1);
+    // Backends that ended during the phase are not counted: a lower bound.
+    let postgres_us = per_event_us(cpu_before.2, cpu_after.2);
+    let busy = (cpu_after.0 - cpu_before.0 + cpu_after.1 - cpu_before.1 + cpu_after.2 - cpu_before.2) / worker_time.as_secs_f64();
     println!(
         "  pipeline: {} sessions ({events} events) handled in {:.2} s by the worker = {sessions_per_second:.0} sessions/s, {events_per_second:.0} events/s",
         ids.len(),
@@ -327,13 +338,20 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
         loaded.as_secs_f64(),
         delivered.as_secs_f64()
     );
+    println!();
+    println!(
+        "CPU per event in the worker phase: PostgreSQL ≥ {postgres_us:.0} µs, kassa process (worker + in-process \
+         simulator) {kassa_us:.0} µs, RabbitMQ {rabbit_us:.0} µs; {busy:.2} of {} cores busy",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     let report = json!({
         "benchmark": "worker",
         "paced": {"sessions": args.paced_sessions, "rate_limit": limit.get(), "stripe_calls": served, "seconds": elapsed_a.as_secs_f64(),
                   "calls_per_second": achieved, "ratio_to_limit": paced_ratio, "answered_429": limited, "events_failed_by_429": failed_by_429, "dead_letters": dead},
         "unlimited": {"sessions": ids.len(), "events": events, "worker_seconds": worker_time.as_secs_f64(), "sessions_per_second": sessions_per_second,
                       "events_per_second": events_per_second, "stripe_calls_per_session": worker_calls as f64 / ids.len() as f64,
-                      "claim_to_commit_p50_ms": p50, "claim_to_commit_p99_ms": p99},
+                      "claim_to_commit_p50_ms": p50, "claim_to_commit_p99_ms": p99,
+                      "cpu_us_per_event": {"kassa_with_simulator": kassa_us, "rabbitmq": rabbit_us, "postgres_at_least": postgres_us}, "cores_busy": busy},
         "baseline_bare_client": baseline,
         "pipeline_over_baseline": ratio,
         "concurrency": args.concurrency,

@@ -123,7 +123,10 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     let lapin_channels = Arc::new(lapin_channels);
     let exchange = Arc::new(topology.events_exchange());
     let rabbit = rabbitmq_pid();
-    let baseline_cpu_before = (cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
+    let baseline_cpu_before = (
+        cpu_seconds(std::process::id()),
+        rabbit.and_then(cpu_seconds),
+    );
     let baseline = {
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
@@ -180,7 +183,10 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         }
         Phase::new(latencies, elapsed)
     };
-    let baseline_cpu_after = (cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
+    let baseline_cpu_after = (
+        cpu_seconds(std::process::id()),
+        rabbit.and_then(cpu_seconds),
+    );
     let baseline_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(b), Some(a)) => (a - b) / args.events as f64 * 1e6,
         _ => f64::NAN,
@@ -255,10 +261,18 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     // Both phases start from an empty queue: a quorum queue holding the baseline's messages
     // costs RabbitMQ more per message, which would bias the comparison against the second phase.
     purge(&setup, &topology).await?;
-    let cpu_before = (cpu_seconds(pid), cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
+    let cpu_before = (
+        cpu_seconds(pid),
+        cpu_seconds(std::process::id()),
+        rabbit.and_then(cpu_seconds),
+    );
     let saturated = closed_loop(send.clone(), 0, args.events, args.concurrency).await?;
     purge(&setup, &topology).await?;
-    let cpu_after = (cpu_seconds(pid), cpu_seconds(std::process::id()), rabbit.and_then(cpu_seconds));
+    let cpu_after = (
+        cpu_seconds(pid),
+        cpu_seconds(std::process::id()),
+        rabbit.and_then(cpu_seconds),
+    );
     let per_message_us = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(b), Some(a)) => (a - b) / args.events as f64 * 1e6,
         _ => f64::NAN,
@@ -435,7 +449,10 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 
 async fn purge(channel: &lapin::Channel, topology: &Topology) -> anyhow::Result<()> {
     channel
-        .queue_purge(topology.fulfillment_queue().as_str().into(), Default::default())
+        .queue_purge(
+            topology.fulfillment_queue().as_str().into(),
+            Default::default(),
+        )
         .await
         .context("purging the bench queue between phases")?;
     Ok(())

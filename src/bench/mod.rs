@@ -84,16 +84,21 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// The local RabbitMQ node's process (beam.smp), if it runs on this machine.
 pub fn rabbitmq_pid() -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "beam.smp").then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "beam.smp").then_some(pid)
+        })
 }
 
 /// CPU seconds used so far by every process named `comm` (e.g. all PostgreSQL backends alive now).
 pub fn cpu_seconds_of_all(comm: &str) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
     entries
         .flatten()
         .filter_map(|entry| {

@@ -284,7 +284,12 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     };
     let cpu_before = cpu();
     let worker_time = rig
-        .drain(rig.client(None)?, &ids, args.concurrency, Duration::from_secs(600))
+        .drain(
+            rig.client(None)?,
+            &ids,
+            args.concurrency,
+            Duration::from_secs(600),
+        )
         .await?;
     let cpu_after = cpu();
     let store = rig.stack.store.as_ref().context("database")?;
@@ -307,7 +312,9 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     let rabbit_us = per_event_us(cpu_before.1, cpu_after.1);
     // Backends that ended during the phase are not counted: a lower bound.
     let postgres_us = per_event_us(cpu_before.2, cpu_after.2);
-    let busy = (cpu_after.0 - cpu_before.0 + cpu_after.1 - cpu_before.1 + cpu_after.2 - cpu_before.2) / worker_time.as_secs_f64();
+    let busy = (cpu_after.0 - cpu_before.0 + cpu_after.1 - cpu_before.1 + cpu_after.2
+        - cpu_before.2)
+        / worker_time.as_secs_f64();
     println!(
         "  pipeline: {} sessions ({events} events) handled in {:.2} s by the worker = {sessions_per_second:.0} sessions/s, {events_per_second:.0} events/s",
         ids.len(),

@@ -4,5 +4,6 @@
 mod cli;
 mod consumer;
 mod ingress;
+mod official_library;
 mod support;
 mod worker;

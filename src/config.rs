@@ -235,6 +235,10 @@ impl WorkerArgs {
 /// `kassa worker`.
 #[derive(Args, Clone, Debug)]
 pub struct WorkerCommandArgs {
+    /// Address of the worker's `/healthz`, `/readyz` and `/metrics` (8081 by default, so an
+    /// ingress and a worker can share a host with their defaults).
+    #[arg(long, env = "KASSA_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -297,6 +301,7 @@ impl ServeArgs {
         };
         Ok(StackConfig {
             listen: Some(self.ingress.listen),
+            webhooks: true,
             broker: self.ingress.broker.config(),
             database_url: Some(self.store.database_url.clone()),
             db_max_connections: self.store.database_max_connections,

@@ -94,6 +94,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
     let verifier = args.webhook_verifier()?;
     let config = StackConfig {
         listen: Some(args.listen),
+        webhooks: true,
         broker: args.broker.config(),
         database_url: None,
         db_max_connections: 1,
@@ -124,7 +125,8 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;
     let config = StackConfig {
-        listen: None,
+        listen: Some(args.listen),
+        webhooks: false,
         broker: args.broker.config(),
         database_url: Some(args.store.database_url.clone()),
         db_max_connections: args.store.database_max_connections,
@@ -136,6 +138,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     };
     let mut stack = Stack::start(config).await?;
     info!(
+        health = %format!("http://{}/healthz", stack.address.map_or_else(|| args.listen.to_string(), |a| a.to_string())),
         concurrency = args.worker.worker_concurrency,
         prefetch = args.worker.worker_prefetch,
         stripe_api_base = %args.stripe.stripe_api_base,

@@ -40,8 +40,10 @@ pub enum StripeTarget {
 /// Everything one process needs.
 #[derive(Clone)]
 pub struct StackConfig {
-    /// Address of the HTTP server (ingress); `None` for a worker-only process.
+    /// Address of the HTTP server: webhooks (if `webhooks`), `/healthz`, `/readyz`, `/metrics`.
     pub listen: Option<SocketAddr>,
+    /// Mount `POST /webhooks/stripe` (false for a worker, which serves health and metrics only).
+    pub webhooks: bool,
     /// RabbitMQ.
     pub broker: BrokerConfig,
     /// PostgreSQL; `None` for an ingress-only process.
@@ -154,7 +156,12 @@ impl Stack {
         let mut http = JoinSet::new();
         if let Some(listener) = listener {
             let verifier = WebhookVerifier::new(secrets).with_tolerance(config.webhook_tolerance);
-            let router = kassa_ingress::router(IngressState::new(verifier, broker.clone()));
+            let state = IngressState::new(verifier, broker.clone());
+            let router = if config.webhooks {
+                kassa_ingress::router(state)
+            } else {
+                kassa_ingress::health_router(state)
+            };
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
@@ -178,7 +185,11 @@ impl Stack {
             work.spawn(worker.run(work_shutdown.clone()));
         }
         if let Some(address) = address {
-            info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
+            if config.webhooks {
+                info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
+            } else {
+                info!(listen = %address, "health and metrics listening (/healthz, /readyz, /metrics)");
+            }
         }
         Ok(Stack {
             address,

@@ -68,6 +68,7 @@ impl Rig {
         broker.topology = topology.clone();
         let config = StackConfig {
             listen: Some("127.0.0.1:0".parse()?),
+            webhooks: true,
             broker,
             database_url: Some(database_url.to_string()),
             db_max_connections: u32::try_from(args.concurrency + 8).unwrap_or(40),

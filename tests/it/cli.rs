@@ -89,3 +89,172 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
             .await;
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn kassa_demo_saves_a_card_end_to_end_and_exits_0() {
+    let database_url = services::fresh_database_url().await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+            .arg("demo")
+            .env("KASSA_AMQP_URL", services::amqp_url().await)
+            .env("KASSA_DATABASE_URL", &database_url)
+            .env_remove("KASSA_STRIPE_API_KEY")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the demo finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("default card:") && stdout.contains("visa •••• 4242"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("also the default in Stripe"), "{stdout}");
+    services::drop_database(&database_url).await;
+}
+
+#[tokio::test]
+async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
+    let sim = kassa_stripe_sim::Simulator::start(Default::default())
+        .await
+        .unwrap();
+    let database_url = services::fresh_database_url().await;
+    let topology = Topology::unique();
+    let port = free_port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("worker")
+        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KASSA_AMQP_URL", services::amqp_url().await)
+        .env("KASSA_AMQP_PREFIX", topology.prefix())
+        .env("KASSA_DATABASE_URL", &database_url)
+        .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_cli_worker")
+        .env("KASSA_STRIPE_API_BASE", sim.base_url())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(
+        Duration::from_secs(30),
+        "the worker to be ready",
+        || async {
+            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let webhook = http
+        .post(format!("{base}/webhooks/stripe"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), 404, "a worker takes no webhooks");
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exits")
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert!(
+        logs.contains("kassa worker started") && logs.contains("kassa worker stopped"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("sk_test_kassa_cli_worker"),
+        "the API key is never logged: {logs}"
+    );
+    let _ = topology.delete_at(&services::amqp_url().await).await;
+    services::drop_database(&database_url).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn kassa_dlq_list_says_when_the_queue_is_empty() {
+    let topology = Topology::unique();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .args(["dlq", "list"])
+        .env("KASSA_AMQP_URL", services::amqp_url().await)
+        .env("KASSA_AMQP_PREFIX", topology.prefix())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("is empty"), "{stdout}");
+    let replay = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .args(["dlq", "replay", "evt_nothing"])
+        .env("KASSA_AMQP_URL", services::amqp_url().await)
+        .env("KASSA_AMQP_PREFIX", topology.prefix())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(!replay.status.success(), "replaying nothing is an error");
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("no dead letter matched"));
+    let _ = topology.delete_at(&services::amqp_url().await).await;
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("ingress")
+        .env("KASSA_STRIPE_WEBHOOK_SECRETS", "not-a-secret")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KASSA_STRIPE_WEBHOOK_SECRETS"), "{stderr}");
+    assert!(!stderr.contains("not-a-secret"), "{stderr}");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("worker")
+        .env("KASSA_STRIPE_API_KEY", "pk_test_publishable")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KASSA_STRIPE_API_KEY") && stderr.contains("publishable"),
+        "{stderr}"
+    );
+}

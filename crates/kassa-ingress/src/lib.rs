@@ -58,6 +58,14 @@ pub fn router(state: IngressState) -> Router {
         .with_state(state)
 }
 
+/// Health and metrics only, for processes that do not take webhooks (`kassa worker`).
+pub fn health_router(state: IngressState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
 /// Serves `router` on an already-bound listener until `shutdown` resolves, then lets in-flight
 /// requests (and their publishes) finish before returning.
 pub async fn serve(

@@ -73,6 +73,7 @@ impl TestApp {
         };
         let config = StackConfig {
             listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
+            webhooks: true,
             broker,
             database_url: Some(database_url.clone()),
             db_max_connections: 20,
@@ -212,6 +213,7 @@ impl TestApp {
             .env("KASSA_DATABASE_URL", &self.database_url)
             .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_worker_process")
             .env("KASSA_STRIPE_API_BASE", self.sim().base_url())
+            .env("KASSA_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -81,7 +81,7 @@ fn load_payloads(path: &PathBuf) -> anyhow::Result<Vec<Payload>> {
         let mut event = template.clone();
         event["id"] = json!("__KASSA_EVENT_ID__");
         event["type"] = json!(kind);
-        event["api_version"] = json!("2025-03-31.basil");
+        event["api_version"] = json!("2025-12-15.clover");
         event["data"] = json!({"object": object});
         let text = serde_json::to_string(&event)?;
         let (before, after) = text

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_test_kassa_sim";
 
 /// The API version stamped on events and the `Stripe-Version` response header.
-pub const DEFAULT_API_VERSION: &str = "2025-03-31.basil";
+pub const DEFAULT_API_VERSION: &str = "2025-12-15.clover";
 
 /// Stripe: "Sandbox: 25 requests per second" (docs: rate limits) — the rate a test-mode limiter allows.
 pub const TEST_MODE_RATE_LIMIT: u32 = 25;

@@ -50,7 +50,7 @@ pub fn event_body(id: &str, kind: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id,
         "object": "event",
-        "api_version": "2025-03-31.basil",
+        "api_version": "2025-12-15.clover",
         "created": now(),
         "livemode": false,
         "pending_webhooks": 1,

@@ -122,6 +122,10 @@ pub struct IngressArgs {
     /// Stripe secret or restricted key; the ingress only reads its mode (live keys require real secrets).
     #[arg(long, env = "KASSA_STRIPE_API_KEY", hide_env_values = true)]
     pub stripe_api_key: Option<String>,
+    /// With no KASSA_STRIPE_WEBHOOK_SECRETS, accept webhooks signed with the well-known
+    /// development secret instead of refusing to start. Never in production: anyone can sign with it.
+    #[arg(long, env = "KASSA_ALLOW_DEVELOPMENT_SECRET")]
+    pub allow_development_secret: bool,
 }
 
 impl IngressArgs {
@@ -153,6 +157,13 @@ impl IngressArgs {
                 .is_some_and(|k| k.starts_with("sk_live_") || k.starts_with("rk_live_"));
             if live {
                 bail!("KASSA_STRIPE_WEBHOOK_SECRETS is required with a live KASSA_STRIPE_API_KEY");
+            }
+            if !self.allow_development_secret {
+                bail!(
+                    "KASSA_STRIPE_WEBHOOK_SECRETS is not set: give the endpoint's whsec_ secret(s), or \
+                     --allow-development-secret (KASSA_ALLOW_DEVELOPMENT_SECRET=true) to accept the well-known \
+                     development secret {DEVELOPMENT_WEBHOOK_SECRET} for local testing"
+                );
             }
             secrets.push(SecretString::from(DEVELOPMENT_WEBHOOK_SECRET.to_owned()));
         }
@@ -223,6 +234,19 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// Each event in flight holds a database connection for its whole handling (Stripe calls
+    /// included), so the pool must be larger than the concurrency, or handlers time out waiting.
+    pub fn check_pool(&self, store: &StoreArgs) -> anyhow::Result<()> {
+        if store.database_max_connections < self.worker_concurrency + 2 {
+            bail!(
+                "KASSA_DATABASE_MAX_CONNECTIONS={} must be at least KASSA_WORKER_CONCURRENCY + 2 = {}",
+                store.database_max_connections,
+                self.worker_concurrency + 2
+            );
+        }
+        Ok(())
+    }
+
     /// The worker configuration these flags describe.
     pub fn config(&self) -> WorkerConfig {
         WorkerConfig {
@@ -282,6 +306,7 @@ impl ServeArgs {
 
     /// The whole stack's configuration.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
+        self.worker.check_pool(&self.store)?;
         let stripe = self.stripe_target()?;
         let webhook_secrets = match &stripe {
             StripeTarget::Embedded(_) => Vec::new(),

@@ -58,14 +58,17 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
                 (Some(id), false) => Selection::Id(id),
                 (None, false) => bail!("give a message id or --all"),
             };
-            let replayed = dlq::replay(&broker, &selection).await?;
-            if replayed.is_empty() {
-                bail!("no dead letter matched");
-            }
-            for id in &replayed {
+            let done = dlq::replay(&broker, &selection).await?;
+            for id in &done.replayed {
                 println!("replayed {id}");
             }
-            println!("{} message(s) back on their queue", replayed.len());
+            for id in &done.skipped {
+                println!("skipped {id}: it does not say which queue it came from (left in the dead-letter queue)");
+            }
+            if done.replayed.is_empty() && done.skipped.is_empty() {
+                bail!("no dead letter matched");
+            }
+            println!("{} message(s) back on their queue", done.replayed.len());
             Ok(())
         }
     };

@@ -121,6 +121,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+    args.worker.check_pool(&args.store)?;
     let stripe = args.stripe.target()?.context(
         "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;

@@ -27,6 +27,12 @@ fn rabbitmqctl(args: &[&str]) {
 
 #[tokio::test]
 async fn a_rabbitmq_restart_mid_stream_loses_no_event_and_doubles_none() {
+    let url = support::services::amqp_url().await;
+    assert!(
+        url.contains("@127.0.0.1:5672/") || url.contains("@localhost:5672/"),
+        "this test restarts the local RabbitMQ with rabbitmqctl; KASSA_AMQP_URL points elsewhere ({url}): \
+         run the tests against the local broker"
+    );
     let app = TestApp::spawn_with(AppOptions {
         // Stripe re-sends refused webhooks for days; the simulator's compressed schedule here
         // spans about a minute (0.5 s doubling, 8 attempts), longer than the restart.

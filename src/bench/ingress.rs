@@ -127,62 +127,48 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         cpu_seconds(std::process::id()),
         rabbit.and_then(cpu_seconds),
     );
-    let baseline = {
-        let next = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let tasks = (0..args.concurrency).map(|_| {
-            let (next, payloads, channels, exchange, run_id) = (
-                next.clone(),
-                payloads.clone(),
-                lapin_channels.clone(),
-                exchange.clone(),
-                run_id.clone(),
-            );
-            let total = args.events;
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return Ok::<_, anyhow::Error>(latencies);
-                    }
-                    let payload = &payloads[i % payloads.len()];
-                    let id = format!("evt_raw_{run_id}_{i}");
-                    let body = payload.body(&id);
-                    let properties = BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into())
-                        .with_message_id(id.as_str().into())
-                        .with_type(payload.kind.as_str().into());
-                    let t = Instant::now();
-                    let confirm = channels[i % channels.len()]
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            payload.kind.as_str().into(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                immediate: false,
-                            },
-                            &body,
-                            properties,
-                        )
-                        .await?
-                        .await?;
-                    if !matches!(confirm, Confirmation::Ack(None)) {
-                        bail!("raw publish not confirmed: {confirm:?}");
-                    }
-                    latencies.push(t.elapsed());
+    let publish = {
+        let (payloads, channels, exchange, run_id) = (
+            payloads.clone(),
+            lapin_channels.clone(),
+            exchange.clone(),
+            run_id.clone(),
+        );
+        Arc::new(move |i: usize| {
+            let payload = &payloads[i % payloads.len()];
+            let id = format!("evt_raw_{run_id}_{i}");
+            let body = payload.body(&id);
+            let kind = payload.kind.clone();
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(id.as_str().into())
+                .with_type(kind.as_str().into());
+            let (channel, exchange) = (channels[i % channels.len()].clone(), exchange.clone());
+            async move {
+                let t = Instant::now();
+                let options = BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                };
+                let confirm = channel
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        kind.as_str().into(),
+                        options,
+                        &body,
+                        properties,
+                    )
+                    .await?
+                    .await?;
+                if !matches!(confirm, Confirmation::Ack(None)) {
+                    bail!("raw publish not confirmed: {confirm:?}");
                 }
-            })
-        });
-        let results = join_all(tasks).await;
-        let elapsed = started.elapsed();
-        let mut latencies = Vec::new();
-        for result in results {
-            latencies.extend(result??);
-        }
-        Phase::new(latencies, elapsed)
+                Ok(t.elapsed())
+            }
+        })
     };
+    let baseline = closed_loop(publish, 0, args.events, args.concurrency).await?;
     let baseline_cpu_after = (
         cpu_seconds(std::process::id()),
         rabbit.and_then(cpu_seconds),

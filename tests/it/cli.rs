@@ -246,6 +246,22 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     assert!(stderr.contains("KASSA_STRIPE_WEBHOOK_SECRETS"), "{stderr}");
     assert!(!stderr.contains("not-a-secret"), "{stderr}");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("ingress")
+        .env_remove("KASSA_STRIPE_WEBHOOK_SECRETS")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "no secret, no explicit development opt-in: refuse to start"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KASSA_STRIPE_WEBHOOK_SECRETS")
+            && stderr.contains("--allow-development-secret"),
+        "{stderr}"
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .arg("worker")
         .env("KASSA_STRIPE_API_KEY", "pk_test_publishable")
         .output()

@@ -7,7 +7,7 @@ use kassa_broker::{
     run_consumer, Broker, BrokerConfig, ConsumerConfig, Incoming, MessageHandler, Outcome,
     OutgoingMessage, RetryRung, Topology, WorkQueue,
 };
-use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::AMQPValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -119,18 +119,10 @@ impl Rig {
     }
 
     async fn cleanup(self) {
-        let channel = self.broker.open_channel().await.unwrap();
+        // Stop the consumer and its connection first, then delete on a connection of our own.
+        let url = self.broker.config().url.clone();
         self.shutdown.cancel();
-        for q in self.topology.queues() {
-            let _ = channel
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for e in self.topology.exchanges() {
-            let _ = channel
-                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        self.topology.delete_at(&url).await.unwrap();
     }
 }
 
@@ -273,6 +265,30 @@ async fn dlq_lists_without_removing_and_replay_puts_the_message_back_once() {
         2
     );
 
+    // Replaying while the cause is still there terminates: each message is replayed once, fails
+    // again and is back in the dead-letter queue, not replayed in a loop.
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        kassa_broker::dlq::replay(&rig.broker, &kassa_broker::dlq::Selection::All),
+    )
+    .await
+    .expect("replay --all terminates")
+    .unwrap();
+    assert_eq!(again.replayed.len(), 2, "{again:?}");
+    eventually(
+        Duration::from_secs(10),
+        "both back in the dead-letter queue",
+        || async {
+            (kassa_broker::dlq::list(&rig.broker, 100)
+                .await
+                .unwrap()
+                .len()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+
     handler
         .fixed
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -281,17 +297,18 @@ async fn dlq_lists_without_removing_and_replay_puts_the_message_back_once() {
         &kassa_broker::dlq::Selection::Id("evt_dlq_a".into()),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .replayed;
     assert_eq!(replayed, vec!["evt_dlq_a".to_string()]);
     eventually(
         Duration::from_secs(10),
         "the replayed message to be handled",
-        || async { (handler.seen.lock().unwrap()["evt_dlq_a"].len() == 2).then_some(()) },
+        || async { (handler.seen.lock().unwrap()["evt_dlq_a"].len() == 3).then_some(()) },
     )
     .await;
     assert_eq!(
         handler.seen.lock().unwrap()["evt_dlq_a"],
-        vec![0, 0],
+        vec![0, 0, 0],
         "replay resets the attempt count"
     );
     let left = kassa_broker::dlq::list(&rig.broker, 100).await.unwrap();

@@ -358,7 +358,8 @@ async fn a_stripe_400_is_dead_lettered_then_replayed_after_the_cause_is_removed(
     assert_eq!(
         dlq::replay(&app.stack.broker, &Selection::Id(event_id.clone()))
             .await
-            .unwrap(),
+            .unwrap()
+            .replayed,
         vec![event_id.clone()]
     );
     app.processed(&event_id).await;
@@ -454,15 +455,17 @@ async fn a_worker_killed_between_a_stripe_call_and_the_commit_leaves_no_duplicat
     assert_eq!(stored.attempts, 1, "processed once, after the restart");
     let (customer_id, _) = assert_card_saved(&app, &session).await;
 
-    // Stripe saw the customer creation twice with one key and replayed the second: one customer.
+    // The restarted worker did not create a second customer: it either repeated the creation with
+    // the same key (Stripe replays it) or found the customer it had created for this session.
     let creations: Vec<_> = app
         .calls("POST", "/v1/customers")
         .into_iter()
         .filter(|c| c.path == "/v1/customers")
         .collect();
-    assert!(
-        creations.len() >= 2,
-        "the restarted worker repeated the call: {creations:?}"
+    assert_eq!(
+        creations.iter().filter(|c| !c.replayed).count(),
+        1,
+        "one effective creation: {creations:?}"
     );
     let keys: std::collections::HashSet<_> = creations
         .iter()
@@ -470,8 +473,14 @@ async fn a_worker_killed_between_a_stripe_call_and_the_commit_leaves_no_duplicat
         .collect();
     assert_eq!(keys.len(), 1, "{creations:?}");
     assert!(
-        creations[1..].iter().all(|c| c.replayed),
-        "Stripe replayed the repeat: {creations:?}"
+        creations.len() >= 2
+            || app
+                .calls("GET", "/v1/customers")
+                .iter()
+                .filter(|c| c.path == "/v1/customers")
+                .count()
+                >= 2,
+        "after the restart the worker repeated or looked up the creation: {creations:?}"
     );
     let with_email = app
         .stripe()

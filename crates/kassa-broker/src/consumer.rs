@@ -135,35 +135,41 @@ async fn consume_once<H: MessageHandler>(
         )
         .await?;
     info!(%queue, prefetch = config.prefetch, concurrency = config.concurrency, "consuming");
-    loop {
+    let result = loop {
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ok(()),
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => break,
+                Err(_) => break Ok(()),
             },
         };
         let delivery = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ok(()),
             delivery = deliveries.next() => delivery,
         };
         let delivery = match delivery {
             Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => return Err(error),
-            None => return Ok(()),
+            Some(Err(error)) => break Err(error),
+            None => break Ok(()),
         };
         let (broker, handler, work) = (broker.clone(), handler.clone(), config.work);
         tokio::spawn(async move {
             settle(&broker, work, &*handler, delivery).await;
             drop(permit);
         });
-    }
-    // Stop taking new deliveries; unacked prefetched ones go back to the queue when the
-    // channel closes, after the in-flight handlers have settled theirs.
+    };
+    // Stop taking new deliveries, then keep this channel (and its consumer) open until every
+    // in-flight handler has acked or nacked on it: closing it earlier would lose those acks and
+    // redeliver work that is already done. Prefetched, unstarted deliveries go back to the
+    // queue when the channel closes.
     let _ = channel
         .basic_cancel(tag.as_str().into(), Default::default())
         .await;
-    Ok(())
+    let all = u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX);
+    drop(slots.acquire_many(all).await);
+    drop(deliveries);
+    let _ = channel.close(200, "consumer stopped".into()).await;
+    result
 }
 
 /// Runs the handler on one delivery and acts on its outcome.
@@ -224,9 +230,14 @@ async fn settle<H: MessageHandler>(
                 .await
         }
     };
-    if let Err(error) = settled {
-        // The channel is gone: the broker requeues the message itself.
-        warn!(%message_id, %error, "ack/nack failed; the broker will redeliver");
+    match settled {
+        Ok(true) => {}
+        // The channel is gone: the broker requeues the message itself, and the inbox makes the
+        // redelivery harmless.
+        Ok(false) => {
+            warn!(%message_id, "ack/nack not sent: the channel is closed; the broker will redeliver")
+        }
+        Err(error) => warn!(%message_id, %error, "ack/nack failed; the broker will redeliver"),
     }
 }
 

@@ -80,14 +80,27 @@ pub async fn list(broker: &Broker, limit: usize) -> Result<Vec<DeadLetter>, DlqE
     Ok(letters)
 }
 
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Ids put back on their queue.
+    pub replayed: Vec<String>,
+    /// Ids left in the dead-letter queue because they do not say where they came from.
+    pub skipped: Vec<String>,
+}
+
 /// Puts the selected dead letters back on the queue they failed on, with their retry count
-/// reset; returns the ids replayed.
-pub async fn replay(broker: &Broker, selection: &Selection) -> Result<Vec<String>, DlqError> {
+/// reset. A message that fails again while the replay runs comes back to the dead-letter queue
+/// with the same id: it is left there, not replayed a second time, so the replay always ends.
+pub async fn replay(broker: &Broker, selection: &Selection) -> Result<Replayed, DlqError> {
     let channel = broker.open_channel().await?;
     let queue = broker.topology().dead_letters_queue();
     let publisher = broker.publisher();
-    let mut replayed = Vec::new();
+    let mut done = Replayed::default();
+    let mut replayed_ids = std::collections::HashSet::new();
     let mut outcome = Ok(());
+    // Every message fetched and not acked stays with this channel until it closes, so each is
+    // seen once and the loop ends when the queue has nothing new.
     while let Some(message) = channel
         .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
         .await?
@@ -97,12 +110,12 @@ pub async fn replay(broker: &Broker, selection: &Selection) -> Result<Vec<String
             Selection::All => true,
             Selection::Id(id) => &letter.message_id == id,
         };
-        if !chosen {
+        if !chosen || replayed_ids.contains(&letter.message_id) {
             continue;
         }
         if letter.source_queue.is_empty() {
-            outcome = Err(DlqError::NoSource(letter.message_id));
-            break;
+            done.skipped.push(letter.message_id);
+            continue;
         }
         let mut headers = message
             .delivery
@@ -129,11 +142,28 @@ pub async fn replay(broker: &Broker, selection: &Selection) -> Result<Vec<String
             break;
         }
         message.delivery.ack(BasicAckOptions::default()).await?;
-        replayed.push(letter.message_id);
+        replayed_ids.insert(letter.message_id.clone());
+        done.replayed.push(letter.message_id);
     }
+    // Closing the channel returns every message looked at but not replayed.
     let _ = channel.close(200, "dlq replayed".into()).await;
-    outcome.map(|()| replayed)
+    outcome.map(|()| done)
 }
+
+/// Headers that describe a failure, ours and RabbitMQ's; a replayed message starts without them.
+const FAILURE_HEADERS: [&str; 11] = [
+    ATTEMPT_HEADER,
+    REASON_HEADER,
+    SOURCE_QUEUE_HEADER,
+    DEAD_AT_HEADER,
+    "x-death",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-first-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-last-death-exchange",
+];
 
 fn strip_failure_headers(headers: &mut FieldTable) {
     let kept: Vec<_> = headers
@@ -141,10 +171,7 @@ fn strip_failure_headers(headers: &mut FieldTable) {
         .iter()
         .filter(|(k, _)| {
             let k = k.as_str();
-            k != ATTEMPT_HEADER
-                && k != REASON_HEADER
-                && k != SOURCE_QUEUE_HEADER
-                && k != DEAD_AT_HEADER
+            !FAILURE_HEADERS.contains(&k)
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -169,6 +196,13 @@ fn decode(message: &BasicGetMessage) -> DeadLetter {
         Some(AMQPValue::LongInt(n)) => Some(i64::from(*n)),
         _ => None,
     };
+    // Kassa's own dead letters say where from and why; those RabbitMQ dead-lettered itself (a
+    // message over the queue's delivery limit) only carry `x-first-death-*`.
+    let or_broker = |ours: String, theirs: &str| if ours.is_empty() { text(theirs) } else { ours };
+    let mut reason = or_broker(text(REASON_HEADER), "x-first-death-reason");
+    if reason == "delivery_limit" {
+        reason = "redelivered too often (RabbitMQ delivery limit): a worker crashed or stopped on it each time".into();
+    }
     DeadLetter {
         message_id: properties
             .message_id()
@@ -180,8 +214,8 @@ fn decode(message: &BasicGetMessage) -> DeadLetter {
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
-        source_queue: text(SOURCE_QUEUE_HEADER),
-        reason: text(REASON_HEADER),
+        source_queue: or_broker(text(SOURCE_QUEUE_HEADER), "x-first-death-queue"),
+        reason,
         attempts: number(ATTEMPT_HEADER)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),

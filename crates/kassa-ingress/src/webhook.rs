@@ -45,9 +45,18 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
     if declared_length.is_some_and(|len| len > WEBHOOK_BODY_LIMIT) {
         return Err(too_large());
     }
-    let body = to_bytes(body, WEBHOOK_BODY_LIMIT)
-        .await
-        .map_err(|_| too_large())?;
+    let body = to_bytes(body, WEBHOOK_BODY_LIMIT).await.map_err(|error| {
+        let over_limit = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large()
+        } else {
+            ApiError::bad_request(
+                "body_unreadable",
+                format!("the request body could not be read: {error}"),
+            )
+        }
+    })?;
 
     let signature = headers
         .get(SIGNATURE_HEADER)

@@ -3,6 +3,10 @@
 //! Writes are upserts where the last write wins, except that what a session gains it keeps: a
 //! `complete` or `expired` status is final (Stripe's are), the first `completed_at` stays, and
 //! ids (customer, intents, payment method, charge), `url` and `expires_at` are kept once known.
+//!
+//! `charge_id` references `charges`. A `charge_id` that names no charge (the metadata of a
+//! session another installation sharing the Stripe account created, or made up) is stored as
+//! `None` rather than failing the write: the card the customer saved is recorded either way.
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,7 +101,8 @@ pub async fn upsert_checkout_session(
         "INSERT INTO checkout_sessions (id, mode, status, livemode, customer_id, purpose,
              charge_id, setup_intent_id, payment_intent_id, payment_method_id, url, expires_at,
              completed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         VALUES ($1, $2, $3, $4, $5, $6, (SELECT id FROM charges WHERE id = $7), $8, $9, $10,
+                 $11, $12, $13)
          ON CONFLICT (id) DO UPDATE SET
              mode = EXCLUDED.mode,
              status = CASE WHEN checkout_sessions.status IN ('complete', 'expired')

@@ -64,6 +64,22 @@ pub struct StoredEvent {
     pub dead_lettered_at: Option<OffsetDateTime>,
 }
 
+/// Serialises work on one Stripe object (`cus_…`, `pm_…`, `cs_…`) across workers until the
+/// caller's transaction ends: take it *before* re-fetching the object from Stripe, and handlers of
+/// concurrent events about the same object commit in the order they fetched, so an older state
+/// never overwrites a newer one. Bounded by the transaction's `lock_timeout` (a claim sets one).
+pub async fn lock_stripe_object(
+    conn: &mut PgConnection,
+    object_id: &str,
+) -> Result<(), StoreError> {
+    // A runtime query: advisory locks are functions, nothing for the compile-time check to see.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(object_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Claims the event `id` for handling: see the [module documentation](self).
     ///

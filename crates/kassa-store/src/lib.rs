@@ -1,7 +1,8 @@
 //! Kassa's PostgreSQL layer: a connection pool that creates its database if missing and applies
 //! the migrations in `/migrations` at start ([`Store::connect`]), the inbox of Stripe events with
 //! exactly-once effects ([`events`]), and one module per table family: [`customers`] (customers
-//! and their payment methods), [`checkout_sessions`] and the [`outbox`] of messages to publish.
+//! and their payment methods), [`checkout_sessions`], back-office [`charges`] of saved cards and
+//! the [`outbox`] of messages to publish.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
@@ -13,6 +14,7 @@
 //! (regenerate with `crates/kassa-store/scripts/sqlx-prepare` after changing a query or a
 //! migration), so building needs no database.
 
+pub mod charges;
 pub mod checkout_sessions;
 pub mod customers;
 mod error;
@@ -20,6 +22,7 @@ pub mod events;
 pub mod outbox;
 mod pool;
 
+pub use charges::{ChargeRecord, ChargeStatus, NewCharge, PaymentIntentOutcome};
 pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;

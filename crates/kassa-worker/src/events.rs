@@ -95,6 +95,10 @@ impl EventHandler {
         let object_id = event.object_id().unwrap_or_default().to_owned();
         let keys = KeyScope::new(event.id.clone());
         let conn = claimed.conn();
+        // Before the re-fetch: concurrent events about one object then commit in fetch order.
+        if let Err(error) = kassa_store::events::lock_stripe_object(conn, &object_id).await {
+            return self.failed(error.into(), attempt, Some(claimed)).await;
+        }
         let result = match handled {
             Handled::SessionCompleted => {
                 fulfil_checkout_session(&self.stripe, conn, &object_id, &keys)
@@ -138,7 +142,13 @@ impl EventHandler {
         claimed: Option<kassa_store::EventTx>,
     ) -> Outcome {
         let dead = !error.is_transient() || attempt >= self.retries;
-        let reason = error.to_string();
+        let reason = match &error {
+            HandlerError::Stripe(stripe) => match stripe.request_id() {
+                Some(request_id) => format!("{error} (Stripe Request-Id {request_id})"),
+                None => error.to_string(),
+            },
+            _ => error.to_string(),
+        };
         if let Some(claimed) = claimed {
             if let Err(store_error) = claimed.fail(&reason, dead).await {
                 warn!(error = %store_error, "could not record the failure");

@@ -12,7 +12,7 @@ use kassa_store::{
 use kassa_stripe::objects::{
     CheckoutMode, CheckoutSession, CheckoutSessionStatus, PaymentMethod, SetupIntentStatus,
 };
-use kassa_stripe::resources::CustomerParams;
+use kassa_stripe::resources::{CustomerParams, ListCustomers};
 use kassa_stripe::{Client, Expandable, IdempotencyKey, Metadata};
 use tracing::info;
 
@@ -93,24 +93,12 @@ pub async fn fulfil_checkout_session(
 
     let customer_id = match session.customer.as_ref().or(setup_intent.customer.as_ref()) {
         Some(customer) => customer.id().to_owned(),
-        None => {
-            let details = session.customer_details.clone().unwrap_or_default();
-            let mut metadata = Metadata::new();
-            metadata.insert("kassa_checkout_session".into(), session.id.clone());
-            let params = CustomerParams {
-                email: details.email.or_else(|| session.customer_email.clone()),
-                name: details.name,
-                metadata: Some(metadata),
-                ..Default::default()
-            };
-            let customer = stripe
-                .customers()
-                .create(&params, &keys.key("create_customer")?)
-                .await?;
-            info!(customer_id = %customer.id, "customer created");
-            customer.id
-        }
+        None => find_or_create_customer(stripe, &session, keys).await?,
     };
+
+    // customer.* handlers re-fetch this customer under the same lock: they now wait for this
+    // commit, or finished before, so none of them can record it without its new default card.
+    kassa_store::events::lock_stripe_object(conn, &customer_id).await?;
 
     // Already attached to this customer counts as done; to another customer is an error that no
     // retry fixes.
@@ -174,6 +162,54 @@ pub async fn fulfil_checkout_session(
         payment_method_id,
         charge_id,
     }))
+}
+
+/// Metadata key on customers Kassa creates, naming the Checkout Session they were created for.
+pub const SESSION_METADATA: &str = "kassa_checkout_session";
+
+/// The customer Kassa created for `session` before, or a new one.
+///
+/// The creation's Idempotency-Key protects a redelivery within Stripe's 24 hours; the lookup
+/// protects everything else (a dead letter replayed days later, a second path fulfilling the same
+/// session): customers listed by e-mail are read straight from Stripe (no search index lag), and
+/// only one whose metadata names this session counts.
+async fn find_or_create_customer(
+    stripe: &Client,
+    session: &CheckoutSession,
+    keys: &KeyScope,
+) -> Result<String, HandlerError> {
+    let details = session.customer_details.clone().unwrap_or_default();
+    let email = details.email.or_else(|| session.customer_email.clone());
+    if let Some(email) = &email {
+        let params = ListCustomers {
+            email: Some(email.clone()),
+            limit: Some(100),
+            ..Default::default()
+        };
+        let existing = stripe.customers().list(&params).await?;
+        let ours = existing
+            .data
+            .iter()
+            .find(|c| !c.deleted && c.metadata.get(SESSION_METADATA) == Some(&session.id));
+        if let Some(customer) = ours {
+            info!(customer_id = %customer.id, "customer already created for this session");
+            return Ok(customer.id.clone());
+        }
+    }
+    let mut metadata = Metadata::new();
+    metadata.insert(SESSION_METADATA.into(), session.id.clone());
+    let params = CustomerParams {
+        email,
+        name: details.name,
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    let customer = stripe
+        .customers()
+        .create(&params, &keys.key("create_customer")?)
+        .await?;
+    info!(customer_id = %customer.id, "customer created");
+    Ok(customer.id)
 }
 
 /// The charge a re-checkout session is for, from its metadata.

@@ -224,6 +224,10 @@ impl TestApp {
     pub async fn cleanup(self) {
         self.stack.stop().await;
         let _ = self.topology.delete_at(&self.amqp_url).await;
+        // A `kassa worker` process declares the default ladder under the same prefix.
+        let _ = Topology::new(self.topology.prefix())
+            .delete_at(&self.amqp_url)
+            .await;
         services::drop_database(&self.database_url).await;
     }
 }

@@ -1,0 +1,655 @@
+//! Back-office charges of saved cards (`charges`): a row first, then a message on `kassa.charges`
+//! that the executor turns into an off-session PaymentIntent with the Idempotency-Key
+//! `kassa:charge:{id}:{attempt}`.
+//!
+//! [`create_charge`] is idempotent on the client's `reference`: creating it again, even
+//! concurrently, returns the existing row. The executor serialises its work on one charge with
+//! [`charge_for_update`], and every state change is one guarded `UPDATE` that says whether it
+//! applied, so a redelivered or stale message cannot move a charge backwards:
+//!
+//! | from | to |
+//! |---|---|
+//! | `pending` | `succeeded`, `processing`, `requires_recheckout`, `failed` |
+//! | `processing` | `succeeded`, `failed`, `requires_recheckout` |
+//! | `requires_recheckout` | `retrying` (attempt + 1), `failed` |
+//! | `retrying` | `succeeded`, `processing`, `requires_recheckout`, `failed` |
+//! | `succeeded`, `failed` | nothing: they are final |
+//!
+//! The outcomes of a PaymentIntent ([`mark_charge_processing`], [`mark_charge_succeeded`],
+//! [`mark_charge_requires_recheckout`]) apply only to the attempt they name, and only to the
+//! PaymentIntent already recorded for it if there is one. [`mark_charge_retrying`] forgets the
+//! previous attempt's PaymentIntent, so that a late webhook about it cannot settle the retry
+//! ([`settle_charge_by_payment_intent`] finds charges by their current PaymentIntent only).
+//! `decline_code`, `failure_code` and `failure_message` describe the latest decline or failure
+//! and are kept after a successful retry: the record still says why it needed a new card.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::{OffsetDateTime, Store, StoreError};
+
+/// Where a charge stands; see the [module documentation](self) for the transitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChargeStatus {
+    /// Recorded, not yet attempted (or attempted without a recorded outcome).
+    Pending,
+    /// Stripe accepted the PaymentIntent but has not settled it; a webhook will.
+    Processing,
+    /// The money was taken. Final.
+    Succeeded,
+    /// The saved card was declined; the customer was sent a link to give a new one.
+    RequiresRecheckout,
+    /// The customer gave a new card; the charge is being attempted again.
+    Retrying,
+    /// Given up, with Stripe's (or Kassa's) code and message. Final.
+    Failed,
+}
+
+impl ChargeStatus {
+    /// The value stored in `charges.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChargeStatus::Pending => "pending",
+            ChargeStatus::Processing => "processing",
+            ChargeStatus::Succeeded => "succeeded",
+            ChargeStatus::RequiresRecheckout => "requires_recheckout",
+            ChargeStatus::Retrying => "retrying",
+            ChargeStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether no transition leaves this status (`succeeded`, `failed`).
+    pub fn is_final(self) -> bool {
+        matches!(self, ChargeStatus::Succeeded | ChargeStatus::Failed)
+    }
+}
+
+impl fmt::Display for ChargeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a string that is not a [`ChargeStatus`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown charge status {0:?}")]
+pub struct UnknownChargeStatus(pub String);
+
+impl FromStr for ChargeStatus {
+    type Err = UnknownChargeStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(ChargeStatus::Pending),
+            "processing" => Ok(ChargeStatus::Processing),
+            "succeeded" => Ok(ChargeStatus::Succeeded),
+            "requires_recheckout" => Ok(ChargeStatus::RequiresRecheckout),
+            "retrying" => Ok(ChargeStatus::Retrying),
+            "failed" => Ok(ChargeStatus::Failed),
+            other => Err(UnknownChargeStatus(other.to_owned())),
+        }
+    }
+}
+
+/// A charge to record, as the back-office API, the CLI or a CSV import asks for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewCharge {
+    /// The client's idempotency handle, unique across charges.
+    pub reference: String,
+    /// The customer to charge, `cus_…`.
+    pub customer_id: String,
+    /// The card to charge, `pm_…`; `None` means the customer's default when the charge runs.
+    pub payment_method_id: Option<String>,
+    /// The amount in the currency's minor unit (cents; yen as is); must be positive.
+    pub amount: i64,
+    /// Lower-case ISO 4217 code, e.g. `usd`.
+    pub currency: String,
+    /// Shown on the PaymentIntent and to people.
+    pub description: Option<String>,
+    /// The client's own key-value pairs, a JSON object (`{}` for none).
+    pub metadata: serde_json::Value,
+    /// Whether the charge is for live mode.
+    pub livemode: bool,
+}
+
+/// A charge as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChargeRecord {
+    /// Kassa's id, part of the Idempotency-Key and of the re-checkout's metadata.
+    pub id: i64,
+    /// The client's idempotency handle.
+    pub reference: String,
+    /// The customer to charge.
+    pub customer_id: String,
+    /// The card to charge; `None` means the customer's default when the charge runs.
+    pub payment_method_id: Option<String>,
+    /// The amount in the currency's minor unit.
+    pub amount: i64,
+    /// Lower-case ISO 4217 code.
+    pub currency: String,
+    /// Shown on the PaymentIntent and to people.
+    pub description: Option<String>,
+    /// The client's own key-value pairs, a JSON object.
+    pub metadata: serde_json::Value,
+    /// Where the charge stands.
+    pub status: ChargeStatus,
+    /// The current attempt, from 1; part of the Idempotency-Key.
+    pub attempt: i32,
+    /// The current attempt's PaymentIntent, `pi_…`, once known.
+    pub payment_intent_id: Option<String>,
+    /// The card issuer's reason for the latest decline, e.g. `insufficient_funds`.
+    pub decline_code: Option<String>,
+    /// Stripe's error code (or Kassa's reason) for the latest decline or failure.
+    pub failure_code: Option<String>,
+    /// The message that goes with `failure_code`.
+    pub failure_message: Option<String>,
+    /// The Checkout Session, `cs_…`, the customer can give a new card with now.
+    pub recheckout_session_id: Option<String>,
+    /// Where the customer completes that session.
+    pub recheckout_url: Option<String>,
+    /// When Stripe expires that session.
+    pub recheckout_expires_at: Option<OffsetDateTime>,
+    /// Reminders (with a new link) sent since the latest decline.
+    pub reminders_sent: i32,
+    /// Whether the charge is for live mode.
+    pub livemode: bool,
+    /// When the charge was recorded.
+    pub created_at: OffsetDateTime,
+    /// When the charge last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+/// What Stripe says became of a PaymentIntent, for [`settle_charge_by_payment_intent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentIntentOutcome {
+    /// `payment_intent.succeeded`.
+    Succeeded,
+    /// `payment_intent.payment_failed`, with `last_payment_error`'s code and message.
+    Failed {
+        /// Stripe's error code, e.g. `card_declined`.
+        code: String,
+        /// Stripe's message.
+        message: String,
+    },
+    /// `payment_intent.processing`.
+    Processing,
+}
+
+/// A row as PostgreSQL returns it; `status` is parsed into [`ChargeRecord`].
+struct ChargeRow {
+    id: i64,
+    reference: String,
+    customer_id: String,
+    payment_method_id: Option<String>,
+    amount: i64,
+    currency: String,
+    description: Option<String>,
+    metadata: serde_json::Value,
+    status: String,
+    attempt: i32,
+    payment_intent_id: Option<String>,
+    decline_code: Option<String>,
+    failure_code: Option<String>,
+    failure_message: Option<String>,
+    recheckout_session_id: Option<String>,
+    recheckout_url: Option<String>,
+    recheckout_expires_at: Option<OffsetDateTime>,
+    reminders_sent: i32,
+    livemode: bool,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl TryFrom<ChargeRow> for ChargeRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ChargeRow) -> Result<Self, Self::Error> {
+        let status = row.status.parse().map_err(|e: UnknownChargeStatus| {
+            StoreError::Permanent(sqlx::Error::Decode(Box::new(e)))
+        })?;
+        Ok(ChargeRecord {
+            id: row.id,
+            reference: row.reference,
+            customer_id: row.customer_id,
+            payment_method_id: row.payment_method_id,
+            amount: row.amount,
+            currency: row.currency,
+            description: row.description,
+            metadata: row.metadata,
+            status,
+            attempt: row.attempt,
+            payment_intent_id: row.payment_intent_id,
+            decline_code: row.decline_code,
+            failure_code: row.failure_code,
+            failure_message: row.failure_message,
+            recheckout_session_id: row.recheckout_session_id,
+            recheckout_url: row.recheckout_url,
+            recheckout_expires_at: row.recheckout_expires_at,
+            reminders_sent: row.reminders_sent,
+            livemode: row.livemode,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+fn record(row: Option<ChargeRow>) -> Result<Option<ChargeRecord>, StoreError> {
+    row.map(ChargeRecord::try_from).transpose()
+}
+
+/// Records `charge` as `pending`, attempt 1, or returns the charge already recorded under its
+/// reference. The flag is true when this call created the row.
+///
+/// Concurrent calls with one reference yield one row: the second insert waits for the first and
+/// then returns its row. The existing row is returned as stored, whatever `charge` says
+/// otherwise; compare them to refuse a reference reused for a different charge.
+pub async fn create_charge(
+    conn: &mut PgConnection,
+    charge: &NewCharge,
+) -> Result<(ChargeRecord, bool), StoreError> {
+    let inserted = sqlx::query_as!(
+        ChargeRow,
+        "INSERT INTO charges (reference, customer_id, payment_method_id, amount, currency,
+             description, metadata, status, livemode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+         ON CONFLICT (reference) DO NOTHING
+         RETURNING id, reference, customer_id, payment_method_id, amount, currency, description,
+                   metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                   failure_message, recheckout_session_id, recheckout_url,
+                   recheckout_expires_at, reminders_sent, livemode, created_at, updated_at",
+        charge.reference,
+        charge.customer_id,
+        charge.payment_method_id,
+        charge.amount,
+        charge.currency,
+        charge.description,
+        charge.metadata,
+        charge.livemode,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok((row.try_into()?, true));
+    }
+    // DO NOTHING waited for a concurrent insert of the reference to commit; under READ
+    // COMMITTED this new statement sees its row.
+    let existing = charge_by_reference(conn, &charge.reference)
+        .await?
+        .ok_or(StoreError::Permanent(sqlx::Error::RowNotFound))?;
+    Ok((existing, false))
+}
+
+/// Charge `id`, if recorded.
+pub async fn charge<'e>(
+    executor: impl PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    let row = sqlx::query_as!(
+        ChargeRow,
+        "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
+                metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
+                reminders_sent, livemode, created_at, updated_at
+         FROM charges WHERE id = $1",
+        id,
+    )
+    .fetch_optional(executor)
+    .await?;
+    record(row)
+}
+
+/// The charge recorded under the client's `reference`, if any.
+pub async fn charge_by_reference<'e>(
+    executor: impl PgExecutor<'e>,
+    reference: &str,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    let row = sqlx::query_as!(
+        ChargeRow,
+        "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
+                metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
+                reminders_sent, livemode, created_at, updated_at
+         FROM charges WHERE reference = $1",
+        reference,
+    )
+    .fetch_optional(executor)
+    .await?;
+    record(row)
+}
+
+/// The charge whose current re-checkout is Checkout Session `session_id`, if any. A session
+/// replaced by a reminder's new one no longer names its charge here.
+pub async fn charge_by_recheckout_session<'e>(
+    executor: impl PgExecutor<'e>,
+    session_id: &str,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    let row = sqlx::query_as!(
+        ChargeRow,
+        "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
+                metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
+                reminders_sent, livemode, created_at, updated_at
+         FROM charges WHERE recheckout_session_id = $1",
+        session_id,
+    )
+    .fetch_optional(executor)
+    .await?;
+    record(row)
+}
+
+/// Up to `limit` charges with id above `after_id` (all when `None`), in id order, only those in
+/// `status` when given: pass the last id of a page to get the next.
+pub async fn list_charges<'e>(
+    executor: impl PgExecutor<'e>,
+    status: Option<ChargeStatus>,
+    limit: u32,
+    after_id: Option<i64>,
+) -> Result<Vec<ChargeRecord>, StoreError> {
+    let rows = sqlx::query_as!(
+        ChargeRow,
+        "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
+                metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
+                reminders_sent, livemode, created_at, updated_at
+         FROM charges
+         WHERE ($1::text IS NULL OR status = $1) AND id > COALESCE($2::bigint, 0)
+         ORDER BY id
+         LIMIT $3",
+        status.map(ChargeStatus::as_str),
+        after_id,
+        i64::from(limit),
+    )
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter().map(ChargeRecord::try_from).collect()
+}
+
+/// Charge `id`, locked (`SELECT … FOR UPDATE`) until the caller's transaction ends: a second
+/// executor of the same charge waits here, then sees what the first committed.
+///
+/// Waits as long as the transaction's `lock_timeout` allows (none by default).
+pub async fn charge_for_update(
+    conn: &mut PgConnection,
+    id: i64,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    let row = sqlx::query_as!(
+        ChargeRow,
+        "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
+                metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
+                reminders_sent, livemode, created_at, updated_at
+         FROM charges WHERE id = $1 FOR UPDATE",
+        id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    record(row)
+}
+
+/// `pending` or `retrying` → `processing` for `attempt`, recording its PaymentIntent. Returns
+/// false (and changes nothing) if the charge is elsewhere, on another attempt, or already names
+/// another PaymentIntent.
+pub async fn mark_charge_processing(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    payment_intent_id: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'processing', payment_intent_id = $3, updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'retrying')
+           AND (payment_intent_id IS NULL OR payment_intent_id = $3)",
+        id,
+        attempt,
+        payment_intent_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// `pending`, `processing` or `retrying` → `succeeded` for `attempt`, recording its
+/// PaymentIntent. Returns false (and changes nothing) if the charge is elsewhere (a redelivery
+/// finds it `succeeded` already), on another attempt, or already names another PaymentIntent.
+pub async fn mark_charge_succeeded(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    payment_intent_id: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'succeeded', payment_intent_id = $3, updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'processing', 'retrying')
+           AND (payment_intent_id IS NULL OR payment_intent_id = $3)",
+        id,
+        attempt,
+        payment_intent_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Any open status (`pending`, `processing`, `requires_recheckout`, `retrying`) → `failed`, with
+/// Stripe's code and message or Kassa's reason (e.g. a re-checkout link that expired twice).
+/// Returns false (and changes nothing) if the charge is unknown or final already.
+pub async fn mark_charge_failed(
+    conn: &mut PgConnection,
+    id: i64,
+    code: &str,
+    message: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'failed', failure_code = $2, failure_message = $3,
+             updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'processing', 'requires_recheckout', 'retrying')",
+        id,
+        code,
+        message,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// `pending`, `processing` or `retrying` → `requires_recheckout` for `attempt`: the saved card
+/// was declined. Records the PaymentIntent (when Stripe's error names one), the decline code and
+/// Stripe's code and message, and clears the previous re-checkout link and reminder count; set
+/// the new link with [`set_recheckout_session`]. Returns false (and changes nothing) if the
+/// charge is elsewhere, on another attempt, or already names another PaymentIntent.
+pub async fn mark_charge_requires_recheckout(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    payment_intent_id: Option<&str>,
+    decline_code: Option<&str>,
+    code: &str,
+    message: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'requires_recheckout',
+             payment_intent_id = COALESCE($3, payment_intent_id),
+             decline_code = $4, failure_code = $5, failure_message = $6,
+             recheckout_session_id = NULL, recheckout_url = NULL, recheckout_expires_at = NULL,
+             reminders_sent = 0, updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'processing', 'retrying')
+           AND ($3::text IS NULL OR payment_intent_id IS NULL OR payment_intent_id = $3)",
+        id,
+        attempt,
+        payment_intent_id,
+        decline_code,
+        code,
+        message,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records the Checkout Session a `requires_recheckout` charge's customer re-pays with, and how
+/// many reminders were sent (0 with the first link, 1 with the reminder's new link). Returns
+/// false (and changes nothing) if the charge is not awaiting a re-checkout, already has this
+/// session, or has sent more reminders than `reminders_sent`.
+pub async fn set_recheckout_session(
+    conn: &mut PgConnection,
+    id: i64,
+    session_id: &str,
+    url: &str,
+    expires_at: OffsetDateTime,
+    reminders_sent: i32,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET recheckout_session_id = $2, recheckout_url = $3,
+             recheckout_expires_at = $4, reminders_sent = $5, updated_at = now()
+         WHERE id = $1 AND status = 'requires_recheckout'
+           AND recheckout_session_id IS DISTINCT FROM $2 AND reminders_sent <= $5",
+        id,
+        session_id,
+        url,
+        expires_at,
+        reminders_sent,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// `requires_recheckout` → `retrying` as `next_attempt`, which must be the current attempt + 1:
+/// the customer gave a new card. Forgets the previous attempt's PaymentIntent. Returns false
+/// (and changes nothing) otherwise, e.g. when the completion of the session is redelivered.
+pub async fn mark_charge_retrying(
+    conn: &mut PgConnection,
+    id: i64,
+    next_attempt: i32,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'retrying', attempt = $2, payment_intent_id = NULL,
+             updated_at = now()
+         WHERE id = $1 AND status = 'requires_recheckout' AND attempt + 1 = $2",
+        id,
+        next_attempt,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Applies a `payment_intent.*` webhook's `outcome` to the charge whose current PaymentIntent is
+/// `payment_intent_id`, only while that charge is open (`pending`, `processing`, `retrying`;
+/// `processing` only from `pending` or `retrying`). Returns the charge as updated, or `None` if
+/// no open charge has that PaymentIntent or the outcome changes nothing.
+pub async fn settle_charge_by_payment_intent(
+    conn: &mut PgConnection,
+    payment_intent_id: &str,
+    outcome: &PaymentIntentOutcome,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    let row = match outcome {
+        PaymentIntentOutcome::Succeeded => {
+            sqlx::query_as!(
+                ChargeRow,
+                "UPDATE charges SET status = 'succeeded', updated_at = now()
+                 WHERE payment_intent_id = $1 AND status IN ('pending', 'processing', 'retrying')
+                 RETURNING id, reference, customer_id, payment_method_id, amount, currency,
+                           description, metadata, status, attempt, payment_intent_id,
+                           decline_code, failure_code, failure_message, recheckout_session_id,
+                           recheckout_url, recheckout_expires_at, reminders_sent, livemode,
+                           created_at, updated_at",
+                payment_intent_id,
+            )
+            .fetch_optional(conn)
+            .await?
+        }
+        PaymentIntentOutcome::Failed { code, message } => {
+            sqlx::query_as!(
+                ChargeRow,
+                "UPDATE charges SET status = 'failed', failure_code = $2, failure_message = $3,
+                     updated_at = now()
+                 WHERE payment_intent_id = $1 AND status IN ('pending', 'processing', 'retrying')
+                 RETURNING id, reference, customer_id, payment_method_id, amount, currency,
+                           description, metadata, status, attempt, payment_intent_id,
+                           decline_code, failure_code, failure_message, recheckout_session_id,
+                           recheckout_url, recheckout_expires_at, reminders_sent, livemode,
+                           created_at, updated_at",
+                payment_intent_id,
+                code,
+                message,
+            )
+            .fetch_optional(conn)
+            .await?
+        }
+        PaymentIntentOutcome::Processing => {
+            sqlx::query_as!(
+                ChargeRow,
+                "UPDATE charges SET status = 'processing', updated_at = now()
+                 WHERE payment_intent_id = $1 AND status IN ('pending', 'retrying')
+                 RETURNING id, reference, customer_id, payment_method_id, amount, currency,
+                           description, metadata, status, attempt, payment_intent_id,
+                           decline_code, failure_code, failure_message, recheckout_session_id,
+                           recheckout_url, recheckout_expires_at, reminders_sent, livemode,
+                           created_at, updated_at",
+                payment_intent_id,
+            )
+            .fetch_optional(conn)
+            .await?
+        }
+    };
+    record(row)
+}
+
+impl Store {
+    /// Charge `id`, if recorded.
+    pub async fn charge(&self, id: i64) -> Result<Option<ChargeRecord>, StoreError> {
+        charge(&self.pool, id).await
+    }
+
+    /// The charge recorded under the client's `reference`, if any.
+    pub async fn charge_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<ChargeRecord>, StoreError> {
+        charge_by_reference(&self.pool, reference).await
+    }
+
+    /// The charge whose current re-checkout is `session_id`; see [`charge_by_recheckout_session`].
+    pub async fn charge_by_recheckout_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<ChargeRecord>, StoreError> {
+        charge_by_recheckout_session(&self.pool, session_id).await
+    }
+
+    /// A page of charges in id order; see [`list_charges`].
+    pub async fn list_charges(
+        &self,
+        status: Option<ChargeStatus>,
+        limit: u32,
+        after_id: Option<i64>,
+    ) -> Result<Vec<ChargeRecord>, StoreError> {
+        list_charges(&self.pool, status, limit, after_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for status in [
+            ChargeStatus::Pending,
+            ChargeStatus::Processing,
+            ChargeStatus::Succeeded,
+            ChargeStatus::RequiresRecheckout,
+            ChargeStatus::Retrying,
+            ChargeStatus::Failed,
+        ] {
+            assert_eq!(status.as_str().parse::<ChargeStatus>().ok(), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert!("refunded".parse::<ChargeStatus>().is_err());
+        assert!(ChargeStatus::Succeeded.is_final() && ChargeStatus::Failed.is_final());
+        assert!(!ChargeStatus::RequiresRecheckout.is_final());
+    }
+}

@@ -504,3 +504,64 @@ async fn a_worker_killed_between_a_stripe_call_and_the_commit_leaves_no_duplicat
     let _ = restarted.wait().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_500_stripe_saved_after_executing_is_replayed_to_the_same_key_and_the_next_attempt_gets_past_it(
+) {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = completed["id"].as_str().unwrap().to_owned();
+    // The attach happens, then Stripe answers 500 and saves that answer under the key.
+    app.sim().set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 500,
+        max_faults: Some(1),
+        path_contains: Some("/attach".into()),
+        after_execution: true,
+        ..Faults::default()
+    });
+    app.publish_event(&completed).await;
+    app.processed(&event_id).await;
+    assert_card_saved(&app, &session).await;
+
+    let attaches = app.calls("POST", "/attach");
+    let first_key = format!("kassa:{event_id}:attach_payment_method");
+    let with_first_key: Vec<_> = attaches
+        .iter()
+        .filter(|c| c.idempotency_key.as_deref() == Some(first_key.as_str()))
+        .collect();
+    assert!(
+        with_first_key.len() >= 2,
+        "the client retried the same key: {attaches:?}"
+    );
+    assert!(
+        with_first_key.iter().all(|c| c.status == 500),
+        "and Stripe replayed the saved 500 each time: {attaches:?}"
+    );
+    assert!(
+        with_first_key[1..].iter().all(|c| c.replayed),
+        "{attaches:?}"
+    );
+    // The retry from the ladder read the card's owner first: already attached, nothing to redo.
+    assert!(
+        attaches
+            .iter()
+            .all(|c| c.idempotency_key.as_deref() == Some(first_key.as_str())),
+        "no second attach was needed: {attaches:?}"
+    );
+    let stored = app.store().event(&event_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.attempts, 2,
+        "one failed attempt, then the one that committed"
+    );
+    app.cleanup().await;
+}

@@ -286,18 +286,26 @@ async fn answer(
         expand::apply(ctx.store, &mut v, &expand)?;
         Ok::<Bytes, ApiError>(to_bytes(&v))
     });
-    let answer = match &result {
-        Ok(body) => Answer {
+    let failed_after = shared
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .intercept_after(path);
+    let answer = match (&result, &failed_after) {
+        (_, Some(e)) => Answer::error(e),
+        (Ok(body), None) => Answer {
             status: StatusCode::OK,
             body: body.clone(),
             should_retry: None,
             original_request: None,
         },
-        Err(e) => Answer::error(e),
+        (Err(e), None) => Answer::error(e),
     };
     if let Some(held) = held {
-        // Saved once the endpoint began executing: a success, or an error after a change (a decline).
-        let saved = (result.is_ok() || mutated).then(|| Saved {
+        // Saved once the endpoint began executing: a success, an error after a change (a
+        // decline), or a failure injected after execution (Stripe replays those, 500s included).
+        let executed = result.is_ok() || mutated || failed_after.is_some();
+        let saved = executed.then(|| Saved {
             status: answer.status.as_u16(),
             body: answer.body.clone(),
             request_id: request_id.to_owned(),

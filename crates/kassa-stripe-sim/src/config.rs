@@ -70,6 +70,11 @@ pub struct Faults {
     pub error_status: u16,
     /// Inject errors only into requests whose path contains this (e.g. `/attach`); `None`: all.
     pub path_contains: Option<String>,
+    /// Inject the error *after* the request executed (its effect happened) instead of before.
+    /// Stripe saves such a result under the Idempotency-Key and replays it, 500s included
+    /// ("Subsequent requests with the same key return the same result, including 500 errors",
+    /// docs: idempotent requests), so a retry with the same key cannot succeed.
+    pub after_execution: bool,
     /// At most this many injected errors since the faults were set; `None` is unlimited.
     pub max_faults: Option<u64>,
     /// Added to every executed `/v1` request, while its idempotency key is held.
@@ -91,6 +96,7 @@ impl Default for Faults {
             error_rate: 0.0,
             error_status: 500,
             path_contains: None,
+            after_execution: false,
             max_faults: None,
             latency: Duration::ZERO,
             rate_limit_per_sec: None,

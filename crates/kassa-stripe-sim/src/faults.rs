@@ -91,6 +91,21 @@ impl FaultState {
                 return Some(ApiError::rate_limited());
             }
         }
+        if self.faults.after_execution {
+            return None;
+        }
+        self.inject(path)
+    }
+
+    /// The error injected after a request executed, when the faults say `after_execution`.
+    pub fn intercept_after(&mut self, path: &str) -> Option<ApiError> {
+        if !self.faults.after_execution {
+            return None;
+        }
+        self.inject(path)
+    }
+
+    fn inject(&mut self, path: &str) -> Option<ApiError> {
         let f = &self.faults;
         let capped = f.max_faults.is_some_and(|max| self.injected >= max);
         let targeted = f.path_contains.as_deref().is_none_or(|p| path.contains(p));

@@ -178,21 +178,25 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
 #[tokio::test]
 async fn a_key_still_executing_answers_409() {
     let s = Sim::start(SimConfig::default()).await;
+    // The key is held while the first request executes (1 s of latency): whichever of the two
+    // concurrent requests arrives first executes, and the other must get 409.
     s.sim.set_faults(Faults {
-        latency: Duration::from_millis(300),
+        latency: Duration::from_millis(1000),
         ..Faults::default()
     });
-    let (a, b) = tokio::join!(s.post("/v1/payment_intents", PI, Some("same")), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        s.post("/v1/payment_intents", PI, Some("same")).await
-    });
-    assert_eq!((a.status, b.status), (200, 409));
-    assert_eq!(b.body["error"]["type"], "idempotency_error");
-    assert_eq!(b.body["error"]["code"], "idempotency_key_in_use");
+    let (a, b) = tokio::join!(
+        s.post("/v1/payment_intents", PI, Some("same")),
+        s.post("/v1/payment_intents", PI, Some("same"))
+    );
+    let (done, conflict) = if a.status == 200 { (a, b) } else { (b, a) };
+    assert_eq!((done.status, conflict.status), (200, 409));
+    assert_eq!(conflict.body["error"]["type"], "idempotency_error");
+    assert_eq!(conflict.body["error"]["code"], "idempotency_key_in_use");
     // The conflict was not saved; the first result was.
+    s.sim.set_faults(Faults::default());
     let c = s.post("/v1/payment_intents", PI, Some("same")).await;
     assert_eq!(c.status, 200);
-    assert_eq!(c.body["id"], a.body["id"]);
+    assert_eq!(c.body["id"], done.body["id"]);
     assert_eq!(c.header("idempotent-replayed"), Some("true"));
     s.sim.shutdown().await;
 }

@@ -93,7 +93,7 @@ impl EventHandler {
             Err(error) => return self.failed(HandlerError::from(error), attempt, None).await,
         };
         let object_id = event.object_id().unwrap_or_default().to_owned();
-        let keys = KeyScope::new(event.id.clone());
+        let keys = KeyScope::new(event.id.clone(), attempt);
         let conn = claimed.conn();
         // Before the re-fetch: concurrent events about one object then commit in fetch order.
         if let Err(error) = kassa_store::events::lock_stripe_object(conn, &object_id).await {

@@ -19,20 +19,46 @@ use tracing::info;
 /// Metadata key that ties a re-checkout session to the back-office charge it collects a card for.
 pub const CHARGE_ID_METADATA: &str = "kassa_charge_id";
 
-/// Idempotency keys `kassa:{scope}:{step}`, the scope being the job (the event id).
+/// Idempotency keys of one handling attempt of one event: `kassa:{event id}:{step}` on the first
+/// attempt, `kassa:{event id}:{step}:retry{n}` on the n-th retry from the retry ladder.
+///
+/// A crash redelivers the same attempt, so the same keys: Stripe replays what already happened and
+/// nothing is done twice. A retry from the ladder gets fresh keys, because Stripe saves a result
+/// once the request began executing — 500s included — and replays it to the same key for 24 hours,
+/// so the same key could never get past a saved failure. Fresh keys are safe because every step
+/// reads Stripe's state first (the card's owner, an existing customer for the session) or is
+/// idempotent by nature (setting the default card).
 #[derive(Debug, Clone)]
-pub struct KeyScope(String);
+pub struct KeyScope {
+    event_id: String,
+    attempt: u32,
+}
 
 impl KeyScope {
-    /// Keys scoped to `scope`, e.g. the event id.
-    pub fn new(scope: impl Into<String>) -> Self {
-        Self(scope.into())
+    /// Keys for `attempt` (0 = first delivery) of event `event_id`.
+    pub fn new(event_id: impl Into<String>, attempt: u32) -> Self {
+        Self {
+            event_id: event_id.into(),
+            attempt,
+        }
     }
 
-    /// The key of one step.
+    /// The key of one step in this attempt.
     pub fn key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
-        IdempotencyKey::new(format!("kassa:{}:{step}", self.0))
-            .map_err(|e| HandlerError::Permanent(format!("idempotency key for {step}: {e}")))
+        match self.attempt {
+            0 => self.stable_key(step),
+            n => Self::make(format!("kassa:{}:{step}:retry{n}", self.event_id)),
+        }
+    }
+
+    /// The same key for every attempt, for a step whose state cannot be read back first.
+    pub fn stable_key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
+        Self::make(format!("kassa:{}:{step}", self.event_id))
+    }
+
+    fn make(key: String) -> Result<IdempotencyKey, HandlerError> {
+        IdempotencyKey::new(key)
+            .map_err(|e| HandlerError::Permanent(format!("idempotency key: {e}")))
     }
 }
 
@@ -180,6 +206,7 @@ async fn find_or_create_customer(
 ) -> Result<String, HandlerError> {
     let details = session.customer_details.clone().unwrap_or_default();
     let email = details.email.or_else(|| session.customer_email.clone());
+    let looked_up = email.is_some();
     if let Some(email) = &email {
         let params = ListCustomers {
             email: Some(email.clone()),
@@ -204,10 +231,13 @@ async fn find_or_create_customer(
         metadata: Some(metadata),
         ..Default::default()
     };
-    let customer = stripe
-        .customers()
-        .create(&params, &keys.key("create_customer")?)
-        .await?;
+    // Without an e-mail there is no lookup, so the key must stay the same on every attempt.
+    let key = if looked_up {
+        keys.key("create_customer")?
+    } else {
+        keys.stable_key("create_customer")?
+    };
+    let customer = stripe.customers().create(&params, &key).await?;
     info!(customer_id = %customer.id, "customer created");
     Ok(customer.id)
 }

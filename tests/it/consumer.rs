@@ -320,3 +320,65 @@ async fn dlq_lists_without_removing_and_replay_puts_the_message_back_once() {
     );
     rig.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_consumer_whose_queue_was_deleted_declares_it_again_and_goes_on() {
+    let handler = Arc::new(Scripted::default());
+    let rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_before_delete").await;
+    eventually(Duration::from_secs(10), "the first event", || async {
+        handler
+            .seen
+            .lock()
+            .unwrap()
+            .contains_key("evt_before_delete")
+            .then_some(())
+    })
+    .await;
+
+    let channel = rig.broker.open_channel().await.unwrap();
+    channel
+        .queue_delete(
+            rig.topology.fulfillment_queue().as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    // Publishing confirms only once a queue is bound again, which is the consumer's doing.
+    eventually(
+        Duration::from_secs(20),
+        "the queue to be declared again",
+        || async {
+            let options = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let probe = rig.broker.open_channel().await.ok()?;
+            let found = probe
+                .queue_declare(
+                    rig.topology.fulfillment_queue().as_str().into(),
+                    options,
+                    Default::default(),
+                )
+                .await
+                .is_ok();
+            found.then_some(())
+        },
+    )
+    .await;
+    rig.publish_event("evt_after_delete").await;
+    eventually(
+        Duration::from_secs(10),
+        "the event after the queue came back",
+        || async {
+            handler
+                .seen
+                .lock()
+                .unwrap()
+                .contains_key("evt_after_delete")
+                .then_some(())
+        },
+    )
+    .await;
+    rig.cleanup().await;
+}

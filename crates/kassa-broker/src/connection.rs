@@ -163,6 +163,14 @@ impl Broker {
             .map_err(BrokerError::amqp("channel.open"))
     }
 
+    /// Declares the topology again on a fresh channel (after someone deleted a queue, say).
+    pub async fn declare_topology(&self) -> Result<(), BrokerError> {
+        let channel = self.open_channel().await?;
+        let declared = self.topology().declare(&channel).await;
+        let _ = channel.close(200, "topology declared".into()).await;
+        declared
+    }
+
     pub(crate) fn live(&self) -> Option<Arc<Live>> {
         match self.inner.live.read() {
             Ok(guard) => guard.clone(),

@@ -16,6 +16,7 @@ use crate::Broker;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use std::future::Future;
 use std::sync::Arc;
@@ -97,6 +98,14 @@ pub async fn run_consumer<H: MessageHandler>(
             consume_once(&broker, &config, &queue, &handler, &slots, &shutdown).await
         {
             warn!(%queue, %error, "consumer interrupted; resuming when RabbitMQ is back");
+            if is_not_found(&error) {
+                // The queue is gone (deleted by hand?): declare the topology again rather than
+                // retrying a consume that cannot succeed.
+                match broker.declare_topology().await {
+                    Ok(()) => info!(%queue, "topology declared again"),
+                    Err(error) => warn!(%queue, %error, "could not declare the topology again"),
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -298,6 +307,14 @@ async fn republish(
             headers: Some(headers),
         })
         .await
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(e)
+            if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    )
 }
 
 fn property(value: &Option<ShortString>) -> String {

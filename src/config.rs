@@ -231,6 +231,13 @@ pub struct WorkerArgs {
     /// Unacknowledged messages RabbitMQ sends ahead to this process.
     #[arg(long, env = "KASSA_WORKER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_prefetch: u16,
+    /// Kassa's public base URL: re-pay links send customers back to its pages.
+    #[arg(
+        long,
+        env = "KASSA_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: url::Url,
 }
 
 impl WorkerArgs {
@@ -252,6 +259,7 @@ impl WorkerArgs {
         WorkerConfig {
             prefetch: self.worker_prefetch,
             concurrency: self.worker_concurrency as usize,
+            public_url: self.public_url.as_str().trim_end_matches('/').to_owned(),
         }
     }
 }

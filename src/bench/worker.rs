@@ -179,6 +179,7 @@ impl Rig {
             WorkerConfig {
                 prefetch: (concurrency * 2) as u16,
                 concurrency,
+                ..WorkerConfig::default()
             },
         );
         let started = Instant::now();

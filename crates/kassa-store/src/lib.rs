@@ -14,6 +14,7 @@
 //! (regenerate with `crates/kassa-store/scripts/sqlx-prepare` after changing a query or a
 //! migration), so building needs no database.
 
+pub mod charge_jobs;
 pub mod charges;
 pub mod checkout_sessions;
 pub mod customers;
@@ -22,6 +23,7 @@ pub mod events;
 pub mod outbox;
 mod pool;
 
+pub use charge_jobs::{ChargeJob, JobRoute};
 pub use charges::{ChargeRecord, ChargeStatus, NewCharge, PaymentIntentOutcome};
 pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
 pub use customers::{CustomerRecord, PaymentMethodRecord};

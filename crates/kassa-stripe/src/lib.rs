@@ -33,6 +33,7 @@ pub mod error;
 pub mod form;
 pub mod idempotency;
 pub mod key;
+pub mod money;
 pub mod objects;
 pub mod resources;
 pub mod webhook;

@@ -1,13 +1,15 @@
 //! The event consumer's handler: parse, check the mode, claim in the inbox, dispatch by type,
 //! commit with the inbox mark, and say whether to ack, retry or dead-letter.
 
+use crate::charges::ChargeExecutor;
 use crate::records;
-use crate::setup::{fulfil_checkout_session, KeyScope};
+use crate::setup::{fulfil_checkout_session, KeyScope, SavedCard};
 use crate::HandlerError;
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use kassa_store::{EventClaim, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::Client;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
@@ -19,6 +21,7 @@ enum Handled {
     SetupIntent,
     PaymentMethod,
     Customer,
+    PaymentIntent,
 }
 
 impl Handled {
@@ -33,6 +36,9 @@ impl Handled {
                 Handled::PaymentMethod
             }
             "customer.created" | "customer.updated" | "customer.deleted" => Handled::Customer,
+            "payment_intent.succeeded"
+            | "payment_intent.payment_failed"
+            | "payment_intent.processing" => Handled::PaymentIntent,
             _ => return None,
         })
     }
@@ -42,16 +48,18 @@ impl Handled {
 pub struct EventHandler {
     stripe: Client,
     store: Store,
+    charges: Arc<ChargeExecutor>,
     /// Rungs of the retry ladder: a transient failure on the last one ends in the dead letters.
     retries: u32,
 }
 
 impl EventHandler {
     /// A handler over this client and store; `retries` is the length of the retry ladder.
-    pub fn new(stripe: Client, store: Store, retries: u32) -> Self {
+    pub fn new(stripe: Client, store: Store, charges: Arc<ChargeExecutor>, retries: u32) -> Self {
         Self {
             stripe,
             store,
+            charges,
             retries,
         }
     }
@@ -101,13 +109,23 @@ impl EventHandler {
         }
         let result = match handled {
             Handled::SessionCompleted => {
-                fulfil_checkout_session(&self.stripe, conn, &object_id, &keys)
-                    .await
-                    .map(|_| ())
+                match fulfil_checkout_session(&self.stripe, conn, &object_id, &keys).await {
+                    // A re-checkout: the new card is the default now; the charge goes again.
+                    Ok(Some(SavedCard {
+                        charge_id: Some(charge_id),
+                        ..
+                    })) => self.charges.retry_after_recheckout(conn, charge_id).await,
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error),
+                }
             }
             Handled::SessionExpired => {
-                records::record_checkout_session(&self.stripe, conn, &object_id).await
+                match records::record_checkout_session(&self.stripe, conn, &object_id).await {
+                    Ok(()) => self.charges.recheckout_expired(conn, &object_id).await,
+                    Err(error) => Err(error),
+                }
             }
+            Handled::PaymentIntent => self.charges.settle(conn, &object_id).await,
             Handled::SetupIntent => {
                 records::record_setup_intent(&self.stripe, conn, &object_id).await
             }

@@ -7,9 +7,12 @@
 //! together with the inbox mark; the message is acked only after that commit. So a crash at any
 //! point repeats Stripe calls that Stripe then replays, and never doubles an effect.
 
+pub mod charges;
 pub mod error;
 pub mod events;
+pub mod mailer;
 pub mod records;
+pub mod relay;
 pub mod setup;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};
@@ -18,16 +21,20 @@ use kassa_stripe::Client;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+pub use charges::{ChargeExecutor, RecheckoutPages};
 pub use error::HandlerError;
 pub use events::EventHandler;
 
 /// How much work one worker process takes on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Unacked messages RabbitMQ sends ahead.
     pub prefetch: u16,
-    /// Events handled at once (each holds a database connection while it runs).
+    /// Events handled at once (each holds a database connection while it runs); the charge
+    /// executor gets as many again.
     pub concurrency: usize,
+    /// `KASSA_PUBLIC_URL`: where re-pay links send customers back to.
+    pub public_url: String,
 }
 
 impl Default for WorkerConfig {
@@ -35,6 +42,7 @@ impl Default for WorkerConfig {
         Self {
             prefetch: 32,
             concurrency: 16,
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -59,17 +67,47 @@ impl Worker {
         }
     }
 
-    /// Consumes until `shutdown`, then waits for in-flight events to commit or roll back.
+    /// Consumes events and charge jobs and relays the outbox until `shutdown`, then waits for
+    /// in-flight work to commit or roll back.
     pub async fn run(self, shutdown: CancellationToken) {
-        let retries =
-            u32::try_from(self.broker.topology().retry_ladder().len()).unwrap_or(u32::MAX);
-        let handler = Arc::new(EventHandler::new(self.stripe, self.store, retries));
-        let consumer = ConsumerConfig {
-            work: WorkQueue::Events,
+        let topology = self.broker.topology().clone();
+        let retries = u32::try_from(topology.retry_ladder().len()).unwrap_or(u32::MAX);
+        let pages = RecheckoutPages {
+            public_url: self.config.public_url.clone(),
+        };
+        let charges = Arc::new(ChargeExecutor::new(
+            self.stripe.clone(),
+            self.store.clone(),
+            topology,
+            pages,
+            retries,
+        ));
+        let events = Arc::new(EventHandler::new(
+            self.stripe,
+            self.store.clone(),
+            charges.clone(),
+            retries,
+        ));
+        let consumer = |work, tag: &str| ConsumerConfig {
+            work,
             prefetch: self.config.prefetch,
             concurrency: self.config.concurrency,
-            tag: "kassa-worker-events".into(),
+            tag: tag.into(),
         };
-        run_consumer(self.broker, consumer, handler, shutdown).await;
+        tokio::join!(
+            run_consumer(
+                self.broker.clone(),
+                consumer(WorkQueue::Events, "kassa-worker-events"),
+                events,
+                shutdown.clone()
+            ),
+            run_consumer(
+                self.broker.clone(),
+                consumer(WorkQueue::Charges, "kassa-worker-charges"),
+                charges,
+                shutdown.clone()
+            ),
+            relay::run_outbox_relay(self.store, self.broker, shutdown),
+        );
     }
 }

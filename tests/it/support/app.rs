@@ -84,6 +84,7 @@ impl TestApp {
             worker: options.worker.then_some(WorkerConfig {
                 prefetch: 16,
                 concurrency: 8,
+                ..WorkerConfig::default()
             }),
         };
         let stack = Stack::start(config).await.expect("stack starts");

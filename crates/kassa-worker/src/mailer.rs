@@ -1,0 +1,660 @@
+//! The re-pay e-mail: when a saved card fails off-session, the customer gets a message (plain text
+//! and HTML) with the amount, the reason in plain words, and a link to pay with another card.
+//!
+//! SMTP goes through lettre's async tokio transport over rustls with ring. The SMTP password is
+//! never printed: not by `Debug`, not in an error. Every send has a time limit, and every failure
+//! says whether trying again later can help ([`MailError::is_transient`]).
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::fmt;
+use std::time::Duration;
+
+/// The sender when `KASSA_MAIL_FROM` is not set.
+pub const DEFAULT_FROM: &str = "Kassa <no-reply@localhost>";
+
+/// How long one send may take, connection included, unless told otherwise.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an e-mail was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// The SMTP URL or the sender address is unusable (fails at start; never holds the password).
+    #[error("mail settings: {0}")]
+    Config(String),
+    /// The recipient's address is not an e-mail address.
+    #[error("{address:?} is not an e-mail address")]
+    BadAddress {
+        /// The address as given.
+        address: String,
+    },
+    /// The message could not be built (e.g. the link is not an http(s) URL).
+    #[error("the e-mail could not be built: {0}")]
+    Message(String),
+    /// The server could not be reached or the connection broke (refused, reset, TLS).
+    #[error("the mail server could not be reached: {0}")]
+    Connection(String),
+    /// The send took longer than its time limit.
+    #[error("the mail server did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The server answered 4xx: it may accept the message later.
+    #[error("the mail server refused for now ({code}): {message}")]
+    TransientRefusal {
+        /// The SMTP reply code, e.g. 451.
+        code: u16,
+        /// What the server said.
+        message: String,
+    },
+    /// The server answered 5xx: sending the same message again will fail again.
+    #[error("the mail server refused ({code}): {message}")]
+    PermanentRefusal {
+        /// The SMTP reply code, e.g. 550.
+        code: u16,
+        /// What the server said.
+        message: String,
+    },
+}
+
+impl MailError {
+    /// Whether the same e-mail may go through later: connection problems, time-outs and 4xx
+    /// replies; not 5xx replies, bad addresses, bad settings or a message that cannot be built.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            MailError::Connection(_) | MailError::Timeout(_) | MailError::TransientRefusal { .. }
+        )
+    }
+
+    fn from_smtp(error: lettre::transport::smtp::Error) -> Self {
+        let code = error.status().map(u16::from);
+        let message = error.to_string();
+        if error.is_transient() {
+            MailError::TransientRefusal {
+                code: code.unwrap_or(400),
+                message,
+            }
+        } else if error.is_permanent() {
+            MailError::PermanentRefusal {
+                code: code.unwrap_or(500),
+                message,
+            }
+        } else {
+            // Connection refused or reset, TLS handshake, a reply that is not SMTP: the message
+            // itself is fine, so the caller retries.
+            MailError::Connection(message)
+        }
+    }
+}
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// TLS from the first byte (`smtps://`, port 465 by default).
+    Tls,
+    /// Plain connection upgraded with STARTTLS, which the server must offer (`smtp://`, port 587).
+    StartTls,
+    /// STARTTLS when the server offers it, else plain text (`?tls=opportunistic`); open to a
+    /// man in the middle.
+    Opportunistic,
+    /// No encryption at all (`?tls=none`), for a local mail sink.
+    None,
+}
+
+/// Settings besides the URL.
+#[derive(Debug, Clone)]
+pub struct MailerOptions {
+    /// The sender, e.g. `Kassa <no-reply@example.com>` (`KASSA_MAIL_FROM`).
+    pub from: String,
+    /// Time limit for one send, connection included.
+    pub timeout: Duration,
+}
+
+impl Default for MailerOptions {
+    fn default() -> Self {
+        Self {
+            from: DEFAULT_FROM.into(),
+            timeout: DEFAULT_SEND_TIMEOUT,
+        }
+    }
+}
+
+/// Sends Kassa's e-mails over SMTP.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    host: String,
+    port: u16,
+    security: SmtpSecurity,
+    user: Option<String>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // By hand: the transport holds the credentials.
+        f.debug_struct("Mailer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("user", &self.user)
+            .field("password", &self.user.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Mailer {
+    /// A mailer for a `KASSA_SMTP_URL` with the default sender and time limit; see
+    /// [`Mailer::from_url_with`].
+    pub fn from_url(url: &str) -> Result<Self, MailError> {
+        Self::from_url_with(url, MailerOptions::default())
+    }
+
+    /// A mailer for `scheme://[user[:password]@]host[:port][/ehlo-name][?tls=…]`:
+    /// `smtps://` → TLS (port 465); `smtp://` → STARTTLS required (port 587);
+    /// `smtp://…?tls=opportunistic` → STARTTLS if offered; `smtp://…?tls=none` → plain text
+    /// (port 25), for local sinks. User and password are percent-decoded.
+    ///
+    /// Unlike lettre's own `from_url`, a bare `smtp://` never sends in plain text.
+    pub fn from_url_with(url: &str, options: MailerOptions) -> Result<Self, MailError> {
+        // Errors below never quote the URL: it may hold the password.
+        let parsed = url::Url::parse(url)
+            .map_err(|e| MailError::Config(format!("KASSA_SMTP_URL is not a URL ({e})")))?;
+        let host = parsed
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| MailError::Config("KASSA_SMTP_URL has no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls_param = parsed
+            .query_pairs()
+            .find(|(key, _)| key == "tls")
+            .map(|(_, value)| value.into_owned());
+        let (security, default_port) = match (parsed.scheme(), tls_param.as_deref()) {
+            ("smtps", None | Some("wrapper" | "tls")) => (SmtpSecurity::Tls, 465),
+            ("smtp", None | Some("required" | "starttls")) => (SmtpSecurity::StartTls, 587),
+            ("smtp", Some("opportunistic")) => (SmtpSecurity::Opportunistic, 587),
+            ("smtp", Some("none")) => (SmtpSecurity::None, 25),
+            (scheme, tls) => {
+                return Err(MailError::Config(format!(
+                    "KASSA_SMTP_URL: scheme {scheme:?} with tls={tls:?} is not supported \
+                     (use smtps://, smtp://, smtp://…?tls=opportunistic or smtp://…?tls=none)"
+                )))
+            }
+        };
+        let port = parsed.port().unwrap_or(default_port);
+
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+            .port(port)
+            .timeout(Some(options.timeout));
+        let tls_parameters = || {
+            TlsParameters::new(host.clone())
+                .map_err(|e| MailError::Config(format!("KASSA_SMTP_URL: TLS set-up failed ({e})")))
+        };
+        builder = match security {
+            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls_parameters()?)),
+            SmtpSecurity::StartTls => builder.tls(Tls::Required(tls_parameters()?)),
+            SmtpSecurity::Opportunistic => builder.tls(Tls::Opportunistic(tls_parameters()?)),
+            SmtpSecurity::None => builder.tls(Tls::None),
+        };
+
+        let ehlo_name = parsed.path().trim_matches('/');
+        if !ehlo_name.is_empty() {
+            builder = builder.hello_name(ClientId::Domain(ehlo_name.to_owned()));
+        }
+
+        let decode = |part: &str, what: &str| {
+            percent_decode(part).ok_or_else(|| {
+                MailError::Config(format!("KASSA_SMTP_URL: the {what} is not valid UTF-8"))
+            })
+        };
+        let user = if parsed.username().is_empty() {
+            None
+        } else {
+            let user = decode(parsed.username(), "user name")?;
+            let password = decode(parsed.password().unwrap_or(""), "password")?;
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+            Some(user)
+        };
+
+        let from: Mailbox = options.from.parse().map_err(|e| {
+            MailError::Config(format!(
+                "KASSA_MAIL_FROM {:?} is not an e-mail address ({e})",
+                options.from
+            ))
+        })?;
+
+        Ok(Self {
+            transport: builder.build(),
+            from,
+            host,
+            port,
+            security,
+            user,
+            timeout: options.timeout,
+        })
+    }
+
+    /// How the connection is protected.
+    pub fn security(&self) -> SmtpSecurity {
+        self.security
+    }
+
+    /// The sender.
+    pub fn from_address(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// Sends the re-pay e-mail (plain text and HTML) to `email.to`, within the time limit.
+    pub async fn send_repay(&self, email: &RepayEmail) -> Result<(), MailError> {
+        let message = self.repay_message(email)?;
+        self.send(message).await
+    }
+
+    /// The re-pay e-mail as it would be sent, for previews and tests.
+    pub fn repay_message(&self, email: &RepayEmail) -> Result<Message, MailError> {
+        let to: Mailbox = email.to.parse().map_err(|_| MailError::BadAddress {
+            address: email.to.clone(),
+        })?;
+        let link = url::Url::parse(&email.url)
+            .ok()
+            .filter(|link| matches!(link.scheme(), "https" | "http"))
+            .ok_or_else(|| MailError::Message("the re-pay link is not an http(s) URL".into()))?;
+        let content = RepayContent {
+            email,
+            link: link.as_str(),
+        };
+        // A Message-ID in the sender's domain: mail filters distrust messages without one.
+        let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.from.email.domain());
+        Message::builder()
+            .message_id(Some(message_id))
+            .from(self.from.clone())
+            .to(to)
+            .subject(content.subject())
+            .multipart(MultiPart::alternative_plain_html(
+                content.plain_text(),
+                content.html(),
+            ))
+            .map_err(|e| MailError::Message(e.to_string()))
+    }
+
+    async fn send(&self, message: Message) -> Result<(), MailError> {
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Err(_) => Err(MailError::Timeout(self.timeout)),
+            Ok(Err(error)) if error.is_timeout() => Err(MailError::Timeout(self.timeout)),
+            Ok(Err(error)) => Err(MailError::from_smtp(error)),
+            Ok(Ok(_response)) => Ok(()),
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[index], hex(index + 1), hex(index + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                index += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What the re-pay e-mail says. Every text is shown as given (HTML-escaped in the HTML part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepayEmail {
+    /// The customer's address.
+    pub to: String,
+    /// The customer's name, if known.
+    pub customer_name: Option<String>,
+    /// The amount for people, e.g. "$19.99" (`kassa_stripe::money::format_amount`).
+    pub amount_display: String,
+    /// Why the card failed, in plain words ([`decline_in_words`]).
+    pub decline_reason: String,
+    /// The Checkout Session URL where the customer enters a new card.
+    pub url: String,
+    /// When the link stops working, for people (e.g. "24 November 2026, 17:30 UTC").
+    pub expires_at_display: String,
+    /// Whether this is the one reminder sent with a new link after the first expired.
+    pub reminder: bool,
+}
+
+struct RepayContent<'a> {
+    email: &'a RepayEmail,
+    link: &'a str,
+}
+
+impl RepayContent<'_> {
+    fn subject(&self) -> String {
+        if self.email.reminder {
+            format!(
+                "Reminder: your payment of {} is still open",
+                self.email.amount_display
+            )
+        } else {
+            format!(
+                "Your payment of {} did not go through",
+                self.email.amount_display
+            )
+        }
+    }
+
+    fn greeting(&self) -> String {
+        match self.email.customer_name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => format!("Hello {name},"),
+            _ => "Hello,".into(),
+        }
+    }
+
+    fn opening(&self) -> String {
+        if self.email.reminder {
+            format!(
+                "Your payment of {} is still open, and the link we sent you has expired. \
+                 Here is a new one.",
+                self.email.amount_display
+            )
+        } else {
+            format!(
+                "We tried to charge {} to your saved card, but the payment did not go through.",
+                self.email.amount_display
+            )
+        }
+    }
+
+    fn plain_text(&self) -> String {
+        let e = self.email;
+        format!(
+            "{greeting}\n\n{opening}\n\n{reason}\n\nTo complete the payment with another card, \
+             open this link:\n{link}\n\nThe link works until {expires}.\n\nThank you.\n",
+            greeting = self.greeting(),
+            opening = self.opening(),
+            reason = e.decline_reason,
+            link = self.link,
+            expires = e.expires_at_display,
+        )
+    }
+
+    fn html(&self) -> String {
+        let e = self.email;
+        let link = escape_html(self.link);
+        format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{subject}</title></head>\n\
+             <body style=\"font-family: sans-serif; line-height: 1.5;\">\n\
+             <p>{greeting}</p>\n<p>{opening}</p>\n<p>{reason}</p>\n\
+             <p><a href=\"{link}\" style=\"display: inline-block; padding: 12px 24px; \
+             background: #635bff; color: #ffffff; text-decoration: none; border-radius: 6px;\">\
+             Pay {amount} with another card</a></p>\n\
+             <p>Or open this link: <a href=\"{link}\">{link}</a></p>\n\
+             <p>The link works until {expires}.</p>\n<p>Thank you.</p>\n</body></html>\n",
+            subject = escape_html(&self.subject()),
+            greeting = escape_html(&self.greeting()),
+            opening = escape_html(&self.opening()),
+            reason = escape_html(&e.decline_reason),
+            amount = escape_html(&e.amount_display),
+            expires = escape_html(&e.expires_at_display),
+        )
+    }
+}
+
+/// `text` safe inside HTML text and double- or single-quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Stripe decline code (`error.decline_code`, or `error.code` when there is none) in words for
+/// the customer, for the alert and the e-mail. Wording follows the "Next steps" column of
+/// Stripe's decline codes table (docs.stripe.com/declines/codes).
+pub fn decline_in_words(code: &str) -> &'static str {
+    match code.trim() {
+        // "card_declined": the error code of every card decline; "generic_decline" and
+        // "do_not_honor": "The card was declined for an unknown reason" — the customer should
+        // contact their bank.
+        "card_declined"
+        | "generic_decline"
+        | "do_not_honor"
+        | "call_issuer"
+        | "do_not_try_again"
+        | "no_action_taken"
+        | "not_permitted"
+        | "revocation_of_authorization"
+        | "transaction_not_allowed"
+        | "try_again_later" => "Your bank declined the payment.",
+        // Stripe: for lost_card, stolen_card, pickup_card, fraudulent, merchant_blacklist and
+        // restricted_card "the specific reason for the decline should not be reported to the
+        // customer. Instead, it needs to be presented as a generic_decline."
+        "lost_card" | "stolen_card" | "pickup_card" | "fraudulent" | "merchant_blacklist"
+        | "restricted_card" | "security_violation" => "Your bank declined the payment.",
+        // "The card has insufficient funds to complete the purchase."
+        "insufficient_funds" | "card_velocity_exceeded" | "withdrawal_count_limit_exceeded" => {
+            "The card has insufficient funds."
+        }
+        "expired_card" => "The card has expired.",
+        "incorrect_cvc" | "invalid_cvc" => "The card's security code (CVC) is incorrect.",
+        "incorrect_number" | "invalid_number" | "invalid_account" => {
+            "The card number is no longer valid."
+        }
+        "invalid_expiry_month" | "invalid_expiry_year" => "The card's expiry date is incorrect.",
+        // "An error occurred while processing the card": the customer may try again.
+        "processing_error" | "issuer_not_available" | "reenter_transaction" => {
+            "An error occurred while processing the card. Please try again or use another card."
+        }
+        // Off-session: "the card was declined because the transaction requires authentication
+        // such as 3D Secure" — the customer must come back on-session to confirm.
+        "authentication_required"
+        | "approve_with_id"
+        | "offline_pin_required"
+        | "online_or_offline_pin_required" => "Your bank asks you to confirm the payment.",
+        "card_not_supported" => "The card does not support this kind of payment.",
+        "currency_not_supported" => "The card does not support this currency.",
+        _ => "The payment with your saved card could not be completed.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> RepayEmail {
+        RepayEmail {
+            to: "ada@example.com".into(),
+            customer_name: Some("Ada".into()),
+            amount_display: "$19.99".into(),
+            decline_reason: decline_in_words("insufficient_funds").into(),
+            url: "https://checkout.stripe.com/c/pay/cs_test_1#x".into(),
+            expires_at_display: "24 November 2026, 17:30 UTC".into(),
+            reminder: false,
+        }
+    }
+
+    #[test]
+    fn urls_map_to_security() {
+        let cases = [
+            (
+                "smtp://u:p@mail.example.com:587",
+                SmtpSecurity::StartTls,
+                587,
+            ),
+            ("smtp://mail.example.com", SmtpSecurity::StartTls, 587),
+            (
+                "smtp://mail.example.com?tls=required",
+                SmtpSecurity::StartTls,
+                587,
+            ),
+            ("smtps://u:p@mail.example.com", SmtpSecurity::Tls, 465),
+            ("smtp://127.0.0.1:2525?tls=none", SmtpSecurity::None, 2525),
+            (
+                "smtp://mail.example.com?tls=opportunistic",
+                SmtpSecurity::Opportunistic,
+                587,
+            ),
+        ];
+        for (url, security, port) in cases {
+            let mailer = Mailer::from_url(url).expect(url);
+            assert_eq!(mailer.security(), security, "{url}");
+            assert_eq!(mailer.port, port, "{url}");
+        }
+    }
+
+    #[test]
+    fn password_never_printed() {
+        let url = "smtp://kassa:s3cr%40t-pw@mail.example.com:587";
+        let mailer = Mailer::from_url(url).unwrap();
+        let debug = format!("{mailer:?}");
+        assert!(!debug.contains("s3cr"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        assert_eq!(mailer.user.as_deref(), Some("kassa"));
+
+        for bad in [
+            "ftp://kassa:s3cr3t@mail.example.com",
+            "smtp://kassa:s3cr3t@mail.example.com?tls=maybe",
+            "smtp://kassa:s3cr3t@:25",
+            "not a url s3cr3t",
+        ] {
+            let error = Mailer::from_url(bad).unwrap_err();
+            assert!(matches!(error, MailError::Config(_)), "{bad}");
+            assert!(!error.to_string().contains("s3cr3t"), "{error}");
+            assert!(!format!("{error:?}").contains("s3cr3t"), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn bad_sender_is_a_config_error() {
+        let options = MailerOptions {
+            from: "not an address".into(),
+            ..MailerOptions::default()
+        };
+        let error = Mailer::from_url_with("smtp://127.0.0.1?tls=none", options).unwrap_err();
+        assert!(error.to_string().contains("KASSA_MAIL_FROM"), "{error}");
+        assert!(!error.is_transient());
+    }
+
+    #[test]
+    fn message_refuses_bad_address_and_link() {
+        let mailer = Mailer::from_url("smtp://127.0.0.1?tls=none").unwrap();
+        let bad_to = RepayEmail {
+            to: "not an address".into(),
+            ..email()
+        };
+        let error = mailer.repay_message(&bad_to).unwrap_err();
+        assert!(matches!(error, MailError::BadAddress { .. }));
+        assert!(!error.is_transient());
+
+        let bad_link = RepayEmail {
+            url: "javascript:alert(1)".into(),
+            ..email()
+        };
+        assert!(matches!(
+            mailer.repay_message(&bad_link),
+            Err(MailError::Message(_))
+        ));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let hostile = RepayEmail {
+            customer_name: Some("<script>alert('x')</script> & \"Co\"".into()),
+            url: "https://example.com/pay?a=1&b=\"2\"".into(),
+            ..email()
+        };
+        let link = url::Url::parse(&hostile.url).unwrap();
+        let content = RepayContent {
+            email: &hostile,
+            link: link.as_str(),
+        };
+        let html = content.html();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot;")
+        );
+        assert!(
+            html.contains("href=\"https://example.com/pay?a=1&amp;b=%222%22\""),
+            "{html}"
+        );
+        assert!(content.plain_text().contains("Hello <script>"));
+    }
+
+    #[test]
+    fn reminder_says_so() {
+        let reminder = RepayEmail {
+            reminder: true,
+            customer_name: None,
+            ..email()
+        };
+        let content = RepayContent {
+            email: &reminder,
+            link: "https://example.com/",
+        };
+        assert_eq!(
+            content.subject(),
+            "Reminder: your payment of $19.99 is still open"
+        );
+        assert!(content.plain_text().starts_with("Hello,\n"));
+        assert!(content.plain_text().contains("has expired"));
+    }
+
+    #[test]
+    fn decline_codes_in_words() {
+        assert_eq!(
+            decline_in_words("card_declined"),
+            "Your bank declined the payment."
+        );
+        assert_eq!(
+            decline_in_words("generic_decline"),
+            "Your bank declined the payment."
+        );
+        assert_eq!(
+            decline_in_words("insufficient_funds"),
+            "The card has insufficient funds."
+        );
+        assert_eq!(decline_in_words("expired_card"), "The card has expired.");
+        assert_eq!(
+            decline_in_words("lost_card"),
+            "Your bank declined the payment."
+        );
+        assert_eq!(
+            decline_in_words("incorrect_cvc"),
+            "The card's security code (CVC) is incorrect."
+        );
+        assert!(decline_in_words("processing_error").contains("try again"));
+        assert_eq!(
+            decline_in_words("authentication_required"),
+            "Your bank asks you to confirm the payment."
+        );
+        assert_eq!(
+            decline_in_words("something_new"),
+            "The payment with your saved card could not be completed."
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%40b%2Fc").as_deref(), Some("a@b/c"));
+        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}

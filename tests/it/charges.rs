@@ -1,0 +1,349 @@
+//! Back-office charges end to end (issue 6, executor part): a saved card is charged once, however
+//! often its job is delivered; a decline becomes a re-pay link and an alert, and the customer's
+//! new card completes the charge as attempt 2; an unused link gets one reminder, then the charge fails.
+
+use crate::support::app::{AppOptions, TestApp};
+use crate::support::eventually;
+use kassa_store::charges::{ChargeStatus, NewCharge};
+use kassa_store::ChargeJob;
+use kassa_stripe::IdempotencyKey;
+use kassa_worker::charges::job_route;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn key(step: &str) -> IdempotencyKey {
+    IdempotencyKey::new(format!("test:{step}:{}", uuid::Uuid::new_v4())).unwrap()
+}
+
+/// A customer whose default card is the given test card, made the way Stripe allows.
+async fn customer_with_card(app: &TestApp, test_card: &str) -> String {
+    let stripe = app.stripe();
+    let params = kassa_stripe::resources::CustomerParams {
+        email: Some(format!("{}@example.com", uuid::Uuid::new_v4().simple())),
+        ..Default::default()
+    };
+    let customer = stripe
+        .customers()
+        .create(&params, &key("customer"))
+        .await
+        .unwrap();
+    let card = stripe
+        .payment_methods()
+        .attach(test_card, &customer.id, &key("attach"))
+        .await
+        .unwrap();
+    stripe
+        .customers()
+        .set_default_payment_method(&customer.id, &card.id, &key("default"))
+        .await
+        .unwrap();
+    customer.id
+}
+
+async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
+    let new = NewCharge {
+        reference: format!("inv-{}", uuid::Uuid::new_v4().simple()),
+        customer_id: customer.into(),
+        payment_method_id: None,
+        amount,
+        currency: currency.into(),
+        description: Some("back-office test".into()),
+        metadata: json!({}),
+        livemode: false,
+    };
+    let (record, created) = app
+        .store()
+        .submit_charge(&job_route(&app.topology), &new)
+        .await
+        .unwrap();
+    assert!(created);
+    let (again, created_again) = app
+        .store()
+        .submit_charge(&job_route(&app.topology), &new)
+        .await
+        .unwrap();
+    assert!(!created_again, "the same reference creates nothing new");
+    assert_eq!(again.id, record.id);
+    record.id
+}
+
+async fn settled(app: &TestApp, id: i64, status: ChargeStatus) -> kassa_store::ChargeRecord {
+    eventually(
+        Duration::from_secs(30),
+        &format!("charge {id} to be {status}"),
+        || async {
+            app.store()
+                .charge(id)
+                .await
+                .unwrap()
+                .filter(|c| c.status == status)
+        },
+    )
+    .await
+}
+
+/// Alerts Kassa published (they wait in kassa.alerts.email until the mailer reads them).
+async fn alerts(app: &TestApp) -> Vec<(String, Value)> {
+    let channel = app.stack.broker.open_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = channel
+        .basic_get(
+            app.topology.alerts_email_queue().as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+    {
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        out.push((
+            m.delivery.routing_key.to_string(),
+            serde_json::from_slice(&m.delivery.data).unwrap(),
+        ));
+    }
+    out
+}
+
+/// Waits for an alert matching `wanted`, keeping every alert read in `seen`.
+async fn alert_where(
+    app: &TestApp,
+    seen: &mut Vec<(String, Value)>,
+    what: &str,
+    wanted: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        seen.extend(alerts(app).await);
+        if let Some((_, body)) = seen.iter().rev().find(|(k, b)| wanted(k, b)) {
+            return body.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; seen: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn alert(app: &TestApp, routing_key: &str, seen: &mut Vec<(String, Value)>) -> Value {
+    alert_where(app, seen, routing_key, |k, _| k == routing_key).await
+}
+
+async fn expire(app: &TestApp, session: &str) {
+    app.stripe()
+        .checkout_sessions()
+        .expire(session, &key("expire"))
+        .await
+        .unwrap();
+}
+
+fn successful_intents(app: &TestApp) -> Vec<kassa_stripe_sim::RecordedRequest> {
+    app.calls("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter(|c| c.path == "/v1/payment_intents" && c.status == 200 && !c.replayed)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let customer = customer_with_card(&app, "pm_card_visa").await;
+    let id = charge(&app, &customer, 1999, "usd").await;
+    let done = settled(&app, id, ChargeStatus::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+
+    // The same job again, twice at once (a duplicate delivery, a replay): nothing more happens.
+    let job = ChargeJob {
+        charge_id: id,
+        attempt: 1,
+    }
+    .message(&job_route(&app.topology));
+    let body = serde_json::to_vec(&job.body).unwrap();
+    let (first, second) = (app.stack.broker.publisher(), app.stack.broker.publisher());
+    let (a, b) = tokio::join!(
+        first.publish(kassa_broker::OutgoingMessage {
+            exchange: &job.exchange,
+            routing_key: &job.routing_key,
+            body: &body,
+            message_id: &job.message_id,
+            kind: "charge.execute",
+            headers: None
+        }),
+        second.publish(kassa_broker::OutgoingMessage {
+            exchange: &job.exchange,
+            routing_key: &job.routing_key,
+            body: &body,
+            message_id: &job.message_id,
+            kind: "charge.execute",
+            headers: None
+        }),
+    );
+    a.unwrap();
+    b.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the duplicate jobs to be consumed",
+        || async {
+            let channel = app.stack.broker.open_channel().await.ok()?;
+            let q = channel
+                .queue_declare(
+                    app.topology.charges_queue().as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .ok()?;
+            (q.message_count() == 0).then_some(())
+        },
+    )
+    .await;
+    let intents = successful_intents(&app);
+    assert_eq!(
+        intents.len(),
+        1,
+        "exactly one successful PaymentIntent: {intents:?}"
+    );
+    assert_eq!(
+        intents[0].idempotency_key.as_deref(),
+        Some(format!("kassa:charge:{id}:1").as_str())
+    );
+    let pi = app
+        .stripe()
+        .payment_intents()
+        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
+        .await
+        .unwrap();
+    assert_eq!((pi.amount, pi.currency.as_str()), (1999, "usd"));
+    app.cleanup().await;
+}
+
+async fn decline_then_repay(test_card: &str, expected_code: &str) {
+    let app = TestApp::spawn().await; // with ingress: the re-checkout completion arrives as a webhook
+    let customer = customer_with_card(&app, test_card).await;
+    let id = charge(&app, &customer, 1000, "jpy").await;
+    let flagged = settled(&app, id, ChargeStatus::RequiresRecheckout).await;
+    assert_eq!(
+        flagged.failure_code.as_deref(),
+        Some(expected_code),
+        "{flagged:?}"
+    );
+    let session = flagged
+        .recheckout_session_id
+        .clone()
+        .expect("a re-pay session");
+
+    let mut seen = Vec::new();
+    let repay = alert(&app, "customer.repay_requested", &mut seen).await;
+    assert_eq!(repay["charge_id"], id);
+    assert_eq!(repay["amount"], 1000, "JPY is zero-decimal: never ×100");
+    assert_eq!(repay["currency"], "jpy");
+    assert_eq!(repay["amount_display"], "¥1,000", "formatted for people");
+    assert!(
+        repay["reason_in_words"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty() && !r.contains('_')),
+        "{repay}"
+    );
+    assert_eq!(
+        repay["url"],
+        flagged.recheckout_url.clone().unwrap().as_str()
+    );
+    assert!(repay["email"].as_str().unwrap().ends_with("@example.com"));
+    let stripe_session = app
+        .stripe()
+        .checkout_sessions()
+        .retrieve(&session, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        stripe_session
+            .metadata
+            .get("kassa_charge_id")
+            .map(String::as_str),
+        Some(id.to_string().as_str())
+    );
+
+    // The customer opens the link and saves a working card.
+    app.complete(&session, "pm_card_visa");
+    let done = settled(&app, id, ChargeStatus::Succeeded).await;
+    assert_eq!(done.attempt, 2, "charged again automatically, as attempt 2");
+    let created: Vec<_> = app
+        .calls("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter(|c| c.path == "/v1/payment_intents" && !c.replayed)
+        .map(|c| (c.status, c.idempotency_key.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        created,
+        vec![
+            (402, format!("kassa:charge:{id}:1")),
+            (200, format!("kassa:charge:{id}:2"))
+        ],
+        "one PaymentIntent per attempt: declined (402), then paid with the new card"
+    );
+    let pi = app
+        .stripe()
+        .payment_intents()
+        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
+        .await
+        .unwrap();
+    assert_eq!(format!("{:?}", pi.status), "Succeeded");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_declined_card_gets_a_repay_link_and_the_new_card_completes_the_charge() {
+    decline_then_repay("pm_card_chargeCustomerFail", "card_declined").await;
+}
+
+#[tokio::test]
+async fn authentication_required_off_session_goes_the_same_way() {
+    decline_then_repay("pm_card_authenticationRequired", "authentication_required").await;
+}
+
+#[tokio::test]
+async fn an_unused_link_gets_one_reminder_then_the_charge_fails() {
+    let app = TestApp::spawn().await;
+    let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
+    let id = charge(&app, &customer, 2500, "eur").await;
+    let first = settled(&app, id, ChargeStatus::RequiresRecheckout)
+        .await
+        .recheckout_session_id
+        .unwrap();
+    expire(&app, &first).await;
+    let reminded = eventually(
+        Duration::from_secs(20),
+        "a reminder with a new link",
+        || async {
+            app.store()
+                .charge(id)
+                .await
+                .unwrap()
+                .filter(|c| c.reminders_sent == 1)
+        },
+    )
+    .await;
+    let second = reminded.recheckout_session_id.clone().unwrap();
+    assert_ne!(second, first, "a new link");
+    let mut seen = Vec::new();
+    let reminder = alert_where(&app, &mut seen, "the reminder alert", |k, b| {
+        k == "customer.repay_requested" && b["reminder"] == 1
+    })
+    .await;
+    assert_eq!(reminder["checkout_session"], second.as_str());
+
+    expire(&app, &second).await;
+    let failed = settled(&app, id, ChargeStatus::Failed).await;
+    assert_eq!(failed.failure_code.as_deref(), Some("recheckout_expired"));
+    let failure = alert(&app, "charge.failed", &mut seen).await;
+    assert_eq!(failure["charge_id"], id);
+    assert_eq!(successful_intents(&app).len(), 0, "never charged");
+    app.cleanup().await;
+}

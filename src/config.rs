@@ -238,6 +238,13 @@ pub struct WorkerArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub public_url: url::Url,
+    /// SMTP server for re-pay e-mails: `smtps://user:pass@host` (TLS), `smtp://…` (STARTTLS),
+    /// `smtp://host:port?tls=none` (a local sink). Not set: alerts are not e-mailed.
+    #[arg(long, env = "KASSA_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of Kassa's e-mails.
+    #[arg(long, env = "KASSA_MAIL_FROM", default_value = kassa_worker::mailer::DEFAULT_FROM)]
+    pub mail_from: String,
 }
 
 impl WorkerArgs {
@@ -254,13 +261,26 @@ impl WorkerArgs {
         Ok(())
     }
 
-    /// The worker configuration these flags describe.
-    pub fn config(&self) -> WorkerConfig {
-        WorkerConfig {
+    /// The worker configuration these flags describe; a bad SMTP setting fails here.
+    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
+        let mailer = match self.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(url) => {
+                let options = kassa_worker::mailer::MailerOptions {
+                    from: self.mail_from.clone(),
+                    ..Default::default()
+                };
+                let mailer = kassa_worker::mailer::Mailer::from_url_with(url, options)
+                    .map_err(|e| anyhow::anyhow!("KASSA_SMTP_URL / KASSA_MAIL_FROM: {e}"))?;
+                Some(std::sync::Arc::new(mailer))
+            }
+            None => None,
+        };
+        Ok(WorkerConfig {
             prefetch: self.worker_prefetch,
             concurrency: self.worker_concurrency as usize,
             public_url: self.public_url.as_str().trim_end_matches('/').to_owned(),
-        }
+            mailer,
+        })
     }
 }
 
@@ -342,7 +362,7 @@ impl ServeArgs {
             stripe_max_rps: self.stripe_max_rps,
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
-            worker: Some(self.worker.config()),
+            worker: Some(self.worker.config()?),
         })
     }
 }

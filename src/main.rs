@@ -135,7 +135,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         stripe_max_rps: args.stripe.stripe_max_rps,
         webhook_secrets: Vec::new(),
         webhook_tolerance: Duration::from_secs(300),
-        worker: Some(args.worker.config()),
+        worker: Some(args.worker.config()?),
     };
     let mut stack = Stack::start(config).await?;
     info!(

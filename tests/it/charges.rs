@@ -83,15 +83,42 @@ async fn settled(app: &TestApp, id: i64, status: ChargeStatus) -> kassa_store::C
     .await
 }
 
-/// Alerts Kassa published (they wait in kassa.alerts.email until the mailer reads them).
+/// A queue of the test's own bound to `kassa.alerts` (as a merchant's consumer would have);
+/// it expires a minute after the test stops using it.
+async fn tap_alerts(app: &TestApp) {
+    let channel = app.stack.broker.open_channel().await.unwrap();
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        lapin::types::AMQPValue::LongLongInt(60_000),
+    );
+    let queue = tap_name(app);
+    channel
+        .queue_declare(queue.as_str().into(), Default::default(), args)
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            app.topology.alerts_exchange().as_str().into(),
+            "#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+}
+
+fn tap_name(app: &TestApp) -> String {
+    format!("{}test.alerts.tap", app.topology.prefix())
+}
+
+/// Alerts Kassa published on `kassa.alerts` since the tap was set.
 async fn alerts(app: &TestApp) -> Vec<(String, Value)> {
     let channel = app.stack.broker.open_channel().await.unwrap();
     let mut out = Vec::new();
     while let Some(m) = channel
-        .basic_get(
-            app.topology.alerts_email_queue().as_str().into(),
-            BasicGetOptions::default(),
-        )
+        .basic_get(tap_name(app).as_str().into(), BasicGetOptions::default())
         .await
         .unwrap()
     {
@@ -226,6 +253,7 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
 
 async fn decline_then_repay(test_card: &str, expected_code: &str) {
     let app = TestApp::spawn().await; // with ingress: the re-checkout completion arrives as a webhook
+    tap_alerts(&app).await;
     let customer = customer_with_card(&app, test_card).await;
     let id = charge(&app, &customer, 1000, "jpy").await;
     let flagged = settled(&app, id, ChargeStatus::RequiresRecheckout).await;
@@ -311,6 +339,7 @@ async fn authentication_required_off_session_goes_the_same_way() {
 #[tokio::test]
 async fn an_unused_link_gets_one_reminder_then_the_charge_fails() {
     let app = TestApp::spawn().await;
+    tap_alerts(&app).await;
     let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
     let id = charge(&app, &customer, 2500, "eur").await;
     let first = settled(&app, id, ChargeStatus::RequiresRecheckout)
@@ -345,5 +374,48 @@ async fn an_unused_link_gets_one_reminder_then_the_charge_fails() {
     let failure = alert(&app, "charge.failed", &mut seen).await;
     assert_eq!(failure["charge_id"], id);
     assert_eq!(successful_intents(&app).len(), 0, "never charged");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_customer_receives_the_repay_link_by_e_mail() {
+    let sink = crate::support::smtp_sink::SmtpSink::start().await;
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        smtp_url: Some(sink.url()),
+        ..AppOptions::default()
+    })
+    .await;
+    // Declining test cards fail already when attached (as in Stripe); this one attaches, then
+    // every charge of it is declined.
+    let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
+    let email = app
+        .stripe()
+        .customers()
+        .retrieve(&customer, &[])
+        .await
+        .unwrap()
+        .email
+        .unwrap();
+    let id = charge(&app, &customer, 1999, "usd").await;
+    let flagged = settled(&app, id, ChargeStatus::RequiresRecheckout).await;
+    let url = flagged.recheckout_url.unwrap();
+
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].rcpt_to, vec![email]);
+    let message = mail_parser::MessageParser::default()
+        .parse(&received[0].data)
+        .expect("a MIME message");
+    let text = message.body_text(0).expect("a plain-text part").to_string();
+    let html = message.body_html(0).expect("an HTML part").to_string();
+    assert!(
+        text.contains(&url) && html.contains(&url),
+        "the link in both parts:\n{text}"
+    );
+    assert!(text.contains("$19.99"), "the amount for people:\n{text}");
+    assert!(
+        text.contains("Your bank declined the payment."),
+        "the reason in words:\n{text}"
+    );
     app.cleanup().await;
 }

@@ -210,11 +210,14 @@ async fn settle<H: MessageHandler>(
     let forwarded = match &outcome {
         Outcome::Done => Ok(()),
         Outcome::Retry(reason) => {
-            let ladder = broker.topology().retry_ladder();
-            match ladder.get(attempt as usize) {
-                Some(rung) => {
-                    let queue = broker.topology().retry_queue(work, rung);
-                    info!(%message_id, attempt = attempt + 1, delay = ?rung.delay, %reason, "retrying later");
+            let topology = broker.topology();
+            let next = topology
+                .retry_ladder()
+                .get(attempt as usize)
+                .and_then(|rung| Some((rung.delay, topology.retry_queue(work, rung)?)));
+            match next {
+                Some((delay, queue)) => {
+                    info!(%message_id, attempt = attempt + 1, ?delay, %reason, "retrying later");
                     metrics::counter!("kassa_messages_retried_total", "queue" => work_label(work))
                         .increment(1);
                     republish(broker, &delivery, "", &queue, attempt + 1, reason, None).await
@@ -356,6 +359,7 @@ fn work_label(work: WorkQueue) -> &'static str {
     match work {
         WorkQueue::Events => "events",
         WorkQueue::Charges => "charges",
+        WorkQueue::AlertEmails => "alert_emails",
     }
 }
 

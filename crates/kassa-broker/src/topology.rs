@@ -43,6 +43,8 @@ pub enum WorkQueue {
     Events,
     /// `kassa.charges.execute`, retried through `kassa.charges.retry.*`.
     Charges,
+    /// `kassa.alerts.email`, Kassa's own mailer; no retry ladder (failures are dead-lettered).
+    AlertEmails,
 }
 
 /// Names of every exchange and queue, each with the same prefix, and the retry ladder.
@@ -149,14 +151,16 @@ impl Topology {
         match work {
             WorkQueue::Events => self.fulfillment_queue(),
             WorkQueue::Charges => self.charges_queue(),
+            WorkQueue::AlertEmails => self.alerts_email_queue(),
         }
     }
 
-    /// The delay queue of `work` for `rung`.
-    pub fn retry_queue(&self, work: WorkQueue, rung: &RetryRung) -> String {
+    /// The delay queue of `work` for `rung`, if `work` has a retry ladder.
+    pub fn retry_queue(&self, work: WorkQueue, rung: &RetryRung) -> Option<String> {
         match work {
-            WorkQueue::Events => self.events_retry_queue(&rung.suffix),
-            WorkQueue::Charges => self.charges_retry_queue(&rung.suffix),
+            WorkQueue::Events => Some(self.events_retry_queue(&rung.suffix)),
+            WorkQueue::Charges => Some(self.charges_retry_queue(&rung.suffix)),
+            WorkQueue::AlertEmails => None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! together with the inbox mark; the message is acked only after that commit. So a crash at any
 //! point repeats Stripe calls that Stripe then replays, and never doubles an effect.
 
+pub mod alert_mail;
 pub mod charges;
 pub mod error;
 pub mod events;
@@ -35,6 +36,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `KASSA_PUBLIC_URL`: where re-pay links send customers back to.
     pub public_url: String,
+    /// `KASSA_SMTP_URL`'s mailer: re-pay links are e-mailed when set.
+    pub mailer: Option<Arc<mailer::Mailer>>,
 }
 
 impl Default for WorkerConfig {
@@ -43,6 +46,7 @@ impl Default for WorkerConfig {
             prefetch: 32,
             concurrency: 16,
             public_url: "http://127.0.0.1:8080".into(),
+            mailer: None,
         }
     }
 }
@@ -105,6 +109,12 @@ impl Worker {
                 self.broker.clone(),
                 consumer(WorkQueue::Charges, "kassa-worker-charges"),
                 charges,
+                shutdown.clone()
+            ),
+            run_consumer(
+                self.broker.clone(),
+                consumer(WorkQueue::AlertEmails, "kassa-worker-mail"),
+                Arc::new(alert_mail::AlertMailer::new(self.config.mailer.clone())),
                 shutdown.clone()
             ),
             relay::run_outbox_relay(self.store, self.broker, shutdown),

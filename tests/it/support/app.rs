@@ -23,6 +23,8 @@ pub struct AppOptions {
     pub faults: Faults,
     /// The simulator's webhook retries: first delay (doubling) and attempts.
     pub webhook_retries: (Duration, u32),
+    /// `KASSA_SMTP_URL` for the worker's mailer.
+    pub smtp_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -32,6 +34,7 @@ impl Default for AppOptions {
             worker: true,
             faults: Faults::default(),
             webhook_retries: (Duration::from_millis(50), 4),
+            smtp_url: None,
         }
     }
 }
@@ -81,9 +84,14 @@ impl TestApp {
             stripe_max_rps: None,
             webhook_secrets: Vec::new(),
             webhook_tolerance: Duration::from_secs(300),
-            worker: options.worker.then_some(WorkerConfig {
+            worker: options.worker.then(|| WorkerConfig {
                 prefetch: 16,
                 concurrency: 8,
+                mailer: options.smtp_url.as_deref().map(|url| {
+                    std::sync::Arc::new(
+                        kassa_worker::mailer::Mailer::from_url(url).expect("SMTP URL"),
+                    )
+                }),
                 ..WorkerConfig::default()
             }),
         };

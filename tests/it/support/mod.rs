@@ -3,6 +3,7 @@
 pub mod app;
 pub mod proxy;
 pub mod services;
+pub mod smtp_sink;
 
 use kassa_broker::{Broker, BrokerConfig, Topology};
 use kassa_ingress::IngressState;

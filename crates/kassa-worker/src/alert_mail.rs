@@ -1,0 +1,121 @@
+//! Kassa's own mailer: reads `kassa.alerts.email` and e-mails the customer the re-pay link of a
+//! `customer.repay_requested` alert (when `KASSA_SMTP_URL` is set). Merchants' own consumers read
+//! the same alerts from `kassa.alerts`; without SMTP, alerts here are acked and logged so the
+//! queue never grows.
+//!
+//! A redelivery can send an e-mail twice (at least once, like every message here).
+
+use crate::mailer::{Mailer, RepayEmail};
+use kassa_broker::{Incoming, MessageHandler, Outcome};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, warn, Instrument};
+
+/// Tries per e-mail before the alert is dead-lettered (transient SMTP failures only).
+const SEND_TRIES: u32 = 3;
+
+/// The fields of a `customer.repay_requested` alert the e-mail needs.
+#[derive(Debug, Deserialize)]
+struct RepayAlert {
+    charge_id: i64,
+    email: Option<String>,
+    customer_name: Option<String>,
+    amount_display: String,
+    reason_in_words: String,
+    url: String,
+    expires_at: i64,
+    #[serde(default)]
+    reminder: i32,
+}
+
+/// Sends the e-mails of alerts.
+pub struct AlertMailer {
+    mailer: Option<Arc<Mailer>>,
+}
+
+impl AlertMailer {
+    /// A mailer over `mailer`, or one that only acknowledges when SMTP is not configured.
+    pub fn new(mailer: Option<Arc<Mailer>>) -> Self {
+        Self { mailer }
+    }
+
+    async fn send(&self, mailer: &Mailer, body: &[u8]) -> Outcome {
+        let alert: RepayAlert = match serde_json::from_slice(body) {
+            Ok(alert) => alert,
+            Err(error) => return Outcome::DeadLetter(format!("not a repay alert: {error}")),
+        };
+        let Some(to) = alert.email.clone() else {
+            warn!(
+                charge_id = alert.charge_id,
+                "the customer has no e-mail address: the re-pay link was not sent"
+            );
+            return Outcome::Done;
+        };
+        let email = RepayEmail {
+            to,
+            customer_name: alert.customer_name,
+            amount_display: alert.amount_display,
+            decline_reason: alert.reason_in_words,
+            url: alert.url,
+            expires_at_display: expiry_for_people(alert.expires_at),
+            reminder: alert.reminder > 0,
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match mailer.send_repay(&email).await {
+                Ok(()) => {
+                    info!(
+                        charge_id = alert.charge_id,
+                        reminder = alert.reminder,
+                        "re-pay e-mail sent"
+                    );
+                    metrics::counter!("kassa_emails_sent_total").increment(1);
+                    return Outcome::Done;
+                }
+                Err(error) if error.is_transient() && tries < SEND_TRIES => {
+                    warn!(charge_id = alert.charge_id, %error, tries, "sending the re-pay e-mail failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+                }
+                Err(error) => {
+                    return Outcome::DeadLetter(format!("re-pay e-mail not sent: {error}"))
+                }
+            }
+        }
+    }
+}
+
+impl MessageHandler for AlertMailer {
+    async fn handle(&self, message: Incoming) -> Outcome {
+        let span =
+            tracing::info_span!("alert_email", alert = %message.message_id, kind = %message.kind);
+        async {
+            match (&self.mailer, message.kind.as_str()) {
+                (Some(mailer), "customer.repay_requested") => self.send(mailer, &message.body).await,
+                (None, "customer.repay_requested") => {
+                    debug!("KASSA_SMTP_URL is not set: re-pay link not e-mailed (the alert is on kassa.alerts)");
+                    Outcome::Done
+                }
+                _ => Outcome::Done,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// `2026-11-24 17:33 UTC`: the link's expiry, in words a customer reads.
+fn expiry_for_people(unix: i64) -> String {
+    match kassa_store::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!(
+            "{}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => "within 24 hours".to_owned(),
+    }
+}

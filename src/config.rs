@@ -314,6 +314,9 @@ pub struct ServeArgs {
     /// Requests per second this process sends to Stripe at most (see `kassa worker --help`).
     #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
     pub stripe_max_rps: Option<NonZeroU32>,
+    /// Bearer token of the back-office API (`/api/charges`); not set: the API is not mounted.
+    #[arg(long, env = "KASSA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -363,6 +366,13 @@ impl ServeArgs {
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
             worker: Some(self.worker.config()?),
+            admin_token: match self.admin_token.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(token) if token.len() < 16 => {
+                    bail!("KASSA_ADMIN_TOKEN must be at least 16 characters")
+                }
+                Some(token) => Some(SecretString::from(token.to_owned())),
+            },
         })
     }
 }

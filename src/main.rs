@@ -103,6 +103,7 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
         webhook_secrets: verifier.secrets().to_vec(),
         webhook_tolerance: Duration::from_secs(args.webhook_tolerance_secs),
         worker: None,
+        admin_token: None,
     };
     let mut stack = Stack::start(config).await?;
     let address = stack.address.context("the ingress has an address")?;
@@ -136,6 +137,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         webhook_secrets: Vec::new(),
         webhook_tolerance: Duration::from_secs(300),
         worker: Some(args.worker.config()?),
+        admin_token: None,
     };
     let mut stack = Stack::start(config).await?;
     info!(

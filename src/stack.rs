@@ -5,6 +5,7 @@
 use anyhow::Context;
 use kassa_broker::connection::redact_url;
 use kassa_broker::{Broker, BrokerConfig};
+use kassa_ingress::admin::AdminState;
 use kassa_ingress::IngressState;
 use kassa_store::Store;
 use kassa_stripe::webhook::WebhookVerifier;
@@ -60,6 +61,8 @@ pub struct StackConfig {
     pub webhook_tolerance: Duration,
     /// Run the worker with this configuration.
     pub worker: Option<WorkerConfig>,
+    /// `KASSA_ADMIN_TOKEN`: mounts the back-office API (needs the database too).
+    pub admin_token: Option<SecretString>,
 }
 
 /// A running process.
@@ -157,11 +160,18 @@ impl Stack {
         if let Some(listener) = listener {
             let verifier = WebhookVerifier::new(secrets).with_tolerance(config.webhook_tolerance);
             let state = IngressState::new(verifier, broker.clone());
-            let router = if config.webhooks {
+            let mut router = if config.webhooks {
                 kassa_ingress::router(state)
             } else {
                 kassa_ingress::health_router(state)
             };
+            if let (Some(token), Some(store)) = (config.admin_token.clone(), store.clone()) {
+                let route = kassa_worker::charges::job_route(broker.topology());
+                router = router.merge(kassa_ingress::admin::router(AdminState::new(
+                    store, token, route,
+                )));
+                info!("back-office API mounted under /api (Bearer KASSA_ADMIN_TOKEN)");
+            }
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =

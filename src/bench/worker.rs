@@ -80,6 +80,7 @@ impl Rig {
             webhook_secrets: Vec::new(),
             webhook_tolerance: Duration::from_secs(300),
             worker: None, // started per phase, after the queue is loaded
+            admin_token: None,
         };
         let stack = Stack::start(config).await?;
         stack

@@ -419,3 +419,190 @@ async fn the_customer_receives_the_repay_link_by_e_mail() {
     );
     app.cleanup().await;
 }
+
+const ADMIN: &str = "test-admin-token-0123456789";
+
+/// A customer recorded by Kassa with a default card: the way the setup flow leaves one.
+async fn recorded_customer_with_card(app: &TestApp, test_card: &str) -> String {
+    let customer = customer_with_card(app, test_card).await;
+    let default = app
+        .stripe()
+        .customers()
+        .retrieve(&customer, &[])
+        .await
+        .unwrap()
+        .invoice_settings
+        .default_payment_method
+        .unwrap()
+        .id()
+        .to_owned();
+    let mut tx = app.store().begin().await.unwrap();
+    kassa_store::customers::upsert_customer(
+        &mut tx,
+        &kassa_store::CustomerRecord {
+            id: customer.clone(),
+            email: None,
+            name: None,
+            default_payment_method: Some(default.clone()),
+            deleted: false,
+            livemode: false,
+        },
+    )
+    .await
+    .unwrap();
+    kassa_store::customers::upsert_payment_method(
+        &mut tx,
+        &kassa_store::PaymentMethodRecord {
+            id: default,
+            customer_id: Some(customer.clone()),
+            brand: Some("visa".into()),
+            last4: Some("4242".into()),
+            exp_month: Some(12),
+            exp_year: Some(2030),
+            attached: true,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    customer
+}
+
+async fn api(app: &TestApp, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(format!("{}/api/charges", app.stack.base_url().unwrap()))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_back_office_api_validates_records_once_and_charges() {
+    let app = TestApp::spawn_with(AppOptions {
+        admin_token: Some(ADMIN),
+        ..AppOptions::default()
+    })
+    .await;
+    let customer = recorded_customer_with_card(&app, "pm_card_visa").await;
+    // A customer without a card: refused whether Kassa has recorded it (no saved card) or not yet.
+    let cardless = app
+        .stripe()
+        .customers()
+        .create(&Default::default(), &key("cardless"))
+        .await
+        .unwrap()
+        .id;
+    let good = json!({"customer": customer, "amount": 1999, "currency": "USD", "reference": "inv-1001", "description": "March"});
+
+    assert_eq!(api(&app, None, good.clone()).await.0, 401);
+    assert_eq!(
+        api(&app, Some("wrong-token-0123456789"), good.clone())
+            .await
+            .0,
+        401
+    );
+    let with = |key: &str, value: Value| {
+        let mut body = good.clone();
+        body[key] = value;
+        body
+    };
+    for (body, field) in [
+        (with("amount", json!(19.99)), "amount"),
+        (with("amount", json!("1999")), "amount"),
+        (with("amount", json!(0)), "amount"),
+        (with("amount", json!(-5)), "amount"),
+        (with("amount", json!(49)), "amount"),
+        (with("currency", json!("xyz")), "currency"),
+        (with("customer", json!("cus_nobody")), "customer"),
+        (with("customer", json!(cardless)), "customer"),
+        (with("reference", json!("")), "reference"),
+        (
+            with("payment_method", json!("pm_not_theirs")),
+            "payment_method",
+        ),
+    ] {
+        let (status, answer) = api(&app, Some(ADMIN), body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{answer}"
+        );
+    }
+    assert!(
+        app.store()
+            .list_charges(None, 10, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "bad requests create nothing"
+    );
+
+    let (status, created) = api(&app, Some(ADMIN), good.clone()).await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(
+        (
+            created["amount_display"].as_str(),
+            created["currency"].as_str()
+        ),
+        (Some("$19.99"), Some("usd"))
+    );
+    let (status, again) = api(&app, Some(ADMIN), good.clone()).await;
+    assert_eq!(status, 200, "the same reference: the existing charge");
+    assert_eq!(again["id"], created["id"]);
+
+    let id = created["id"].as_i64().unwrap();
+    settled(&app, id, ChargeStatus::Succeeded).await;
+    let base = app.stack.base_url().unwrap();
+    let shown: Value = app
+        .http
+        .get(format!("{base}/api/charges/{id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["status"], "succeeded");
+    assert!(shown["payment_intent"].as_str().unwrap().starts_with("pi_"));
+    let listed: Value = app
+        .http
+        .get(format!("{base}/api/charges?status=succeeded"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    let missing = app
+        .http
+        .get(format!("{base}/api/charges/999999"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let bad_status = app
+        .http
+        .get(format!("{base}/api/charges?status=paid"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_status.status(), 400);
+    assert_eq!(successful_intents(&app).len(), 1, "charged once");
+    app.cleanup().await;
+}

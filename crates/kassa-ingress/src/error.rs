@@ -14,6 +14,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened, for people.
     pub message: String,
+    /// The request field at fault, when there is one.
+    pub field: Option<&'static str>,
 }
 
 impl ApiError {
@@ -23,7 +25,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// Names the request field at fault (`"field"` in the body).
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
     }
 
     /// 400 with `code`.
@@ -34,7 +43,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(field), Some(object)) = (self.field, error.as_object_mut()) {
+            object.insert("field".into(), json!(field));
+        }
+        let body = Json(json!({ "error": error }));
         (self.status, body).into_response()
     }
 }

@@ -4,8 +4,10 @@
 //! envelope, publishes the untouched body to RabbitMQ and answers 200 only after the broker's
 //! confirm — so a 2xx to Stripe always means the event is durable. It never calls Stripe and
 //! never writes the database: it stays thin so it is fast and scales out. Also `/healthz`,
-//! `/readyz` and `/metrics`.
+//! `/readyz`, `/metrics`, and the back-office API ([`admin`]), which reads and writes the
+//! database but never calls Stripe.
 
+pub mod admin;
 pub mod envelope;
 pub mod error;
 pub mod health;

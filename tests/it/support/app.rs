@@ -25,6 +25,8 @@ pub struct AppOptions {
     pub webhook_retries: (Duration, u32),
     /// `KASSA_SMTP_URL` for the worker's mailer.
     pub smtp_url: Option<String>,
+    /// `KASSA_ADMIN_TOKEN`: mount the back-office API.
+    pub admin_token: Option<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -35,6 +37,7 @@ impl Default for AppOptions {
             faults: Faults::default(),
             webhook_retries: (Duration::from_millis(50), 4),
             smtp_url: None,
+            admin_token: None,
         }
     }
 }
@@ -94,6 +97,9 @@ impl TestApp {
                 }),
                 ..WorkerConfig::default()
             }),
+            admin_token: options
+                .admin_token
+                .map(|t| secrecy::SecretString::from(t.to_owned())),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

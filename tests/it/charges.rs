@@ -606,3 +606,56 @@ async fn the_back_office_api_validates_records_once_and_charges() {
     assert_eq!(successful_intents(&app).len(), 1, "charged once");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_once() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let customer = customer_with_card(&app, "pm_card_visa").await;
+    // Two 500s on PaymentIntent creation, then Stripe's rate limit at 2 requests/s for a burst of charges.
+    app.sim().set_faults(kassa_stripe_sim::Faults {
+        error_rate: 1.0,
+        error_status: 500,
+        max_faults: Some(2),
+        path_contains: Some("/v1/payment_intents".into()),
+        ..Default::default()
+    });
+    let first = charge(&app, &customer, 500, "usd").await;
+    settled(&app, first, ChargeStatus::Succeeded).await;
+    app.sim().set_faults(kassa_stripe_sim::Faults {
+        rate_limit_per_sec: Some(2),
+        ..Default::default()
+    });
+    let mut ids = Vec::new();
+    for amount in [600, 700, 800, 900, 1000] {
+        ids.push(charge(&app, &customer, amount, "usd").await);
+    }
+    for id in &ids {
+        settled(&app, *id, ChargeStatus::Succeeded).await;
+    }
+
+    let calls = app.calls("POST", "/v1/payment_intents");
+    let statuses: std::collections::HashSet<u16> = calls.iter().map(|c| c.status).collect();
+    assert!(statuses.contains(&500), "500s were injected: {calls:?}");
+    assert!(statuses.contains(&429), "429s were answered: {calls:?}");
+    for id in std::iter::once(first).chain(ids) {
+        let key = format!("kassa:charge:{id}:1");
+        let mine: Vec<_> = calls
+            .iter()
+            .filter(|c| c.idempotency_key.as_deref() == Some(key.as_str()))
+            .collect();
+        assert_eq!(
+            mine.iter()
+                .filter(|c| c.status == 200 && !c.replayed)
+                .count(),
+            1,
+            "charge {id} paid once: {mine:?}"
+        );
+        assert_eq!(mine.last().map(|c| c.status), Some(200));
+    }
+    assert_eq!(successful_intents(&app).len(), 6);
+    app.cleanup().await;
+}

@@ -40,6 +40,9 @@ pub struct WorkerBenchArgs {
     /// Sessions in the unlimited phase.
     #[arg(long, default_value_t = 1000)]
     sessions: usize,
+    /// Back-office charges in the paced charge phase.
+    #[arg(long, default_value_t = 150)]
+    paced_charges: usize,
     /// Events the worker handles at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -261,6 +264,11 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
         "  paced: {served} Stripe calls in {:.1} s = {achieved:.2}/s against L = {limit}/s → ratio {paced_ratio:.3}; {limited} answered 429; {failed_by_429} events failed by 429; {dead} dead letters",
         elapsed_a.as_secs_f64()
     );
+    let charges = paced_charges(&rig, &args, limit).await?;
+    println!(
+        "  paced charges: {} charges in {:.1} s = {:.2}/s against L = {limit}/s → ratio {:.3}; {} answered 429; {} failed",
+        charges.charges, charges.seconds, charges.per_second, charges.ratio, charges.answered_429, charges.failed
+    );
     rig.stop().await;
 
     // Phase B: unlimited, end to end, against the bare-client baseline.
@@ -328,6 +336,14 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     println!("|---|---|---|");
     println!("| paced: Stripe calls/s ÷ simulator limit L={limit} | {paced_ratio:.3} ({achieved:.2}/s) | ≥ 0.95 |");
     println!("| paced: events failed by 429 / requests answered 429 / dead letters | {failed_by_429} / {limited} / {dead} | 0 failed |");
+    println!(
+        "| paced: charges executed/s ÷ L (one PaymentIntent per charge) | {:.3} ({:.2}/s) | ≥ 0.95 |",
+        charges.ratio, charges.per_second
+    );
+    println!(
+        "| paced: charges failed / answered 429 | {} / {} | 0 failed |",
+        charges.failed, charges.answered_429
+    );
     println!("| unlimited: completed sessions/s through the worker | {sessions_per_second:.0} | |");
     println!("| unlimited: events/s through the worker (all types) | {events_per_second:.0} | |");
     println!(
@@ -362,6 +378,8 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
                       "events_per_second": events_per_second, "stripe_calls_per_session": worker_calls as f64 / ids.len() as f64,
                       "claim_to_commit_p50_ms": p50, "claim_to_commit_p99_ms": p99,
                       "cpu_us_per_event": {"kassa_with_simulator": kassa_us, "rabbitmq": rabbit_us, "postgres_at_least": postgres_us}, "cores_busy": busy},
+        "paced_charges": {"charges": charges.charges, "seconds": charges.seconds, "per_second": charges.per_second,
+                          "ratio_to_limit": charges.ratio, "answered_429": charges.answered_429, "failed": charges.failed},
         "baseline_bare_client": baseline,
         "pipeline_over_baseline": ratio,
         "concurrency": args.concurrency,
@@ -369,12 +387,140 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     });
     rig.stop().await;
     write_report(&args.output, &report)?;
+    if charges.failed > 0 {
+        bail!(
+            "{} charges failed in the paced charge phase",
+            charges.failed
+        );
+    }
     if failed_by_429 > 0 || dead > 0 {
         bail!(
             "{failed_by_429} events failed by 429 and {dead} were dead-lettered in the paced phase"
         );
     }
     Ok(())
+}
+
+/// Figures of the paced charge phase.
+struct ChargePhase {
+    charges: usize,
+    seconds: f64,
+    per_second: f64,
+    ratio: f64,
+    answered_429: usize,
+    failed: i64,
+}
+
+/// Back-office charges of one saved card, the executor paced at L against a simulator limited
+/// to L: charges executed per second ÷ L. The card is given with each charge, so each charge is
+/// exactly one Stripe call (the PaymentIntent); only the charge consumer and the outbox relay
+/// run, so event handling does not share the budget.
+async fn paced_charges(
+    rig: &Rig,
+    args: &WorkerBenchArgs,
+    limit: NonZeroU32,
+) -> anyhow::Result<ChargePhase> {
+    rig.sim().set_faults(Faults::default());
+    let setup = rig.client(None)?;
+    let customer = setup
+        .customers()
+        .create(
+            &CustomerParams::default(),
+            &IdempotencyKey::new("bench:charges:customer")?,
+        )
+        .await?;
+    let card = setup
+        .payment_methods()
+        .attach(
+            "pm_card_visa",
+            &customer.id,
+            &IdempotencyKey::new("bench:charges:card")?,
+        )
+        .await?;
+    let store = rig.stack.store.clone().context("database")?;
+    let route = kassa_worker::charges::job_route(&rig.topology);
+    for i in 0..args.paced_charges {
+        let charge = kassa_store::NewCharge {
+            reference: format!("bench-{i}"),
+            customer_id: customer.id.clone(),
+            payment_method_id: Some(card.id.clone()),
+            amount: 1000 + i as i64,
+            currency: "usd".into(),
+            description: None,
+            metadata: json!({}),
+            livemode: false,
+        };
+        store.submit_charge(&route, &charge).await?;
+    }
+    let before = rig.sim().requests().len();
+    rig.sim().set_faults(Faults {
+        rate_limit_per_sec: Some(limit.get()),
+        ..Faults::default()
+    });
+    let shutdown = CancellationToken::new();
+    let executor = kassa_worker::ChargeExecutor::new(
+        rig.client(Some(limit))?,
+        store.clone(),
+        rig.topology.clone(),
+        kassa_worker::RecheckoutPages {
+            public_url: "http://127.0.0.1:8080".into(),
+        },
+        u32::try_from(rig.topology.retry_ladder().len()).unwrap_or(5),
+    );
+    let consumer = kassa_broker::ConsumerConfig {
+        work: kassa_broker::WorkQueue::Charges,
+        prefetch: (args.concurrency * 2) as u16,
+        concurrency: args.concurrency,
+        tag: "bench-charges".into(),
+    };
+    let started = Instant::now();
+    let running = tokio::spawn(kassa_broker::run_consumer(
+        rig.stack.broker.clone(),
+        consumer,
+        Arc::new(executor),
+        shutdown.clone(),
+    ));
+    let relay = tokio::spawn(kassa_worker::relay::run_outbox_relay(
+        store.clone(),
+        rig.stack.broker.clone(),
+        shutdown.clone(),
+    ));
+    let settled = |status: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charges WHERE status = $1")
+                .bind(status)
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    loop {
+        let done = settled("succeeded").await? + settled("failed").await?;
+        if done as usize >= args.paced_charges {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!(
+                "charges not done within an hour: {done} of {}",
+                args.paced_charges
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    let _ = tokio::join!(running, relay);
+    let calls = rig.sim().requests().split_off(before);
+    let per_second = args.paced_charges as f64 / seconds;
+    rig.sim().set_faults(Faults::default());
+    Ok(ChargePhase {
+        charges: args.paced_charges,
+        seconds,
+        per_second,
+        ratio: per_second / f64::from(limit.get()),
+        answered_429: calls.iter().filter(|c| c.status == 429).count(),
+        failed: settled("failed").await?,
+    })
 }
 
 /// The Stripe side of fulfilment without Kassa: for each session the worker's five calls

@@ -659,3 +659,75 @@ async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_once() {
     assert_eq!(successful_intents(&app).len(), 6);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_worker_killed_after_stripe_charged_but_before_the_commit_charges_once() {
+    let app = TestApp::spawn_with(AppOptions {
+        ingress: false,
+        worker: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let customer = customer_with_card(&app, "pm_card_visa").await;
+    // Stripe creates the PaymentIntent and saves the result, then the answer takes 3 s to leave.
+    app.sim().set_faults(kassa_stripe_sim::Faults {
+        latency_after: Duration::from_secs(3),
+        path_contains: Some("/v1/payment_intents".into()),
+        ..Default::default()
+    });
+    let id = charge(&app, &customer, 4200, "usd").await;
+    let intents_of_customer = || async {
+        let list: Value = app
+            .http
+            .get(format!("{}/v1/payment_intents", app.sim().base_url()))
+            .query(&[("customer", customer.as_str())])
+            .bearer_auth("sk_test_kassa_tests")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["data"].as_array().cloned().unwrap_or_default()
+    };
+
+    let mut worker = app.spawn_worker_process();
+    eventually(
+        Duration::from_secs(30),
+        "Stripe to have created the PaymentIntent",
+        || async { (!intents_of_customer().await.is_empty()).then_some(()) },
+    )
+    .await;
+    worker.start_kill().unwrap(); // SIGKILL while the worker waits for Stripe's answer
+    worker.wait().await.unwrap();
+    let charge_now = app.store().charge(id).await.unwrap().unwrap();
+    assert_eq!(
+        charge_now.status,
+        ChargeStatus::Pending,
+        "nothing was committed before the kill"
+    );
+
+    app.sim().set_faults(kassa_stripe_sim::Faults::default());
+    let mut restarted = app.spawn_worker_process();
+    let done = settled(&app, id, ChargeStatus::Succeeded).await;
+    let intents = intents_of_customer().await;
+    assert_eq!(
+        intents.len(),
+        1,
+        "exactly one PaymentIntent in Stripe: {intents:?}"
+    );
+    assert_eq!(intents[0]["status"], "succeeded");
+    assert_eq!(done.payment_intent_id.as_deref(), intents[0]["id"].as_str());
+    let replays: Vec<_> = app
+        .calls("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter(|c| c.idempotency_key.as_deref() == Some(format!("kassa:charge:{id}:1").as_str()))
+        .collect();
+    assert!(
+        replays.iter().any(|c| c.replayed),
+        "the restarted worker got Stripe's saved answer: {replays:?}"
+    );
+    restarted.start_kill().unwrap();
+    let _ = restarted.wait().await;
+    app.cleanup().await;
+}

@@ -313,5 +313,14 @@ async fn answer(
         });
         held.finish(saved);
     }
+    // After the result is saved: a client that dies while waiting here finds it by replaying its key.
+    let latency_after = shared
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .latency_after(path);
+    if !latency_after.is_zero() && method == Method::POST {
+        tokio::time::sleep(latency_after).await;
+    }
     answer
 }

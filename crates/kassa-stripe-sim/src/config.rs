@@ -80,6 +80,11 @@ pub struct Faults {
     /// Added to every executed `/v1` request, while its idempotency key is held.
     #[serde(rename = "latency_ms", with = "millis")]
     pub latency: Duration,
+    /// Added after a `/v1` request executed and its result was saved, before the answer leaves:
+    /// the effect has happened but the client does not know yet (a client dying now must find
+    /// the result by replaying its Idempotency-Key). Only POSTs matching `path_contains`.
+    #[serde(rename = "latency_after_ms", with = "millis")]
+    pub latency_after: Duration,
     /// Token-bucket limit on `/v1` requests per second (burst = one second's worth); see [`TEST_MODE_RATE_LIMIT`].
     pub rate_limit_per_sec: Option<u32>,
     /// Deliver every webhook twice.
@@ -99,6 +104,7 @@ impl Default for Faults {
             after_execution: false,
             max_faults: None,
             latency: Duration::ZERO,
+            latency_after: Duration::ZERO,
             rate_limit_per_sec: None,
             duplicate_webhooks: false,
             shuffle_webhooks: false,

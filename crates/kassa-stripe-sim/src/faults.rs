@@ -82,6 +82,20 @@ impl FaultState {
         self.faults.latency
     }
 
+    /// The delay between saving a result and answering, for a request to `path`.
+    pub fn latency_after(&self, path: &str) -> Duration {
+        let targeted = self
+            .faults
+            .path_contains
+            .as_deref()
+            .is_none_or(|p| path.contains(p));
+        if targeted {
+            self.faults.latency_after
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Decides whether this request fails before executing: 429 from the rate limiter, or an injected 5xx.
     pub fn intercept(&mut self, path: &str) -> Option<ApiError> {
         if let Some(bucket) = &mut self.bucket {

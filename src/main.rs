@@ -2,6 +2,7 @@
 //! its configuration (config.rs) and starts the matching parts (kassa::stack).
 
 mod bench;
+mod charges_cli;
 mod config;
 mod demo;
 mod dlq;
@@ -42,6 +43,10 @@ enum Command {
     Migrate(StoreArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq(dlq::DlqArgs),
+    /// Charge a customer's saved card: record the charge and queue it for the worker.
+    Charge(charges_cli::ChargeArgs),
+    /// List, show and import (CSV) back-office charges.
+    Charges(charges_cli::ChargesArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
     StripeSim(config::StripeSimArgs),
     /// Measure Kassa against a baseline in the same run; prints a table and writes JSON.
@@ -66,6 +71,8 @@ fn main() -> anyhow::Result<()> {
             Command::Worker(args) => worker(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Charge(args) => charges_cli::charge(args).await,
+            Command::Charges(args) => charges_cli::charges(args).await,
             Command::StripeSim(args) => stripe_sim(args).await,
             Command::Bench { which } => bench::run(which).await,
         }

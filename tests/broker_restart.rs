@@ -25,6 +25,16 @@ fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// Starts the broker's app again however the test ends (a failed assertion between stop and
+/// start must not leave the machine without RabbitMQ).
+struct StartAppOnDrop;
+
+impl Drop for StartAppOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+    }
+}
+
 #[tokio::test]
 async fn a_rabbitmq_restart_mid_stream_loses_no_event_and_doubles_none() {
     let url = support::services::amqp_url().await;
@@ -55,6 +65,7 @@ async fn a_rabbitmq_restart_mid_stream_loses_no_event_and_doubles_none() {
     }
 
     // Mid-stream: the first twenty are in the ingress, the queue and the worker's hands.
+    let _restart_guard = StartAppOnDrop;
     rabbitmqctl(&["stop_app"]);
     for session in &sessions[20..] {
         app.complete(session, "pm_card_visa");

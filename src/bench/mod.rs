@@ -1,6 +1,7 @@
 //! `kassa bench …`: benchmarks that measure Kassa against a baseline in the same run, print a
 //! table with the ratio, and write the figures as JSON (for docs/PERFORMANCE.md).
 
+mod import;
 mod ingress;
 mod worker;
 
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     /// Completed sessions through ingress → RabbitMQ → worker → Stripe → PostgreSQL, paced
     /// against a rate-limited simulator and unlimited, vs the bare Stripe calls.
     Worker(worker::WorkerBenchArgs),
+    /// `kassa charges import` of a generated CSV file (child process: rows/s, peak RSS) vs a
+    /// plain in-process insert loop.
+    Import(import::ImportBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -25,6 +29,7 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
     match which {
         BenchCommand::Ingress(args) => ingress::run(args).await,
         BenchCommand::Worker(args) => worker::run(args).await,
+        BenchCommand::Import(args) => import::run(args).await,
     }
 }
 

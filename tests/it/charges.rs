@@ -560,6 +560,12 @@ async fn the_back_office_api_validates_records_once_and_charges() {
     let (status, again) = api(&app, Some(ADMIN), good.clone()).await;
     assert_eq!(status, 200, "the same reference: the existing charge");
     assert_eq!(again["id"], created["id"]);
+    let (status, conflict) = api(&app, Some(ADMIN), with("amount", json!(2999))).await;
+    assert_eq!(
+        (status, conflict["error"]["field"].as_str()),
+        (409, Some("reference")),
+        "a reused reference for another charge: {conflict}"
+    );
 
     let id = created["id"].as_i64().unwrap();
     settled(&app, id, ChargeStatus::Succeeded).await;

@@ -2,6 +2,7 @@
 //! broker, or a testcontainers fallback), fresh exchange and queue names per test.
 
 mod charges;
+mod charges_cli;
 mod cli;
 mod consumer;
 mod ingress;

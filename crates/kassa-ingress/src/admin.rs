@@ -182,6 +182,21 @@ async fn create_charge(
         .submit_charge(&state.route, &charge)
         .await
         .map_err(internal)?;
+    let same = record.customer_id == charge.customer_id
+        && record.amount == charge.amount
+        && record.currency == charge.currency;
+    if !created && !same {
+        // The reference is the caller's idempotency handle: reusing it for another charge is a
+        // mistake to report, not a charge to return silently.
+        let message = format!(
+            "reference: {} is already charge {} of {} {} to {}",
+            record.reference, record.id, record.amount, record.currency, record.customer_id
+        );
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "reference_in_use", message)
+                .with_field("reference"),
+        );
+    }
     if created {
         info!(charge_id = record.id, reference = %record.reference, "charge recorded and queued");
     }

@@ -1,0 +1,500 @@
+//! `kassa charge …`, `kassa charges list | show | import FILE.csv`: back-office charges from the
+//! command line.
+//!
+//! These commands record charges the way `POST /api/charges` does (the same validation, the row
+//! and its job in one transaction through the outbox); the worker executes them later. So they
+//! need PostgreSQL and the topology prefix that names the job's exchange, never RabbitMQ or
+//! Stripe.
+
+use crate::config::StoreArgs;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use futures_util::{stream, StreamExt};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kassa_broker::Topology;
+use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest};
+use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, NewCharge, Store};
+use serde::Deserialize;
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Where charge jobs go: only the prefix is needed to name the `kassa.charges` exchange.
+#[derive(Args, Clone, Debug)]
+pub struct JobArgs {
+    /// Prefix of every exchange and queue name; must match the worker's.
+    #[arg(long, env = "KASSA_AMQP_PREFIX", default_value = "")]
+    pub amqp_prefix: String,
+}
+
+impl JobArgs {
+    fn route(&self) -> JobRoute {
+        kassa_worker::charges::job_route(&Topology::new(self.amqp_prefix.clone()))
+    }
+}
+
+/// `kassa charge`: one charge of a saved card.
+#[derive(Args)]
+pub struct ChargeArgs {
+    /// The customer, `cus_…`, known to Kassa with a saved card.
+    #[arg(long)]
+    customer: String,
+    /// Integer minor units: 1999 for $19.99, 1000 for ¥1,000.
+    #[arg(long)]
+    amount: String,
+    /// ISO currency code, any case.
+    #[arg(long)]
+    currency: String,
+    /// Your unique reference: the same reference again is the same charge.
+    #[arg(long)]
+    reference: String,
+    /// A saved card of the customer (default: the customer's default card when the charge runs).
+    #[arg(long)]
+    payment_method: Option<String>,
+    /// Shown in Stripe.
+    #[arg(long)]
+    description: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    jobs: JobArgs,
+}
+
+/// `kassa charges`.
+#[derive(Args)]
+pub struct ChargesArgs {
+    #[command(subcommand)]
+    command: ChargesCommand,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    jobs: JobArgs,
+}
+
+#[derive(Subcommand)]
+enum ChargesCommand {
+    /// List charges in id order.
+    List {
+        /// Only charges in this status (pending, processing, succeeded, requires_recheckout, retrying, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Only charges with an id above this one (the next page).
+        #[arg(long)]
+        after: Option<i64>,
+    },
+    /// Show one charge, every field, by id or by reference.
+    Show {
+        /// The charge's id or its reference.
+        charge: String,
+    },
+    /// Record the charges of a CSV file, row by row.
+    ///
+    /// Columns (header row required): customer, amount, currency, reference, and optionally
+    /// payment_method, description. Each bad row is reported on stderr as `line N: field:
+    /// message` and the others go on; a reference already recorded creates nothing new.
+    /// Exit status: 0 when every row was created or already existed, 1 when some rows were
+    /// rejected (or the file or the database could not be used at all).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// No progress bar (it is never shown when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+        /// Rows in flight at once (each holds a database connection).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+        concurrency: u32,
+    },
+}
+
+/// Runs `kassa charge`.
+pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
+    let store = connect(&args.store, 2).await?;
+    let request = ChargeRequest {
+        customer: Some(args.customer),
+        amount: Some(amount_value(&args.amount)),
+        currency: Some(args.currency),
+        payment_method: args.payment_method,
+        description: args.description,
+        reference: Some(args.reference),
+        metadata: None,
+    };
+    let result = submit(&store, &args.jobs.route(), &request).await;
+    store.close().await;
+    match result? {
+        Submitted::Created(record) => {
+            println!("created charge {} (queued for the worker)", record.id);
+            print_charge(&record);
+        }
+        Submitted::Existed(record) => {
+            println!(
+                "charge {} already exists with reference {}; nothing new was created",
+                record.id, record.reference
+            );
+            print_charge(&record);
+        }
+        Submitted::Rejected(message) => bail!(message),
+    }
+    Ok(())
+}
+
+/// Runs a `kassa charges` subcommand.
+pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
+    match args.command {
+        ChargesCommand::List {
+            status,
+            limit,
+            after,
+        } => {
+            let status = match status.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(s.parse::<ChargeStatus>().map_err(|_| {
+                    anyhow::anyhow!("--status: {s:?} is not one of pending, processing, succeeded, requires_recheckout, retrying, failed")
+                })?),
+            };
+            let store = connect(&args.store, 1).await?;
+            let listed = store.list_charges(status, limit, after).await;
+            store.close().await;
+            list(&listed.context("listing charges")?, limit);
+            Ok(())
+        }
+        ChargesCommand::Show { charge } => {
+            let store = connect(&args.store, 1).await?;
+            let found = find(&store, &charge).await;
+            store.close().await;
+            let record =
+                found?.with_context(|| format!("no charge with id or reference {charge:?}"))?;
+            print_charge(&record);
+            Ok(())
+        }
+        ChargesCommand::Import {
+            file,
+            quiet,
+            concurrency,
+        } => {
+            let store = connect(&args.store, concurrency + 1).await?;
+            let imported = import(
+                &store,
+                &args.jobs.route(),
+                &file,
+                quiet,
+                concurrency as usize,
+            )
+            .await;
+            store.close().await;
+            let summary = imported?;
+            println!(
+                "created {}, already existed {}, rejected {}",
+                summary.created, summary.existed, summary.rejected
+            );
+            if summary.rejected > 0 {
+                bail!(
+                    "{} row(s) of {} rejected (reported above by line); the others were recorded",
+                    summary.rejected,
+                    file.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn connect(args: &StoreArgs, connections: u32) -> anyhow::Result<Store> {
+    Store::connect(
+        &args.database_url,
+        connections.min(args.database_max_connections),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "connecting to KASSA_DATABASE_URL={}",
+            kassa_broker::connection::redact_url(&args.database_url)
+        )
+    })
+}
+
+/// An integer as a JSON number; a decimal too, so that validation refuses it as a fraction of a
+/// minor unit; anything else as the string it is, refused as not a number.
+fn amount_value(raw: &str) -> Value {
+    let raw = raw.trim();
+    if let Ok(n) = raw.parse::<i64>() {
+        return Value::from(n);
+    }
+    raw.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or_else(|| Value::String(raw.to_owned()), Value::Number)
+}
+
+/// What became of one charge request.
+enum Submitted {
+    Created(ChargeRecord),
+    Existed(ChargeRecord),
+    /// A validation error, `field: message`.
+    Rejected(String),
+}
+
+/// Validates `request` as the API does and records it with its job.
+///
+/// A reference already recorded for a different customer, amount or currency is refused rather
+/// than answered with the other charge: from a file, that is a typo or a reused invoice number,
+/// and charging nothing for it silently would be the wrong answer.
+async fn submit(
+    store: &Store,
+    route: &JobRoute,
+    request: &ChargeRequest,
+) -> anyhow::Result<Submitted> {
+    let charge = match validate_charge(store, request, false).await {
+        Ok(charge) => charge,
+        Err(e) if e.status.is_server_error() => bail!("checking the charge: {}", e.message),
+        Err(e) => return Ok(Submitted::Rejected(e.message)),
+    };
+    let (record, created) = store
+        .submit_charge(route, &charge)
+        .await
+        .context("recording the charge")?;
+    if created {
+        Ok(Submitted::Created(record))
+    } else if same_charge(&record, &charge) {
+        Ok(Submitted::Existed(record))
+    } else {
+        Ok(Submitted::Rejected(format!(
+            "reference: {} is already charge {} of {} {} to {}",
+            record.reference, record.id, record.amount, record.currency, record.customer_id
+        )))
+    }
+}
+
+fn same_charge(record: &ChargeRecord, charge: &NewCharge) -> bool {
+    record.customer_id == charge.customer_id
+        && record.amount == charge.amount
+        && record.currency == charge.currency
+}
+
+async fn find(store: &Store, id_or_reference: &str) -> anyhow::Result<Option<ChargeRecord>> {
+    if let Ok(id) = id_or_reference.parse::<i64>() {
+        if let Some(record) = store.charge(id).await.context("reading the charge")? {
+            return Ok(Some(record));
+        }
+    }
+    store
+        .charge_by_reference(id_or_reference)
+        .await
+        .context("reading the charge")
+}
+
+fn list(charges: &[ChargeRecord], limit: u32) {
+    if charges.is_empty() {
+        println!("no charges");
+        return;
+    }
+    println!(
+        "{:>8}  {:<24}  {:<19}  {:>7}  {:>14}  customer",
+        "id", "reference", "status", "attempt", "amount"
+    );
+    for charge in charges {
+        let json = charge_json(charge);
+        let amount = json["amount_display"].as_str().map_or_else(
+            || format!("{} {}", charge.amount, charge.currency),
+            str::to_owned,
+        );
+        println!(
+            "{:>8}  {:<24}  {:<19}  {:>7}  {:>14}  {}",
+            charge.id,
+            charge.reference,
+            charge.status.as_str(),
+            charge.attempt,
+            amount,
+            charge.customer_id
+        );
+    }
+    if charges.len() == limit as usize {
+        let last = charges.last().map_or(0, |c| c.id);
+        println!("… more with `kassa charges list --after {last}`");
+    }
+}
+
+/// Every field of `charge_json`, one per line.
+fn print_charge(charge: &ChargeRecord) {
+    if let Value::Object(fields) = charge_json(charge) {
+        for (name, value) in fields {
+            let shown = match value {
+                Value::Null => "-".to_owned(),
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            println!("{:<23}{shown}", format!("{name}:"));
+        }
+    }
+}
+
+/// One CSV row as written; every cell is text until validation says otherwise.
+#[derive(Debug, Deserialize)]
+struct CsvRow {
+    customer: Option<String>,
+    amount: Option<String>,
+    currency: Option<String>,
+    reference: Option<String>,
+    #[serde(default)]
+    payment_method: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl CsvRow {
+    fn request(self) -> ChargeRequest {
+        ChargeRequest {
+            customer: self.customer,
+            amount: self.amount.as_deref().map(amount_value),
+            currency: self.currency,
+            payment_method: self.payment_method,
+            description: self.description,
+            reference: self.reference,
+            metadata: None,
+        }
+    }
+}
+
+const REQUIRED_COLUMNS: [&str; 4] = ["customer", "amount", "currency", "reference"];
+const OPTIONAL_COLUMNS: [&str; 2] = ["payment_method", "description"];
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Rows recorded as new charges.
+    pub created: u64,
+    /// Rows whose reference was already recorded (for the same charge).
+    pub existed: u64,
+    /// Rows refused, each reported with its line.
+    pub rejected: u64,
+}
+
+/// A row read from the file: its line and the request, or why it cannot be one.
+type ReadRow = (u64, Result<ChargeRequest, String>);
+
+/// Streams `file` record by record (at most `concurrency` rows in flight, reported in file
+/// order) and records each good row; a database failure stops the import.
+async fn import(
+    store: &Store,
+    route: &JobRoute,
+    file: &std::path::Path,
+    quiet: bool,
+    concurrency: usize,
+) -> anyhow::Result<ImportSummary> {
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let size = opened.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(size, quiet);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true) // a short or long row is reported as such, not as a parse error
+        .trim(csv::Trim::All)
+        .from_reader(bar.wrap_read(opened));
+    let headers = reader
+        .headers()
+        .with_context(|| format!("reading the header row of {}", file.display()))?
+        .clone();
+    check_headers(&headers)?;
+
+    let rows = reader.into_records().map(|record| -> ReadRow {
+        match record {
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                (line, Err(format!("row: {}", csv_error_message(&e))))
+            }
+            Ok(record) => {
+                let line = record.position().map_or(0, |p| p.line());
+                if record.len() != headers.len() {
+                    return (
+                        line,
+                        Err(format!(
+                            "row: {} columns, the header has {}",
+                            record.len(),
+                            headers.len()
+                        )),
+                    );
+                }
+                let row = record
+                    .deserialize::<CsvRow>(Some(&headers))
+                    .map(CsvRow::request)
+                    .map_err(|e| format!("row: {}", csv_error_message(&e)));
+                (line, row)
+            }
+        }
+    });
+    let mut outcomes = stream::iter(rows)
+        .map(|(line, request)| async move {
+            let outcome = match request {
+                Ok(request) => submit(store, route, &request).await,
+                Err(message) => Ok(Submitted::Rejected(message)),
+            };
+            (line, outcome)
+        })
+        .buffered(concurrency.max(1));
+
+    let mut summary = ImportSummary::default();
+    while let Some((line, outcome)) = outcomes.next().await {
+        match outcome.with_context(|| format!("line {line}"))? {
+            Submitted::Created(_) => summary.created += 1,
+            Submitted::Existed(_) => summary.existed += 1,
+            Submitted::Rejected(message) => {
+                summary.rejected += 1;
+                bar.suspend(|| eprintln!("line {line}: {message}"));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+fn check_headers(headers: &csv::StringRecord) -> anyhow::Result<()> {
+    let missing: Vec<&str> = REQUIRED_COLUMNS
+        .into_iter()
+        .filter(|c| !headers.iter().any(|h| h == *c))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "line 1: the header row lacks column(s) {} (expected {}, optionally {})",
+            missing.join(", "),
+            REQUIRED_COLUMNS.join(","),
+            OPTIONAL_COLUMNS.join(",")
+        );
+    }
+    if let Some(unknown) = headers
+        .iter()
+        .find(|h| !REQUIRED_COLUMNS.contains(h) && !OPTIONAL_COLUMNS.contains(h))
+    {
+        bail!(
+            "line 1: unknown column {unknown:?} (expected {}, optionally {})",
+            REQUIRED_COLUMNS.join(","),
+            OPTIONAL_COLUMNS.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// A csv error without its position (the caller says the line).
+fn csv_error_message(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!("not valid UTF-8 ({err})"),
+        csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
+        _ => error.to_string(),
+    }
+}
+
+/// Bytes read of the file's size, on stderr; hidden with `--quiet` or when stderr is not a
+/// terminal (a log file or a pipe gets the bad rows and the summary only).
+fn progress_bar(size: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

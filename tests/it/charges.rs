@@ -211,26 +211,7 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
     );
     a.unwrap();
     b.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the duplicate jobs to be consumed",
-        || async {
-            let channel = app.stack.broker.open_channel().await.ok()?;
-            let q = channel
-                .queue_declare(
-                    app.topology.charges_queue().as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await
-                .ok()?;
-            (q.message_count() == 0).then_some(())
-        },
-    )
-    .await;
+    app.drained(&app.topology.charges_queue()).await;
     let intents = successful_intents(&app);
     assert_eq!(
         intents.len(),

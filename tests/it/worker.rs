@@ -147,22 +147,7 @@ async fn duplicates_delivered_twice_and_processed_concurrently_act_once() {
 
     // Two more copies at the same instant, straight onto the queue.
     join_all((0..2).map(|_| app.publish_event(&event))).await;
-    eventually(Duration::from_secs(10), "the queue to drain", || async {
-        let channel = app.stack.broker.open_channel().await.ok()?;
-        let queue = channel
-            .queue_declare(
-                app.topology.fulfillment_queue().as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .ok()?;
-        (queue.message_count() == 0).then_some(())
-    })
-    .await;
+    app.drained(&app.topology.fulfillment_queue()).await;
 
     let stored = app.processed(&event_id).await;
     assert_eq!(stored.attempts, 1, "processed once");
@@ -292,11 +277,7 @@ async fn a_card_attached_to_another_customer_is_dead_lettered_with_the_reason() 
         .unwrap();
 
     app.publish_event(&completed).await;
-    let letters = eventually(Duration::from_secs(20), "a dead letter", || async {
-        let letters = dlq::list(&app.stack.broker, 10).await.unwrap();
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let letters = app.dead_letters().await;
     assert_eq!(letters[0].message_id, event_id);
     assert!(
         letters[0].reason.contains("attached to another customer"),
@@ -340,11 +321,7 @@ async fn a_stripe_400_is_dead_lettered_then_replayed_after_the_cause_is_removed(
     });
 
     app.publish_event(&completed).await;
-    let letters = eventually(Duration::from_secs(20), "a dead letter", || async {
-        let letters = dlq::list(&app.stack.broker, 10).await.unwrap();
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let letters = app.dead_letters().await;
     assert_eq!(letters[0].message_id, event_id);
     assert!(letters[0].reason.contains("400"), "{}", letters[0].reason);
     assert_eq!(
@@ -385,15 +362,7 @@ async fn an_event_from_the_other_mode_is_dead_lettered_and_unknown_types_are_ack
     });
     app.publish_event(&unknown).await;
     app.publish_event(&live_event).await;
-    let letters = eventually(
-        Duration::from_secs(20),
-        "the live event dead-lettered",
-        || async {
-            let letters = dlq::list(&app.stack.broker, 10).await.unwrap();
-            (!letters.is_empty()).then_some(letters)
-        },
-    )
-    .await;
+    let letters = app.dead_letters().await;
     assert_eq!(
         letters.len(),
         1,

@@ -205,6 +205,38 @@ impl TestApp {
         .await
     }
 
+    /// Waits until the dead-letter queue holds at least one message, and returns them.
+    pub async fn dead_letters(&self) -> Vec<kassa_broker::dlq::DeadLetter> {
+        super::eventually(Duration::from_secs(20), "a dead letter", || async {
+            let letters = kassa_broker::dlq::list(&self.stack.broker, 10)
+                .await
+                .unwrap();
+            (!letters.is_empty()).then_some(letters)
+        })
+        .await
+    }
+
+    /// Waits until `queue` has no ready message left.
+    pub async fn drained(&self, queue: &str) {
+        super::eventually(
+            Duration::from_secs(10),
+            &format!("{queue} to drain"),
+            || async {
+                let channel = self.stack.broker.open_channel().await.ok()?;
+                let passive = lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let declared = channel
+                    .queue_declare(queue.into(), passive, Default::default())
+                    .await
+                    .ok()?;
+                (declared.message_count() == 0).then_some(())
+            },
+        )
+        .await
+    }
+
     /// Simulator requests matching method and path suffix.
     pub fn calls(
         &self,

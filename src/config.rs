@@ -247,6 +247,59 @@ pub struct WorkerArgs {
     /// The sender of Kassa's e-mails.
     #[arg(long, env = "KASSA_MAIL_FROM", default_value = kassa_worker::mailer::DEFAULT_FROM)]
     pub mail_from: String,
+    /// The merchant's address for "payment received" notifications (needs KASSA_SMTP_URL).
+    #[arg(long, env = "KASSA_NOTIFY_EMAIL")]
+    pub notify_email: Option<String>,
+    /// How often to poll Stripe's /v1/events for events whose webhooks never arrived (`15s`,
+    /// `1m`, or `0`/`off` to disable); found events are published once, through the inbox.
+    #[arg(long, env = "KASSA_EVENTS_POLL_INTERVAL", default_value = "15s", value_parser = parse_poll_interval)]
+    pub events_poll_interval: PollInterval,
+    /// How far back the events poller looks on its very first start (later starts resume from
+    /// the cursor saved in PostgreSQL); at most 30 days, Stripe's event retention.
+    #[arg(long, env = "KASSA_EVENTS_POLL_LOOKBACK", default_value = "24h", value_parser = parse_lookback)]
+    pub events_poll_lookback: Duration,
+}
+
+/// A duration such as `90`, `90s`, `15m`, `24h` or `7d` (plain numbers are seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 24h or 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+/// `KASSA_EVENTS_POLL_INTERVAL`: `None` when polling is off.
+#[derive(Clone, Copy, Debug)]
+pub struct PollInterval(pub Option<Duration>);
+
+/// `KASSA_EVENTS_POLL_INTERVAL`: a duration, `0` or `off` for no polling.
+fn parse_poll_interval(text: &str) -> Result<PollInterval, String> {
+    if matches!(text.trim(), "off" | "false" | "none") {
+        return Ok(PollInterval(None));
+    }
+    let interval = parse_duration(text).map_err(|e| format!("KASSA_EVENTS_POLL_INTERVAL: {e}"))?;
+    Ok(PollInterval(Some(interval).filter(|d| !d.is_zero())))
+}
+
+/// A look-back window within Stripe's 30 days of events.
+pub fn parse_lookback(text: &str) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window > Duration::from_secs(30 * 86_400) {
+        return Err("Stripe keeps events for 30 days: give at most 30d".into());
+    }
+    Ok(window)
 }
 
 impl WorkerArgs {
@@ -282,6 +335,17 @@ impl WorkerArgs {
             concurrency: self.worker_concurrency as usize,
             public_url: self.public_url.as_str().trim_end_matches('/').to_owned(),
             mailer,
+            notify_email: self
+                .notify_email
+                .clone()
+                .filter(|address| !address.trim().is_empty()),
+            events_poller: self.events_poll_interval.0.map(|interval| {
+                kassa_worker::backfill::PollerConfig {
+                    interval,
+                    first_lookback: self.events_poll_lookback,
+                    ..Default::default()
+                }
+            }),
         })
     }
 }
@@ -319,6 +383,10 @@ pub struct ServeArgs {
     /// Bearer token of the back-office API (`/api/charges`); not set: the API is not mounted.
     #[arg(long, env = "KASSA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Publishable key (`pk_test_…`/`pk_live_…`) handed to merchants' payment forms by
+    /// `POST /api/payment-intents`; must be of the API key's mode.
+    #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
+    pub publishable_key: Option<String>,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -375,6 +443,18 @@ impl ServeArgs {
                 }
                 Some(token) => Some(SecretString::from(token.to_owned())),
             },
+            public_url: self
+                .worker
+                .public_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+            publishable_key: self
+                .publishable_key
+                .as_deref()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
         })
     }
 }

@@ -4,8 +4,10 @@
 mod bench;
 mod charges_cli;
 mod config;
+mod connector_cli;
 mod demo;
 mod dlq;
+mod reconcile;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -47,6 +49,14 @@ enum Command {
     Charge(charges_cli::ChargeArgs),
     /// List, show and import (CSV) back-office charges.
     Charges(charges_cli::ChargesArgs),
+    /// Connector actions: create a customer, find customers by e-mail.
+    Customers(connector_cli::CustomersArgs),
+    /// Connector actions: create a product.
+    Products(connector_cli::ProductsArgs),
+    /// Charge a token or a customer with the LEGACY Charges API (new integrations: PaymentIntents).
+    LegacyCharge(connector_cli::LegacyChargeArgs),
+    /// One pass over Stripe's /v1/events: publish what webhooks missed and report it.
+    Reconcile(reconcile::ReconcileArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
     StripeSim(config::StripeSimArgs),
     /// Measure Kassa against a baseline in the same run; prints a table and writes JSON.
@@ -73,6 +83,10 @@ fn main() -> anyhow::Result<()> {
             Command::Dlq(args) => dlq::run(args).await,
             Command::Charge(args) => charges_cli::charge(args).await,
             Command::Charges(args) => charges_cli::charges(args).await,
+            Command::Customers(args) => connector_cli::customers(args).await,
+            Command::Products(args) => connector_cli::products(args).await,
+            Command::LegacyCharge(args) => connector_cli::legacy_charge(args).await,
+            Command::Reconcile(args) => reconcile::run(args).await,
             Command::StripeSim(args) => stripe_sim(args).await,
             Command::Bench { which } => bench::run(which).await,
         }
@@ -111,6 +125,8 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
         webhook_tolerance: Duration::from_secs(args.webhook_tolerance_secs),
         worker: None,
         admin_token: None,
+        public_url: String::new(),
+        publishable_key: None,
     };
     let mut stack = Stack::start(config).await?;
     let address = stack.address.context("the ingress has an address")?;
@@ -145,6 +161,8 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         webhook_tolerance: Duration::from_secs(300),
         worker: Some(args.worker.config()?),
         admin_token: None,
+        public_url: String::new(),
+        publishable_key: None,
     };
     let mut stack = Stack::start(config).await?;
     info!(

@@ -63,6 +63,32 @@ pub struct StackConfig {
     pub worker: Option<WorkerConfig>,
     /// `KASSA_ADMIN_TOKEN`: mounts the back-office API (needs the database too).
     pub admin_token: Option<SecretString>,
+    /// `KASSA_PUBLIC_URL`: where Checkout sends customers back to (the merchant pages); empty:
+    /// this process's own bound address.
+    pub public_url: String,
+    /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to merchants' payment forms; its mode must match
+    /// the secret key's.
+    pub publishable_key: Option<String>,
+}
+
+/// The publishable key of the embedded simulator's test mode.
+pub const EMBEDDED_SIM_PUBLISHABLE_KEY: &str = "pk_test_kassa_embedded_simulator";
+
+/// Test and live never mix: a publishable key must be of the secret key's mode.
+pub fn check_publishable_key(publishable: &str, mode: kassa_stripe::Mode) -> anyhow::Result<()> {
+    let publishable_mode = if publishable.starts_with("pk_test_") {
+        kassa_stripe::Mode::Test
+    } else if publishable.starts_with("pk_live_") {
+        kassa_stripe::Mode::Live
+    } else {
+        anyhow::bail!("KASSA_STRIPE_PUBLISHABLE_KEY must start with pk_test_ or pk_live_");
+    };
+    if publishable_mode != mode {
+        anyhow::bail!(
+            "KASSA_STRIPE_PUBLISHABLE_KEY is a {publishable_mode} key but KASSA_STRIPE_API_KEY is a {mode} key: test and live never mix"
+        );
+    }
+    Ok(())
 }
 
 /// A running process.
@@ -171,6 +197,55 @@ impl Stack {
                     store, token, route,
                 )));
                 info!("back-office API mounted under /api (Bearer KASSA_ADMIN_TOKEN)");
+            }
+            if let (Some(token), Some(stripe)) = (config.admin_token.clone(), stripe.clone()) {
+                router = router.merge(kassa_ingress::connector::router(
+                    kassa_ingress::connector::ConnectorState::new(stripe, token),
+                ));
+                info!(
+                    "connector actions mounted: /api/customers, /api/products, /api/legacy-charges"
+                );
+            }
+            if let (true, Some(stripe), Some(store)) =
+                (config.webhooks, stripe.clone(), store.clone())
+            {
+                let publishable_key = match (&config.publishable_key, &config.stripe) {
+                    (Some(key), _) => Some(key.clone()),
+                    (None, Some(StripeTarget::Embedded(_))) => {
+                        Some(EMBEDDED_SIM_PUBLISHABLE_KEY.to_owned())
+                    }
+                    (None, _) => None,
+                };
+                if let Some(key) = &publishable_key {
+                    check_publishable_key(key, stripe.mode())?;
+                }
+                let settings = kassa_ingress::checkout::CheckoutSettings {
+                    public_url: match (config.public_url.trim_end_matches('/'), address) {
+                        ("", Some(address)) => format!("http://{address}"),
+                        (url, _) => url.to_owned(),
+                    },
+                    publishable_key,
+                    product: kassa_ingress::pages::ShopProduct::demo()
+                        .context("the shop's demo product")?,
+                };
+                let fulfilment = std::sync::Arc::new(crate::fulfil::WorkerFulfilment::new(
+                    stripe.clone(),
+                    store,
+                    broker.topology().clone(),
+                ));
+                let token = config
+                    .admin_token
+                    .clone()
+                    .unwrap_or_else(|| SecretString::from(String::new()));
+                let state = kassa_ingress::checkout::CheckoutState::new(
+                    stripe, token, settings, fulfilment,
+                );
+                router = router.merge(kassa_ingress::pages::router(state.clone()));
+                info!("merchant pages mounted: /, /create-checkout-session, /success, /cancel");
+                if config.admin_token.is_some() {
+                    router = router.merge(kassa_ingress::checkout::router(state));
+                    info!("checkout API mounted: /api/checkout-sessions, /api/payment-intents");
+                }
             }
             let shutdown = http_shutdown.clone();
             http.spawn(async move {

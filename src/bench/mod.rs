@@ -3,6 +3,7 @@
 
 mod import;
 mod ingress;
+mod soak;
 mod worker;
 
 use anyhow::Context;
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     /// `kassa charges import` of a generated CSV file (child process: rows/s, peak RSS) vs a
     /// plain in-process insert loop.
     Import(import::ImportBenchArgs),
+    /// Crash soak: two ingress and two worker processes under SIGKILLs, a RabbitMQ restart,
+    /// duplicated and shuffled webhooks and Stripe 500s/429s; checks nothing is lost or doubled.
+    Soak(soak::SoakArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -30,6 +34,7 @@ pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingress(args) => ingress::run(args).await,
         BenchCommand::Worker(args) => worker::run(args).await,
         BenchCommand::Import(args) => import::run(args).await,
+        BenchCommand::Soak(args) => soak::run(args).await,
     }
 }
 

@@ -84,6 +84,8 @@ impl Rig {
             webhook_tolerance: Duration::from_secs(300),
             worker: None, // started per phase, after the queue is loaded
             admin_token: None,
+            public_url: "http://127.0.0.1:8080".into(),
+            publishable_key: None,
         };
         let stack = Stack::start(config).await?;
         stack

@@ -1,11 +1,17 @@
 //! Kassa's integration tests, one binary: real RabbitMQ (KASSA_AMQP_URL, the default local
 //! broker, or a testcontainers fallback), fresh exchange and queue names per test.
 
+mod browser;
 mod charges;
 mod charges_cli;
+mod checkout;
 mod cli;
+mod connector;
 mod consumer;
+mod deploy;
 mod ingress;
 mod official_library;
+mod secrets;
 mod support;
+mod triggers;
 mod worker;

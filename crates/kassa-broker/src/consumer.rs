@@ -206,6 +206,7 @@ async fn settle<H: MessageHandler>(
         redelivered: delivery.redelivered,
     };
     let (message_id, attempt) = (incoming.message_id.clone(), incoming.attempt);
+    crate::sampler::record_message_age(work, &delivery.properties, attempt);
     let outcome = handler.handle(incoming).await;
     let forwarded = match &outcome {
         Outcome::Done => Ok(()),
@@ -356,11 +357,7 @@ fn truncate(value: &str, max: usize) -> &str {
 }
 
 fn work_label(work: WorkQueue) -> &'static str {
-    match work {
-        WorkQueue::Events => "events",
-        WorkQueue::Charges => "charges",
-        WorkQueue::AlertEmails => "alert_emails",
-    }
+    work.label()
 }
 
 fn uuid_like() -> String {

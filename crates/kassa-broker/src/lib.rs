@@ -11,10 +11,11 @@ pub mod consumer;
 pub mod dlq;
 pub mod error;
 pub mod publisher;
+pub mod sampler;
 pub mod topology;
 
 pub use connection::{Broker, BrokerConfig};
 pub use consumer::{run_consumer, ConsumerConfig, Incoming, MessageHandler, Outcome};
 pub use error::BrokerError;
 pub use publisher::{ConfirmedPublisher, OutgoingMessage, PublishError};
-pub use topology::{RetryRung, Topology, WorkQueue};
+pub use topology::{Definitions, RetryRung, Topology, WorkQueue};

@@ -47,11 +47,99 @@ pub enum WorkQueue {
     AlertEmails,
 }
 
+impl WorkQueue {
+    /// The `queue` label of this work's metrics: `events`, `charges` or `alert_emails`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Events => "events",
+            Self::Charges => "charges",
+            Self::AlertEmails => "alert_emails",
+        }
+    }
+}
+
 /// Names of every exchange and queue, each with the same prefix, and the retry ladder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
     ladder: Vec<RetryRung>,
+}
+
+/// Everything [`Topology::declare`] declares, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definitions {
+    /// Durable exchanges.
+    pub exchanges: Vec<ExchangeDefinition>,
+    /// Durable queues.
+    pub queues: Vec<QueueDefinition>,
+    /// Queue bindings.
+    pub bindings: Vec<BindingDefinition>,
+}
+
+/// The type of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeType {
+    /// Routes by routing-key pattern.
+    Topic,
+    /// Routes by exact routing key.
+    Direct,
+    /// Routes to every bound queue.
+    Fanout,
+}
+
+impl ExchangeType {
+    /// The type's name in AMQP and in RabbitMQ's definitions files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+        }
+    }
+}
+
+/// A durable exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeDefinition {
+    /// Its name (prefix included).
+    pub name: String,
+    /// Its type.
+    pub kind: ExchangeType,
+}
+
+/// A durable queue and its `x-` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDefinition {
+    /// Its name (prefix included).
+    pub name: String,
+    /// Its arguments, in declaration order.
+    pub arguments: Vec<(&'static str, QueueArgument)>,
+}
+
+/// The value of a queue argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueArgument {
+    /// A string, e.g. `quorum`.
+    String(String),
+    /// An integer, e.g. a TTL in milliseconds.
+    Integer(i64),
+}
+
+impl From<&str> for QueueArgument {
+    fn from(value: &str) -> Self {
+        Self::String(value.to_owned())
+    }
+}
+
+/// A binding of a queue to an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingDefinition {
+    /// The exchange (source).
+    pub exchange: String,
+    /// The queue (destination).
+    pub queue: String,
+    /// The routing key or pattern.
+    pub routing_key: String,
 }
 
 impl Default for Topology {
@@ -166,74 +254,57 @@ impl Topology {
 
     /// Every queue name, for clean-up in tests.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.fulfillment_queue(), self.charges_queue()];
-        for rung in &self.ladder {
-            queues.push(self.events_retry_queue(&rung.suffix));
-            queues.push(self.charges_retry_queue(&rung.suffix));
-        }
-        queues.extend([self.dead_letters_queue(), self.alerts_email_queue()]);
-        queues
+        self.definitions()
+            .queues
+            .into_iter()
+            .map(|queue| queue.name)
+            .collect()
     }
 
     /// Every exchange name, for clean-up in tests.
     pub fn exchanges(&self) -> Vec<String> {
-        vec![
-            self.events_exchange(),
-            self.charges_exchange(),
-            self.dead_exchange(),
-            self.alerts_exchange(),
-            self.notifications_exchange(),
-        ]
+        self.definitions()
+            .exchanges
+            .into_iter()
+            .map(|exchange| exchange.name)
+            .collect()
     }
 
-    /// Declares every exchange, queue and binding. Safe to run at every start.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        for (name, kind) in [
-            (self.events_exchange(), ExchangeKind::Topic),
-            (self.charges_exchange(), ExchangeKind::Direct),
-            (self.dead_exchange(), ExchangeKind::Fanout),
-            (self.alerts_exchange(), ExchangeKind::Topic),
-            (self.notifications_exchange(), ExchangeKind::Topic),
-        ] {
-            channel
-                .exchange_declare(name.into(), kind, durable_exchange, FieldTable::default())
-                .await
-                .map_err(BrokerError::amqp("exchange.declare"))?;
-        }
+    /// Every exchange, queue (with its arguments) and binding, in declaration order: what
+    /// [`Topology::declare`] declares, and what `deploy/rabbitmq/definitions.json` must match.
+    pub fn definitions(&self) -> Definitions {
+        let dead = self.dead_exchange();
+        let exchanges = [
+            (self.events_exchange(), ExchangeType::Topic),
+            (self.charges_exchange(), ExchangeType::Direct),
+            (self.dead_exchange(), ExchangeType::Fanout),
+            (self.alerts_exchange(), ExchangeType::Topic),
+            (self.notifications_exchange(), ExchangeType::Topic),
+        ]
+        .into_iter()
+        .map(|(name, kind)| ExchangeDefinition { name, kind })
+        .collect();
 
         // Work queues dead-letter to kassa.dead: rejected (permanent failure) or over the
         // delivery limit.
-        let dead = self.dead_exchange();
-        self.declare_queue(
-            channel,
-            &self.fulfillment_queue(),
-            dead_lettering(&dead, None, None),
-        )
-        .await?;
-        self.bind(
-            channel,
-            &self.fulfillment_queue(),
-            &self.events_exchange(),
-            "#",
-        )
-        .await?;
-        self.declare_queue(
-            channel,
-            &self.charges_queue(),
-            dead_lettering(&dead, None, None),
-        )
-        .await?;
-        self.bind(
-            channel,
-            &self.charges_queue(),
-            &self.charges_exchange(),
-            CHARGE_ROUTING_KEY,
-        )
-        .await?;
+        let mut queues = vec![
+            QueueDefinition {
+                name: self.fulfillment_queue(),
+                arguments: dead_lettering(&dead, None, None),
+            },
+            QueueDefinition {
+                name: self.charges_queue(),
+                arguments: dead_lettering(&dead, None, None),
+            },
+        ];
+        let mut bindings = vec![
+            binding(self.events_exchange(), self.fulfillment_queue(), "#"),
+            binding(
+                self.charges_exchange(),
+                self.charges_queue(),
+                CHARGE_ROUTING_KEY,
+            ),
+        ];
 
         // Retry ladder: a message waits out the TTL, then the broker dead-letters it through the
         // default exchange ("") straight back to its work queue.
@@ -245,26 +316,78 @@ impl Topology {
                 ),
                 (self.charges_retry_queue(&rung.suffix), self.charges_queue()),
             ] {
-                let args = dead_lettering("", Some(&target), Some(rung.delay));
-                self.declare_queue(channel, &retry, args).await?;
+                queues.push(QueueDefinition {
+                    name: retry,
+                    arguments: dead_lettering("", Some(&target), Some(rung.delay)),
+                });
             }
         }
 
-        let mut quorum = FieldTable::default();
-        quorum.insert("x-queue-type".into(), string("quorum"));
-        self.declare_queue(channel, &self.dead_letters_queue(), quorum.clone())
-            .await?;
-        self.bind(channel, &self.dead_letters_queue(), &dead, "")
-            .await?;
+        let quorum = vec![("x-queue-type", QueueArgument::from("quorum"))];
+        queues.push(QueueDefinition {
+            name: self.dead_letters_queue(),
+            arguments: quorum.clone(),
+        });
+        bindings.push(binding(dead, self.dead_letters_queue(), ""));
+        queues.push(QueueDefinition {
+            name: self.alerts_email_queue(),
+            arguments: quorum,
+        });
+        for key in ["customer.#", "charge.#", "payment.#"] {
+            bindings.push(binding(
+                self.alerts_exchange(),
+                self.alerts_email_queue(),
+                key,
+            ));
+        }
+        Definitions {
+            exchanges,
+            queues,
+            bindings,
+        }
+    }
 
-        self.declare_queue(channel, &self.alerts_email_queue(), quorum)
-            .await?;
-        for key in ["customer.#", "charge.#"] {
+    /// Declares every exchange, queue and binding of [`Topology::definitions`]. Safe to run at
+    /// every start.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let definitions = self.definitions();
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for exchange in definitions.exchanges {
+            let kind = match exchange.kind {
+                ExchangeType::Topic => ExchangeKind::Topic,
+                ExchangeType::Direct => ExchangeKind::Direct,
+                ExchangeType::Fanout => ExchangeKind::Fanout,
+            };
+            channel
+                .exchange_declare(
+                    exchange.name.as_str().into(),
+                    kind,
+                    durable_exchange,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(BrokerError::amqp("exchange.declare"))?;
+        }
+        for queue in definitions.queues {
+            let mut arguments = FieldTable::default();
+            for (key, value) in queue.arguments {
+                let value = match value {
+                    QueueArgument::String(value) => string(&value),
+                    QueueArgument::Integer(value) => AMQPValue::LongLongInt(value),
+                };
+                arguments.insert(key.into(), value);
+            }
+            self.declare_queue(channel, &queue.name, arguments).await?;
+        }
+        for binding in definitions.bindings {
             self.bind(
                 channel,
-                &self.alerts_email_queue(),
-                &self.alerts_exchange(),
-                key,
+                &binding.queue,
+                &binding.exchange,
+                &binding.routing_key,
             )
             .await?;
         }
@@ -343,24 +466,37 @@ impl Topology {
 /// Quorum queues dead-letter at most once by default: a broker crash can drop a message in
 /// transit. `at-least-once` fixes that, and RabbitMQ (≥ 3.10) requires `reject-publish` overflow
 /// with it.
-fn dead_lettering(exchange: &str, routing_key: Option<&str>, ttl: Option<Duration>) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), string("quorum"));
-    args.insert("x-dead-letter-exchange".into(), string(exchange));
-    args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
-    args.insert("x-overflow".into(), string("reject-publish"));
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(DELIVERY_LIMIT),
-    );
+fn dead_lettering(
+    exchange: &str,
+    routing_key: Option<&str>,
+    ttl: Option<Duration>,
+) -> Vec<(&'static str, QueueArgument)> {
+    let mut args = vec![
+        ("x-queue-type", QueueArgument::from("quorum")),
+        ("x-dead-letter-exchange", QueueArgument::from(exchange)),
+        (
+            "x-dead-letter-strategy",
+            QueueArgument::from("at-least-once"),
+        ),
+        ("x-overflow", QueueArgument::from("reject-publish")),
+        ("x-delivery-limit", QueueArgument::Integer(DELIVERY_LIMIT)),
+    ];
     if let Some(key) = routing_key {
-        args.insert("x-dead-letter-routing-key".into(), string(key));
+        args.push(("x-dead-letter-routing-key", QueueArgument::from(key)));
     }
     if let Some(ttl) = ttl {
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis));
+        args.push(("x-message-ttl", QueueArgument::Integer(millis)));
     }
     args
+}
+
+fn binding(exchange: String, queue: String, routing_key: &str) -> BindingDefinition {
+    BindingDefinition {
+        exchange,
+        queue,
+        routing_key: routing_key.to_owned(),
+    }
 }
 
 fn string(value: &str) -> AMQPValue {

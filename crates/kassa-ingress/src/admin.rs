@@ -267,12 +267,17 @@ async fn list_charges(
 
 /// Bearer token, compared in constant time.
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_bearer(&state.token, headers)
+}
+
+/// `Authorization: Bearer {token}`, compared in constant time; an empty token admits nobody.
+pub(crate) fn check_bearer(token: &SecretString, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let expected = state.token.expose_secret().as_bytes();
+    let expected = token.expose_secret().as_bytes();
     if bool::from(given.as_bytes().ct_eq(expected)) && !expected.is_empty() {
         Ok(())
     } else {

@@ -5,12 +5,16 @@
 //! confirm — so a 2xx to Stripe always means the event is durable. It never calls Stripe and
 //! never writes the database: it stays thin so it is fast and scales out. Also `/healthz`,
 //! `/readyz`, `/metrics`, and the back-office API ([`admin`]), which reads and writes the
-//! database but never calls Stripe.
+//! database but never calls Stripe. The connector actions ([`connector`]) do call Stripe,
+//! synchronously: small operations for back-office tools, on the same admin token.
 
 pub mod admin;
+pub mod checkout;
+pub mod connector;
 pub mod envelope;
 pub mod error;
 pub mod health;
+pub mod pages;
 pub mod telemetry;
 pub mod webhook;
 

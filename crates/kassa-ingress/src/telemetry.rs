@@ -1,4 +1,12 @@
-//! The process's Prometheus recorder, installed once and shared by every router in the process.
+//! The process's Prometheus recorder, installed once and shared by every router in the process,
+//! and [`METRICS`], the one list of every metric Kassa exports.
+//!
+//! metrics-exporter-prometheus renders a metric only once it has been registered, so at install
+//! every counter and histogram of [`METRICS`] is described and registered with its known label
+//! values: `/metrics` lists them at zero from the start, and `rate()` and alerts see a series
+//! before the first event. Gauges are left until their first real sample (a gauge at 0 would
+//! claim an empty queue nobody has looked at). deploy/'s dashboard and alert rules may name
+//! only metrics that `/metrics` shows (tests/it/deploy.rs checks it).
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -8,15 +16,228 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
-/// The global Prometheus handle; the first call installs the recorder.
+/// Buckets (seconds) of `kassa_message_age_seconds`: AMQP timestamps are whole seconds, and a
+/// message back from the retry ladder can be hours old.
+const AGE_BUCKETS: [f64; 14] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 86400.0,
+];
+
+/// What kind of metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Set to a sampled value.
+    Gauge,
+    /// Observations in buckets (`_bucket`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// One exported metric: its name, kind, help text, label name and the label values known up
+/// front (registered at zero).
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    /// The metric's name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// The label, if any.
+    pub label: Option<&'static str>,
+    /// Label values registered at start.
+    pub values: &'static [&'static str],
+}
+
+const fn spec(
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    label: Option<&'static str>,
+    values: &'static [&'static str],
+) -> MetricSpec {
+    MetricSpec {
+        name,
+        kind,
+        help,
+        label,
+        values,
+    }
+}
+
+const QUEUES: &[&str] = &["events", "charges", "alert_emails"];
+
+/// Every metric Kassa exports.
+pub const METRICS: &[MetricSpec] = &[
+    spec(
+        "kassa_webhook_requests_total",
+        Kind::Counter,
+        "Webhook deliveries answered, by outcome (accepted or the error code).",
+        Some("outcome"),
+        &["accepted"],
+    ),
+    spec(
+        "kassa_webhook_signature_failures_total",
+        Kind::Counter,
+        "Webhooks refused for their Stripe-Signature, by reason.",
+        Some("reason"),
+        &[
+            "signature_missing",
+            "signature_invalid",
+            "timestamp_out_of_tolerance",
+        ],
+    ),
+    spec(
+        "kassa_publish_confirm_seconds",
+        Kind::Histogram,
+        "Time from publish to RabbitMQ's publisher confirm, by outcome.",
+        Some("outcome"),
+        &["confirmed", "timeout", "nacked", "unavailable"],
+    ),
+    spec(
+        "kassa_broker_reconnects_total",
+        Kind::Counter,
+        "Connections to RabbitMQ re-established.",
+        None,
+        &[],
+    ),
+    spec(
+        "kassa_messages_retried_total",
+        Kind::Counter,
+        "Messages sent up the retry ladder, by work queue.",
+        Some("queue"),
+        QUEUES,
+    ),
+    spec(
+        "kassa_messages_dead_lettered_total",
+        Kind::Counter,
+        "Messages sent to kassa.dead.letters, by work queue.",
+        Some("queue"),
+        QUEUES,
+    ),
+    spec(
+        "kassa_message_age_seconds",
+        Kind::Histogram,
+        "Seconds between a message's publish and its delivery to a worker, by work queue.",
+        Some("queue"),
+        QUEUES,
+    ),
+    spec(
+        "kassa_queue_messages",
+        Kind::Gauge,
+        "Messages ready in a queue, sampled by each worker every 15 s.",
+        Some("queue"),
+        &[],
+    ),
+    spec(
+        "kassa_queue_consumers",
+        Kind::Gauge,
+        "Consumers of a queue, sampled by each worker every 15 s.",
+        Some("queue"),
+        &[],
+    ),
+    spec(
+        "kassa_dead_letter_messages",
+        Kind::Gauge,
+        "Messages in kassa.dead.letters, sampled by each worker every 15 s.",
+        None,
+        &[],
+    ),
+    spec(
+        "kassa_events_total",
+        Kind::Counter,
+        "Stripe events handled by the worker, by outcome.",
+        Some("outcome"),
+        &[
+            "processed",
+            "duplicate",
+            "ignored_type",
+            "retried",
+            "dead_lettered",
+        ],
+    ),
+    spec(
+        "kassa_event_handling_seconds",
+        Kind::Histogram,
+        "Time to handle one event that was processed.",
+        None,
+        &[],
+    ),
+    spec(
+        "kassa_charges_total",
+        Kind::Counter,
+        "Back-office charge executions, by outcome.",
+        Some("outcome"),
+        &["succeeded", "processing", "requires_recheckout", "failed"],
+    ),
+    spec(
+        "kassa_stripe_card_errors_total",
+        Kind::Counter,
+        "Stripe answers with HTTP 402 (card errors), by Stripe's error code.",
+        Some("code"),
+        &["card_declined", "authentication_required"],
+    ),
+    spec(
+        "kassa_events_backfilled_total",
+        Kind::Counter,
+        "Events found on Stripe's /v1/events that Kassa had not received, and published.",
+        None,
+        &[],
+    ),
+    spec(
+        "kassa_events_polls_total",
+        Kind::Counter,
+        "Polls of Stripe's /v1/events for missed webhooks, by outcome.",
+        Some("outcome"),
+        &["ok", "failed"],
+    ),
+    spec(
+        "kassa_payments_recorded_total",
+        Kind::Counter,
+        "Payments recorded, by what recorded them.",
+        Some("recorded_by"),
+        &[],
+    ),
+    spec(
+        "kassa_connector_requests_total",
+        Kind::Counter,
+        "Connector API requests, by method, route and status.",
+        Some("route"),
+        &[],
+    ),
+    spec(
+        "kassa_outbox_published_total",
+        Kind::Counter,
+        "Outbox rows (charge jobs, alerts) published to RabbitMQ.",
+        None,
+        &[],
+    ),
+    spec(
+        "kassa_emails_sent_total",
+        Kind::Counter,
+        "E-mails sent through KASSA_SMTP_URL.",
+        None,
+        &[],
+    ),
+];
+
+/// The global Prometheus handle; the first call installs the recorder and registers [`METRICS`].
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            let recorder = match builder
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
-            {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("kassa_message_age_seconds".into()),
+                    &AGE_BUCKETS,
+                )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Suffix("_seconds".into()),
+                        &LATENCY_BUCKETS,
+                    )
+                });
+            let recorder = match builder {
                 Ok(builder) => builder.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),
             };
@@ -24,7 +245,34 @@ pub fn prometheus() -> PrometheusHandle {
             // Fails only if another recorder was installed first (e.g. by an embedding app);
             // /metrics then shows nothing, which is visible and harmless.
             let _ = metrics::set_global_recorder(recorder);
+            register_all();
             handle
         })
         .clone()
+}
+
+/// Describes every metric and registers the counters and histograms at zero.
+fn register_all() {
+    for metric in METRICS {
+        let name = metric.name;
+        match metric.kind {
+            Kind::Counter => metrics::describe_counter!(name, metric.help),
+            Kind::Gauge => metrics::describe_gauge!(name, metric.help),
+            Kind::Histogram => metrics::describe_histogram!(name, metric.help),
+        }
+        match (metric.kind, metric.label) {
+            (Kind::Gauge, _) => {}
+            (Kind::Counter, None) => drop(metrics::counter!(name)),
+            (Kind::Histogram, None) => drop(metrics::histogram!(name)),
+            (kind, Some(label)) => {
+                for value in metric.values {
+                    if kind == Kind::Counter {
+                        drop(metrics::counter!(name, label => *value));
+                    } else {
+                        drop(metrics::histogram!(name, label => *value));
+                    }
+                }
+            }
+        }
+    }
 }

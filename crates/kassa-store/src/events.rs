@@ -202,6 +202,63 @@ impl Store {
     }
 }
 
+/// Where an events poller has read up to (`event_poll_cursor`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollCursor {
+    /// Stripe's `created` (Unix seconds) of the newest event seen.
+    pub last_created: i64,
+    /// That event's id.
+    pub last_event_id: Option<String>,
+}
+
+impl Store {
+    /// Which of `ids` the inbox has a row for (processed, failed or dead-lettered): an event not
+    /// among them never reached a worker.
+    pub async fn known_event_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rows = sqlx::query_scalar!("SELECT id FROM stripe_events WHERE id = ANY($1)", ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The cursor of the poller `name`, if it ever saved one.
+    pub async fn poll_cursor(&self, name: &str) -> Result<Option<PollCursor>, StoreError> {
+        let cursor = sqlx::query_as!(
+            PollCursor,
+            "SELECT last_created, last_event_id FROM event_poll_cursor WHERE name = $1",
+            name,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(cursor)
+    }
+
+    /// Moves the cursor of `name` forward to `cursor` (never back: two pollers may race).
+    pub async fn advance_poll_cursor(
+        &self,
+        name: &str,
+        cursor: &PollCursor,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "INSERT INTO event_poll_cursor (name, last_created, last_event_id) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET
+                 last_created = EXCLUDED.last_created,
+                 last_event_id = EXCLUDED.last_event_id,
+                 updated_at = now()
+             WHERE event_poll_cursor.last_created <= EXCLUDED.last_created",
+            name,
+            cursor.last_created,
+            cursor.last_event_id,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 impl EventTx {
     /// The claimed event's id.
     pub fn event_id(&self) -> &str {

@@ -21,6 +21,7 @@ pub mod customers;
 mod error;
 pub mod events;
 pub mod outbox;
+pub mod payments;
 mod pool;
 
 pub use charge_jobs::{ChargeJob, JobRoute};
@@ -30,6 +31,7 @@ pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
 pub use events::{EventClaim, EventTx, StoredEvent};
 pub use outbox::{OutboxEntry, OutboxMessage};
+pub use payments::{NewPayment, PaymentRecord, RecordedBy};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
 
 /// Re-exported so callers name the same connection and timestamp types as the store.

@@ -313,8 +313,14 @@ impl Client {
                 retry_after: None,
             });
         }
+        let error = StripeError::from_response(status, &bytes, request_id);
+        if let StripeError::Card { code, .. } = &error {
+            // HTTP 402: the rate behind the "402 rate" panel and alert of deploy/.
+            let code = code.clone().unwrap_or_else(|| "none".to_owned());
+            metrics::counter!("kassa_stripe_card_errors_total", "code" => code).increment(1);
+        }
         Err(Failure {
-            error: StripeError::from_response(status, &bytes, request_id),
+            error,
             should_retry,
             retry_after,
         })

@@ -5,7 +5,7 @@
 //!
 //! A redelivery can send an e-mail twice (at least once, like every message here).
 
-use crate::mailer::{Mailer, RepayEmail};
+use crate::mailer::{Mailer, PaymentEmail, PaymentEmailKind, RepayEmail};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -29,15 +29,73 @@ struct RepayAlert {
     reminder: i32,
 }
 
+/// The fields of a `payment.succeeded` alert the e-mails need.
+#[derive(Debug, Deserialize)]
+struct PaymentAlert {
+    payment_intent: String,
+    customer: Option<String>,
+    amount_display: String,
+    description: Option<String>,
+    receipt_email: Option<String>,
+}
+
 /// Sends the e-mails of alerts.
 pub struct AlertMailer {
     mailer: Option<Arc<Mailer>>,
+    notify: Option<String>,
 }
 
 impl AlertMailer {
-    /// A mailer over `mailer`, or one that only acknowledges when SMTP is not configured.
-    pub fn new(mailer: Option<Arc<Mailer>>) -> Self {
-        Self { mailer }
+    /// A mailer over `mailer`, or one that only acknowledges when SMTP is not configured;
+    /// `notify` (`KASSA_NOTIFY_EMAIL`) gets a notification of each payment.
+    pub fn new(mailer: Option<Arc<Mailer>>, notify: Option<String>) -> Self {
+        Self { mailer, notify }
+    }
+
+    /// The merchant's notification and the customer's receipt of a `payment.succeeded` alert.
+    /// A redelivery after a failure may repeat the first (at least once, like every alert).
+    async fn send_payment(&self, mailer: &Mailer, body: &[u8]) -> Outcome {
+        let alert: PaymentAlert = match serde_json::from_slice(body) {
+            Ok(alert) => alert,
+            Err(error) => return Outcome::DeadLetter(format!("not a payment alert: {error}")),
+        };
+        let mut emails = Vec::new();
+        let email = |kind, to: &String| PaymentEmail {
+            kind,
+            to: to.clone(),
+            amount_display: alert.amount_display.clone(),
+            payment_intent: alert.payment_intent.clone(),
+            customer: alert.customer.clone(),
+            customer_email: alert.receipt_email.clone(),
+            description: alert.description.clone(),
+        };
+        if let Some(notify) = &self.notify {
+            emails.push(email(PaymentEmailKind::Notification, notify));
+        }
+        if let Some(to) = &alert.receipt_email {
+            emails.push(email(PaymentEmailKind::Receipt, to));
+        }
+        for email in &emails {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match mailer.send_payment(email).await {
+                    Ok(()) => {
+                        info!(payment_intent = %alert.payment_intent, kind = ?email.kind, "payment e-mail sent");
+                        metrics::counter!("kassa_emails_sent_total").increment(1);
+                        break;
+                    }
+                    Err(error) if error.is_transient() && tries < SEND_TRIES => {
+                        warn!(payment_intent = %alert.payment_intent, %error, tries, "sending a payment e-mail failed; trying again");
+                        tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+                    }
+                    Err(error) => {
+                        return Outcome::DeadLetter(format!("payment e-mail not sent: {error}"))
+                    }
+                }
+            }
+        }
+        Outcome::Done
     }
 
     async fn send(&self, mailer: &Mailer, body: &[u8]) -> Outcome {
@@ -93,6 +151,9 @@ impl MessageHandler for AlertMailer {
         async {
             match (&self.mailer, message.kind.as_str()) {
                 (Some(mailer), "customer.repay_requested") => self.send(mailer, &message.body).await,
+                (Some(mailer), crate::payments::PAYMENT_SUCCEEDED) => {
+                    self.send_payment(mailer, &message.body).await
+                }
                 (None, "customer.repay_requested") => {
                     debug!("KASSA_SMTP_URL is not set: re-pay link not e-mailed (the alert is on kassa.alerts)");
                     Outcome::Done

@@ -433,7 +433,7 @@ impl ChargeExecutor {
         &self,
         tx: &mut PgConnection,
         payment_intent_id: &str,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<bool, HandlerError> {
         let intent = self
             .stripe
             .payment_intents()
@@ -453,11 +453,12 @@ impl ChargeExecutor {
                         .unwrap_or_else(|| "the payment failed".into()),
                 }
             }
-            _ => return Ok(()),
+            _ => return Ok(intent.metadata.contains_key(CHARGE_ID_METADATA)),
         };
-        if let Some(charge) =
-            store_charges::settle_charge_by_payment_intent(tx, payment_intent_id, &outcome).await?
-        {
+        let settled =
+            store_charges::settle_charge_by_payment_intent(tx, payment_intent_id, &outcome).await?;
+        let ours = settled.is_some() || intent.metadata.contains_key(CHARGE_ID_METADATA);
+        if let Some(charge) = settled {
             info!(charge_id = charge.id, status = %charge.status, "charge settled by webhook");
             if charge.status == ChargeStatus::Failed {
                 self.alert(
@@ -469,7 +470,12 @@ impl ChargeExecutor {
                 .await?;
             }
         }
-        Ok(())
+        Ok(ours)
+    }
+
+    /// The topology alerts and jobs go to.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// Queues an alert on `kassa.alerts` through the outbox, in the caller's transaction.

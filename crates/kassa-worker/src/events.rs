@@ -2,10 +2,13 @@
 //! commit with the inbox mark, and say whether to ack, retry or dead-letter.
 
 use crate::charges::ChargeExecutor;
+use crate::notifications;
+use crate::payments::record_payment_intent;
 use crate::records;
-use crate::setup::{fulfil_checkout_session, KeyScope, SavedCard};
+use crate::setup::{fulfil_checkout_session, Fulfilled, Fulfiller, KeyScope, SavedCard};
 use crate::HandlerError;
 use kassa_broker::{Incoming, MessageHandler, Outcome};
+use kassa_store::payments::RecordedBy;
 use kassa_store::{EventClaim, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::Client;
@@ -22,6 +25,8 @@ enum Handled {
     PaymentMethod,
     Customer,
     PaymentIntent,
+    NewCharge,
+    NewRefund,
 }
 
 impl Handled {
@@ -39,9 +44,18 @@ impl Handled {
             "payment_intent.succeeded"
             | "payment_intent.payment_failed"
             | "payment_intent.processing" => Handled::PaymentIntent,
+            // The connector triggers; see crate::notifications for why these types.
+            "charge.succeeded" | "charge.pending" | "charge.failed" => Handled::NewCharge,
+            "refund.created" => Handled::NewRefund,
             _ => return None,
         })
     }
+}
+
+/// Whether Kassa acts on events of type `kind` (the others are acked unread and never enter the
+/// inbox, so the `/v1/events` backfill looks only for these).
+pub fn handles(kind: &str) -> bool {
+    Handled::of(kind).is_some()
 }
 
 /// Handles Stripe events from `kassa.events.fulfillment`.
@@ -109,9 +123,14 @@ impl EventHandler {
         }
         let result = match handled {
             Handled::SessionCompleted => {
-                match fulfil_checkout_session(&self.stripe, conn, &object_id, &keys).await {
+                let how = Fulfiller {
+                    stripe: &self.stripe,
+                    topology: self.charges.topology(),
+                    recorded_by: RecordedBy::Webhook,
+                };
+                match fulfil_checkout_session(how, conn, &object_id, &keys).await {
                     // A re-checkout: the new card is the default now; the charge goes again.
-                    Ok(Some(SavedCard {
+                    Ok(Fulfilled::Card(SavedCard {
                         charge_id: Some(charge_id),
                         ..
                     })) => self.charges.retry_after_recheckout(conn, charge_id).await,
@@ -125,7 +144,20 @@ impl EventHandler {
                     Err(error) => Err(error),
                 }
             }
-            Handled::PaymentIntent => self.charges.settle(conn, &object_id).await,
+            Handled::PaymentIntent => match self.charges.settle(conn, &object_id).await {
+                // Not a back-office charge: a payment made on the merchant's pages.
+                Ok(false) if event.type_ == "payment_intent.succeeded" => record_payment_intent(
+                    &self.stripe,
+                    conn,
+                    self.charges.topology(),
+                    &object_id,
+                    RecordedBy::Webhook,
+                )
+                .await
+                .map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            },
             Handled::SetupIntent => {
                 records::record_setup_intent(&self.stripe, conn, &object_id).await
             }
@@ -133,6 +165,16 @@ impl EventHandler {
                 records::record_payment_method(&self.stripe, conn, &object_id).await
             }
             Handled::Customer => records::record_customer(&self.stripe, conn, &object_id).await,
+            Handled::NewCharge => {
+                let topology = self.charges.topology();
+                notifications::announce_charge(&self.stripe, conn, topology, &event, &object_id)
+                    .await
+            }
+            Handled::NewRefund => {
+                let topology = self.charges.topology();
+                notifications::announce_refund(&self.stripe, conn, topology, &event, &object_id)
+                    .await
+            }
         };
         match result {
             Ok(()) => match claimed.complete().await {

@@ -8,10 +8,13 @@
 //! point repeats Stripe calls that Stripe then replays, and never doubles an effect.
 
 pub mod alert_mail;
+pub mod backfill;
 pub mod charges;
 pub mod error;
 pub mod events;
 pub mod mailer;
+pub mod notifications;
+pub mod payments;
 pub mod records;
 pub mod relay;
 pub mod setup;
@@ -36,8 +39,13 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `KASSA_PUBLIC_URL`: where re-pay links send customers back to.
     pub public_url: String,
-    /// `KASSA_SMTP_URL`'s mailer: re-pay links are e-mailed when set.
+    /// `KASSA_SMTP_URL`'s mailer: re-pay links, payment notifications and receipts are e-mailed
+    /// when set.
     pub mailer: Option<Arc<mailer::Mailer>>,
+    /// `KASSA_NOTIFY_EMAIL`: the merchant's address for "payment received" notifications.
+    pub notify_email: Option<String>,
+    /// `KASSA_EVENTS_POLL_INTERVAL`: poll `/v1/events` for missed webhooks; `None` does not.
+    pub events_poller: Option<backfill::PollerConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -47,6 +55,8 @@ impl Default for WorkerConfig {
             concurrency: 16,
             public_url: "http://127.0.0.1:8080".into(),
             mailer: None,
+            notify_email: None,
+            events_poller: None,
         }
     }
 }
@@ -59,6 +69,10 @@ pub struct Worker {
     broker: Broker,
     config: WorkerConfig,
 }
+
+/// How often the worker samples queue depths for `kassa_queue_messages` and
+/// `kassa_dead_letter_messages` (about one Prometheus scrape interval).
+const QUEUE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Worker {
     /// A worker over these connections.
@@ -87,7 +101,7 @@ impl Worker {
             retries,
         ));
         let events = Arc::new(EventHandler::new(
-            self.stripe,
+            self.stripe.clone(),
             self.store.clone(),
             charges.clone(),
             retries,
@@ -114,10 +128,30 @@ impl Worker {
             run_consumer(
                 self.broker.clone(),
                 consumer(WorkQueue::AlertEmails, "kassa-worker-mail"),
-                Arc::new(alert_mail::AlertMailer::new(self.config.mailer.clone())),
+                Arc::new(alert_mail::AlertMailer::new(
+                    self.config.mailer.clone(),
+                    self.config.notify_email.clone()
+                )),
                 shutdown.clone()
             ),
-            relay::run_outbox_relay(self.store, self.broker, shutdown),
+            async {
+                if let Some(poller) = self.config.events_poller.clone() {
+                    backfill::run_events_poller(
+                        self.stripe.clone(),
+                        self.store.clone(),
+                        self.broker.clone(),
+                        poller,
+                        shutdown.clone(),
+                    )
+                    .await;
+                }
+            },
+            kassa_broker::sampler::run_queue_sampler(
+                self.broker.clone(),
+                QUEUE_SAMPLE_INTERVAL,
+                shutdown.clone()
+            ),
+            relay::run_outbox_relay(self.store.clone(), self.broker.clone(), shutdown.clone()),
         );
     }
 }

@@ -284,6 +284,55 @@ impl Mailer {
             .map_err(|e| MailError::Message(e.to_string()))
     }
 
+    /// Sends a plain-text e-mail about a payment (the merchant's notification or the customer's
+    /// receipt), within the time limit.
+    pub async fn send_payment(&self, email: &PaymentEmail) -> Result<(), MailError> {
+        let message = self.payment_message(email)?;
+        self.send(message).await
+    }
+
+    /// A payment e-mail as it would be sent.
+    pub fn payment_message(&self, email: &PaymentEmail) -> Result<Message, MailError> {
+        let to: Mailbox = email.to.parse().map_err(|_| MailError::BadAddress {
+            address: email.to.clone(),
+        })?;
+        let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.from.email.domain());
+        let (subject, body) = match email.kind {
+            PaymentEmailKind::Notification => (
+                format!("Payment received: {}", email.amount_display),
+                format!(
+                    "A payment of {} was received.\n\nPaymentIntent: {}\nCustomer: {}\nE-mail: {}\nDescription: {}\n",
+                    email.amount_display,
+                    email.payment_intent,
+                    email.customer.as_deref().unwrap_or("(none)"),
+                    email.customer_email.as_deref().unwrap_or("(none)"),
+                    email.description.as_deref().unwrap_or("(none)"),
+                ),
+            ),
+            PaymentEmailKind::Receipt => (
+                format!("Your receipt: {}", email.amount_display),
+                format!(
+                    "Thank you for your payment of {}.\n\n{}Reference: {}\n",
+                    email.amount_display,
+                    email
+                        .description
+                        .as_deref()
+                        .map(|d| format!("For: {d}\n"))
+                        .unwrap_or_default(),
+                    email.payment_intent,
+                ),
+            ),
+        };
+        Message::builder()
+            .message_id(Some(message_id))
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| MailError::Message(e.to_string()))
+    }
+
     async fn send(&self, message: Message) -> Result<(), MailError> {
         match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Err(_) => Err(MailError::Timeout(self.timeout)),
@@ -331,6 +380,34 @@ pub struct RepayEmail {
     pub expires_at_display: String,
     /// Whether this is the one reminder sent with a new link after the first expired.
     pub reminder: bool,
+}
+
+/// Which payment e-mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentEmailKind {
+    /// To the merchant (`KASSA_NOTIFY_EMAIL`).
+    Notification,
+    /// To the customer.
+    Receipt,
+}
+
+/// A payment e-mail's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEmail {
+    /// Notification or receipt.
+    pub kind: PaymentEmailKind,
+    /// The address.
+    pub to: String,
+    /// e.g. "$20.00".
+    pub amount_display: String,
+    /// `pi_…`.
+    pub payment_intent: String,
+    /// `cus_…`.
+    pub customer: Option<String>,
+    /// The customer's e-mail.
+    pub customer_email: Option<String>,
+    /// What was bought.
+    pub description: Option<String>,
 }
 
 struct RepayContent<'a> {

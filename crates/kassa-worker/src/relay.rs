@@ -20,6 +20,7 @@ const BATCH: u32 = 100;
 /// Publishes the outbox until `shutdown`.
 pub async fn run_outbox_relay(store: Store, broker: Broker, shutdown: CancellationToken) {
     let publisher = broker.publisher();
+    let notifications = broker.topology().notifications_exchange();
     loop {
         let published = match store.unpublished_outbox(BATCH, LEASE).await {
             Ok(entries) if entries.is_empty() => 0,
@@ -29,6 +30,15 @@ pub async fn run_outbox_relay(store: Store, broker: Broker, shutdown: Cancellati
                 for entry in &entries {
                     match publish(&publisher, entry).await {
                         Ok(()) => done.push(entry.id),
+                        // `kassa.notifications` is for merchants' own consumers: with none bound
+                        // for this key, a topic exchange drops the message by design, and retrying
+                        // would never end.
+                        Err(kassa_broker::PublishError::Unroutable(_))
+                            if entry.message.exchange == notifications =>
+                        {
+                            debug!(message_id = %entry.message.message_id, "no consumer bound for this notification; dropped");
+                            done.push(entry.id);
+                        }
                         Err(error) => {
                             warn!(message_id = %entry.message.message_id, %error, "outbox message not published; will retry");
                             refused.push(entry.id);

@@ -4,7 +4,10 @@
 //! One code path for every caller (the webhook now; the success page and re-checkout later), so
 //! a card is saved the same way whoever gets there first.
 
+use crate::payments::{record_paid_session, PaymentState};
 use crate::HandlerError;
+use kassa_broker::Topology;
+use kassa_store::payments::RecordedBy;
 use kassa_store::{
     checkout_sessions, customers, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord,
     PaymentMethodRecord, PgConnection,
@@ -73,24 +76,74 @@ pub struct SavedCard {
     pub charge_id: Option<i64>,
 }
 
+/// What fulfilling a Checkout Session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fulfilled {
+    /// A completed setup session: the card is the customer's default.
+    Card(SavedCard),
+    /// A payment session: paid (recorded now or before), or not paid yet.
+    Payment(PaymentState),
+    /// Nothing to do yet (open, expired, or a setup that did not succeed): the session's status.
+    Nothing(String),
+}
+
+/// Who fulfils a session: the same code for every path, so the first acts and the rest find the
+/// work done.
+#[derive(Debug, Clone, Copy)]
+pub struct Fulfiller<'a> {
+    /// Stripe.
+    pub stripe: &'a Client,
+    /// Where `payment.succeeded` alerts go.
+    pub topology: &'a Topology,
+    /// The path calling.
+    pub recorded_by: RecordedBy,
+}
+
 /// Fulfils the Checkout Session `session_id` from Stripe's current state: saves the card of a
-/// completed setup session as the customer's default, or just records any other session.
-/// Returns the saved card when there was one.
+/// completed setup session as the customer's default, records the payment of a paid payment
+/// session, and records any other session.
+///
+/// Takes the session's lock in the caller's transaction first, so the webhook and the success
+/// page run one after the other; the second finds the card saved (from Kassa's record, without
+/// calling Stripe again) or the payment recorded, and does nothing.
 pub async fn fulfil_checkout_session(
-    stripe: &Client,
+    how: Fulfiller<'_>,
     conn: &mut PgConnection,
     session_id: &str,
     keys: &KeyScope,
-) -> Result<Option<SavedCard>, HandlerError> {
+) -> Result<Fulfilled, HandlerError> {
+    let stripe = how.stripe;
+    kassa_store::events::lock_stripe_object(conn, session_id).await?;
+    if let Some(done) = checkout_sessions::checkout_session(&mut *conn, session_id).await? {
+        if let (Some(customer_id), Some(payment_method_id), "setup", "complete") = (
+            done.customer_id,
+            done.payment_method_id,
+            done.mode.as_str(),
+            done.status.as_str(),
+        ) {
+            info!(%customer_id, %payment_method_id, "setup session already fulfilled");
+            return Ok(Fulfilled::Card(SavedCard {
+                customer_id,
+                payment_method_id,
+                charge_id: done.charge_id,
+            }));
+        }
+    }
     let session = stripe
         .checkout_sessions()
-        .retrieve(session_id, &["setup_intent"])
+        .retrieve(session_id, &["setup_intent", "payment_intent"])
         .await?;
     let complete = session.status == Some(CheckoutSessionStatus::Complete);
+    if session.mode == CheckoutMode::Payment {
+        checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
+            .await?;
+        let state = record_paid_session(conn, how.topology, &session, how.recorded_by).await?;
+        return Ok(Fulfilled::Payment(state));
+    }
     if session.mode != CheckoutMode::Setup || !complete {
         checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
             .await?;
-        return Ok(None);
+        return Ok(Fulfilled::Nothing(session_status_name(&session).to_owned()));
     }
     let setup_intent = match &session.setup_intent {
         Some(Expandable::Object(intent)) => (**intent).clone(),
@@ -104,7 +157,10 @@ pub async fn fulfil_checkout_session(
     if setup_intent.status != SetupIntentStatus::Succeeded {
         checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
             .await?;
-        return Ok(None);
+        return Ok(Fulfilled::Nothing(format!(
+            "setup intent {:?}",
+            setup_intent.status
+        )));
     }
     let payment_method_id = setup_intent
         .payment_method
@@ -183,7 +239,7 @@ pub async fn fulfil_checkout_session(
     )
     .await?;
     info!(customer_id = %customer_id, payment_method_id = %payment_method_id, ?charge_id, "card saved as the customer's default");
-    Ok(Some(SavedCard {
+    Ok(Fulfilled::Card(SavedCard {
         customer_id,
         payment_method_id,
         charge_id,
@@ -262,12 +318,7 @@ pub fn session_record(
         (CheckoutMode::Setup, None) => CheckoutPurpose::Setup,
         _ => CheckoutPurpose::Payment,
     };
-    let status = match session.status {
-        Some(CheckoutSessionStatus::Open) => "open",
-        Some(CheckoutSessionStatus::Complete) => "complete",
-        Some(CheckoutSessionStatus::Expired) => "expired",
-        _ => "unknown",
-    };
+    let status = session_status_name(session);
     let complete = session.status == Some(CheckoutSessionStatus::Complete);
     CheckoutSessionRecord {
         id: session.id.clone(),
@@ -285,6 +336,16 @@ pub fn session_record(
         url: session.url.clone(),
         expires_at: kassa_store::OffsetDateTime::from_unix_timestamp(session.expires_at).ok(),
         completed_at: complete.then(kassa_store::OffsetDateTime::now_utc),
+    }
+}
+
+/// `open`, `complete`, `expired` (or `unknown`).
+pub fn session_status_name(session: &CheckoutSession) -> &'static str {
+    match session.status {
+        Some(CheckoutSessionStatus::Open) => "open",
+        Some(CheckoutSessionStatus::Complete) => "complete",
+        Some(CheckoutSessionStatus::Expired) => "expired",
+        _ => "unknown",
     }
 }
 

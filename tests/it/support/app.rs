@@ -27,6 +27,10 @@ pub struct AppOptions {
     pub smtp_url: Option<String>,
     /// `KASSA_ADMIN_TOKEN`: mount the back-office API.
     pub admin_token: Option<&'static str>,
+    /// `KASSA_NOTIFY_EMAIL`: the merchant's address for payment notifications.
+    pub notify_email: Option<&'static str>,
+    /// Poll `/v1/events` for missed webhooks (off by default in tests).
+    pub events_poller: Option<kassa_worker::backfill::PollerConfig>,
 }
 
 impl Default for AppOptions {
@@ -38,6 +42,8 @@ impl Default for AppOptions {
             webhook_retries: (Duration::from_millis(50), 4),
             smtp_url: None,
             admin_token: None,
+            notify_email: None,
+            events_poller: None,
         }
     }
 }
@@ -95,11 +101,16 @@ impl TestApp {
                         kassa_worker::mailer::Mailer::from_url(url).expect("SMTP URL"),
                     )
                 }),
+                events_poller: options.events_poller.clone(),
+                notify_email: options.notify_email.map(str::to_owned),
                 ..WorkerConfig::default()
             }),
             admin_token: options
                 .admin_token
                 .map(|t| secrecy::SecretString::from(t.to_owned())),
+            // Empty: the merchant pages' own bound address.
+            public_url: String::new(),
+            publishable_key: None,
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

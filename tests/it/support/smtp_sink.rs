@@ -1,5 +1,5 @@
 //! A real SMTP server for tests: an in-process sink on 127.0.0.1:0 that speaks enough SMTP
-//! (EHLO/HELO, MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT) and records what it gets. Shared by
+//! (EHLO/HELO, AUTH PLAIN, MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT) and records what it gets. Shared by
 //! the mailer's own tests (crates/kassa-worker/tests/mailer.rs) and the end-to-end tests.
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,9 @@ pub struct Received {
 pub struct SmtpSink {
     pub port: u16,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// The argument of every `AUTH PLAIN` (base64 of `\0user\0password`), accepted as given.
+    #[allow(dead_code)] // read by the secrets test only
+    pub auth: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,19 +31,22 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         let port = listener.local_addr().expect("sink address").port();
         let received = Arc::new(Mutex::new(Vec::new()));
+        let auth = Arc::new(Mutex::new(Vec::new()));
         let store = received.clone();
+        let logins = auth.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let store = store.clone();
+                let (store, logins) = (store.clone(), logins.clone());
                 tokio::spawn(async move {
                     // A broken client connection only ends that session.
-                    let _ = serve_session(stream, store).await;
+                    let _ = serve_session(stream, store, logins).await;
                 });
             }
         });
         Self {
             port,
             received,
+            auth,
             task,
         }
     }
@@ -80,7 +86,11 @@ fn address_in(line: &str) -> String {
     line.get(start..end).unwrap_or_default().to_owned()
 }
 
-async fn serve_session(stream: TcpStream, store: Arc<Mutex<Vec<Received>>>) -> std::io::Result<()> {
+async fn serve_session(
+    stream: TcpStream,
+    store: Arc<Mutex<Vec<Received>>>,
+    logins: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
@@ -99,7 +109,17 @@ async fn serve_session(stream: TcpStream, store: Arc<Mutex<Vec<Received>>>) -> s
             .unwrap_or("")
             .to_ascii_uppercase();
         let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+            "EHLO" => b"250-sink.test\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SMTPUTF8\r\n",
+            "AUTH" => {
+                let mut words = command.split_whitespace().skip(1);
+                match (words.next(), words.next()) {
+                    (Some(mechanism), Some(initial)) if mechanism.eq_ignore_ascii_case("PLAIN") => {
+                        logins.lock().unwrap().push(initial.to_owned());
+                        b"235 2.7.0 authentication successful\r\n"
+                    }
+                    _ => b"504 5.5.4 only AUTH PLAIN with an initial response\r\n",
+                }
+            }
             "HELO" => b"250 sink.test\r\n",
             "MAIL" => {
                 mail_from = address_in(&command);

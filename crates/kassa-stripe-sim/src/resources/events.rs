@@ -1,4 +1,4 @@
-//! Events: list (`type`, `types[]`, `created[gte]`, pagination) and retrieve.
+//! Events: list (`type`, `types[]`, `created[gte]`, `delivery_success`, pagination) and retrieve.
 
 use std::sync::Arc;
 
@@ -90,6 +90,11 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         ));
     }
     let created = created_filter(p)?;
+    // Stripe: `delivery_success` "Filter events by whether all webhooks were successfully
+    // delivered. If false, events which are still pending or have failed all delivery attempts to
+    // a webhook endpoint will be returned" (API reference, list all events) — `pending_webhooks`
+    // counts the endpoints that have not acknowledged the event yet.
+    let delivery_success = p.bool("delivery_success")?;
     let store = &*ctx.store;
     let matching = store.events().iter().rev().filter(|e| {
         single
@@ -97,6 +102,7 @@ pub fn list(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
             .is_none_or(|s| type_matches(s, &e.event_type))
             && (many.is_empty() || many.iter().any(|s| type_matches(s, &e.event_type)))
             && created.contains(e.created)
+            && delivery_success.is_none_or(|ok| ok == (e.pending_webhooks == 0))
     });
     let (page, has_more) = list::paginate(
         matching,

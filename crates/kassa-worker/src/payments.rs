@@ -1,0 +1,188 @@
+//! Payments customers make on the merchant's pages: a paid Checkout Session (mode=payment) or a
+//! PaymentIntent from `POST /api/payment-intents`.
+//!
+//! Three paths can see one payment succeed — the webhook, the success page and the merchant
+//! page's confirmation call — and all three come here. Each reads Stripe's current state (never
+//! the caller's word), then records the payment under its PaymentIntent id; only the path whose
+//! insert wins queues `payment.succeeded` on `kassa.alerts` (notification and receipt e-mails) in
+//! the same transaction, so a payment is recorded and announced once, whoever arrives first.
+
+use crate::HandlerError;
+use kassa_broker::Topology;
+use kassa_store::payments::{record_payment, NewPayment, RecordedBy};
+use kassa_store::{outbox, OutboxMessage, PgConnection};
+use kassa_stripe::money::{format_amount, Currency};
+use kassa_stripe::objects::{
+    CheckoutMode, CheckoutPaymentStatus, CheckoutSession, CheckoutSessionStatus, PaymentIntent,
+    PaymentIntentStatus,
+};
+use kassa_stripe::{Client, Expandable};
+use serde_json::json;
+use tracing::info;
+
+/// The alert routing key (and AMQP type) of a new payment.
+pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+/// Metadata key on PaymentIntents Kassa creates for `POST /api/payment-intents`.
+pub const SOURCE_METADATA: &str = "kassa_source";
+
+/// What a path found when it looked at a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Succeeded; `recorded` says whether this call recorded it (false: another path did).
+    Succeeded {
+        /// The PaymentIntent.
+        payment_intent_id: String,
+        /// Whether this call was the first to record it.
+        recorded: bool,
+    },
+    /// Not paid yet (or not a payment at all): Stripe's status, for the page to show.
+    NotPaid(String),
+}
+
+/// Records the payment of a paid Checkout Session (already retrieved from Stripe, with
+/// `payment_intent` expanded or not) unless it is recorded already.
+pub async fn record_paid_session(
+    conn: &mut PgConnection,
+    topology: &Topology,
+    session: &CheckoutSession,
+    recorded_by: RecordedBy,
+) -> Result<PaymentState, HandlerError> {
+    let complete = session.status == Some(CheckoutSessionStatus::Complete);
+    let paid = session.payment_status == Some(CheckoutPaymentStatus::Paid);
+    if session.mode != CheckoutMode::Payment || !complete || !paid {
+        return Ok(PaymentState::NotPaid(format!(
+            "{:?}/{:?}",
+            session.status, session.payment_status
+        )));
+    }
+    let Some(payment_intent_id) = session.payment_intent.as_ref().map(|p| p.id().to_owned()) else {
+        return Err(HandlerError::Permanent(format!(
+            "paid session {} has no payment_intent",
+            session.id
+        )));
+    };
+    let (description, intent_email) = match &session.payment_intent {
+        Some(Expandable::Object(intent)) => {
+            (intent.description.clone(), intent.receipt_email.clone())
+        }
+        _ => (None, None),
+    };
+    let details = session.customer_details.clone().unwrap_or_default();
+    let payment = NewPayment {
+        payment_intent_id: payment_intent_id.clone(),
+        checkout_session_id: Some(session.id.clone()),
+        customer_id: session.customer.as_ref().map(|c| c.id().to_owned()),
+        amount: session.amount_total.unwrap_or_default(),
+        currency: session.currency.clone().unwrap_or_else(|| "usd".into()),
+        description,
+        receipt_email: intent_email
+            .or(details.email)
+            .or_else(|| session.customer_email.clone()),
+        livemode: session.livemode,
+        recorded_by,
+    };
+    let recorded = record_and_announce(conn, topology, &payment).await?;
+    Ok(PaymentState::Succeeded {
+        payment_intent_id,
+        recorded,
+    })
+}
+
+/// Records the PaymentIntent `payment_intent_id` if Stripe says it succeeded and it is not a
+/// back-office charge (those are settled by the charge executor).
+pub async fn record_payment_intent(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    topology: &Topology,
+    payment_intent_id: &str,
+    recorded_by: RecordedBy,
+) -> Result<PaymentState, HandlerError> {
+    let intent = stripe
+        .payment_intents()
+        .retrieve(payment_intent_id, &[])
+        .await?;
+    record_intent(conn, topology, &intent, recorded_by).await
+}
+
+/// [`record_payment_intent`] for an intent already retrieved from Stripe.
+pub async fn record_intent(
+    conn: &mut PgConnection,
+    topology: &Topology,
+    intent: &PaymentIntent,
+    recorded_by: RecordedBy,
+) -> Result<PaymentState, HandlerError> {
+    if intent.status != PaymentIntentStatus::Succeeded {
+        return Ok(PaymentState::NotPaid(
+            serde_json::to_value(intent.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into()),
+        ));
+    }
+    if intent
+        .metadata
+        .contains_key(crate::setup::CHARGE_ID_METADATA)
+    {
+        // A back-office charge: the charge executor settles it; it is not a page payment.
+        return Ok(PaymentState::NotPaid("back_office_charge".into()));
+    }
+    let payment = NewPayment {
+        payment_intent_id: intent.id.clone(),
+        checkout_session_id: None,
+        customer_id: intent.customer.as_ref().map(|c| c.id().to_owned()),
+        amount: intent.amount_received.max(intent.amount),
+        currency: intent.currency.clone(),
+        description: intent.description.clone(),
+        receipt_email: intent.receipt_email.clone(),
+        livemode: intent.livemode,
+        recorded_by,
+    };
+    let recorded = record_and_announce(conn, topology, &payment).await?;
+    Ok(PaymentState::Succeeded {
+        payment_intent_id: intent.id.clone(),
+        recorded,
+    })
+}
+
+async fn record_and_announce(
+    conn: &mut PgConnection,
+    topology: &Topology,
+    payment: &NewPayment,
+) -> Result<bool, HandlerError> {
+    // Serialises the paths (and a payment_intent.succeeded racing checkout.session.completed):
+    // the second waits for the first's commit and then finds the row.
+    kassa_store::events::lock_stripe_object(conn, &payment.payment_intent_id).await?;
+    if !record_payment(conn, payment).await? {
+        info!(payment_intent_id = %payment.payment_intent_id, "payment already recorded; nothing to do");
+        return Ok(false);
+    }
+    let amount_display = Currency::parse(&payment.currency)
+        .map(|c| format_amount(payment.amount, &c))
+        .unwrap_or_else(|_| format!("{} {}", payment.amount, payment.currency.to_uppercase()));
+    let body = json!({
+        "payment_intent": payment.payment_intent_id,
+        "checkout_session": payment.checkout_session_id,
+        "customer": payment.customer_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "amount_display": amount_display,
+        "description": payment.description,
+        "receipt_email": payment.receipt_email,
+        "livemode": payment.livemode,
+        "recorded_by": payment.recorded_by.as_str(),
+    });
+    let message = OutboxMessage {
+        exchange: topology.alerts_exchange(),
+        routing_key: PAYMENT_SUCCEEDED.to_owned(),
+        message_id: format!("{PAYMENT_SUCCEEDED}:{}", payment.payment_intent_id),
+        message_type: PAYMENT_SUCCEEDED.to_owned(),
+        body,
+        headers: json!({}),
+    };
+    outbox::enqueue(conn, &message).await?;
+    metrics::counter!("kassa_payments_recorded_total", "recorded_by" => payment.recorded_by.as_str())
+        .increment(1);
+    info!(payment_intent_id = %payment.payment_intent_id, amount = %amount_display, recorded_by = payment.recorded_by.as_str(), "payment recorded");
+    Ok(true)
+}

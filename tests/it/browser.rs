@@ -1,0 +1,169 @@
+//! The one browser test (issue 7): headless Chromium, driven through chromedriver (WebDriver) by
+//! fantoccini, clicks Buy on the merchant page, pays with the Visa test card on the simulator's
+//! hosted Checkout page, lands on the success page, and the payment is in the database.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (.ci/run installs them when missing); the
+//! paths can be overridden with KASSA_CHROMIUM and KASSA_CHROMEDRIVER.
+
+use crate::support::app::{AppOptions, TestApp};
+use crate::support::eventually;
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn program(variable: &str, default: &str) -> String {
+    let path = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's chromium and chromium-driver \
+         (`apt-get install chromium chromium-driver`, as .ci/run does) or set {variable}"
+    );
+    path
+}
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let binary = program("KASSA_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually(
+            Duration::from_secs(20),
+            "chromedriver to answer",
+            || async {
+                let status = http.get(format!("{url}/status")).send().await.ok()?;
+                status.status().is_success().then_some(())
+            },
+        )
+        .await;
+        Self { child, url }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn a_customer_buys_in_a_real_browser_and_the_payment_is_recorded() {
+    let app = TestApp::spawn_with(AppOptions::default()).await;
+    let driver = Driver::start().await;
+    let profile = std::env::temp_dir().join(format!("kassa-chromium-{}", uuid::Uuid::new_v4()));
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": program("KASSA_CHROMIUM", "/usr/bin/chromium"),
+            // As root in a container; no network beyond localhost here, so nothing in the
+            // background either.
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+
+    let result = async {
+        let base = app.stack.base_url().unwrap();
+        browser.goto(&format!("{base}/")).await?;
+        browser
+            .find(Locator::Id("email"))
+            .await?
+            .send_keys("browser-buyer@example.com")
+            .await?;
+        browser.find(Locator::Id("buy")).await?.click().await?;
+
+        // Stripe's (the simulator's) hosted Checkout page.
+        let card = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("select[name=payment_method]"))
+            .await?;
+        let on_checkout = browser.current_url().await?;
+        assert!(
+            on_checkout.as_str().starts_with(&app.sim().base_url()),
+            "{on_checkout}"
+        );
+        card.select_by_value("pm_card_visa").await?;
+        browser
+            .find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+
+        // Back on the merchant's success page.
+        let outcome = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Id("outcome"))
+            .await?;
+        let landed = browser.current_url().await?;
+        let text = outcome.text().await?;
+        let status = outcome.attr("data-status").await?;
+        Ok::<_, fantoccini::error::CmdError>((landed, text, status))
+    }
+    .await;
+    let _ = browser.close().await;
+    let _ = std::fs::remove_dir_all(&profile);
+    let (landed, text, status) = result.expect("the browser flow");
+
+    assert_eq!(landed.path(), "/success", "{landed}");
+    assert_eq!(status.as_deref(), Some("paid"), "{text}");
+    assert!(text.contains("$20.00"), "{text}");
+    let session_id = landed
+        .query_pairs()
+        .find(|(k, _)| k == "session_id")
+        .map(|(_, v)| v.into_owned())
+        .expect("success_url carried {CHECKOUT_SESSION_ID}");
+    let payment = app
+        .store()
+        .payment_by_session(&session_id)
+        .await
+        .unwrap()
+        .expect("the payment is in the database");
+    assert_eq!((payment.amount, payment.currency.as_str()), (2000, "usd"));
+    assert_eq!(
+        payment.receipt_email.as_deref(),
+        Some("browser-buyer@example.com")
+    );
+    // The webhook arrives too and finds it recorded: still one payment.
+    let event = eventually(Duration::from_secs(20), "the completed event", || async {
+        app.stripe_events("checkout.session.completed")
+            .await
+            .into_iter()
+            .find(|e| e["data"]["object"]["id"] == session_id.as_str())
+    })
+    .await;
+    app.processed(event["id"].as_str().unwrap()).await;
+    assert_eq!(app.store().count_payments().await.unwrap(), 1);
+    drop(driver);
+    app.cleanup().await;
+}

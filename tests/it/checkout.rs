@@ -667,3 +667,69 @@ fn publishable_key_of_the_other_mode_is_refused() {
     assert!(check_publishable_key("pk_test_abc", Mode::Live).is_err());
     assert!(check_publishable_key("sk_test_abc", Mode::Test).is_err());
 }
+
+/// When `payment_intent.succeeded` reaches Kassa before `checkout.session.completed` (Stripe
+/// does not promise an order), the payment is recorded from the intent with what its session
+/// knows — the session id and the customer's e-mail for the receipt — and the session's event
+/// that comes later is a no-op.
+#[tokio::test]
+async fn payment_intent_webhook_first_records_the_checkout_payment_with_its_receipt_address() {
+    let app = TestApp::spawn_with(AppOptions {
+        admin_token: Some(TOKEN),
+        // Every webhook is lost: the test hands the two events to the worker itself, in order.
+        faults: kassa_stripe_sim::Faults {
+            drop_webhook_rate: 1.0,
+            ..kassa_stripe_sim::Faults::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let (status, session) = post_api(
+        &app,
+        "/api/checkout-sessions",
+        Some(TOKEN),
+        json!({
+            "records": [{"name": "Tea", "unit_amount": 1200, "quantity": 1}],
+            "customer_email": "first-intent@example.com"
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let session_id = session["id"].as_str().unwrap().to_owned();
+    app.complete(&session_id, "pm_card_visa");
+
+    let intent_event = app
+        .stripe_events("payment_intent.succeeded")
+        .await
+        .pop()
+        .expect("a payment_intent.succeeded event");
+    app.publish_event(&intent_event).await;
+    app.processed(intent_event["id"].as_str().unwrap()).await;
+    let payment = app
+        .store()
+        .payment_by_session(&session_id)
+        .await
+        .unwrap()
+        .expect("recorded from the intent, under its session");
+    assert_eq!(payment.amount, 1200);
+    assert_eq!(
+        payment.receipt_email.as_deref(),
+        Some("first-intent@example.com")
+    );
+
+    let session_event = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .pop()
+        .expect("a checkout.session.completed event");
+    app.publish_event(&session_event).await;
+    app.processed(session_event["id"].as_str().unwrap()).await;
+    assert_eq!(app.store().count_payments().await.unwrap(), 1);
+    let announced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'payment.succeeded'")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(announced, 1, "one payment, announced once");
+    app.cleanup().await;
+}

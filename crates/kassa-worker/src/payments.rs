@@ -16,6 +16,7 @@ use kassa_stripe::objects::{
     CheckoutMode, CheckoutPaymentStatus, CheckoutSession, CheckoutSessionStatus, PaymentIntent,
     PaymentIntentStatus,
 };
+use kassa_stripe::resources::ListCheckoutSessions;
 use kassa_stripe::{Client, Expandable};
 use serde_json::json;
 use tracing::info;
@@ -102,7 +103,48 @@ pub async fn record_payment_intent(
         .payment_intents()
         .retrieve(payment_intent_id, &[])
         .await?;
-    record_intent(conn, topology, &intent, recorded_by).await
+    // A PaymentIntent that a Checkout Session made (not one of `POST /api/payment-intents`):
+    // the session holds what the intent lacks — the customer's e-mail for the receipt and the
+    // session id — so whichever of checkout.session.completed and payment_intent.succeeded
+    // comes first records the same payment.
+    let session = if intent.status == PaymentIntentStatus::Succeeded
+        && !intent.metadata.contains_key(SOURCE_METADATA)
+        && !intent
+            .metadata
+            .contains_key(crate::setup::CHARGE_ID_METADATA)
+    {
+        let found = stripe
+            .checkout_sessions()
+            .list(&ListCheckoutSessions {
+                payment_intent: Some(intent.id.clone()),
+                limit: Some(1),
+                ..ListCheckoutSessions::default()
+            })
+            .await?;
+        found.data.into_iter().next()
+    } else {
+        None
+    };
+    let mut payment = match payment_of(&intent, recorded_by) {
+        Ok(payment) => payment,
+        Err(state) => return Ok(state),
+    };
+    if let Some(session) = session {
+        let details = session.customer_details.unwrap_or_default();
+        payment.checkout_session_id = Some(session.id);
+        payment.customer_id = payment
+            .customer_id
+            .or_else(|| session.customer.map(|c| c.id().to_owned()));
+        payment.receipt_email = payment
+            .receipt_email
+            .or(details.email)
+            .or(session.customer_email);
+    }
+    let recorded = record_and_announce(conn, topology, &payment).await?;
+    Ok(PaymentState::Succeeded {
+        payment_intent_id: intent.id.clone(),
+        recorded,
+    })
 }
 
 /// [`record_payment_intent`] for an intent already retrieved from Stripe.
@@ -112,8 +154,21 @@ pub async fn record_intent(
     intent: &PaymentIntent,
     recorded_by: RecordedBy,
 ) -> Result<PaymentState, HandlerError> {
+    let payment = match payment_of(intent, recorded_by) {
+        Ok(payment) => payment,
+        Err(state) => return Ok(state),
+    };
+    let recorded = record_and_announce(conn, topology, &payment).await?;
+    Ok(PaymentState::Succeeded {
+        payment_intent_id: intent.id.clone(),
+        recorded,
+    })
+}
+
+/// The payment to record for a succeeded page payment, or why there is none.
+fn payment_of(intent: &PaymentIntent, recorded_by: RecordedBy) -> Result<NewPayment, PaymentState> {
     if intent.status != PaymentIntentStatus::Succeeded {
-        return Ok(PaymentState::NotPaid(
+        return Err(PaymentState::NotPaid(
             serde_json::to_value(intent.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -125,9 +180,9 @@ pub async fn record_intent(
         .contains_key(crate::setup::CHARGE_ID_METADATA)
     {
         // A back-office charge: the charge executor settles it; it is not a page payment.
-        return Ok(PaymentState::NotPaid("back_office_charge".into()));
+        return Err(PaymentState::NotPaid("back_office_charge".into()));
     }
-    let payment = NewPayment {
+    Ok(NewPayment {
         payment_intent_id: intent.id.clone(),
         checkout_session_id: None,
         customer_id: intent.customer.as_ref().map(|c| c.id().to_owned()),
@@ -137,11 +192,6 @@ pub async fn record_intent(
         receipt_email: intent.receipt_email.clone(),
         livemode: intent.livemode,
         recorded_by,
-    };
-    let recorded = record_and_announce(conn, topology, &payment).await?;
-    Ok(PaymentState::Succeeded {
-        payment_intent_id: intent.id.clone(),
-        recorded,
     })
 }
 

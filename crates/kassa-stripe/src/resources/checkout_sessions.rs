@@ -74,6 +74,20 @@ pub struct IntentData {
     pub metadata: Option<Metadata>,
 }
 
+/// Filters for listing Checkout Sessions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ListCheckoutSessions {
+    /// Only the session that made this PaymentIntent ("Only return the Checkout Session for the
+    /// PaymentIntent specified", Stripe's API reference).
+    pub payment_intent: Option<String>,
+    /// Only this customer's sessions.
+    pub customer: Option<String>,
+    /// Page size, 1 to 100.
+    pub limit: Option<u8>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
 impl CheckoutSessions<'_> {
     /// `POST /v1/checkout/sessions`.
     pub async fn create(
@@ -107,6 +121,16 @@ impl CheckoutSessions<'_> {
     ) -> Result<CheckoutSession, StripeError> {
         let path = path(&["v1", "checkout", "sessions", id, "expire"])?;
         self.client.post(&path, &(), key, self.expand).await
+    }
+
+    /// `GET /v1/checkout/sessions`, newest first.
+    pub async fn list(
+        &self,
+        params: &ListCheckoutSessions,
+    ) -> Result<List<CheckoutSession>, StripeError> {
+        self.client
+            .get("/v1/checkout/sessions", params, self.expand)
+            .await
     }
 
     /// `GET /v1/checkout/sessions/{id}/line_items`.

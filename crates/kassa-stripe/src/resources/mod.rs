@@ -15,7 +15,8 @@ mod setup_intents;
 
 pub use charges::{Charges, CreateCharge, ListCharges};
 pub use checkout_sessions::{
-    CheckoutLineItem, CheckoutSessions, CreateCheckoutSession, IntentData, PriceData,
+    CheckoutLineItem, CheckoutSessions, CreateCheckoutSession, IntentData, ListCheckoutSessions,
+    PriceData,
 };
 pub use customers::{CustomerParams, Customers, InvoiceSettingsParams, ListCustomers};
 pub use events::{Events, ListEvents};

@@ -105,6 +105,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sim) = &stack.sim {
         info!(stripe_api_base = %sim.base_url(), "embedded Stripe simulator listening (hosted checkout pages under /c/pay/)");
     }
+    if let Some(address) = stack.address {
+        info!(shop = %format!("http://{address}/"), "the merchant page: Buy, pay on Checkout, land on /success");
+    }
     run_until_signal(&mut stack).await;
     stack.stop().await;
     info!("kassa serve stopped");

@@ -102,9 +102,9 @@ impl BrokerArgs {
     }
 }
 
-/// `kassa ingress`.
+/// What receiving webhooks needs; shared by `kassa ingress` and `kassa serve`.
 #[derive(Args, Clone, Debug)]
-pub struct IngressArgs {
+pub struct WebhookArgs {
     /// Address the HTTP server binds.
     #[arg(long, env = "KASSA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -130,7 +130,7 @@ pub struct IngressArgs {
     pub allow_development_secret: bool,
 }
 
-impl IngressArgs {
+impl WebhookArgs {
     /// Where the webhook secrets come from, for the first log line.
     pub fn secret_source(&self) -> &'static str {
         if self.webhook_secrets.iter().any(|s| !s.trim().is_empty()) {
@@ -172,6 +172,110 @@ impl IngressArgs {
         Ok(WebhookVerifier::new(secrets)
             .with_tolerance(Duration::from_secs(self.webhook_tolerance_secs)))
     }
+}
+
+/// `kassa ingress`: webhooks; with `KASSA_ADMIN_TOKEN` also the back-office, checkout and
+/// connector APIs and the merchant pages, so a deployment that splits ingress and worker
+/// processes still serves them (from the ingress processes, which can be scaled out).
+#[derive(Args, Clone, Debug)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub api: IngressApiArgs,
+}
+
+/// What `kassa ingress` needs for the APIs (read only when `KASSA_ADMIN_TOKEN` is set).
+#[derive(Args, Clone, Debug)]
+pub struct IngressApiArgs {
+    /// Bearer token of the back-office, checkout and connector APIs (at least 16 characters).
+    /// Set: this ingress serves them and the merchant pages too, which needs
+    /// KASSA_STRIPE_API_KEY and PostgreSQL. Not set: webhooks, health and metrics only.
+    #[arg(long, env = "KASSA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// PostgreSQL URL (with KASSA_ADMIN_TOKEN); the database is created if missing and migrated.
+    #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Connections in the pool (with KASSA_ADMIN_TOKEN).
+    #[arg(long, env = "KASSA_DATABASE_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+    /// Stripe's API base URL (a simulator's URL in tests).
+    #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
+    pub stripe_api_base: String,
+    /// Requests per second this process sends to Stripe at most.
+    #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
+    pub stripe_max_rps: Option<NonZeroU32>,
+    /// Kassa's public base URL: Checkout sends customers back to `/success` and `/cancel` there.
+    /// Not set: this process's own address.
+    #[arg(long, env = "KASSA_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+    /// Publishable key (`pk_test_…`/`pk_live_…`) handed out by `POST /api/payment-intents`;
+    /// must be of the API key's mode.
+    #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
+    pub publishable_key: Option<String>,
+}
+
+impl IngressArgs {
+    /// The process's configuration: webhooks only, or webhooks and the APIs.
+    pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
+        let verifier = self.webhook.webhook_verifier()?;
+        let admin_token = parse_admin_token(self.api.admin_token.as_deref())?;
+        let stripe = match &admin_token {
+            None => None,
+            Some(_) => Some(
+                StripeArgs {
+                    stripe_api_key: self.webhook.stripe_api_key.clone(),
+                    stripe_api_base: self.api.stripe_api_base.clone(),
+                    stripe_max_rps: self.api.stripe_max_rps,
+                }
+                .target()?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "KASSA_ADMIN_TOKEN makes `kassa ingress` serve the back-office, checkout \
+                         and connector APIs, which call Stripe: set KASSA_STRIPE_API_KEY too"
+                    )
+                })?,
+            ),
+        };
+        Ok(StackConfig {
+            listen: Some(self.webhook.listen),
+            webhooks: true,
+            broker: self.webhook.broker.config(),
+            database_url: admin_token.as_ref().map(|_| self.api.database_url.clone()),
+            db_max_connections: self.api.database_max_connections,
+            stripe,
+            stripe_max_rps: self.api.stripe_max_rps,
+            webhook_secrets: verifier.secrets().to_vec(),
+            webhook_tolerance: Duration::from_secs(self.webhook.webhook_tolerance_secs),
+            worker: None,
+            admin_token,
+            public_url: self
+                .api
+                .public_url
+                .as_ref()
+                .map(|url| url.as_str().trim_end_matches('/').to_owned())
+                .unwrap_or_default(),
+            publishable_key: non_empty(self.api.publishable_key.as_deref()),
+        })
+    }
+}
+
+/// `KASSA_ADMIN_TOKEN`: unset or empty → no API; shorter than 16 characters → refused.
+fn parse_admin_token(raw: Option<&str>) -> anyhow::Result<Option<SecretString>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(token) if token.len() < 16 => {
+            bail!("KASSA_ADMIN_TOKEN must be at least 16 characters")
+        }
+        Some(token) => Ok(Some(SecretString::from(token.to_owned()))),
+    }
+}
+
+fn non_empty(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 /// PostgreSQL settings.
@@ -371,7 +475,7 @@ pub struct WorkerCommandArgs {
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub ingress: IngressArgs,
+    pub ingress: WebhookArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Stripe's API base URL (a simulator's URL in tests).
@@ -436,25 +540,14 @@ impl ServeArgs {
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
             worker: Some(self.worker.config()?),
-            admin_token: match self.admin_token.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some(token) if token.len() < 16 => {
-                    bail!("KASSA_ADMIN_TOKEN must be at least 16 characters")
-                }
-                Some(token) => Some(SecretString::from(token.to_owned())),
-            },
+            admin_token: parse_admin_token(self.admin_token.as_deref())?,
             public_url: self
                 .worker
                 .public_url
                 .as_str()
                 .trim_end_matches('/')
                 .to_owned(),
-            publishable_key: self
-                .publishable_key
-                .as_deref()
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned),
+            publishable_key: non_empty(self.publishable_key.as_deref()),
         })
     }
 }

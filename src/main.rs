@@ -115,30 +115,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
-    let verifier = args.webhook_verifier()?;
-    let config = StackConfig {
-        listen: Some(args.listen),
-        webhooks: true,
-        broker: args.broker.config(),
-        database_url: None,
-        db_max_connections: 1,
-        stripe: None,
-        stripe_max_rps: None,
-        webhook_secrets: verifier.secrets().to_vec(),
-        webhook_tolerance: Duration::from_secs(args.webhook_tolerance_secs),
-        worker: None,
-        admin_token: None,
-        public_url: String::new(),
-        publishable_key: None,
-    };
-    let mut stack = Stack::start(config).await?;
+    let config = args.stack_config()?;
+    let apis = config.admin_token.is_some();
+    let mut stack = Stack::start(config.clone()).await?;
     let address = stack.address.context("the ingress has an address")?;
     info!(
         listen = %address,
         webhook_url = %format!("http://{address}/webhooks/stripe"),
-        secret_source = %args.secret_source(),
-        secrets = verifier.secret_count(),
-        amqp_url = %kassa_broker::connection::redact_url(&args.broker.amqp_url),
+        secret_source = %args.webhook.secret_source(),
+        secrets = config.webhook_secrets.len(),
+        amqp_url = %kassa_broker::connection::redact_url(&args.webhook.broker.amqp_url),
+        apis,
         "kassa ingress listening"
     );
     run_until_signal(&mut stack).await;

@@ -202,6 +202,104 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
     sim.shutdown().await;
 }
 
+/// A deployment that splits ingress and worker processes (deploy/) still serves the
+/// back-office, checkout and connector APIs and the merchant pages: `kassa ingress` mounts them
+/// when KASSA_ADMIN_TOKEN is set.
+#[tokio::test]
+async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_page() {
+    let sim = kassa_stripe_sim::Simulator::start(Default::default())
+        .await
+        .unwrap();
+    let database_url = services::fresh_database_url().await;
+    let topology = Topology::unique();
+    let port = free_port();
+    let token = "cli-ingress-admin-token-0123456789";
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("ingress")
+        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KASSA_AMQP_URL", services::amqp_url().await)
+        .env("KASSA_AMQP_PREFIX", topology.prefix())
+        .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_ingress_api")
+        .env("KASSA_ADMIN_TOKEN", token)
+        .env("KASSA_DATABASE_URL", &database_url)
+        .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_cli_ingress")
+        .env("KASSA_STRIPE_API_BASE", sim.base_url())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(
+        Duration::from_secs(30),
+        "kassa ingress to be ready",
+        || async {
+            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+
+    let anonymous = http
+        .get(format!("{base}/api/charges"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let charges = http
+        .get(format!("{base}/api/charges"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charges.status(), 200, "back-office API, on PostgreSQL");
+    let session = http
+        .post(format!("{base}/api/checkout-sessions"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"records": [{"name": "Tea", "unit_amount": 500}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 201, "checkout API, on Stripe");
+    let session: serde_json::Value = session.json().await.unwrap();
+    assert!(
+        session["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&sim.base_url())),
+        "{session}"
+    );
+    let customer = http
+        .post(format!("{base}/api/customers"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"email": "cli@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(customer.status(), 201, "connector actions");
+    let shop = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(shop.status(), 200);
+    assert!(shop.text().await.unwrap().contains("id=\"buy\""));
+
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exits")
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert!(
+        !logs.contains(token),
+        "the admin token is never logged: {logs}"
+    );
+    let _ = topology.delete_at(&services::amqp_url().await).await;
+    services::drop_database(&database_url).await;
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn kassa_dlq_list_says_when_the_queue_is_empty() {
     let topology = Topology::unique();
@@ -261,6 +359,24 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
             && stderr.contains("--allow-development-secret"),
         "{stderr}"
     );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("ingress")
+        .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_bad_settings")
+        .env("KASSA_ADMIN_TOKEN", "cli-ingress-admin-token-0123456789")
+        .env_remove("KASSA_STRIPE_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "the APIs without a Stripe key: refuse to start"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KASSA_ADMIN_TOKEN") && stderr.contains("KASSA_STRIPE_API_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("0123456789"), "{stderr}");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .arg("worker")
         .env("KASSA_STRIPE_API_KEY", "pk_test_publishable")

@@ -34,7 +34,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Longest caller `Idempotency-Key` accepted (Stripe allows 255; Kassa's prefix takes the rest).
 const MAX_CALLER_KEY: usize = 200;
@@ -390,75 +390,17 @@ fn known_field(param: Option<&str>) -> Option<&'static str> {
     })
 }
 
-/// A Stripe failure as this API answers it: the caller's mistakes as 4xx naming the field, a
-/// declined card as 402, Stripe or the server's key failing as 502.
+/// A Stripe failure as this API answers it ([`ApiError::from_stripe`]), with Stripe's `param`
+/// named as this API's request field (`card` → `source`), or no field when it is none of them.
 pub fn stripe_error(error: StripeError) -> ApiError {
-    let answer = match &error {
-        StripeError::Card {
-            code,
-            decline_code,
-            message,
-            ..
-        } => {
-            let detail = match decline_code {
-                Some(d) => format!(
-                    "{message} ({}; {d})",
-                    code.as_deref().unwrap_or("card_error")
-                ),
-                None => format!("{message} ({})", code.as_deref().unwrap_or("card_error")),
-            };
-            ApiError::new(StatusCode::PAYMENT_REQUIRED, "card_declined", detail)
-                .with_field("source")
-        }
-        StripeError::InvalidRequest {
-            code,
-            param,
-            message,
-            ..
-        } => {
-            let code_name = if code.as_deref() == Some("resource_missing") {
-                "resource_missing"
-            } else {
-                "stripe_invalid_request"
-            };
-            let mut answer = ApiError::bad_request(code_name, format!("Stripe: {message}"));
-            if let Some(field) = known_field(param.as_deref()) {
-                answer = answer.with_field(field);
-            }
-            answer
-        }
-        StripeError::Idempotency { status: 409, .. } => ApiError::new(
-            StatusCode::CONFLICT,
-            "request_in_progress",
-            "a request with this Idempotency-Key is still running; try again",
-        ),
-        StripeError::Idempotency { message, .. } => ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_reused",
-            format!("this Idempotency-Key was used with other parameters: {message}"),
-        ),
-        StripeError::RateLimited { .. } => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "stripe_rate_limited",
-            "Stripe is rate limiting this account; try again shortly",
-        ),
-        StripeError::InvalidParams(message) => {
-            ApiError::bad_request("invalid_request", message.clone())
-        }
-        StripeError::Authentication { .. } | StripeError::Permission { .. } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "stripe_configuration",
-            format!("Kassa's Stripe key was refused: {error}"),
-        ),
-        StripeError::Api { .. } | StripeError::Transport(_) | StripeError::Decode { .. } => {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "stripe_unavailable",
-                "Stripe did not answer properly; try again (with the same Idempotency-Key)",
-            )
-        }
+    let param = match &error {
+        StripeError::InvalidRequest { param, .. } => param.as_deref(),
+        StripeError::Card { .. } => Some("source"),
+        _ => None,
     };
-    warn!(%error, request_id = error.request_id().unwrap_or("-"), status = answer.status.as_u16(), "connector: Stripe call failed");
+    let field = known_field(param);
+    let mut answer = ApiError::from_stripe(&error);
+    answer.field = field.map(Into::into);
     answer
 }
 
@@ -551,6 +493,17 @@ mod tests {
             message: "down".into(),
             request_id: None,
         });
-        assert_eq!(down.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable")
+        );
+        let refused = stripe_error(StripeError::InvalidRequest {
+            status: 400,
+            code: None,
+            param: Some("card".into()),
+            message: "bad card".into(),
+            request_id: None,
+        });
+        assert_eq!(refused.field.as_deref(), Some("source"));
     }
 }

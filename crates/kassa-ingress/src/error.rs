@@ -38,18 +38,31 @@ impl ApiError {
         self
     }
 
-    /// What to answer when a Stripe call made for this request failed: Stripe's reason where the
-    /// caller can act on it (402 for a card error, 400 for a request Stripe refused), 503 when a
-    /// retry later may help, 502 when Kassa's own Stripe configuration is at fault.
+    /// What to answer when a Stripe call made for this request failed, one mapping for every
+    /// route that calls Stripe: the caller's own mistakes as 4xx (402 `card_declined` with
+    /// Stripe's code and decline code; 400/404 `resource_missing` or `stripe_invalid_request`
+    /// naming Stripe's `param`; 409 for an Idempotency-Key still running or reused with other
+    /// parameters), 429 `stripe_rate_limited` and 503 `stripe_unavailable` when trying again
+    /// later may help, 502 `stripe_configuration` when Kassa's own key is refused.
     pub fn from_stripe(error: &StripeError) -> Self {
         let request_id = error.request_id().unwrap_or("none").to_owned();
-        warn!(%error, stripe_request_id = %request_id, "a Stripe call failed");
-        match error {
-            StripeError::Card { message, .. } => {
-                Self::new(StatusCode::PAYMENT_REQUIRED, "card_error", message.clone())
+        let answer = match error {
+            StripeError::Card {
+                code,
+                decline_code,
+                message,
+                ..
+            } => {
+                let code = code.as_deref().unwrap_or("card_error");
+                let detail = match decline_code {
+                    Some(decline) => format!("{message} ({code}; {decline})"),
+                    None => format!("{message} ({code})"),
+                };
+                Self::new(StatusCode::PAYMENT_REQUIRED, "card_declined", detail)
             }
             StripeError::InvalidRequest {
                 status,
+                code,
                 message,
                 param,
                 ..
@@ -59,26 +72,48 @@ impl ApiError {
                 } else {
                     StatusCode::BAD_REQUEST
                 };
-                let mut e = Self::new(status, "stripe_invalid_request", message.clone());
+                let code = if code.as_deref() == Some("resource_missing") {
+                    "resource_missing"
+                } else {
+                    "stripe_invalid_request"
+                };
+                let mut e = Self::new(status, code, format!("Stripe: {message}"));
                 e.field = param.clone().map(Cow::Owned);
                 e
             }
-            error if error.is_transient() => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stripe_unavailable",
-                format!("Stripe did not answer successfully; try again (Request-Id {request_id})"),
+            StripeError::Idempotency { status: 409, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "request_in_progress",
+                "a request with this Idempotency-Key is still running; try again",
             ),
+            StripeError::Idempotency { message, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                format!("this Idempotency-Key was used with other parameters: {message}"),
+            ),
+            StripeError::RateLimited { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "stripe_rate_limited",
+                "Stripe is rate limiting this account; try again shortly",
+            ),
+            StripeError::InvalidParams(message) => {
+                Self::bad_request("invalid_request", message.clone())
+            }
             StripeError::Authentication { .. } | StripeError::Permission { .. } => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "stripe_configuration",
                 format!("Kassa's Stripe key was refused: {error}"),
             ),
-            _ => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "stripe_error",
-                format!("Stripe call failed: {error}"),
-            ),
-        }
+            StripeError::Api { .. } | StripeError::Transport(_) | StripeError::Decode { .. } => {
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "stripe_unavailable",
+                    format!("Stripe did not answer properly; try again (Request-Id {request_id})"),
+                )
+            }
+        };
+        warn!(%error, stripe_request_id = %request_id, status = answer.status.as_u16(), "a Stripe call failed");
+        answer
     }
 
     /// 400 with `code`.

@@ -439,10 +439,14 @@ impl WorkerArgs {
             concurrency: self.worker_concurrency as usize,
             public_url: self.public_url.as_str().trim_end_matches('/').to_owned(),
             mailer,
-            notify_email: self
-                .notify_email
-                .clone()
-                .filter(|address| !address.trim().is_empty()),
+            notify_email: match self.notify_email.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(address) => {
+                    kassa_worker::mailer::Mailer::check_address(address)
+                        .map_err(|e| anyhow::anyhow!("KASSA_NOTIFY_EMAIL: {e}"))?;
+                    Some(address.to_owned())
+                }
+            },
             events_poller: self.events_poll_interval.0.map(|interval| {
                 kassa_worker::backfill::PollerConfig {
                     interval,

@@ -219,11 +219,17 @@ impl Stack {
                 if let Some(key) = &publishable_key {
                     check_publishable_key(key, stripe.mode())?;
                 }
+                let test_mode = stripe.mode() == kassa_stripe::Mode::Test;
+                let public_url = match (config.public_url.trim_end_matches('/'), address) {
+                    ("", Some(address)) if address.ip().is_unspecified() => anyhow::bail!(
+                        "KASSA_PUBLIC_URL is required: Checkout sends customers back to /success \
+                         and /cancel, and KASSA_LISTEN={address} is no address a browser can reach"
+                    ),
+                    ("", Some(address)) => format!("http://{address}"),
+                    (url, _) => url.to_owned(),
+                };
                 let settings = kassa_ingress::checkout::CheckoutSettings {
-                    public_url: match (config.public_url.trim_end_matches('/'), address) {
-                        ("", Some(address)) => format!("http://{address}"),
-                        (url, _) => url.to_owned(),
-                    },
+                    public_url,
                     publishable_key,
                     product: kassa_ingress::pages::ShopProduct::demo()
                         .context("the shop's demo product")?,
@@ -241,7 +247,14 @@ impl Stack {
                     stripe, token, settings, fulfilment,
                 );
                 router = router.merge(kassa_ingress::pages::router(state.clone()));
-                info!("merchant pages mounted: /, /create-checkout-session, /success, /cancel");
+                if test_mode {
+                    router = router.merge(kassa_ingress::pages::shop_router(state.clone()));
+                    info!(
+                        "merchant pages mounted: /, /create-checkout-session (the test-mode demo shop), /success, /cancel"
+                    );
+                } else {
+                    info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
+                }
                 if config.admin_token.is_some() {
                     router = router.merge(kassa_ingress::checkout::router(state));
                     info!("checkout API mounted: /api/checkout-sessions, /api/payment-intents");

@@ -335,6 +335,31 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
             "unauthorized",
             None,
         ),
+        // A typo must not quietly become the default (a $10.00 charge instead of ¥1,000).
+        (
+            "/api/payment-intents",
+            Some(TOKEN),
+            json!({"amount": 1000, "curency": "jpy"}),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "/api/checkout-sessions",
+            Some(TOKEN),
+            json!({"curency": "jpy", "records": [{"name": "Tea", "unit_amount": 500}]}),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "/api/checkout-sessions",
+            Some(TOKEN),
+            json!({"records": [{"name": "Tea", "unit_amount": 500, "qty": 3}]}),
+            400,
+            "invalid_field",
+            Some("records[0].qty"),
+        ),
     ];
     for (path, token, body, status, code, field) in cases {
         let (got, answer) = post_api(&app, path, token, body.clone()).await;
@@ -571,6 +596,16 @@ async fn payment_intent_api_and_confirmation_record_the_payment_once() {
     let payment = app.store().payment_by_intent(&id).await.unwrap().unwrap();
     assert_eq!(payment.amount, 1999);
     assert_eq!(payment.description.as_deref(), Some("Order 1001"));
+    assert_eq!(payment.receipt_email.as_deref(), Some("payer@example.com"));
+    // Kassa sends the receipt; Stripe's own receipt_email stays unset, or Stripe would send a
+    // second one in live mode.
+    let intent = app
+        .stripe()
+        .payment_intents()
+        .retrieve(&id, &[])
+        .await
+        .unwrap();
+    assert_eq!(intent.receipt_email, None);
 
     let mail = smtp.wait_for(2).await;
     app.drained(&app.topology.alerts_email_queue()).await;
@@ -731,5 +766,61 @@ async fn payment_intent_webhook_first_records_the_checkout_payment_with_its_rece
             .await
             .unwrap();
     assert_eq!(announced, 1, "one payment, announced once");
+    app.cleanup().await;
+}
+
+/// Payments on the same Stripe account that neither Kassa's pages nor its API made (an invoice,
+/// a Payment Link, another integration) are not recorded or announced as Kassa's.
+#[tokio::test]
+async fn payments_not_made_through_kassa_are_not_recorded() {
+    let app = app().await;
+    let intent = app
+        .stripe()
+        .payment_intents()
+        .create(
+            &kassa_stripe::resources::CreatePaymentIntent {
+                amount: 2500,
+                currency: "usd".into(),
+                payment_method: Some("pm_card_visa".into()),
+                confirm: Some(true),
+                payment_method_types: Some(vec!["card".into()]),
+                ..Default::default()
+            },
+            &kassa_stripe::IdempotencyKey::new("kassa-test-foreign-payment").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        intent.status,
+        kassa_stripe::objects::PaymentIntentStatus::Succeeded
+    );
+    let event = crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the payment_intent.succeeded event",
+        || async {
+            app.stripe_events("payment_intent.succeeded")
+                .await
+                .into_iter()
+                .find(|e| e["data"]["object"]["id"] == intent.id.as_str())
+        },
+    )
+    .await;
+    app.processed(event["id"].as_str().unwrap()).await;
+    let (status, body) = post_api(
+        &app,
+        &format!("/api/payment-intents/{}/confirmation", intent.id),
+        Some(TOKEN),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recorded"], false, "{body}");
+    assert_eq!(app.store().count_payments().await.unwrap(), 0);
+    let announced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'payment.succeeded'")
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(announced, 0);
     app.cleanup().await;
 }

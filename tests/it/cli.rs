@@ -379,6 +379,16 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     assert!(!stderr.contains("0123456789"), "{stderr}");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .arg("worker")
+        .env("KASSA_STRIPE_API_KEY", "sk_test_cli_bad_settings")
+        .env("KASSA_NOTIFY_EMAIL", "shop owner at example dot com")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KASSA_NOTIFY_EMAIL"), "{stderr}");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("worker")
         .env("KASSA_STRIPE_API_KEY", "pk_test_publishable")
         .output()
         .await

@@ -175,7 +175,7 @@ async fn create_charge(
     body: Result<Json<ChargeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state, &headers)?;
-    let Json(request) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
+    let Json(request) = body.map_err(|e| ApiError::from_json_rejection(&e))?;
     let charge = validate_charge(&state.store, &request, false).await?;
     let (record, created) = state
         .store

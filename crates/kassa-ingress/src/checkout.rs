@@ -22,8 +22,8 @@ use axum::{Json, Router};
 use kassa_stripe::money::{format_amount, validate_amount, Currency};
 use kassa_stripe::objects::{CheckoutMode, CheckoutSession, Metadata};
 use kassa_stripe::resources::{
-    CheckoutLineItem, CreateCheckoutSession, CreatePaymentIntent, PriceData, ProductData,
-    ProductParams, SearchProducts,
+    CheckoutLineItem, CreateCheckoutSession, CreatePaymentIntent, IntentData, PriceData,
+    ProductData, ProductParams, SearchProducts,
 };
 use kassa_stripe::{Client, IdempotencyKey, StripeError};
 use secrecy::SecretString;
@@ -37,8 +37,15 @@ use tracing::{info, Instrument};
 /// Metadata key that ties a Stripe product to the merchant's product code.
 pub const PRODUCT_CODE_METADATA: &str = "product_code";
 
-/// Metadata key on PaymentIntents created by `POST /api/payment-intents`.
-pub const SOURCE_METADATA: &str = "kassa_source";
+pub use kassa_store::payments::{
+    API_SOURCE, CHECKOUT_SOURCE, RECEIPT_EMAIL_METADATA, SOURCE_METADATA,
+};
+
+fn source_metadata(source: &str) -> Metadata {
+    let mut metadata = Metadata::new();
+    metadata.insert(SOURCE_METADATA.into(), source.into());
+    metadata
+}
 
 /// Records on one session at most (Stripe: "up to 100 line items" per Checkout Session).
 pub const MAX_RECORDS: usize = 100;
@@ -149,8 +156,10 @@ pub fn router(state: CheckoutState) -> Router {
         .with_state(state)
 }
 
-/// `POST /api/checkout-sessions`, as JSON.
+/// `POST /api/checkout-sessions`, as JSON. An unknown field is refused (a typo such as
+/// `curency` must not quietly become the default currency).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     /// What is bought: `{name, unit_amount, quantity, product_code?}` each.
     pub records: Option<Vec<Value>>,
@@ -230,6 +239,15 @@ fn record(index: usize, raw: &Value, currency: &Currency) -> Result<CheckoutReco
             "must be an object",
         ));
     };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["name", "unit_amount", "quantity", "product_code"].contains(&k.as_str()))
+    {
+        return Err(field_error(
+            at(unknown),
+            "unknown field (expected name, unit_amount, quantity, product_code)",
+        ));
+    }
     let name = match object.get("name") {
         Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= 250 => {
             name.trim().to_owned()
@@ -520,6 +538,13 @@ pub async fn create_session(
         currency: (plan.mode == CheckoutMode::Setup).then_some(currency),
         line_items: (!line_items.is_empty()).then_some(line_items),
         payment_method_types: Some(vec!["card".into()]),
+        // Marks the session and its PaymentIntent as Kassa's: only these are recorded and
+        // announced as payments (not the account's invoices, Payment Links or subscriptions).
+        metadata: Some(source_metadata(CHECKOUT_SOURCE)),
+        payment_intent_data: (plan.mode == CheckoutMode::Payment).then(|| IntentData {
+            metadata: Some(source_metadata(CHECKOUT_SOURCE)),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     stripe
@@ -533,7 +558,7 @@ fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
     body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))
+        .map_err(|e| ApiError::from_json_rejection(&e))
 }
 
 async fn create_checkout_session(
@@ -562,8 +587,9 @@ async fn create_checkout_session(
     ))
 }
 
-/// `POST /api/payment-intents`, as JSON.
+/// `POST /api/payment-intents`, as JSON; an unknown field is refused.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentIntentRequest {
     /// Minor units, a JSON integer.
     pub amount: Option<Value>,
@@ -602,15 +628,19 @@ async fn create_payment_intent(
         _ => None,
     };
     let key = request_key(&headers, "payment_intent")?;
-    let mut metadata = Metadata::new();
-    metadata.insert(SOURCE_METADATA.into(), "api".into());
+    let mut metadata = source_metadata(API_SOURCE);
+    if let Some(email) = receipt_email {
+        // Kassa sends the receipt (KASSA_SMTP_URL). Stripe's own `receipt_email` would make
+        // Stripe send one too in live mode "regardless of your email settings" (API reference,
+        // PaymentIntent.receipt_email): two receipts for one payment.
+        metadata.insert(RECEIPT_EMAIL_METADATA.into(), email);
+    }
     let params = CreatePaymentIntent {
         amount,
         currency: currency.code().to_owned(),
         customer,
         payment_method_types: Some(vec!["card".into()]),
         description: request.description.clone(),
-        receipt_email,
         metadata: Some(metadata),
         ..Default::default()
     };

@@ -96,7 +96,7 @@ fn field_error(field: &'static str, message: impl Into<String>) -> ApiError {
 
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))
+        .map_err(|e| ApiError::from_json_rejection(&e))
 }
 
 /// The Idempotency-Key for this request's Stripe POST: derived from the caller's

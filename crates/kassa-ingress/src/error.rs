@@ -116,6 +116,23 @@ impl ApiError {
         answer
     }
 
+    /// A JSON body that could not be read: 400 `invalid_json` (malformed, or a field of the
+    /// wrong type or unknown), 413 `payload_too_large`, 415 `unsupported_media_type`.
+    pub fn from_json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> Self {
+        let status = rejection.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "invalid_json",
+        };
+        let status = if code == "invalid_json" {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        Self::new(status, code, rejection.body_text())
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

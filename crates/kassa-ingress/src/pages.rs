@@ -46,13 +46,22 @@ impl ShopProduct {
     }
 }
 
-/// The page routes.
+/// The pages Checkout sends customers back to, `/success` and `/cancel`: the default
+/// `success_url`/`cancel_url` of every session Kassa creates, in test and live mode.
 pub fn router(state: CheckoutState) -> Router {
+    Router::new()
+        .route("/success", get(success))
+        .route("/cancel", get(cancel))
+        .with_state(state)
+}
+
+/// The demo shop, `GET /` and `POST /create-checkout-session`, selling [`ShopProduct::demo`].
+/// Mount it in test mode only: in live mode anyone could pay real money for a demo product
+/// (and create it in the live catalogue).
+pub fn shop_router(state: CheckoutState) -> Router {
     Router::new()
         .route("/", get(shop))
         .route("/create-checkout-session", post(buy))
-        .route("/success", get(success))
-        .route("/cancel", get(cancel))
         .with_state(state)
 }
 

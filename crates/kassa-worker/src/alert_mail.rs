@@ -69,11 +69,13 @@ impl AlertMailer {
             customer_email: alert.receipt_email.clone(),
             description: alert.description.clone(),
         };
-        if let Some(notify) = &self.notify {
-            emails.push(email(PaymentEmailKind::Notification, notify));
-        }
+        // The customer's receipt first: a redelivery repeats what was sent before a failure,
+        // and a second notification to the merchant is the smaller harm.
         if let Some(to) = &alert.receipt_email {
             emails.push(email(PaymentEmailKind::Receipt, to));
+        }
+        if let Some(notify) = &self.notify {
+            emails.push(email(PaymentEmailKind::Notification, notify));
         }
         for email in &emails {
             let mut tries = 0;
@@ -88,6 +90,10 @@ impl AlertMailer {
                     Err(error) if error.is_transient() && tries < SEND_TRIES => {
                         warn!(payment_intent = %alert.payment_intent, %error, tries, "sending a payment e-mail failed; trying again");
                         tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+                    }
+                    // The server stays unreachable: later, up the retry ladder.
+                    Err(error) if error.is_transient() => {
+                        return Outcome::Retry(format!("payment e-mail not sent: {error}"))
                     }
                     Err(error) => {
                         return Outcome::DeadLetter(format!("payment e-mail not sent: {error}"))
@@ -135,6 +141,9 @@ impl AlertMailer {
                 Err(error) if error.is_transient() && tries < SEND_TRIES => {
                     warn!(charge_id = alert.charge_id, %error, tries, "sending the re-pay e-mail failed; trying again");
                     tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+                }
+                Err(error) if error.is_transient() => {
+                    return Outcome::Retry(format!("re-pay e-mail not sent: {error}"))
                 }
                 Err(error) => {
                     return Outcome::DeadLetter(format!("re-pay e-mail not sent: {error}"))

@@ -251,6 +251,17 @@ impl Mailer {
         &self.from
     }
 
+    /// Checks that `address` is an e-mail address a message can be sent to (settings are
+    /// checked at start with it, so a bad one never fails every alert later).
+    pub fn check_address(address: &str) -> Result<(), MailError> {
+        address
+            .parse::<Mailbox>()
+            .map(|_| ())
+            .map_err(|_| MailError::BadAddress {
+                address: address.to_owned(),
+            })
+    }
+
     /// Sends the re-pay e-mail (plain text and HTML) to `email.to`, within the time limit.
     pub async fn send_repay(&self, email: &RepayEmail) -> Result<(), MailError> {
         let message = self.repay_message(email)?;

@@ -24,8 +24,9 @@ use tracing::info;
 /// The alert routing key (and AMQP type) of a new payment.
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
 
-/// Metadata key on PaymentIntents Kassa creates for `POST /api/payment-intents`.
-pub const SOURCE_METADATA: &str = "kassa_source";
+pub use kassa_store::payments::{
+    API_SOURCE, CHECKOUT_SOURCE, RECEIPT_EMAIL_METADATA, SOURCE_METADATA,
+};
 
 /// What a path found when it looked at a payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,17 @@ pub async fn record_paid_session(
             session.status, session.payment_status
         )));
     }
+    if !session.metadata.contains_key(SOURCE_METADATA) {
+        // Paid, but not through Kassa (a Payment Link, another integration): not ours to
+        // record or announce.
+        return Ok(PaymentState::NotPaid(NOT_KASSAS.into()));
+    }
+    let (Some(amount), Some(currency)) = (session.amount_total, session.currency.clone()) else {
+        return Err(HandlerError::Permanent(format!(
+            "paid session {} has no amount_total or currency",
+            session.id
+        )));
+    };
     let Some(payment_intent_id) = session.payment_intent.as_ref().map(|p| p.id().to_owned()) else {
         return Err(HandlerError::Permanent(format!(
             "paid session {} has no payment_intent",
@@ -64,9 +76,7 @@ pub async fn record_paid_session(
         )));
     };
     let (description, intent_email) = match &session.payment_intent {
-        Some(Expandable::Object(intent)) => {
-            (intent.description.clone(), intent.receipt_email.clone())
-        }
+        Some(Expandable::Object(intent)) => (intent.description.clone(), receipt_address(intent)),
         _ => (None, None),
     };
     let details = session.customer_details.clone().unwrap_or_default();
@@ -74,8 +84,8 @@ pub async fn record_paid_session(
         payment_intent_id: payment_intent_id.clone(),
         checkout_session_id: Some(session.id.clone()),
         customer_id: session.customer.as_ref().map(|c| c.id().to_owned()),
-        amount: session.amount_total.unwrap_or_default(),
-        currency: session.currency.clone().unwrap_or_else(|| "usd".into()),
+        amount,
+        currency,
         description,
         receipt_email: intent_email
             .or(details.email)
@@ -107,12 +117,9 @@ pub async fn record_payment_intent(
     // the session holds what the intent lacks — the customer's e-mail for the receipt and the
     // session id — so whichever of checkout.session.completed and payment_intent.succeeded
     // comes first records the same payment.
-    let session = if intent.status == PaymentIntentStatus::Succeeded
-        && !intent.metadata.contains_key(SOURCE_METADATA)
-        && !intent
-            .metadata
-            .contains_key(crate::setup::CHARGE_ID_METADATA)
-    {
+    let from_checkout =
+        intent.metadata.get(SOURCE_METADATA).map(String::as_str) == Some(CHECKOUT_SOURCE);
+    let session = if intent.status == PaymentIntentStatus::Succeeded && from_checkout {
         let found = stripe
             .checkout_sessions()
             .list(&ListCheckoutSessions {
@@ -182,6 +189,9 @@ fn payment_of(intent: &PaymentIntent, recorded_by: RecordedBy) -> Result<NewPaym
         // A back-office charge: the charge executor settles it; it is not a page payment.
         return Err(PaymentState::NotPaid("back_office_charge".into()));
     }
+    if !intent.metadata.contains_key(SOURCE_METADATA) {
+        return Err(PaymentState::NotPaid(NOT_KASSAS.into()));
+    }
     Ok(NewPayment {
         payment_intent_id: intent.id.clone(),
         checkout_session_id: None,
@@ -189,10 +199,23 @@ fn payment_of(intent: &PaymentIntent, recorded_by: RecordedBy) -> Result<NewPaym
         amount: intent.amount_received.max(intent.amount),
         currency: intent.currency.clone(),
         description: intent.description.clone(),
-        receipt_email: intent.receipt_email.clone(),
+        receipt_email: receipt_address(intent),
         livemode: intent.livemode,
         recorded_by,
     })
+}
+
+/// Why a succeeded payment is not recorded: neither Kassa's pages nor its API made it.
+pub const NOT_KASSAS: &str = "not_created_by_kassa";
+
+/// Where Kassa sends the receipt: the address given to `POST /api/payment-intents` (kept in
+/// metadata), else Stripe's `receipt_email` if someone set it.
+fn receipt_address(intent: &PaymentIntent) -> Option<String> {
+    intent
+        .metadata
+        .get(RECEIPT_EMAIL_METADATA)
+        .cloned()
+        .or_else(|| intent.receipt_email.clone())
 }
 
 async fn record_and_announce(

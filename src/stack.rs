@@ -260,6 +260,7 @@ impl Stack {
                     info!("checkout API mounted: /api/checkout-sessions, /api/payment-intents");
                 }
             }
+            let router = kassa_ingress::with_json_fallbacks(router);
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =

@@ -389,6 +389,34 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"]["code"], "invalid_json");
 
+    // Unknown routes, wrong methods and bad query strings answer JSON too.
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "/api/no-such-route", 404, "not_found"),
+        (
+            reqwest::Method::GET,
+            "/api/checkout-sessions",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/charges?limit=many",
+            400,
+            "invalid_query",
+        ),
+    ] {
+        let response = app
+            .http
+            .request(method, format!("{}{path}", base(&app)))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], code, "{path}: {answer}");
+    }
+
     assert_eq!(creates(&app), 0, "nothing was created at Stripe");
     assert!(products_with_code(&app, "TEA").await.is_empty());
     assert_eq!(app.store().count_payments().await.unwrap(), 0);

@@ -243,8 +243,9 @@ async fn products_are_created_with_their_product_code() {
         None,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_json");
+    // No body and no Content-Type: 415, as JSON.
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
     assert_eq!(created(&app, "/v1/products"), 1);
     app.cleanup().await;
 }

@@ -242,9 +242,10 @@ struct ListQuery {
 async fn list_charges(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
+    let Query(query) = query.map_err(|e| ApiError::from_query_rejection(&e))?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<ChargeStatus>().map_err(|_| {

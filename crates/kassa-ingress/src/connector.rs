@@ -227,9 +227,10 @@ pub struct FindCustomers {
 async fn find_customers(
     State(state): State<ConnectorState>,
     headers: HeaderMap,
-    Query(query): Query<FindCustomers>,
+    query: Result<Query<FindCustomers>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     check_bearer(&state.token, &headers)?;
+    let Query(query) = query.map_err(|e| ApiError::from_query_rejection(&e))?;
     let email = query
         .email
         .as_deref()

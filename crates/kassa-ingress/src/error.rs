@@ -133,6 +133,11 @@ impl ApiError {
         Self::new(status, code, rejection.body_text())
     }
 
+    /// A query string that could not be read: 400 `invalid_query`.
+    pub fn from_query_rejection(rejection: &axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

@@ -72,6 +72,26 @@ pub fn health_router(state: IngressState) -> Router {
         .with_state(state)
 }
 
+/// Answers unknown routes (404 `not_found`) and wrong methods (405 `method_not_allowed`) with
+/// the same JSON error body as every other refusal. Apply last, to the whole merged router.
+pub fn with_json_fallbacks(router: Router) -> Router {
+    router
+        .fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+}
+
 /// Serves `router` on an already-bound listener until `shutdown` resolves, then lets in-flight
 /// requests (and their publishes) finish before returning.
 pub async fn serve(

@@ -150,6 +150,14 @@ async fn product_upsert_by_product_code_creates_once_then_updates() {
         2,
         "one create and one update, nothing for the unchanged call"
     );
+    // Renamed back and forth within seconds: each rename takes effect.
+    for name in ["Mug", "Mug, large"] {
+        let (status, body) =
+            post_api(&app, "/api/checkout-sessions", Some(TOKEN), record(name)).await;
+        assert_eq!(status, 201, "{body}");
+        let now = products_with_code(&app, "MUG-01").await;
+        assert_eq!((now.len(), now[0].name.as_str()), (1, name));
+    }
     app.cleanup().await;
 }
 

@@ -439,7 +439,14 @@ pub async fn upsert_product(stripe: &Client, code: &str, name: &str) -> Result<S
                 active: Some(true),
                 ..Default::default()
             };
-            let key = derived_key(&format!("kassa:product:{}:update", product.id), name)?;
+            // Setting a name is idempotent by itself, so a fresh key per call: a key derived
+            // from the name would make a rename back to an earlier name within 24 h a replay of
+            // the first update (Stripe answers a reused key with its saved result, changing
+            // nothing). The client's own retries of this call keep the key.
+            let key = derived_key(
+                &format!("kassa:product:{}:update", product.id),
+                &uuid::Uuid::new_v4().to_string(),
+            )?;
             stripe
                 .products()
                 .update(&product.id, &params, &key)

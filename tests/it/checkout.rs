@@ -860,3 +860,43 @@ async fn payments_not_made_through_kassa_are_not_recorded() {
     assert_eq!(announced, 0);
     app.cleanup().await;
 }
+
+/// A flood of success-page requests (each one calls Stripe while holding a database connection)
+/// is bounded: beyond the pages' in-flight limit the answer is 503 "try again", so the flood
+/// cannot take every pooled connection, and the page works again once it has passed.
+#[tokio::test]
+async fn a_flood_of_success_pages_is_shed_with_503_and_the_page_recovers() {
+    let app = app().await;
+    app.sim().set_faults(kassa_stripe_sim::Faults {
+        latency: std::time::Duration::from_millis(400),
+        ..kassa_stripe_sim::Faults::default()
+    });
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..(kassa_ingress::checkout::PAGE_CALLS_IN_FLIGHT * 3) {
+        let url = format!("{}/success?session_id=cs_test_flood_{i}", base(&app));
+        let http = app.http.clone();
+        requests.spawn(async move { http.get(url).send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = requests.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    let shed = statuses.iter().filter(|&&s| s == 503).count();
+    let served = statuses.iter().filter(|&&s| s == 404).count();
+    assert!(shed > 0, "some requests were shed: {statuses:?}");
+    assert!(
+        served >= kassa_ingress::checkout::PAGE_CALLS_IN_FLIGHT / 2,
+        "the rest were served (unknown sessions: 404): {statuses:?}"
+    );
+    assert_eq!(shed + served, statuses.len(), "{statuses:?}");
+
+    app.sim().set_faults(kassa_stripe_sim::Faults::default());
+    let after = app
+        .http
+        .get(format!("{}/success?session_id=cs_test_after_flood", base(&app)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::NOT_FOUND, "served again");
+    app.cleanup().await;
+}

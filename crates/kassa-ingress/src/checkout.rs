@@ -117,7 +117,11 @@ pub struct CheckoutState {
     pub(crate) token: Arc<SecretString>,
     pub(crate) settings: Arc<CheckoutSettings>,
     pub(crate) fulfilment: Arc<dyn Fulfilment>,
+    pub(crate) page_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Page requests (`/success`, the shop's Buy) served at once; more are answered 503.
+pub const PAGE_CALLS_IN_FLIGHT: usize = 16;
 
 impl std::fmt::Debug for CheckoutState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,6 +144,7 @@ impl CheckoutState {
             token: Arc::new(token),
             settings: Arc::new(settings),
             fulfilment,
+            page_calls: Arc::new(tokio::sync::Semaphore::new(PAGE_CALLS_IN_FLIGHT)),
         }
     }
 }

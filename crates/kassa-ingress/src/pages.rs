@@ -91,15 +91,40 @@ fn page(title: &str, content: &str) -> String {
     )
 }
 
+/// The link back to the demo shop, which exists in test mode only.
+fn back_link(state: &CheckoutState) -> &'static str {
+    if state.stripe.mode().is_live() {
+        ""
+    } else {
+        "<p><a href=\"/\">Back to the shop</a></p>"
+    }
+}
+
 fn html_error(error: &ApiError) -> Response {
     let body = page(
         "Something went wrong",
         &format!(
-            "<p class=\"error\" id=\"error\">{}</p><p><a href=\"/\">Back to the shop</a></p>",
+            "<p class=\"error\" id=\"error\">{}</p>",
             escape(&error.message)
         ),
     );
     (error.status, Html(body)).into_response()
+}
+
+/// A page that calls Stripe (and, for `/success`, holds a database connection) takes a permit:
+/// at most [`crate::checkout::PAGE_CALLS_IN_FLIGHT`] at once, so a flood of page requests
+/// cannot take every pooled connection; above it, 503 and "try again".
+fn page_permit(state: &CheckoutState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    state.page_calls.clone().try_acquire_owned().ok()
+}
+
+fn busy() -> Response {
+    metrics::counter!("kassa_page_requests_shed_total").increment(1);
+    html_error(&ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "Too many requests at once; please try again in a moment.",
+    ))
 }
 
 async fn shop(State(state): State<CheckoutState>) -> Html<String> {
@@ -132,6 +157,9 @@ struct BuyForm {
 }
 
 async fn buy(State(state): State<CheckoutState>, Form(form): Form<BuyForm>) -> Response {
+    let Some(_permit) = page_permit(&state) else {
+        return busy();
+    };
     let product = state.settings.product.clone();
     let quantity = match form.quantity.as_deref().map(str::trim) {
         None | Some("") => 1,
@@ -204,6 +232,9 @@ async fn success(
             "session_id: missing or not a Checkout Session id",
         ));
     };
+    let Some(_permit) = page_permit(&state) else {
+        return busy();
+    };
     let span = tracing::info_span!("success_page", checkout_session = %session_id);
     let outcome = state
         .fulfilment
@@ -225,9 +256,10 @@ async fn success(
                 "Thank you!",
                 format!(
                     "<p id=\"outcome\" data-status=\"paid\">Payment received: <strong id=\"amount\">{}</strong>.</p>\
-                     <p>Reference: <code id=\"payment-intent\">{}</code></p><p><a href=\"/\">Back to the shop</a></p>",
+                     <p>Reference: <code id=\"payment-intent\">{}</code></p>{}",
                     escape(&shown),
-                    escape(&payment_intent_id)
+                    escape(&payment_intent_id),
+                    back_link(&state)
                 ),
             )
         }
@@ -242,8 +274,9 @@ async fn success(
             "Not paid yet",
             format!(
                 "<p id=\"outcome\" data-status=\"not_paid\">This checkout is not paid ({}). \
-                 If you just paid, refresh this page in a moment.</p><p><a href=\"/\">Back to the shop</a></p>",
-                escape(&status)
+                 If you just paid, refresh this page in a moment.</p>{}",
+                escape(&status),
+                back_link(&state)
             ),
         ),
         Err(error) => return html_error(&fulfil_error(&error)),
@@ -257,9 +290,12 @@ async fn success(
     response
 }
 
-async fn cancel() -> Html<String> {
+async fn cancel(State(state): State<CheckoutState>) -> Html<String> {
     Html(page(
         "Payment cancelled",
-        "<p id=\"outcome\" data-status=\"cancelled\">Nothing was charged.</p><p><a href=\"/\">Back to the shop</a></p>",
+        &format!(
+            "<p id=\"outcome\" data-status=\"cancelled\">Nothing was charged.</p>{}",
+            back_link(&state)
+        ),
     ))
 }

@@ -199,6 +199,13 @@ pub const METRICS: &[MetricSpec] = &[
         &[],
     ),
     spec(
+        "kassa_page_requests_shed_total",
+        Kind::Counter,
+        "Merchant page requests answered 503 because too many were in flight.",
+        None,
+        &[],
+    ),
+    spec(
         "kassa_connector_requests_total",
         Kind::Counter,
         "Connector API requests, by method, route and status.",

@@ -893,7 +893,10 @@ async fn a_flood_of_success_pages_is_shed_with_503_and_the_page_recovers() {
     app.sim().set_faults(kassa_stripe_sim::Faults::default());
     let after = app
         .http
-        .get(format!("{}/success?session_id=cs_test_after_flood", base(&app)))
+        .get(format!(
+            "{}/success?session_id=cs_test_after_flood",
+            base(&app)
+        ))
         .send()
         .await
         .unwrap();

@@ -7,36 +7,19 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let topology = Topology::unique();
     let secret = "whsec_cli_test_secret";
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
-        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KASSA_AMQP_URL", services::amqp_url().await)
-        .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("KASSA_STRIPE_WEBHOOK_SECRETS", secret)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(
-        Duration::from_secs(30),
-        "kassa ingress to be ready",
-        || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        },
+    let kassa = Kassa::start(
+        "ingress",
+        &[
+            ("KASSA_AMQP_URL", services::amqp_url().await),
+            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
+            ("KASSA_STRIPE_WEBHOOK_SECRETS", secret.to_owned()),
+        ],
     )
     .await;
+    let http = reqwest::Client::new();
+    let base = kassa.base.clone();
 
     let body = event_body(&event_id(), "checkout.session.completed");
     let signature = kassa_stripe::webhook::sign(secret, now(), &body);
@@ -49,19 +32,7 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("kassa ingress exits after SIGTERM")
-        .unwrap();
-    let logs = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit status {:?}\n{logs}",
-        output.status
-    );
+    let logs = kassa.stop().await;
     assert!(logs.contains("kassa ingress listening"), "{logs}");
     assert!(
         logs.contains("KASSA_STRIPE_WEBHOOK_SECRETS"),
@@ -96,6 +67,59 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A `kassa` process on a free port, started with `envs` (and `RUST_LOG=info`), ready once its
+/// `/readyz` answers 200.
+struct Kassa {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl Kassa {
+    async fn start(command: &str, envs: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+            .arg(command)
+            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually(
+            Duration::from_secs(30),
+            &format!("kassa {command} to be ready"),
+            || async {
+                let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+        Self { child, base }
+    }
+
+    /// SIGTERM; asserts exit 0 within 15 s and returns everything it printed.
+    async fn stop(self) -> String {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let output = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
+            .await
+            .expect("kassa exits after SIGTERM")
+            .unwrap();
+        let logs = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "exit status {:?}\n{logs}",
+            output.status
+        );
+        logs
+    }
 }
 
 #[tokio::test]
@@ -136,32 +160,22 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
         .unwrap();
     let database_url = services::fresh_database_url().await;
     let topology = Topology::unique();
-    let port = free_port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("worker")
-        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KASSA_AMQP_URL", services::amqp_url().await)
-        .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("KASSA_DATABASE_URL", &database_url)
-        .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_cli_worker")
-        .env("KASSA_STRIPE_API_BASE", sim.base_url())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(
-        Duration::from_secs(30),
-        "the worker to be ready",
-        || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        },
+    let kassa = Kassa::start(
+        "worker",
+        &[
+            ("KASSA_AMQP_URL", services::amqp_url().await),
+            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
+            ("KASSA_DATABASE_URL", database_url.clone()),
+            (
+                "KASSA_STRIPE_API_KEY",
+                "sk_test_kassa_cli_worker".to_owned(),
+            ),
+            ("KASSA_STRIPE_API_BASE", sim.base_url()),
+        ],
     )
     .await;
+    let http = reqwest::Client::new();
+    let base = kassa.base.clone();
     assert_eq!(
         http.get(format!("{base}/healthz"))
             .send()
@@ -180,15 +194,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
 
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("exits")
-        .unwrap();
-    let logs = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{logs}");
+    let logs = kassa.stop().await;
     assert!(
         logs.contains("kassa worker started") && logs.contains("kassa worker stopped"),
         "{logs}"
@@ -212,35 +218,28 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
         .unwrap();
     let database_url = services::fresh_database_url().await;
     let topology = Topology::unique();
-    let port = free_port();
     let token = "cli-ingress-admin-token-0123456789";
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
-        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KASSA_AMQP_URL", services::amqp_url().await)
-        .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_ingress_api")
-        .env("KASSA_ADMIN_TOKEN", token)
-        .env("KASSA_DATABASE_URL", &database_url)
-        .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_cli_ingress")
-        .env("KASSA_STRIPE_API_BASE", sim.base_url())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(
-        Duration::from_secs(30),
-        "kassa ingress to be ready",
-        || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        },
+    let kassa = Kassa::start(
+        "ingress",
+        &[
+            ("KASSA_AMQP_URL", services::amqp_url().await),
+            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
+            (
+                "KASSA_STRIPE_WEBHOOK_SECRETS",
+                "whsec_cli_ingress_api".to_owned(),
+            ),
+            ("KASSA_ADMIN_TOKEN", token.to_owned()),
+            ("KASSA_DATABASE_URL", database_url.clone()),
+            (
+                "KASSA_STRIPE_API_KEY",
+                "sk_test_kassa_cli_ingress".to_owned(),
+            ),
+            ("KASSA_STRIPE_API_BASE", sim.base_url()),
+        ],
     )
     .await;
+    let http = reqwest::Client::new();
+    let base = kassa.base.clone();
 
     let anonymous = http
         .get(format!("{base}/api/charges"))
@@ -282,15 +281,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     assert_eq!(shop.status(), 200);
     assert!(shop.text().await.unwrap().contains("id=\"buy\""));
 
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("exits")
-        .unwrap();
-    let logs = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{logs}");
+    let logs = kassa.stop().await;
     assert!(
         !logs.contains(token),
         "the admin token is never logged: {logs}"

@@ -9,7 +9,7 @@ use kassa_stripe::IdempotencyKey;
 use kassa_stripe_sim::{DeliveryOutcome, Faults};
 use kassa_worker::backfill::{backfill_once, unix_now, PollerConfig};
 use lapin::options::{BasicAckOptions, BasicGetOptions};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 fn key(step: &str) -> IdempotencyKey {
@@ -435,6 +435,47 @@ async fn kassa_reconcile_reports_and_publishes_the_missing_event() {
     assert!(stdout.contains("0 missing from the inbox"), "{stdout}");
     assert!(stdout.contains("Nothing was missing."), "{stdout}");
     app.drained(&app.topology.fulfillment_queue()).await;
+    outbox_flushed(&app).await;
+    seen.extend(take_notifications(&app).await);
+    assert_eq!(count(&seen, "charge.created", &charge), 1, "{seen:?}");
+    app.cleanup().await;
+}
+
+/// A charge that is born `pending` (bank debits, some cards) is announced by `charge.pending`;
+/// its later `charge.succeeded` is the same charge and no second trigger. The simulator's test
+/// cards settle at once, so the `charge.pending` event is handed to the worker as Stripe would
+/// deliver it, about a real charge that the worker re-fetches.
+#[tokio::test]
+async fn a_pending_charge_is_announced_once_when_it_later_succeeds() {
+    let app = TestApp::spawn_with(AppOptions {
+        // Only the events this test hands over reach the worker, in the order it chooses.
+        faults: Faults {
+            drop_webhook_rate: 1.0,
+            ..Faults::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    tap_notifications(&app).await;
+    let charge = legacy_charge(&app, 4200, "eur").await;
+    let succeeded = event_about(&app, "charge.succeeded", &charge).await;
+    let mut pending = succeeded.clone();
+    pending["id"] = json!(format!("evt_pending_{}", uuid::Uuid::new_v4().simple()));
+    pending["type"] = json!("charge.pending");
+    pending["data"]["object"]["status"] = json!("pending");
+
+    app.publish_event(&pending).await;
+    app.processed(pending["id"].as_str().unwrap()).await;
+    let mut seen = Vec::new();
+    let body = notified(&app, &mut seen, "charge.created", &charge).await;
+    assert_eq!(body["event_type"], "charge.pending");
+    assert_eq!(
+        (body["amount"].as_i64(), body["currency"].as_str()),
+        (Some(4200), Some("eur"))
+    );
+
+    app.publish_event(&succeeded).await;
+    app.processed(succeeded["id"].as_str().unwrap()).await;
     outbox_flushed(&app).await;
     seen.extend(take_notifications(&app).await);
     assert_eq!(count(&seen, "charge.created", &charge), 1, "{seen:?}");

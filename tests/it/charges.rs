@@ -8,7 +8,6 @@ use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_store::ChargeJob;
 use kassa_stripe::IdempotencyKey;
 use kassa_worker::charges::job_route;
-use lapin::options::{BasicAckOptions, BasicGetOptions};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -83,52 +82,19 @@ async fn settled(app: &TestApp, id: i64, status: ChargeStatus) -> kassa_store::C
     .await
 }
 
-/// A queue of the test's own bound to `kassa.alerts` (as a merchant's consumer would have);
-/// it expires a minute after the test stops using it.
+/// A queue of the test's own bound to `kassa.alerts` (as a merchant's consumer would have).
 async fn tap_alerts(app: &TestApp) {
-    let channel = app.stack.broker.open_channel().await.unwrap();
-    let mut args = lapin::types::FieldTable::default();
-    args.insert(
-        "x-expires".into(),
-        lapin::types::AMQPValue::LongLongInt(60_000),
-    );
-    let queue = tap_name(app);
-    channel
-        .queue_declare(queue.as_str().into(), Default::default(), args)
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            app.topology.alerts_exchange().as_str().into(),
-            "#".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-}
-
-fn tap_name(app: &TestApp) -> String {
-    format!("{}test.alerts.tap", app.topology.prefix())
+    app.tap(&app.topology.alerts_exchange()).await;
 }
 
 /// Alerts Kassa published on `kassa.alerts` since the tap was set.
 async fn alerts(app: &TestApp) -> Vec<(String, Value)> {
-    let channel = app.stack.broker.open_channel().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(m) = channel
-        .basic_get(tap_name(app).as_str().into(), BasicGetOptions::default())
+    let queue = app.tap_queue(&app.topology.alerts_exchange());
+    app.take_tapped(&queue)
         .await
-        .unwrap()
-    {
-        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
-        out.push((
-            m.delivery.routing_key.to_string(),
-            serde_json::from_slice(&m.delivery.data).unwrap(),
-        ));
-    }
-    out
+        .into_iter()
+        .map(|(key, _, body)| (key, body))
+        .collect()
 }
 
 /// Waits for an alert matching `wanted`, keeping every alert read in `seen`.

@@ -63,6 +63,14 @@ async fn products_with_code(app: &TestApp, code: &str) -> Vec<kassa_stripe::obje
         .collect()
 }
 
+/// `payment.succeeded` alerts queued in the outbox: one per payment announced.
+async fn announced_payments(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'payment.succeeded'")
+        .fetch_one(app.store().pool())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn checkout_session_api_creates_a_24h_session_from_records() {
     let app = app().await;
@@ -522,11 +530,7 @@ async fn success_page_and_webhook_racing_fulfil_each_payment_once() {
         assert_eq!((payment.amount, payment.currency.as_str()), (4000, "usd"));
         assert!(payment.receipt_email.unwrap().ends_with("@example.com"));
     }
-    let announced: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'payment.succeeded'")
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
+    let announced = announced_payments(&app).await;
     assert_eq!(
         announced, BUYERS as i64,
         "one payment.succeeded per payment"
@@ -796,11 +800,7 @@ async fn payment_intent_webhook_first_records_the_checkout_payment_with_its_rece
     app.publish_event(&session_event).await;
     app.processed(session_event["id"].as_str().unwrap()).await;
     assert_eq!(app.store().count_payments().await.unwrap(), 1);
-    let announced: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'payment.succeeded'")
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
+    let announced = announced_payments(&app).await;
     assert_eq!(announced, 1, "one payment, announced once");
     app.cleanup().await;
 }
@@ -852,11 +852,7 @@ async fn payments_not_made_through_kassa_are_not_recorded() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["recorded"], false, "{body}");
     assert_eq!(app.store().count_payments().await.unwrap(), 0);
-    let announced: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_type = 'payment.succeeded'")
-            .fetch_one(app.store().pool())
-            .await
-            .unwrap();
+    let announced = announced_payments(&app).await;
     assert_eq!(announced, 0);
     app.cleanup().await;
 }

@@ -8,7 +8,6 @@ use kassa_stripe::resources::{CreateCharge, CreateRefund};
 use kassa_stripe::IdempotencyKey;
 use kassa_stripe_sim::{DeliveryOutcome, Faults};
 use kassa_worker::backfill::{backfill_once, unix_now, PollerConfig};
-use lapin::options::{BasicAckOptions, BasicGetOptions};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -16,60 +15,16 @@ fn key(step: &str) -> IdempotencyKey {
     IdempotencyKey::new(format!("test:{step}:{}", uuid::Uuid::new_v4())).unwrap()
 }
 
-fn tap_name(app: &TestApp) -> String {
-    format!("{}test.notifications.tap", app.topology.prefix())
-}
-
 /// Binds a queue of the test's own to the test topology's `kassa.notifications`, as a
 /// merchant's consumer would.
 async fn tap_notifications(app: &TestApp) {
-    let channel = app.stack.broker.open_channel().await.unwrap();
-    let mut args = lapin::types::FieldTable::default();
-    args.insert(
-        "x-expires".into(),
-        lapin::types::AMQPValue::LongLongInt(60_000),
-    );
-    let queue = tap_name(app);
-    channel
-        .queue_declare(queue.as_str().into(), Default::default(), args)
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            app.topology.notifications_exchange().as_str().into(),
-            "#".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    app.tap(&app.topology.notifications_exchange()).await;
 }
 
 /// Takes every notification now in the tap: (routing key, message_id, body).
 async fn take_notifications(app: &TestApp) -> Vec<(String, String, Value)> {
-    let channel = app.stack.broker.open_channel().await.unwrap();
-    let mut out = Vec::new();
-    while let Some(m) = channel
-        .basic_get(tap_name(app).as_str().into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-    {
-        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
-        let id = m
-            .delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        out.push((
-            m.delivery.routing_key.to_string(),
-            id,
-            serde_json::from_slice(&m.delivery.data).unwrap(),
-        ));
-    }
-    out
+    let queue = app.tap_queue(&app.topology.notifications_exchange());
+    app.take_tapped(&queue).await
 }
 
 /// Waits until notifications about `object_id` arrived, keeping all read in `seen`.

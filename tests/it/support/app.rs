@@ -200,6 +200,65 @@ impl TestApp {
             .expect("published");
     }
 
+    /// Binds a queue of the test's own to `exchange` (routing key `#`), as a merchant's consumer
+    /// would; it expires a minute after the test stops using it. Returns the queue's name.
+    pub async fn tap(&self, exchange: &str) -> String {
+        let channel = self.stack.broker.open_channel().await.unwrap();
+        let mut args = lapin::types::FieldTable::default();
+        args.insert(
+            "x-expires".into(),
+            lapin::types::AMQPValue::LongLongInt(60_000),
+        );
+        let queue = self.tap_queue(exchange);
+        channel
+            .queue_declare(queue.as_str().into(), Default::default(), args)
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                "#".into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        queue
+    }
+
+    /// The name of [`TestApp::tap`]'s queue for `exchange`.
+    pub fn tap_queue(&self, exchange: &str) -> String {
+        format!("{}test.tap.{exchange}", self.topology.prefix())
+    }
+
+    /// Takes every message now in a [`TestApp::tap`] queue: (routing key, message_id, body).
+    pub async fn take_tapped(&self, queue: &str) -> Vec<(String, String, Value)> {
+        use lapin::options::{BasicAckOptions, BasicGetOptions};
+        let channel = self.stack.broker.open_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let id = m
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            out.push((
+                m.delivery.routing_key.to_string(),
+                id,
+                serde_json::from_slice(&m.delivery.data).unwrap(),
+            ));
+        }
+        out
+    }
+
     /// Waits until the inbox says `event_id` was processed.
     pub async fn processed(&self, event_id: &str) -> kassa_store::StoredEvent {
         super::eventually(

@@ -35,6 +35,7 @@ pub mod cards;
 pub mod config;
 pub mod control;
 pub mod currency;
+pub mod debits;
 pub mod error;
 pub mod expand;
 pub mod faults;

@@ -18,7 +18,10 @@ use std::time::Duration;
 /// `charge.refunded`, `charge.pending` with `payment_intent.processing`: the CLI has no trigger of
 /// their own). The README lists the same commands.
 const KASSA_TRIGGERS: &[(&str, &[&str])] = &[
-    ("checkout.session.completed", &["checkout.session.completed"]),
+    (
+        "checkout.session.completed",
+        &["checkout.session.completed"],
+    ),
     (
         "checkout.session.async_payment_succeeded",
         &["checkout.session.async_payment_succeeded"],
@@ -85,7 +88,12 @@ fn stripe_cli() -> PathBuf {
 fn run_cli(cli: &Path, home: &Path, api_base: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(cli)
         .args(args)
-        .args(["--api-base", api_base, "--api-key", "sk_test_kassa_stripe_cli"])
+        .args([
+            "--api-base",
+            api_base,
+            "--api-key",
+            "sk_test_kassa_stripe_cli",
+        ])
         .current_dir(home)
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
@@ -248,10 +256,7 @@ async fn stripe_cli_triggers_of_kassa_event_types_are_delivered_and_processed() 
         .into_iter()
         .filter(|d| d.outcome != DeliveryOutcome::Delivered)
         .collect();
-    assert!(
-        refused.is_empty(),
-        "webhooks not acknowledged: {refused:?}"
-    );
+    assert!(refused.is_empty(), "webhooks not acknowledged: {refused:?}");
     app.cleanup().await;
 }
 
@@ -263,11 +268,10 @@ async fn stripe_fixtures_runs_kassas_main_flow_example() {
     let api_base = app.sim().base_url();
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/fixtures/kassa-main-flow.json");
     let file = file.to_string_lossy().into_owned();
-    let (ok, output) = tokio::task::spawn_blocking(move || {
-        run_cli(&cli, &home, &api_base, &["fixtures", &file])
-    })
-    .await
-    .unwrap();
+    let (ok, output) =
+        tokio::task::spawn_blocking(move || run_cli(&cli, &home, &api_base, &["fixtures", &file]))
+            .await
+            .unwrap();
     assert!(ok, "stripe fixtures failed:\n{output}");
 
     // The flow's Checkout Session (setup mode) was completed, so Kassa saved the card as the
@@ -281,14 +285,13 @@ async fn stripe_fixtures_runs_kassas_main_flow_example() {
     let session = &completed["data"]["object"];
     assert_eq!(session["mode"], "setup");
     let customer = session["customer"].as_str().expect("session customer");
-    let default_pm: Option<String> = sqlx::query_scalar(
-        "SELECT default_payment_method FROM customers WHERE id = $1",
-    )
-    .bind(customer)
-    .fetch_optional(app.store().pool())
-    .await
-    .unwrap()
-    .flatten();
+    let default_pm: Option<String> =
+        sqlx::query_scalar("SELECT default_payment_method FROM customers WHERE id = $1")
+            .bind(customer)
+            .fetch_optional(app.store().pool())
+            .await
+            .unwrap()
+            .flatten();
     let stripe_customer: Value = app
         .http
         .get(format!("{}/v1/customers/{customer}", app.sim().base_url()))
@@ -306,8 +309,7 @@ async fn stripe_fixtures_runs_kassas_main_flow_example() {
     let succeeded = events
         .iter()
         .filter(|e| {
-            e["type"] == "payment_intent.succeeded"
-                && e["data"]["object"]["customer"] == customer
+            e["type"] == "payment_intent.succeeded" && e["data"]["object"]["customer"] == customer
         })
         .count();
     assert_eq!(succeeded, 1, "one off-session charge succeeded");

@@ -45,7 +45,11 @@ pub struct Decline {
     pub radar_block: bool,
 }
 
-const fn declined(code: &'static str, decline_code: &'static str, message: &'static str) -> Decline {
+const fn declined(
+    code: &'static str,
+    decline_code: &'static str,
+    message: &'static str,
+) -> Decline {
     Decline {
         code,
         decline_code,

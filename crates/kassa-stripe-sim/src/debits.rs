@@ -43,13 +43,41 @@ const THREE_MINUTES: i64 = 180;
 
 /// The Austrian test IBANs of Stripe's SEPA Direct Debit test table.
 pub const TEST_IBANS: &[TestIban] = &[
-    TestIban { iban: "AT611904300234573201", settlement: Settlement::Succeeds, delay_secs: 0 },
-    TestIban { iban: "AT321904300235473204", settlement: Settlement::Succeeds, delay_secs: THREE_MINUTES },
-    TestIban { iban: "AT861904300235473202", settlement: Settlement::Fails("generic_decline"), delay_secs: 0 },
-    TestIban { iban: "AT051904300235473205", settlement: Settlement::Fails("generic_decline"), delay_secs: THREE_MINUTES },
-    TestIban { iban: "AT591904300235473203", settlement: Settlement::Succeeds, delay_secs: 0 },
-    TestIban { iban: "AT981904300002222227", settlement: Settlement::Fails("insufficient_funds"), delay_secs: 0 },
-    TestIban { iban: "DE89370400440532013000", settlement: Settlement::Succeeds, delay_secs: 0 },
+    TestIban {
+        iban: "AT611904300234573201",
+        settlement: Settlement::Succeeds,
+        delay_secs: 0,
+    },
+    TestIban {
+        iban: "AT321904300235473204",
+        settlement: Settlement::Succeeds,
+        delay_secs: THREE_MINUTES,
+    },
+    TestIban {
+        iban: "AT861904300235473202",
+        settlement: Settlement::Fails("generic_decline"),
+        delay_secs: 0,
+    },
+    TestIban {
+        iban: "AT051904300235473205",
+        settlement: Settlement::Fails("generic_decline"),
+        delay_secs: THREE_MINUTES,
+    },
+    TestIban {
+        iban: "AT591904300235473203",
+        settlement: Settlement::Succeeds,
+        delay_secs: 0,
+    },
+    TestIban {
+        iban: "AT981904300002222227",
+        settlement: Settlement::Fails("insufficient_funds"),
+        delay_secs: 0,
+    },
+    TestIban {
+        iban: "DE89370400440532013000",
+        settlement: Settlement::Succeeds,
+        delay_secs: 0,
+    },
 ];
 
 /// An account outside the test table.
@@ -127,7 +155,10 @@ mod tests {
         assert!(!is_valid("AT611904300234573202"));
         assert!(!is_valid("AT61"));
         assert_eq!(lookup("at32 1904 3002 3547 3204").delay_secs, 180);
-        assert_eq!(lookup("DE89370400440532013000").settlement, Settlement::Succeeds);
+        assert_eq!(
+            lookup("DE89370400440532013000").settlement,
+            Settlement::Succeeds
+        );
         assert_eq!(
             lookup("IT60X0542811101000000123456").settlement,
             Settlement::Fails("generic_decline")

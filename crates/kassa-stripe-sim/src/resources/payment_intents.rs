@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use super::charges::{self, ChargeInput, ChargeState};
 use super::{customer_param, metadata_or_empty, payment_methods};
 use crate::cards::{Behaviour, Decline, AUTHENTICATION_REQUIRED};
-use crate::debits::{self, Settlement};
 use crate::currency;
+use crate::debits::{self, Settlement};
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{merge_metadata, Params};
@@ -269,7 +269,10 @@ fn payment_method_types(p: &Params) -> Result<Vec<String>, ApiError> {
         let t = crate::params::as_text(&t).unwrap_or_default();
         if !KNOWN_TYPES.contains(&t.as_str()) {
             return Err(ApiError::invalid(
-                format!("The payment method type \"{t}\" is invalid. The simulator supports: {}.", KNOWN_TYPES.join(", ")),
+                format!(
+                    "The payment method type \"{t}\" is invalid. The simulator supports: {}.",
+                    KNOWN_TYPES.join(", ")
+                ),
                 Some("payment_method_types"),
             ));
         }
@@ -284,7 +287,9 @@ pub fn shipping(p: &Params) -> Result<Value, ApiError> {
         return Ok(Value::Null);
     }
     let s = p.obj("shipping")?;
-    let name = s.req_str("name").map_err(|_| ApiError::missing("shipping[name]"))?;
+    let name = s
+        .req_str("name")
+        .map_err(|_| ApiError::missing("shipping[name]"))?;
     let a = s.obj("address")?;
     let mut address = json!({"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null});
     for k in ["city", "country", "line1", "line2", "postal_code", "state"] {
@@ -678,7 +683,9 @@ pub fn capture(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     let amount = p.int("amount_to_capture")?.unwrap_or(capturable);
     if amount < 1 || amount > capturable {
         return Err(ApiError::invalid(
-            format!("The amount to capture must be between 1 and the amount capturable ({capturable})."),
+            format!(
+                "The amount to capture must be between 1 and the amount capturable ({capturable})."
+            ),
             Some("amount_to_capture"),
         ));
     }

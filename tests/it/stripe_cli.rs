@@ -123,17 +123,7 @@ async fn all_events(app: &TestApp) -> Vec<Value> {
         if let Some(a) = &after {
             query.push(("starting_after", a.clone()));
         }
-        let page: Value = app
-            .http
-            .get(format!("{}/v1/events", app.sim().base_url()))
-            .query(&query)
-            .bearer_auth("sk_test_kassa_tests")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = app.sim_get("/v1/events", &query).await;
         let data = page["data"].as_array().cloned().unwrap_or_default();
         after = data
             .last()
@@ -292,16 +282,7 @@ async fn stripe_fixtures_runs_kassas_main_flow_example() {
             .await
             .unwrap()
             .flatten();
-    let stripe_customer: Value = app
-        .http
-        .get(format!("{}/v1/customers/{customer}", app.sim().base_url()))
-        .bearer_auth("sk_test_kassa_tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stripe_customer = app.sim_get(&format!("/v1/customers/{customer}"), &[]).await;
     let stripe_default = stripe_customer["invoice_settings"]["default_payment_method"]
         .as_str()
         .expect("Kassa set the default payment method on Stripe");

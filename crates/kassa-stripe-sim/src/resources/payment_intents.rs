@@ -361,6 +361,21 @@ fn outcome(ctx: &Ctx, pm_id: &str, behaviour: Behaviour, o: ConfirmOptions) -> O
     }
 }
 
+/// The charge a confirmation of `pi` with `pm` makes.
+fn payment_charge<'a>(pi: &'a Value, pm: &'a Value, state: ChargeState) -> ChargeInput<'a> {
+    ChargeInput {
+        amount: pi["amount"].as_i64().unwrap_or(0),
+        currency: pi["currency"].as_str().unwrap_or("usd"),
+        customer: pi["customer"].as_str(),
+        instrument: pm,
+        payment_intent: pi["id"].as_str(),
+        description: pi["description"].as_str().map(str::to_owned),
+        metadata: pi["metadata"].clone(),
+        source: None,
+        state,
+    }
+}
+
 /// Confirms a PaymentIntent that has a PaymentMethod: charges it, or records the failure and answers 402.
 pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, ApiError> {
     let Some(pm_id) = pi["payment_method"].as_str().map(str::to_owned) else {
@@ -411,21 +426,8 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, 
     let mut new = (*pi).clone();
     match outcome {
         Outcome::Processing => {
-            let charge = charges::record_charge(
-                ctx,
-                ChargeInput {
-                    amount,
-                    currency: &currency,
-                    customer: customer.as_deref(),
-                    instrument: &pm,
-                    payment_intent: pi["id"].as_str(),
-                    description: pi["description"].as_str().map(str::to_owned),
-                    metadata: pi["metadata"].clone(),
-                    source: None,
-                    state: ChargeState::Pending,
-                },
-                None,
-            );
+            let charge =
+                charges::record_charge(ctx, payment_charge(&pi, &pm, ChargeState::Pending), None);
             if !pi["setup_future_usage"].is_null() {
                 if let Some(c) = &customer {
                     payment_methods::attach_to(ctx, &pm_id, c)?;
@@ -448,21 +450,15 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, 
         Outcome::Succeeded => {
             let charge = charges::record_charge(
                 ctx,
-                ChargeInput {
-                    amount,
-                    currency: &currency,
-                    customer: customer.as_deref(),
-                    instrument: &pm,
-                    payment_intent: pi["id"].as_str(),
-                    description: pi["description"].as_str().map(str::to_owned),
-                    metadata: pi["metadata"].clone(),
-                    source: None,
-                    state: if pi["capture_method"] == "manual" {
+                payment_charge(
+                    &pi,
+                    &pm,
+                    if pi["capture_method"] == "manual" {
                         ChargeState::Authorized
                     } else {
                         ChargeState::Captured
                     },
-                },
+                ),
                 None,
             );
             if !pi["setup_future_usage"].is_null() {
@@ -509,17 +505,7 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, 
             let charge = issuer.then(|| {
                 charges::record_charge(
                     ctx,
-                    ChargeInput {
-                        amount,
-                        currency: &currency,
-                        customer: customer.as_deref(),
-                        instrument: &pm,
-                        payment_intent: pi["id"].as_str(),
-                        description: pi["description"].as_str().map(str::to_owned),
-                        metadata: pi["metadata"].clone(),
-                        source: None,
-                        state: ChargeState::Captured,
-                    },
+                    payment_charge(&pi, &pm, ChargeState::Captured),
                     Some(&d),
                 )
             });

@@ -488,6 +488,14 @@ async fn every_card_of_the_simulator_is_in_the_documented_table_and_its_ids_agre
         (s, b["error"]["code"].as_str()),
         (400, Some("resource_missing"))
     );
+    // What the simulator does not implement is Stripe's own 404.
+    let (s, b) = api.get("/v1/invoices").await;
+    assert_eq!(s, 404);
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Unrecognized request URL (GET: /v1/invoices)."));
+    assert_eq!(b["error"]["type"], "invalid_request_error");
     api.sim.shutdown().await;
 }
 

@@ -12,6 +12,7 @@ mod deploy;
 mod ingress;
 mod official_library;
 mod secrets;
+mod stripe_cli;
 mod support;
 mod triggers;
 mod worker;

@@ -3,7 +3,8 @@
 //! request and response shapes, status codes and error bodies, follows the documented test cards,
 //! idempotency and `expand` rules, records an event for every change and delivers it as a signed webhook
 //! (with retries), and can inject faults (5xx, rate limits, latency, duplicated, shuffled or dropped
-//! webhooks). Every behaviour cites the Stripe documentation it follows.
+//! webhooks). Every behaviour cites the Stripe documentation it follows. Stripe's own tools drive it
+//! unchanged: the Stripe CLI (`stripe trigger`, `stripe fixtures`), stripe-python and stripe-node.
 //!
 //! It never touches a real network (it binds a local port and POSTs webhooks only to the endpoints it is
 //! given), never puts a simulator-only route under `/v1/` (those live under `/_sim/` and the hosted page
@@ -13,6 +14,7 @@
 //! Tour: [`config`] (what an instance is given), [`sim`] ([`Simulator`], [`serve`]), [`api`] (the `/v1`
 //! front door), [`auth`], [`form`] (bracket-form decoder), [`params`], [`idempotency`], [`faults`],
 //! [`state`] (the store, events), [`expand`], [`list`], [`currency`], [`cards`] (test cards),
+//! [`debits`] (SEPA Direct Debit test accounts),
 //! [`resources`] (one module per resource family), [`webhooks`] (signing, delivery), [`control`]
 //! (`/_sim/`), [`hosted`] (the checkout page).
 //!
@@ -35,6 +37,7 @@ pub mod cards;
 pub mod config;
 pub mod control;
 pub mod currency;
+pub mod debits;
 pub mod error;
 pub mod expand;
 pub mod faults;

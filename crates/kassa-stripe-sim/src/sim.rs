@@ -19,7 +19,7 @@ use crate::config::{Faults, SimConfig};
 use crate::error::SimError;
 use crate::faults::FaultState;
 use crate::idempotency::IdempotencyStore;
-use crate::resources::checkout;
+use crate::resources::{checkout, payment_intents};
 use crate::state::{Ctx, Env, Origin, Store};
 use crate::webhooks::{Deliverer, DeliverySettings, Outgoing, WebhookDelivery};
 use crate::{control, hosted};
@@ -283,7 +283,8 @@ pub async fn serve(config: SimConfig, shutdown: impl Future<Output = ()>) -> Res
     sim.run_until(shutdown).await
 }
 
-/// Expires open Checkout Sessions once their `expires_at` has passed, once a second.
+/// Once a second: expires open Checkout Sessions whose `expires_at` has passed and settles the delayed
+/// debits whose time has come.
 async fn clock(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -291,7 +292,10 @@ async fn clock(shared: Arc<Shared>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        shared.execute(Origin::default(), checkout::expire_due);
+        shared.execute(Origin::default(), |ctx| {
+            checkout::expire_due(ctx);
+            payment_intents::settle_due(ctx);
+        });
     }
 }
 

@@ -101,6 +101,10 @@ pub struct Store {
     pub open_sessions: std::collections::BTreeSet<(i64, String)>,
     /// PaymentMethods that went through a setup (SetupIntent, or a payment with `setup_future_usage`).
     pub set_up_for_off_session: HashSet<String>,
+    /// The mandate (`mandate_…`) a bank-debit PaymentMethod was accepted under, by PaymentMethod id.
+    pub mandates: HashMap<String, String>,
+    /// PaymentIntents `processing` a delayed debit, by the time it settles, for the clock.
+    pub pending_debits: std::collections::BTreeSet<(i64, String)>,
 }
 
 impl Store {

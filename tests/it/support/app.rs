@@ -165,6 +165,20 @@ impl TestApp {
             .expect("session completed");
     }
 
+    /// `GET` of a simulator `/v1` path with query parameters, as raw JSON.
+    pub async fn sim_get(&self, path: &str, query: &[(&str, String)]) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sim().base_url()))
+            .query(query)
+            .bearer_auth("sk_test_kassa_tests")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Stripe's own record of the events of `kind`, newest first, as raw JSON.
     pub async fn stripe_events(&self, kind: &str) -> Vec<Value> {
         let list: Value = self

@@ -131,7 +131,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
 
 /// A card object made from a test token, attached to `customer` — Stripe's legacy Sources flow.
 fn new_card_source(ctx: &Ctx, token: &str, customer: &str) -> Result<Value, ApiError> {
-    let Some(card) = cards::lookup(token) else {
+    let Some(card) = cards::by_token(token) else {
         return Err(ApiError::no_such_param("token", token, "source"));
     };
     if let cards::Behaviour::Declined(d) = card.behaviour {

@@ -96,7 +96,16 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         ),
         None => None,
     };
-    let si = new_setup_intent(ctx, customer, pm, metadata, &usage);
+    let mut si = new_setup_intent(ctx, customer, pm, metadata, &usage);
+    let types: Vec<Value> = p.array("payment_method_types")?;
+    if !types.is_empty() || p.str("description").is_some() {
+        let mut extra = (*si).clone();
+        if !types.is_empty() {
+            extra["payment_method_types"] = Value::Array(types);
+        }
+        extra["description"] = json!(p.str("description"));
+        si = ctx.put(extra);
+    }
     if confirm {
         return confirm_intent(ctx, (*si).clone(), false);
     }
@@ -116,9 +125,28 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
         ));
     };
     let pm = ctx.fetch("payment_method", "PaymentMethod", &pm_id, "payment_method")?;
-    let card = payment_methods::card_of(&pm);
+    let behaviour = if pm["type"] == "card" {
+        payment_methods::card_of(&pm).behaviour
+    } else {
+        // Stripe: setting up a SEPA Direct Debit account succeeds at once; its mandate is what a
+        // later off-session debit relies on.
+        if !ctx.store.mandates.contains_key(&pm_id) {
+            let mandate = new_id("mandate_");
+            ctx.insert(
+                "mandate",
+                json!({"id": mandate, "object": "mandate", "customer_acceptance": {"accepted_at": ctx.now, "offline": {}, "type": "offline"},
+                       "livemode": false, "multi_use": {}, "payment_method": pm_id, "payment_method_details": {"type": pm["type"]},
+                       "single_use": null, "status": "active", "type": "multi_use"}),
+            );
+            ctx.store.mandates.insert(pm_id.clone(), mandate.clone());
+            let mut with_mandate = si.clone();
+            with_mandate["mandate"] = json!(mandate);
+            return confirm_succeeded(ctx, with_mandate, &pm_id);
+        }
+        Behaviour::Succeeds
+    };
     let mut new = si.clone();
-    match card.behaviour {
+    match behaviour {
         Behaviour::Declined(d) => {
             let error = json!({
                 "code": d.code, "decline_code": d.decline_code, "doc_url": format!("https://stripe.com/docs/error-codes/{}", d.code.replace('_', "-")),
@@ -133,7 +161,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
         }
         // Stripe: these cards ask for authentication when set up on-session.
         Behaviour::AuthenticationOnSetup
-        | Behaviour::AuthenticationAlways
+        | Behaviour::AuthenticationAlways(_)
         | Behaviour::AuthenticationOnSession
             if !authenticated =>
         {
@@ -143,19 +171,23 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
             ctx.emit("setup_intent.requires_action", new.clone(), None);
             Ok(new)
         }
-        _ => {
-            if let Some(customer) = si["customer"].as_str() {
-                payment_methods::attach_to(ctx, &pm_id, customer)?;
-            }
-            ctx.store.set_up_for_off_session.insert(pm_id);
-            new["status"] = json!("succeeded");
-            new["next_action"] = Value::Null;
-            new["last_setup_error"] = Value::Null;
-            let new = ctx.put(new);
-            ctx.emit("setup_intent.succeeded", new.clone(), None);
-            Ok(new)
-        }
+        _ => confirm_succeeded(ctx, new, &pm_id),
     }
+}
+
+/// A setup that went through: the PaymentMethod is attached to the SetupIntent's customer and usable
+/// off-session; `setup_intent.succeeded`.
+fn confirm_succeeded(ctx: &mut Ctx, mut new: Value, pm_id: &str) -> Result<Obj, ApiError> {
+    if let Some(customer) = new["customer"].as_str().map(str::to_owned) {
+        payment_methods::attach_to(ctx, pm_id, &customer)?;
+    }
+    ctx.store.set_up_for_off_session.insert(pm_id.to_owned());
+    new["status"] = json!("succeeded");
+    new["next_action"] = Value::Null;
+    new["last_setup_error"] = Value::Null;
+    let new = ctx.put(new);
+    ctx.emit("setup_intent.succeeded", new.clone(), None);
+    Ok(new)
 }
 
 /// `GET /v1/setup_intents/{id}`.

@@ -30,7 +30,7 @@ pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
 pub use events::{EventClaim, EventTx, StoredEvent};
-pub use outbox::{OutboxEntry, OutboxMessage};
+pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
 

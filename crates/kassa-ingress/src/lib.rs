@@ -14,6 +14,7 @@ pub mod connector;
 pub mod envelope;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod pages;
 pub mod telemetry;
 pub mod webhook;

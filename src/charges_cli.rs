@@ -204,7 +204,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
 async fn connect(args: &StoreArgs, connections: u32) -> anyhow::Result<Store> {
     Store::connect(
         &args.database_url,
-        connections.min(args.database_max_connections),
+        connections.min(args.database_max_connections.unwrap_or(u32::MAX)),
     )
     .await
     .with_context(|| {

@@ -135,7 +135,10 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
-    args.worker.check_pool(&args.store)?;
+    let db_max_connections = args
+        .worker
+        .pool_use()
+        .pool_size("kassa worker", args.store.database_max_connections)?;
     let stripe = args.stripe.target()?.context(
         "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;
@@ -144,7 +147,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         webhooks: false,
         broker: args.broker.config(),
         database_url: Some(args.store.database_url.clone()),
-        db_max_connections: args.store.database_max_connections,
+        db_max_connections,
         stripe: Some(stripe),
         stripe_max_rps: args.stripe.stripe_max_rps,
         webhook_secrets: Vec::new(),

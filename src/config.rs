@@ -326,12 +326,16 @@ impl PoolUse {
             parts.push((
                 2 * concurrency,
                 format!(
-                    "2 × KASSA_WORKER_CONCURRENCY ({concurrency}): events and charge jobs, each                      holding a connection while it calls Stripe"
+                    "2 × KASSA_WORKER_CONCURRENCY ({concurrency}): events and charge jobs, each \
+                     holding a connection while it calls Stripe"
                 ),
             ));
             parts.push((1, "the outbox relay".to_owned()));
             if poller {
-                parts.push((1, "the events poller (KASSA_EVENTS_POLL_INTERVAL)".to_owned()));
+                parts.push((
+                    1,
+                    "the events poller (KASSA_EVENTS_POLL_INTERVAL)".to_owned(),
+                ));
             }
         }
         if self.pages {
@@ -369,7 +373,10 @@ impl PoolUse {
                     .map(|(n, what)| format!("{n} for {what}"))
                     .collect();
                 bail!(
-                    "KASSA_DATABASE_MAX_CONNECTIONS={size} is too small for `{command}`, which needs                      {needed}: {}. Raise KASSA_DATABASE_MAX_CONNECTIONS, lower                      KASSA_WORKER_CONCURRENCY, or leave KASSA_DATABASE_MAX_CONNECTIONS unset to get                      exactly {needed}",
+                    "KASSA_DATABASE_MAX_CONNECTIONS={size} is too small for `{command}`, which needs \
+                     {needed}: {}. Raise KASSA_DATABASE_MAX_CONNECTIONS, lower \
+                     KASSA_WORKER_CONCURRENCY, or leave KASSA_DATABASE_MAX_CONNECTIONS unset to get \
+                     exactly {needed}",
                     parts.join(" + ")
                 )
             }

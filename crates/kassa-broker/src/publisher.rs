@@ -156,7 +156,9 @@ impl Live {
             return;
         }
         match self.channels.replace(&self.connection, index).await {
-            Ok(()) => info!(%error, "RabbitMQ closed a publishing channel; replaced it on the same connection"),
+            Ok(()) => {
+                info!(%error, "RabbitMQ closed a publishing channel; replaced it on the same connection")
+            }
             Err(replace_error) => {
                 warn!(%error, %replace_error, "could not replace a closed publishing channel; reconnecting");
                 self.broken.cancel();

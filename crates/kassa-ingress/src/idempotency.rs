@@ -40,10 +40,40 @@ pub fn caller_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     if key.is_empty() {
         return Ok(None);
     }
-    if key.len() > MAX_CALLER_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if !well_formed(key) {
         return Err(invalid());
     }
     Ok(Some(key))
+}
+
+fn well_formed(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_CALLER_KEY && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The Stripe key for a key the caller gave some other way (a `--idempotency-key` flag), by the
+/// header's rules.
+pub fn given(scope: &str, key: &str) -> Result<IdempotencyKey, ApiError> {
+    if !well_formed(key) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("1 to {MAX_CALLER_KEY} visible ASCII characters (no spaces)"),
+        ));
+    }
+    scoped(scope, key)
+}
+
+/// A key under `scope` derived from a request's arguments (`name`, `value`; order matters): the
+/// same arguments give the same key, so running the same command again within Stripe's 24
+/// hours replays the first result instead of creating a second object.
+pub fn derived(
+    scope: &str,
+    arguments: &[(&str, Option<&str>)],
+) -> Result<IdempotencyKey, ApiError> {
+    use sha2::{Digest, Sha256};
+    // JSON keeps the encoding unambiguous (no value can fake a separator).
+    let canonical = serde_json::to_string(arguments).unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
+    scoped(scope, &format!("args-{digest}"))
 }
 
 /// The Stripe key for a route that can move money: the caller's key under `scope`, or
@@ -78,8 +108,9 @@ pub fn fresh(scope: &str) -> Result<IdempotencyKey, ApiError> {
 fn scoped(scope: &str, key: &str) -> Result<IdempotencyKey, ApiError> {
     // installation id: keys of two installations on one Stripe account must not meet; the
     // installation's id belongs between `kassa:` and the scope once the process has it.
-    IdempotencyKey::new(format!("kassa:{scope}:{key}"))
-        .map_err(|e| ApiError::bad_request("invalid_idempotency_key", format!("Idempotency-Key: {e}")))
+    IdempotencyKey::new(format!("kassa:{scope}:{key}")).map_err(|e| {
+        ApiError::bad_request("invalid_idempotency_key", format!("Idempotency-Key: {e}"))
+    })
 }
 
 #[cfg(test)]
@@ -130,13 +161,40 @@ mod tests {
     }
 
     #[test]
+    fn keys_derived_from_arguments_are_stable_and_tell_arguments_apart() {
+        let args = [("amount", Some("1999")), ("currency", Some("usd"))];
+        let a = derived("connector:legacy_charge", &args).unwrap();
+        assert_eq!(a, derived("connector:legacy_charge", &args).unwrap());
+        assert!(a
+            .as_str()
+            .starts_with("kassa:connector:legacy_charge:args-"));
+        for other in [
+            [("amount", Some("1998")), ("currency", Some("usd"))],
+            [("amount", Some("1999")), ("currency", None)],
+            [("amount", Some("1999\",")), ("currency", Some("usd"))],
+        ] {
+            assert_ne!(a, derived("connector:legacy_charge", &other).unwrap());
+        }
+        assert_ne!(a, derived("connector:customer", &args).unwrap());
+        assert_eq!(
+            given("connector:customer", "crm-7").unwrap().as_str(),
+            "kassa:connector:customer:crm-7"
+        );
+        assert!(given("connector:customer", "two words").is_err());
+    }
+
+    #[test]
     fn one_rule_for_a_malformed_key_on_every_route() {
         for bad in ["has space", &"k".repeat(MAX_CALLER_KEY + 1), "tab\tin"] {
             for result in [
                 required(&headers(Some(bad)), "checkout"),
                 optional(&headers(Some(bad)), "connector:product"),
             ] {
-                assert_eq!(result.unwrap_err().code, "invalid_idempotency_key", "{bad:?}");
+                assert_eq!(
+                    result.unwrap_err().code,
+                    "invalid_idempotency_key",
+                    "{bad:?}"
+                );
             }
         }
         assert!(required(&headers(Some(&"k".repeat(MAX_CALLER_KEY))), "checkout").is_ok());

@@ -10,6 +10,7 @@
 pub mod alert_mail;
 pub mod backfill;
 pub mod charges;
+pub mod customer_sync;
 pub mod error;
 pub mod events;
 pub mod mailer;

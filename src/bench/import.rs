@@ -175,7 +175,7 @@ async fn import_twice(
         first.summary
     );
 
-    let again = run_import(args, database_url, &prefix, csv_path).await?;
+    let again = run_import(args, database_url, prefix, csv_path).await?;
     let (charges_after, jobs_after) = counts(store).await?;
     store.close().await;
     if charges_after != charges || jobs_after != jobs {

@@ -33,7 +33,7 @@ pub struct JobArgs {
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = crate::config::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,

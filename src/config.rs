@@ -68,6 +68,9 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// `KASSA_AMQP_URL`'s default: the local broker's guest account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 /// RabbitMQ settings shared by every process that talks to the broker.
 #[derive(Args, Clone, Debug)]
 pub struct BrokerArgs {
@@ -75,7 +78,7 @@ pub struct BrokerArgs {
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,

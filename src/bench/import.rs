@@ -38,7 +38,7 @@ pub struct ImportBenchArgs {
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = crate::config::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     amqp_url: String,

@@ -87,6 +87,29 @@ fn intents_created(app: &TestApp) -> Vec<kassa_stripe_sim::RecordedRequest> {
         .collect()
 }
 
+/// Waits until the charge recorded under `reference` succeeded, and returns it.
+async fn succeeded(app: &TestApp, reference: &str) -> kassa_store::ChargeRecord {
+    let id = app
+        .store()
+        .charge_by_reference(reference)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    eventually(
+        Duration::from_secs(20),
+        &format!("{reference} to succeed"),
+        || async {
+            app.store()
+                .charge(id)
+                .await
+                .unwrap()
+                .filter(|c| c.status == ChargeStatus::Succeeded)
+        },
+    )
+    .await
+}
+
 async fn no_webhooks_app() -> TestApp {
     TestApp::spawn_with(AppOptions {
         admin_token: Some(ADMIN),
@@ -128,21 +151,7 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
         recorded.default_payment_method.as_deref(),
         Some(card.as_str())
     );
-    let id = app
-        .store()
-        .charge_by_reference("stripe-only-1")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    let charge = eventually(Duration::from_secs(20), "the charge to succeed", || async {
-        app.store()
-            .charge(id)
-            .await
-            .unwrap()
-            .filter(|c| c.status == ChargeStatus::Succeeded)
-    })
-    .await;
+    let charge = succeeded(&app, "stripe-only-1").await;
     assert!(charge.payment_intent_id.is_some());
 
     // Run again (say, after a lost answer): the same charge, no second PaymentIntent.
@@ -277,25 +286,7 @@ async fn the_api_and_the_csv_import_look_up_customers_kassa_never_saw() {
     assert!(text(&out.stderr).contains("line 3: customer: unknown customer cus_NoSuchCustomer"));
 
     for reference in ["api-ext-1", "csv-ext-1"] {
-        let id = app
-            .store()
-            .charge_by_reference(reference)
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
-        eventually(
-            Duration::from_secs(20),
-            &format!("{reference} to succeed"),
-            || async {
-                app.store()
-                    .charge(id)
-                    .await
-                    .unwrap()
-                    .filter(|c| c.status == ChargeStatus::Succeeded)
-            },
-        )
-        .await;
+        succeeded(&app, reference).await;
     }
     assert_eq!(intents_created(&app).len(), 2);
     app.cleanup().await;

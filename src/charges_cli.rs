@@ -3,40 +3,94 @@
 //!
 //! These commands record charges the way `POST /api/charges` does (the same validation, the row
 //! and its job in one transaction through the outbox); the worker executes them later. So they
-//! need PostgreSQL and the topology prefix that names the job's exchange, never RabbitMQ or
-//! Stripe.
+//! need PostgreSQL and the topology prefix that names the job's exchange. Before recording,
+//! `charge` and `charges import` check on RabbitMQ that this exchange exists (a passive declare,
+//! which creates nothing): under a mistyped `KASSA_AMQP_PREFIX` the jobs would go to an exchange
+//! no worker reads. With `KASSA_STRIPE_API_KEY` set, a customer Kassa has not recorded is looked
+//! up on Stripe (with its saved cards) before it is refused.
 
-use crate::config::StoreArgs;
+use crate::config::{StoreArgs, StripeArgs};
+use crate::connector_cli::stripe_client;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kassa_broker::Topology;
-use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest};
+use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest, CustomerLookup};
 use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, NewCharge, Store};
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-/// Where charge jobs go: only the prefix is needed to name the `kassa.charges` exchange.
+/// Where charge jobs go: the prefix names the `kassa.charges` exchange, checked on RabbitMQ.
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
     /// Prefix of every exchange and queue name; must match the worker's.
     #[arg(long, env = "KASSA_AMQP_PREFIX", default_value = "")]
     pub amqp_prefix: String,
+    /// RabbitMQ URL, to check that the charges exchange exists before recording anything.
+    #[arg(
+        long,
+        env = "KASSA_AMQP_URL",
+        default_value = crate::config::DEFAULT_AMQP_URL,
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
 }
 
 impl JobArgs {
     fn route(&self) -> JobRoute {
         kassa_worker::charges::job_route(&Topology::new(self.amqp_prefix.clone()))
     }
+
+    /// The route, once RabbitMQ confirmed that its exchange exists (Kassa's workers declare it
+    /// at start); refuses clearly otherwise, before anything is recorded.
+    async fn checked_route(&self) -> anyhow::Result<JobRoute> {
+        let route = self.route();
+        let url = kassa_broker::connection::redact_url(&self.amqp_url);
+        let exists = kassa_broker::probe::exchange_exists(&self.amqp_url, &route.exchange)
+            .await
+            .with_context(|| {
+                format!(
+                    "checking that exchange {} exists at KASSA_AMQP_URL={url}; nothing was recorded",
+                    route.exchange
+                )
+            })?;
+        if !exists {
+            bail!(
+                "RabbitMQ at KASSA_AMQP_URL={url} has no exchange {:?}, so no worker would ever \
+                 run these charges. Check KASSA_AMQP_PREFIX (now {:?}) against the workers', and \
+                 that a `kassa worker` or `kassa serve` has started there once (it declares the \
+                 exchange). Nothing was recorded.",
+                route.exchange,
+                self.amqp_prefix
+            );
+        }
+        Ok(route)
+    }
+}
+
+/// The customer lookup on Stripe, when a key is set (without one, an unrecorded customer is
+/// refused as unknown).
+fn customer_lookup(
+    stripe: &StripeArgs,
+    store: &Store,
+) -> anyhow::Result<Option<Box<dyn CustomerLookup>>> {
+    if stripe.target()?.is_none() {
+        return Ok(None);
+    }
+    let client = stripe_client(stripe)?;
+    Ok(Some(Box::new(
+        kassa::customer_lookup::StripeCustomers::new(client, store.clone()),
+    )))
 }
 
 /// `kassa charge`: one charge of a saved card.
 #[derive(Args)]
 pub struct ChargeArgs {
-    /// The customer, `cus_…`, known to Kassa with a saved card.
+    /// The customer, `cus_…`, with a saved card (looked up on Stripe when Kassa has not
+    /// recorded it and KASSA_STRIPE_API_KEY is set).
     #[arg(long)]
     customer: String,
     /// Integer minor units: 1999 for $19.99, 1000 for ¥1,000.
@@ -58,6 +112,8 @@ pub struct ChargeArgs {
     store: StoreArgs,
     #[command(flatten)]
     jobs: JobArgs,
+    #[command(flatten)]
+    stripe: StripeArgs,
 }
 
 /// `kassa charges`.
@@ -106,12 +162,16 @@ enum ChargesCommand {
         /// Rows in flight at once (each holds a database connection).
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
         concurrency: u32,
+        #[command(flatten)]
+        stripe: StripeArgs,
     },
 }
 
 /// Runs `kassa charge`.
 pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
+    let route = args.jobs.checked_route().await?;
     let store = connect(&args.store, 2).await?;
+    let lookup = customer_lookup(&args.stripe, &store)?;
     let request = ChargeRequest {
         customer: Some(args.customer),
         amount: Some(amount_value(&args.amount)),
@@ -121,7 +181,7 @@ pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
         reference: Some(args.reference),
         metadata: None,
     };
-    let result = submit(&store, &args.jobs.route(), &request).await;
+    let result = submit(&store, lookup.as_deref(), &route, &request).await;
     store.close().await;
     match result? {
         Submitted::Created(record) => {
@@ -173,11 +233,15 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             file,
             quiet,
             concurrency,
+            stripe,
         } => {
+            let route = args.jobs.checked_route().await?;
             let store = connect(&args.store, concurrency + 1).await?;
+            let lookup = customer_lookup(&stripe, &store)?;
             let imported = import(
                 &store,
-                &args.jobs.route(),
+                lookup.as_deref(),
+                &route,
                 &file,
                 quiet,
                 concurrency as usize,
@@ -204,7 +268,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
 async fn connect(args: &StoreArgs, connections: u32) -> anyhow::Result<Store> {
     Store::connect(
         &args.database_url,
-        connections.min(args.database_max_connections),
+        connections.min(args.database_max_connections.unwrap_or(u32::MAX)),
     )
     .await
     .with_context(|| {
@@ -243,10 +307,11 @@ enum Submitted {
 /// and charging nothing for it silently would be the wrong answer.
 async fn submit(
     store: &Store,
+    lookup: Option<&dyn CustomerLookup>,
     route: &JobRoute,
     request: &ChargeRequest,
 ) -> anyhow::Result<Submitted> {
-    let charge = match validate_charge(store, request, false).await {
+    let charge = match validate_charge(store, lookup, request, false).await {
         Ok(charge) => charge,
         Err(e) if e.status.is_server_error() => bail!("checking the charge: {}", e.message),
         Err(e) => return Ok(Submitted::Rejected(e.message)),
@@ -378,6 +443,7 @@ type ReadRow = (u64, Result<ChargeRequest, String>);
 /// order) and records each good row; a database failure stops the import.
 async fn import(
     store: &Store,
+    lookup: Option<&dyn CustomerLookup>,
     route: &JobRoute,
     file: &std::path::Path,
     quiet: bool,
@@ -427,7 +493,7 @@ async fn import(
     let mut outcomes = stream::iter(rows)
         .map(|(line, request)| async move {
             let outcome = match request {
-                Ok(request) => submit(store, route, &request).await,
+                Ok(request) => submit(store, lookup, route, &request).await,
                 Err(message) => Ok(Submitted::Rejected(message)),
             };
             (line, outcome)

@@ -7,7 +7,9 @@ mod config;
 mod connector_cli;
 mod demo;
 mod dlq;
+mod outbox_cli;
 mod reconcile;
+mod sync_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -45,6 +47,8 @@ enum Command {
     Migrate(StoreArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq(dlq::DlqArgs),
+    /// Messages waiting in the outbox (charge jobs, alerts): list, retry or drop a failing one.
+    Outbox(outbox_cli::OutboxArgs),
     /// Charge a customer's saved card: record the charge and queue it for the worker.
     Charge(charges_cli::ChargeArgs),
     /// List, show and import (CSV) back-office charges.
@@ -55,6 +59,8 @@ enum Command {
     Products(connector_cli::ProductsArgs),
     /// Charge a token or a customer with the LEGACY Charges API (new integrations: PaymentIntents).
     LegacyCharge(connector_cli::LegacyChargeArgs),
+    /// Record what exists at Stripe: `sync customers` backfills every customer and saved card.
+    Sync(sync_cli::SyncArgs),
     /// One pass over Stripe's /v1/events: publish what webhooks missed and report it.
     Reconcile(reconcile::ReconcileArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
@@ -81,11 +87,13 @@ fn main() -> anyhow::Result<()> {
             Command::Worker(args) => worker(args).await,
             Command::Migrate(args) => migrate(args).await,
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Outbox(args) => outbox_cli::run(args).await,
             Command::Charge(args) => charges_cli::charge(args).await,
             Command::Charges(args) => charges_cli::charges(args).await,
             Command::Customers(args) => connector_cli::customers(args).await,
             Command::Products(args) => connector_cli::products(args).await,
             Command::LegacyCharge(args) => connector_cli::legacy_charge(args).await,
+            Command::Sync(args) => sync_cli::run(args).await,
             Command::Reconcile(args) => reconcile::run(args).await,
             Command::StripeSim(args) => stripe_sim(args).await,
             Command::Bench { which } => bench::run(which).await,
@@ -135,7 +143,10 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
-    args.worker.check_pool(&args.store)?;
+    let db_max_connections = args
+        .worker
+        .pool_use()
+        .pool_size("kassa worker", args.store.database_max_connections)?;
     let stripe = args.stripe.target()?.context(
         "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;
@@ -144,7 +155,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         webhooks: false,
         broker: args.broker.config(),
         database_url: Some(args.store.database_url.clone()),
-        db_max_connections: args.store.database_max_connections,
+        db_max_connections,
         stripe: Some(stripe),
         stripe_max_rps: args.stripe.stripe_max_rps,
         webhook_secrets: Vec::new(),
@@ -159,6 +170,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         health = %format!("http://{}/healthz", stack.address.map_or_else(|| args.listen.to_string(), |a| a.to_string())),
         concurrency = args.worker.worker_concurrency,
         prefetch = args.worker.worker_prefetch,
+        database_connections = db_max_connections,
         stripe_api_base = %args.stripe.stripe_api_base,
         "kassa worker started"
     );

@@ -193,9 +193,13 @@ impl Stack {
             };
             if let (Some(token), Some(store)) = (config.admin_token.clone(), store.clone()) {
                 let route = kassa_worker::charges::job_route(broker.topology());
-                router = router.merge(kassa_ingress::admin::router(AdminState::new(
-                    store, token, route,
-                )));
+                let mut admin = AdminState::new(store.clone(), token, route);
+                if let Some(stripe) = &stripe {
+                    admin = admin.with_customer_lookup(std::sync::Arc::new(
+                        crate::customer_lookup::StripeCustomers::new(stripe.clone(), store),
+                    ));
+                }
+                router = router.merge(kassa_ingress::admin::router(admin));
                 info!("back-office API mounted under /api (Bearer KASSA_ADMIN_TOKEN)");
             }
             if let (Some(token), Some(stripe)) = (config.admin_token.clone(), stripe.clone()) {

@@ -10,6 +10,7 @@
 pub mod alert_mail;
 pub mod backfill;
 pub mod charges;
+pub mod customer_sync;
 pub mod error;
 pub mod events;
 pub mod mailer;
@@ -46,6 +47,8 @@ pub struct WorkerConfig {
     pub notify_email: Option<String>,
     /// `KASSA_EVENTS_POLL_INTERVAL`: poll `/v1/events` for missed webhooks; `None` does not.
     pub events_poller: Option<backfill::PollerConfig>,
+    /// The outbox relay's settings (`KASSA_OUTBOX_RETENTION`).
+    pub relay: relay::RelayConfig,
 }
 
 impl Default for WorkerConfig {
@@ -57,6 +60,7 @@ impl Default for WorkerConfig {
             mailer: None,
             notify_email: None,
             events_poller: None,
+            relay: relay::RelayConfig::default(),
         }
     }
 }
@@ -151,7 +155,12 @@ impl Worker {
                 QUEUE_SAMPLE_INTERVAL,
                 shutdown.clone()
             ),
-            relay::run_outbox_relay(self.store.clone(), self.broker.clone(), shutdown.clone()),
+            relay::run_outbox_relay(
+                self.store.clone(),
+                self.broker.clone(),
+                self.config.relay.clone(),
+                shutdown.clone()
+            ),
         );
     }
 }

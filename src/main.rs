@@ -8,6 +8,7 @@ mod connector_cli;
 mod demo;
 mod dlq;
 mod reconcile;
+mod status;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Worker(WorkerCommandArgs),
     /// Create the database if missing and apply the migrations, then exit.
     Migrate(StoreArgs),
+    /// This installation's id, and whether PostgreSQL, RabbitMQ and Stripe answer.
+    Status(status::StatusArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq(dlq::DlqArgs),
     /// Charge a customer's saved card: record the charge and queue it for the worker.
@@ -80,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             Command::Ingress(args) => ingress(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Status(args) => status::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
             Command::Charge(args) => charges_cli::charge(args).await,
             Command::Charges(args) => charges_cli::charges(args).await,

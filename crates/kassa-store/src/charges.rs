@@ -833,6 +833,27 @@ impl Store {
         charge_by_recheckout_session(&self.pool, session_id).await
     }
 
+    /// How many charges are in each status, in the order of [`ChargeStatus`]'s variants;
+    /// statuses without charges are left out.
+    pub async fn charge_counts(&self) -> Result<Vec<(ChargeStatus, i64)>, StoreError> {
+        let rows =
+            sqlx::query!(r#"SELECT status, count(*) AS "count!" FROM charges GROUP BY status"#)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = rows
+            .into_iter()
+            .map(|row| {
+                let status = row
+                    .status
+                    .parse::<ChargeStatus>()
+                    .map_err(|e| StoreError::Permanent(sqlx::Error::Decode(Box::new(e))))?;
+                Ok((status, row.count))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        counts.sort_by_key(|(status, _)| *status as u8);
+        Ok(counts)
+    }
+
     /// A page of charges in id order; see [`list_charges`].
     pub async fn list_charges(
         &self,

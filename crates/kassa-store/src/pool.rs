@@ -60,6 +60,30 @@ impl Store {
         })
     }
 
+    /// Connects to an existing, migrated database at `url` without creating or migrating
+    /// anything (for inspection, e.g. `kassa status`): a database that is missing or not
+    /// migrated yet is an error.
+    pub async fn connect_existing(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        let installation = match crate::installation::read_installation_id(&pool).await {
+            Ok(id) => id,
+            Err(error) => {
+                pool.close().await;
+                return Err(error);
+            }
+        };
+        Ok(Store {
+            pool,
+            claim_lock_timeout: DEFAULT_CLAIM_LOCK_TIMEOUT,
+            installation: installation.into(),
+        })
+    }
+
     /// Sets how long [`Store::claim_event`] waits for a concurrent claim of the same event.
     pub fn with_claim_lock_timeout(mut self, timeout: Duration) -> Store {
         self.claim_lock_timeout = timeout;

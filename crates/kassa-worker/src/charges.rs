@@ -141,6 +141,30 @@ impl ChargeExecutor {
         self.store.installation_id()
     }
 
+    /// This installation's id (read from the database at start).
+    pub fn installation_id(&self) -> &str {
+        self.installation()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn stripe(&self) -> &Client {
+        &self.stripe
+    }
+
+    /// Queues an alert about `charge` (see [`Self::alert`]).
+    pub(crate) async fn announce(
+        &self,
+        tx: &mut PgConnection,
+        charge: &ChargeRecord,
+        routing_key: &str,
+        details: serde_json::Value,
+    ) -> Result<(), HandlerError> {
+        self.alert(tx, charge, routing_key, details).await
+    }
+
     async fn execute(&self, job: ChargeJob, ladder_attempt: u32) -> Outcome {
         let last_rung = ladder_attempt >= self.retries;
         match self.try_execute(job, last_rung).await {

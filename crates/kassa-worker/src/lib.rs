@@ -20,6 +20,7 @@ pub mod notifications;
 pub mod payments;
 pub mod records;
 pub mod relay;
+pub mod review;
 pub mod setup;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};

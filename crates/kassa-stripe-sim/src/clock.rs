@@ -3,9 +3,10 @@
 //!
 //! What follows the clock, as on Stripe:
 //! - `created` of every object and event, and the `created[…]` filters of lists;
-//! - Idempotency-Keys: Stripe says "keys are eligible to be removed from the system automatically
-//!   after they're at least 24 hours old" (docs: idempotent requests), and the simulator forgets
-//!   them exactly then ([`crate::idempotency`]);
+//! - Idempotency-Keys: Stripe says "You can remove keys from the system automatically after
+//!   they're at least 24 hours old. We generate a new request if a key is reused after the
+//!   original is pruned." (docs: idempotent requests), and the simulator forgets them exactly then
+//!   ([`crate::idempotency`]);
 //! - Checkout Sessions: an open session whose `expires_at` has passed expires and emits
 //!   `checkout.session.expired` (docs: Checkout Session `expires_at`, "The timestamp at which the
 //!   Checkout Session will expire"; event `checkout.session.expired`, "Occurs when a Checkout

@@ -182,8 +182,9 @@ pub struct ClockAdvanced {
 }
 
 /// Moves the simulator's clock forward by `seconds` and applies what that time does at once:
-/// keys at least 24 hours old are forgotten (Stripe: "eligible to be removed from the system
-/// automatically after they're at least 24 hours old", docs: idempotent requests) and open
+/// keys at least 24 hours old are forgotten (Stripe: "You can remove keys from the system
+/// automatically after they're at least 24 hours old. We generate a new request if a key is reused
+/// after the original is pruned.", docs: idempotent requests) and open
 /// Checkout Sessions past `expires_at` expire, each with its `checkout.session.expired` event.
 pub fn advance_clock(shared: &Shared, seconds: u32) -> ClockAdvanced {
     let offset = shared.env.clock.advance(seconds);

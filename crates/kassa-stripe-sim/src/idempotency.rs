@@ -7,8 +7,8 @@
 //! - "We save results only after the execution of an endpoint begins. If incoming parameters fail
 //!   validation, or the request conflicts with another that was executing concurrently, we don't save the
 //!   idempotent result" — a concurrent request answers 409.
-//! - "Keys are eligible to be removed from the system automatically after they're at least 24 hours
-//!   old, and a new request is generated if a key is reused after the original is pruned." The
+//! - "You can remove keys from the system automatically after they're at least 24 hours old. We
+//!   generate a new request if a key is reused after the original is pruned." The
 //!   simulator forgets a key once it is 24 hours old on the simulator's clock ([`crate::clock`]), so
 //!   `POST /_sim/clock/advance` lets a test reuse a key "a day later".
 //! - Keys are scoped to the API key that sent them (one account, one mode).

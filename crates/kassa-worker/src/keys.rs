@@ -14,8 +14,9 @@
 //! `kassa_store::installation`) keeps two installations sharing one Stripe account from ever
 //! sending each other's keys: their charge ids and event steps overlap, their keys do not.
 //!
-//! Stripe keeps a key 24 hours ("Keys are eligible to be removed from the system automatically
-//! after they're at least 24 hours old", docs: idempotent requests). A charge attempt's key is
+//! Stripe keeps a key 24 hours ("You can remove keys from the system automatically after they're
+//! at least 24 hours old. We generate a new request if a key is reused after the original is
+//! pruned.", docs: idempotent requests). A charge attempt's key is
 //! therefore used only while it is younger than [`KEY_REUSE_LIMIT_SECS`] (23 hours, one hour of margin
 //! for clocks and slow requests); after that the attempt is looked up on Stripe and, if Stripe has
 //! nothing, sent under the next generation's key, recorded on the charge first.

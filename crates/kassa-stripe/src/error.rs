@@ -134,11 +134,11 @@ impl StripeError {
     /// Whether Stripe may have carried out the request although this answer does not say what
     /// became of it, so a caller must look the object up before doing anything else about it:
     /// a network failure or time-out (the request may have reached Stripe), a 2xx whose body did
-    /// not decode (Stripe acted), a 5xx (Stripe: "the result of a 500 request is indeterminate",
-    /// docs: error handling; a saved 500 is replayed to the same key), and an idempotency error
-    /// (400: an earlier request with this key but other parameters may have acted; 409: one is
-    /// still running). Never true for a 402 decline, a 429 or another 4xx: Stripe refused those
-    /// before acting.
+    /// not decode (Stripe acted), a 5xx (Stripe: "Treat the result of a 500 request as
+    /// indeterminate", docs: advanced error handling; a saved 500 is replayed to the same key),
+    /// and an idempotency error (400: an earlier request with this key but other parameters may
+    /// have acted; 409: one is still running). Never true for a 402 decline, a 429 or another
+    /// 4xx: Stripe refused those before acting.
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,

@@ -7,7 +7,8 @@
 //! `charge` and `charges import` check on RabbitMQ that this exchange exists (a passive declare,
 //! which creates nothing): under a mistyped `KASSA_AMQP_PREFIX` the jobs would go to an exchange
 //! no worker reads. With `KASSA_STRIPE_API_KEY` set, a customer Kassa has not recorded is looked
-//! up on Stripe (with its saved cards) before it is refused.
+//! up on Stripe (with its saved cards) before it is refused; `charges resolve` asks Stripe too, to
+//! check what a person says against what Stripe has.
 
 use crate::config::{StoreArgs, StripeArgs};
 use crate::connector_cli::stripe_client;
@@ -18,6 +19,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kassa_broker::Topology;
 use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest, CustomerLookup};
 use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, NewCharge, Store};
+use kassa_worker::review::Resolution;
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -131,7 +133,7 @@ pub struct ChargesArgs {
 enum ChargesCommand {
     /// List charges in id order.
     List {
-        /// Only charges in this status (pending, processing, succeeded, requires_recheckout, retrying, failed).
+        /// Only charges in this status (pending, processing, succeeded, requires_recheckout, retrying, failed, needs_review).
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -145,6 +147,34 @@ enum ChargesCommand {
     Show {
         /// The charge's id or its reference.
         charge: String,
+    },
+    /// Resolve a charge in needs_review after checking Stripe: paid by a PaymentIntent, failed,
+    /// or back in line to be looked up again.
+    ///
+    /// A charge is in needs_review when its attempt was first sent more than 23 hours ago and
+    /// Stripe could not be asked whether it was charged: Stripe has forgotten the attempt's key,
+    /// so Kassa will not send it again, nor call it failed. Look on Stripe for the customer's
+    /// PaymentIntents with metadata kassa_charge_id = the charge's id (`kassa charges show`
+    /// prints the customer, the attempt and its key). Each resolution is checked against Stripe
+    /// before it is recorded.
+    #[command(group(clap::ArgGroup::new("resolution").required(true).args(["succeeded_by", "failed", "requeue"])))]
+    Resolve {
+        /// The charge's id or its reference.
+        charge: String,
+        /// The charge was paid by this PaymentIntent (`pi_…`): it must have succeeded, for the
+        /// charge's customer, amount and currency.
+        #[arg(long, value_name = "PI")]
+        succeeded_by: Option<String>,
+        /// Nothing was charged: the charge fails (`charge.failed` is announced). Refused while
+        /// Stripe shows a paid or processing PaymentIntent for the attempt.
+        #[arg(long)]
+        failed: bool,
+        /// Put the charge back in line: the worker looks the attempt up on Stripe again and
+        /// settles from it, or sends it under a new key if Stripe has none.
+        #[arg(long)]
+        requeue: bool,
+        #[command(flatten)]
+        stripe: StripeArgs,
     },
     /// Record the charges of a CSV file, row by row.
     ///
@@ -211,7 +241,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             let status = match status.as_deref() {
                 None | Some("") => None,
                 Some(s) => Some(s.parse::<ChargeStatus>().map_err(|_| {
-                    anyhow::anyhow!("--status: {s:?} is not one of pending, processing, succeeded, requires_recheckout, retrying, failed")
+                    anyhow::anyhow!("--status: {s:?} is not one of pending, processing, succeeded, requires_recheckout, retrying, failed, needs_review")
                 })?),
             };
             let store = connect(&args.store, 1).await?;
@@ -226,6 +256,31 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             store.close().await;
             let record =
                 found?.with_context(|| format!("no charge with id or reference {charge:?}"))?;
+            print_charge(&record);
+            Ok(())
+        }
+        ChargesCommand::Resolve {
+            charge,
+            succeeded_by,
+            failed,
+            requeue,
+            stripe,
+        } => {
+            let resolution = match (succeeded_by, failed, requeue) {
+                (Some(pi), false, false) => Resolution::SucceededBy(pi),
+                (None, true, false) => Resolution::Failed,
+                (None, false, true) => Resolution::Requeue,
+                _ => bail!("give exactly one of --succeeded-by PI, --failed, --requeue"),
+            };
+            let client = crate::connector_cli::stripe_client(&stripe)?;
+            let store = connect(&args.store, 2).await?;
+            let result = resolve(&store, client, &args.jobs, &charge, &resolution).await;
+            store.close().await;
+            let record = result?;
+            println!(
+                "charge {} ({}) is {} now",
+                record.id, record.reference, record.status
+            );
             print_charge(&record);
             Ok(())
         }
@@ -338,6 +393,31 @@ fn same_charge(record: &ChargeRecord, charge: &NewCharge) -> bool {
         && record.currency == charge.currency
 }
 
+async fn resolve(
+    store: &Store,
+    stripe: kassa_stripe::Client,
+    jobs: &JobArgs,
+    id_or_reference: &str,
+    resolution: &Resolution,
+) -> anyhow::Result<ChargeRecord> {
+    let record = find(store, id_or_reference)
+        .await?
+        .with_context(|| format!("no charge with id or reference {id_or_reference:?}"))?;
+    let executor = kassa_worker::ChargeExecutor::new(
+        stripe,
+        store.clone(),
+        Topology::new(jobs.amqp_prefix.clone()),
+        kassa_worker::RecheckoutPages {
+            public_url: String::new(),
+        },
+        0,
+    );
+    executor
+        .resolve(record.id, resolution)
+        .await
+        .with_context(|| format!("resolving charge {} ({})", record.id, record.reference))
+}
+
 async fn find(store: &Store, id_or_reference: &str) -> anyhow::Result<Option<ChargeRecord>> {
     if let Ok(id) = id_or_reference.parse::<i64>() {
         if let Some(record) = store.charge(id).await.context("reading the charge")? {
@@ -381,18 +461,82 @@ fn list(charges: &[ChargeRecord], limit: u32) {
     }
 }
 
-/// Every field of `charge_json`, one per line.
+/// Every field of `charge_json`, one per line (times in UTC with their age), and for a charge
+/// in review what to check on Stripe and how to resolve it.
 fn print_charge(charge: &ChargeRecord) {
+    let now = kassa_store::OffsetDateTime::now_utc().unix_timestamp();
     if let Value::Object(fields) = charge_json(charge) {
         for (name, value) in fields {
             let shown = match value {
                 Value::Null => "-".to_owned(),
                 Value::String(s) => s,
+                Value::Number(n) if name.ends_with("_at") => match n.as_i64() {
+                    Some(unix) => time_for_people(unix, now),
+                    None => n.to_string(),
+                },
                 other => other.to_string(),
             };
-            println!("{:<23}{shown}", format!("{name}:"));
+            println!("{:<25}{shown}", format!("{name}:"));
         }
     }
+    if charge.status == ChargeStatus::NeedsReview {
+        let since = charge
+            .attempt_started_at
+            .map(|t| t.unix_timestamp() - kassa_worker::lookup::CLOCK_MARGIN_SECS)
+            .unwrap_or(0);
+        println!();
+        println!(
+            "This charge needs review: Kassa could not ask Stripe whether attempt {} was charged, \
+             and Stripe has forgotten its key, so Kassa will not send it again by itself.",
+            charge.attempt
+        );
+        println!(
+            "Check Stripe: the PaymentIntents of {} created since {} with metadata \
+             kassa_charge_id={} and kassa_attempt={} (Dashboard, or \
+             GET /v1/payment_intents?customer={}&created[gte]={since}). Then:",
+            charge.customer_id,
+            time_for_people(since, now),
+            charge.id,
+            charge.attempt,
+            charge.customer_id
+        );
+        println!(
+            "  kassa charges resolve {} --succeeded-by pi_…   one succeeded: record it",
+            charge.reference
+        );
+        println!(
+            "  kassa charges resolve {} --failed             none was paid: fail the charge",
+            charge.reference
+        );
+        println!(
+            "  kassa charges resolve {} --requeue            Stripe answers again: let Kassa look and settle (or send under a new key)",
+            charge.reference
+        );
+    }
+}
+
+/// `2026-11-24 17:33:05 UTC (25 h ago)`.
+fn time_for_people(unix: i64, now: i64) -> String {
+    let Ok(t) = kassa_store::OffsetDateTime::from_unix_timestamp(unix) else {
+        return unix.to_string();
+    };
+    let age = now - unix;
+    let ago = match age {
+        ..0 => "in the future".to_owned(),
+        0..120 => format!("{age} s ago"),
+        120..7200 => format!("{} min ago", age / 60),
+        7200..172_800 => format!("{} h ago", age / 3600),
+        _ => format!("{} days ago", age / 86_400),
+    };
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02}:{:02} UTC ({ago})",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// One CSV row as written; every cell is text until validation says otherwise.

@@ -9,6 +9,7 @@ mod demo;
 mod dlq;
 mod outbox_cli;
 mod reconcile;
+mod status;
 mod sync_cli;
 
 use anyhow::Context;
@@ -45,6 +46,8 @@ enum Command {
     Worker(WorkerCommandArgs),
     /// Create the database if missing and apply the migrations, then exit.
     Migrate(StoreArgs),
+    /// This installation's id, and whether PostgreSQL, RabbitMQ and Stripe answer.
+    Status(status::StatusArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq(dlq::DlqArgs),
     /// Messages waiting in the outbox (charge jobs, alerts): list, retry or drop a failing one.
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             Command::Ingress(args) => ingress(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Status(args) => status::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
             Command::Outbox(args) => outbox_cli::run(args).await,
             Command::Charge(args) => charges_cli::charge(args).await,

@@ -177,6 +177,12 @@ impl Stack {
             ),
             None => None,
         };
+        if let Some(store) = &store {
+            info!(
+                installation = store.installation_id(),
+                "installation id read from PostgreSQL"
+            );
+        }
 
         let broker_shutdown = CancellationToken::new();
         let broker = Broker::start(config.broker.clone(), broker_shutdown.clone());
@@ -306,6 +312,12 @@ impl Stack {
             http,
             work,
         })
+    }
+
+    /// This installation's id (read from PostgreSQL at start), when the process has a database:
+    /// the one every Idempotency-Key and Stripe metadata of this installation carry.
+    pub fn installation_id(&self) -> Option<&str> {
+        self.store.as_ref().map(Store::installation_id)
     }
 
     /// The base URL of the HTTP server, when there is one.

@@ -324,13 +324,15 @@ async fn charge_records_once_refuses_bad_amounts_and_list_and_show_print_it() {
         let out = db.kassa(&["charges", "show", key]).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         let shown = text(&out.stdout);
+        let field = |name: &str, value: &str| format!("{:<25}{value}", format!("{name}:"));
         for line in [
             "id:".to_owned(),
-            "reference:             cli-1".to_owned(),
-            "amount_display:        $19.99".to_owned(),
-            "description:           April invoice".to_owned(),
-            "status:                pending".to_owned(),
-            format!("customer:              {cus}"),
+            field("reference", "cli-1"),
+            field("amount_display", "$19.99"),
+            field("description", "April invoice"),
+            field("status", "pending"),
+            field("customer", &cus),
+            field("attempt_started_at", "-"),
         ] {
             assert!(shown.contains(&line), "{line:?} in\n{shown}");
         }

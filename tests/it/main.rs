@@ -2,6 +2,7 @@
 //! broker, or a testcontainers fallback), fresh exchange and queue names per test.
 
 mod browser;
+mod charge_attempts;
 mod charges;
 mod charges_cli;
 mod checkout;

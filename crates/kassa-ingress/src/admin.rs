@@ -472,5 +472,11 @@ pub fn charge_json(c: &ChargeRecord) -> Value {
         "recheckout_expires_at": c.recheckout_expires_at.map(|t| t.unix_timestamp()),
         "created_at": c.created_at.unix_timestamp(),
         "updated_at": c.updated_at.unix_timestamp(),
+        "livemode": c.livemode,
+        "attempt_started_at": c.attempt_started_at.map(|t| t.unix_timestamp()),
+        "attempt_payment_method": c.attempt_payment_method_id,
+        "attempt_idempotency_key": c.attempt_key,
+        "attempt_key_started_at": c.attempt_key_started_at.map(|t| t.unix_timestamp()),
+        "review_reason": c.review_reason,
     })
 }

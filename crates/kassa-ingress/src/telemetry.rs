@@ -168,7 +168,20 @@ pub const METRICS: &[MetricSpec] = &[
         Kind::Counter,
         "Back-office charge executions, by outcome.",
         Some("outcome"),
-        &["succeeded", "processing", "requires_recheckout", "failed"],
+        &[
+            "succeeded",
+            "processing",
+            "requires_recheckout",
+            "failed",
+            "needs_review",
+        ],
+    ),
+    spec(
+        "kassa_charge_lookups_total",
+        Kind::Counter,
+        "Charge attempts looked up on Stripe before sending again, by what Stripe had.",
+        Some("outcome"),
+        &["found", "none", "failed"],
     ),
     spec(
         "kassa_stripe_card_errors_total",

@@ -3,7 +3,8 @@
 //! Each event goes through the inbox (`stripe_events`): an event already processed is acked and
 //! skipped, and a concurrent duplicate waits for the first and then skips. The handler never
 //! trusts the payload's state: it re-fetches the object from Stripe, sends every POST with an
-//! Idempotency-Key derived from the event (`kassa:{event id}:{step}`), and commits its records
+//! Idempotency-Key derived from the installation and the event (`kassa:{installation}:{event
+//! id}:{step}`; every key scheme is in [`keys`]), and commits its records
 //! together with the inbox mark; the message is acked only after that commit. So a crash at any
 //! point repeats Stripe calls that Stripe then replays, and never doubles an effect.
 
@@ -13,11 +14,14 @@ pub mod charges;
 pub mod customer_sync;
 pub mod error;
 pub mod events;
+pub mod keys;
+pub mod lookup;
 pub mod mailer;
 pub mod notifications;
 pub mod payments;
 pub mod records;
 pub mod relay;
+pub mod review;
 pub mod setup;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};

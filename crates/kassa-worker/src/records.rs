@@ -12,9 +12,14 @@ pub async fn record_checkout_session(
     stripe: &Client,
     conn: &mut PgConnection,
     session_id: &str,
+    installation: &str,
 ) -> Result<(), HandlerError> {
     let session = stripe.checkout_sessions().retrieve(session_id, &[]).await?;
-    checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None)).await?;
+    checkout_sessions::upsert_checkout_session(
+        conn,
+        &session_record(&session, installation, None, None),
+    )
+    .await?;
     Ok(())
 }
 

@@ -17,9 +17,9 @@ use clap::{Args, Subcommand};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kassa_broker::Topology;
+use kassa_core::charges::review::Resolution;
 use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest, CustomerLookup};
 use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, NewCharge, Store};
-use kassa_worker::review::Resolution;
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -43,7 +43,7 @@ pub struct JobArgs {
 
 impl JobArgs {
     fn route(&self) -> JobRoute {
-        kassa_worker::charges::job_route(&Topology::new(self.amqp_prefix.clone()))
+        kassa_core::charges::job_route(&Topology::new(self.amqp_prefix.clone()))
     }
 
     /// The route, once RabbitMQ confirmed that its exchange exists (Kassa's workers declare it
@@ -403,14 +403,13 @@ async fn resolve(
     let record = find(store, id_or_reference)
         .await?
         .with_context(|| format!("no charge with id or reference {id_or_reference:?}"))?;
-    let executor = kassa_worker::ChargeExecutor::new(
+    let executor = kassa_core::charges::ChargeExecutor::new(
         stripe,
         store.clone(),
         Topology::new(jobs.amqp_prefix.clone()),
-        kassa_worker::RecheckoutPages {
+        kassa_core::charges::RecheckoutPages {
             public_url: String::new(),
         },
-        0,
     );
     executor
         .resolve(record.id, resolution)
@@ -482,7 +481,7 @@ fn print_charge(charge: &ChargeRecord) {
     if charge.status == ChargeStatus::NeedsReview {
         let since = charge
             .attempt_started_at
-            .map(|t| t.unix_timestamp() - kassa_worker::lookup::CLOCK_MARGIN_SECS)
+            .map(|t| t.unix_timestamp() - kassa_core::charges::lookup::CLOCK_MARGIN_SECS)
             .unwrap_or(0);
         println!();
         println!(

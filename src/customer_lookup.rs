@@ -2,11 +2,11 @@
 //! ([`kassa_ingress::admin::CustomerLookup`]): a customer Kassa has not recorded is fetched from
 //! Stripe with its saved cards and recorded before a charge to it is judged.
 
+use kassa_core::customers::{import_customer, Imported};
 use kassa_ingress::admin::{CustomerLookup, LookedUp, LookupError};
 use kassa_ingress::checkout::BoxFuture;
 use kassa_store::Store;
 use kassa_stripe::Client;
-use kassa_worker::customer_sync::{import_customer, Imported};
 
 /// Looks customers up on Stripe with this client and records them in this store.
 #[derive(Clone)]

@@ -4,13 +4,15 @@
 //! gets there first acts and the others find the work done.
 
 use kassa_broker::Topology;
+use kassa_core::fulfil::{
+    fulfil_checkout_session, record_payment_intent, Fulfilled, Fulfiller, PaymentState,
+};
+use kassa_core::keys::KeyScope;
+use kassa_core::Error as HandlerError;
 use kassa_ingress::checkout::{BoxFuture, FulfilError, Fulfilment, PageOutcome};
 use kassa_store::payments::RecordedBy;
 use kassa_store::{Store, StoreError};
 use kassa_stripe::Client;
-use kassa_worker::payments::{record_payment_intent, PaymentState};
-use kassa_worker::setup::{fulfil_checkout_session, Fulfilled, Fulfiller, KeyScope};
-use kassa_worker::HandlerError;
 use std::sync::Arc;
 
 /// Fulfilment over Kassa's Stripe client, database and topology.

@@ -198,7 +198,7 @@ impl Stack {
                 kassa_ingress::health_router(state)
             };
             if let (Some(token), Some(store)) = (config.admin_token.clone(), store.clone()) {
-                let route = kassa_worker::charges::job_route(broker.topology());
+                let route = kassa_core::charges::job_route(broker.topology());
                 let mut admin = AdminState::new(store.clone(), token, route);
                 if let Some(stripe) = &stripe {
                     admin = admin.with_customer_lookup(std::sync::Arc::new(

@@ -712,7 +712,7 @@ impl DayAfter<'_> {
             path_contains: Some("/v1/payment_intents".into()),
             ..Faults::default()
         });
-        let route = kassa_worker::charges::job_route(&run.topology);
+        let route = kassa_core::charges::job_route(&run.topology);
         let first = run
             .charges
             .lock()
@@ -876,7 +876,7 @@ async fn intents_since(run: &Run, since: i64, ids: &[i64]) -> anyhow::Result<usi
         for intent in &page.data {
             if let Some(id) = intent
                 .metadata
-                .get(kassa_worker::keys::CHARGE_ID_METADATA)
+                .get(kassa_core::keys::CHARGE_ID_METADATA)
                 .filter(|id| wanted.contains(*id))
             {
                 found.insert(id.clone());
@@ -1014,7 +1014,7 @@ async fn soak(
     let charge_load = {
         let run = run.clone();
         let charges = args.charges;
-        let route = kassa_worker::charges::job_route(topology);
+        let route = kassa_core::charges::job_route(topology);
         tokio::spawn(async move {
             // Charges start once the first customers have cards, and end with the load.
             tokio::time::sleep(Duration::from_secs_f64(load_secs * 0.15)).await;
@@ -1681,7 +1681,7 @@ async fn check(run: &Run, broker: &Broker) -> anyhow::Result<Checks> {
         .iter()
         .filter(|e| e.type_ == "payment_intent.succeeded")
     {
-        if let Some(id) = event.data.object["metadata"][kassa_worker::setup::CHARGE_ID_METADATA]
+        if let Some(id) = event.data.object["metadata"][kassa_core::keys::CHARGE_ID_METADATA]
             .as_str()
             .and_then(|s| s.parse().ok())
         {

@@ -440,7 +440,7 @@ async fn paced_charges(
         )
         .await?;
     let store = rig.stack.store.clone().context("database")?;
-    let route = kassa_worker::charges::job_route(&rig.topology);
+    let route = kassa_core::charges::job_route(&rig.topology);
     for i in 0..args.paced_charges {
         let charge = kassa_store::NewCharge {
             reference: format!("bench-{i}"),
@@ -460,7 +460,7 @@ async fn paced_charges(
         ..Faults::default()
     });
     let shutdown = CancellationToken::new();
-    let executor = kassa_worker::ChargeExecutor::new(
+    let executor = kassa_worker::ChargeJobs::new(
         rig.client(Some(limit))?,
         store.clone(),
         rig.topology.clone(),

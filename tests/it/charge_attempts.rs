@@ -9,9 +9,9 @@ use crate::charges::{
 };
 use crate::support::app::{AppOptions, TestApp};
 use crate::support::eventually;
+use kassa_core::charges::job_route;
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_stripe_sim::{Faults, SimConfig, Simulator};
-use kassa_worker::charges::job_route;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -649,7 +649,7 @@ async fn a_requeued_charge_in_review_is_looked_up_and_sent_under_a_new_key_only_
     let done = settled(&app, id, ChargeStatus::Succeeded).await;
     let intents = intents_of(&app, &customer).await;
     assert_eq!(intents.len(), 1, "{intents:?}");
-    let new_key = kassa_worker::keys::charge_attempt(app.store().installation_id(), id, 1, 1)
+    let new_key = kassa_core::keys::charge_attempt(app.store().installation_id(), id, 1, 1)
         .unwrap()
         .as_str()
         .to_owned();

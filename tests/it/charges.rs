@@ -6,10 +6,10 @@
 
 use crate::support::app::{AppOptions, TestApp};
 use crate::support::eventually;
+use kassa_core::charges::job_route;
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_store::ChargeJob;
 use kassa_stripe::IdempotencyKey;
-use kassa_worker::charges::job_route;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -142,7 +142,7 @@ async fn expire(app: &TestApp, session: &str) {
 
 /// The first Idempotency-Key of `attempt` of charge `id` in this app's installation.
 pub(crate) fn attempt_key(app: &TestApp, id: i64, attempt: i32) -> String {
-    kassa_worker::keys::charge_attempt(app.store().installation_id(), id, attempt, 0)
+    kassa_core::keys::charge_attempt(app.store().installation_id(), id, attempt, 0)
         .unwrap()
         .as_str()
         .to_owned()

@@ -205,6 +205,11 @@ impl Topology {
     pub fn charges_exchange(&self) -> String {
         self.name("kassa.charges")
     }
+    /// Where a charge job is published: the `kassa.charges` exchange and [`CHARGE_ROUTING_KEY`],
+    /// the binding of [`Self::charges_queue`].
+    pub fn charge_job_route(&self) -> (String, &'static str) {
+        (self.charges_exchange(), CHARGE_ROUTING_KEY)
+    }
     /// The charge executor's queue.
     pub fn charges_queue(&self) -> String {
         self.name("kassa.charges.execute")

@@ -160,7 +160,7 @@ impl MessageHandler for AlertMailer {
         async {
             match (&self.mailer, message.kind.as_str()) {
                 (Some(mailer), "customer.repay_requested") => self.send(mailer, &message.body).await,
-                (Some(mailer), crate::payments::PAYMENT_SUCCEEDED) => {
+                (Some(mailer), kassa_core::fulfil::payment::PAYMENT_SUCCEEDED) => {
                     self.send_payment(mailer, &message.body).await
                 }
                 (None, "customer.repay_requested") => {

@@ -1,18 +1,25 @@
-//! The event consumer's handler: parse, check the mode, claim in the inbox, dispatch by type,
-//! commit with the inbox mark, and say whether to ack, retry or dead-letter.
+//! The event consumer's handler: parse, check the mode, claim in the inbox, dispatch by type into
+//! kassa-core, commit with the inbox mark, and say whether to ack, retry or dead-letter.
+//!
+//! | event | handled by |
+//! |---|---|
+//! | `checkout.session.completed`, `….async_payment_succeeded` | [`kassa_core::fulfil::checkout_session`] (then a re-pay session's charge goes again, [`kassa_core::charges::recheckout`]) |
+//! | `checkout.session.expired` | [`kassa_core::records`], then [`kassa_core::charges::recheckout`] (reminder or failure) |
+//! | `payment_intent.succeeded`, `.payment_failed`, `.processing` | [`kassa_core::charges::settle`], else [`kassa_core::fulfil::payment`] |
+//! | `setup_intent.*`, `payment_method.*`, `customer.*` | [`kassa_core::records`] |
+//! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 
-use crate::charges::ChargeExecutor;
-use crate::notifications;
-use crate::payments::record_payment_intent;
-use crate::records;
-use crate::setup::{fulfil_checkout_session, Fulfilled, Fulfiller, KeyScope, SavedCard};
-use crate::HandlerError;
 use kassa_broker::{Incoming, MessageHandler, Outcome};
+use kassa_core::charges::ChargeExecutor;
+use kassa_core::fulfil::{
+    fulfil_checkout_session, record_payment_intent, Fulfilled, Fulfiller, SavedCard,
+};
+use kassa_core::keys::KeyScope;
+use kassa_core::{notify, records, Error};
 use kassa_store::payments::RecordedBy;
 use kassa_store::{EventClaim, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::Client;
-use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
@@ -44,7 +51,7 @@ impl Handled {
             "payment_intent.succeeded"
             | "payment_intent.payment_failed"
             | "payment_intent.processing" => Handled::PaymentIntent,
-            // The connector triggers; see crate::notifications for why these types.
+            // The connector triggers; see kassa_core::notify for why these types.
             "charge.succeeded" | "charge.pending" | "charge.failed" => Handled::NewCharge,
             "refund.created" => Handled::NewRefund,
             _ => return None,
@@ -53,7 +60,7 @@ impl Handled {
 }
 
 /// Whether Kassa acts on events of type `kind` (the others are acked unread and never enter the
-/// inbox, so the `/v1/events` backfill looks only for these).
+/// inbox, so the `/v1/events` poller looks only for these).
 pub fn handles(kind: &str) -> bool {
     Handled::of(kind).is_some()
 }
@@ -62,14 +69,14 @@ pub fn handles(kind: &str) -> bool {
 pub struct EventHandler {
     stripe: Client,
     store: Store,
-    charges: Arc<ChargeExecutor>,
+    charges: ChargeExecutor,
     /// Rungs of the retry ladder: a transient failure on the last one ends in the dead letters.
     retries: u32,
 }
 
 impl EventHandler {
     /// A handler over this client and store; `retries` is the length of the retry ladder.
-    pub fn new(stripe: Client, store: Store, charges: Arc<ChargeExecutor>, retries: u32) -> Self {
+    pub fn new(stripe: Client, store: Store, charges: ChargeExecutor, retries: u32) -> Self {
         Self {
             stripe,
             store,
@@ -112,7 +119,7 @@ impl EventHandler {
                 return Outcome::Done;
             }
             Ok(EventClaim::Claimed(claimed)) => claimed,
-            Err(error) => return self.failed(HandlerError::from(error), attempt, None).await,
+            Err(error) => return self.failed(Error::from(error), attempt, None).await,
         };
         let object_id = event.object_id().unwrap_or_default().to_owned();
         let installation = self.store.installation_id();
@@ -176,13 +183,11 @@ impl EventHandler {
             Handled::Customer => records::record_customer(&self.stripe, conn, &object_id).await,
             Handled::NewCharge => {
                 let topology = self.charges.topology();
-                notifications::announce_charge(&self.stripe, conn, topology, &event, &object_id)
-                    .await
+                notify::announce_charge(&self.stripe, conn, topology, &event, &object_id).await
             }
             Handled::NewRefund => {
                 let topology = self.charges.topology();
-                notifications::announce_refund(&self.stripe, conn, topology, &event, &object_id)
-                    .await
+                notify::announce_refund(&self.stripe, conn, topology, &event, &object_id).await
             }
         };
         match result {
@@ -206,13 +211,13 @@ impl EventHandler {
     /// Records the failure in the inbox and picks retry or dead letter.
     async fn failed(
         &self,
-        error: HandlerError,
+        error: Error,
         attempt: u32,
         claimed: Option<kassa_store::EventTx>,
     ) -> Outcome {
         let dead = !error.is_transient() || attempt >= self.retries;
         let reason = match &error {
-            HandlerError::Stripe(stripe) => match stripe.request_id() {
+            Error::Stripe(stripe) => match stripe.request_id() {
                 Some(request_id) => format!("{error} (Stripe Request-Id {request_id})"),
                 None => error.to_string(),
             },

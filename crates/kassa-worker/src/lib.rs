@@ -1,28 +1,27 @@
-//! kassa-worker: turns Stripe events from RabbitMQ into saved cards and records.
+//! kassa-worker: Kassa's consumers, and nothing else — what to do is kassa-core's.
 //!
-//! Each event goes through the inbox (`stripe_events`): an event already processed is acked and
-//! skipped, and a concurrent duplicate waits for the first and then skips. The handler never
-//! trusts the payload's state: it re-fetches the object from Stripe, sends every POST with an
-//! Idempotency-Key derived from the installation and the event (`kassa:{installation}:{event
-//! id}:{step}`; every key scheme is in [`keys`]), and commits its records
-//! together with the inbox mark; the message is acked only after that commit. So a crash at any
-//! point repeats Stripe calls that Stripe then replays, and never doubles an effect.
+//! - [`events`]: Stripe events from `kassa.events.fulfillment`, through the inbox
+//!   (`stripe_events`): an event already processed is acked and skipped, and a concurrent
+//!   duplicate waits for the first and then skips. The handler never trusts the payload's state:
+//!   kassa-core re-fetches the object from Stripe, sends every POST with an Idempotency-Key
+//!   derived from the installation and the event (`kassa:{installation}:{event id}:{step}`, see
+//!   `kassa_core::keys`), and writes its records in the transaction that marks the event
+//!   processed; the message is acked only after that commit. So a crash at any point repeats
+//!   Stripe calls that Stripe then replays, and never doubles an effect.
+//! - [`charge_jobs`]: one message per back-office charge attempt, executed by kassa-core.
+//! - [`alert_mail`] over [`mailer`]: the e-mails of alerts, sent over SMTP.
+//! - [`relay`]: the outbox relay, publishing what transactions queued.
+//! - [`backfill`]: the events poller, publishing events whose webhooks never arrived.
+//!
+//! It never answers HTTP (health and metrics are the binary's) and never acks a message before
+//! the database commit of its effects.
 
 pub mod alert_mail;
 pub mod backfill;
-pub mod charges;
-pub mod customer_sync;
-pub mod error;
+pub mod charge_jobs;
 pub mod events;
-pub mod keys;
-pub mod lookup;
 pub mod mailer;
-pub mod notifications;
-pub mod payments;
-pub mod records;
 pub mod relay;
-pub mod review;
-pub mod setup;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};
 use kassa_store::Store;
@@ -30,9 +29,9 @@ use kassa_stripe::Client;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub use charges::{ChargeExecutor, RecheckoutPages};
-pub use error::HandlerError;
+pub use charge_jobs::ChargeJobs;
 pub use events::EventHandler;
+pub use kassa_core::charges::RecheckoutPages;
 
 /// How much work one worker process takes on.
 #[derive(Debug, Clone)]
@@ -101,7 +100,7 @@ impl Worker {
         let pages = RecheckoutPages {
             public_url: self.config.public_url.clone(),
         };
-        let charges = Arc::new(ChargeExecutor::new(
+        let charges = Arc::new(ChargeJobs::new(
             self.stripe.clone(),
             self.store.clone(),
             topology,
@@ -111,7 +110,7 @@ impl Worker {
         let events = Arc::new(EventHandler::new(
             self.stripe.clone(),
             self.store.clone(),
-            charges.clone(),
+            charges.executor().clone(),
             retries,
         ));
         let consumer = |work, tag: &str| ConsumerConfig {

@@ -1,7 +1,8 @@
 //! The re-pay e-mail through a real SMTP server (tests/it/support/smtp_sink.rs, shared with the
 //! end-to-end tests).
 
-use kassa_worker::mailer::{decline_in_words, MailError, Mailer, MailerOptions, RepayEmail};
+use kassa_core::mail::decline_in_words;
+use kassa_worker::mailer::{MailError, Mailer, MailerOptions, RepayEmail};
 use mail_parser::{MessageParser, MimeHeaders};
 use std::time::Duration;
 

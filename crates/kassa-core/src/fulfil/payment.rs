@@ -7,7 +7,8 @@
 //! insert wins queues `payment.succeeded` on `kassa.alerts` (notification and receipt e-mails) in
 //! the same transaction, so a payment is recorded and announced once, whoever arrives first.
 
-use crate::HandlerError;
+use crate::keys::CHARGE_ID_METADATA;
+use crate::Error;
 use kassa_broker::Topology;
 use kassa_store::payments::{record_payment, NewPayment, RecordedBy};
 use kassa_store::{outbox, OutboxMessage, PgConnection};
@@ -49,7 +50,7 @@ pub async fn record_paid_session(
     topology: &Topology,
     session: &CheckoutSession,
     recorded_by: RecordedBy,
-) -> Result<PaymentState, HandlerError> {
+) -> Result<PaymentState, Error> {
     let complete = session.status == Some(CheckoutSessionStatus::Complete);
     let paid = session.payment_status == Some(CheckoutPaymentStatus::Paid);
     if session.mode != CheckoutMode::Payment || !complete || !paid {
@@ -64,13 +65,13 @@ pub async fn record_paid_session(
         return Ok(PaymentState::NotPaid(NOT_KASSAS.into()));
     }
     let (Some(amount), Some(currency)) = (session.amount_total, session.currency.clone()) else {
-        return Err(HandlerError::Permanent(format!(
+        return Err(Error::Permanent(format!(
             "paid session {} has no amount_total or currency",
             session.id
         )));
     };
     let Some(payment_intent_id) = session.payment_intent.as_ref().map(|p| p.id().to_owned()) else {
-        return Err(HandlerError::Permanent(format!(
+        return Err(Error::Permanent(format!(
             "paid session {} has no payment_intent",
             session.id
         )));
@@ -108,7 +109,7 @@ pub async fn record_payment_intent(
     topology: &Topology,
     payment_intent_id: &str,
     recorded_by: RecordedBy,
-) -> Result<PaymentState, HandlerError> {
+) -> Result<PaymentState, Error> {
     let intent = stripe
         .payment_intents()
         .retrieve(payment_intent_id, &[])
@@ -160,7 +161,7 @@ pub async fn record_intent(
     topology: &Topology,
     intent: &PaymentIntent,
     recorded_by: RecordedBy,
-) -> Result<PaymentState, HandlerError> {
+) -> Result<PaymentState, Error> {
     let payment = match payment_of(intent, recorded_by) {
         Ok(payment) => payment,
         Err(state) => return Ok(state),
@@ -182,10 +183,7 @@ fn payment_of(intent: &PaymentIntent, recorded_by: RecordedBy) -> Result<NewPaym
                 .unwrap_or_else(|| "unknown".into()),
         ));
     }
-    if intent
-        .metadata
-        .contains_key(crate::setup::CHARGE_ID_METADATA)
-    {
+    if intent.metadata.contains_key(CHARGE_ID_METADATA) {
         // A back-office charge: the charge executor settles it; it is not a page payment.
         return Err(PaymentState::NotPaid("back_office_charge".into()));
     }
@@ -222,7 +220,7 @@ async fn record_and_announce(
     conn: &mut PgConnection,
     topology: &Topology,
     payment: &NewPayment,
-) -> Result<bool, HandlerError> {
+) -> Result<bool, Error> {
     // Serialises the paths (and a payment_intent.succeeded racing checkout.session.completed):
     // the second waits for the first's commit and then finds the row.
     kassa_store::events::lock_stripe_object(conn, &payment.payment_intent_id).await?;

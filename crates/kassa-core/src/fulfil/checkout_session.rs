@@ -1,25 +1,23 @@
-//! checkout.session.completed in setup mode — the heart of Kassa: the card the customer entered
-//! becomes the default payment method of a Stripe customer, and Kassa records both.
+//! checkout.session.completed — the heart of Kassa. In setup mode the card the customer entered
+//! becomes the default payment method of a Stripe customer, and Kassa records both; in payment
+//! mode the payment is recorded ([`crate::fulfil::payment`]).
 //!
-//! One code path for every caller (the webhook now; the success page and re-checkout later), so
-//! a card is saved the same way whoever gets there first.
+//! One code path for every caller (the webhook, the success page, a re-checkout), so a card is
+//! saved the same way whoever gets there first.
 
-use crate::payments::{record_paid_session, PaymentState};
-use crate::HandlerError;
+use crate::fulfil::payment::{record_paid_session, PaymentState};
+use crate::keys::KeyScope;
+use crate::records::{charge_id_of, payment_method_record, session_record, session_status_name};
+use crate::Error;
 use kassa_broker::Topology;
 use kassa_store::payments::RecordedBy;
-use kassa_store::{
-    checkout_sessions, customers, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord,
-    PaymentMethodRecord, PgConnection,
-};
+use kassa_store::{checkout_sessions, customers, CustomerRecord, PgConnection};
 use kassa_stripe::objects::{
-    CheckoutMode, CheckoutSession, CheckoutSessionStatus, PaymentMethod, SetupIntentStatus,
+    CheckoutMode, CheckoutSession, CheckoutSessionStatus, SetupIntentStatus,
 };
 use kassa_stripe::resources::{CustomerParams, ListCustomers};
 use kassa_stripe::{Client, Expandable, Metadata};
 use tracing::info;
-
-pub use crate::keys::{KeyScope, CHARGE_ID_METADATA};
 
 /// What a completed setup session produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +67,7 @@ pub async fn fulfil_checkout_session(
     conn: &mut PgConnection,
     session_id: &str,
     keys: &KeyScope,
-) -> Result<Fulfilled, HandlerError> {
+) -> Result<Fulfilled, Error> {
     let stripe = how.stripe;
     kassa_store::events::lock_stripe_object(conn, session_id).await?;
     if let Some(done) = checkout_sessions::checkout_session(&mut *conn, session_id).await? {
@@ -113,7 +111,7 @@ pub async fn fulfil_checkout_session(
         Some(Expandable::Object(intent)) => (**intent).clone(),
         Some(Expandable::Id(id)) => stripe.setup_intents().retrieve(id, &[]).await?,
         None => {
-            return Err(HandlerError::Permanent(format!(
+            return Err(Error::Permanent(format!(
                 "setup session {session_id} has no setup_intent"
             )))
         }
@@ -134,7 +132,7 @@ pub async fn fulfil_checkout_session(
         .as_ref()
         .map(|pm| pm.id().to_owned())
         .ok_or_else(|| {
-            HandlerError::Permanent(format!(
+            Error::Permanent(format!(
                 "setup intent {} has no payment_method",
                 setup_intent.id
             ))
@@ -158,7 +156,7 @@ pub async fn fulfil_checkout_session(
     let payment_method = match payment_method.customer.as_ref().map(|c| c.id().to_owned()) {
         Some(owner) if owner == customer_id => payment_method,
         Some(owner) => {
-            return Err(HandlerError::Permanent(format!(
+            return Err(Error::Permanent(format!(
                 "payment method {payment_method_id} is attached to another customer ({owner})"
             )))
         }
@@ -231,7 +229,7 @@ async fn find_or_create_customer(
     stripe: &Client,
     session: &CheckoutSession,
     keys: &KeyScope,
-) -> Result<String, HandlerError> {
+) -> Result<String, Error> {
     let details = session.customer_details.clone().unwrap_or_default();
     let email = details.email.or_else(|| session.customer_email.clone());
     let looked_up = email.is_some();
@@ -268,91 +266,4 @@ async fn find_or_create_customer(
     let customer = stripe.customers().create(&params, &key).await?;
     info!(customer_id = %customer.id, "customer created");
     Ok(customer.id)
-}
-
-/// The charge a re-checkout session is for, from its metadata: none when the metadata names
-/// another installation (its charge ids are not ours). A session without `kassa_installation`
-/// was made before installation ids; the charge it names must also name it as its current
-/// re-pay session before anything is retried (`ChargeExecutor::retry_after_recheckout`).
-pub fn charge_id_of(session: &CheckoutSession, installation: &str) -> Option<i64> {
-    if crate::keys::owner(installation, &session.metadata) == crate::keys::Owner::Other {
-        return None;
-    }
-    session
-        .metadata
-        .get(CHARGE_ID_METADATA)
-        .and_then(|v| v.parse().ok())
-}
-
-/// The record of a session as Stripe has it now.
-pub fn session_record(
-    session: &CheckoutSession,
-    installation: &str,
-    customer_id: Option<&str>,
-    payment_method_id: Option<&str>,
-) -> CheckoutSessionRecord {
-    let charge_id = charge_id_of(session, installation);
-    let purpose = match (session.mode, charge_id) {
-        (CheckoutMode::Setup, Some(_)) => CheckoutPurpose::Recheckout,
-        (CheckoutMode::Setup, None) => CheckoutPurpose::Setup,
-        _ => CheckoutPurpose::Payment,
-    };
-    let status = session_status_name(session);
-    let complete = session.status == Some(CheckoutSessionStatus::Complete);
-    CheckoutSessionRecord {
-        id: session.id.clone(),
-        mode: mode_name(session.mode).to_owned(),
-        status: status.to_owned(),
-        livemode: session.livemode,
-        customer_id: customer_id
-            .map(str::to_owned)
-            .or_else(|| session.customer.as_ref().map(|c| c.id().to_owned())),
-        purpose,
-        charge_id,
-        setup_intent_id: session.setup_intent.as_ref().map(|s| s.id().to_owned()),
-        payment_intent_id: session.payment_intent.as_ref().map(|p| p.id().to_owned()),
-        payment_method_id: payment_method_id.map(str::to_owned),
-        url: session.url.clone(),
-        expires_at: kassa_store::OffsetDateTime::from_unix_timestamp(session.expires_at).ok(),
-        completed_at: complete.then(kassa_store::OffsetDateTime::now_utc),
-    }
-}
-
-/// `open`, `complete`, `expired` (or `unknown`).
-pub fn session_status_name(session: &CheckoutSession) -> &'static str {
-    match session.status {
-        Some(CheckoutSessionStatus::Open) => "open",
-        Some(CheckoutSessionStatus::Complete) => "complete",
-        Some(CheckoutSessionStatus::Expired) => "expired",
-        _ => "unknown",
-    }
-}
-
-fn mode_name(mode: CheckoutMode) -> &'static str {
-    match mode {
-        CheckoutMode::Setup => "setup",
-        CheckoutMode::Payment => "payment",
-        CheckoutMode::Subscription => "subscription",
-        _ => "unknown",
-    }
-}
-
-/// The record of a payment method as Stripe has it now.
-pub fn payment_method_record(
-    payment_method: &PaymentMethod,
-    customer_id: Option<&str>,
-) -> PaymentMethodRecord {
-    let card = payment_method.card.as_ref();
-    let owner = customer_id
-        .map(str::to_owned)
-        .or_else(|| payment_method.customer.as_ref().map(|c| c.id().to_owned()));
-    PaymentMethodRecord {
-        id: payment_method.id.clone(),
-        attached: owner.is_some(),
-        customer_id: owner,
-        brand: card.map(|c| c.brand.clone()),
-        last4: card.map(|c| c.last4.clone()),
-        exp_month: card.and_then(|c| i32::try_from(c.exp_month).ok()),
-        exp_year: card.and_then(|c| i32::try_from(c.exp_year).ok()),
-    }
 }

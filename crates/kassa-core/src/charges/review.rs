@@ -11,10 +11,10 @@
 //!   executor looks the attempt up again first and sends it (under a new key) only if Stripe has
 //!   nothing, or puts it back in review if Stripe still cannot be asked.
 
-use crate::charges::{job_route, ChargeExecutor};
+use super::lookup::find_attempt_intent;
+use super::{job_route, ChargeExecutor};
 use crate::keys::{self, Owner};
-use crate::lookup::find_attempt_intent;
-use crate::HandlerError;
+use crate::Error;
 use kassa_store::charge_jobs::{self, ChargeJob};
 use kassa_store::charges::{self as store_charges, ChargeStatus};
 use kassa_store::{ChargeRecord, OffsetDateTime};
@@ -52,7 +52,7 @@ pub enum ResolveError {
     Contradicted(String),
     /// Stripe or the database could not be used.
     #[error(transparent)]
-    Failed(#[from] HandlerError),
+    Failed(#[from] Error),
 }
 
 impl From<kassa_store::StoreError> for ResolveError {
@@ -75,7 +75,7 @@ impl ChargeExecutor {
         charge_id: i64,
         resolution: &Resolution,
     ) -> Result<ChargeRecord, ResolveError> {
-        let store = self.store();
+        let store = &self.store;
         let mut tx = store.begin().await?;
         let charge = store_charges::charge_for_update(&mut tx, charge_id)
             .await?
@@ -89,7 +89,7 @@ impl ChargeExecutor {
         match resolution {
             Resolution::SucceededBy(payment_intent_id) => {
                 let intent = self
-                    .stripe()
+                    .stripe
                     .payment_intents()
                     .retrieve(payment_intent_id, &[])
                     .await
@@ -147,7 +147,7 @@ impl ChargeExecutor {
                 info!(charge_id = charge.id, payment_intent = %intent.id, "charge resolved as succeeded");
             }
             Resolution::Failed => {
-                let found = find_attempt_intent(self.stripe(), self.installation_id(), &charge)
+                let found = find_attempt_intent(&self.stripe, self.installation_id(), &charge)
                     .await
                     .map_err(|e| {
                         ResolveError::Contradicted(format!(
@@ -221,8 +221,8 @@ impl ChargeExecutor {
         charge: &ChargeRecord,
         code: &str,
         message: &str,
-    ) -> Result<(), HandlerError> {
-        self.announce(
+    ) -> Result<(), Error> {
+        self.alert(
             tx,
             charge,
             "charge.failed",

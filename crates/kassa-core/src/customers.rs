@@ -1,7 +1,7 @@
 //! Customers Kassa has not recorded yet, taken from Stripe: one on demand
 //! ([`import_customer`], when a charge names a customer that existed before Kassa was installed
 //! or whose webhooks are still on their way), or every one at once ([`sync_customers`], the
-//! backfill behind `kassa sync customers`).
+//! backfill behind `kassa customers sync`).
 //!
 //! Both read Stripe first — the customer (`GET /v1/customers/{id}`, or a page of
 //! `GET /v1/customers`) and its saved cards (`GET /v1/payment_methods?customer=…&type=card`,
@@ -16,9 +16,8 @@
 //! continues after the last page it recorded. Its requests go through the Stripe client, which
 //! paces them (`KASSA_STRIPE_MAX_RPS`) and retries Stripe's `429 rate_limit` with backoff.
 
-use crate::records::customer_record;
-use crate::setup::payment_method_record;
-use crate::HandlerError;
+use crate::records::{customer_record, payment_method_record};
+use crate::Error;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use kassa_store::customer_sync::advance_customer_sync;
 use kassa_store::{customers, Store, SyncCounts};
@@ -49,7 +48,7 @@ pub enum Imported {
 }
 
 /// The customer's card payment methods, every page.
-async fn cards_of(stripe: &Client, customer_id: &str) -> Result<Vec<PaymentMethod>, HandlerError> {
+async fn cards_of(stripe: &Client, customer_id: &str) -> Result<Vec<PaymentMethod>, Error> {
     let mut cards = Vec::new();
     let mut starting_after = None;
     loop {
@@ -75,7 +74,7 @@ async fn record(
     conn: &mut kassa_store::PgConnection,
     customer: &Customer,
     cards: &[PaymentMethod],
-) -> Result<(bool, i64, i64), HandlerError> {
+) -> Result<(bool, i64, i64), Error> {
     let new_customer = customers::upsert_customer(conn, &customer_record(customer)).await?;
     let mut new_cards = 0;
     for card in cards {
@@ -88,11 +87,7 @@ async fn record(
 }
 
 /// Fetches customer `id` and its saved cards from Stripe and records them.
-pub async fn import_customer(
-    stripe: &Client,
-    store: &Store,
-    id: &str,
-) -> Result<Imported, HandlerError> {
+pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result<Imported, Error> {
     let customer = match stripe.customers().retrieve(id, &[]).await {
         Ok(customer) => customer,
         Err(error) if error.is_resource_missing() => return Ok(Imported::Missing),
@@ -104,7 +99,7 @@ pub async fn import_customer(
         match cards_of(stripe, id).await {
             Ok(cards) => cards,
             // Deleted between the two reads.
-            Err(HandlerError::Stripe(error)) if error.is_resource_missing() => {
+            Err(Error::Stripe(error)) if error.is_resource_missing() => {
                 return Ok(Imported::Missing)
             }
             Err(error) => return Err(error),
@@ -163,7 +158,7 @@ pub async fn sync_customers(
     options: &SyncOptions,
     progress: impl Fn(&SyncCounts),
     shutdown: &CancellationToken,
-) -> Result<SyncReport, HandlerError> {
+) -> Result<SyncReport, Error> {
     let cursor = store.customer_sync(CUSTOMERS_SYNC).await?;
     let (mut starting_after, mut counts, resumed) = match cursor {
         Some(cursor) if cursor.finished_at.is_none() && !options.restart => {
@@ -223,7 +218,7 @@ pub async fn sync_customers(
                     match cards_of(stripe, &customer.id).await {
                         Ok(cards) => Ok((customer, Some(cards))),
                         // Deleted since the list was read: skipped.
-                        Err(HandlerError::Stripe(error)) if error.is_resource_missing() => {
+                        Err(Error::Stripe(error)) if error.is_resource_missing() => {
                             Ok((customer, None))
                         }
                         Err(error) => Err(error),

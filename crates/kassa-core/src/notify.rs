@@ -1,6 +1,8 @@
-//! The connector triggers "new charge" and "new refund": a small JSON message on the topic
-//! exchange `kassa.notifications` (routing keys `charge.created`, `refund.created`) for merchants'
-//! own consumers.
+//! What Kassa tells merchants' own consumers, through the outbox: alerts about back-office
+//! charges on `kassa.alerts` ([`charge_alert`]: `customer.repay_requested`, `charge.failed`,
+//! `charge.needs_review`), and the connector triggers "new charge" and "new refund": a small JSON
+//! message on the topic exchange `kassa.notifications` (routing keys `charge.created`,
+//! `refund.created`).
 //!
 //! Which Stripe events mean "new": Stripe has no `charge.created` event. A charge is created in
 //! one of three states and announced by the matching event — `charge.succeeded` ("Occurs
@@ -17,9 +19,9 @@
 //! inbox, so an event delivered by webhook and found again by the `/v1/events` poller announces
 //! once, and a crash before the commit announces nothing (the redelivery does).
 
-use crate::HandlerError;
+use crate::Error;
 use kassa_broker::Topology;
-use kassa_store::{outbox, OutboxMessage, PgConnection};
+use kassa_store::{outbox, ChargeRecord, OutboxMessage, PgConnection};
 use kassa_stripe::objects::{Charge, Event};
 use kassa_stripe::{Client, Expandable};
 use serde_json::{json, Value};
@@ -35,6 +37,42 @@ pub const NEW_CHARGE_EVENTS: [&str; 3] = ["charge.succeeded", "charge.pending", 
 /// The Stripe event types that announce a new refund.
 pub const NEW_REFUND_EVENTS: [&str; 1] = ["refund.created"];
 
+/// Queues the alert `routing_key` about `charge` on `kassa.alerts`, in the caller's transaction:
+/// the charge's id, reference, customer, amount, currency, attempt and this installation's id,
+/// with `details` added. `message_id` makes a retried transaction queue it once.
+pub async fn charge_alert(
+    conn: &mut PgConnection,
+    topology: &Topology,
+    installation: &str,
+    charge: &ChargeRecord,
+    routing_key: &str,
+    details: Value,
+    message_id: String,
+) -> Result<(), Error> {
+    let mut body = json!({
+        "charge_id": charge.id,
+        "reference": charge.reference,
+        "customer": charge.customer_id,
+        "amount": charge.amount,
+        "currency": charge.currency,
+        "attempt": charge.attempt,
+        "installation": installation,
+    });
+    if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
+        body.extend(details.clone());
+    }
+    let message = OutboxMessage {
+        exchange: topology.alerts_exchange(),
+        routing_key: routing_key.to_owned(),
+        message_id,
+        message_type: routing_key.to_owned(),
+        body,
+        headers: json!({}),
+    };
+    outbox::enqueue(conn, &message).await?;
+    Ok(())
+}
+
 /// Re-fetches the charge of `event` (the payload's state is never trusted) and queues the
 /// `charge.created` notification in the caller's transaction, unless that charge was announced.
 pub async fn announce_charge(
@@ -43,7 +81,7 @@ pub async fn announce_charge(
     topology: &Topology,
     event: &Event,
     charge_id: &str,
-) -> Result<(), HandlerError> {
+) -> Result<(), Error> {
     let charge = stripe.charges().retrieve(charge_id, &[]).await?;
     let body = json!({
         "type": CHARGE_CREATED,
@@ -71,7 +109,7 @@ pub async fn announce_refund(
     topology: &Topology,
     event: &Event,
     refund_id: &str,
-) -> Result<(), HandlerError> {
+) -> Result<(), Error> {
     let refund = stripe.refunds().retrieve(refund_id, &["charge"]).await?;
     let charge: Option<&Charge> = refund.charge.as_ref().and_then(Expandable::as_object);
     let body = json!({
@@ -100,7 +138,7 @@ async fn enqueue(
     routing_key: &str,
     object_id: &str,
     body: Value,
-) -> Result<(), HandlerError> {
+) -> Result<(), Error> {
     let message = OutboxMessage {
         exchange: topology.notifications_exchange(),
         routing_key: routing_key.to_owned(),

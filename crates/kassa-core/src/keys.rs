@@ -1,6 +1,6 @@
-//! Every Idempotency-Key Kassa's worker derives, and the metadata that ties Stripe objects to
-//! one charge attempt of one installation: one place, so the scheme can be read (and checked)
-//! at once.
+//! Every Idempotency-Key Kassa sends Stripe, and the metadata that ties Stripe objects to one
+//! charge attempt of one installation: one place, so the scheme can be read (and checked) at
+//! once.
 //!
 //! | what | key |
 //! |---|---|
@@ -9,6 +9,10 @@
 //! | a re-pay link (reminder r = 0, 1) | `kassa:{installation}:charge:{id}:{attempt}:recheckout:{r}` |
 //! | a step of an event's handling | `kassa:{installation}:{event id}:{step}` (`…:retry{n}` on the ladder's n-th retry) |
 //! | a step of the success page | `kassa:{installation}:success_page:{session}:{step}` |
+//! | an API or CLI request with the caller's key | `kassa:{installation}:{scope}:{caller's key}` ([`caller`]) |
+//! | a CLI command without one | `kassa:{installation}:{scope}:args-{SHA-256 of its arguments}` ([`derived`]) |
+//! | a request with no key of its own (a browser form) | `kassa:{installation}:{scope}:{UUID}` ([`fresh`]) |
+//! | a product upsert of the checkout API | `kassa:{installation}:product:{code}:{create\|update}:{SHA-256}` ([`content`]) |
 //!
 //! The installation id (16 hex digits, generated once per database, see
 //! `kassa_store::installation`) keeps two installations sharing one Stripe account from ever
@@ -26,8 +30,9 @@
 //! test of "this PaymentIntent is that attempt". Re-pay sessions carry `kassa_installation` and
 //! `kassa_charge_id`.
 
-use crate::HandlerError;
+use crate::Error;
 use kassa_stripe::{IdempotencyKey, Metadata};
+use sha2::{Digest, Sha256};
 
 /// Metadata key naming the installation that created a PaymentIntent or Checkout Session.
 pub const INSTALLATION_METADATA: &str = "kassa_installation";
@@ -42,8 +47,8 @@ pub const REFERENCE_METADATA: &str = "kassa_reference";
 /// hours old.
 pub const KEY_REUSE_LIMIT_SECS: i64 = 23 * 60 * 60;
 
-fn make(key: String) -> Result<IdempotencyKey, HandlerError> {
-    IdempotencyKey::new(key).map_err(|e| HandlerError::Permanent(format!("idempotency key: {e}")))
+fn make(key: String) -> Result<IdempotencyKey, Error> {
+    IdempotencyKey::new(key).map_err(|e| Error::Permanent(format!("idempotency key: {e}")))
 }
 
 /// The key of `attempt` of charge `charge_id`, generation `generation` (0 first, then one more
@@ -53,7 +58,7 @@ pub fn charge_attempt(
     charge_id: i64,
     attempt: i32,
     generation: i32,
-) -> Result<IdempotencyKey, HandlerError> {
+) -> Result<IdempotencyKey, Error> {
     match generation {
         0 => make(format!("kassa:{installation}:charge:{charge_id}:{attempt}")),
         n => make(format!(
@@ -74,7 +79,7 @@ pub fn recheckout(
     charge_id: i64,
     attempt: i32,
     reminder: i32,
-) -> Result<IdempotencyKey, HandlerError> {
+) -> Result<IdempotencyKey, Error> {
     make(format!(
         "kassa:{installation}:charge:{charge_id}:{attempt}:recheckout:{reminder}"
     ))
@@ -176,7 +181,7 @@ impl KeyScope {
     }
 
     /// The key of one step in this attempt.
-    pub fn key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
+    pub fn key(&self, step: &str) -> Result<IdempotencyKey, Error> {
         match self.attempt {
             0 => self.stable_key(step),
             n => make(format!(
@@ -187,9 +192,72 @@ impl KeyScope {
     }
 
     /// The same key for every attempt, for a step whose state cannot be read back first.
-    pub fn stable_key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
+    pub fn stable_key(&self, step: &str) -> Result<IdempotencyKey, Error> {
         make(format!("kassa:{}:{}:{step}", self.installation, self.scope))
     }
+}
+
+/// Longest key a caller may give (Stripe allows 255; Kassa's prefix and the installation id take
+/// the rest).
+pub const MAX_CALLER_KEY: usize = 200;
+
+/// A caller's Idempotency-Key Kassa cannot send: empty, longer than [`MAX_CALLER_KEY`], or not
+/// visible ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidCallerKey(pub String);
+
+/// Whether `key` is 1 to [`MAX_CALLER_KEY`] visible ASCII characters (no spaces).
+pub fn well_formed_caller_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_CALLER_KEY && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `kassa:{installation}:{scope}:{key}`.
+fn scoped(installation: &str, scope: &str, key: &str) -> Result<IdempotencyKey, InvalidCallerKey> {
+    IdempotencyKey::new(format!("kassa:{installation}:{scope}:{key}"))
+        .map_err(|e| InvalidCallerKey(e.to_string()))
+}
+
+/// The key Kassa sends for a request under `scope` that carries the caller's own `key` (the
+/// `Idempotency-Key` header, or `--idempotency-key`): a client retrying after a time-out gets
+/// the first result back instead of a second object.
+pub fn caller(
+    installation: &str,
+    scope: &str,
+    key: &str,
+) -> Result<IdempotencyKey, InvalidCallerKey> {
+    if !well_formed_caller_key(key) {
+        return Err(InvalidCallerKey(format!(
+            "1 to {MAX_CALLER_KEY} visible ASCII characters (no spaces), e.g. a UUID or your order number"
+        )));
+    }
+    scoped(installation, scope, key)
+}
+
+/// A key under `scope` derived from a command's arguments (`name`, `value`; order matters): the
+/// same arguments give the same key, so running the same command again within Stripe's 24
+/// hours replays the first result instead of creating a second object.
+pub fn derived(
+    installation: &str,
+    scope: &str,
+    arguments: &[(&str, Option<&str>)],
+) -> Result<IdempotencyKey, InvalidCallerKey> {
+    // JSON keeps the encoding unambiguous (no value can fake a separator).
+    let canonical = serde_json::to_string(arguments).unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(canonical.as_bytes()));
+    scoped(installation, scope, &format!("args-{digest}"))
+}
+
+/// A fresh key under `scope`, for a request that has no key of its own (a browser form).
+pub fn fresh(installation: &str, scope: &str) -> Result<IdempotencyKey, InvalidCallerKey> {
+    scoped(installation, scope, &uuid::Uuid::new_v4().to_string())
+}
+
+/// A key for `scope` and the exact text `content` (any characters): a SHA-256 of the content
+/// keeps the key short and ASCII, and the same for every Kassa process of the installation.
+pub fn content(installation: &str, scope: &str, content: &str) -> Result<IdempotencyKey, Error> {
+    let digest = hex::encode(Sha256::digest(content.as_bytes()));
+    make(format!("kassa:{installation}:{scope}:{digest}"))
 }
 
 #[cfg(test)]
@@ -232,6 +300,30 @@ mod tests {
             charge_attempt("fedcba9876543210", 1, 1, 0).unwrap()
         );
         assert_eq!(legacy_charge_attempt(7, 2), "kassa:charge:7:2");
+    }
+
+    #[test]
+    fn caller_keys_carry_the_installation_and_refuse_what_stripe_would() {
+        assert_eq!(
+            caller(ME, "payment_intent", "order-7").unwrap().as_str(),
+            "kassa:0123456789abcdef:payment_intent:order-7"
+        );
+        for bad in ["", "has space", "tab\tin", &"k".repeat(MAX_CALLER_KEY + 1)] {
+            assert!(caller(ME, "checkout", bad).is_err(), "{bad:?}");
+        }
+        assert!(caller(ME, "connector:legacy_charge", &"k".repeat(MAX_CALLER_KEY)).is_ok());
+        let args = [("amount", Some("1999")), ("currency", Some("usd"))];
+        let a = derived(ME, "connector:legacy_charge", &args).unwrap();
+        assert_eq!(a, derived(ME, "connector:legacy_charge", &args).unwrap());
+        assert!(a
+            .as_str()
+            .starts_with("kassa:0123456789abcdef:connector:legacy_charge:args-"));
+        assert_ne!(
+            a,
+            derived("fedcba9876543210", "connector:legacy_charge", &args).unwrap(),
+            "two installations never share a key"
+        );
+        assert_ne!(fresh(ME, "shop").unwrap(), fresh(ME, "shop").unwrap());
     }
 
     #[test]

@@ -1,0 +1,32 @@
+//! kassa-core: what Kassa does, with no HTTP and no consuming.
+//!
+//! - [`fulfil`]: a completed Checkout Session becomes a saved card or a recorded payment
+//!   ([`fulfil::checkout_session`], [`fulfil::payment`]), the same code for the webhook, the
+//!   success page and the payment confirmation.
+//! - [`charges`]: back-office charges of saved cards — [`charges::execute`] sends one attempt as
+//!   an off-session PaymentIntent and settles it, [`charges::recheckout`] asks the customer for
+//!   another card after a decline, [`charges::settle`] settles from `payment_intent.*` webhooks,
+//!   [`charges::lookup`] looks an attempt up on Stripe before anything is sent again,
+//!   [`charges::review`] resolves what a person must look at.
+//! - [`keys`]: every Idempotency-Key Kassa sends Stripe and the metadata that ties Stripe's
+//!   objects to this installation.
+//! - [`records`]: how Stripe's customers, cards and sessions are recorded, and the events that
+//!   keep those records true; [`customers`]: customers taken from Stripe, one or all.
+//! - [`notify`]: alerts and the connector's notifications, queued through the outbox;
+//!   [`mail`]: the e-mails' words.
+//!
+//! Every function here reads Stripe's current state before it acts, sends every Stripe POST
+//! with a deterministic Idempotency-Key, and writes in the caller's transaction. It never
+//! answers HTTP and never consumes from RabbitMQ: the API (kassa-api) and the consumers
+//! (kassa-worker) call it.
+
+pub mod charges;
+pub mod customers;
+mod error;
+pub mod fulfil;
+pub mod keys;
+pub mod mail;
+pub mod notify;
+pub mod records;
+
+pub use error::Error;

@@ -1,0 +1,211 @@
+//! Kassa's records of Stripe objects: how a customer, a payment method or a Checkout Session is
+//! recorded ([`customer_record`], [`payment_method_record`], [`session_record`]), and the events
+//! that keep those records true — each re-fetches the object from Stripe and writes its current
+//! state, so the order events arrive in does not matter.
+
+use crate::keys::{self, Owner, CHARGE_ID_METADATA};
+use crate::Error;
+use kassa_store::{
+    checkout_sessions, customers, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord,
+    PaymentMethodRecord, PgConnection,
+};
+use kassa_stripe::objects::{
+    CheckoutMode, CheckoutSession, CheckoutSessionStatus, Customer, PaymentMethod,
+};
+use kassa_stripe::Client;
+
+/// checkout.session.expired (and any session that is not a setup completion): record its state.
+pub async fn record_checkout_session(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    session_id: &str,
+    installation: &str,
+) -> Result<(), Error> {
+    let session = stripe.checkout_sessions().retrieve(session_id, &[]).await?;
+    checkout_sessions::upsert_checkout_session(
+        conn,
+        &session_record(&session, installation, None, None),
+    )
+    .await?;
+    Ok(())
+}
+
+/// setup_intent.succeeded / setup_failed: record the card once it belongs to a customer.
+///
+/// Checkout's SetupIntent has no customer until the session is fulfilled, and the
+/// checkout.session.completed handler records the card then; recording an unattached card here
+/// would add nothing, so this only refreshes cards that already belong to someone.
+pub async fn record_setup_intent(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    setup_intent_id: &str,
+) -> Result<(), Error> {
+    let intent = stripe
+        .setup_intents()
+        .retrieve(setup_intent_id, &["payment_method"])
+        .await?;
+    if let Some(payment_method) = intent.payment_method.as_ref() {
+        let payment_method = match payment_method {
+            kassa_stripe::Expandable::Object(pm) => (**pm).clone(),
+            kassa_stripe::Expandable::Id(id) => stripe.payment_methods().retrieve(id, &[]).await?,
+        };
+        if payment_method.customer.is_some() {
+            customers::upsert_payment_method(conn, &payment_method_record(&payment_method, None))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// payment_method.attached / detached: attached to someone → recorded; attached to nobody →
+/// detached for good.
+pub async fn record_payment_method(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    payment_method_id: &str,
+) -> Result<(), Error> {
+    let payment_method = match stripe
+        .payment_methods()
+        .retrieve(payment_method_id, &[])
+        .await
+    {
+        Ok(pm) => pm,
+        Err(error) if error.is_resource_missing() => {
+            customers::mark_payment_method_detached(conn, payment_method_id).await?;
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if payment_method.customer.is_some() {
+        customers::upsert_payment_method(conn, &payment_method_record(&payment_method, None))
+            .await?;
+    } else {
+        customers::mark_payment_method_detached(conn, payment_method_id).await?;
+    }
+    Ok(())
+}
+
+/// customer.created / updated / deleted: record the customer as Stripe has it now.
+pub async fn record_customer(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    customer_id: &str,
+) -> Result<(), Error> {
+    let customer = match stripe.customers().retrieve(customer_id, &[]).await {
+        Ok(customer) => customer,
+        Err(error) if error.is_resource_missing() => {
+            customers::mark_customer_deleted(conn, customer_id).await?;
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if customer.deleted {
+        customers::mark_customer_deleted(conn, customer_id).await?;
+        return Ok(());
+    }
+    customers::upsert_customer(conn, &customer_record(&customer)).await?;
+    Ok(())
+}
+
+/// A Stripe customer as Kassa records it.
+pub fn customer_record(customer: &Customer) -> CustomerRecord {
+    CustomerRecord {
+        id: customer.id.clone(),
+        email: customer.email.clone(),
+        name: customer.name.clone(),
+        default_payment_method: customer
+            .invoice_settings
+            .default_payment_method
+            .as_ref()
+            .map(|pm| pm.id().to_owned()),
+        deleted: customer.deleted,
+        livemode: customer.livemode,
+    }
+}
+
+/// The charge a re-checkout session is for, from its metadata: none when the metadata names
+/// another installation (its charge ids are not ours). A session without `kassa_installation`
+/// was made before installation ids; the charge it names must also name it as its current
+/// re-pay session before anything is retried (`ChargeExecutor::retry_after_recheckout`).
+pub fn charge_id_of(session: &CheckoutSession, installation: &str) -> Option<i64> {
+    if keys::owner(installation, &session.metadata) == Owner::Other {
+        return None;
+    }
+    session
+        .metadata
+        .get(CHARGE_ID_METADATA)
+        .and_then(|v| v.parse().ok())
+}
+
+/// The record of a session as Stripe has it now.
+pub fn session_record(
+    session: &CheckoutSession,
+    installation: &str,
+    customer_id: Option<&str>,
+    payment_method_id: Option<&str>,
+) -> CheckoutSessionRecord {
+    let charge_id = charge_id_of(session, installation);
+    let purpose = match (session.mode, charge_id) {
+        (CheckoutMode::Setup, Some(_)) => CheckoutPurpose::Recheckout,
+        (CheckoutMode::Setup, None) => CheckoutPurpose::Setup,
+        _ => CheckoutPurpose::Payment,
+    };
+    let status = session_status_name(session);
+    let complete = session.status == Some(CheckoutSessionStatus::Complete);
+    CheckoutSessionRecord {
+        id: session.id.clone(),
+        mode: mode_name(session.mode).to_owned(),
+        status: status.to_owned(),
+        livemode: session.livemode,
+        customer_id: customer_id
+            .map(str::to_owned)
+            .or_else(|| session.customer.as_ref().map(|c| c.id().to_owned())),
+        purpose,
+        charge_id,
+        setup_intent_id: session.setup_intent.as_ref().map(|s| s.id().to_owned()),
+        payment_intent_id: session.payment_intent.as_ref().map(|p| p.id().to_owned()),
+        payment_method_id: payment_method_id.map(str::to_owned),
+        url: session.url.clone(),
+        expires_at: kassa_store::OffsetDateTime::from_unix_timestamp(session.expires_at).ok(),
+        completed_at: complete.then(kassa_store::OffsetDateTime::now_utc),
+    }
+}
+
+/// `open`, `complete`, `expired` (or `unknown`).
+pub fn session_status_name(session: &CheckoutSession) -> &'static str {
+    match session.status {
+        Some(CheckoutSessionStatus::Open) => "open",
+        Some(CheckoutSessionStatus::Complete) => "complete",
+        Some(CheckoutSessionStatus::Expired) => "expired",
+        _ => "unknown",
+    }
+}
+
+fn mode_name(mode: CheckoutMode) -> &'static str {
+    match mode {
+        CheckoutMode::Setup => "setup",
+        CheckoutMode::Payment => "payment",
+        CheckoutMode::Subscription => "subscription",
+        _ => "unknown",
+    }
+}
+
+/// The record of a payment method as Stripe has it now.
+pub fn payment_method_record(
+    payment_method: &PaymentMethod,
+    customer_id: Option<&str>,
+) -> PaymentMethodRecord {
+    let card = payment_method.card.as_ref();
+    let owner = customer_id
+        .map(str::to_owned)
+        .or_else(|| payment_method.customer.as_ref().map(|c| c.id().to_owned()));
+    PaymentMethodRecord {
+        id: payment_method.id.clone(),
+        attached: owner.is_some(),
+        customer_id: owner,
+        brand: card.map(|c| c.brand.clone()),
+        last4: card.map(|c| c.last4.clone()),
+        exp_month: card.and_then(|c| i32::try_from(c.exp_month).ok()),
+        exp_year: card.and_then(|c| i32::try_from(c.exp_year).ok()),
+    }
+}

@@ -17,9 +17,12 @@ use clap::{Args, Subcommand};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kassa_broker::Topology;
+use kassa_core::charges::charge_json;
 use kassa_core::charges::review::Resolution;
-use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest, CustomerLookup};
-use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, NewCharge, Store};
+use kassa_core::charges::submit::{submit_charge, ChargeRequest, SubmitError, Submitted};
+use kassa_core::fields::amount_from_text;
+use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, Store};
+use kassa_stripe::Client;
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -73,19 +76,14 @@ impl JobArgs {
     }
 }
 
-/// The customer lookup on Stripe, when a key is set (without one, an unrecorded customer is
-/// refused as unknown).
-fn customer_lookup(
-    stripe: &StripeArgs,
-    store: &Store,
-) -> anyhow::Result<Option<Box<dyn CustomerLookup>>> {
+/// Stripe, when a key is set: customers Kassa has not recorded are looked up there, and the
+/// charge is recorded in the key's mode (without one, an unrecorded customer is refused as
+/// unknown, and the charge is a test-mode one).
+fn stripe_for_lookup(stripe: &StripeArgs) -> anyhow::Result<Option<Client>> {
     if stripe.target()?.is_none() {
         return Ok(None);
     }
-    let client = stripe_client(stripe)?;
-    Ok(Some(Box::new(
-        kassa::customer_lookup::StripeCustomers::new(client, store.clone()),
-    )))
+    stripe_client(stripe).map(Some)
 }
 
 /// `kassa charge`: one charge of a saved card.
@@ -201,31 +199,31 @@ enum ChargesCommand {
 pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
     let route = args.jobs.checked_route().await?;
     let store = connect(&args.store, 2).await?;
-    let lookup = customer_lookup(&args.stripe, &store)?;
+    let stripe = stripe_for_lookup(&args.stripe)?;
     let request = ChargeRequest {
         customer: Some(args.customer),
-        amount: Some(amount_value(&args.amount)),
+        amount: Some(amount_from_text(&args.amount)),
         currency: Some(args.currency),
         payment_method: args.payment_method,
         description: args.description,
         reference: Some(args.reference),
         metadata: None,
     };
-    let result = submit(&store, lookup.as_deref(), &route, &request).await;
+    let result = submit(&store, stripe.as_ref(), &route, &request).await;
     store.close().await;
     match result? {
-        Submitted::Created(record) => {
+        Outcome::Created(record) => {
             println!("created charge {} (queued for the worker)", record.id);
             print_charge(&record);
         }
-        Submitted::Existed(record) => {
+        Outcome::Existed(record) => {
             println!(
                 "charge {} already exists with reference {}; nothing new was created",
                 record.id, record.reference
             );
             print_charge(&record);
         }
-        Submitted::Rejected(message) => bail!(message),
+        Outcome::Rejected(message) => bail!(message),
     }
     Ok(())
 }
@@ -292,10 +290,10 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
         } => {
             let route = args.jobs.checked_route().await?;
             let store = connect(&args.store, concurrency + 1).await?;
-            let lookup = customer_lookup(&stripe, &store)?;
+            let stripe = stripe_for_lookup(&stripe)?;
             let imported = import(
                 &store,
-                lookup.as_deref(),
+                stripe.as_ref(),
                 &route,
                 &file,
                 quiet,
@@ -334,63 +332,34 @@ async fn connect(args: &StoreArgs, connections: u32) -> anyhow::Result<Store> {
     })
 }
 
-/// An integer as a JSON number; a decimal too, so that validation refuses it as a fraction of a
-/// minor unit; anything else as the string it is, refused as not a number.
-fn amount_value(raw: &str) -> Value {
-    let raw = raw.trim();
-    if let Ok(n) = raw.parse::<i64>() {
-        return Value::from(n);
-    }
-    raw.parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or_else(|| Value::String(raw.to_owned()), Value::Number)
-}
-
 /// What became of one charge request.
-enum Submitted {
+enum Outcome {
     Created(ChargeRecord),
     Existed(ChargeRecord),
     /// A validation error, `field: message`.
     Rejected(String),
 }
 
-/// Validates `request` as the API does and records it with its job.
+/// Validates `request` as the API does and records it with its job (kassa-core's
+/// [`submit_charge`]).
 ///
 /// A reference already recorded for a different customer, amount or currency is refused rather
 /// than answered with the other charge: from a file, that is a typo or a reused invoice number,
 /// and charging nothing for it silently would be the wrong answer.
 async fn submit(
     store: &Store,
-    lookup: Option<&dyn CustomerLookup>,
+    stripe: Option<&Client>,
     route: &JobRoute,
     request: &ChargeRequest,
-) -> anyhow::Result<Submitted> {
-    let charge = match validate_charge(store, lookup, request, false).await {
-        Ok(charge) => charge,
-        Err(e) if e.status.is_server_error() => bail!("checking the charge: {}", e.message),
-        Err(e) => return Ok(Submitted::Rejected(e.message)),
-    };
-    let (record, created) = store
-        .submit_charge(route, &charge)
-        .await
-        .context("recording the charge")?;
-    if created {
-        Ok(Submitted::Created(record))
-    } else if same_charge(&record, &charge) {
-        Ok(Submitted::Existed(record))
-    } else {
-        Ok(Submitted::Rejected(format!(
-            "reference: {} is already charge {} of {} {} to {}",
-            record.reference, record.id, record.amount, record.currency, record.customer_id
-        )))
+) -> anyhow::Result<Outcome> {
+    match submit_charge(store, stripe, route, request).await {
+        Ok(Submitted::Created(record)) => Ok(Outcome::Created(record)),
+        Ok(Submitted::Existed(record)) => Ok(Outcome::Existed(record)),
+        Err(e @ (SubmitError::Invalid(_) | SubmitError::ReferenceInUse { .. })) => {
+            Ok(Outcome::Rejected(e.to_string()))
+        }
+        Err(e) => bail!("checking and recording the charge: {e}"),
     }
-}
-
-fn same_charge(record: &ChargeRecord, charge: &NewCharge) -> bool {
-    record.customer_id == charge.customer_id
-        && record.amount == charge.amount
-        && record.currency == charge.currency
 }
 
 async fn resolve(
@@ -555,7 +524,7 @@ impl CsvRow {
     fn request(self) -> ChargeRequest {
         ChargeRequest {
             customer: self.customer,
-            amount: self.amount.as_deref().map(amount_value),
+            amount: self.amount.as_deref().map(amount_from_text),
             currency: self.currency,
             payment_method: self.payment_method,
             description: self.description,
@@ -586,7 +555,7 @@ type ReadRow = (u64, Result<ChargeRequest, String>);
 /// order) and records each good row; a database failure stops the import.
 async fn import(
     store: &Store,
-    lookup: Option<&dyn CustomerLookup>,
+    stripe: Option<&Client>,
     route: &JobRoute,
     file: &std::path::Path,
     quiet: bool,
@@ -636,8 +605,8 @@ async fn import(
     let mut outcomes = stream::iter(rows)
         .map(|(line, request)| async move {
             let outcome = match request {
-                Ok(request) => submit(store, lookup, route, &request).await,
-                Err(message) => Ok(Submitted::Rejected(message)),
+                Ok(request) => submit(store, stripe, route, &request).await,
+                Err(message) => Ok(Outcome::Rejected(message)),
             };
             (line, outcome)
         })
@@ -646,9 +615,9 @@ async fn import(
     let mut summary = ImportSummary::default();
     while let Some((line, outcome)) = outcomes.next().await {
         match outcome.with_context(|| format!("line {line}"))? {
-            Submitted::Created(_) => summary.created += 1,
-            Submitted::Existed(_) => summary.existed += 1,
-            Submitted::Rejected(message) => {
+            Outcome::Created(_) => summary.created += 1,
+            Outcome::Existed(_) => summary.existed += 1,
+            Outcome::Rejected(message) => {
                 summary.rejected += 1;
                 bar.suspend(|| eprintln!("line {line}: {message}"));
             }

@@ -2,7 +2,7 @@
 //! naming the variable.
 
 use anyhow::bail;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kassa::stack::{StackConfig, StripeTarget};
 use kassa_broker::{BrokerConfig, Topology};
 use kassa_stripe::webhook::WebhookVerifier;
@@ -13,36 +13,10 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Webhook secret used when none is configured and the API key is not a live one: a well-known
 /// value (so not a secret), printed as the secret source so nobody mistakes it for production.
 pub const DEVELOPMENT_WEBHOOK_SECRET: &str = "whsec_kassa_development_only";
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Installs the tracing subscriber (`RUST_LOG`, default `info`).
-pub fn init_tracing(format: LogFormat) {
-    // sqlx logs PostgreSQL's notices (e.g. "relation _sqlx_migrations already exists") at info.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
 
 /// Cancels `token` on SIGINT or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
@@ -343,7 +317,7 @@ impl PoolUse {
         }
         if self.pages {
             parts.push((
-                kassa_ingress::checkout::PAGE_CALLS_IN_FLIGHT as u32,
+                kassa_api::PAGE_CALLS_IN_FLIGHT as u32,
                 "merchant pages and payment confirmations in flight".to_owned(),
             ));
         }

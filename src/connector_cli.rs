@@ -1,18 +1,22 @@
 //! `kassa customers create|find`, `kassa products create`, `kassa legacy-charge`: the connector
 //! actions of the admin API (`/api/customers`, `/api/products`, `/api/legacy-charges`) from the
 //! command line. They call Stripe directly with KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE,
-//! validate input the same way the API does, and print Stripe's object as JSON.
+//! validate input the same way the API does (kassa-core's `connector`), send keys that carry the
+//! installation id (read from KASSA_DATABASE_URL), and print Stripe's object as JSON.
 
-use crate::config::StripeArgs;
+use crate::config::{StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kassa::stack::StripeTarget;
-use kassa_ingress::connector::{validate_legacy_charge, LegacyChargeRequest};
-use kassa_ingress::idempotency;
-use kassa_stripe::objects::Metadata;
-use kassa_stripe::resources::{CustomerParams, ListCustomers, ProductParams};
+use kassa_core::connector::{
+    customer_params, product_params, validate_legacy_charge, CustomerRequest, LegacyChargeRequest,
+    ProductRequest,
+};
+use kassa_core::keys;
+use kassa_store::Store;
+use kassa_stripe::resources::ListCustomers;
 use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// The Stripe client for a command that needs one.
 pub fn stripe_client(args: &StripeArgs) -> anyhow::Result<Client> {
@@ -27,45 +31,70 @@ pub fn stripe_client(args: &StripeArgs) -> anyhow::Result<Client> {
 
 /// The Idempotency-Key of a command: yours (`--idempotency-key`), or one derived from the
 /// command's arguments, so re-running a command that timed out or whose answer was lost never
-/// creates (or charges) twice.
+/// creates (or charges) twice. Either way it carries this installation's id, read from the
+/// database.
 #[derive(Args, Clone, Debug)]
 pub struct KeyArgs {
-    /// Idempotency key sent to Stripe (as `kassa:connector:ACTION:KEY`). Without it the key is a
-    /// SHA-256 of the command's arguments: the same command run again within Stripe's 24 hours
-    /// returns the first result instead of creating a second one. To create a second, identical
-    /// one on purpose (a second charge of the same amount), give a new key.
+    /// Idempotency key sent to Stripe (as `kassa:INSTALLATION:connector:ACTION:KEY`). Without it
+    /// the key is a SHA-256 of the command's arguments: the same command run again within
+    /// Stripe's 24 hours returns the first result instead of creating a second one. To create a
+    /// second, identical one on purpose (a second charge of the same amount), give a new key.
     #[arg(long)]
     idempotency_key: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 impl KeyArgs {
     /// The key for `action`, from `--idempotency-key` or derived from `arguments`.
-    fn key(
+    async fn key(
         &self,
         action: &str,
         arguments: &[(&str, Option<&str>)],
     ) -> anyhow::Result<IdempotencyKey> {
+        let installation = installation_id(&self.store).await?;
         let scope = format!("connector:{action}");
         let key = match &self.idempotency_key {
-            Some(key) => idempotency::given(&scope, key)
-                .map_err(|e| anyhow::anyhow!("--idempotency-key: {}", e.message))?,
-            None => idempotency::derived(&scope, arguments)
-                .map_err(|e| anyhow::anyhow!("deriving the idempotency key: {}", e.message))?,
+            Some(key) => keys::caller(&installation, &scope, key)
+                .map_err(|e| anyhow::anyhow!("--idempotency-key: {e}"))?,
+            None => keys::derived(&installation, &scope, arguments)
+                .map_err(|e| anyhow::anyhow!("deriving the idempotency key: {e}"))?,
         };
         eprintln!("Idempotency-Key: {key}");
         Ok(key)
     }
 }
 
-fn metadata(pairs: &[String]) -> anyhow::Result<Option<Metadata>> {
-    let mut metadata = Metadata::new();
+/// This installation's id, from the database (created and migrated if missing, like every
+/// command's).
+async fn installation_id(store: &StoreArgs) -> anyhow::Result<String> {
+    let connected = Store::connect(&store.database_url, 1)
+        .await
+        .with_context(|| {
+            format!(
+                "reading the installation id at KASSA_DATABASE_URL={}",
+                kassa_broker::connection::redact_url(&store.database_url)
+            )
+        })?;
+    let id = connected.installation_id().to_owned();
+    connected.close().await;
+    Ok(id)
+}
+
+/// `--metadata key=value` flags as the API's `metadata` object.
+fn metadata(pairs: &[String]) -> anyhow::Result<Option<Value>> {
+    let mut metadata = Map::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
             bail!("--metadata {pair:?}: expected key=value");
         };
-        metadata.insert(key.trim().to_owned(), value.to_owned());
+        metadata.insert(key.trim().to_owned(), Value::String(value.to_owned()));
     }
-    Ok(Some(metadata).filter(|m| !m.is_empty()))
+    Ok(Some(Value::Object(metadata)))
+}
+
+fn text(value: Option<String>) -> Option<Value> {
+    value.map(Value::String)
 }
 
 fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -117,20 +146,22 @@ pub async fn customers(args: CustomersArgs) -> anyhow::Result<()> {
             key,
         } => {
             let metadata_args = pairs.join("\n");
-            let key = key.key(
-                "customer",
-                &[
-                    ("email", email.as_deref()),
-                    ("name", name.as_deref()),
-                    ("metadata", Some(&metadata_args)),
-                ],
-            )?;
-            let params = CustomerParams {
-                email,
-                name,
+            let params = customer_params(&CustomerRequest {
+                email: text(email.clone()),
+                name: text(name.clone()),
                 metadata: metadata(&pairs)?,
-                ..Default::default()
-            };
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key = key
+                .key(
+                    "customer",
+                    &[
+                        ("email", email.as_deref()),
+                        ("name", name.as_deref()),
+                        ("metadata", Some(&metadata_args)),
+                    ],
+                )
+                .await?;
             let customer = stripe
                 .customers()
                 .create(&params, &key)
@@ -194,29 +225,25 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
             metadata: pairs,
             key,
         } => {
-            if name.trim().is_empty() {
-                bail!("--name must not be empty");
-            }
+            let params = product_params(&ProductRequest {
+                name: text(Some(name.clone())),
+                description: text(description.clone()),
+                product_code: text(product_code.clone()),
+                metadata: metadata(&pairs)?,
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             let metadata_args = pairs.join("\n");
-            let key = key.key(
-                "product",
-                &[
-                    ("name", Some(&name)),
-                    ("description", description.as_deref()),
-                    ("product_code", product_code.as_deref()),
-                    ("metadata", Some(&metadata_args)),
-                ],
-            )?;
-            let mut metadata = metadata(&pairs)?.unwrap_or_default();
-            if let Some(code) = product_code {
-                metadata.insert("product_code".into(), code);
-            }
-            let params = ProductParams {
-                name: Some(name),
-                description,
-                metadata: Some(metadata).filter(|m| !m.is_empty()),
-                ..Default::default()
-            };
+            let key = key
+                .key(
+                    "product",
+                    &[
+                        ("name", Some(&name)),
+                        ("description", description.as_deref()),
+                        ("product_code", product_code.as_deref()),
+                        ("metadata", Some(&metadata_args)),
+                    ],
+                )
+                .await?;
             let product = stripe
                 .products()
                 .create(&params, &key)
@@ -256,36 +283,32 @@ pub struct LegacyChargeArgs {
 /// Runs `kassa legacy-charge`.
 pub async fn legacy_charge(args: LegacyChargeArgs) -> anyhow::Result<()> {
     // The API's validation, so both refuse the same input with the same words.
-    let amount = match args.amount.trim().parse::<i64>() {
-        Ok(n) => json!(n),
-        Err(_) => match args.amount.trim().parse::<f64>() {
-            Ok(f) => json!(f),
-            Err(_) => Value::String(args.amount.clone()),
-        },
-    };
     let request = LegacyChargeRequest {
-        amount: Some(amount),
+        amount: Some(kassa_core::fields::amount_from_text(&args.amount)),
         currency: Some(Value::String(args.currency.clone())),
         source: args.source.clone().map(Value::String),
         customer: args.customer.clone().map(Value::String),
         description: args.description.clone().map(Value::String),
         metadata: None,
     };
-    let params = validate_legacy_charge(&request).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let params = validate_legacy_charge(&request).map_err(|e| anyhow::anyhow!("{e}"))?;
     let stripe = stripe_client(&args.stripe)?;
     // The validated parameters, not the raw flags: `--currency USD` and `--currency usd` are
     // the same charge.
     let amount = params.amount.to_string();
-    let key = args.key.key(
-        "legacy_charge",
-        &[
-            ("amount", Some(&amount)),
-            ("currency", Some(&params.currency)),
-            ("source", params.source.as_deref()),
-            ("customer", params.customer.as_deref()),
-            ("description", params.description.as_deref()),
-        ],
-    )?;
+    let key = args
+        .key
+        .key(
+            "legacy_charge",
+            &[
+                ("amount", Some(&amount)),
+                ("currency", Some(&params.currency)),
+                ("source", params.source.as_deref()),
+                ("customer", params.customer.as_deref()),
+                ("description", params.description.as_deref()),
+            ],
+        )
+        .await?;
     let charge = stripe
         .charges()
         .create(&params, &key)

@@ -14,8 +14,9 @@ mod sync_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use config::{IngressArgs, LogFormat, ServeArgs, StoreArgs, WorkerCommandArgs};
+use config::{IngressArgs, ServeArgs, StoreArgs, WorkerCommandArgs};
 use kassa::stack::{Stack, StackConfig, StripeTarget};
+use kassa::telemetry::{self, LogFormat};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -77,7 +78,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    config::init_tracing(cli.log_format);
+    telemetry::init_tracing(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,11 +1,14 @@
 //! One Kassa process: optionally the embedded Stripe simulator, the broker connection, the
-//! database, the ingress and the worker, started in the right order and stopped in the reverse
-//! one (stop accepting webhooks → finish in-flight work → close the broker → stop the simulator).
+//! database, the ingress with the merchant's HTTP (kassa-api) and the worker, started in the
+//! right order and stopped in the reverse one (stop accepting webhooks → finish in-flight work →
+//! close the broker → stop the simulator). Wiring only: what each part does is its crate's.
 
+use crate::telemetry;
 use anyhow::Context;
+use axum::Router;
+use kassa_api::{ApiConfig, ShopProduct};
 use kassa_broker::connection::redact_url;
 use kassa_broker::{Broker, BrokerConfig};
-use kassa_ingress::admin::AdminState;
 use kassa_ingress::IngressState;
 use kassa_store::Store;
 use kassa_stripe::webhook::WebhookVerifier;
@@ -111,7 +114,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts every part `config` asks for and returns once the HTTP server listens.
+    /// Starts every part `config` asks for and returns once the HTTP server listens: the
+    /// simulator (if embedded), PostgreSQL, the broker connection, the HTTP server, the worker.
     pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
         let listener = match config.listen {
             Some(address) => Some(
@@ -125,152 +129,22 @@ impl Stack {
             Some(listener) => Some(listener.local_addr().context("reading the bound address")?),
             None => None,
         };
-
-        let mut secrets = config.webhook_secrets.clone();
-        let mut sim = None;
-        let stripe = match config.stripe.clone() {
-            None => None,
-            Some(StripeTarget::Api { key, api_base }) => {
-                let mut client_config = ClientConfig::new(key);
-                client_config.api_base = api_base;
-                client_config.max_requests_per_second = config.stripe_max_rps;
-                Some(
-                    Client::new(client_config)
-                        .context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")?,
-                )
-            }
-            Some(StripeTarget::Embedded(sim_config)) => {
-                let mut sim_config = *sim_config;
-                // A fresh secret per run: shared with our own verifier, never printed.
-                let secret = format!("whsec_{:032x}", rand::random::<u128>());
-                sim_config.webhook_secret = secret.clone();
-                secrets = vec![SecretString::from(secret)];
-                if let Some(address) = address {
-                    sim_config
-                        .webhook_endpoints
-                        .push(format!("http://{address}/webhooks/stripe"));
-                }
-                let simulator = Simulator::start(sim_config)
-                    .await
-                    .context("starting the embedded Stripe simulator")?;
-                let mut client_config =
-                    ClientConfig::new(SecretString::from(EMBEDDED_SIM_KEY.to_owned()));
-                client_config.api_base = simulator.base_url();
-                client_config.max_requests_per_second = config.stripe_max_rps;
-                let client = Client::new(client_config)
-                    .context("configuring the Stripe client for the simulator")?;
-                sim = Some(simulator);
-                Some(client)
-            }
-        };
-
-        let store = match &config.database_url {
-            Some(url) => Some(
-                Store::connect(url, config.db_max_connections)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "connecting to PostgreSQL at KASSA_DATABASE_URL={}",
-                            redact_url(url)
-                        )
-                    })?,
-            ),
-            None => None,
-        };
-        if let Some(store) = &store {
-            info!(
-                installation = store.installation_id(),
-                "installation id read from PostgreSQL"
-            );
-        }
-
+        // Before anything counts: /metrics describes every metric from the start.
+        telemetry::prometheus();
+        let stripe = connect_stripe(&config, address).await?;
+        let store = connect_store(&config).await?;
         let broker_shutdown = CancellationToken::new();
         let broker = Broker::start(config.broker.clone(), broker_shutdown.clone());
 
         let http_shutdown = CancellationToken::new();
         let mut http = JoinSet::new();
-        if let Some(listener) = listener {
-            let verifier = WebhookVerifier::new(secrets).with_tolerance(config.webhook_tolerance);
-            let state = IngressState::new(verifier, broker.clone());
-            let mut router = if config.webhooks {
-                kassa_ingress::router(state)
-            } else {
-                kassa_ingress::health_router(state)
+        if let (Some(listener), Some(address)) = (listener, address) {
+            let parts = Parts {
+                stripe: stripe.client.as_ref(),
+                store: store.as_ref(),
+                broker: &broker,
             };
-            if let (Some(token), Some(store)) = (config.admin_token.clone(), store.clone()) {
-                let route = kassa_core::charges::job_route(broker.topology());
-                let mut admin = AdminState::new(store.clone(), token, route);
-                if let Some(stripe) = &stripe {
-                    admin = admin.with_customer_lookup(std::sync::Arc::new(
-                        crate::customer_lookup::StripeCustomers::new(stripe.clone(), store),
-                    ));
-                }
-                router = router.merge(kassa_ingress::admin::router(admin));
-                info!("back-office API mounted under /api (Bearer KASSA_ADMIN_TOKEN)");
-            }
-            if let (Some(token), Some(stripe)) = (config.admin_token.clone(), stripe.clone()) {
-                router = router.merge(kassa_ingress::connector::router(
-                    kassa_ingress::connector::ConnectorState::new(stripe, token),
-                ));
-                info!(
-                    "connector actions mounted: /api/customers, /api/products, /api/legacy-charges"
-                );
-            }
-            if let (true, Some(stripe), Some(store)) =
-                (config.webhooks, stripe.clone(), store.clone())
-            {
-                let publishable_key = match (&config.publishable_key, &config.stripe) {
-                    (Some(key), _) => Some(key.clone()),
-                    (None, Some(StripeTarget::Embedded(_))) => {
-                        Some(EMBEDDED_SIM_PUBLISHABLE_KEY.to_owned())
-                    }
-                    (None, _) => None,
-                };
-                if let Some(key) = &publishable_key {
-                    check_publishable_key(key, stripe.mode())?;
-                }
-                let test_mode = stripe.mode() == kassa_stripe::Mode::Test;
-                let public_url = match (config.public_url.trim_end_matches('/'), address) {
-                    ("", Some(address)) if address.ip().is_unspecified() => anyhow::bail!(
-                        "KASSA_PUBLIC_URL is required: Checkout sends customers back to /success \
-                         and /cancel, and KASSA_LISTEN={address} is no address a browser can reach"
-                    ),
-                    ("", Some(address)) => format!("http://{address}"),
-                    (url, _) => url.to_owned(),
-                };
-                let settings = kassa_ingress::checkout::CheckoutSettings {
-                    public_url,
-                    publishable_key,
-                    product: kassa_ingress::pages::ShopProduct::demo()
-                        .context("the shop's demo product")?,
-                };
-                let fulfilment = std::sync::Arc::new(crate::fulfil::WorkerFulfilment::new(
-                    stripe.clone(),
-                    store,
-                    broker.topology().clone(),
-                ));
-                let token = config
-                    .admin_token
-                    .clone()
-                    .unwrap_or_else(|| SecretString::from(String::new()));
-                let state = kassa_ingress::checkout::CheckoutState::new(
-                    stripe, token, settings, fulfilment,
-                );
-                router = router.merge(kassa_ingress::pages::router(state.clone()));
-                if test_mode {
-                    router = router.merge(kassa_ingress::pages::shop_router(state.clone()));
-                    info!(
-                        "merchant pages mounted: /, /create-checkout-session (the test-mode demo shop), /success, /cancel"
-                    );
-                } else {
-                    info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
-                }
-                if config.admin_token.is_some() {
-                    router = router.merge(kassa_ingress::checkout::router(state));
-                    info!("checkout API mounted: /api/checkout-sessions, /api/payment-intents");
-                }
-            }
-            let router = kassa_ingress::with_json_fallbacks(router);
+            let router = http_router(&config, &stripe.webhook_secrets, parts, address)?;
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
@@ -284,26 +158,17 @@ impl Stack {
         let work_shutdown = CancellationToken::new();
         let mut work = JoinSet::new();
         if let Some(worker_config) = config.worker {
-            let stripe = stripe
-                .clone()
+            let stripe = (stripe.client.clone())
                 .context("the worker needs Stripe (KASSA_STRIPE_API_KEY)")?;
-            let store = store
-                .clone()
-                .context("the worker needs PostgreSQL (KASSA_DATABASE_URL)")?;
+            let store =
+                (store.clone()).context("the worker needs PostgreSQL (KASSA_DATABASE_URL)")?;
             let worker = Worker::new(stripe, store, broker.clone(), worker_config);
             work.spawn(worker.run(work_shutdown.clone()));
         }
-        if let Some(address) = address {
-            if config.webhooks {
-                info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
-            } else {
-                info!(listen = %address, "health and metrics listening (/healthz, /readyz, /metrics)");
-            }
-        }
         Ok(Stack {
             address,
-            sim,
-            stripe,
+            sim: stripe.sim,
+            stripe: stripe.client,
             store,
             broker,
             http_shutdown,
@@ -348,4 +213,151 @@ impl Stack {
         }
         let _ = self.http.join_next().await;
     }
+}
+
+/// Stripe as configured: the client, and with the embedded simulator the simulator itself and
+/// the fresh webhook secret it signs with.
+struct StripeParts {
+    client: Option<Client>,
+    sim: Option<Simulator>,
+    webhook_secrets: Vec<SecretString>,
+}
+
+/// The Stripe client of `config`, starting the embedded simulator (delivering webhooks to this
+/// process's `address`) when asked to.
+async fn connect_stripe(
+    config: &StackConfig,
+    address: Option<SocketAddr>,
+) -> anyhow::Result<StripeParts> {
+    let client = |key: SecretString, api_base: String| {
+        let mut client_config = ClientConfig::new(key);
+        client_config.api_base = api_base;
+        client_config.max_requests_per_second = config.stripe_max_rps;
+        Client::new(client_config)
+    };
+    match config.stripe.clone() {
+        None => Ok(StripeParts {
+            client: None,
+            sim: None,
+            webhook_secrets: config.webhook_secrets.clone(),
+        }),
+        Some(StripeTarget::Api { key, api_base }) => Ok(StripeParts {
+            client: Some(
+                client(key, api_base).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")?,
+            ),
+            sim: None,
+            webhook_secrets: config.webhook_secrets.clone(),
+        }),
+        Some(StripeTarget::Embedded(sim_config)) => {
+            let mut sim_config = *sim_config;
+            // A fresh secret per run: shared with our own verifier, never printed.
+            let secret = format!("whsec_{:032x}", rand::random::<u128>());
+            sim_config.webhook_secret = secret.clone();
+            if let Some(address) = address {
+                sim_config
+                    .webhook_endpoints
+                    .push(format!("http://{address}/webhooks/stripe"));
+            }
+            let sim = Simulator::start(sim_config)
+                .await
+                .context("starting the embedded Stripe simulator")?;
+            let key = SecretString::from(EMBEDDED_SIM_KEY.to_owned());
+            let client = client(key, sim.base_url())
+                .context("configuring the Stripe client for the simulator")?;
+            Ok(StripeParts {
+                client: Some(client),
+                sim: Some(sim),
+                webhook_secrets: vec![SecretString::from(secret)],
+            })
+        }
+    }
+}
+
+/// PostgreSQL, when `config` names it (created if missing and migrated).
+async fn connect_store(config: &StackConfig) -> anyhow::Result<Option<Store>> {
+    let Some(url) = &config.database_url else {
+        return Ok(None);
+    };
+    let store = Store::connect(url, config.db_max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at KASSA_DATABASE_URL={}",
+                redact_url(url)
+            )
+        })?;
+    info!(
+        installation = store.installation_id(),
+        "installation id read from PostgreSQL"
+    );
+    Ok(Some(store))
+}
+
+/// The connections the HTTP server's routes use.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    stripe: Option<&'a Client>,
+    store: Option<&'a Store>,
+    broker: &'a Broker,
+}
+
+/// What the process answers over HTTP: a worker only its health and metrics; otherwise the
+/// ingress (webhooks, health, metrics) and, with Stripe and PostgreSQL, the merchant's HTTP.
+fn http_router(
+    config: &StackConfig,
+    webhook_secrets: &[SecretString],
+    parts: Parts<'_>,
+    address: SocketAddr,
+) -> anyhow::Result<Router> {
+    if !config.webhooks {
+        info!(listen = %address, "health and metrics listening (/healthz, /readyz, /metrics)");
+        let router = telemetry::health_router(parts.broker.clone());
+        return Ok(kassa_ingress::with_json_fallbacks(router));
+    }
+    let verifier =
+        WebhookVerifier::new(webhook_secrets.to_vec()).with_tolerance(config.webhook_tolerance);
+    let mut router = kassa_ingress::router(IngressState::new(verifier, parts.broker.clone()));
+    if let (Some(stripe), Some(store)) = (parts.stripe, parts.store) {
+        let api = api_config(config, stripe, store, parts.broker, address)?;
+        router = router.merge(kassa_api::app(api));
+    }
+    info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
+    Ok(kassa_ingress::with_json_fallbacks(router))
+}
+
+/// The merchant's HTTP of `config`: where Checkout sends customers back to (`KASSA_PUBLIC_URL`,
+/// else this process's own address) and the publishable key it hands out, checked against the
+/// secret key's mode.
+fn api_config(
+    config: &StackConfig,
+    stripe: &Client,
+    store: &Store,
+    broker: &Broker,
+    address: SocketAddr,
+) -> anyhow::Result<ApiConfig> {
+    let publishable_key = match (&config.publishable_key, &config.stripe) {
+        (Some(key), _) => Some(key.clone()),
+        (None, Some(StripeTarget::Embedded(_))) => Some(EMBEDDED_SIM_PUBLISHABLE_KEY.to_owned()),
+        (None, _) => None,
+    };
+    if let Some(key) = &publishable_key {
+        check_publishable_key(key, stripe.mode())?;
+    }
+    let public_url = match config.public_url.trim_end_matches('/') {
+        "" if address.ip().is_unspecified() => anyhow::bail!(
+            "KASSA_PUBLIC_URL is required: Checkout sends customers back to /success \
+             and /cancel, and KASSA_LISTEN={address} is no address a browser can reach"
+        ),
+        "" => format!("http://{address}"),
+        url => url.to_owned(),
+    };
+    Ok(ApiConfig {
+        stripe: stripe.clone(),
+        store: store.clone(),
+        topology: broker.topology().clone(),
+        admin_token: config.admin_token.clone(),
+        public_url,
+        publishable_key,
+        product: ShopProduct::demo().context("the shop's demo product")?,
+    })
 }

@@ -874,7 +874,7 @@ async fn a_flood_of_success_pages_is_shed_with_503_and_the_page_recovers() {
         ..kassa_stripe_sim::Faults::default()
     });
     let mut requests = tokio::task::JoinSet::new();
-    for i in 0..(kassa_ingress::checkout::PAGE_CALLS_IN_FLIGHT * 3) {
+    for i in 0..(kassa_api::PAGE_CALLS_IN_FLIGHT * 3) {
         let url = format!("{}/success?session_id=cs_test_flood_{i}", base(&app));
         let http = app.http.clone();
         requests.spawn(async move { http.get(url).send().await.unwrap().status().as_u16() });
@@ -887,7 +887,7 @@ async fn a_flood_of_success_pages_is_shed_with_503_and_the_page_recovers() {
     let served = statuses.iter().filter(|&&s| s == 404).count();
     assert!(shed > 0, "some requests were shed: {statuses:?}");
     assert!(
-        served >= kassa_ingress::checkout::PAGE_CALLS_IN_FLIGHT / 2,
+        served >= kassa_api::PAGE_CALLS_IN_FLIGHT / 2,
         "the rest were served (unknown sessions: 404): {statuses:?}"
     );
     assert_eq!(shed + served, statuses.len(), "{statuses:?}");

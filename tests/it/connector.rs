@@ -128,7 +128,10 @@ async fn customers_are_created_and_found_by_email_at_once() {
     assert!(posts[0]
         .idempotency_key
         .as_deref()
-        .is_some_and(|k| k.starts_with("kassa:connector:customer:")));
+        .is_some_and(|k| k.starts_with(&format!(
+            "kassa:{}:connector:customer:",
+            app.store().installation_id()
+        ))));
 
     // Found through the list (no search-index lag): right after creation.
     let (status, found) = call(
@@ -270,7 +273,10 @@ async fn legacy_charges_charge_a_token_or_a_customer_and_refuse_bad_input() {
     assert!(posts[0]
         .idempotency_key
         .as_deref()
-        .is_some_and(|k| k.starts_with("kassa:connector:legacy_charge:")));
+        .is_some_and(|k| k.starts_with(&format!(
+            "kassa:{}:connector:legacy_charge:",
+            app.store().installation_id()
+        ))));
 
     // JPY is zero-decimal: ¥5,000 is 5000, sent unscaled.
     let (status, yen) = post(
@@ -468,6 +474,7 @@ async fn kassa(app: &TestApp, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_connector_cli")
         .env("KASSA_STRIPE_API_BASE", app.sim().base_url())
+        .env("KASSA_DATABASE_URL", &app.database_url)
         .env("RUST_LOG", "warn")
         .env_remove("RUST_BACKTRACE")
         .kill_on_drop(true)
@@ -562,7 +569,10 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
     let first = kassa(&app, &derived("2500")).await;
     let stderr = String::from_utf8_lossy(&first.stderr).to_string();
     assert!(
-        stderr.contains("Idempotency-Key: kassa:connector:legacy_charge:args-"),
+        stderr.contains(&format!(
+            "Idempotency-Key: kassa:{}:connector:legacy_charge:args-",
+            app.store().installation_id()
+        )),
         "the command says which key it sent: {stderr}"
     );
     let first = json_out(&first);

@@ -363,7 +363,7 @@ async fn dashboard_and_alerts_name_only_metrics_that_kassa_exports() {
     app.cleanup().await;
 }
 
-/// Every `counter!`/`gauge!`/`histogram!` in the code is in kassa_ingress::telemetry::METRICS
+/// Every `counter!`/`gauge!`/`histogram!` in the code is in kassa::telemetry::METRICS
 /// (so /metrics describes it), and every entry there is emitted somewhere.
 #[test]
 fn the_metrics_registry_lists_exactly_what_the_code_emits() {
@@ -372,7 +372,7 @@ fn the_metrics_registry_lists_exactly_what_the_code_emits() {
         files_under(&repo().join(dir), &mut sources);
     }
     sources.retain(|f| f.extension().is_some_and(|e| e == "rs"));
-    let telemetry = repo().join("crates/kassa-ingress/src/telemetry.rs");
+    let telemetry = repo().join("src/telemetry.rs");
     let mut emitted = BTreeSet::new();
     let mut literals = String::new();
     for path in sources.iter().filter(|p| **p != telemetry) {
@@ -387,14 +387,14 @@ fn the_metrics_registry_lists_exactly_what_the_code_emits() {
         }
         literals.push_str(&text);
     }
-    let registered: BTreeSet<String> = kassa_ingress::telemetry::METRICS
+    let registered: BTreeSet<String> = kassa::telemetry::METRICS
         .iter()
         .map(|m| m.name.to_owned())
         .collect();
     let unregistered: Vec<&String> = emitted.difference(&registered).collect();
     assert!(
         unregistered.is_empty(),
-        "metrics emitted but missing from kassa_ingress::telemetry::METRICS: {unregistered:?}"
+        "metrics emitted but missing from kassa::telemetry::METRICS: {unregistered:?}"
     );
     for name in &registered {
         assert!(

@@ -318,6 +318,14 @@ mod tests {
         assert!(a
             .as_str()
             .starts_with("kassa:0123456789abcdef:connector:legacy_charge:args-"));
+        for other in [
+            [("amount", Some("1998")), ("currency", Some("usd"))],
+            [("amount", Some("1999")), ("currency", None)],
+            [("amount", Some("1999\",")), ("currency", Some("usd"))],
+        ] {
+            assert_ne!(a, derived(ME, "connector:legacy_charge", &other).unwrap());
+        }
+        assert_ne!(a, derived(ME, "connector:customer", &args).unwrap());
         assert_ne!(
             a,
             derived("fedcba9876543210", "connector:legacy_charge", &args).unwrap(),

@@ -12,6 +12,10 @@
 //!   objects to this installation.
 //! - [`records`]: how Stripe's customers, cards and sessions are recorded, and the events that
 //!   keep those records true; [`customers`]: customers taken from Stripe, one or all.
+//! - [`charges::submit`], [`checkout`], [`connector`]: what the API and the command line ask
+//!   for — a charge recorded with its job, a Checkout Session or PaymentIntent for the merchant's
+//!   pages, the connector's small Stripe operations — each checked once, field by field
+//!   ([`fields`]), before anything is sent or recorded.
 //! - [`notify`]: alerts and the connector's notifications, queued through the outbox;
 //!   [`mail`]: the e-mails' words.
 //!
@@ -21,8 +25,11 @@
 //! (kassa-worker) call it.
 
 pub mod charges;
+pub mod checkout;
+pub mod connector;
 pub mod customers;
 mod error;
+pub mod fields;
 pub mod fulfil;
 pub mod keys;
 pub mod mail;

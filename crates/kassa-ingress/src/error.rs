@@ -1,141 +1,30 @@
-//! Errors answered over HTTP: `{"error": {"code", "message"}}` with the right status.
+//! The ingress's refusals, answered as every Kassa error is: `{"error": {"code", "message"}}`
+//! with the right status.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kassa_stripe::StripeError;
 use serde_json::json;
-use std::borrow::Cow;
-use tracing::warn;
 
-/// An error that is its own HTTP answer.
+/// A refusal that is its own HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub struct IngressError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code.
     pub code: &'static str,
     /// What happened, for people.
     pub message: String,
-    /// The request field at fault, when there is one (e.g. `records[2].unit_amount`).
-    pub field: Option<Cow<'static, str>>,
 }
 
-impl ApiError {
-    /// An error with this status, code and message.
+impl IngressError {
+    /// A refusal with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
-            field: None,
         }
-    }
-
-    /// Names the request field at fault (`"field"` in the body).
-    pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
-
-    /// What to answer when a Stripe call made for this request failed, one mapping for every
-    /// route that calls Stripe: the caller's own mistakes as 4xx (402 `card_declined` with
-    /// Stripe's code and decline code; 400/404 `resource_missing` or `stripe_invalid_request`
-    /// naming Stripe's `param`; 409 for an Idempotency-Key still running or reused with other
-    /// parameters), 429 `stripe_rate_limited` and 503 `stripe_unavailable` when trying again
-    /// later may help, 502 `stripe_configuration` when Kassa's own key is refused.
-    pub fn from_stripe(error: &StripeError) -> Self {
-        let request_id = error.request_id().unwrap_or("none").to_owned();
-        let answer = match error {
-            StripeError::Card {
-                code,
-                decline_code,
-                message,
-                ..
-            } => {
-                let code = code.as_deref().unwrap_or("card_error");
-                let detail = match decline_code {
-                    Some(decline) => format!("{message} ({code}; {decline})"),
-                    None => format!("{message} ({code})"),
-                };
-                Self::new(StatusCode::PAYMENT_REQUIRED, "card_declined", detail)
-            }
-            StripeError::InvalidRequest {
-                status,
-                code,
-                message,
-                param,
-                ..
-            } => {
-                let status = if *status == 404 {
-                    StatusCode::NOT_FOUND
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                let code = if code.as_deref() == Some("resource_missing") {
-                    "resource_missing"
-                } else {
-                    "stripe_invalid_request"
-                };
-                let mut e = Self::new(status, code, format!("Stripe: {message}"));
-                e.field = param.clone().map(Cow::Owned);
-                e
-            }
-            StripeError::Idempotency { status: 409, .. } => Self::new(
-                StatusCode::CONFLICT,
-                "request_in_progress",
-                "a request with this Idempotency-Key is still running; try again",
-            ),
-            StripeError::Idempotency { message, .. } => Self::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_reused",
-                format!("this Idempotency-Key was used with other parameters: {message}"),
-            ),
-            StripeError::RateLimited { .. } => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "stripe_rate_limited",
-                "Stripe is rate limiting this account; try again shortly",
-            ),
-            StripeError::InvalidParams(message) => {
-                Self::bad_request("invalid_request", message.clone())
-            }
-            StripeError::Authentication { .. } | StripeError::Permission { .. } => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "stripe_configuration",
-                format!("Kassa's Stripe key was refused: {error}"),
-            ),
-            StripeError::Api { .. } | StripeError::Transport(_) | StripeError::Decode { .. } => {
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "stripe_unavailable",
-                    format!("Stripe did not answer properly; try again (Request-Id {request_id})"),
-                )
-            }
-        };
-        warn!(%error, stripe_request_id = %request_id, status = answer.status.as_u16(), "a Stripe call failed");
-        answer
-    }
-
-    /// A JSON body that could not be read: 400 `invalid_json` (malformed, or a field of the
-    /// wrong type or unknown), 413 `payload_too_large`, 415 `unsupported_media_type`.
-    pub fn from_json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> Self {
-        let status = rejection.status();
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            _ => "invalid_json",
-        };
-        let status = if code == "invalid_json" {
-            StatusCode::BAD_REQUEST
-        } else {
-            status
-        };
-        Self::new(status, code, rejection.body_text())
-    }
-
-    /// A query string that could not be read: 400 `invalid_query`.
-    pub fn from_query_rejection(rejection: &axum::extract::rejection::QueryRejection) -> Self {
-        Self::bad_request("invalid_query", rejection.body_text())
     }
 
     /// 400 with `code`.
@@ -144,13 +33,9 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(field), Some(object)) = (self.field, error.as_object_mut()) {
-            object.insert("field".into(), json!(field));
-        }
-        let body = Json(json!({ "error": error }));
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         (self.status, body).into_response()
     }
 }

@@ -1,24 +1,20 @@
-//! kassa-ingress: Kassa's HTTP front door.
+//! kassa-ingress: Kassa's front door for Stripe's webhooks.
 //!
-//! `POST /webhooks/stripe` verifies Stripe's signature over the raw body, reads only the event
-//! envelope, publishes the untouched body to RabbitMQ and answers 200 only after the broker's
-//! confirm — so a 2xx to Stripe always means the event is durable. It never calls Stripe and
-//! never writes the database: it stays thin so it is fast and scales out. Also `/healthz`,
-//! `/readyz`, `/metrics`, and the back-office API ([`admin`]), which reads and writes the
-//! database and calls Stripe only to look up a customer it has not recorded. The connector
-//! actions ([`connector`]) do call Stripe, synchronously: small operations for back-office
-//! tools, on the same admin token. Every route that calls Stripe reads the caller's
-//! `Idempotency-Key` by one rule ([`idempotency`]).
+//! - [`webhook`]: `POST /webhooks/stripe` verifies Stripe's signature over the raw body
+//!   (kassa-stripe's verifier), reads only the event envelope ([`envelope`]), publishes the
+//!   untouched body to RabbitMQ and answers 200 only after the broker's confirm — so a 2xx to
+//!   Stripe always means the event is durable.
+//! - [`health`]: `/healthz`, `/readyz` (the broker is connected) and `/metrics`, rendered from the
+//!   process's recorder ([`prometheus`]).
+//! - [`error`]: its refusals, as `{"error": {"code", "message"}}`.
+//!
+//! It never calls Stripe and never touches the database: it verifies and publishes, and stays
+//! thin so it is fast and scales out. The merchant's HTTP (APIs, pages) is kassa-api's.
 
-pub mod admin;
-pub mod checkout;
-pub mod connector;
 pub mod envelope;
 pub mod error;
 pub mod health;
-pub mod idempotency;
-pub mod pages;
-pub mod telemetry;
+pub mod prometheus;
 pub mod webhook;
 
 use axum::Router;
@@ -47,13 +43,14 @@ pub struct IngressState {
 }
 
 impl IngressState {
-    /// State over `broker` with `verifier`, installing the Prometheus recorder if needed.
+    /// State over `broker` with `verifier`, rendering the process's recorder (installing a plain
+    /// one if the process has none yet).
     pub fn new(verifier: WebhookVerifier, broker: Broker) -> Self {
         Self {
             verifier: Arc::new(verifier),
             publisher: broker.publisher(),
             broker,
-            metrics: telemetry::prometheus(),
+            metrics: prometheus::handle(),
         }
     }
 }
@@ -67,27 +64,19 @@ pub fn router(state: IngressState) -> Router {
         .with_state(state)
 }
 
-/// Health and metrics only, for processes that do not take webhooks (`kassa worker`).
-pub fn health_router(state: IngressState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
-}
-
 /// Answers unknown routes (404 `not_found`) and wrong methods (405 `method_not_allowed`) with
 /// the same JSON error body as every other refusal. Apply last, to the whole merged router.
 pub fn with_json_fallbacks(router: Router) -> Router {
     router
         .fallback(|| async {
-            error::ApiError::new(
+            error::IngressError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "not_found",
                 "no such route",
             )
         })
         .method_not_allowed_fallback(|| async {
-            error::ApiError::new(
+            error::IngressError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "this route does not take that method",

@@ -5,7 +5,7 @@
 //! the confirm could.
 
 use crate::envelope::read_envelope;
-use crate::error::ApiError;
+use crate::error::IngressError;
 use crate::{IngressState, WEBHOOK_BODY_LIMIT};
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
@@ -27,7 +27,7 @@ async fn receive_stripe_webhook(
     State(state): State<IngressState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, IngressError> {
     let result = accept(&state, &headers, body).await;
     let outcome = match &result {
         Ok(()) => "accepted",
@@ -37,7 +37,7 @@ async fn receive_stripe_webhook(
     result.map(|()| Json(json!({"received": true})))
 }
 
-async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result<(), IngressError> {
     let declared_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -51,7 +51,7 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
         if over_limit {
             too_large()
         } else {
-            ApiError::bad_request(
+            IngressError::bad_request(
                 "body_unreadable",
                 format!("the request body could not be read: {error}"),
             )
@@ -68,12 +68,12 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
             metrics::counter!("kassa_webhook_signature_failures_total", "reason" => error.code())
                 .increment(1);
             warn!(reason = error.code(), "webhook refused: {error}");
-            ApiError::bad_request(error.code(), error.to_string())
+            IngressError::bad_request(error.code(), error.to_string())
         })?;
 
     let envelope = read_envelope(&body).map_err(|error| {
         warn!(reason = error.code(), "webhook refused: {error}");
-        ApiError::bad_request(error.code(), error.to_string())
+        IngressError::bad_request(error.code(), error.to_string())
     })?;
 
     let span = tracing::info_span!("stripe_event", event_id = %envelope.id, event_type = %envelope.kind, livemode = envelope.livemode);
@@ -95,7 +95,7 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
                     reason = error.reason(),
                     "event not confirmed by RabbitMQ, answering 503 so Stripe re-sends: {error}"
                 );
-                ApiError::new(
+                IngressError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "broker_unavailable",
                     format!(
@@ -111,8 +111,8 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
     .await
 }
 
-fn too_large() -> ApiError {
-    ApiError::new(
+fn too_large() -> IngressError {
+    IngressError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!("webhook bodies are limited to {WEBHOOK_BODY_LIMIT} bytes"),

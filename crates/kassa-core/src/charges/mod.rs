@@ -55,11 +55,14 @@ pub mod lookup;
 pub mod recheckout;
 pub mod review;
 pub mod settle;
+pub mod submit;
 
 use crate::{notify, Error};
 use kassa_broker::Topology;
 use kassa_store::{ChargeRecord, JobRoute, PgConnection, Store};
+use kassa_stripe::money::{format_amount, Currency};
 use kassa_stripe::Client;
+use serde_json::{json, Value};
 
 /// The route of charge jobs in `topology` (its `kassa.charges` exchange and routing key), as the
 /// outbox rows that carry the jobs name it.
@@ -69,6 +72,40 @@ pub fn job_route(topology: &Topology) -> JobRoute {
         exchange,
         routing_key: routing_key.to_owned(),
     }
+}
+
+/// A charge as Kassa shows it: the API's body and what `kassa charges show` prints.
+pub fn charge_json(c: &ChargeRecord) -> Value {
+    let amount_display = Currency::parse(&c.currency)
+        .map(|cur| format_amount(c.amount, &cur))
+        .ok();
+    json!({
+        "id": c.id,
+        "reference": c.reference,
+        "status": c.status.as_str(),
+        "attempt": c.attempt,
+        "customer": c.customer_id,
+        "payment_method": c.payment_method_id,
+        "amount": c.amount,
+        "currency": c.currency,
+        "amount_display": amount_display,
+        "description": c.description,
+        "metadata": c.metadata,
+        "payment_intent": c.payment_intent_id,
+        "decline_code": c.decline_code,
+        "failure_code": c.failure_code,
+        "failure_message": c.failure_message,
+        "recheckout_url": c.recheckout_url,
+        "recheckout_expires_at": c.recheckout_expires_at.map(|t| t.unix_timestamp()),
+        "created_at": c.created_at.unix_timestamp(),
+        "updated_at": c.updated_at.unix_timestamp(),
+        "livemode": c.livemode,
+        "attempt_started_at": c.attempt_started_at.map(|t| t.unix_timestamp()),
+        "attempt_payment_method": c.attempt_payment_method_id,
+        "attempt_idempotency_key": c.attempt_key,
+        "attempt_key_started_at": c.attempt_key_started_at.map(|t| t.unix_timestamp()),
+        "review_reason": c.review_reason,
+    })
 }
 
 /// Where re-pay links send the customer back to.
@@ -122,7 +159,7 @@ impl ChargeExecutor {
         tx: &mut PgConnection,
         charge: &ChargeRecord,
         routing_key: &str,
-        details: serde_json::Value,
+        details: Value,
     ) -> Result<(), Error> {
         let reminder = details
             .get("reminder")
@@ -139,7 +176,7 @@ impl ChargeExecutor {
         tx: &mut PgConnection,
         charge: &ChargeRecord,
         routing_key: &str,
-        details: serde_json::Value,
+        details: Value,
         message_id: String,
     ) -> Result<(), Error> {
         notify::charge_alert(

@@ -9,67 +9,42 @@
 //! - `POST /api/products {name, description?, product_code?, metadata?}` creates a product
 //!   (`product_code` goes to `metadata.product_code`, the key the checkout API upserts by).
 //! - `POST /api/legacy-charges {amount, currency, source | customer, description?}` charges with
-//!   the **legacy Charges API** (`POST /v1/charges`). Stripe keeps it for existing integrations
-//!   but recommends PaymentIntents for new ones (they handle authentication such as 3-D Secure);
-//!   Kassa's own payments use PaymentIntents (`/api/payment-intents`, the back-office charges).
+//!   the **legacy Charges API** (`POST /v1/charges`); see [`kassa_core::connector`].
 //!
 //! Unlike the webhook path these routes call Stripe, synchronously. Every POST to Stripe carries
-//! an Idempotency-Key: `kassa:connector:{action}:{key}` where `key` is the caller's own
-//! `Idempotency-Key` header (so a caller retrying after a time-out gets the first result, not a
-//! second customer or charge; see [`crate::idempotency`]). A legacy charge moves money, so it
-//! requires the header (`400 idempotency_key_required` without it); customers and products take
-//! a fresh UUID when none is given. Bad input is refused with 400 naming the field before Stripe
-//! is called, so nothing is created.
+//! an Idempotency-Key: `kassa:{installation}:connector:{action}:{key}` where `key` is the
+//! caller's own `Idempotency-Key` header (so a caller retrying after a time-out gets the first
+//! result, not a second customer or charge; see [`crate::idempotency`]). A legacy charge moves
+//! money, so it requires the header (`400 idempotency_key_required` without it); customers and
+//! products take a fresh UUID when none is given. Bad input is refused with 400 naming the field
+//! before Stripe is called, so nothing is created.
 
-use crate::admin::check_bearer;
+use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::idempotency;
-use axum::extract::rejection::JsonRejection;
+use crate::{idempotency, ApiState};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use kassa_stripe::money::{validate_amount, Currency};
-use kassa_stripe::objects::Metadata;
-use kassa_stripe::resources::{CreateCharge, CustomerParams, ListCustomers, ProductParams};
-use kassa_stripe::{Client, StripeError};
-use secrecy::SecretString;
+use kassa_core::connector::{
+    customer_params, product_params, validate_legacy_charge, CustomerRequest, LegacyChargeRequest,
+    ProductRequest,
+};
+use kassa_core::fields::{self, field_error};
+use kassa_stripe::resources::ListCustomers;
+use kassa_stripe::StripeError;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use tracing::info;
 
-/// What the connector routes share.
-#[derive(Clone)]
-pub struct ConnectorState {
-    stripe: Client,
-    token: Arc<SecretString>,
-}
-
-impl std::fmt::Debug for ConnectorState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectorState").finish_non_exhaustive()
-    }
-}
-
-impl ConnectorState {
-    /// Connector routes calling `stripe`, guarded by `token`.
-    pub fn new(stripe: Client, token: SecretString) -> Self {
-        Self {
-            stripe,
-            token: Arc::new(token),
-        }
-    }
-}
-
 /// The connector routes.
-pub fn router(state: ConnectorState) -> Router {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/api/customers", post(create_customer).get(find_customers))
         .route("/api/products", post(create_product))
         .route("/api/legacy-charges", post(create_legacy_charge))
         .route_layer(axum::middleware::from_fn(count_requests))
-        .with_state(state)
 }
 
 /// `kassa_connector_requests_total{method, route, status}` (routes are fixed paths: bounded labels).
@@ -90,95 +65,19 @@ async fn count_requests(
     response
 }
 
-fn field_error(field: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_field", format!("{field}: {}", message.into())).with_field(field)
-}
-
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
         .map_err(|e| ApiError::from_json_rejection(&e))
 }
 
-/// Optional text field: absent, null or a string.
-fn optional_text(value: &Option<Value>, field: &'static str) -> Result<Option<String>, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
-        Some(_) => Err(field_error(field, "must be a string")),
-    }
-}
-
-/// `metadata`: an object of string (or number/boolean, sent as text) values, as Stripe stores.
-fn metadata(value: &Option<Value>) -> Result<Metadata, ApiError> {
-    let mut out = Metadata::new();
-    match value {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            for (key, value) in map {
-                let text = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    _ => {
-                        return Err(field_error(
-                            "metadata",
-                            format!("{key}: values must be strings"),
-                        ))
-                    }
-                };
-                out.insert(key.clone(), text);
-            }
-        }
-        Some(_) => return Err(field_error("metadata", "must be an object")),
-    }
-    Ok(out)
-}
-
-fn check_email(email: &str) -> Result<(), ApiError> {
-    let well_formed = email
-        .split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-        && !email.chars().any(char::is_whitespace);
-    if well_formed {
-        Ok(())
-    } else {
-        Err(field_error(
-            "email",
-            format!("{email:?} is not an e-mail address"),
-        ))
-    }
-}
-
-/// `POST /api/customers`.
-#[derive(Debug, Deserialize)]
-pub struct CustomerRequest {
-    /// E-mail address.
-    pub email: Option<Value>,
-    /// Full name.
-    pub name: Option<Value>,
-    /// Key-value pairs.
-    pub metadata: Option<Value>,
-}
-
 async fn create_customer(
-    State(state): State<ConnectorState>,
+    _: Admin,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     request: Result<Json<CustomerRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_bearer(&state.token, &headers)?;
-    let request = body(request)?;
-    let email = optional_text(&request.email, "email")?;
-    if let Some(email) = &email {
-        check_email(email)?;
-    }
-    let params = CustomerParams {
-        email,
-        name: optional_text(&request.name, "name")?,
-        metadata: Some(metadata(&request.metadata)?).filter(|m| !m.is_empty()),
-        ..Default::default()
-    };
-    let key = idempotency::optional(&headers, "connector:customer")?;
+    let params = customer_params(&body(request)?)?;
+    let key = idempotency::optional(&headers, state.installation(), "connector:customer")?;
     let customer = state
         .stripe
         .customers()
@@ -197,11 +96,10 @@ pub struct FindCustomers {
 }
 
 async fn find_customers(
-    State(state): State<ConnectorState>,
-    headers: HeaderMap,
-    query: Result<Query<FindCustomers>, axum::extract::rejection::QueryRejection>,
+    _: Admin,
+    State(state): State<ApiState>,
+    query: Result<Query<FindCustomers>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    check_bearer(&state.token, &headers)?;
     let Query(query) = query.map_err(|e| ApiError::from_query_rejection(&e))?;
     let email = query
         .email
@@ -209,7 +107,7 @@ async fn find_customers(
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .ok_or_else(|| field_error("email", "required"))?;
-    check_email(email)?;
+    fields::email(email, "email")?;
     let list = state
         .stripe
         .customers()
@@ -224,39 +122,14 @@ async fn find_customers(
     Ok(Json(json!({"data": data, "has_more": list.has_more})))
 }
 
-/// `POST /api/products`.
-#[derive(Debug, Deserialize)]
-pub struct ProductRequest {
-    /// Required.
-    pub name: Option<Value>,
-    /// Shown to customers.
-    pub description: Option<Value>,
-    /// Kept as `metadata.product_code`.
-    pub product_code: Option<Value>,
-    /// Key-value pairs.
-    pub metadata: Option<Value>,
-}
-
 async fn create_product(
-    State(state): State<ConnectorState>,
+    _: Admin,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     request: Result<Json<ProductRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_bearer(&state.token, &headers)?;
-    let request = body(request)?;
-    let name =
-        optional_text(&request.name, "name")?.ok_or_else(|| field_error("name", "required"))?;
-    let mut metadata = metadata(&request.metadata)?;
-    if let Some(code) = optional_text(&request.product_code, "product_code")? {
-        metadata.insert("product_code".into(), code);
-    }
-    let params = ProductParams {
-        name: Some(name),
-        description: optional_text(&request.description, "description")?,
-        metadata: Some(metadata).filter(|m| !m.is_empty()),
-        ..Default::default()
-    };
-    let key = idempotency::optional(&headers, "connector:product")?;
+    let params = product_params(&body(request)?)?;
+    let key = idempotency::optional(&headers, state.installation(), "connector:product")?;
     let product = state
         .stripe
         .products()
@@ -267,74 +140,15 @@ async fn create_product(
     Ok((StatusCode::CREATED, Json(to_json(&product))))
 }
 
-/// `POST /api/legacy-charges`: the legacy Charges API (see the module documentation).
-#[derive(Debug, Deserialize)]
-pub struct LegacyChargeRequest {
-    /// Integer minor units.
-    pub amount: Option<Value>,
-    /// ISO code, any case.
-    pub currency: Option<Value>,
-    /// A token (`tok_visa`) or a card of `customer`.
-    pub source: Option<Value>,
-    /// `cus_…`: charged on their default source unless `source` is given.
-    pub customer: Option<Value>,
-    /// Shown in Stripe.
-    pub description: Option<Value>,
-    /// Key-value pairs.
-    pub metadata: Option<Value>,
-}
-
-/// Checks a legacy charge request against Stripe's money rules; the first problem names its field.
-pub fn validate_legacy_charge(request: &LegacyChargeRequest) -> Result<CreateCharge, ApiError> {
-    let currency = optional_text(&request.currency, "currency")?
-        .ok_or_else(|| field_error("currency", "required"))?;
-    let currency =
-        Currency::parse(&currency).map_err(|e| field_error("currency", e.to_string()))?;
-    let amount = match &request.amount {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-            field_error(
-                "amount",
-                "must be an integer number of minor units (e.g. 1999 for $19.99, 1000 for ¥1,000)",
-            )
-        })?,
-        None | Some(Value::Null) => return Err(field_error("amount", "required")),
-        Some(_) => {
-            return Err(field_error(
-                "amount",
-                "must be a JSON integer of minor units, not a string",
-            ))
-        }
-    };
-    validate_amount(amount, &currency).map_err(|e| field_error("amount", e.to_string()))?;
-    let source = optional_text(&request.source, "source")?;
-    let customer = optional_text(&request.customer, "customer")?;
-    if source.is_none() && customer.is_none() {
-        return Err(field_error(
-            "source",
-            "give a source (e.g. tok_visa) or a customer",
-        ));
-    }
-    let metadata = metadata(&request.metadata)?;
-    Ok(CreateCharge {
-        amount,
-        currency: currency.code().to_owned(),
-        customer,
-        source,
-        description: optional_text(&request.description, "description")?,
-        metadata: Some(metadata).filter(|m| !m.is_empty()),
-        ..Default::default()
-    })
-}
-
 async fn create_legacy_charge(
-    State(state): State<ConnectorState>,
+    _: Admin,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     request: Result<Json<LegacyChargeRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_bearer(&state.token, &headers)?;
     // A charge moves money: without the caller's key, a retry after a time-out would be a
     // second charge.
-    let key = idempotency::required(&headers, "connector:legacy_charge")?;
+    let key = idempotency::required(&headers, state.installation(), "connector:legacy_charge")?;
     let params = validate_legacy_charge(&body(request)?)?;
     let charge = state
         .stripe
@@ -382,9 +196,10 @@ pub fn stripe_error(error: StripeError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kassa_stripe::resources::CreateCharge;
 
     fn charge(body: Value) -> Result<CreateCharge, ApiError> {
-        validate_legacy_charge(&serde_json::from_value(body).unwrap())
+        validate_legacy_charge(&serde_json::from_value(body).unwrap()).map_err(ApiError::from)
     }
 
     #[test]

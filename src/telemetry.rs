@@ -1,5 +1,6 @@
-//! The process's Prometheus recorder, installed once and shared by every router in the process,
-//! and [`METRICS`], the one list of every metric Kassa exports.
+//! The process's telemetry: tracing (one subscriber, text or JSON lines), [`METRICS`] — the one
+//! list of every metric Kassa exports — with the Prometheus recorder that describes them, and
+//! the health and metrics routes of a process that takes no webhooks (`kassa worker`).
 //!
 //! metrics-exporter-prometheus renders a metric only once it has been registered, so at install
 //! every counter and histogram of [`METRICS`] is described and registered with its known label
@@ -8,16 +9,46 @@
 //! claim an empty queue nobody has looked at). deploy/'s dashboard and alert rules may name
 //! only metrics that `/metrics` shows (tests/it/deploy.rs checks it).
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::ValueEnum;
+use kassa_broker::Broker;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
 use std::sync::OnceLock;
+use tracing_subscriber::EnvFilter;
 
-/// Latency buckets (seconds) for publish confirms and request handling: 0.5 ms … 10 s.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the tracing subscriber (`RUST_LOG`, default `info`).
+pub fn init_tracing(format: LogFormat) {
+    // sqlx logs PostgreSQL's notices (e.g. "relation _sqlx_migrations already exists") at info.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
 
 /// Buckets (seconds) of `kassa_message_age_seconds`: AMQP timestamps are whole seconds, and a
-/// message back from the retry ladder can be hours old.
+/// message back from the retry ladder can be hours old. Other `…_seconds` histograms get the
+/// ingress's latency buckets.
 const AGE_BUCKETS: [f64; 14] = [
     1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 86400.0,
 ];
@@ -255,7 +286,8 @@ pub const METRICS: &[MetricSpec] = &[
     ),
 ];
 
-/// The global Prometheus handle; the first call installs the recorder and registers [`METRICS`].
+/// The process's Prometheus handle; the first call installs the recorder and registers
+/// [`METRICS`].
 pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -265,20 +297,8 @@ pub fn prometheus() -> PrometheusHandle {
                     Matcher::Full("kassa_message_age_seconds".into()),
                     &AGE_BUCKETS,
                 )
-                .and_then(|builder| {
-                    builder.set_buckets_for_metric(
-                        Matcher::Suffix("_seconds".into()),
-                        &LATENCY_BUCKETS,
-                    )
-                });
-            let recorder = match builder {
-                Ok(builder) => builder.build_recorder(),
-                Err(_) => PrometheusBuilder::new().build_recorder(),
-            };
-            let handle = recorder.handle();
-            // Fails only if another recorder was installed first (e.g. by an embedding app);
-            // /metrics then shows nothing, which is visible and harmless.
-            let _ = metrics::set_global_recorder(recorder);
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let handle = kassa_ingress::prometheus::install(builder);
             register_all();
             handle
         })
@@ -308,5 +328,39 @@ fn register_all() {
                 }
             }
         }
+    }
+}
+
+/// `/healthz` (the process answers), `/readyz` (the broker is connected and the topology
+/// declared) and `/metrics`, for a process that takes no webhooks: the ingress's router is not
+/// mounted there, so `POST /webhooks/stripe` is a 404.
+pub fn health_router(broker: Broker) -> Router {
+    let metrics = prometheus();
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }),
+        )
+        .with_state(broker)
+}
+
+async fn readyz(State(broker): State<Broker>) -> impl IntoResponse {
+    if broker.is_ready() {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "broker": "connected"})),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "broker": "disconnected"})),
+        )
     }
 }

@@ -1,21 +1,20 @@
 //! The merchant's page: a product with a Buy button (`GET /`), the form post that starts Stripe
 //! Checkout (`POST /create-checkout-session` → 303 to the session's URL), the success page
 //! (`GET /success?session_id=…`, reached through `success_url`'s `{CHECKOUT_SESSION_ID}`), which
-//! fulfils synchronously through the worker's code — the webhook and this page race, the first
-//! records the payment and the second finds it recorded — and `GET /cancel`.
+//! fulfils synchronously through kassa-core's [`kassa_core::fulfil`] — the webhook and this page
+//! race, the first records the payment and the second finds it recorded — and `GET /cancel`.
 //!
 //! Plain HTML without JavaScript; no token (customers use these pages).
 
-use crate::checkout::{
-    create_session, fulfil_error, CheckoutPlan, CheckoutRecord, CheckoutRequest, CheckoutState,
-    PageOutcome,
-};
 use crate::error::ApiError;
+use crate::{page_permit, ApiState};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use kassa_core::checkout::{create_session, CheckoutPlan, CheckoutRecord, CheckoutRequest};
+use kassa_core::fulfil::PageOutcome;
 use kassa_stripe::money::{format_amount, Currency};
 use kassa_stripe::objects::CheckoutMode;
 use serde::Deserialize;
@@ -48,21 +47,19 @@ impl ShopProduct {
 
 /// The pages Checkout sends customers back to, `/success` and `/cancel`: the default
 /// `success_url`/`cancel_url` of every session Kassa creates, in test and live mode.
-pub fn router(state: CheckoutState) -> Router {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/success", get(success))
         .route("/cancel", get(cancel))
-        .with_state(state)
 }
 
 /// The demo shop, `GET /` and `POST /create-checkout-session`, selling [`ShopProduct::demo`].
 /// Mount it in test mode only: in live mode anyone could pay real money for a demo product
 /// (and create it in the live catalogue).
-pub fn shop_router(state: CheckoutState) -> Router {
+pub fn shop_router() -> Router<ApiState> {
     Router::new()
         .route("/", get(shop))
         .route("/create-checkout-session", post(buy))
-        .with_state(state)
 }
 
 fn escape(text: &str) -> String {
@@ -92,7 +89,7 @@ fn page(title: &str, content: &str) -> String {
 }
 
 /// The link back to the demo shop, which exists in test mode only.
-fn back_link(state: &CheckoutState) -> &'static str {
+fn back_link(state: &ApiState) -> &'static str {
     if state.stripe.mode().is_live() {
         ""
     } else {
@@ -111,15 +108,7 @@ fn html_error(error: &ApiError) -> Response {
     (error.status, Html(body)).into_response()
 }
 
-/// A page that calls Stripe (and, for `/success`, holds a database connection) takes a permit:
-/// at most [`crate::checkout::PAGE_CALLS_IN_FLIGHT`] at once, so a flood of page requests
-/// cannot take every pooled connection; above it, 503 and "try again".
-fn page_permit(state: &CheckoutState) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    state.page_calls.clone().try_acquire_owned().ok()
-}
-
 fn busy() -> Response {
-    metrics::counter!("kassa_page_requests_shed_total").increment(1);
     html_error(&ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "busy",
@@ -127,7 +116,7 @@ fn busy() -> Response {
     ))
 }
 
-async fn shop(State(state): State<CheckoutState>) -> Html<String> {
+async fn shop(State(state): State<ApiState>) -> Html<String> {
     let product = &state.settings.product;
     Html(page(
         "Kassa shop",
@@ -156,7 +145,7 @@ struct BuyForm {
     quantity: Option<String>,
 }
 
-async fn buy(State(state): State<CheckoutState>, Form(form): Form<BuyForm>) -> Response {
+async fn buy(State(state): State<ApiState>, Form(form): Form<BuyForm>) -> Response {
     let Some(_permit) = page_permit(&state) else {
         return busy();
     };
@@ -190,13 +179,21 @@ async fn buy(State(state): State<CheckoutState>, Form(form): Form<BuyForm>) -> R
         ..Default::default()
     };
     // A fresh key per click: each Buy is a new session.
-    let key = match crate::idempotency::fresh("shop") {
+    let key = match kassa_core::keys::fresh(state.installation(), "shop") {
         Ok(key) => key,
-        Err(error) => return html_error(&error),
+        Err(error) => return html_error(&error.into()),
     };
-    let created = create_session(&state.stripe, &state.settings, &plan, &request, &key)
-        .instrument(tracing::info_span!("shop_buy"))
-        .await;
+    let created = create_session(
+        &state.stripe,
+        state.installation(),
+        &state.settings.public_url,
+        &plan,
+        &request,
+        &key,
+    )
+    .instrument(tracing::info_span!("shop_buy"))
+    .await
+    .map_err(ApiError::from);
     match created {
         Ok(session) => match session.url {
             Some(url) => {
@@ -219,10 +216,7 @@ struct SuccessQuery {
     session_id: Option<String>,
 }
 
-async fn success(
-    State(state): State<CheckoutState>,
-    Query(query): Query<SuccessQuery>,
-) -> Response {
+async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery>) -> Response {
     let Some(session_id) = query
         .session_id
         .filter(|id| id.starts_with("cs_") && id.len() <= 255)
@@ -238,7 +232,7 @@ async fn success(
     let span = tracing::info_span!("success_page", checkout_session = %session_id);
     let outcome = state
         .fulfilment
-        .checkout_session(session_id.clone())
+        .checkout_session(&session_id)
         .instrument(span)
         .await;
     let (status, title, content) = match outcome {
@@ -279,7 +273,7 @@ async fn success(
                 back_link(&state)
             ),
         ),
-        Err(error) => return html_error(&fulfil_error(&error)),
+        Err(error) => return html_error(&ApiError::from_fulfil(&error)),
     };
     let mut response = (status, Html(page(title, &content))).into_response();
     // The outcome changes with time (not paid → paid): never cached.
@@ -290,7 +284,7 @@ async fn success(
     response
 }
 
-async fn cancel(State(state): State<CheckoutState>) -> Html<String> {
+async fn cancel(State(state): State<ApiState>) -> Html<String> {
     Html(page(
         "Payment cancelled",
         &format!(

@@ -1,0 +1,248 @@
+//! Checkout and payment endpoints for merchants' own pages and back-office tools (Bearer
+//! `KASSA_ADMIN_TOKEN`):
+//!
+//! - `POST /api/checkout-sessions`: a Checkout Session from records (name, unit amount, quantity,
+//!   optional product code) → `{id, url, expires_at}` (kassa-core's [`kassa_core::checkout`]).
+//! - `POST /api/payment-intents`: a PaymentIntent for the merchant's own payment form →
+//!   `{id, client_secret, publishable_key}`.
+//! - `POST /api/payment-intents/{id}/confirmation`: the merchant page says it was paid; Kassa reads
+//!   Stripe's state and records the payment once, through the same code as the webhooks
+//!   ([`kassa_core::fulfil`]), so whichever path arrives first acts and the others find it done.
+
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::{idempotency, page_permit, ApiState};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use kassa_core::checkout::{
+    create_payment_intent, create_session, plan_checkout, CheckoutRequest, PaymentIntentRequest,
+};
+use kassa_core::fulfil::PageOutcome;
+use kassa_stripe::money::format_amount;
+use kassa_stripe::objects::CheckoutMode;
+use serde_json::{json, Value};
+use tracing::{info, Instrument};
+
+/// The API routes (the merchant pages are in [`crate::pages`]).
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/api/checkout-sessions", post(create_checkout_session))
+        .route("/api/payment-intents", post(payment_intent))
+        .route(
+            "/api/payment-intents/{id}/confirmation",
+            post(confirm_payment_intent),
+        )
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::from_json_rejection(&e))
+}
+
+async fn create_checkout_session(
+    _: Admin,
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<CheckoutRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // A session in payment mode is paid by the customer: a retry without the caller's key
+    // would make a second payable session.
+    let key = idempotency::required(&headers, state.installation(), "checkout")?;
+    let request = json_body(body)?;
+    let plan = plan_checkout(&request)?;
+    let session = create_session(
+        &state.stripe,
+        state.installation(),
+        &state.settings.public_url,
+        &plan,
+        &request,
+        &key,
+    )
+    .instrument(tracing::info_span!("api_checkout_session"))
+    .await?;
+    info!(checkout_session = %session.id, total = %format_amount(plan.total, &plan.currency), "checkout session created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": session.id,
+            "url": session.url,
+            "expires_at": session.expires_at,
+            "mode": match plan.mode { CheckoutMode::Setup => "setup", _ => "payment" },
+            "amount_total": session.amount_total,
+            "currency": plan.currency.code(),
+        })),
+    ))
+}
+
+async fn payment_intent(
+    _: Admin,
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Json<PaymentIntentRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // A PaymentIntent is what the customer pays: a retry without the caller's key would make a
+    // second one.
+    let key = idempotency::required(&headers, state.installation(), "payment_intent")?;
+    let request = json_body(body)?;
+    let intent = create_payment_intent(&state.stripe, &request, &key).await?;
+    info!(payment_intent = %intent.id, amount = intent.amount, currency = %intent.currency, "payment intent created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": intent.id,
+            "client_secret": intent.client_secret,
+            "publishable_key": state.settings.publishable_key,
+            "amount": intent.amount,
+            "currency": intent.currency,
+            "status": intent.status,
+        })),
+    ))
+}
+
+async fn confirm_payment_intent(
+    _: Admin,
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    // No Idempotency-Key here: this route sends Stripe nothing (it reads the PaymentIntent) and
+    // records a payment once by its PaymentIntent id, whoever asks how often.
+    if !id.starts_with("pi_") || id.len() > 255 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{id:?} is not a PaymentIntent id"),
+        ));
+    }
+    // It holds a database connection while it reads Stripe, like the success page: one permit
+    // of the same bound, so the pool is never exhausted by confirmations.
+    let Some(_permit) = page_permit(&state) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many payment confirmations and page requests at once; try again in a moment",
+        ));
+    };
+    let span = tracing::info_span!("payment_confirmation", payment_intent = %id);
+    let outcome = state
+        .fulfilment
+        .payment_intent(&id)
+        .instrument(span)
+        .await
+        .map_err(|e| ApiError::from_fulfil(&e))?;
+    Ok(Json(match outcome {
+        PageOutcome::Paid {
+            payment_intent_id,
+            amount,
+            currency,
+            first,
+        } => json!({
+            "payment_intent": payment_intent_id,
+            "status": "succeeded",
+            "recorded": true,
+            "recorded_now": first,
+            "amount": amount,
+            "currency": currency,
+        }),
+        PageOutcome::NotPaid(status)
+        | PageOutcome::CardSaved {
+            customer_id: status,
+        } => json!({
+            "payment_intent": id,
+            "status": status,
+            "recorded": false,
+            "recorded_now": false,
+        }),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kassa_core::checkout::CheckoutPlan;
+
+    /// The plan as this API answers a refusal.
+    fn plan_checkout(request: &CheckoutRequest) -> Result<CheckoutPlan, ApiError> {
+        kassa_core::checkout::plan_checkout(request).map_err(ApiError::from)
+    }
+
+    fn request(records: Value) -> CheckoutRequest {
+        CheckoutRequest {
+            records: serde_json::from_value(records).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_records_are_refused_with_their_own_code() {
+        let e = plan_checkout(&request(json!([]))).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, "records_empty");
+        let e = plan_checkout(&CheckoutRequest::default()).unwrap_err();
+        assert_eq!(e.code, "records_empty");
+    }
+
+    #[test]
+    fn a_bad_record_is_named_by_index_and_field() {
+        let e = plan_checkout(&request(json!([
+            {"name": "Tea", "unit_amount": 500, "quantity": 1},
+            {"name": "Cake", "unit_amount": "4.50", "quantity": 1}
+        ])))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("records[1].unit_amount"));
+        let e = plan_checkout(&request(json!([{"unit_amount": 500}]))).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("records[0].name"));
+        let e = plan_checkout(&request(
+            json!([{"name": "x", "unit_amount": 500, "quantity": 0}]),
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("records[0].quantity"));
+        let e = plan_checkout(&request(
+            json!([{"name": "x", "unit_amount": 500, "product_code": "a' OR 'b"}]),
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("records[0].product_code"));
+    }
+
+    #[test]
+    fn jpy_is_zero_decimal_and_three_decimal_currencies_step_by_ten() {
+        let mut r = request(json!([{"name": "Tea", "unit_amount": 500, "quantity": 3}]));
+        r.currency = Some("JPY".into());
+        let plan = plan_checkout(&r).unwrap();
+        assert_eq!(plan.total, 1500, "¥1,500: never multiplied by 100");
+        assert_eq!(plan.currency.code(), "jpy");
+        let mut r = request(json!([{"name": "Tea", "unit_amount": 1005}]));
+        r.currency = Some("kwd".into());
+        let e = plan_checkout(&r).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("records[0].unit_amount"));
+        r.records = serde_json::from_value(json!([{"name": "Tea", "unit_amount": 1010}])).unwrap();
+        assert_eq!(plan_checkout(&r).unwrap().total, 1010);
+    }
+
+    #[test]
+    fn unknown_currency_and_a_total_below_the_minimum_are_refused() {
+        let mut r = request(json!([{"name": "Tea", "unit_amount": 500}]));
+        r.currency = Some("xyz".into());
+        assert_eq!(
+            plan_checkout(&r).unwrap_err().field.as_deref(),
+            Some("currency")
+        );
+        let r = request(json!([{"name": "Gum", "unit_amount": 10}]));
+        assert_eq!(
+            plan_checkout(&r).unwrap_err().field.as_deref(),
+            Some("records")
+        );
+    }
+
+    #[test]
+    fn setup_mode_takes_no_records() {
+        let mut r = request(json!([]));
+        r.mode = Some("setup".into());
+        assert_eq!(plan_checkout(&r).unwrap().mode, CheckoutMode::Setup);
+        let mut r = request(json!([{"name": "Tea", "unit_amount": 500}]));
+        r.mode = Some("setup".into());
+        assert!(plan_checkout(&r).is_err());
+    }
+}

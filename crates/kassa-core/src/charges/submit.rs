@@ -1,0 +1,257 @@
+//! Submitting a back-office charge — for the API (`POST /api/charges`) and the command line
+//! (`kassa charge`, `kassa charges import`) alike: the request is checked against Stripe's money
+//! rules and Kassa's records ([`validate_charge`]), then the charge is recorded with its first job
+//! in one transaction ([`submit_charge`]). The `reference` is the caller's idempotency handle:
+//! the same reference is the same charge, forever, not just for Stripe's 24 hours.
+//!
+//! A charge names a customer of the Stripe account. One Kassa has not recorded yet (it existed
+//! before Kassa was installed, or its webhooks are still on their way), or one whose saved card
+//! Kassa has not recorded, is looked up on Stripe ([`crate::customers::import_customer`]) and
+//! recorded before the request is judged; only a customer Stripe does not know (or has deleted)
+//! is refused. That lookup is the only Stripe call a submission makes.
+
+use crate::customers::{import_customer, Imported};
+use crate::fields::{self, field_error, FieldError};
+use kassa_store::{customers, ChargeRecord, JobRoute, NewCharge, Store, StoreError};
+use kassa_stripe::Client;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+/// A charge request, as `POST /api/charges` takes it (JSON) and the commands build it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChargeRequest {
+    /// `cus_…`, a customer of the Stripe account with a saved card.
+    pub customer: Option<String>,
+    /// Minor units; must be an integer (JSON number without a fraction).
+    pub amount: Option<Value>,
+    /// ISO code, any case.
+    pub currency: Option<String>,
+    /// A card of that customer; default: the customer's default card at execution time.
+    pub payment_method: Option<String>,
+    /// Shown in Stripe.
+    pub description: Option<String>,
+    /// The caller's unique reference: the same reference twice is one charge.
+    pub reference: Option<String>,
+    /// Key-value pairs kept with the charge.
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// Why a charge was not submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A field of the request is refused (the customer included: unknown, deleted, no card).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The reference is already another charge (another customer, amount or currency): a
+    /// reused reference is a mistake to report, not a charge to return silently.
+    #[error(
+        "reference: {} is already charge {} of {} {} to {}",
+        .existing.reference, .existing.id, .existing.amount, .existing.currency, .existing.customer_id
+    )]
+    ReferenceInUse {
+        /// The charge the reference names.
+        existing: Box<ChargeRecord>,
+    },
+    /// Looking the customer up on Stripe failed.
+    #[error("looking up {customer} on Stripe: {error}")]
+    Lookup {
+        /// The customer.
+        customer: String,
+        /// What failed.
+        error: crate::Error,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What became of a submitted charge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// Recorded now, its first job queued.
+    Created(ChargeRecord),
+    /// The reference was recorded before, for the same charge: nothing new.
+    Existed(ChargeRecord),
+}
+
+/// Why the customer of a charge request cannot be charged as Kassa's records stand.
+enum Unchargeable {
+    /// Not recorded.
+    Unknown,
+    /// Recorded as deleted.
+    Deleted,
+    /// No default card recorded, and no card given.
+    NoDefaultCard,
+    /// The given card is not recorded as a saved card of the customer.
+    NotItsCard(String),
+}
+
+impl Unchargeable {
+    fn error(&self, customer: &str) -> FieldError {
+        match self {
+            Unchargeable::Unknown => field_error("customer", format!("unknown customer {customer}")),
+            Unchargeable::Deleted => {
+                field_error("customer", format!("customer {customer} is deleted"))
+            }
+            Unchargeable::NoDefaultCard => field_error(
+                "customer",
+                format!("{customer} has no saved default card (give a payment_method of theirs, or have them save one)"),
+            ),
+            Unchargeable::NotItsCard(pm) => field_error(
+                "payment_method",
+                format!("{pm} is not a saved card of {customer}"),
+            ),
+        }
+    }
+}
+
+/// The recorded customer `customer`, if a charge to it (on `payment_method`, or its default
+/// card) can go ahead as Kassa's records stand.
+async fn chargeable(
+    store: &Store,
+    customer: &str,
+    payment_method: Option<&str>,
+) -> Result<Result<String, Unchargeable>, StoreError> {
+    let known = customers::customer_with_default_card(store.pool(), customer).await?;
+    let Some((record, default_card)) = known else {
+        return Ok(Err(Unchargeable::Unknown));
+    };
+    if record.deleted {
+        return Ok(Err(Unchargeable::Deleted));
+    }
+    match payment_method {
+        Some(pm) => {
+            let cards = customers::payment_methods_of(store.pool(), &record.id).await?;
+            if !cards.iter().any(|c| c.id == pm && c.attached) {
+                return Ok(Err(Unchargeable::NotItsCard(pm.to_owned())));
+            }
+        }
+        None if default_card.is_none() => return Ok(Err(Unchargeable::NoDefaultCard)),
+        None => {}
+    }
+    Ok(Ok(record.id))
+}
+
+/// The customer to charge: as recorded, or — when the records say no, and `stripe` is given —
+/// as Stripe has it now (looked up and recorded first). Only a customer that is still not
+/// chargeable then is refused.
+async fn customer_to_charge(
+    store: &Store,
+    stripe: Option<&Client>,
+    customer: &str,
+    payment_method: Option<&str>,
+) -> Result<String, SubmitError> {
+    let unchargeable = match chargeable(store, customer, payment_method).await? {
+        Ok(id) => return Ok(id),
+        // Stripe never undeletes a customer: nothing to look up.
+        Err(Unchargeable::Deleted) => return Err(Unchargeable::Deleted.error(customer).into()),
+        Err(why) => why,
+    };
+    let Some(stripe) = stripe else {
+        return Err(unchargeable.error(customer).into());
+    };
+    match import_customer(stripe, store, customer).await {
+        Ok(Imported::Recorded { .. }) => {}
+        Ok(Imported::Missing) => {
+            return Err(field_error(
+                "customer",
+                format!("unknown customer {customer}: the Stripe account has no such customer"),
+            )
+            .into())
+        }
+        Ok(Imported::Deleted) => {
+            return Err(field_error(
+                "customer",
+                format!("customer {customer} is deleted in Stripe"),
+            )
+            .into())
+        }
+        Err(error) => {
+            warn!(%error, customer, "looking up a customer on Stripe failed");
+            return Err(SubmitError::Lookup {
+                customer: customer.to_owned(),
+                error,
+            });
+        }
+    }
+    Ok(chargeable(store, customer, payment_method)
+        .await?
+        .map_err(|why| why.error(customer))?)
+}
+
+/// Checks a charge request against Stripe's money rules and Kassa's records (looking an
+/// unrecorded customer up on `stripe` first, when given); the first problem found is reported
+/// with its field. The charge is recorded in the mode of `stripe`'s key (test without one).
+pub async fn validate_charge(
+    store: &Store,
+    stripe: Option<&Client>,
+    request: &ChargeRequest,
+) -> Result<NewCharge, SubmitError> {
+    let reference = request
+        .reference
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default();
+    if reference.is_empty() || reference.len() > 255 {
+        return Err(field_error("reference", "required, 1 to 255 characters").into());
+    }
+    let currency = request
+        .currency
+        .as_deref()
+        .ok_or_else(|| field_error("currency", "required"))?;
+    let currency = fields::currency(currency, "currency")?;
+    let amount = fields::chargeable_amount(request.amount.as_ref(), &currency, "amount")?;
+    let customer = request
+        .customer
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default();
+    if customer.is_empty() {
+        return Err(field_error("customer", "required").into());
+    }
+    let metadata = match &request.metadata {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Object(map)) => Value::Object(map.clone()),
+        Some(_) => return Err(field_error("metadata", "must be an object").into()),
+    };
+    let customer_id =
+        customer_to_charge(store, stripe, customer, request.payment_method.as_deref()).await?;
+    Ok(NewCharge {
+        reference: reference.to_owned(),
+        customer_id,
+        payment_method_id: request.payment_method.clone(),
+        amount,
+        currency: currency.code().to_owned(),
+        description: request.description.clone(),
+        metadata,
+        livemode: stripe.is_some_and(|s| s.mode().is_live()),
+    })
+}
+
+/// Validates `request` ([`validate_charge`]) and records it with its first job on `route`, in
+/// one transaction. The same reference for the same charge again creates nothing.
+pub async fn submit_charge(
+    store: &Store,
+    stripe: Option<&Client>,
+    route: &JobRoute,
+    request: &ChargeRequest,
+) -> Result<Submitted, SubmitError> {
+    let charge = validate_charge(store, stripe, request).await?;
+    let (record, created) = store.submit_charge(route, &charge).await?;
+    if created {
+        info!(charge_id = record.id, reference = %record.reference, "charge recorded and queued");
+        return Ok(Submitted::Created(record));
+    }
+    let same = record.customer_id == charge.customer_id
+        && record.amount == charge.amount
+        && record.currency == charge.currency;
+    if same {
+        Ok(Submitted::Existed(record))
+    } else {
+        Err(SubmitError::ReferenceInUse {
+            existing: Box::new(record),
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! The connector's small Stripe operations for back-office tools and automation platforms —
+//! create a customer, create a product, a charge with the **legacy Charges API** — checked here
+//! once, so the API (`/api/customers`, `/api/products`, `/api/legacy-charges`) and the command
+//! line (`kassa customers create`, `kassa products create`, `kassa legacy-charge`) refuse the
+//! same input with the same words, before anything is sent to Stripe.
+//!
+//! Stripe keeps the Charges API (`POST /v1/charges`) for existing integrations but recommends
+//! PaymentIntents for new ones (they handle authentication such as 3-D Secure); Kassa's own
+//! payments use PaymentIntents.
+
+use crate::checkout::PRODUCT_CODE_METADATA;
+use crate::fields::{self, field_error, FieldError};
+use kassa_stripe::resources::{CreateCharge, CustomerParams, ProductParams};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A customer to create.
+#[derive(Debug, Deserialize)]
+pub struct CustomerRequest {
+    /// E-mail address.
+    pub email: Option<Value>,
+    /// Full name.
+    pub name: Option<Value>,
+    /// Key-value pairs.
+    pub metadata: Option<Value>,
+}
+
+/// The Stripe parameters of a customer request; the first problem names its field.
+pub fn customer_params(request: &CustomerRequest) -> Result<CustomerParams, FieldError> {
+    let email = fields::optional_text(&request.email, "email")?;
+    if let Some(email) = &email {
+        fields::email(email, "email")?;
+    }
+    Ok(CustomerParams {
+        email,
+        name: fields::optional_text(&request.name, "name")?,
+        metadata: Some(fields::metadata(&request.metadata)?).filter(|m| !m.is_empty()),
+        ..Default::default()
+    })
+}
+
+/// A product to create.
+#[derive(Debug, Deserialize)]
+pub struct ProductRequest {
+    /// Required.
+    pub name: Option<Value>,
+    /// Shown to customers.
+    pub description: Option<Value>,
+    /// Kept as `metadata.product_code` (what the checkout API upserts by).
+    pub product_code: Option<Value>,
+    /// Key-value pairs.
+    pub metadata: Option<Value>,
+}
+
+/// The Stripe parameters of a product request; the first problem names its field.
+pub fn product_params(request: &ProductRequest) -> Result<ProductParams, FieldError> {
+    let name = fields::optional_text(&request.name, "name")?
+        .ok_or_else(|| field_error("name", "required"))?;
+    let mut metadata = fields::metadata(&request.metadata)?;
+    if let Some(code) = fields::optional_text(&request.product_code, "product_code")? {
+        metadata.insert(PRODUCT_CODE_METADATA.into(), code);
+    }
+    Ok(ProductParams {
+        name: Some(name),
+        description: fields::optional_text(&request.description, "description")?,
+        metadata: Some(metadata).filter(|m| !m.is_empty()),
+        ..Default::default()
+    })
+}
+
+/// A legacy charge: a token (`tok_visa`) or a customer's default source.
+#[derive(Debug, Deserialize)]
+pub struct LegacyChargeRequest {
+    /// Integer minor units.
+    pub amount: Option<Value>,
+    /// ISO code, any case.
+    pub currency: Option<Value>,
+    /// A token (`tok_visa`) or a card of `customer`.
+    pub source: Option<Value>,
+    /// `cus_…`: charged on their default source unless `source` is given.
+    pub customer: Option<Value>,
+    /// Shown in Stripe.
+    pub description: Option<Value>,
+    /// Key-value pairs.
+    pub metadata: Option<Value>,
+}
+
+/// Checks a legacy charge request against Stripe's money rules; the first problem names its field.
+pub fn validate_legacy_charge(request: &LegacyChargeRequest) -> Result<CreateCharge, FieldError> {
+    let currency = fields::optional_text(&request.currency, "currency")?
+        .ok_or_else(|| field_error("currency", "required"))?;
+    let currency = fields::currency(&currency, "currency")?;
+    let amount = fields::chargeable_amount(request.amount.as_ref(), &currency, "amount")?;
+    let source = fields::optional_text(&request.source, "source")?;
+    let customer = fields::optional_text(&request.customer, "customer")?;
+    if source.is_none() && customer.is_none() {
+        return Err(field_error(
+            "source",
+            "give a source (e.g. tok_visa) or a customer",
+        ));
+    }
+    let metadata = fields::metadata(&request.metadata)?;
+    Ok(CreateCharge {
+        amount,
+        currency: currency.code().to_owned(),
+        customer,
+        source,
+        description: fields::optional_text(&request.description, "description")?,
+        metadata: Some(metadata).filter(|m| !m.is_empty()),
+        ..Default::default()
+    })
+}

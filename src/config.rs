@@ -421,7 +421,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "KASSA_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// The sender of Kassa's e-mails.
-    #[arg(long, env = "KASSA_MAIL_FROM", default_value = kassa_worker::mailer::DEFAULT_FROM)]
+    #[arg(long, env = "KASSA_MAIL_FROM", default_value = kassa_worker::smtp::DEFAULT_FROM)]
     pub mail_from: String,
     /// The merchant's address for "payment received" notifications (needs KASSA_SMTP_URL).
     #[arg(long, env = "KASSA_NOTIFY_EMAIL")]
@@ -518,11 +518,11 @@ impl WorkerArgs {
     pub fn config(&self) -> anyhow::Result<WorkerConfig> {
         let mailer = match self.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => {
-                let options = kassa_worker::mailer::MailerOptions {
+                let options = kassa_worker::smtp::MailerOptions {
                     from: self.mail_from.clone(),
                     ..Default::default()
                 };
-                let mailer = kassa_worker::mailer::Mailer::from_url_with(url, options)
+                let mailer = kassa_worker::smtp::Mailer::from_url_with(url, options)
                     .map_err(|e| anyhow::anyhow!("KASSA_SMTP_URL / KASSA_MAIL_FROM: {e}"))?;
                 Some(std::sync::Arc::new(mailer))
             }
@@ -536,7 +536,7 @@ impl WorkerArgs {
             notify_email: match self.notify_email.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(address) => {
-                    kassa_worker::mailer::Mailer::check_address(address)
+                    kassa_worker::smtp::Mailer::check_address(address)
                         .map_err(|e| anyhow::anyhow!("KASSA_NOTIFY_EMAIL: {e}"))?;
                     Some(address.to_owned())
                 }
@@ -545,7 +545,7 @@ impl WorkerArgs {
                 retention: self.outbox_retention.0,
             },
             events_poller: self.events_poll_interval.0.map(|interval| {
-                kassa_worker::backfill::PollerConfig {
+                kassa_worker::poller::PollerConfig {
                     interval,
                     first_lookback: self.events_poll_lookback,
                     ..Default::default()

@@ -1,4 +1,4 @@
-//! `kassa reconcile --since 24h`: one backfill pass over Stripe's `/v1/events` — the events of
+//! `kassa reconcile --since 24h`: one pass of the events poller over Stripe's `/v1/events` — the events of
 //! the window that Kassa handles but whose webhooks never reached the inbox are published to
 //! `kassa.events` (the worker then handles each once), and listed here.
 
@@ -7,7 +7,7 @@ use crate::connector_cli::stripe_client;
 use anyhow::Context;
 use clap::Args;
 use kassa_broker::Broker;
-use kassa_worker::backfill::{backfill_once, unix_now};
+use kassa_worker::poller::{poll_once, unix_now};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
@@ -50,7 +50,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let now = unix_now();
     let since = now - i64::try_from(args.since.as_secs()).unwrap_or(0);
     let until = now - i64::try_from(args.settle.as_secs()).unwrap_or(0);
-    let result = backfill_once(&stripe, &store, &broker, since, until).await;
+    let result = poll_once(&stripe, &store, &broker, since, until).await;
     shutdown.cancel();
     store.close().await;
     let report = result.context("reconciling Stripe events with the inbox")?;

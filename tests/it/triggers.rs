@@ -7,7 +7,7 @@ use crate::support::eventually;
 use kassa_stripe::resources::{CreateCharge, CreateRefund};
 use kassa_stripe::IdempotencyKey;
 use kassa_stripe_sim::{DeliveryOutcome, Faults};
-use kassa_worker::backfill::{backfill_once, unix_now, PollerConfig};
+use kassa_worker::poller::{poll_once as backfill_once, unix_now, PollerConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -229,7 +229,7 @@ async fn a_webhook_dropped_on_the_way_is_found_by_the_poller_and_published_once(
     // The cursor is saved, and later polls (which list the same second again) publish nothing new.
     let cursor = eventually(Duration::from_secs(10), "the poll cursor", || async {
         app.store()
-            .poll_cursor(kassa_worker::backfill::POLLER_CURSOR)
+            .poll_cursor(kassa_worker::poller::POLLER_CURSOR)
             .await
             .unwrap()
     })

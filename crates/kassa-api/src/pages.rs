@@ -4,10 +4,12 @@
 //! fulfils synchronously through kassa-core's [`kassa_core::fulfil`] — the webhook and this page
 //! race, the first records the payment and the second finds it recorded — and `GET /cancel`.
 //!
-//! Plain HTML without JavaScript; no token (customers use these pages).
+//! Plain HTML without JavaScript, one askama template per page (`templates/pages/`), every value
+//! escaped; no token (customers use these pages).
 
 use crate::error::ApiError;
 use crate::{page_permit, ApiState};
+use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -62,50 +64,78 @@ pub fn shop_router() -> Router<ApiState> {
         .route("/create-checkout-session", post(buy))
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+#[derive(Template)]
+#[template(path = "pages/shop.html")]
+struct ShopPage<'a> {
+    name: &'a str,
+    price: &'a str,
+    live: bool,
+}
+
+/// What `/success` found.
+enum SuccessOutcome {
+    Paid {
+        amount: String,
+        payment_intent: String,
+    },
+    CardSaved,
+    NotPaid {
+        status: String,
+    },
+}
+
+#[derive(Template)]
+#[template(path = "pages/success.html")]
+struct SuccessPage {
+    outcome: SuccessOutcome,
+    shop_link: bool,
+}
+
+impl SuccessPage {
+    fn heading(&self) -> &'static str {
+        match self.outcome {
+            SuccessOutcome::Paid { .. } => "Thank you!",
+            SuccessOutcome::CardSaved => "Card saved",
+            SuccessOutcome::NotPaid { .. } => "Not paid yet",
         }
     }
-    out
 }
 
-fn page(title: &str, content: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem}}\
-         .price{{font-size:1.4rem}}.error{{color:#b00020}}button{{font-size:1.1rem;padding:.4rem 1.2rem}}</style>\
-         </head><body><h1>{t}</h1>{content}</body></html>\n",
-        t = escape(title)
-    )
+#[derive(Template)]
+#[template(path = "pages/cancel.html")]
+struct CancelPage {
+    shop_link: bool,
 }
 
-/// The link back to the demo shop, which exists in test mode only.
-fn back_link(state: &ApiState) -> &'static str {
-    if state.stripe.mode().is_live() {
-        ""
-    } else {
-        "<p><a href=\"/\">Back to the shop</a></p>"
+#[derive(Template)]
+#[template(path = "pages/error.html")]
+struct ErrorPage<'a> {
+    message: &'a str,
+}
+
+/// A rendered page with `status`; a template that cannot render is a bare 500.
+fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "a page could not be rendered");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
     }
+}
+
+/// Whether a page links back to the demo shop, which exists in test mode only.
+fn shop_link(state: &ApiState) -> bool {
+    !state.stripe.mode().is_live()
 }
 
 fn html_error(error: &ApiError) -> Response {
-    let body = page(
-        "Something went wrong",
-        &format!(
-            "<p class=\"error\" id=\"error\">{}</p>",
-            escape(&error.message)
-        ),
-    );
-    (error.status, Html(body)).into_response()
+    render(
+        error.status,
+        &ErrorPage {
+            message: &error.message,
+        },
+    )
 }
 
 fn busy() -> Response {
@@ -116,26 +146,17 @@ fn busy() -> Response {
     ))
 }
 
-async fn shop(State(state): State<ApiState>) -> Html<String> {
+async fn shop(State(state): State<ApiState>) -> Response {
     let product = &state.settings.product;
-    Html(page(
-        "Kassa shop",
-        &format!(
-            "<h2 id=\"product\">{name}</h2><p class=\"price\" id=\"price\">{price}</p>\
-             <form action=\"/create-checkout-session\" method=\"post\">\
-             <p><label>E-mail for the receipt (optional) <input type=\"email\" name=\"email\" id=\"email\"></label></p>\
-             <p><label>Quantity <input type=\"number\" name=\"quantity\" id=\"quantity\" value=\"1\" min=\"1\" max=\"99\"></label></p>\
-             <button type=\"submit\" id=\"buy\">Buy</button></form>\
-             <p><small>Payments by Stripe Checkout{mode}.</small></p>",
-            name = escape(&product.name),
-            price = escape(&format_amount(product.unit_amount, &product.currency)),
-            mode = if state.stripe.mode().is_live() {
-                ""
-            } else {
-                " — test mode: no real money moves"
-            },
-        ),
-    ))
+    let price = format_amount(product.unit_amount, &product.currency);
+    render(
+        StatusCode::OK,
+        &ShopPage {
+            name: &product.name,
+            price: &price,
+            live: state.stripe.mode().is_live(),
+        },
+    )
 }
 
 /// The Buy form.
@@ -235,47 +256,27 @@ async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery
         .checkout_session(&session_id)
         .instrument(span)
         .await;
-    let (status, title, content) = match outcome {
+    let outcome = match outcome {
         Ok(PageOutcome::Paid {
             payment_intent_id,
             amount,
             currency,
             ..
-        }) => {
-            let shown = Currency::parse(&currency)
+        }) => SuccessOutcome::Paid {
+            amount: Currency::parse(&currency)
                 .map(|c| format_amount(amount, &c))
-                .unwrap_or_else(|_| format!("{amount} {currency}"));
-            (
-                StatusCode::OK,
-                "Thank you!",
-                format!(
-                    "<p id=\"outcome\" data-status=\"paid\">Payment received: <strong id=\"amount\">{}</strong>.</p>\
-                     <p>Reference: <code id=\"payment-intent\">{}</code></p>{}",
-                    escape(&shown),
-                    escape(&payment_intent_id),
-                    back_link(&state)
-                ),
-            )
-        }
-        Ok(PageOutcome::CardSaved { .. }) => (
-            StatusCode::OK,
-            "Card saved",
-            "<p id=\"outcome\" data-status=\"card_saved\">Your card is saved for future payments.</p>"
-                .to_owned(),
-        ),
-        Ok(PageOutcome::NotPaid(status)) => (
-            StatusCode::OK,
-            "Not paid yet",
-            format!(
-                "<p id=\"outcome\" data-status=\"not_paid\">This checkout is not paid ({}). \
-                 If you just paid, refresh this page in a moment.</p>{}",
-                escape(&status),
-                back_link(&state)
-            ),
-        ),
+                .unwrap_or_else(|_| format!("{amount} {currency}")),
+            payment_intent: payment_intent_id,
+        },
+        Ok(PageOutcome::CardSaved { .. }) => SuccessOutcome::CardSaved,
+        Ok(PageOutcome::NotPaid(status)) => SuccessOutcome::NotPaid { status },
         Err(error) => return html_error(&ApiError::from_fulfil(&error)),
     };
-    let mut response = (status, Html(page(title, &content))).into_response();
+    let page = SuccessPage {
+        outcome,
+        shop_link: shop_link(&state),
+    };
+    let mut response = render(StatusCode::OK, &page);
     // The outcome changes with time (not paid → paid): never cached.
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -284,12 +285,70 @@ async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery
     response
 }
 
-async fn cancel(State(state): State<ApiState>) -> Html<String> {
-    Html(page(
-        "Payment cancelled",
-        &format!(
-            "<p id=\"outcome\" data-status=\"cancelled\">Nothing was charged.</p>{}",
-            back_link(&state)
-        ),
-    ))
+async fn cancel(State(state): State<ApiState>) -> Response {
+    render(
+        StatusCode::OK,
+        &CancelPage {
+            shop_link: shop_link(&state),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_they_show_and_keep_their_ids() {
+        let page = ErrorPage {
+            message: "<script>alert('x')</script> & \"Co\"",
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.starts_with("<!doctype html>\n<html lang=\"en\"><head>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<title>Something went wrong</title>"),
+            "{page}"
+        );
+        assert!(page.contains("<h1>Something went wrong</h1>"), "{page}");
+        assert!(
+            page.contains("<p class=\"error\" id=\"error\">&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot;</p>"),
+            "{page}"
+        );
+        let shop = ShopPage {
+            name: "Tea & <b>cake</b>",
+            price: "$20.00",
+            live: false,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            shop.contains("<h2 id=\"product\">Tea &amp; &lt;b&gt;cake&lt;/b&gt;</h2>"),
+            "{shop}"
+        );
+        assert!(shop.contains("id=\"buy\"") && shop.contains("test mode: no real money moves"));
+        let success = SuccessPage {
+            outcome: SuccessOutcome::Paid {
+                amount: "$40.00".into(),
+                payment_intent: "pi_1".into(),
+            },
+            shop_link: false,
+        }
+        .render()
+        .unwrap();
+        assert!(success.contains("<title>Thank you!</title>"), "{success}");
+        assert!(
+            success.contains(
+                "data-status=\"paid\">Payment received: <strong id=\"amount\">$40.00</strong>."
+            ),
+            "{success}"
+        );
+        assert!(
+            !success.contains("Back to the shop"),
+            "live mode has no shop: {success}"
+        );
+    }
 }

@@ -27,7 +27,7 @@ use kassa_stripe::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// The name of the customers backfill's cursor row.
+/// The name of the customer sync's cursor row.
 pub const CUSTOMERS_SYNC: &str = "customers";
 
 /// Stripe's largest page (`limit` "can range between 1 and 100").
@@ -120,7 +120,7 @@ pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result
     Ok(Imported::Recorded { cards: cards.len() })
 }
 
-/// How to run a backfill.
+/// How to run a customer sync.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Start from the beginning even if an interrupted sync could be resumed.
@@ -138,7 +138,7 @@ impl Default for SyncOptions {
     }
 }
 
-/// What a backfill did.
+/// What a customer sync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncReport {
     /// The whole sync's counts, pages recorded before a resume included.

@@ -17,7 +17,7 @@
 //!   pages, the connector's small Stripe operations — each checked once, field by field
 //!   ([`fields`]), before anything is sent or recorded.
 //! - [`notify`]: alerts and the connector's notifications, queued through the outbox;
-//!   [`mail`]: the e-mails' words.
+//!   [`mail`]: the e-mails' words, from askama templates escaped by [`html`].
 //!
 //! Every function here reads Stripe's current state before it acts, sends every Stripe POST
 //! with a deterministic Idempotency-Key, and writes in the caller's transaction. It never
@@ -31,6 +31,7 @@ pub mod customers;
 mod error;
 pub mod fields;
 pub mod fulfil;
+pub mod html;
 pub mod keys;
 pub mod mail;
 pub mod notify;

@@ -9,19 +9,21 @@
 //!   processed; the message is acked only after that commit. So a crash at any point repeats
 //!   Stripe calls that Stripe then replays, and never doubles an effect.
 //! - [`charge_jobs`]: one message per back-office charge attempt, executed by kassa-core.
-//! - [`alert_mail`] over [`mailer`]: the e-mails of alerts, sent over SMTP.
+//! - [`alert_emails`]: the e-mails of alerts (`kassa.alerts.email`), worded by kassa-core's
+//!   `mail` templates and sent over SMTP ([`smtp`]).
 //! - [`relay`]: the outbox relay, publishing what transactions queued.
-//! - [`backfill`]: the events poller, publishing events whose webhooks never arrived.
+//! - [`poller`]: the events poller, publishing events whose webhooks never arrived (`kassa
+//!   reconcile` is one pass of it).
 //!
 //! It never answers HTTP (health and metrics are the binary's) and never acks a message before
 //! the database commit of its effects.
 
-pub mod alert_mail;
-pub mod backfill;
+pub mod alert_emails;
 pub mod charge_jobs;
 pub mod events;
-pub mod mailer;
+pub mod poller;
 pub mod relay;
+pub mod smtp;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};
 use kassa_store::Store;
@@ -45,11 +47,11 @@ pub struct WorkerConfig {
     pub public_url: String,
     /// `KASSA_SMTP_URL`'s mailer: re-pay links, payment notifications and receipts are e-mailed
     /// when set.
-    pub mailer: Option<Arc<mailer::Mailer>>,
+    pub mailer: Option<Arc<smtp::Mailer>>,
     /// `KASSA_NOTIFY_EMAIL`: the merchant's address for "payment received" notifications.
     pub notify_email: Option<String>,
     /// `KASSA_EVENTS_POLL_INTERVAL`: poll `/v1/events` for missed webhooks; `None` does not.
-    pub events_poller: Option<backfill::PollerConfig>,
+    pub events_poller: Option<poller::PollerConfig>,
     /// The outbox relay's settings (`KASSA_OUTBOX_RETENTION`).
     pub relay: relay::RelayConfig,
 }
@@ -135,7 +137,7 @@ impl Worker {
             run_consumer(
                 self.broker.clone(),
                 consumer(WorkQueue::AlertEmails, "kassa-worker-mail"),
-                Arc::new(alert_mail::AlertMailer::new(
+                Arc::new(alert_emails::AlertEmails::new(
                     self.config.mailer.clone(),
                     self.config.notify_email.clone()
                 )),
@@ -143,7 +145,7 @@ impl Worker {
             ),
             async {
                 if let Some(poller) = self.config.events_poller.clone() {
-                    backfill::run_events_poller(
+                    poller::run_poller(
                         self.stripe.clone(),
                         self.store.clone(),
                         self.broker.clone(),

@@ -34,7 +34,7 @@ pub struct AppOptions {
     /// `KASSA_NOTIFY_EMAIL`: the merchant's address for payment notifications.
     pub notify_email: Option<&'static str>,
     /// Poll `/v1/events` for missed webhooks (off by default in tests).
-    pub events_poller: Option<kassa_worker::backfill::PollerConfig>,
+    pub events_poller: Option<kassa_worker::poller::PollerConfig>,
     /// A simulator shared with other apps (another installation on the same Stripe account),
     /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
     pub shared_sim: Option<Arc<Simulator>>,
@@ -120,7 +120,7 @@ impl TestApp {
                 concurrency: 8,
                 mailer: options.smtp_url.as_deref().map(|url| {
                     std::sync::Arc::new(
-                        kassa_worker::mailer::Mailer::from_url(url).expect("SMTP URL"),
+                        kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL"),
                     )
                 }),
                 events_poller: options.events_poller.clone(),

@@ -2,7 +2,7 @@
 //! end-to-end tests).
 
 use kassa_core::mail::decline_in_words;
-use kassa_worker::mailer::{MailError, Mailer, MailerOptions, RepayEmail};
+use kassa_worker::smtp::{MailError, Mailer, MailerOptions, RepayEmail};
 use mail_parser::{MessageParser, MimeHeaders};
 use std::time::Duration;
 

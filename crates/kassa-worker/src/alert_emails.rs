@@ -5,7 +5,7 @@
 //!
 //! A redelivery can send an e-mail twice (at least once, like every message here).
 
-use crate::mailer::{Mailer, PaymentEmail, PaymentEmailKind, RepayEmail};
+use crate::smtp::{Mailer, PaymentEmail, PaymentEmailKind, RepayEmail};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -40,12 +40,12 @@ struct PaymentAlert {
 }
 
 /// Sends the e-mails of alerts.
-pub struct AlertMailer {
+pub struct AlertEmails {
     mailer: Option<Arc<Mailer>>,
     notify: Option<String>,
 }
 
-impl AlertMailer {
+impl AlertEmails {
     /// A mailer over `mailer`, or one that only acknowledges when SMTP is not configured;
     /// `notify` (`KASSA_NOTIFY_EMAIL`) gets a notification of each payment.
     pub fn new(mailer: Option<Arc<Mailer>>, notify: Option<String>) -> Self {
@@ -153,7 +153,7 @@ impl AlertMailer {
     }
 }
 
-impl MessageHandler for AlertMailer {
+impl MessageHandler for AlertEmails {
     async fn handle(&self, message: Incoming) -> Outcome {
         let span =
             tracing::info_span!("alert_email", alert = %message.message_id, kind = %message.kind);

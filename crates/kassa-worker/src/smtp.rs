@@ -1,5 +1,6 @@
-//! The re-pay e-mail: when a saved card fails off-session, the customer gets a message (plain text
-//! and HTML) with the amount, the reason in plain words, and a link to pay with another card.
+//! Sending Kassa's e-mails over SMTP (`KASSA_SMTP_URL`): the re-pay e-mail (plain text and HTML:
+//! the amount, the reason in plain words, a link to pay with another card), payment receipts and
+//! the merchant's payment notifications. What they say comes from kassa-core's `mail` templates.
 //!
 //! SMTP goes through lettre's async tokio transport over rustls with ring. The SMTP password is
 //! never printed: not by `Debug`, not in an error. Every send has a time limit, and every failure
@@ -12,6 +13,9 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::fmt;
 use std::time::Duration;
+
+pub use kassa_core::mail::{PaymentEmail, PaymentEmailKind, RepayEmail};
+use kassa_core::mail::{Rendered, RepayContent};
 
 /// The sender when `KASSA_MAIL_FROM` is not set.
 pub const DEFAULT_FROM: &str = "Kassa <no-reply@localhost>";
@@ -277,22 +281,13 @@ impl Mailer {
             .ok()
             .filter(|link| matches!(link.scheme(), "https" | "http"))
             .ok_or_else(|| MailError::Message("the re-pay link is not an http(s) URL".into()))?;
-        let content = RepayContent {
+        let rendered = RepayContent {
             email,
             link: link.as_str(),
-        };
-        // A Message-ID in the sender's domain: mail filters distrust messages without one.
-        let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.from.email.domain());
-        Message::builder()
-            .message_id(Some(message_id))
-            .from(self.from.clone())
-            .to(to)
-            .subject(content.subject())
-            .multipart(MultiPart::alternative_plain_html(
-                content.plain_text(),
-                content.html(),
-            ))
-            .map_err(|e| MailError::Message(e.to_string()))
+        }
+        .rendered()
+        .map_err(|e| MailError::Message(e.to_string()))?;
+        self.message(to, rendered)
     }
 
     /// Sends a plain-text e-mail about a payment (the merchant's notification or the customer's
@@ -307,41 +302,29 @@ impl Mailer {
         let to: Mailbox = email.to.parse().map_err(|_| MailError::BadAddress {
             address: email.to.clone(),
         })?;
+        let rendered = email
+            .rendered()
+            .map_err(|e| MailError::Message(e.to_string()))?;
+        self.message(to, rendered)
+    }
+
+    /// A rendered mail from Kassa's sender to `to`: plain text, or plain text and HTML as
+    /// alternatives.
+    fn message(&self, to: Mailbox, rendered: Rendered) -> Result<Message, MailError> {
+        // A Message-ID in the sender's domain: mail filters distrust messages without one.
         let message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), self.from.email.domain());
-        let (subject, body) = match email.kind {
-            PaymentEmailKind::Notification => (
-                format!("Payment received: {}", email.amount_display),
-                format!(
-                    "A payment of {} was received.\n\nPaymentIntent: {}\nCustomer: {}\nE-mail: {}\nDescription: {}\n",
-                    email.amount_display,
-                    email.payment_intent,
-                    email.customer.as_deref().unwrap_or("(none)"),
-                    email.customer_email.as_deref().unwrap_or("(none)"),
-                    email.description.as_deref().unwrap_or("(none)"),
-                ),
-            ),
-            PaymentEmailKind::Receipt => (
-                format!("Your receipt: {}", email.amount_display),
-                format!(
-                    "Thank you for your payment of {}.\n\n{}Reference: {}\n",
-                    email.amount_display,
-                    email
-                        .description
-                        .as_deref()
-                        .map(|d| format!("For: {d}\n"))
-                        .unwrap_or_default(),
-                    email.payment_intent,
-                ),
-            ),
-        };
-        Message::builder()
+        let builder = Message::builder()
             .message_id(Some(message_id))
             .from(self.from.clone())
             .to(to)
-            .subject(subject)
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| MailError::Message(e.to_string()))
+            .subject(rendered.subject);
+        let message = match rendered.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(rendered.text, html)),
+            None => builder
+                .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                .body(rendered.text),
+        };
+        message.map_err(|e| MailError::Message(e.to_string()))
     }
 
     async fn send(&self, message: Message) -> Result<(), MailError> {
@@ -372,146 +355,6 @@ fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// What the re-pay e-mail says. Every text is shown as given (HTML-escaped in the HTML part).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepayEmail {
-    /// The customer's address.
-    pub to: String,
-    /// The customer's name, if known.
-    pub customer_name: Option<String>,
-    /// The amount for people, e.g. "$19.99" (`kassa_stripe::money::format_amount`).
-    pub amount_display: String,
-    /// Why the card failed, in plain words ([`decline_in_words`]).
-    pub decline_reason: String,
-    /// The Checkout Session URL where the customer enters a new card.
-    pub url: String,
-    /// When the link stops working, for people (e.g. "24 November 2026, 17:30 UTC").
-    pub expires_at_display: String,
-    /// Whether this is the one reminder sent with a new link after the first expired.
-    pub reminder: bool,
-}
-
-/// Which payment e-mail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentEmailKind {
-    /// To the merchant (`KASSA_NOTIFY_EMAIL`).
-    Notification,
-    /// To the customer.
-    Receipt,
-}
-
-/// A payment e-mail's content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentEmail {
-    /// Notification or receipt.
-    pub kind: PaymentEmailKind,
-    /// The address.
-    pub to: String,
-    /// e.g. "$20.00".
-    pub amount_display: String,
-    /// `pi_…`.
-    pub payment_intent: String,
-    /// `cus_…`.
-    pub customer: Option<String>,
-    /// The customer's e-mail.
-    pub customer_email: Option<String>,
-    /// What was bought.
-    pub description: Option<String>,
-}
-
-struct RepayContent<'a> {
-    email: &'a RepayEmail,
-    link: &'a str,
-}
-
-impl RepayContent<'_> {
-    fn subject(&self) -> String {
-        if self.email.reminder {
-            format!(
-                "Reminder: your payment of {} is still open",
-                self.email.amount_display
-            )
-        } else {
-            format!(
-                "Your payment of {} did not go through",
-                self.email.amount_display
-            )
-        }
-    }
-
-    fn greeting(&self) -> String {
-        match self.email.customer_name.as_deref().map(str::trim) {
-            Some(name) if !name.is_empty() => format!("Hello {name},"),
-            _ => "Hello,".into(),
-        }
-    }
-
-    fn opening(&self) -> String {
-        if self.email.reminder {
-            format!(
-                "Your payment of {} is still open, and the link we sent you has expired. \
-                 Here is a new one.",
-                self.email.amount_display
-            )
-        } else {
-            format!(
-                "We tried to charge {} to your saved card, but the payment did not go through.",
-                self.email.amount_display
-            )
-        }
-    }
-
-    fn plain_text(&self) -> String {
-        let e = self.email;
-        format!(
-            "{greeting}\n\n{opening}\n\n{reason}\n\nTo complete the payment with another card, \
-             open this link:\n{link}\n\nThe link works until {expires}.\n\nThank you.\n",
-            greeting = self.greeting(),
-            opening = self.opening(),
-            reason = e.decline_reason,
-            link = self.link,
-            expires = e.expires_at_display,
-        )
-    }
-
-    fn html(&self) -> String {
-        let e = self.email;
-        let link = escape_html(self.link);
-        format!(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{subject}</title></head>\n\
-             <body style=\"font-family: sans-serif; line-height: 1.5;\">\n\
-             <p>{greeting}</p>\n<p>{opening}</p>\n<p>{reason}</p>\n\
-             <p><a href=\"{link}\" style=\"display: inline-block; padding: 12px 24px; \
-             background: #635bff; color: #ffffff; text-decoration: none; border-radius: 6px;\">\
-             Pay {amount} with another card</a></p>\n\
-             <p>Or open this link: <a href=\"{link}\">{link}</a></p>\n\
-             <p>The link works until {expires}.</p>\n<p>Thank you.</p>\n</body></html>\n",
-            subject = escape_html(&self.subject()),
-            greeting = escape_html(&self.greeting()),
-            opening = escape_html(&self.opening()),
-            reason = escape_html(&e.decline_reason),
-            amount = escape_html(&e.amount_display),
-            expires = escape_html(&e.expires_at_display),
-        )
-    }
-}
-
-/// `text` safe inside HTML text and double- or single-quoted attributes.
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -612,49 +455,6 @@ mod tests {
             mailer.repay_message(&bad_link),
             Err(MailError::Message(_))
         ));
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        let hostile = RepayEmail {
-            customer_name: Some("<script>alert('x')</script> & \"Co\"".into()),
-            url: "https://example.com/pay?a=1&b=\"2\"".into(),
-            ..email()
-        };
-        let link = url::Url::parse(&hostile.url).unwrap();
-        let content = RepayContent {
-            email: &hostile,
-            link: link.as_str(),
-        };
-        let html = content.html();
-        assert!(!html.contains("<script>"), "{html}");
-        assert!(
-            html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot;")
-        );
-        assert!(
-            html.contains("href=\"https://example.com/pay?a=1&amp;b=%222%22\""),
-            "{html}"
-        );
-        assert!(content.plain_text().contains("Hello <script>"));
-    }
-
-    #[test]
-    fn reminder_says_so() {
-        let reminder = RepayEmail {
-            reminder: true,
-            customer_name: None,
-            ..email()
-        };
-        let content = RepayContent {
-            email: &reminder,
-            link: "https://example.com/",
-        };
-        assert_eq!(
-            content.subject(),
-            "Reminder: your payment of $19.99 is still open"
-        );
-        assert!(content.plain_text().starts_with("Hello,\n"));
-        assert!(content.plain_text().contains("has expired"));
     }
 
     #[test]

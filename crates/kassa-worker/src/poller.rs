@@ -1,5 +1,6 @@
-//! The backstop for missed webhooks: list Stripe's events (`GET /v1/events`) and publish the ones
-//! the inbox never saw into `kassa.events`, where the worker handles them like any webhook.
+//! The events poller, the backstop for missed webhooks: list Stripe's events (`GET /v1/events`)
+//! and publish the ones the inbox never saw into `kassa.events`, where the worker handles them
+//! like any webhook.
 //!
 //! Stripe lists events newest first, filtered by `created[gte]` and paged with `starting_after`,
 //! and keeps them 30 days ("We only guarantee access to events through the Retrieve Event API for
@@ -9,9 +10,9 @@
 //! webhook is also in flight is claimed once by the worker; the other copy is acked as a
 //! duplicate. So effects and notifications happen once per event whichever path brings it.
 //!
-//! [`run_events_poller`] repeats the pass every interval from a cursor kept in PostgreSQL
-//! (`event_poll_cursor`), so a restart resumes where it stopped; `kassa reconcile --since …` runs
-//! one pass over a window and reports what had been missing.
+//! [`run_poller`] repeats the pass ([`poll_once`]) every interval from a cursor kept in
+//! PostgreSQL (`event_poll_cursor`), so a restart resumes where it stopped; `kassa reconcile
+//! --since …` is one pass over a window, reporting what had been missing.
 
 use crate::events::handles;
 use kassa_broker::{Broker, OutgoingMessage};
@@ -55,7 +56,7 @@ impl Default for PollerConfig {
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
+pub enum PollError {
     /// Listing events failed.
     #[error("listing Stripe events: {0}")]
     Stripe(#[from] StripeError),
@@ -87,7 +88,7 @@ pub struct MissingEvent {
 
 /// What one pass saw and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BackfillReport {
+pub struct PollReport {
     /// Events Stripe listed in the window.
     pub listed: usize,
     /// Of those, events of types Kassa handles.
@@ -108,14 +109,14 @@ pub fn unix_now() -> i64 {
 
 /// One pass over events created in `since ..= until` (Unix seconds): lists them all, and
 /// publishes (with confirms) every handled event the inbox has not seen, oldest first.
-pub async fn backfill_once(
+pub async fn poll_once(
     stripe: &Client,
     store: &Store,
     broker: &Broker,
     since: i64,
     until: i64,
-) -> Result<BackfillReport, BackfillError> {
-    let mut report = BackfillReport::default();
+) -> Result<PollReport, PollError> {
+    let mut report = PollReport::default();
     let mut events: Vec<Event> = Vec::new();
     let mut starting_after = None;
     loop {
@@ -172,7 +173,7 @@ async fn publish(
     publisher: &kassa_broker::ConfirmedPublisher,
     exchange: &str,
     event: &Event,
-) -> Result<(), BackfillError> {
+) -> Result<(), PollError> {
     let body = serde_json::to_vec(event).unwrap_or_default();
     let mut headers = FieldTable::default();
     // Where the message came from, for `kassa dlq show` and people reading the queue.
@@ -190,7 +191,7 @@ async fn publish(
             headers: Some(headers),
         })
         .await
-        .map_err(|error| BackfillError::Publish {
+        .map_err(|error| PollError::Publish {
             event_id: event.id.clone(),
             error,
         })
@@ -198,7 +199,7 @@ async fn publish(
 
 /// Runs a pass every `config.interval` until `shutdown`, resuming from the cursor in PostgreSQL
 /// (or `first_lookback` ago the first time) and moving it to the newest event listed.
-pub async fn run_events_poller(
+pub async fn run_poller(
     stripe: Client,
     store: Store,
     broker: Broker,
@@ -223,11 +224,11 @@ pub async fn run_events_poller(
             if until < since {
                 return Ok(None);
             }
-            let report = backfill_once(&stripe, &store, &broker, since, until).await?;
+            let report = poll_once(&stripe, &store, &broker, since, until).await?;
             if let Some(newest) = &report.newest {
                 store.advance_poll_cursor(POLLER_CURSOR, newest).await?;
             }
-            Ok::<_, BackfillError>(Some(report))
+            Ok::<_, PollError>(Some(report))
         }
         .await;
         match outcome {

@@ -1,13 +1,20 @@
 //! Flags and `KASSA_*` variables, validated once at start: a bad value fails with a message
-//! naming the variable.
+//! naming the variable. The parts every command shares are here (RabbitMQ, PostgreSQL, Stripe,
+//! webhooks, the process commands); the worker's settings and durations are in [`worker`], the
+//! rule that sizes the database pool in [`pool`].
 
-use anyhow::bail;
+mod pool;
+mod worker;
+
+pub use pool::PoolUse;
+pub use worker::{parse_duration, parse_lookback, WorkerArgs};
+
+use anyhow::{bail, Context};
 use clap::Args;
 use kassa::stack::{StackConfig, StripeTarget};
 use kassa_broker::{BrokerConfig, Topology};
 use kassa_stripe::webhook::WebhookVerifier;
 use kassa_stripe_sim::SimConfig;
-use kassa_worker::WorkerConfig;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -279,88 +286,6 @@ pub struct StoreArgs {
     pub database_max_connections: Option<u32>,
 }
 
-/// Back-office API requests (`/api/charges`): short queries, never a connection held across a
-/// Stripe call.
-pub const BACK_OFFICE_CONNECTIONS: u32 = 2;
-
-/// What holds PostgreSQL connections in one process, for the pool-size rule (README,
-/// "Configuration"). Each part counts the connections it can hold at the same moment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolUse {
-    /// The worker's `KASSA_WORKER_CONCURRENCY` and whether its events poller runs.
-    pub worker: Option<(u32, bool)>,
-    /// Merchant pages and payment confirmations (they hold a connection while calling Stripe).
-    pub pages: bool,
-    /// The back-office API (`KASSA_ADMIN_TOKEN`).
-    pub admin_api: bool,
-}
-
-impl PoolUse {
-    /// Each holder of connections: how many, and what (naming the variables that set it).
-    pub fn parts(&self) -> Vec<(u32, String)> {
-        let mut parts = Vec::new();
-        if let Some((concurrency, poller)) = self.worker {
-            parts.push((
-                2 * concurrency,
-                format!(
-                    "2 × KASSA_WORKER_CONCURRENCY ({concurrency}): events and charge jobs, each \
-                     holding a connection while it calls Stripe"
-                ),
-            ));
-            parts.push((1, "the outbox relay".to_owned()));
-            if poller {
-                parts.push((
-                    1,
-                    "the events poller (KASSA_EVENTS_POLL_INTERVAL)".to_owned(),
-                ));
-            }
-        }
-        if self.pages {
-            parts.push((
-                kassa_api::PAGE_CALLS_IN_FLIGHT as u32,
-                "merchant pages and payment confirmations in flight".to_owned(),
-            ));
-        }
-        if self.admin_api {
-            parts.push((
-                BACK_OFFICE_CONNECTIONS,
-                "the back-office API (KASSA_ADMIN_TOKEN)".to_owned(),
-            ));
-        }
-        parts
-    }
-
-    /// Connections needed at most at once.
-    pub fn needed(&self) -> u32 {
-        self.parts().iter().map(|(n, _)| n).sum::<u32>().max(1)
-    }
-
-    /// The pool size for `command`: `configured` (KASSA_DATABASE_MAX_CONNECTIONS), or what is
-    /// needed when it is not set. A configured pool smaller than the need is refused: handlers
-    /// would wait for connections held by others across Stripe calls, and time out.
-    pub fn pool_size(&self, command: &str, configured: Option<u32>) -> anyhow::Result<u32> {
-        let needed = self.needed();
-        match configured {
-            None => Ok(needed),
-            Some(size) if size >= needed => Ok(size),
-            Some(size) => {
-                let parts: Vec<String> = self
-                    .parts()
-                    .into_iter()
-                    .map(|(n, what)| format!("{n} for {what}"))
-                    .collect();
-                bail!(
-                    "KASSA_DATABASE_MAX_CONNECTIONS={size} is too small for `{command}`, which needs \
-                     {needed}: {}. Raise KASSA_DATABASE_MAX_CONNECTIONS, lower \
-                     KASSA_WORKER_CONCURRENCY, or leave KASSA_DATABASE_MAX_CONNECTIONS unset to get \
-                     exactly {needed}",
-                    parts.join(" + ")
-                )
-            }
-        }
-    }
-}
-
 /// Where Stripe is.
 #[derive(Args, Clone, Debug)]
 pub struct StripeArgs {
@@ -377,6 +302,17 @@ pub struct StripeArgs {
 }
 
 impl StripeArgs {
+    /// The Stripe client for a command that needs one: KASSA_STRIPE_API_KEY is required.
+    pub fn client(&self) -> anyhow::Result<kassa_stripe::Client> {
+        let Some(StripeTarget::Api { key, api_base }) = self.target()? else {
+            bail!("KASSA_STRIPE_API_KEY is required (a sk_test_/sk_live_ or rk_ key)");
+        };
+        let mut config = kassa_stripe::ClientConfig::new(key);
+        config.api_base = api_base;
+        config.max_requests_per_second = self.stripe_max_rps;
+        kassa_stripe::Client::new(config).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")
+    }
+
     /// The configured Stripe, if a key is set; a bad key fails here, naming the variable.
     pub fn target(&self) -> anyhow::Result<Option<StripeTarget>> {
         let Some(key) = self
@@ -397,161 +333,6 @@ impl StripeArgs {
             key,
             api_base: self.stripe_api_base.clone(),
         }))
-    }
-}
-
-/// How much work a worker takes on.
-#[derive(Args, Clone, Debug)]
-pub struct WorkerArgs {
-    /// Events handled at once by this process.
-    #[arg(long, env = "KASSA_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub worker_concurrency: u32,
-    /// Unacknowledged messages RabbitMQ sends ahead to this process.
-    #[arg(long, env = "KASSA_WORKER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
-    pub worker_prefetch: u16,
-    /// Kassa's public base URL: re-pay links send customers back to its pages.
-    #[arg(
-        long,
-        env = "KASSA_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub public_url: url::Url,
-    /// SMTP server for re-pay e-mails: `smtps://user:pass@host` (TLS), `smtp://…` (STARTTLS),
-    /// `smtp://host:port?tls=none` (a local sink). Not set: alerts are not e-mailed.
-    #[arg(long, env = "KASSA_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
-    /// The sender of Kassa's e-mails.
-    #[arg(long, env = "KASSA_MAIL_FROM", default_value = kassa_worker::smtp::DEFAULT_FROM)]
-    pub mail_from: String,
-    /// The merchant's address for "payment received" notifications (needs KASSA_SMTP_URL).
-    #[arg(long, env = "KASSA_NOTIFY_EMAIL")]
-    pub notify_email: Option<String>,
-    /// How often to poll Stripe's /v1/events for events whose webhooks never arrived (`15s`,
-    /// `1m`, or `0`/`off` to disable); found events are published once, through the inbox.
-    #[arg(long, env = "KASSA_EVENTS_POLL_INTERVAL", default_value = "15s", value_parser = parse_poll_interval)]
-    pub events_poll_interval: PollInterval,
-    /// How far back the events poller looks on its very first start (later starts resume from
-    /// the cursor saved in PostgreSQL); at most 30 days, Stripe's event retention.
-    #[arg(long, env = "KASSA_EVENTS_POLL_LOOKBACK", default_value = "24h", value_parser = parse_lookback)]
-    pub events_poll_lookback: Duration,
-    /// How long published outbox messages are kept before the relay deletes them (`30d`;
-    /// `off` keeps them). At least a day: a kept message's id stops the same notification from
-    /// being queued twice when two events about one object arrive apart.
-    #[arg(long, env = "KASSA_OUTBOX_RETENTION", default_value = "30d", value_parser = parse_retention)]
-    pub outbox_retention: Retention,
-}
-
-/// `KASSA_OUTBOX_RETENTION`: `None` keeps published messages.
-#[derive(Clone, Copy, Debug)]
-pub struct Retention(pub Option<Duration>);
-
-/// `KASSA_OUTBOX_RETENTION`: a duration of at least a day, or `off`.
-fn parse_retention(text: &str) -> Result<Retention, String> {
-    if matches!(text.trim(), "off" | "false" | "none" | "0") {
-        return Ok(Retention(None));
-    }
-    let retention = parse_duration(text).map_err(|e| format!("KASSA_OUTBOX_RETENTION: {e}"))?;
-    if retention < Duration::from_secs(86_400) {
-        return Err(format!(
-            "KASSA_OUTBOX_RETENTION: {text:?} is less than a day; published messages must outlive \
-             the events that may announce the same object again (give 1d or more, or off)"
-        ));
-    }
-    Ok(Retention(Some(retention)))
-}
-
-/// A duration such as `90`, `90s`, `15m`, `24h` or `7d` (plain numbers are seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 24h or 7d"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(seconds)))
-}
-
-/// `KASSA_EVENTS_POLL_INTERVAL`: `None` when polling is off.
-#[derive(Clone, Copy, Debug)]
-pub struct PollInterval(pub Option<Duration>);
-
-/// `KASSA_EVENTS_POLL_INTERVAL`: a duration, `0` or `off` for no polling.
-fn parse_poll_interval(text: &str) -> Result<PollInterval, String> {
-    if matches!(text.trim(), "off" | "false" | "none") {
-        return Ok(PollInterval(None));
-    }
-    let interval = parse_duration(text).map_err(|e| format!("KASSA_EVENTS_POLL_INTERVAL: {e}"))?;
-    Ok(PollInterval(Some(interval).filter(|d| !d.is_zero())))
-}
-
-/// A look-back window within Stripe's 30 days of events.
-pub fn parse_lookback(text: &str) -> Result<Duration, String> {
-    let window = parse_duration(text)?;
-    if window > Duration::from_secs(30 * 86_400) {
-        return Err("Stripe keeps events for 30 days: give at most 30d".into());
-    }
-    Ok(window)
-}
-
-impl WorkerArgs {
-    /// What this worker holds in connections (the pool rule's worker part).
-    pub fn pool_use(&self) -> PoolUse {
-        PoolUse {
-            worker: Some((
-                self.worker_concurrency,
-                self.events_poll_interval.0.is_some(),
-            )),
-            ..PoolUse::default()
-        }
-    }
-
-    /// The worker configuration these flags describe; a bad SMTP setting fails here.
-    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
-        let mailer = match self.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) {
-            Some(url) => {
-                let options = kassa_worker::smtp::MailerOptions {
-                    from: self.mail_from.clone(),
-                    ..Default::default()
-                };
-                let mailer = kassa_worker::smtp::Mailer::from_url_with(url, options)
-                    .map_err(|e| anyhow::anyhow!("KASSA_SMTP_URL / KASSA_MAIL_FROM: {e}"))?;
-                Some(std::sync::Arc::new(mailer))
-            }
-            None => None,
-        };
-        Ok(WorkerConfig {
-            prefetch: self.worker_prefetch,
-            concurrency: self.worker_concurrency as usize,
-            public_url: self.public_url.as_str().trim_end_matches('/').to_owned(),
-            mailer,
-            notify_email: match self.notify_email.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some(address) => {
-                    kassa_worker::smtp::Mailer::check_address(address)
-                        .map_err(|e| anyhow::anyhow!("KASSA_NOTIFY_EMAIL: {e}"))?;
-                    Some(address.to_owned())
-                }
-            },
-            relay: kassa_worker::relay::RelayConfig {
-                retention: self.outbox_retention.0,
-            },
-            events_poller: self.events_poll_interval.0.map(|interval| {
-                kassa_worker::poller::PollerConfig {
-                    interval,
-                    first_lookback: self.events_poll_lookback,
-                    ..Default::default()
-                }
-            }),
-        })
     }
 }
 

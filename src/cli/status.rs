@@ -122,7 +122,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             );
         }
         Some(_) => {
-            let client = crate::connector_cli::stripe_client(&args.stripe)?;
+            let client = args.stripe.client()?;
             let key = client.api_key();
             let params = ListPaymentIntents {
                 limit: Some(1),

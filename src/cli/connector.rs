@@ -1,33 +1,19 @@
-//! `kassa customers create|find`, `kassa products create`, `kassa legacy-charge`: the connector
-//! actions of the admin API (`/api/customers`, `/api/products`, `/api/legacy-charges`) from the
-//! command line. They call Stripe directly with KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE,
+//! `kassa products create`, `kassa legacy-charge` (and, in [`super::customers`], `kassa
+//! customers create|find`): the connector actions of the admin API (`/api/products`,
+//! `/api/legacy-charges`, `/api/customers`) from the command line. They call Stripe directly with KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE,
 //! validate input the same way the API does (kassa-core's `connector`), send keys that carry the
 //! installation id (read from KASSA_DATABASE_URL), and print Stripe's object as JSON.
 
 use crate::config::{StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use kassa::stack::StripeTarget;
 use kassa_core::connector::{
-    customer_params, product_params, validate_legacy_charge, CustomerRequest, LegacyChargeRequest,
-    ProductRequest,
+    product_params, validate_legacy_charge, LegacyChargeRequest, ProductRequest,
 };
 use kassa_core::keys;
 use kassa_store::Store;
-use kassa_stripe::resources::ListCustomers;
-use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
-use serde_json::{json, Map, Value};
-
-/// The Stripe client for a command that needs one.
-pub fn stripe_client(args: &StripeArgs) -> anyhow::Result<Client> {
-    let Some(StripeTarget::Api { key, api_base }) = args.target()? else {
-        bail!("KASSA_STRIPE_API_KEY is required (a sk_test_/sk_live_ or rk_ key)");
-    };
-    let mut config = ClientConfig::new(key);
-    config.api_base = api_base;
-    config.max_requests_per_second = args.stripe_max_rps;
-    Client::new(config).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")
-}
+use kassa_stripe::IdempotencyKey;
+use serde_json::{Map, Value};
 
 /// The Idempotency-Key of a command: yours (`--idempotency-key`), or one derived from the
 /// command's arguments, so re-running a command that timed out or whose answer was lost never
@@ -47,7 +33,7 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// The key for `action`, from `--idempotency-key` or derived from `arguments`.
-    async fn key(
+    pub(super) async fn key(
         &self,
         action: &str,
         arguments: &[(&str, Option<&str>)],
@@ -82,7 +68,7 @@ async fn installation_id(store: &StoreArgs) -> anyhow::Result<String> {
 }
 
 /// `--metadata key=value` flags as the API's `metadata` object.
-fn metadata(pairs: &[String]) -> anyhow::Result<Option<Value>> {
+pub(super) fn metadata(pairs: &[String]) -> anyhow::Result<Option<Value>> {
     let mut metadata = Map::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
@@ -93,95 +79,13 @@ fn metadata(pairs: &[String]) -> anyhow::Result<Option<Value>> {
     Ok(Some(Value::Object(metadata)))
 }
 
-fn text(value: Option<String>) -> Option<Value> {
+pub(super) fn text(value: Option<String>) -> Option<Value> {
     value.map(Value::String)
 }
 
-fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(super) fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-/// `kassa customers`.
-#[derive(Args)]
-pub struct CustomersArgs {
-    #[command(subcommand)]
-    command: CustomersCommand,
-    #[command(flatten)]
-    stripe: StripeArgs,
-}
-
-#[derive(Subcommand)]
-enum CustomersCommand {
-    /// Create a customer.
-    Create {
-        /// E-mail address.
-        #[arg(long)]
-        email: Option<String>,
-        /// Full name.
-        #[arg(long)]
-        name: Option<String>,
-        /// key=value, repeatable.
-        #[arg(long)]
-        metadata: Vec<String>,
-        #[command(flatten)]
-        key: KeyArgs,
-    },
-    /// Find customers by exact e-mail (Stripe's customer list, which sees new customers at once).
-    Find {
-        /// The e-mail address, compared case-sensitively as Stripe does.
-        #[arg(long)]
-        email: String,
-    },
-}
-
-/// Runs `kassa customers …`.
-pub async fn customers(args: CustomersArgs) -> anyhow::Result<()> {
-    let stripe = stripe_client(&args.stripe)?;
-    match args.command {
-        CustomersCommand::Create {
-            email,
-            name,
-            metadata: pairs,
-            key,
-        } => {
-            let metadata_args = pairs.join("\n");
-            let params = customer_params(&CustomerRequest {
-                email: text(email.clone()),
-                name: text(name.clone()),
-                metadata: metadata(&pairs)?,
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let key = key
-                .key(
-                    "customer",
-                    &[
-                        ("email", email.as_deref()),
-                        ("name", name.as_deref()),
-                        ("metadata", Some(&metadata_args)),
-                    ],
-                )
-                .await?;
-            let customer = stripe
-                .customers()
-                .create(&params, &key)
-                .await
-                .context("creating the customer")?;
-            print(&customer)
-        }
-        CustomersCommand::Find { email } => {
-            let list = stripe
-                .customers()
-                .list(&ListCustomers {
-                    email: Some(email),
-                    limit: Some(100),
-                    ..Default::default()
-                })
-                .await
-                .context("listing customers by e-mail")?;
-            print(&json!({"data": list.data, "has_more": list.has_more}))
-        }
-    }
 }
 
 /// `kassa products`.
@@ -216,7 +120,7 @@ enum ProductsCommand {
 
 /// Runs `kassa products …`.
 pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
-    let stripe = stripe_client(&args.stripe)?;
+    let stripe = args.stripe.client()?;
     match args.command {
         ProductsCommand::Create {
             name,
@@ -292,7 +196,7 @@ pub async fn legacy_charge(args: LegacyChargeArgs) -> anyhow::Result<()> {
         metadata: None,
     };
     let params = validate_legacy_charge(&request).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let stripe = stripe_client(&args.stripe)?;
+    let stripe = args.stripe.client()?;
     // The validated parameters, not the raw flags: `--currency USD` and `--currency usd` are
     // the same charge.
     let amount = params.amount.to_string();

@@ -3,7 +3,6 @@
 //! `kassa.events` (the worker then handles each once), and listed here.
 
 use crate::config::{parse_duration, parse_lookback, BrokerArgs, StoreArgs, StripeArgs};
-use crate::connector_cli::stripe_client;
 use anyhow::Context;
 use clap::Args;
 use kassa_broker::Broker;
@@ -32,7 +31,7 @@ pub struct ReconcileArgs {
 
 /// Runs `kassa reconcile`.
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
-    let stripe = stripe_client(&args.stripe)?;
+    let stripe = args.stripe.client()?;
     let store = kassa_store::Store::connect(&args.store.database_url, 2)
         .await
         .with_context(|| {

@@ -1,0 +1,128 @@
+//! The long-running processes and their neighbours: `kassa serve` (ingress, merchant HTTP and
+//! worker in one process), `kassa ingress`, `kassa worker`, `kassa migrate`, `kassa stripe-sim`.
+//! Each reads its configuration (crate::config) and starts a [`Stack`] until SIGINT/SIGTERM.
+
+use crate::config::{self, IngressArgs, ServeArgs, StoreArgs, WorkerCommandArgs};
+use anyhow::Context;
+use kassa::stack::{Stack, StackConfig, StripeTarget};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Runs `kassa serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.stack_config()?;
+    match &config.stripe {
+        Some(StripeTarget::Embedded(_)) => info!(
+            "kassa serve: no KASSA_STRIPE_API_KEY, so running in TEST MODE on the embedded Stripe simulator, which delivers webhooks to this process"
+        ),
+        _ => info!(api_base = %args.stripe_api_base, "kassa serve: using Stripe at KASSA_STRIPE_API_BASE"),
+    }
+    let mut stack = Stack::start(config).await?;
+    if let Some(sim) = &stack.sim {
+        info!(stripe_api_base = %sim.base_url(), "embedded Stripe simulator listening (hosted checkout pages under /c/pay/)");
+    }
+    if let Some(address) = stack.address {
+        info!(shop = %format!("http://{address}/"), "the merchant page: Buy, pay on Checkout, land on /success");
+    }
+    run_until_signal(&mut stack).await;
+    stack.stop().await;
+    info!("kassa serve stopped");
+    Ok(())
+}
+
+/// Runs `kassa ingress`.
+pub async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
+    let config = args.stack_config()?;
+    let apis = config.admin_token.is_some();
+    let mut stack = Stack::start(config.clone()).await?;
+    let address = stack.address.context("the ingress has an address")?;
+    info!(
+        listen = %address,
+        webhook_url = %format!("http://{address}/webhooks/stripe"),
+        secret_source = %args.webhook.secret_source(),
+        secrets = config.webhook_secrets.len(),
+        amqp_url = %kassa_broker::connection::redact_url(&args.webhook.broker.amqp_url),
+        apis,
+        "kassa ingress listening"
+    );
+    run_until_signal(&mut stack).await;
+    stack.stop().await;
+    info!("kassa ingress stopped");
+    Ok(())
+}
+
+/// Runs `kassa worker`.
+pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let db_max_connections = args
+        .worker
+        .pool_use()
+        .pool_size("kassa worker", args.store.database_max_connections)?;
+    let stripe = args.stripe.target()?.context(
+        "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
+    )?;
+    let config = StackConfig {
+        listen: Some(args.listen),
+        webhooks: false,
+        broker: args.broker.config(),
+        database_url: Some(args.store.database_url.clone()),
+        db_max_connections,
+        stripe: Some(stripe),
+        stripe_max_rps: args.stripe.stripe_max_rps,
+        webhook_secrets: Vec::new(),
+        webhook_tolerance: Duration::from_secs(300),
+        worker: Some(args.worker.config()?),
+        admin_token: None,
+        public_url: String::new(),
+        publishable_key: None,
+    };
+    let mut stack = Stack::start(config).await?;
+    info!(
+        health = %format!("http://{}/healthz", stack.address.map_or_else(|| args.listen.to_string(), |a| a.to_string())),
+        concurrency = args.worker.worker_concurrency,
+        prefetch = args.worker.worker_prefetch,
+        database_connections = db_max_connections,
+        stripe_api_base = %args.stripe.stripe_api_base,
+        "kassa worker started"
+    );
+    run_until_signal(&mut stack).await;
+    stack.stop().await;
+    info!("kassa worker stopped");
+    Ok(())
+}
+
+/// Runs `kassa migrate`.
+pub async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    let store = kassa_store::Store::connect(&args.database_url, 1)
+        .await
+        .with_context(|| {
+            format!(
+                "migrating KASSA_DATABASE_URL={}",
+                kassa_broker::connection::redact_url(&args.database_url)
+            )
+        })?;
+    store.close().await;
+    info!("database ready and migrated");
+    Ok(())
+}
+
+/// Runs `kassa stripe-sim`.
+pub async fn stripe_sim(args: config::StripeSimArgs) -> anyhow::Result<()> {
+    let sim_config = args.sim_config()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(config::cancel_on_signal(shutdown.clone()));
+    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test mode only; any sk_test_ key)");
+    kassa_stripe_sim::serve(sim_config, shutdown.cancelled_owned())
+        .await
+        .context("running the Stripe simulator")
+}
+
+/// Waits for SIGINT/SIGTERM (or a part failing on its own).
+async fn run_until_signal(stack: &mut Stack) {
+    let signal = CancellationToken::new();
+    tokio::spawn(config::cancel_on_signal(signal.clone()));
+    tokio::select! {
+        _ = signal.cancelled() => {}
+        _ = stack.failed() => tracing::error!("a part of Kassa stopped unexpectedly; shutting down"),
+    }
+}

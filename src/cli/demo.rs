@@ -133,8 +133,24 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
         (processed - claimed).as_seconds_f64() * 1000.0,
     );
 
+    let total_ms = (processed - time_of(completed_at)).as_seconds_f64() * 1000.0;
+    show_outcome(stack, &session.id, total_ms).await
+}
+
+/// Checks that the database and Stripe agree on the saved card, and prints the customer, the
+/// card, the time it took and every Stripe call Kassa made.
+async fn show_outcome(stack: &Stack, session_id: &str, total_ms: f64) -> anyhow::Result<()> {
+    let sim = stack
+        .sim
+        .as_ref()
+        .context("the embedded simulator is running")?;
+    let stripe = stack
+        .stripe
+        .as_ref()
+        .context("the Stripe client is configured")?;
+    let store = stack.store.as_ref().context("the database is connected")?;
     let record = store
-        .checkout_session(&session.id)
+        .checkout_session(session_id)
         .await?
         .context("the session is recorded")?;
     let customer_id = record.customer_id.context("the session has a customer")?;
@@ -155,7 +171,6 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
             card.id
         );
     }
-    let total = (processed - time_of(completed_at)).as_seconds_f64() * 1000.0;
     println!();
     println!(
         "customer in PostgreSQL: {} <{}>",
@@ -170,7 +185,7 @@ async fn walk_through(stack: &Stack) -> anyhow::Result<()> {
         card.exp_month.unwrap_or(0),
         card.exp_year.unwrap_or(0)
     );
-    println!("customer completed checkout → card saved and committed: {total:.1} ms");
+    println!("customer completed checkout → card saved and committed: {total_ms:.1} ms");
     let calls = sim.requests();
     println!("Stripe API calls made by Kassa: {}", calls.len());
     for call in calls {

@@ -1,7 +1,6 @@
 //! One module per `kassa` subcommand (or family of them); main.rs dispatches to them.
 
 pub mod charges;
-pub mod charges_import;
 pub mod connector;
 pub mod customers;
 pub mod demo;

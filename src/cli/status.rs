@@ -34,9 +34,26 @@ const PART_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `kassa status`.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let mut healthy = true;
     let mut report = serde_json::Map::new();
+    let mut healthy = database(&args, &mut report).await;
+    healthy &= broker(&args, &mut report).await;
+    healthy &= stripe(&args, &mut report).await?;
+    let report = Value::Object(report);
+    if args.json {
+        println!("{report}");
+    } else {
+        print!("{}", for_people(&report));
+    }
+    if !healthy {
+        anyhow::bail!("a part of Kassa does not answer (see above)");
+    }
+    Ok(())
+}
 
+/// The installation id, the database and the charges by status, into `report`; whether the
+/// database answered.
+async fn database(args: &StatusArgs, report: &mut serde_json::Map<String, Value>) -> bool {
+    let mut healthy = true;
     let database = redact_url(&args.store.database_url);
     // Inspect only: a missing or unmigrated database is reported, never created here.
     let connected = Store::connect_existing(&args.store.database_url, 1);
@@ -93,6 +110,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
 
+    healthy
+}
+
+/// The broker and its dead letters, into `report`; whether RabbitMQ answered.
+async fn broker(args: &StatusArgs, report: &mut serde_json::Map<String, Value>) -> bool {
+    let mut healthy = true;
     let shutdown = CancellationToken::new();
     let broker = Broker::start(args.broker.config(), shutdown.clone());
     let amqp = redact_url(&args.broker.amqp_url);
@@ -114,6 +137,16 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
     shutdown.cancel();
 
+    healthy
+}
+
+/// Stripe: the key's mode and whether it may list PaymentIntents, into `report`; whether Stripe
+/// answered (or no key is set).
+async fn stripe(
+    args: &StatusArgs,
+    report: &mut serde_json::Map<String, Value>,
+) -> anyhow::Result<bool> {
+    let mut healthy = true;
     match args.stripe.target()? {
         None => {
             report.insert(
@@ -150,16 +183,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
 
-    let report = Value::Object(report);
-    if args.json {
-        println!("{report}");
-    } else {
-        print!("{}", for_people(&report));
-    }
-    if !healthy {
-        anyhow::bail!("a part of Kassa does not answer (see above)");
-    }
-    Ok(())
+    Ok(healthy)
 }
 
 /// An error and its causes, `a: b: c`.

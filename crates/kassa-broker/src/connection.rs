@@ -2,7 +2,7 @@
 //! publishing channels; when the connection or a channel breaks, drop it at once (so publishes
 //! fail fast instead of hanging) and reconnect with exponential backoff until cancelled.
 
-use crate::publisher::{ConfirmedPublisher, PublishingChannels};
+use crate::live::{Live, PublishingChannels};
 use crate::{BrokerError, Topology};
 use futures_util::StreamExt;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
@@ -68,15 +68,6 @@ pub fn redact_url(url: &str) -> String {
         Ok(parsed) => parsed.to_string(),
         Err(_) => "<unparseable AMQP URL>".into(),
     }
-}
-
-/// A live connection with its publishing channels.
-pub(crate) struct Live {
-    pub(crate) connection: Connection,
-    /// Confirm-mode channels; one that the broker closes is replaced on this same connection.
-    pub(crate) channels: PublishingChannels,
-    /// Cancelled by whoever sees this connection fail; the supervisor then replaces it.
-    pub(crate) broken: CancellationToken,
 }
 
 struct Inner {
@@ -147,11 +138,6 @@ impl Broker {
             .await
             .map(|_| ())
             .map_err(|_| BrokerError::NotReady(timeout))
-    }
-
-    /// A publisher over this connection's confirm-mode channels.
-    pub fn publisher(&self) -> ConfirmedPublisher {
-        ConfirmedPublisher::new(self.clone())
     }
 
     /// A fresh channel on the live connection (for consumers and tools), or an error when down.

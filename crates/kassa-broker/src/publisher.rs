@@ -8,15 +8,11 @@
 //! supervisor to reconnect. So one bad message (a wrong exchange name in the outbox) costs one
 //! channel, never the broker connection every other publish and consumer depends on.
 
-use crate::connection::{Broker, Live};
-use crate::BrokerError;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use crate::connection::Broker;
+use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use lapin::{BasicProperties, Confirmation};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{info, warn};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -71,113 +67,22 @@ impl PublishError {
     }
 }
 
-/// One publishing channel: the channel in use, and a lock that lets one task at a time replace it.
-struct Slot {
-    channel: RwLock<Channel>,
-    replacing: tokio::sync::Mutex<()>,
-}
-
-/// The confirm-mode channels of one connection, used round-robin. A channel the broker closed is
-/// replaced in place ([`PublishingChannels::replace`]).
-pub(crate) struct PublishingChannels {
-    slots: Vec<Slot>,
-    next: AtomicUsize,
-}
-
-async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(BrokerError::amqp("channel.open"))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(BrokerError::amqp("confirm.select"))?;
-    Ok(channel)
-}
-
-impl PublishingChannels {
-    /// Opens `count` (at least one) confirm-mode channels on `connection`.
-    pub(crate) async fn open(connection: &Connection, count: usize) -> Result<Self, BrokerError> {
-        let mut slots = Vec::with_capacity(count.max(1));
-        for _ in 0..count.max(1) {
-            slots.push(Slot {
-                channel: RwLock::new(confirm_channel(connection).await?),
-                replacing: tokio::sync::Mutex::new(()),
-            });
-        }
-        Ok(Self {
-            slots,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// How many channels there are.
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// The next channel, round-robin, with its slot number.
-    fn next(&self) -> (usize, Channel) {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        (index, self.current(index))
-    }
-
-    fn current(&self, index: usize) -> Channel {
-        match self.slots[index].channel.read() {
-            Ok(channel) => channel.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Replaces the channel of slot `index` with a new one on `connection`, unless it is open
-    /// (another publish already replaced it, or it never closed).
-    async fn replace(&self, connection: &Connection, index: usize) -> Result<(), BrokerError> {
-        let slot = &self.slots[index];
-        let _one_at_a_time = slot.replacing.lock().await;
-        if self.current(index).status().connected() {
-            return Ok(());
-        }
-        let channel = confirm_channel(connection).await?;
-        match slot.channel.write() {
-            Ok(mut current) => *current = channel,
-            Err(poisoned) => *poisoned.into_inner() = channel,
-        }
-        Ok(())
-    }
-}
-
-impl Live {
-    /// A publish on channel `index` failed with `error`: a channel fault (the connection is still
-    /// up) replaces that channel; anything else marks the connection broken for the supervisor.
-    async fn channel_failed(&self, index: usize, error: &lapin::Error) {
-        if error.is_amqp_hard_error() || !self.connection.status().connected() {
-            self.broken.cancel();
-            return;
-        }
-        match self.channels.replace(&self.connection, index).await {
-            Ok(()) => {
-                info!(%error, "RabbitMQ closed a publishing channel; replaced it on the same connection")
-            }
-            Err(replace_error) => {
-                warn!(%error, %replace_error, "could not replace a closed publishing channel; reconnecting");
-                self.broken.cancel();
-            }
-        }
-    }
-}
-
 /// Publishes persistent, mandatory messages and waits for the broker's confirm.
 #[derive(Clone, Debug)]
 pub struct ConfirmedPublisher {
     broker: Broker,
 }
 
-impl ConfirmedPublisher {
-    pub(crate) fn new(broker: Broker) -> Self {
-        Self { broker }
+impl Broker {
+    /// A publisher over this connection's confirm-mode channels.
+    pub fn publisher(&self) -> ConfirmedPublisher {
+        ConfirmedPublisher {
+            broker: self.clone(),
+        }
     }
+}
 
+impl ConfirmedPublisher {
     /// Publishes `message` and returns only after the broker's ack (or the first failure).
     pub async fn publish(&self, message: OutgoingMessage<'_>) -> Result<(), PublishError> {
         let live = self.broker.live().ok_or(PublishError::Unavailable)?;

@@ -149,6 +149,48 @@ pub struct SyncReport {
     pub finished: bool,
 }
 
+/// Reads the cards of a page of customers (`concurrency` at once) and records the page with the
+/// sync's cursor moved past `last`, in one transaction; returns what the page recorded.
+async fn record_page(
+    stripe: &Client,
+    store: &Store,
+    page: Vec<Customer>,
+    last: &str,
+    concurrency: usize,
+) -> Result<SyncCounts, Error> {
+    let with_cards: Vec<(Customer, Option<Vec<PaymentMethod>>)> =
+        stream::iter(page.into_iter().filter(|c| !c.deleted))
+            .map(|customer| async move {
+                match cards_of(stripe, &customer.id).await {
+                    Ok(cards) => Ok((customer, Some(cards))),
+                    // Deleted since the list was read: skipped.
+                    Err(Error::Stripe(error)) if error.is_resource_missing() => {
+                        Ok((customer, None))
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await?;
+    let mut page_counts = SyncCounts::default();
+    let mut tx = store.begin().await?;
+    for (customer, cards) in &with_cards {
+        let Some(cards) = cards else {
+            page_counts.skipped += 1;
+            continue;
+        };
+        let (new_customer, recorded_cards, new_cards) = record(&mut tx, customer, cards).await?;
+        page_counts.customers += 1;
+        page_counts.new_customers += i64::from(new_customer);
+        page_counts.cards += recorded_cards;
+        page_counts.new_cards += new_cards;
+    }
+    advance_customer_sync(&mut tx, CUSTOMERS_SYNC, last, page_counts).await?;
+    tx.commit().await.map_err(kassa_store::StoreError::from)?;
+    Ok(page_counts)
+}
+
 /// Records every customer of the Stripe account with its saved cards, page by page, resuming an
 /// interrupted sync unless `options.restart`. `progress` sees the counts after each page; the
 /// sync stops after the page in hand when `shutdown` is cancelled.
@@ -212,41 +254,12 @@ pub async fn sync_customers(
         let Some(last) = page.data.last().map(|c| c.id.clone()) else {
             break;
         };
-        let with_cards: Vec<(Customer, Option<Vec<PaymentMethod>>)> =
-            stream::iter(page.data.into_iter().filter(|c| !c.deleted))
-                .map(|customer| async move {
-                    match cards_of(stripe, &customer.id).await {
-                        Ok(cards) => Ok((customer, Some(cards))),
-                        // Deleted since the list was read: skipped.
-                        Err(Error::Stripe(error)) if error.is_resource_missing() => {
-                            Ok((customer, None))
-                        }
-                        Err(error) => Err(error),
-                    }
-                })
-                .buffered(options.concurrency.max(1))
-                .try_collect()
-                .await?;
-        let mut page_counts = SyncCounts::default();
-        let mut tx = store.begin().await?;
-        for (customer, cards) in &with_cards {
-            let Some(cards) = cards else {
-                page_counts.skipped += 1;
-                continue;
-            };
-            let (new_customer, recorded_cards, new_cards) =
-                record(&mut tx, customer, cards).await?;
-            page_counts.customers += 1;
-            page_counts.new_customers += i64::from(new_customer);
-            page_counts.cards += recorded_cards;
-            page_counts.new_cards += new_cards;
-        }
-        advance_customer_sync(&mut tx, CUSTOMERS_SYNC, &last, page_counts).await?;
-        tx.commit().await.map_err(kassa_store::StoreError::from)?;
+        let has_more = page.has_more;
+        let page_counts = record_page(stripe, store, page.data, &last, options.concurrency).await?;
         counts += page_counts;
         progress(&counts);
         starting_after = Some(last);
-        if !page.has_more {
+        if !has_more {
             break;
         }
     }

@@ -17,7 +17,7 @@ use kassa_core::fulfil::{
 use kassa_core::keys::KeyScope;
 use kassa_core::{notify, records, Error};
 use kassa_store::payments::RecordedBy;
-use kassa_store::{EventClaim, Store};
+use kassa_store::{EventClaim, PgConnection, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::Client;
 use std::time::Instant;
@@ -129,67 +129,9 @@ impl EventHandler {
         if let Err(error) = kassa_store::events::lock_stripe_object(conn, &object_id).await {
             return self.failed(error.into(), attempt, Some(claimed)).await;
         }
-        let result = match handled {
-            Handled::SessionCompleted => {
-                let how = Fulfiller {
-                    stripe: &self.stripe,
-                    topology: self.charges.topology(),
-                    recorded_by: RecordedBy::Webhook,
-                    installation,
-                };
-                match fulfil_checkout_session(how, conn, &object_id, &keys).await {
-                    // A re-checkout: the new card is the default now; the charge goes again.
-                    Ok(Fulfilled::Card(SavedCard {
-                        charge_id: Some(charge_id),
-                        payment_method_id,
-                        ..
-                    })) => {
-                        self.charges
-                            .retry_after_recheckout(conn, charge_id, &object_id, &payment_method_id)
-                            .await
-                    }
-                    Ok(_) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            }
-            Handled::SessionExpired => {
-                match records::record_checkout_session(&self.stripe, conn, &object_id, installation)
-                    .await
-                {
-                    Ok(()) => self.charges.recheckout_expired(conn, &object_id).await,
-                    Err(error) => Err(error),
-                }
-            }
-            Handled::PaymentIntent => match self.charges.settle(conn, &object_id).await {
-                // Not a back-office charge: a payment made on the merchant's pages.
-                Ok(false) if event.type_ == "payment_intent.succeeded" => record_payment_intent(
-                    &self.stripe,
-                    conn,
-                    self.charges.topology(),
-                    &object_id,
-                    RecordedBy::Webhook,
-                )
-                .await
-                .map(|_| ()),
-                Ok(_) => Ok(()),
-                Err(error) => Err(error),
-            },
-            Handled::SetupIntent => {
-                records::record_setup_intent(&self.stripe, conn, &object_id).await
-            }
-            Handled::PaymentMethod => {
-                records::record_payment_method(&self.stripe, conn, &object_id).await
-            }
-            Handled::Customer => records::record_customer(&self.stripe, conn, &object_id).await,
-            Handled::NewCharge => {
-                let topology = self.charges.topology();
-                notify::announce_charge(&self.stripe, conn, topology, &event, &object_id).await
-            }
-            Handled::NewRefund => {
-                let topology = self.charges.topology();
-                notify::announce_refund(&self.stripe, conn, topology, &event, &object_id).await
-            }
-        };
+        let result = self
+            .dispatch(handled, conn, &event, &object_id, &keys)
+            .await;
         match result {
             Ok(()) => match claimed.complete().await {
                 Ok(()) => {
@@ -205,6 +147,79 @@ impl EventHandler {
                 Err(error) => self.failed(error.into(), attempt, None).await,
             },
             Err(error) => self.failed(error, attempt, Some(claimed)).await,
+        }
+    }
+
+    /// Hands the event to kassa-core by type, in the inbox transaction `conn`.
+    async fn dispatch(
+        &self,
+        handled: Handled,
+        conn: &mut PgConnection,
+        event: &Event,
+        object_id: &str,
+        keys: &KeyScope,
+    ) -> Result<(), Error> {
+        let installation = self.store.installation_id();
+        match handled {
+            Handled::SessionCompleted => {
+                let how = Fulfiller {
+                    stripe: &self.stripe,
+                    topology: self.charges.topology(),
+                    recorded_by: RecordedBy::Webhook,
+                    installation,
+                };
+                match fulfil_checkout_session(how, conn, object_id, keys).await {
+                    // A re-checkout: the new card is the default now; the charge goes again.
+                    Ok(Fulfilled::Card(SavedCard {
+                        charge_id: Some(charge_id),
+                        payment_method_id,
+                        ..
+                    })) => {
+                        self.charges
+                            .retry_after_recheckout(conn, charge_id, object_id, &payment_method_id)
+                            .await
+                    }
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+            Handled::SessionExpired => {
+                match records::record_checkout_session(&self.stripe, conn, object_id, installation)
+                    .await
+                {
+                    Ok(()) => self.charges.recheckout_expired(conn, object_id).await,
+                    Err(error) => Err(error),
+                }
+            }
+            Handled::PaymentIntent => match self.charges.settle(conn, object_id).await {
+                // Not a back-office charge: a payment made on the merchant's pages.
+                Ok(false) if event.type_ == "payment_intent.succeeded" => record_payment_intent(
+                    &self.stripe,
+                    conn,
+                    self.charges.topology(),
+                    object_id,
+                    RecordedBy::Webhook,
+                )
+                .await
+                .map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            },
+            Handled::SetupIntent => {
+                records::record_setup_intent(&self.stripe, conn, object_id).await
+            }
+            Handled::PaymentMethod => {
+                records::record_payment_method(&self.stripe, conn, object_id).await
+            }
+            Handled::Customer => records::record_customer(&self.stripe, conn, object_id).await,
+            Handled::NewCharge => {
+                let topology = self.charges.topology();
+                notify::announce_charge(&self.stripe, conn, topology, event, object_id).await
+            }
+            Handled::NewRefund => {
+                let topology = self.charges.topology();
+                notify::announce_refund(&self.stripe, conn, topology, event, object_id).await
+            }
         }
     }
 

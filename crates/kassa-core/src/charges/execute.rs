@@ -260,36 +260,7 @@ impl ChargeExecutor {
                 Ok(Round::Done)
             }
             Err(error) if error.outcome_unknown() => {
-                // Stripe may have made the PaymentIntent: what it has decides, never this answer.
-                warn!(%error, timeout = error.is_timeout(), "Stripe's answer leaves the outcome open; looking the attempt up");
-                match find_attempt_intent(&self.stripe, installation, charge).await {
-                    Ok(Some(intent)) => {
-                        metrics::counter!("kassa_charge_lookups_total", "outcome" => "found")
-                            .increment(1);
-                        info!(payment_intent = %intent.id, "found the attempt's PaymentIntent on Stripe; settling from it");
-                        self.settle_attempt(tx, charge, &intent).await?;
-                        Ok(Round::Done)
-                    }
-                    Ok(None) if error.is_idempotency_mismatch() => {
-                        metrics::counter!("kassa_charge_lookups_total", "outcome" => "none")
-                            .increment(1);
-                        // The key was first used with other parameters, and not for a
-                        // PaymentIntent of this attempt: it is someone else's key.
-                        warn!(idempotency_key = %key, "the key was used before for another request; replacing it");
-                        self.rekey_in(tx, charge).await
-                    }
-                    Ok(None) => {
-                        metrics::counter!("kassa_charge_lookups_total", "outcome" => "none")
-                            .increment(1);
-                        Err(not_settled(error))
-                    }
-                    Err(lookup) => {
-                        metrics::counter!("kassa_charge_lookups_total", "outcome" => "failed")
-                            .increment(1);
-                        warn!(error = %lookup, "the lookup failed too");
-                        Err(not_settled(error))
-                    }
-                }
+                self.settle_open_answer(tx, charge, &key, error).await
             }
             Err(error) if error.is_transient() => Err(error.into()),
             Err(error) => {
@@ -311,6 +282,45 @@ impl ChargeExecutor {
                 .await?;
                 metrics::counter!("kassa_charges_total", "outcome" => "failed").increment(1);
                 Ok(Round::Done)
+            }
+        }
+    }
+
+    /// Stripe's answer to the create left the outcome open (a time-out or network error, a 5xx, a
+    /// 2xx that does not decode, an `idempotency_error`): Stripe may have made the PaymentIntent,
+    /// so what it has decides, never this answer.
+    async fn settle_open_answer(
+        &self,
+        tx: &mut PgConnection,
+        charge: &ChargeRecord,
+        key: &IdempotencyKey,
+        error: StripeError,
+    ) -> Result<Round, Error> {
+        let installation = self.installation();
+        // Stripe may have made the PaymentIntent: what it has decides, never this answer.
+        warn!(%error, timeout = error.is_timeout(), "Stripe's answer leaves the outcome open; looking the attempt up");
+        match find_attempt_intent(&self.stripe, installation, charge).await {
+            Ok(Some(intent)) => {
+                metrics::counter!("kassa_charge_lookups_total", "outcome" => "found").increment(1);
+                info!(payment_intent = %intent.id, "found the attempt's PaymentIntent on Stripe; settling from it");
+                self.settle_attempt(tx, charge, &intent).await?;
+                Ok(Round::Done)
+            }
+            Ok(None) if error.is_idempotency_mismatch() => {
+                metrics::counter!("kassa_charge_lookups_total", "outcome" => "none").increment(1);
+                // The key was first used with other parameters, and not for a
+                // PaymentIntent of this attempt: it is someone else's key.
+                warn!(idempotency_key = %key, "the key was used before for another request; replacing it");
+                self.rekey_in(tx, charge).await
+            }
+            Ok(None) => {
+                metrics::counter!("kassa_charge_lookups_total", "outcome" => "none").increment(1);
+                Err(not_settled(error))
+            }
+            Err(lookup) => {
+                metrics::counter!("kassa_charge_lookups_total", "outcome" => "failed").increment(1);
+                warn!(error = %lookup, "the lookup failed too");
+                Err(not_settled(error))
             }
         }
     }

@@ -13,7 +13,7 @@ use kassa_broker::Topology;
 use kassa_store::payments::RecordedBy;
 use kassa_store::{checkout_sessions, customers, CustomerRecord, PgConnection};
 use kassa_stripe::objects::{
-    CheckoutMode, CheckoutSession, CheckoutSessionStatus, SetupIntentStatus,
+    CheckoutMode, CheckoutSession, CheckoutSessionStatus, SetupIntent, SetupIntentStatus,
 };
 use kassa_stripe::resources::{CustomerParams, ListCustomers};
 use kassa_stripe::{Client, Expandable, Metadata};
@@ -127,6 +127,22 @@ pub async fn fulfil_checkout_session(
             setup_intent.status
         )));
     }
+    save_card(how, conn, &session, &setup_intent, keys)
+        .await
+        .map(Fulfilled::Card)
+}
+
+/// The card of a completed setup session (its SetupIntent succeeded) becomes the default payment
+/// method of the session's customer — found or created for it — and Kassa records the customer,
+/// the card and the session, in the caller's transaction.
+async fn save_card(
+    how: Fulfiller<'_>,
+    conn: &mut PgConnection,
+    session: &CheckoutSession,
+    setup_intent: &SetupIntent,
+    keys: &KeyScope,
+) -> Result<SavedCard, Error> {
+    let stripe = how.stripe;
     let payment_method_id = setup_intent
         .payment_method
         .as_ref()
@@ -140,7 +156,7 @@ pub async fn fulfil_checkout_session(
 
     let customer_id = match session.customer.as_ref().or(setup_intent.customer.as_ref()) {
         Some(customer) => customer.id().to_owned(),
-        None => find_or_create_customer(stripe, &session, keys).await?,
+        None => find_or_create_customer(stripe, session, keys).await?,
     };
 
     // customer.* handlers re-fetch this customer under the same lock: they now wait for this
@@ -197,11 +213,11 @@ pub async fn fulfil_checkout_session(
         &payment_method_record(&payment_method, Some(&customer_id)),
     )
     .await?;
-    let charge_id = charge_id_of(&session, how.installation);
+    let charge_id = charge_id_of(session, how.installation);
     checkout_sessions::upsert_checkout_session(
         conn,
         &session_record(
-            &session,
+            session,
             how.installation,
             Some(&customer_id),
             Some(&payment_method_id),
@@ -209,11 +225,11 @@ pub async fn fulfil_checkout_session(
     )
     .await?;
     info!(customer_id = %customer_id, payment_method_id = %payment_method_id, ?charge_id, "card saved as the customer's default");
-    Ok(Fulfilled::Card(SavedCard {
+    Ok(SavedCard {
         customer_id,
         payment_method_id,
         charge_id,
-    }))
+    })
 }
 
 /// Metadata key on customers Kassa creates, naming the Checkout Session they were created for.

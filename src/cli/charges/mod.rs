@@ -10,6 +10,8 @@
 //! up on Stripe (with its saved cards) before it is refused; `charges resolve` asks Stripe too, to
 //! check what a person says against what Stripe has.
 
+mod import;
+
 use crate::config::{StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -286,7 +288,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             let route = args.jobs.checked_route().await?;
             let store = connect(&args.store, concurrency + 1).await?;
             let stripe = stripe_for_lookup(&stripe)?;
-            let imported = super::charges_import::import(
+            let imported = import::import(
                 &store,
                 stripe.as_ref(),
                 &route,

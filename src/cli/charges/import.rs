@@ -2,7 +2,7 @@
 //! as `kassa charge` records one (kassa-core's `charges::submit`), streamed with a bounded number
 //! of rows in flight, each bad row reported with its line, with a progress bar on a terminal.
 
-use super::charges::{submit, Outcome};
+use super::{submit, Outcome};
 use anyhow::{bail, Context};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

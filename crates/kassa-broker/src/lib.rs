@@ -1,10 +1,14 @@
 //! kassa-broker: everything Kassa says to RabbitMQ.
 //!
-//! It declares the topology of DESIGN.md idempotently ([`topology`]), keeps one supervised
-//! connection that reconnects with backoff ([`connection`]), and publishes with publisher confirms
+//! It declares the topology of DESIGN.md idempotently, every route included ([`topology`]),
+//! keeps one supervised connection that reconnects with backoff ([`connection`]; the live
+//! connection and its confirm-mode channels are `live`), and publishes with publisher confirms
 //! ([`publisher`]): a publish returns `Ok` only once the broker has taken responsibility for the
-//! message. It never acknowledges on anyone's behalf and never retries a publish by itself: the
-//! caller decides (the ingress answers 503 and Stripe re-sends).
+//! message. [`consumer`] runs a work queue with its retry ladder and dead letters ([`dlq`] reads and
+//! replays them); [`probe`] and [`sampler`] look at exchanges and queue depths.
+//!
+//! It never acknowledges on anyone's behalf and never retries a publish by itself: the caller
+//! decides (the ingress answers 503 and Stripe re-sends).
 
 pub mod connection;
 pub mod consumer;

@@ -142,7 +142,8 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     let config = StackConfig {
         listen: Some(args.listen),
         webhooks: false,
-        broker: args.broker.config(),
+        broker: args.broker.config()?,
+        http: args.http.limits(),
         database_url: Some(args.store.database_url.clone()),
         db_max_connections: args.store.database_max_connections,
         stripe: Some(stripe),

@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod pages;
+pub mod server;
 pub mod telemetry;
 pub mod webhook;
 
@@ -22,10 +23,10 @@ use axum::Router;
 use kassa_broker::{Broker, ConfirmedPublisher};
 use kassa_stripe::webhook::WebhookVerifier;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+
+pub use server::{serve, HttpLimits};
 
 /// Stripe's webhook bodies are small; anything above this is refused with 413.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
@@ -90,16 +91,4 @@ pub fn with_json_fallbacks(router: Router) -> Router {
                 "this route does not take that method",
             )
         })
-}
-
-/// Serves `router` on an already-bound listener until `shutdown` resolves, then lets in-flight
-/// requests (and their publishes) finish before returning.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -13,5 +13,6 @@ mod ingress;
 mod official_library;
 mod secrets;
 mod support;
+mod topology;
 mod triggers;
 mod worker;

@@ -380,3 +380,44 @@ async fn connection_failed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_addresses_is_split_and_trimmed() {
+        assert_eq!(
+            split_addresses(" amqp://a:1/%2f ,amqp://b:2/%2f,, "),
+            vec!["amqp://a:1/%2f", "amqp://b:2/%2f"]
+        );
+        assert_eq!(
+            BrokerConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f").addresses(),
+            vec!["amqp://guest:guest@127.0.0.1:5672/%2f"]
+        );
+    }
+
+    #[test]
+    fn every_password_of_a_list_is_redacted() {
+        let redacted = redact_url("amqp://kassa:first@a:5672/%2f,amqps://kassa:second@b:5671/prod");
+        assert_eq!(
+            redacted,
+            "amqp://kassa:***@a:5672/%2f,amqps://kassa:***@b:5671/prod"
+        );
+        let config = BrokerConfig::new("amqp://kassa:first@a/%2f,amqp://kassa:second@b/%2f");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("first") && !debug.contains("second"), "{debug}");
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_without_its_password() {
+        assert!(validate_addresses("amqp://a/%2f,amqps://b:5671/%2f").is_ok());
+        let error = validate_addresses("amqp://u:hunter2@a/%2f,http://u:hunter3@b/")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("entry 2"), "{error}");
+        assert!(!error.contains("hunter"), "{error}");
+        assert!(validate_addresses(" , ").is_err());
+        assert!(validate_addresses("not a url").is_err());
+    }
+}

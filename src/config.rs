@@ -147,7 +147,10 @@ impl HttpArgs {
     }
 
     /// The limits, checked against the publish time-out of the same process.
-    pub fn limits_for_webhooks(&self, broker: &BrokerArgs) -> anyhow::Result<kassa_ingress::HttpLimits> {
+    pub fn limits_for_webhooks(
+        &self,
+        broker: &BrokerArgs,
+    ) -> anyhow::Result<kassa_ingress::HttpLimits> {
         let publish = Duration::from_millis(broker.publish_timeout_ms);
         if self.http_request_timeout <= publish {
             bail!(
@@ -310,7 +313,10 @@ impl IngressArgs {
             listen: Some(self.webhook.listen),
             webhooks: true,
             broker: self.webhook.broker.config()?,
-            http: self.webhook.http.limits_for_webhooks(&self.webhook.broker)?,
+            http: self
+                .webhook
+                .http
+                .limits_for_webhooks(&self.webhook.broker)?,
             database_url: admin_token.as_ref().map(|_| self.api.database_url.clone()),
             db_max_connections: self.api.database_max_connections,
             stripe,
@@ -609,7 +615,10 @@ impl ServeArgs {
             listen: Some(self.ingress.listen),
             webhooks: true,
             broker: self.ingress.broker.config()?,
-            http: self.ingress.http.limits_for_webhooks(&self.ingress.broker)?,
+            http: self
+                .ingress
+                .http
+                .limits_for_webhooks(&self.ingress.broker)?,
             database_url: Some(self.store.database_url.clone()),
             db_max_connections: self.store.database_max_connections,
             stripe: Some(stripe),

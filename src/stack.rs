@@ -266,7 +266,8 @@ impl Stack {
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
-                    kassa_ingress::serve(listener, router, config.http, shutdown.cancelled_owned()).await
+                    kassa_ingress::serve(listener, router, config.http, shutdown.cancelled_owned())
+                        .await
                 {
                     tracing::error!(%error, "HTTP server failed");
                 }

@@ -12,6 +12,7 @@ mod deploy;
 mod ingress;
 mod official_library;
 mod secrets;
+mod slow_clients;
 mod support;
 mod topology;
 mod triggers;

@@ -406,7 +406,10 @@ mod tests {
         );
         let config = BrokerConfig::new("amqp://kassa:first@a/%2f,amqp://kassa:second@b/%2f");
         let debug = format!("{config:?}");
-        assert!(!debug.contains("first") && !debug.contains("second"), "{debug}");
+        assert!(
+            !debug.contains("first") && !debug.contains("second"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -538,8 +538,13 @@ fn field_table(arguments: &[(&'static str, QueueArgument)], group_size: bool) ->
 fn is_group_size_refusal(error: &lapin::Error) -> bool {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(e) => {
-            matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
-                && e.get_message().as_str().contains(QUORUM_GROUP_SIZE_ARGUMENT)
+            matches!(
+                e.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+            ) && e
+                .get_message()
+                .as_str()
+                .contains(QUORUM_GROUP_SIZE_ARGUMENT)
         }
         _ => false,
     }

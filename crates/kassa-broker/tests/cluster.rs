@@ -7,8 +7,8 @@
 //! Run alone: `cargo test -p kassa-broker --test cluster -- --nocapture` (prints the figures).
 
 use kassa_broker::{
-    run_consumer, Broker, BrokerConfig, ConsumerConfig, Incoming, MessageHandler, OutgoingMessage,
-    Outcome, Topology, WorkQueue,
+    run_consumer, Broker, BrokerConfig, ConsumerConfig, Incoming, MessageHandler, Outcome,
+    OutgoingMessage, Topology, WorkQueue,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -86,7 +86,10 @@ impl ClusterGuard {
         if !running {
             let started = Instant::now();
             cluster(&["start"]);
-            println!("cluster started in {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "cluster started in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         Self {
             started_here: !running,
@@ -104,21 +107,29 @@ impl Drop for ClusterGuard {
 
 /// Queue name → the nodes holding a replica, from `rabbitmqctl list_queues name members`.
 fn queue_members() -> HashMap<String, Vec<String>> {
-    cluster(&["ctl", "1", "-q", "list_queues", "name", "members", "--no-table-headers"])
-        .lines()
-        .filter_map(|line| {
-            let (name, members) = line.split_once(char::is_whitespace)?;
-            let members = members
-                .trim()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .split(',')
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty())
-                .collect();
-            Some((name.to_owned(), members))
-        })
-        .collect()
+    cluster(&[
+        "ctl",
+        "1",
+        "-q",
+        "list_queues",
+        "name",
+        "members",
+        "--no-table-headers",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let (name, members) = line.split_once(char::is_whitespace)?;
+        let members = members
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        Some((name.to_owned(), members))
+    })
+    .collect()
 }
 
 /// Records every delivery; "processes" a message id once, like the worker's inbox.
@@ -313,13 +324,20 @@ async fn confirmed_messages_survive_a_sigkill_of_the_connected_node() {
     }
     let processed = recorder.processed.lock().unwrap().clone();
     let unique: HashSet<&String> = processed.iter().collect();
-    assert_eq!(unique.len(), processed.len(), "a message was processed twice");
+    assert_eq!(
+        unique.len(),
+        processed.len(),
+        "a message was processed twice"
+    );
     let missing: Vec<&String> = log
         .confirmed
         .iter()
         .filter(|id| !unique.contains(id))
         .collect();
-    assert!(missing.is_empty(), "confirmed but never delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "confirmed but never delivered: {missing:?}"
+    );
     let deliveries = recorder.deliveries.lock().unwrap().clone();
     let redelivered = deliveries.values().filter(|n| **n > 1).count();
 

@@ -140,17 +140,19 @@ pub async fn serve(
 /// not queued), a time-out over the whole request and an idle time-out on the body.
 fn with_request_limits(router: Router, limits: &HttpLimits) -> Router {
     let request_timeout = limits.request_timeout;
-    router.layer(RequestBodyTimeoutLayer::new(limits.body_timeout)).layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(move |error: BoxError| async move {
-                answer_limit(error, request_timeout)
-            }))
-            .load_shed()
-            .layer(GlobalConcurrencyLimitLayer::new(
-                limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
-            ))
-            .timeout(request_timeout),
-    )
+    router
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |error: BoxError| async move {
+                    answer_limit(error, request_timeout)
+                }))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+                ))
+                .timeout(request_timeout),
+        )
 }
 
 fn answer_limit(error: BoxError, request_timeout: Duration) -> ApiError {

@@ -119,7 +119,14 @@ impl ConfirmedPublisher {
             Ok(Ok(Confirmation::Ack(Some(_)))) | Ok(Ok(Confirmation::Nack(Some(_)))) => {
                 Err(PublishError::Unroutable(message.routing_key.to_owned()))
             }
-            Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::Nack(None))) => {
+                // Kassa's queues have no length limit, so a nack is a fault, not back-pressure:
+                // on RabbitMQ 3.10, a channel that first publishes to a quorum queue while its
+                // leader is being re-elected (a node just died) nacks every later publish to it.
+                // A fresh connection starts with the new leader.
+                live.broken.cancel();
+                Err(PublishError::Nacked)
+            }
             // confirm_select is set on every publishing channel, so this means a channel
             // without confirms slipped in: treat it as unconfirmed.
             Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),

@@ -509,7 +509,7 @@ impl ChargeExecutor {
         error: &LookupError,
     ) -> Result<(), HandlerError> {
         let reason = format!(
-            "attempt {} was first sent {} h ago under {} and Stripe could not be asked whether it              was charged ({error}); Stripe has forgotten that key, so Kassa will not send it again",
+            "attempt {} was first sent {} h ago under {} and Stripe could not be asked whether it was charged ({error}); Stripe has forgotten that key, so Kassa will not send it again",
             charge.attempt,
             key_age / 3600,
             charge.attempt_key.as_deref().unwrap_or("(no key)"),

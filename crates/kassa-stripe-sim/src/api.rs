@@ -78,22 +78,24 @@ struct HeldKey<'a> {
 impl HeldKey<'_> {
     fn finish(mut self, saved: Option<Saved>) {
         self.armed = false;
+        let now = self.shared.env.clock.now();
         self.shared
             .idempotency
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .finish(&self.scope, &self.key, saved);
+            .finish(&self.scope, &self.key, saved, now);
     }
 }
 
 impl Drop for HeldKey<'_> {
     fn drop(&mut self) {
         if self.armed {
+            let now = self.shared.env.clock.now();
             self.shared
                 .idempotency
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .finish(&self.scope, &self.key, None);
+                .finish(&self.scope, &self.key, None, now);
         }
     }
 }
@@ -234,11 +236,12 @@ async fn answer(
                 path: uri.path().to_owned(),
                 params: Value::Object(params.0.clone()),
             };
+            let now = shared.env.clock.now();
             let begin = shared
                 .idempotency
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .begin(&api_key, key, fingerprint);
+                .begin(&api_key, key, fingerprint, now);
             match begin {
                 Begin::Execute => Some(HeldKey {
                     shared,

@@ -1,6 +1,7 @@
 //! Simulator-only controls under `/_sim/` (never under `/v1/`, where only Stripe's API lives):
-//! the request log, faults, webhook endpoints and deliveries, and completing or expiring Checkout Sessions
-//! as a customer or the clock would.
+//! the request log, faults, webhook endpoints and deliveries, completing or expiring Checkout Sessions
+//! as a customer or the clock would, and the clock itself (`GET /_sim/clock`,
+//! `POST /_sim/clock/advance` with `{"seconds": N}`; see [`crate::clock`]).
 
 use std::sync::{Arc, PoisonError};
 
@@ -17,7 +18,7 @@ use crate::config::Faults;
 use crate::error::ApiError;
 use crate::form;
 use crate::params::Params;
-use crate::resources::checkout;
+use crate::resources::{checkout, payment_intents};
 use crate::sim::Shared;
 use crate::state::Origin;
 
@@ -165,6 +166,99 @@ pub async fn expire_session(
         Ok(session) => Json(&*session).into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// What advancing the clock did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClockAdvanced {
+    /// Unix time on the simulator's clock now.
+    pub now: i64,
+    /// Seconds the simulator's clock runs ahead of the wall clock.
+    pub offset_seconds: i64,
+    /// Idempotency-Keys forgotten because they are now 24 hours old.
+    pub keys_forgotten: usize,
+    /// Open Checkout Sessions that expired because `expires_at` passed.
+    pub sessions_expired: usize,
+    /// Delayed debits (SEPA Direct Debit) whose settlement time came, now settled.
+    pub debits_settled: usize,
+}
+
+/// Moves the simulator's clock forward by `seconds` and applies what that time does at once:
+/// keys at least 24 hours old are forgotten (Stripe: "eligible to be removed from the system
+/// automatically after they're at least 24 hours old", docs: idempotent requests) and open
+/// Checkout Sessions past `expires_at` expire, each with its `checkout.session.expired` event, and
+/// delayed debits due by then settle (SEPA Direct Debit: `processing` until the debit settles, "at
+/// least three minutes" for the slow test IBANs; docs: SEPA Direct Debit, "Test your integration").
+pub fn advance_clock(shared: &Shared, seconds: u32) -> ClockAdvanced {
+    let _clock_work = shared
+        .clock_work
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let offset = shared.env.clock.advance(seconds);
+    let now = shared.env.clock.now();
+    let keys_forgotten = shared
+        .idempotency
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .forget_expired(now);
+    let ((sessions_expired, debits_settled), _) = shared.execute(Origin::default(), |ctx| {
+        (
+            checkout::expire_due(ctx),
+            payment_intents::settle_due(ctx),
+        )
+    });
+    tracing::info!(
+        seconds,
+        offset,
+        keys_forgotten,
+        sessions_expired,
+        debits_settled,
+        "simulator clock advanced"
+    );
+    ClockAdvanced {
+        now,
+        offset_seconds: offset,
+        keys_forgotten,
+        sessions_expired,
+        debits_settled,
+    }
+}
+
+/// `GET /_sim/clock`: `{now, offset_seconds}`.
+pub async fn get_clock(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    Json(json!({"now": shared.env.clock.now(), "offset_seconds": shared.env.clock.offset()}))
+        .into_response()
+}
+
+/// The most one call may advance: ten years, far beyond anything Stripe keeps time-bound state for.
+const MAX_ADVANCE_SECS: i64 = 10 * 366 * 24 * 60 * 60;
+
+/// `POST /_sim/clock/advance` with `seconds` (JSON or form): a positive whole number of seconds.
+pub async fn post_advance_clock(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let p = match body_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let seconds = match p.0.get("seconds") {
+        None => return error_response(&ApiError::missing("seconds")),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    };
+    let seconds = match seconds {
+        Some(n) if (1..=MAX_ADVANCE_SECS).contains(&n) => u32::try_from(n).unwrap_or(u32::MAX),
+        _ => {
+            return error_response(&ApiError::invalid(
+                format!("seconds must be a whole number from 1 to {MAX_ADVANCE_SECS}; the clock only moves forward"),
+                Some("seconds"),
+            ))
+        }
+    };
+    Json(advance_clock(&shared, seconds)).into_response()
 }
 
 /// A plain-text 400 for the hosted page helpers.

@@ -13,10 +13,24 @@
 //!
 //! Tour: [`config`] (what an instance is given), [`sim`] ([`Simulator`], [`serve`]), [`api`] (the `/v1`
 //! front door), [`auth`], [`form`] (bracket-form decoder), [`params`], [`idempotency`], [`faults`],
-//! [`state`] (the store, events), [`expand`], [`list`], [`currency`], [`cards`] (test cards),
-//! [`debits`] (SEPA Direct Debit test accounts),
+//! [`state`] (the store, events), [`clock`] (the simulator's now, movable), [`expand`], [`list`],
+//! [`currency`], [`cards`] (test cards), [`debits`] (SEPA Direct Debit test accounts),
 //! [`resources`] (one module per resource family), [`webhooks`] (signing, delivery), [`control`]
 //! (`/_sim/`), [`hosted`] (the checkout page).
+//!
+//! Controls, simulator-only, under `/_sim/` (JSON or form bodies):
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET /_sim/ping` | `pong` |
+//! | `GET /_sim/requests` | every `/v1` request answered: method, path, Idempotency-Key, status, replayed |
+//! | `GET`, `POST /_sim/faults` | the faults in force; set them (see [`Faults`]) |
+//! | `GET`, `POST /_sim/webhook_endpoints` | where webhooks go; add one (`url`) |
+//! | `GET /_sim/webhook_deliveries` | every delivery attempt and its outcome |
+//! | `POST /_sim/checkout/sessions/{id}/complete` | the customer completes a session (`payment_method`, default `pm_card_visa`) |
+//! | `POST /_sim/checkout/sessions/{id}/expire` | a session runs out of time now |
+//! | `GET /_sim/clock` | `{now, offset_seconds}`: the simulator's time |
+//! | `POST /_sim/clock/advance` | `{"seconds": N}`: N seconds pass on Stripe's side at once: keys 24 hours old are forgotten, open sessions past `expires_at` expire (with their event), new objects and events are created at the new time ([`clock`]) |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kassa_stripe_sim::SimError> {
@@ -34,6 +48,7 @@
 pub mod api;
 pub mod auth;
 pub mod cards;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod currency;

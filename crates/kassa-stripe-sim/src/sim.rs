@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, RecordedRequest};
+use crate::clock::Clock;
 use crate::config::{Faults, SimConfig};
 use crate::error::SimError;
 use crate::faults::FaultState;
@@ -39,6 +40,9 @@ pub struct Shared {
     events_tx: mpsc::UnboundedSender<Outgoing>,
     /// Instance facts for endpoints.
     pub env: Env,
+    /// Held while the clock's work runs (the tick, or an advance), so an advance reports exactly
+    /// what its own time did.
+    pub clock_work: Mutex<()>,
 }
 
 impl Shared {
@@ -139,6 +143,7 @@ impl Simulator {
             deliverer,
             events_tx,
             env: Env {
+                clock: Arc::new(Clock::default()),
                 api_version: config.api_version.clone(),
                 public_url: config
                     .public_url
@@ -147,6 +152,7 @@ impl Simulator {
                     .trim_end_matches('/')
                     .to_owned(),
             },
+            clock_work: Mutex::new(()),
         });
         tasks.spawn(clock(Arc::clone(&shared), cancel.clone()));
         let app = router(Arc::clone(&shared));
@@ -202,6 +208,17 @@ impl Simulator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .injected()
+    }
+
+    /// Unix time on the simulator's clock (the wall clock until [`Simulator::advance_clock`]).
+    pub fn now(&self) -> i64 {
+        self.shared.env.clock.now()
+    }
+
+    /// Lets `seconds` pass on Stripe's side at once, as `POST /_sim/clock/advance` does: keys 24
+    /// hours old are forgotten and open Checkout Sessions past `expires_at` expire now.
+    pub fn advance_clock(&self, seconds: u32) -> control::ClockAdvanced {
+        control::advance_clock(&self.shared, seconds)
     }
 
     /// Adds a webhook endpoint; it receives the events created from now on.
@@ -283,8 +300,8 @@ pub async fn serve(config: SimConfig, shutdown: impl Future<Output = ()>) -> Res
     sim.run_until(shutdown).await
 }
 
-/// Once a second: expires open Checkout Sessions whose `expires_at` has passed and settles the delayed
-/// debits whose time has come.
+/// Once a second, on the simulator's clock: expires open Checkout Sessions whose `expires_at` has
+/// passed and settles the delayed debits whose time has come.
 async fn clock(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -292,6 +309,10 @@ async fn clock(shared: Arc<Shared>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let _clock_work = shared
+            .clock_work
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         shared.execute(Origin::default(), |ctx| {
             checkout::expire_due(ctx);
             payment_intents::settle_due(ctx);
@@ -313,6 +334,8 @@ fn router(shared: Arc<Shared>) -> Router {
             get(control::list_endpoints).post(control::add_endpoint),
         )
         .route("/_sim/webhook_deliveries", get(control::deliveries))
+        .route("/_sim/clock", get(control::get_clock))
+        .route("/_sim/clock/advance", post(control::post_advance_clock))
         .route(
             "/_sim/checkout/sessions/{id}/complete",
             post(control::complete_session),

@@ -188,6 +188,8 @@ pub struct Env {
     pub api_version: String,
     /// Base of hosted checkout URLs.
     pub public_url: String,
+    /// The simulator's clock (the wall clock, moved forward by `/_sim/clock/advance`).
+    pub clock: std::sync::Arc<crate::clock::Clock>,
 }
 
 /// What identifies the API request that caused a change (`request` on events).
@@ -207,11 +209,11 @@ fn id_of(value: &Value) -> String {
         .to_owned()
 }
 
-/// One endpoint's execution: the store, the clock, and the events emitted so far.
+/// One endpoint's execution: the store, the simulator's clock, and the events emitted so far.
 pub struct Ctx<'a> {
     /// The account's data.
     pub store: &'a mut Store,
-    /// Unix time of the request.
+    /// Unix time of the request on the simulator's clock.
     pub now: i64,
     /// Instance facts.
     pub env: &'a Env,
@@ -231,7 +233,7 @@ impl<'a> Ctx<'a> {
     pub fn new(store: &'a mut Store, env: &'a Env, origin: Origin, endpoints: usize) -> Self {
         Ctx {
             store,
-            now: unix_now(),
+            now: env.clock.now(),
             env,
             origin,
             endpoints,

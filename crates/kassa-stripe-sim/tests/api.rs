@@ -988,3 +988,127 @@ async fn random_bodies_never_break_an_endpoint() {
     }
     s.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_clock_ages_keys_sessions_and_timestamps() {
+    let s = Sim::start(SimConfig::default()).await;
+    let clock = s.get("/_sim/clock").await;
+    assert_eq!(clock.status, 200);
+    assert_eq!(clock.body["offset_seconds"], 0);
+    let start = clock.body["now"].as_i64().unwrap();
+
+    let first = s.post("/v1/payment_intents", PI, Some("day-old")).await;
+    assert_eq!(first.status, 200);
+    let session = s
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "setup"),
+                ("currency", "usd"),
+                ("success_url", "http://127.0.0.1/ok"),
+            ],
+            Some("session-1"),
+        )
+        .await
+        .body;
+    assert_eq!(session["status"], "open");
+    let expires_at = session["expires_at"].as_i64().unwrap();
+    assert!(expires_at > start + 23 * 3600, "open for 24 h by default");
+
+    // 23 hours later: the key is still remembered (a replay), the session still open.
+    let advanced = s
+        .http
+        .post(format!("{}/_sim/clock/advance", s.sim.base_url()))
+        .json(&serde_json::json!({"seconds": 23 * 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(advanced.status(), 200);
+    let advanced: Value = advanced.json().await.unwrap();
+    assert_eq!(advanced["offset_seconds"], 23 * 3600);
+    assert_eq!(
+        (
+            advanced["keys_forgotten"].as_u64(),
+            advanced["sessions_expired"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    let replay = s.post("/v1/payment_intents", PI, Some("day-old")).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body["id"], first.body["id"]);
+
+    // Two more hours (form-encoded this time): Stripe forgets keys at least 24 hours old, so the
+    // same key is a new request, and the session's expires_at has passed.
+    let advanced = s
+        .send(
+            s.http
+                .post(format!("{}/_sim/clock/advance", s.sim.base_url()))
+                .form(&[("seconds", "7200")]),
+        )
+        .await;
+    assert_eq!(advanced.status, 200);
+    assert!(advanced.body["keys_forgotten"].as_u64().unwrap() >= 2);
+    assert_eq!(advanced.body["sessions_expired"], 1);
+    let session_now = s
+        .get(&format!(
+            "/v1/checkout/sessions/{}",
+            session["id"].as_str().unwrap()
+        ))
+        .await
+        .body;
+    assert_eq!(session_now["status"], "expired");
+    let expired_events = s.get("/v1/events?type=checkout.session.expired").await.body;
+    assert_eq!(
+        expired_events["data"][0]["data"]["object"]["id"],
+        session["id"]
+    );
+
+    let second = s.post("/v1/payment_intents", PI, Some("day-old")).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("idempotent-replayed"), None);
+    assert_ne!(second.body["id"], first.body["id"], "a new PaymentIntent");
+    // Objects and events carry the simulator's time.
+    let created = second.body["created"].as_i64().unwrap();
+    assert!(
+        (start + 25 * 3600..start + 25 * 3600 + 60).contains(&created),
+        "created {created} follows the clock (start {start})"
+    );
+    let later = s
+        .get(&format!(
+            "/v1/payment_intents?created[gte]={}",
+            start + 24 * 3600
+        ))
+        .await
+        .body;
+    let ids: Vec<&Value> = later["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pi| &pi["id"])
+        .collect();
+    assert_eq!(ids, vec![&second.body["id"]], "list filters use the clock");
+    let event = &s.get("/v1/events?type=payment_intent.created").await.body["data"][0];
+    assert!(event["created"].as_i64().unwrap() >= start + 25 * 3600);
+    assert_eq!(s.sim.now() / 60, (start + 25 * 3600) / 60);
+
+    // The clock only moves forward, by a whole number of seconds.
+    for bad in [
+        serde_json::json!({"seconds": -5}),
+        serde_json::json!({"seconds": 0}),
+        serde_json::json!({"seconds": 1.5}),
+        serde_json::json!({"seconds": "soon"}),
+        serde_json::json!({}),
+    ] {
+        let refused = s
+            .send(
+                s.http
+                    .post(format!("{}/_sim/clock/advance", s.sim.base_url()))
+                    .json(&bad),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{bad}: {:?}", refused.body);
+        assert_eq!(refused.body["error"]["type"], "invalid_request_error");
+    }
+    assert_eq!(s.get("/_sim/clock").await.body["offset_seconds"], 25 * 3600);
+    s.sim.shutdown().await;
+}

@@ -410,14 +410,19 @@ pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
 }
 
 /// Expires every open session whose `expires_at` has passed (run by the simulator's clock).
-pub fn expire_due(ctx: &mut Ctx) {
+/// Returns how many expired.
+pub fn expire_due(ctx: &mut Ctx) -> usize {
+    let mut expired = 0;
     while let Some((at, id)) = ctx.store.open_sessions.first().cloned() {
         if at > ctx.now {
             break;
         }
         ctx.store.open_sessions.remove(&(at, id.clone()));
-        let _ = expire(ctx, &id);
+        if expire(ctx, &id).is_ok() {
+            expired += 1;
+        }
     }
+    expired
 }
 
 /// Takes a session off the expiry index (it completed or expired).
@@ -708,6 +713,7 @@ mod tests {
         let env = Env {
             api_version: "v".into(),
             public_url: "http://sim".into(),
+            clock: Default::default(),
         };
         let mut store = Store::default();
         let mut ctx = Ctx::new(&mut store, &env, Origin::default(), 0);

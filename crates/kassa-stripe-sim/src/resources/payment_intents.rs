@@ -578,14 +578,18 @@ pub fn retrieve_mandate(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
 /// PaymentIntent succeed or fail as the account's test IBAN says, and a Checkout Session paid with it
 /// announces `checkout.session.async_payment_succeeded` or `…_failed` (docs: Checkout, "delayed
 /// notification payment methods").
-pub fn settle_due(ctx: &mut Ctx) {
+/// Returns how many debits settled.
+pub fn settle_due(ctx: &mut Ctx) -> usize {
+    let mut settled = 0;
     while let Some((at, id)) = ctx.store.pending_debits.first().cloned() {
         if at > ctx.now {
             break;
         }
         ctx.store.pending_debits.remove(&(at, id.clone()));
         settle(ctx, &id);
+        settled += 1;
     }
+    settled
 }
 
 fn settle(ctx: &mut Ctx, pi_id: &str) {

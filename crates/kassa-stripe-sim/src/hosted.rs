@@ -141,7 +141,8 @@ fn render(session: &Value, items: &[Value], error: Option<&str>) -> String {
 }
 
 fn load(shared: &Shared, id: &str) -> Option<(Value, Vec<Value>)> {
-    let (found, _) = shared.execute(Origin::default(), |ctx| {
+    let mode = shared.mode_of(id)?;
+    let (found, _) = shared.execute(mode, Origin::default(), |ctx| {
         let session = ctx
             .store
             .get(id)
@@ -189,7 +190,8 @@ pub async fn pay(
         email: p.str("email"),
         name: p.str("name"),
     };
-    let (result, _) = shared.execute(Origin::default(), |ctx| {
+    let mode = shared.mode_of(&id).unwrap_or_default();
+    let (result, _) = shared.execute(mode, Origin::default(), |ctx| {
         checkout::complete(ctx, &id, &completion)
     });
     match result {

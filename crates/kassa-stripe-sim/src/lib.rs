@@ -60,16 +60,22 @@ pub mod form;
 pub mod hosted;
 pub mod idempotency;
 pub mod list;
+pub mod mode;
 pub mod params;
+pub mod publishable;
 pub mod resources;
 pub mod sim;
 pub mod state;
 pub mod webhooks;
 
 pub use api::RecordedRequest;
+pub use auth::{key_fingerprint, KeyKind};
 pub use config::{
-    Faults, SimConfig, DEFAULT_API_VERSION, DEFAULT_WEBHOOK_SECRET, TEST_MODE_RATE_LIMIT,
+    Faults, SimConfig, DEFAULT_API_VERSION, DEFAULT_LIVE_WEBHOOK_SECRET, DEFAULT_WEBHOOK_SECRET,
+    ENDPOINT_RATE_LIMIT, LIVE_MODE_RATE_LIMIT, TEST_MODE_RATE_LIMIT,
 };
 pub use error::SimError;
+pub use faults::RateLimited;
+pub use mode::Mode;
 pub use sim::{serve, Simulator};
 pub use webhooks::{signature_header, DeliveryOutcome, WebhookDelivery};

@@ -119,11 +119,19 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
     assert_eq!(other.status, 400);
     assert_eq!(other.body["error"]["type"], "idempotency_error");
 
-    // Keys belong to one API key: another key may reuse the same string.
+    // Keys belong to the account and its mode: another test-mode key (a restricted one, say) meets
+    // the same key, while live mode has keys of its own.
     let rb = s
         .http
         .post(format!("{}/v1/payment_intents", s.sim.base_url()))
-        .bearer_auth("sk_test_other")
+        .bearer_auth("rk_test_other")
+        .header("Idempotency-Key", "k1")
+        .form(&[("amount", "2000"), ("currency", "usd")]);
+    assert_eq!(s.send(rb).await.status, 400);
+    let rb = s
+        .http
+        .post(format!("{}/v1/payment_intents", s.sim.base_url()))
+        .bearer_auth("sk_live_other")
         .header("Idempotency-Key", "k1")
         .form(&[("amount", "2000"), ("currency", "usd")]);
     assert_eq!(s.send(rb).await.status, 200);
@@ -165,7 +173,13 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
         .collect();
     assert_eq!(
         k1,
-        vec![(200, false), (200, true), (400, false), (200, false)]
+        vec![
+            (200, false),
+            (200, true),
+            (400, false),
+            (400, false),
+            (200, false)
+        ]
     );
     let created = log
         .iter()

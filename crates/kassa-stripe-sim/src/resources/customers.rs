@@ -134,7 +134,7 @@ fn new_card_source(ctx: &Ctx, token: &str, customer: &str) -> Result<Value, ApiE
     let Some(card) = cards::by_token(token) else {
         return Err(ApiError::no_such_param("token", token, "source"));
     };
-    if let cards::Behaviour::Declined(d) = card.behaviour {
+    if let cards::Behaviour::Declined(d) = cards::behaviour_in(card, ctx.mode) {
         return Err(payment_methods::setup_decline(&d));
     }
     let hash = cards::card_hash(card, ctx.now);

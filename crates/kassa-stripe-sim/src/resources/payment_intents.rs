@@ -421,7 +421,8 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, 
         }
         Outcome::Processing
     } else {
-        outcome(ctx, &pm_id, payment_methods::card_of(&pm).behaviour, o)
+        let card = payment_methods::card_of(&pm);
+        outcome(ctx, &pm_id, crate::cards::behaviour_in(card, ctx.mode), o)
     };
     let mut new = (*pi).clone();
     match outcome {
@@ -705,9 +706,11 @@ pub fn capture(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     Ok(new)
 }
 
-/// `GET /v1/payment_intents/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
-    fetch(ctx, id)
+/// `GET /v1/payment_intents/{id}` (`client_secret` checked when given; a publishable key must give it).
+pub fn retrieve(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    let pi = fetch(ctx, id)?;
+    crate::publishable::check_client_secret(ctx, &pi, p)?;
+    Ok(pi)
 }
 
 /// `POST /v1/payment_intents/{id}`: metadata, description, receipt_email, amount, payment_method.
@@ -793,8 +796,10 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
         "radar_options",
         "confirmation_token",
         "payment_method_types",
+        "client_secret",
     ])?;
     let mut pi = (*fetch(ctx, id)?).clone();
+    crate::publishable::check_client_secret(ctx, &pi, p)?;
     let status = pi["status"].as_str().unwrap_or_default().to_owned();
     if ![
         "requires_payment_method",
@@ -816,6 +821,12 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     if let Some(pm) = p.str("payment_method") {
         let pm = check_pm_for_customer(ctx, &pm, pi["customer"].as_str())?;
         pi["payment_method"] = payment_methods::resolve(ctx, &pm, "payment_method")?["id"].clone();
+    } else if p.get("payment_method_data").is_some() {
+        // Stripe.js's Payment Element confirms with the details the customer typed: the
+        // PaymentMethod is created from `payment_method_data` (docs: confirm a PaymentIntent,
+        // `payment_method_data`).
+        let pm = payment_methods::create(ctx, &p.obj("payment_method_data")?)?;
+        pi["payment_method"] = pm["id"].clone();
     }
     if let Some(s) = p.str("setup_future_usage") {
         pi["setup_future_usage"] = json!(s);

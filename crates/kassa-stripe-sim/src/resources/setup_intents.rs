@@ -126,7 +126,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
     };
     let pm = ctx.fetch("payment_method", "PaymentMethod", &pm_id, "payment_method")?;
     let behaviour = if pm["type"] == "card" {
-        payment_methods::card_of(&pm).behaviour
+        crate::cards::behaviour_in(payment_methods::card_of(&pm), ctx.mode)
     } else {
         // Stripe: setting up a SEPA Direct Debit account succeeds at once; its mandate is what a
         // later off-session debit relies on.
@@ -190,9 +190,11 @@ fn confirm_succeeded(ctx: &mut Ctx, mut new: Value, pm_id: &str) -> Result<Obj, 
     Ok(new)
 }
 
-/// `GET /v1/setup_intents/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
-    ctx.fetch("setup_intent", "setupintent", id, "intent")
+/// `GET /v1/setup_intents/{id}` (`client_secret` checked when given; a publishable key must give it).
+pub fn retrieve(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    let si = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
+    crate::publishable::check_client_secret(ctx, &si, p)?;
+    Ok(si)
 }
 
 /// `POST /v1/setup_intents/{id}/confirm`.
@@ -205,8 +207,10 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
         "use_stripe_sdk",
         "payment_method_data",
         "confirmation_token",
+        "client_secret",
     ])?;
     let mut si = (*ctx.fetch("setup_intent", "setupintent", id, "intent")?).clone();
+    crate::publishable::check_client_secret(ctx, &si, p)?;
     let status = si["status"].as_str().unwrap_or_default().to_owned();
     if ![
         "requires_payment_method",
@@ -223,6 +227,10 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     }
     if let Some(pm) = p.str("payment_method") {
         let pm = payment_methods::resolve(ctx, &pm, "payment_method")?;
+        si["payment_method"] = pm["id"].clone();
+    } else if p.get("payment_method_data").is_some() {
+        // As for PaymentIntents: Stripe.js's `confirmSetup` sends the typed card as `payment_method_data`.
+        let pm = payment_methods::create(ctx, &p.obj("payment_method_data")?)?;
         si["payment_method"] = pm["id"].clone();
     }
     confirm_intent(ctx, si, false)

@@ -450,7 +450,7 @@ async fn execute(
 /// never shared between modes), and intents in the error cut to a publishable key's view.
 fn in_other_mode(ctx: &crate::state::Ctx<'_>, e: ApiError, via_publishable_key: bool) -> ApiError {
     let mut e = match &e.missing_id {
-        Some(id) if ctx.other.get(id).is_some() => e.exists_in_other_mode(ctx.mode.other()),
+        Some(id) if ctx.other.holds(id) => e.exists_in_other_mode(ctx.mode.other()),
         _ => e,
     };
     if via_publishable_key {

@@ -66,6 +66,7 @@ pub mod publishable;
 pub mod resources;
 pub mod sim;
 pub mod state;
+pub mod stripe_js;
 pub mod webhooks;
 
 pub use api::RecordedRequest;

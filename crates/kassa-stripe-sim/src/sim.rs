@@ -24,7 +24,7 @@ use crate::mode::Mode;
 use crate::resources::{checkout, payment_intents};
 use crate::state::{Accounts, Ctx, Env, Origin};
 use crate::webhooks::{Deliverer, DeliverySettings, Outgoing, WebhookDelivery};
-use crate::{control, hosted};
+use crate::{control, hosted, stripe_js};
 
 /// State shared by every handler and background task of one instance.
 pub struct Shared {
@@ -389,6 +389,13 @@ fn router(shared: Arc<Shared>) -> Router {
             post(control::expire_session),
         )
         .route("/c/pay/{id}", get(hosted::page).post(hosted::pay))
+        .route("/v3", get(stripe_js::script))
+        .route("/v3/", get(stripe_js::script))
+        .route("/v3/stripe.js", get(stripe_js::script))
+        .route(
+            "/3ds/{id}",
+            get(stripe_js::challenge_page).post(stripe_js::challenge_answer),
+        )
         .fallback(control::not_found)
         .layer(axum::middleware::map_response(control::ensure_request_id))
         .with_state(shared)

@@ -117,6 +117,11 @@ impl Store {
         self.objects.get(id).map(|o| &**o)
     }
 
+    /// Whether this id is one of the store's objects or events.
+    pub fn holds(&self, id: &str) -> bool {
+        self.objects.contains_key(id) || self.event_index.contains_key(id)
+    }
+
     /// The shared snapshot of an object.
     pub fn get_obj(&self, id: &str) -> Option<&Obj> {
         self.objects.get(id)

@@ -844,6 +844,70 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     )
 }
 
+/// The customer's answer on the 3-D Secure challenge page of a PaymentIntent in `requires_action`
+/// (the page Stripe.js opens for `next_action.use_stripe_sdk`; docs: 3D Secure authentication,
+/// testing: "complete" or "fail" the authentication). `client_secret` must be the intent's.
+///
+/// Passed: the confirmation goes on as authenticated — it succeeds, or the issuer declines after
+/// authentication for the cards that do that (the decline is recorded on the intent). Failed:
+/// Stripe's `payment_intent_authentication_failure` — the intent is back to
+/// `requires_payment_method` with that `last_payment_error`, `payment_intent.payment_failed`.
+pub fn authenticate(
+    ctx: &mut Ctx,
+    id: &str,
+    client_secret: Option<&str>,
+    passed: bool,
+) -> Result<Obj, ApiError> {
+    let pi = fetch(ctx, id)?;
+    if client_secret.is_none() || pi["client_secret"].as_str() != client_secret {
+        return Err(ApiError::invalid(
+            "The client_secret provided does not match the client_secret associated with the PaymentIntent.",
+            Some("client_secret"),
+        ));
+    }
+    if pi["status"] != "requires_action" {
+        return Err(ApiError::invalid_code(
+            "payment_intent_unexpected_state",
+            format!(
+                "This PaymentIntent is not awaiting authentication: its status is {}.",
+                pi["status"].as_str().unwrap_or_default()
+            ),
+            None,
+        ));
+    }
+    if passed {
+        let options = ConfirmOptions {
+            authenticated: true,
+            ..ConfirmOptions::default()
+        };
+        return match confirm_intent(ctx, pi, options) {
+            Ok(pi) => Ok(pi),
+            // A decline after authentication is recorded on the intent, which tells the browser.
+            Err(e) if e.status == http::StatusCode::PAYMENT_REQUIRED => fetch(ctx, id),
+            Err(e) => Err(e),
+        };
+    }
+    let pm = pi["payment_method"]
+        .as_str()
+        .and_then(|p| ctx.store.get(p))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut new = (*pi).clone();
+    new["status"] = json!("requires_payment_method");
+    new["payment_method"] = Value::Null;
+    new["next_action"] = Value::Null;
+    new["last_payment_error"] = json!({
+        "code": "payment_intent_authentication_failure",
+        "doc_url": "https://stripe.com/docs/error-codes/payment-intent-authentication-failure",
+        "message": "The provided PaymentMethod has failed authentication. You can provide payment_method_data or a new PaymentMethod to attempt to fulfill this PaymentIntent again.",
+        "payment_method": pm,
+        "type": "invalid_request_error"
+    });
+    let new = ctx.put(new);
+    ctx.emit("payment_intent.payment_failed", new.clone(), None);
+    Ok(new)
+}
+
 /// `POST /v1/payment_intents/{id}/cancel`.
 pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["cancellation_reason"])?;

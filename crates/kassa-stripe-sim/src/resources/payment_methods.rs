@@ -162,7 +162,7 @@ fn typed_expiry(ctx: &Ctx, card: &Params) -> Result<Option<(i64, i64)>, ApiError
     // Months since year 0, now and of the expiry: a card is valid through its expiry month.
     let days = ctx.now.div_euclid(86_400);
     let (now_year, now_month) = civil_year_month(days);
-    if year * 12 + month < now_year * 12 + now_month || year > now_year + 50 {
+    if year * 12 + month < now_year * 12 + now_month {
         return Err(ApiError::card_error(
             "invalid_expiry_year",
             "Your card's expiration year is invalid.",

@@ -236,6 +236,63 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     confirm_intent(ctx, si, false)
 }
 
+/// The customer's answer on the 3-D Secure challenge page of a SetupIntent in `requires_action`, as
+/// [`super::payment_intents::authenticate`]: passed, the setup succeeds (the card is attached to the
+/// intent's customer); failed, Stripe's `setup_intent_authentication_failure`, the intent back to
+/// `requires_payment_method`, `setup_intent.setup_failed`.
+pub fn authenticate(
+    ctx: &mut Ctx,
+    id: &str,
+    client_secret: Option<&str>,
+    passed: bool,
+) -> Result<Obj, ApiError> {
+    let si = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
+    if client_secret.is_none() || si["client_secret"].as_str() != client_secret {
+        return Err(ApiError::invalid(
+            "The client_secret provided does not match the client_secret associated with the SetupIntent.",
+            Some("client_secret"),
+        ));
+    }
+    if si["status"] != "requires_action" {
+        return Err(ApiError::invalid_code(
+            "setup_intent_unexpected_state",
+            format!(
+                "This SetupIntent is not awaiting authentication: its status is {}.",
+                si["status"].as_str().unwrap_or_default()
+            ),
+            None,
+        ));
+    }
+    if passed {
+        return match confirm_intent(ctx, (*si).clone(), true) {
+            Ok(si) => Ok(si),
+            Err(e) if e.status == http::StatusCode::PAYMENT_REQUIRED => {
+                ctx.fetch("setup_intent", "setupintent", id, "intent")
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let pm = si["payment_method"]
+        .as_str()
+        .and_then(|p| ctx.store.get(p))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut new = (*si).clone();
+    new["status"] = json!("requires_payment_method");
+    new["payment_method"] = Value::Null;
+    new["next_action"] = Value::Null;
+    new["last_setup_error"] = json!({
+        "code": "setup_intent_authentication_failure",
+        "doc_url": "https://stripe.com/docs/error-codes/setup-intent-authentication-failure",
+        "message": "The latest attempt to set up the payment method has failed because authentication failed.",
+        "payment_method": pm,
+        "type": "invalid_request_error"
+    });
+    let new = ctx.put(new);
+    ctx.emit("setup_intent.setup_failed", new.clone(), None);
+    Ok(new)
+}
+
 /// `POST /v1/setup_intents/{id}/cancel`.
 pub fn cancel(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["cancellation_reason"])?;

@@ -554,6 +554,13 @@
 
   // --- Stripe ---------------------------------------------------------------------------------------
 
+  var CUSTOMER_MESSAGES = {
+    payment_intent_authentication_failure:
+      "We are unable to authenticate your payment method. Please choose a different payment method and try again.",
+    setup_intent_authentication_failure:
+      "We are unable to authenticate your payment method. Please choose a different payment method and try again."
+  };
+
   function StripeClient(key, options) {
     this._key = key;
     this._options = options || {};
@@ -600,6 +607,10 @@
     if (confirming && body.status === "requires_payment_method" && last) {
       var error = Object.assign({}, last);
       error[kind] = body;
+      if (CUSTOMER_MESSAGES[error.code]) {
+        // Stripe.js tells the customer this one in its own words, not the API's.
+        error.message = CUSTOMER_MESSAGES[error.code];
+      }
       return { error: error };
     }
     var out = {};

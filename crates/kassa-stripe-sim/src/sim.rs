@@ -252,7 +252,8 @@ impl Simulator {
     }
 
     /// Lets `seconds` pass on Stripe's side at once, as `POST /_sim/clock/advance` does: keys 24
-    /// hours old are forgotten and open Checkout Sessions past `expires_at` expire now.
+    /// hours old are forgotten, open Checkout Sessions past `expires_at` expire and delayed debits
+    /// due by then settle, in both modes.
     pub fn advance_clock(&self, seconds: u32) -> control::ClockAdvanced {
         control::advance_clock(&self.shared, seconds)
     }

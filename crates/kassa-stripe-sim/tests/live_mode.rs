@@ -389,6 +389,131 @@ async fn test_cards_are_declined_in_live_mode_and_the_live_card_pays() {
     s.sim.shutdown().await;
 }
 
+#[tokio::test]
+async fn everything_live_mode_makes_says_livemode_true() {
+    let s = Sim::start(SimConfig::default()).await;
+    let (_, cus) = s
+        .post(LIVE, "/v1/customers", &[("source", "tok_simulatorLive")])
+        .await;
+    let (_, product) = s.post(LIVE, "/v1/products", &[("name", "Tea")]).await;
+    let (status, price) = s
+        .post(
+            LIVE,
+            "/v1/prices",
+            &[
+                ("product", id(&product)),
+                ("unit_amount", "900"),
+                ("currency", "usd"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{price}");
+    let (_, session) = s
+        .post(
+            LIVE,
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("line_items[0][price]", id(&price)),
+                ("line_items[0][quantity]", "2"),
+                ("success_url", "http://127.0.0.1/ok"),
+            ],
+        )
+        .await;
+    let (status, _) = s
+        .control(
+            &format!("/_sim/checkout/sessions/{}/complete", id(&session)),
+            json!({"payment_method": "pm_card_simulatorLive"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, charge) = s
+        .post(
+            LIVE,
+            "/v1/charges",
+            &[
+                ("amount", "700"),
+                ("currency", "usd"),
+                ("customer", id(&cus)),
+            ],
+        )
+        .await;
+    assert_eq!(charge["paid"], true, "{charge}");
+    let (status, _) = s
+        .post(LIVE, "/v1/refunds", &[("charge", id(&charge))])
+        .await;
+    assert_eq!(status, 200);
+    let (_, si) = s
+        .post(
+            LIVE,
+            "/v1/setup_intents",
+            &[
+                ("customer", id(&cus)),
+                ("payment_method", "pm_card_simulatorLive"),
+                ("confirm", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(si["status"], "succeeded");
+    let (_, sepa) = s
+        .post(
+            LIVE,
+            "/v1/payment_methods",
+            &[
+                ("type", "sepa_debit"),
+                ("sepa_debit[iban]", "DE89370400440532013000"),
+                ("billing_details[name]", "Jenny Rosen"),
+                ("billing_details[email]", "jenny@example.com"),
+            ],
+        )
+        .await;
+    let (status, debit) = s
+        .post(
+            LIVE,
+            "/v1/payment_intents",
+            &[
+                ("amount", "1000"),
+                ("currency", "eur"),
+                ("payment_method_types[]", "sepa_debit"),
+                ("payment_method", id(&sepa)),
+                ("confirm", "true"),
+                ("mandate_data[customer_acceptance][type]", "offline"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, debit["status"].as_str()),
+        (200, Some("processing"))
+    );
+    s.sim.advance_clock(1);
+    // Every event live mode made, and every object in them, says livemode: true.
+    let (_, events) = s.get(LIVE, "/v1/events?limit=100").await;
+    let events = events["data"].as_array().unwrap().clone();
+    let types: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["type"].as_str()).collect();
+    for t in [
+        "customer.created",
+        "product.created",
+        "price.created",
+        "checkout.session.completed",
+        "charge.succeeded",
+        "charge.refunded",
+        "setup_intent.succeeded",
+        "payment_intent.succeeded",
+    ] {
+        assert!(types.contains(t), "{t} missing from {types:?}");
+    }
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(text.contains("\"livemode\":true"));
+    assert!(
+        !text.contains("\"livemode\":false"),
+        "a live event or object says livemode: false"
+    );
+    let (_, test_events) = s.get(TEST, "/v1/events").await;
+    assert_eq!(test_events["data"], json!([]), "test mode saw none of it");
+    s.sim.shutdown().await;
+}
+
 type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 async fn receiver() -> (String, Received) {
@@ -557,7 +682,9 @@ async fn the_request_log_names_each_requests_mode_and_key_never_the_key() {
         .await;
 
     let log = s.sim.requests();
-    let seen: Vec<(&str, Option<bool>, Option<KeyKind>, Option<String>)> = log
+    /// What the log says of one request: endpoint, mode, key kind, key fingerprint.
+    type Seen<'a> = (&'a str, Option<bool>, Option<KeyKind>, Option<String>);
+    let seen: Vec<Seen> = log
         .iter()
         .map(|r| {
             (

@@ -116,7 +116,7 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "failure_code": decline.map(|d| d.code),
         "failure_message": decline.map(|d| d.message),
         "fraud_details": {},
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": input.metadata,
         "on_behalf_of": null,
         "outcome": outcome,

@@ -301,7 +301,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "expires_at": expires_at,
         "invoice": null,
         "invoice_creation": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "locale": p.str("locale"),
         "metadata": metadata,
         "mode": mode,

@@ -89,7 +89,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "email": p.str("email"),
         "invoice_prefix": random_suffix("", 8).to_uppercase(),
         "invoice_settings": {"custom_fields": null, "default_payment_method": null, "footer": null, "rendering_options": null},
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": metadata_or_empty(p)?,
         "name": p.str("name"),
         "next_invoice_sequence": 1,

@@ -50,7 +50,7 @@ pub fn materialize(
         "card": cards::card_hash(card, ctx.now),
         "created": ctx.now,
         "customer": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": {},
         "type": "card"
     });
@@ -260,7 +260,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
                 "billing_details": billing,
                 "created": ctx.now,
                 "customer": null,
-                "livemode": false,
+                "livemode": ctx.livemode(),
                 "metadata": metadata,
                 "sepa_debit": {
                     "bank_code": &iban[4..9.min(iban.len())],

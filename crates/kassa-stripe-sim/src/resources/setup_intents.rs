@@ -36,7 +36,7 @@ pub fn new_setup_intent(
         "flow_directions": null,
         "last_setup_error": null,
         "latest_attempt": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "mandate": null,
         "metadata": metadata,
         "next_action": null,
@@ -135,7 +135,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
             ctx.insert(
                 "mandate",
                 json!({"id": mandate, "object": "mandate", "customer_acceptance": {"accepted_at": ctx.now, "offline": {}, "type": "offline"},
-                       "livemode": false, "multi_use": {}, "payment_method": pm_id, "payment_method_details": {"type": pm["type"]},
+                       "livemode": ctx.livemode(), "multi_use": {}, "payment_method": pm_id, "payment_method_details": {"type": pm["type"]},
                        "single_use": null, "status": "active", "type": "multi_use"}),
             );
             ctx.store.mandates.insert(pm_id.clone(), mandate.clone());

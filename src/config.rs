@@ -698,12 +698,21 @@ pub struct StripeSimArgs {
     /// The secret webhooks are signed with.
     #[arg(long, default_value = kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET, hide_default_value = true)]
     pub webhook_secret: String,
+    /// Where to deliver live-mode webhooks (repeat for several endpoints; live keys `sk_live_…`).
+    #[arg(long = "live-webhook-endpoint")]
+    pub live_webhook_endpoints: Vec<String>,
+    /// The secret live-mode webhooks are signed with (must differ from --webhook-secret).
+    #[arg(long, default_value = kassa_stripe_sim::DEFAULT_LIVE_WEBHOOK_SECRET, hide_default_value = true)]
+    pub live_webhook_secret: String,
     /// Answer this fraction of /v1 requests with a 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Answer 429 rate_limit above this many requests per second (Stripe test mode: about 25).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Answer 429 rate_limit above this many requests per second to one endpoint (Stripe: about 25).
+    #[arg(long)]
+    pub endpoint_rate_limit: Option<u32>,
     /// Added latency per request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -715,14 +724,23 @@ impl StripeSimArgs {
         if !self.webhook_secret.starts_with("whsec_") {
             bail!("--webhook-secret must start with whsec_");
         }
+        if !self.live_webhook_secret.starts_with("whsec_") {
+            bail!("--live-webhook-secret must start with whsec_");
+        }
+        if self.live_webhook_secret == self.webhook_secret {
+            bail!("--live-webhook-secret must differ from --webhook-secret");
+        }
         let mut config = SimConfig {
             listen: self.listen,
             webhook_endpoints: self.webhook_endpoints.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            live_webhook_endpoints: self.live_webhook_endpoints.clone(),
+            live_webhook_secret: self.live_webhook_secret.clone(),
             ..SimConfig::default()
         };
         config.faults.error_rate = self.error_rate;
         config.faults.rate_limit_per_sec = self.rate_limit;
+        config.faults.endpoint_rate_limit_per_sec = self.endpoint_rate_limit;
         config.faults.latency = Duration::from_millis(self.latency_ms);
         config
             .faults

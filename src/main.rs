@@ -202,7 +202,7 @@ async fn stripe_sim(args: config::StripeSimArgs) -> anyhow::Result<()> {
     let sim_config = args.sim_config()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(config::cancel_on_signal(shutdown.clone()));
-    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test mode only; any sk_test_ key)");
+    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test and live mode: any sk_test_ or sk_live_ key)");
     kassa_stripe_sim::serve(sim_config, shutdown.cancelled_owned())
         .await
         .context("running the Stripe simulator")

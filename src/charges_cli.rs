@@ -3,40 +3,96 @@
 //!
 //! These commands record charges the way `POST /api/charges` does (the same validation, the row
 //! and its job in one transaction through the outbox); the worker executes them later. So they
-//! need PostgreSQL and the topology prefix that names the job's exchange, never RabbitMQ or
-//! Stripe.
+//! need PostgreSQL and the topology prefix that names the job's exchange. Before recording,
+//! `charge` and `charges import` check on RabbitMQ that this exchange exists (a passive declare,
+//! which creates nothing): under a mistyped `KASSA_AMQP_PREFIX` the jobs would go to an exchange
+//! no worker reads. With `KASSA_STRIPE_API_KEY` set, a customer Kassa has not recorded is looked
+//! up on Stripe (with its saved cards) before it is refused; `charges resolve` asks Stripe too, to
+//! check what a person says against what Stripe has.
 
-use crate::config::StoreArgs;
+use crate::config::{StoreArgs, StripeArgs};
+use crate::connector_cli::stripe_client;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kassa_broker::Topology;
-use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest};
+use kassa_ingress::admin::{charge_json, validate_charge, ChargeRequest, CustomerLookup};
 use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, NewCharge, Store};
+use kassa_worker::review::Resolution;
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-/// Where charge jobs go: only the prefix is needed to name the `kassa.charges` exchange.
+/// Where charge jobs go: the prefix names the `kassa.charges` exchange, checked on RabbitMQ.
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
     /// Prefix of every exchange and queue name; must match the worker's.
     #[arg(long, env = "KASSA_AMQP_PREFIX", default_value = "")]
     pub amqp_prefix: String,
+    /// RabbitMQ URL, to check that the charges exchange exists before recording anything.
+    #[arg(
+        long,
+        env = "KASSA_AMQP_URL",
+        default_value = crate::config::DEFAULT_AMQP_URL,
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
 }
 
 impl JobArgs {
     fn route(&self) -> JobRoute {
         kassa_worker::charges::job_route(&Topology::new(self.amqp_prefix.clone()))
     }
+
+    /// The route, once RabbitMQ confirmed that its exchange exists (Kassa's workers declare it
+    /// at start); refuses clearly otherwise, before anything is recorded.
+    async fn checked_route(&self) -> anyhow::Result<JobRoute> {
+        let route = self.route();
+        let url = kassa_broker::connection::redact_url(&self.amqp_url);
+        let exists = kassa_broker::probe::exchange_exists(&self.amqp_url, &route.exchange)
+            .await
+            .with_context(|| {
+                format!(
+                    "checking that exchange {} exists at KASSA_AMQP_URL={url}; nothing was recorded",
+                    route.exchange
+                )
+            })?;
+        if !exists {
+            bail!(
+                "RabbitMQ at KASSA_AMQP_URL={url} has no exchange {:?}, so no worker would ever \
+                 run these charges. Check KASSA_AMQP_PREFIX (now {:?}) against the workers', and \
+                 that a `kassa worker` or `kassa serve` has started there once (it declares the \
+                 exchange). Nothing was recorded.",
+                route.exchange,
+                self.amqp_prefix
+            );
+        }
+        Ok(route)
+    }
+}
+
+/// The customer lookup on Stripe, when a key is set (without one, an unrecorded customer is
+/// refused as unknown).
+fn customer_lookup(
+    stripe: &StripeArgs,
+    store: &Store,
+) -> anyhow::Result<Option<Box<dyn CustomerLookup>>> {
+    if stripe.target()?.is_none() {
+        return Ok(None);
+    }
+    let client = stripe_client(stripe)?;
+    Ok(Some(Box::new(
+        kassa::customer_lookup::StripeCustomers::new(client, store.clone()),
+    )))
 }
 
 /// `kassa charge`: one charge of a saved card.
 #[derive(Args)]
 pub struct ChargeArgs {
-    /// The customer, `cus_…`, known to Kassa with a saved card.
+    /// The customer, `cus_…`, with a saved card (looked up on Stripe when Kassa has not
+    /// recorded it and KASSA_STRIPE_API_KEY is set).
     #[arg(long)]
     customer: String,
     /// Integer minor units: 1999 for $19.99, 1000 for ¥1,000.
@@ -58,6 +114,8 @@ pub struct ChargeArgs {
     store: StoreArgs,
     #[command(flatten)]
     jobs: JobArgs,
+    #[command(flatten)]
+    stripe: StripeArgs,
 }
 
 /// `kassa charges`.
@@ -75,7 +133,7 @@ pub struct ChargesArgs {
 enum ChargesCommand {
     /// List charges in id order.
     List {
-        /// Only charges in this status (pending, processing, succeeded, requires_recheckout, retrying, failed).
+        /// Only charges in this status (pending, processing, succeeded, requires_recheckout, retrying, failed, needs_review).
         #[arg(long)]
         status: Option<String>,
         /// At most this many.
@@ -89,6 +147,34 @@ enum ChargesCommand {
     Show {
         /// The charge's id or its reference.
         charge: String,
+    },
+    /// Resolve a charge in needs_review after checking Stripe: paid by a PaymentIntent, failed,
+    /// or back in line to be looked up again.
+    ///
+    /// A charge is in needs_review when its attempt was first sent more than 23 hours ago and
+    /// Stripe could not be asked whether it was charged: Stripe has forgotten the attempt's key,
+    /// so Kassa will not send it again, nor call it failed. Look on Stripe for the customer's
+    /// PaymentIntents with metadata kassa_charge_id = the charge's id (`kassa charges show`
+    /// prints the customer, the attempt and its key). Each resolution is checked against Stripe
+    /// before it is recorded.
+    #[command(group(clap::ArgGroup::new("resolution").required(true).args(["succeeded_by", "failed", "requeue"])))]
+    Resolve {
+        /// The charge's id or its reference.
+        charge: String,
+        /// The charge was paid by this PaymentIntent (`pi_…`): it must have succeeded, for the
+        /// charge's customer, amount and currency.
+        #[arg(long, value_name = "PI")]
+        succeeded_by: Option<String>,
+        /// Nothing was charged: the charge fails (`charge.failed` is announced). Refused while
+        /// Stripe shows a paid or processing PaymentIntent for the attempt.
+        #[arg(long)]
+        failed: bool,
+        /// Put the charge back in line: the worker looks the attempt up on Stripe again and
+        /// settles from it, or sends it under a new key if Stripe has none.
+        #[arg(long)]
+        requeue: bool,
+        #[command(flatten)]
+        stripe: StripeArgs,
     },
     /// Record the charges of a CSV file, row by row.
     ///
@@ -106,12 +192,16 @@ enum ChargesCommand {
         /// Rows in flight at once (each holds a database connection).
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
         concurrency: u32,
+        #[command(flatten)]
+        stripe: StripeArgs,
     },
 }
 
 /// Runs `kassa charge`.
 pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
+    let route = args.jobs.checked_route().await?;
     let store = connect(&args.store, 2).await?;
+    let lookup = customer_lookup(&args.stripe, &store)?;
     let request = ChargeRequest {
         customer: Some(args.customer),
         amount: Some(amount_value(&args.amount)),
@@ -121,7 +211,7 @@ pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
         reference: Some(args.reference),
         metadata: None,
     };
-    let result = submit(&store, &args.jobs.route(), &request).await;
+    let result = submit(&store, lookup.as_deref(), &route, &request).await;
     store.close().await;
     match result? {
         Submitted::Created(record) => {
@@ -151,7 +241,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             let status = match status.as_deref() {
                 None | Some("") => None,
                 Some(s) => Some(s.parse::<ChargeStatus>().map_err(|_| {
-                    anyhow::anyhow!("--status: {s:?} is not one of pending, processing, succeeded, requires_recheckout, retrying, failed")
+                    anyhow::anyhow!("--status: {s:?} is not one of pending, processing, succeeded, requires_recheckout, retrying, failed, needs_review")
                 })?),
             };
             let store = connect(&args.store, 1).await?;
@@ -169,15 +259,44 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             print_charge(&record);
             Ok(())
         }
+        ChargesCommand::Resolve {
+            charge,
+            succeeded_by,
+            failed,
+            requeue,
+            stripe,
+        } => {
+            let resolution = match (succeeded_by, failed, requeue) {
+                (Some(pi), false, false) => Resolution::SucceededBy(pi),
+                (None, true, false) => Resolution::Failed,
+                (None, false, true) => Resolution::Requeue,
+                _ => bail!("give exactly one of --succeeded-by PI, --failed, --requeue"),
+            };
+            let client = crate::connector_cli::stripe_client(&stripe)?;
+            let store = connect(&args.store, 2).await?;
+            let result = resolve(&store, client, &args.jobs, &charge, &resolution).await;
+            store.close().await;
+            let record = result?;
+            println!(
+                "charge {} ({}) is {} now",
+                record.id, record.reference, record.status
+            );
+            print_charge(&record);
+            Ok(())
+        }
         ChargesCommand::Import {
             file,
             quiet,
             concurrency,
+            stripe,
         } => {
+            let route = args.jobs.checked_route().await?;
             let store = connect(&args.store, concurrency + 1).await?;
+            let lookup = customer_lookup(&stripe, &store)?;
             let imported = import(
                 &store,
-                &args.jobs.route(),
+                lookup.as_deref(),
+                &route,
                 &file,
                 quiet,
                 concurrency as usize,
@@ -204,7 +323,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
 async fn connect(args: &StoreArgs, connections: u32) -> anyhow::Result<Store> {
     Store::connect(
         &args.database_url,
-        connections.min(args.database_max_connections),
+        connections.min(args.database_max_connections.unwrap_or(u32::MAX)),
     )
     .await
     .with_context(|| {
@@ -243,10 +362,11 @@ enum Submitted {
 /// and charging nothing for it silently would be the wrong answer.
 async fn submit(
     store: &Store,
+    lookup: Option<&dyn CustomerLookup>,
     route: &JobRoute,
     request: &ChargeRequest,
 ) -> anyhow::Result<Submitted> {
-    let charge = match validate_charge(store, request, false).await {
+    let charge = match validate_charge(store, lookup, request, false).await {
         Ok(charge) => charge,
         Err(e) if e.status.is_server_error() => bail!("checking the charge: {}", e.message),
         Err(e) => return Ok(Submitted::Rejected(e.message)),
@@ -271,6 +391,31 @@ fn same_charge(record: &ChargeRecord, charge: &NewCharge) -> bool {
     record.customer_id == charge.customer_id
         && record.amount == charge.amount
         && record.currency == charge.currency
+}
+
+async fn resolve(
+    store: &Store,
+    stripe: kassa_stripe::Client,
+    jobs: &JobArgs,
+    id_or_reference: &str,
+    resolution: &Resolution,
+) -> anyhow::Result<ChargeRecord> {
+    let record = find(store, id_or_reference)
+        .await?
+        .with_context(|| format!("no charge with id or reference {id_or_reference:?}"))?;
+    let executor = kassa_worker::ChargeExecutor::new(
+        stripe,
+        store.clone(),
+        Topology::new(jobs.amqp_prefix.clone()),
+        kassa_worker::RecheckoutPages {
+            public_url: String::new(),
+        },
+        0,
+    );
+    executor
+        .resolve(record.id, resolution)
+        .await
+        .with_context(|| format!("resolving charge {} ({})", record.id, record.reference))
 }
 
 async fn find(store: &Store, id_or_reference: &str) -> anyhow::Result<Option<ChargeRecord>> {
@@ -316,18 +461,82 @@ fn list(charges: &[ChargeRecord], limit: u32) {
     }
 }
 
-/// Every field of `charge_json`, one per line.
+/// Every field of `charge_json`, one per line (times in UTC with their age), and for a charge
+/// in review what to check on Stripe and how to resolve it.
 fn print_charge(charge: &ChargeRecord) {
+    let now = kassa_store::OffsetDateTime::now_utc().unix_timestamp();
     if let Value::Object(fields) = charge_json(charge) {
         for (name, value) in fields {
             let shown = match value {
                 Value::Null => "-".to_owned(),
                 Value::String(s) => s,
+                Value::Number(n) if name.ends_with("_at") => match n.as_i64() {
+                    Some(unix) => time_for_people(unix, now),
+                    None => n.to_string(),
+                },
                 other => other.to_string(),
             };
-            println!("{:<23}{shown}", format!("{name}:"));
+            println!("{:<25}{shown}", format!("{name}:"));
         }
     }
+    if charge.status == ChargeStatus::NeedsReview {
+        let since = charge
+            .attempt_started_at
+            .map(|t| t.unix_timestamp() - kassa_worker::lookup::CLOCK_MARGIN_SECS)
+            .unwrap_or(0);
+        println!();
+        println!(
+            "This charge needs review: Kassa could not ask Stripe whether attempt {} was charged, \
+             and Stripe has forgotten its key, so Kassa will not send it again by itself.",
+            charge.attempt
+        );
+        println!(
+            "Check Stripe: the PaymentIntents of {} created since {} with metadata \
+             kassa_charge_id={} and kassa_attempt={} (Dashboard, or \
+             GET /v1/payment_intents?customer={}&created[gte]={since}). Then:",
+            charge.customer_id,
+            time_for_people(since, now),
+            charge.id,
+            charge.attempt,
+            charge.customer_id
+        );
+        println!(
+            "  kassa charges resolve {} --succeeded-by pi_…   one succeeded: record it",
+            charge.reference
+        );
+        println!(
+            "  kassa charges resolve {} --failed             none was paid: fail the charge",
+            charge.reference
+        );
+        println!(
+            "  kassa charges resolve {} --requeue            Stripe answers again: let Kassa look and settle (or send under a new key)",
+            charge.reference
+        );
+    }
+}
+
+/// `2026-11-24 17:33:05 UTC (25 h ago)`.
+fn time_for_people(unix: i64, now: i64) -> String {
+    let Ok(t) = kassa_store::OffsetDateTime::from_unix_timestamp(unix) else {
+        return unix.to_string();
+    };
+    let age = now - unix;
+    let ago = match age {
+        ..0 => "in the future".to_owned(),
+        0..120 => format!("{age} s ago"),
+        120..7200 => format!("{} min ago", age / 60),
+        7200..172_800 => format!("{} h ago", age / 3600),
+        _ => format!("{} days ago", age / 86_400),
+    };
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02}:{:02} UTC ({ago})",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// One CSV row as written; every cell is text until validation says otherwise.
@@ -378,6 +587,7 @@ type ReadRow = (u64, Result<ChargeRequest, String>);
 /// order) and records each good row; a database failure stops the import.
 async fn import(
     store: &Store,
+    lookup: Option<&dyn CustomerLookup>,
     route: &JobRoute,
     file: &std::path::Path,
     quiet: bool,
@@ -427,7 +637,7 @@ async fn import(
     let mut outcomes = stream::iter(rows)
         .map(|(line, request)| async move {
             let outcome = match request {
-                Ok(request) => submit(store, route, &request).await,
+                Ok(request) => submit(store, lookup, route, &request).await,
                 Err(message) => Ok(Submitted::Rejected(message)),
             };
             (line, outcome)

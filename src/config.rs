@@ -68,6 +68,9 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// `KASSA_AMQP_URL`'s default: the local broker's guest account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 /// RabbitMQ settings shared by every process that talks to the broker.
 #[derive(Args, Clone, Debug)]
 pub struct BrokerArgs {
@@ -76,7 +79,7 @@ pub struct BrokerArgs {
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,
@@ -268,9 +271,10 @@ pub struct IngressApiArgs {
     /// PostgreSQL URL (with KASSA_ADMIN_TOKEN); the database is created if missing and migrated.
     #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
-    /// Connections in the pool (with KASSA_ADMIN_TOKEN).
-    #[arg(long, env = "KASSA_DATABASE_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub database_max_connections: u32,
+    /// Connections in the pool (with KASSA_ADMIN_TOKEN); not set: what the APIs and pages
+    /// need (see the README's pool rule), which is also the least accepted.
+    #[arg(long, env = "KASSA_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: Option<u32>,
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
@@ -309,6 +313,16 @@ impl IngressArgs {
                 })?,
             ),
         };
+        let pool = PoolUse {
+            worker: None,
+            pages: admin_token.is_some(),
+            admin_api: admin_token.is_some(),
+        };
+        let db_max_connections = if admin_token.is_some() {
+            pool.pool_size("kassa ingress", self.api.database_max_connections)?
+        } else {
+            1
+        };
         Ok(StackConfig {
             listen: Some(self.webhook.listen),
             webhooks: true,
@@ -318,7 +332,7 @@ impl IngressArgs {
                 .http
                 .limits_for_webhooks(&self.webhook.broker)?,
             database_url: admin_token.as_ref().map(|_| self.api.database_url.clone()),
-            db_max_connections: self.api.database_max_connections,
+            db_max_connections,
             stripe,
             stripe_max_rps: self.api.stripe_max_rps,
             webhook_secrets: verifier.secrets().to_vec(),
@@ -360,9 +374,93 @@ pub struct StoreArgs {
     /// PostgreSQL URL; the database is created if missing and migrated at start.
     #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
-    /// Connections in the pool (each event in flight holds one).
-    #[arg(long, env = "KASSA_DATABASE_MAX_CONNECTIONS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub database_max_connections: u32,
+    /// Connections in the pool. Not set: what this process needs (the README's pool rule:
+    /// `serve` and `worker` 2 × KASSA_WORKER_CONCURRENCY + 2, plus 18 for the pages and APIs);
+    /// set below that, Kassa refuses to start.
+    #[arg(long, env = "KASSA_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: Option<u32>,
+}
+
+/// Back-office API requests (`/api/charges`): short queries, never a connection held across a
+/// Stripe call.
+pub const BACK_OFFICE_CONNECTIONS: u32 = 2;
+
+/// What holds PostgreSQL connections in one process, for the pool-size rule (README,
+/// "Configuration"). Each part counts the connections it can hold at the same moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolUse {
+    /// The worker's `KASSA_WORKER_CONCURRENCY` and whether its events poller runs.
+    pub worker: Option<(u32, bool)>,
+    /// Merchant pages and payment confirmations (they hold a connection while calling Stripe).
+    pub pages: bool,
+    /// The back-office API (`KASSA_ADMIN_TOKEN`).
+    pub admin_api: bool,
+}
+
+impl PoolUse {
+    /// Each holder of connections: how many, and what (naming the variables that set it).
+    pub fn parts(&self) -> Vec<(u32, String)> {
+        let mut parts = Vec::new();
+        if let Some((concurrency, poller)) = self.worker {
+            parts.push((
+                2 * concurrency,
+                format!(
+                    "2 × KASSA_WORKER_CONCURRENCY ({concurrency}): events and charge jobs, each \
+                     holding a connection while it calls Stripe"
+                ),
+            ));
+            parts.push((1, "the outbox relay".to_owned()));
+            if poller {
+                parts.push((
+                    1,
+                    "the events poller (KASSA_EVENTS_POLL_INTERVAL)".to_owned(),
+                ));
+            }
+        }
+        if self.pages {
+            parts.push((
+                kassa_ingress::checkout::PAGE_CALLS_IN_FLIGHT as u32,
+                "merchant pages and payment confirmations in flight".to_owned(),
+            ));
+        }
+        if self.admin_api {
+            parts.push((
+                BACK_OFFICE_CONNECTIONS,
+                "the back-office API (KASSA_ADMIN_TOKEN)".to_owned(),
+            ));
+        }
+        parts
+    }
+
+    /// Connections needed at most at once.
+    pub fn needed(&self) -> u32 {
+        self.parts().iter().map(|(n, _)| n).sum::<u32>().max(1)
+    }
+
+    /// The pool size for `command`: `configured` (KASSA_DATABASE_MAX_CONNECTIONS), or what is
+    /// needed when it is not set. A configured pool smaller than the need is refused: handlers
+    /// would wait for connections held by others across Stripe calls, and time out.
+    pub fn pool_size(&self, command: &str, configured: Option<u32>) -> anyhow::Result<u32> {
+        let needed = self.needed();
+        match configured {
+            None => Ok(needed),
+            Some(size) if size >= needed => Ok(size),
+            Some(size) => {
+                let parts: Vec<String> = self
+                    .parts()
+                    .into_iter()
+                    .map(|(n, what)| format!("{n} for {what}"))
+                    .collect();
+                bail!(
+                    "KASSA_DATABASE_MAX_CONNECTIONS={size} is too small for `{command}`, which needs \
+                     {needed}: {}. Raise KASSA_DATABASE_MAX_CONNECTIONS, lower \
+                     KASSA_WORKER_CONCURRENCY, or leave KASSA_DATABASE_MAX_CONNECTIONS unset to get \
+                     exactly {needed}",
+                    parts.join(" + ")
+                )
+            }
+        }
+    }
 }
 
 /// Where Stripe is.
@@ -438,6 +536,30 @@ pub struct WorkerArgs {
     /// the cursor saved in PostgreSQL); at most 30 days, Stripe's event retention.
     #[arg(long, env = "KASSA_EVENTS_POLL_LOOKBACK", default_value = "24h", value_parser = parse_lookback)]
     pub events_poll_lookback: Duration,
+    /// How long published outbox messages are kept before the relay deletes them (`30d`;
+    /// `off` keeps them). At least a day: a kept message's id stops the same notification from
+    /// being queued twice when two events about one object arrive apart.
+    #[arg(long, env = "KASSA_OUTBOX_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub outbox_retention: Retention,
+}
+
+/// `KASSA_OUTBOX_RETENTION`: `None` keeps published messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention(pub Option<Duration>);
+
+/// `KASSA_OUTBOX_RETENTION`: a duration of at least a day, or `off`.
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if matches!(text.trim(), "off" | "false" | "none" | "0") {
+        return Ok(Retention(None));
+    }
+    let retention = parse_duration(text).map_err(|e| format!("KASSA_OUTBOX_RETENTION: {e}"))?;
+    if retention < Duration::from_secs(86_400) {
+        return Err(format!(
+            "KASSA_OUTBOX_RETENTION: {text:?} is less than a day; published messages must outlive \
+             the events that may announce the same object again (give 1d or more, or off)"
+        ));
+    }
+    Ok(Retention(Some(retention)))
 }
 
 /// A duration such as `90`, `90s`, `15m`, `24h` or `7d` (plain numbers are seconds).
@@ -483,17 +605,15 @@ pub fn parse_lookback(text: &str) -> Result<Duration, String> {
 }
 
 impl WorkerArgs {
-    /// Each event in flight holds a database connection for its whole handling (Stripe calls
-    /// included), so the pool must be larger than the concurrency, or handlers time out waiting.
-    pub fn check_pool(&self, store: &StoreArgs) -> anyhow::Result<()> {
-        if store.database_max_connections < self.worker_concurrency + 2 {
-            bail!(
-                "KASSA_DATABASE_MAX_CONNECTIONS={} must be at least KASSA_WORKER_CONCURRENCY + 2 = {}",
-                store.database_max_connections,
-                self.worker_concurrency + 2
-            );
+    /// What this worker holds in connections (the pool rule's worker part).
+    pub fn pool_use(&self) -> PoolUse {
+        PoolUse {
+            worker: Some((
+                self.worker_concurrency,
+                self.events_poll_interval.0.is_some(),
+            )),
+            ..PoolUse::default()
         }
-        Ok(())
     }
 
     /// The worker configuration these flags describe; a bad SMTP setting fails here.
@@ -522,6 +642,9 @@ impl WorkerArgs {
                         .map_err(|e| anyhow::anyhow!("KASSA_NOTIFY_EMAIL: {e}"))?;
                     Some(address.to_owned())
                 }
+            },
+            relay: kassa_worker::relay::RelayConfig {
+                retention: self.outbox_retention.0,
             },
             events_poller: self.events_poll_interval.0.map(|interval| {
                 kassa_worker::backfill::PollerConfig {
@@ -593,7 +716,14 @@ impl ServeArgs {
 
     /// The whole stack's configuration.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
-        self.worker.check_pool(&self.store)?;
+        let admin_token = parse_admin_token(self.admin_token.as_deref())?;
+        let pool = PoolUse {
+            pages: true,
+            admin_api: admin_token.is_some(),
+            ..self.worker.pool_use()
+        };
+        let db_max_connections =
+            pool.pool_size("kassa serve", self.store.database_max_connections)?;
         let stripe = self.stripe_target()?;
         let webhook_secrets = match &stripe {
             StripeTarget::Embedded(_) => Vec::new(),
@@ -620,13 +750,13 @@ impl ServeArgs {
                 .http
                 .limits_for_webhooks(&self.ingress.broker)?,
             database_url: Some(self.store.database_url.clone()),
-            db_max_connections: self.store.database_max_connections,
+            db_max_connections,
             stripe: Some(stripe),
             stripe_max_rps: self.stripe_max_rps,
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
             worker: Some(self.worker.config()?),
-            admin_token: parse_admin_token(self.admin_token.as_deref())?,
+            admin_token,
             public_url: self
                 .worker
                 .public_url
@@ -650,12 +780,21 @@ pub struct StripeSimArgs {
     /// The secret webhooks are signed with.
     #[arg(long, default_value = kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET, hide_default_value = true)]
     pub webhook_secret: String,
+    /// Where to deliver live-mode webhooks (repeat for several endpoints; live keys `sk_live_…`).
+    #[arg(long = "live-webhook-endpoint")]
+    pub live_webhook_endpoints: Vec<String>,
+    /// The secret live-mode webhooks are signed with (must differ from --webhook-secret).
+    #[arg(long, default_value = kassa_stripe_sim::DEFAULT_LIVE_WEBHOOK_SECRET, hide_default_value = true)]
+    pub live_webhook_secret: String,
     /// Answer this fraction of /v1 requests with a 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Answer 429 rate_limit above this many requests per second (Stripe test mode: about 25).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Answer 429 rate_limit above this many requests per second to one endpoint (Stripe: about 25).
+    #[arg(long)]
+    pub endpoint_rate_limit: Option<u32>,
     /// Added latency per request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -667,14 +806,23 @@ impl StripeSimArgs {
         if !self.webhook_secret.starts_with("whsec_") {
             bail!("--webhook-secret must start with whsec_");
         }
+        if !self.live_webhook_secret.starts_with("whsec_") {
+            bail!("--live-webhook-secret must start with whsec_");
+        }
+        if self.live_webhook_secret == self.webhook_secret {
+            bail!("--live-webhook-secret must differ from --webhook-secret");
+        }
         let mut config = SimConfig {
             listen: self.listen,
             webhook_endpoints: self.webhook_endpoints.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            live_webhook_endpoints: self.live_webhook_endpoints.clone(),
+            live_webhook_secret: self.live_webhook_secret.clone(),
             ..SimConfig::default()
         };
         config.faults.error_rate = self.error_rate;
         config.faults.rate_limit_per_sec = self.rate_limit;
+        config.faults.endpoint_rate_limit_per_sec = self.endpoint_rate_limit;
         config.faults.latency = Duration::from_millis(self.latency_ms);
         config
             .faults

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kassa::stack::StripeTarget;
 use kassa_ingress::connector::{validate_legacy_charge, LegacyChargeRequest};
+use kassa_ingress::idempotency;
 use kassa_stripe::objects::Metadata;
 use kassa_stripe::resources::{CustomerParams, ListCustomers, ProductParams};
 use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
@@ -24,23 +25,35 @@ pub fn stripe_client(args: &StripeArgs) -> anyhow::Result<Client> {
     Client::new(config).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")
 }
 
-/// Your own `--idempotency-key` (so re-running a command that timed out creates nothing twice),
-/// or a fresh one.
+/// The Idempotency-Key of a command: yours (`--idempotency-key`), or one derived from the
+/// command's arguments, so re-running a command that timed out or whose answer was lost never
+/// creates (or charges) twice.
 #[derive(Args, Clone, Debug)]
 pub struct KeyArgs {
-    /// Idempotency key: the same key again returns the first result instead of creating twice.
+    /// Idempotency key sent to Stripe (as `kassa:connector:ACTION:KEY`). Without it the key is a
+    /// SHA-256 of the command's arguments: the same command run again within Stripe's 24 hours
+    /// returns the first result instead of creating a second one. To create a second, identical
+    /// one on purpose (a second charge of the same amount), give a new key.
     #[arg(long)]
     idempotency_key: Option<String>,
 }
 
 impl KeyArgs {
-    fn key(&self, action: &str) -> anyhow::Result<IdempotencyKey> {
+    /// The key for `action`, from `--idempotency-key` or derived from `arguments`.
+    fn key(
+        &self,
+        action: &str,
+        arguments: &[(&str, Option<&str>)],
+    ) -> anyhow::Result<IdempotencyKey> {
+        let scope = format!("connector:{action}");
         let key = match &self.idempotency_key {
-            Some(key) => key.clone(),
-            None => format!("{:032x}", rand::random::<u128>()),
+            Some(key) => idempotency::given(&scope, key)
+                .map_err(|e| anyhow::anyhow!("--idempotency-key: {}", e.message))?,
+            None => idempotency::derived(&scope, arguments)
+                .map_err(|e| anyhow::anyhow!("deriving the idempotency key: {}", e.message))?,
         };
-        IdempotencyKey::new(format!("kassa:connector:{action}:{key}"))
-            .map_err(|e| anyhow::anyhow!("--idempotency-key: {e}"))
+        eprintln!("Idempotency-Key: {key}");
+        Ok(key)
     }
 }
 
@@ -103,6 +116,15 @@ pub async fn customers(args: CustomersArgs) -> anyhow::Result<()> {
             metadata: pairs,
             key,
         } => {
+            let metadata_args = pairs.join("\n");
+            let key = key.key(
+                "customer",
+                &[
+                    ("email", email.as_deref()),
+                    ("name", name.as_deref()),
+                    ("metadata", Some(&metadata_args)),
+                ],
+            )?;
             let params = CustomerParams {
                 email,
                 name,
@@ -111,7 +133,7 @@ pub async fn customers(args: CustomersArgs) -> anyhow::Result<()> {
             };
             let customer = stripe
                 .customers()
-                .create(&params, &key.key("customer")?)
+                .create(&params, &key)
                 .await
                 .context("creating the customer")?;
             print(&customer)
@@ -175,6 +197,16 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
             if name.trim().is_empty() {
                 bail!("--name must not be empty");
             }
+            let metadata_args = pairs.join("\n");
+            let key = key.key(
+                "product",
+                &[
+                    ("name", Some(&name)),
+                    ("description", description.as_deref()),
+                    ("product_code", product_code.as_deref()),
+                    ("metadata", Some(&metadata_args)),
+                ],
+            )?;
             let mut metadata = metadata(&pairs)?.unwrap_or_default();
             if let Some(code) = product_code {
                 metadata.insert("product_code".into(), code);
@@ -187,7 +219,7 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
             };
             let product = stripe
                 .products()
-                .create(&params, &key.key("product")?)
+                .create(&params, &key)
                 .await
                 .context("creating the product")?;
             print(&product)
@@ -241,9 +273,22 @@ pub async fn legacy_charge(args: LegacyChargeArgs) -> anyhow::Result<()> {
     };
     let params = validate_legacy_charge(&request).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let stripe = stripe_client(&args.stripe)?;
+    // The validated parameters, not the raw flags: `--currency USD` and `--currency usd` are
+    // the same charge.
+    let amount = params.amount.to_string();
+    let key = args.key.key(
+        "legacy_charge",
+        &[
+            ("amount", Some(&amount)),
+            ("currency", Some(&params.currency)),
+            ("source", params.source.as_deref()),
+            ("customer", params.customer.as_deref()),
+            ("description", params.description.as_deref()),
+        ],
+    )?;
     let charge = stripe
         .charges()
-        .create(&params, &args.key.key("legacy_charge")?)
+        .create(&params, &key)
         .await
         .context("creating the charge (legacy Charges API)")?;
     print(&charge)

@@ -82,10 +82,15 @@ impl Inner {
             stripe: &self.stripe,
             topology: &self.topology,
             recorded_by: RecordedBy::SuccessPage,
+            installation: self.store.installation_id(),
         };
         // Keys of their own: this path never shares a key with the webhook's attempts, and every
         // step reads Stripe's state first (see KeyScope).
-        let keys = KeyScope::new(format!("success_page:{session_id}"), 0);
+        let keys = KeyScope::new(
+            self.store.installation_id(),
+            format!("success_page:{session_id}"),
+            0,
+        );
         let fulfilled = fulfil_checkout_session(how, &mut tx, &session_id, &keys)
             .await
             .map_err(from_handler)?;

@@ -4,5 +4,6 @@
 //! Dependencies point one way: this crate → kassa-ingress / kassa-worker → kassa-stripe,
 //! kassa-broker, kassa-store. It holds no business logic of its own.
 
+pub mod customer_lookup;
 pub mod fulfil;
 pub mod stack;

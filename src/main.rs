@@ -7,7 +7,10 @@ mod config;
 mod connector_cli;
 mod demo;
 mod dlq;
+mod outbox_cli;
 mod reconcile;
+mod status;
+mod sync_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -43,8 +46,12 @@ enum Command {
     Worker(WorkerCommandArgs),
     /// Create the database if missing and apply the migrations, then exit.
     Migrate(StoreArgs),
+    /// This installation's id, and whether PostgreSQL, RabbitMQ and Stripe answer.
+    Status(status::StatusArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq(dlq::DlqArgs),
+    /// Messages waiting in the outbox (charge jobs, alerts): list, retry or drop a failing one.
+    Outbox(outbox_cli::OutboxArgs),
     /// Charge a customer's saved card: record the charge and queue it for the worker.
     Charge(charges_cli::ChargeArgs),
     /// List, show and import (CSV) back-office charges.
@@ -55,6 +62,8 @@ enum Command {
     Products(connector_cli::ProductsArgs),
     /// Charge a token or a customer with the LEGACY Charges API (new integrations: PaymentIntents).
     LegacyCharge(connector_cli::LegacyChargeArgs),
+    /// Record what exists at Stripe: `sync customers` backfills every customer and saved card.
+    Sync(sync_cli::SyncArgs),
     /// One pass over Stripe's /v1/events: publish what webhooks missed and report it.
     Reconcile(reconcile::ReconcileArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
@@ -80,12 +89,15 @@ fn main() -> anyhow::Result<()> {
             Command::Ingress(args) => ingress(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Migrate(args) => migrate(args).await,
+            Command::Status(args) => status::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Outbox(args) => outbox_cli::run(args).await,
             Command::Charge(args) => charges_cli::charge(args).await,
             Command::Charges(args) => charges_cli::charges(args).await,
             Command::Customers(args) => connector_cli::customers(args).await,
             Command::Products(args) => connector_cli::products(args).await,
             Command::LegacyCharge(args) => connector_cli::legacy_charge(args).await,
+            Command::Sync(args) => sync_cli::run(args).await,
             Command::Reconcile(args) => reconcile::run(args).await,
             Command::StripeSim(args) => stripe_sim(args).await,
             Command::Bench { which } => bench::run(which).await,
@@ -135,7 +147,10 @@ async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
 }
 
 async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
-    args.worker.check_pool(&args.store)?;
+    let db_max_connections = args
+        .worker
+        .pool_use()
+        .pool_size("kassa worker", args.store.database_max_connections)?;
     let stripe = args.stripe.target()?.context(
         "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;
@@ -145,7 +160,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         broker: args.broker.config()?,
         http: args.http.limits(),
         database_url: Some(args.store.database_url.clone()),
-        db_max_connections: args.store.database_max_connections,
+        db_max_connections,
         stripe: Some(stripe),
         stripe_max_rps: args.stripe.stripe_max_rps,
         webhook_secrets: Vec::new(),
@@ -160,6 +175,7 @@ async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         health = %format!("http://{}/healthz", stack.address.map_or_else(|| args.listen.to_string(), |a| a.to_string())),
         concurrency = args.worker.worker_concurrency,
         prefetch = args.worker.worker_prefetch,
+        database_connections = db_max_connections,
         stripe_api_base = %args.stripe.stripe_api_base,
         "kassa worker started"
     );
@@ -187,7 +203,7 @@ async fn stripe_sim(args: config::StripeSimArgs) -> anyhow::Result<()> {
     let sim_config = args.sim_config()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(config::cancel_on_signal(shutdown.clone()));
-    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test mode only; any sk_test_ key)");
+    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test and live mode: any sk_test_ or sk_live_ key)");
     kassa_stripe_sim::serve(sim_config, shutdown.cancelled_owned())
         .await
         .context("running the Stripe simulator")

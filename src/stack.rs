@@ -179,6 +179,12 @@ impl Stack {
             ),
             None => None,
         };
+        if let Some(store) = &store {
+            info!(
+                installation = store.installation_id(),
+                "installation id read from PostgreSQL"
+            );
+        }
 
         let broker_shutdown = CancellationToken::new();
         let broker = Broker::start(config.broker.clone(), broker_shutdown.clone());
@@ -195,9 +201,13 @@ impl Stack {
             };
             if let (Some(token), Some(store)) = (config.admin_token.clone(), store.clone()) {
                 let route = kassa_worker::charges::job_route(broker.topology());
-                router = router.merge(kassa_ingress::admin::router(AdminState::new(
-                    store, token, route,
-                )));
+                let mut admin = AdminState::new(store.clone(), token, route);
+                if let Some(stripe) = &stripe {
+                    admin = admin.with_customer_lookup(std::sync::Arc::new(
+                        crate::customer_lookup::StripeCustomers::new(stripe.clone(), store),
+                    ));
+                }
+                router = router.merge(kassa_ingress::admin::router(admin));
                 info!("back-office API mounted under /api (Bearer KASSA_ADMIN_TOKEN)");
             }
             if let (Some(token), Some(stripe)) = (config.admin_token.clone(), stripe.clone()) {
@@ -305,6 +315,12 @@ impl Stack {
             http,
             work,
         })
+    }
+
+    /// This installation's id (read from PostgreSQL at start), when the process has a database:
+    /// the one every Idempotency-Key and Stripe metadata of this installation carry.
+    pub fn installation_id(&self) -> Option<&str> {
+        self.store.as_ref().map(Store::installation_id)
     }
 
     /// The base URL of the HTTP server, when there is one.

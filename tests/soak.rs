@@ -1,7 +1,9 @@
 //! The crash soak at CI size: `kassa bench soak` with about 1 000 events and 200 charges through
 //! two ingress and two worker processes while workers are SIGKILLed every few seconds, an ingress
-//! is SIGKILLed once and RabbitMQ is restarted once. Every check (events processed exactly once,
-//! one succeeded PaymentIntent per charge, nothing stranded, no unexpected dead letter) must pass.
+//! is SIGKILLed once and RabbitMQ is restarted once, then "the day after": charges whose create
+//! answers are lost, dead-lettered, and replayed after 25 hours on Stripe's clock. Every check
+//! (events processed exactly once, at most one succeeded PaymentIntent per charge over the whole
+//! run, nothing stranded, no unexpected dead letter) must pass.
 //!
 //! This restarts RabbitMQ (`rabbitmqctl stop_app` / `start_app`, the node of
 //! KASSA_SOAK_RABBITMQ_NODE or the local default), so it is a test binary of its own: cargo runs
@@ -58,7 +60,6 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
     assert_eq!(checks["events_processed"], checks["events"]);
     assert_eq!(checks["charges_paid_twice"], 0);
     assert_eq!(checks["charges_paid_once"], checks["good_charges"]);
-    assert_eq!(report["size"]["charges"], 200);
     assert_eq!(checks["stranded_messages"], 0);
     assert!(checks["dead_letter_ids_injected"].as_u64().unwrap() > 0);
     assert_eq!(
@@ -66,6 +67,18 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
         checks["dead_letter_ids_injected"]
     );
     assert_eq!(checks["unexpected_dead_letters"], 0);
+    let day_after = &report["day_after"];
+    assert_eq!(day_after["charges"], 12, "{report:#}");
+    assert_eq!(
+        day_after["dead_lettered_and_replayed"], day_after["charges"],
+        "{report:#}"
+    );
+    assert_eq!(
+        day_after["settled_as_stripe_says"], day_after["charges"],
+        "{report:#}"
+    );
+    assert!(day_after["keys_forgotten"].as_u64().unwrap() > 0);
+    assert_eq!(report["size"]["charges"], 200 + 12);
     let chaos = &report["chaos"];
     assert!(chaos["worker_kills"].as_u64().unwrap() >= 3, "{report:#}");
     assert_eq!(chaos["ingress_kills"], 1);

@@ -6,6 +6,9 @@
 //! - Baseline, same run and database: the same rows inserted in-process by a plain loop of
 //!   `create_charge` (no validation, no outbox, one row per transaction). Ratio = import ÷ baseline.
 //! - Then the same file again: nothing new may be created.
+//!
+//! The import checks that its prefix's `kassa.charges` exchange exists, so the benchmark declares
+//! that one exchange on `KASSA_AMQP_URL` for its scratch prefix and deletes it afterwards.
 
 use super::write_report;
 use anyhow::{bail, Context};
@@ -31,6 +34,14 @@ pub struct ImportBenchArgs {
     /// PostgreSQL server; a scratch database `kassa_bench_…` is created on it and dropped after.
     #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
+    /// RabbitMQ, where the scratch prefix's `kassa.charges` exchange is declared for the import.
+    #[arg(
+        long,
+        env = "KASSA_AMQP_URL",
+        default_value = crate::config::DEFAULT_AMQP_URL,
+        hide_env_values = true
+    )]
+    amqp_url: String,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/import.json")]
     output: PathBuf,
@@ -94,8 +105,62 @@ async fn measure(
     );
 
     let prefix = format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff);
-    let first = run_import(args, database_url, &prefix, csv_path).await?;
-    let (charges, jobs) = counts(&store).await?;
+    let exchange = kassa_broker::Topology::new(prefix.clone()).charges_exchange();
+    charges_exchange(&args.amqp_url, &exchange, true).await?;
+    let measured = import_twice(
+        args,
+        &store,
+        database_url,
+        &prefix,
+        csv_path,
+        (bytes, baseline),
+    )
+    .await;
+    charges_exchange(&args.amqp_url, &exchange, false).await?;
+    measured
+}
+
+/// Declares (or deletes) the scratch prefix's charges exchange, as a worker would declare it.
+async fn charges_exchange(url: &str, name: &str, declare: bool) -> anyhow::Result<()> {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to KASSA_AMQP_URL")?;
+    let channel = connection.create_channel().await?;
+    if declare {
+        let options = lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                name.into(),
+                lapin::ExchangeKind::Direct,
+                options,
+                Default::default(),
+            )
+            .await
+            .with_context(|| format!("declaring {name}"))?;
+    } else {
+        let _ = channel
+            .exchange_delete(name.into(), Default::default())
+            .await;
+    }
+    let _ = connection.close(200, "bench import".into()).await;
+    Ok(())
+}
+
+/// The import, then the same file again; checks the counts and reports.
+async fn import_twice(
+    args: &ImportBenchArgs,
+    store: &Store,
+    database_url: &str,
+    prefix: &str,
+    csv_path: &Path,
+    (bytes, baseline): (u64, Duration),
+) -> anyhow::Result<()> {
+    let baseline_per_second = args.rows as f64 / baseline.as_secs_f64();
+    let first = run_import(args, database_url, prefix, csv_path).await?;
+    let (charges, jobs) = counts(store).await?;
     if charges != args.rows as i64 || jobs != args.rows as i64 {
         bail!(
             "after the import: {charges} charges and {jobs} queued jobs, expected {} of each",
@@ -110,8 +175,8 @@ async fn measure(
         first.summary
     );
 
-    let again = run_import(args, database_url, &prefix, csv_path).await?;
-    let (charges_after, jobs_after) = counts(&store).await?;
+    let again = run_import(args, database_url, prefix, csv_path).await?;
+    let (charges_after, jobs_after) = counts(store).await?;
     store.close().await;
     if charges_after != charges || jobs_after != jobs {
         bail!("importing the same file again changed the counts: {charges_after} charges, {jobs_after} jobs");
@@ -246,6 +311,7 @@ async fn run_import(
         .arg(csv_path)
         .env("KASSA_DATABASE_URL", database_url)
         .env("KASSA_AMQP_PREFIX", prefix)
+        .env("KASSA_AMQP_URL", &args.amqp_url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

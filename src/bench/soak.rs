@@ -5,10 +5,15 @@
 //! every webhook twice and out of order, answers some requests 500 and rate-limits in bursts (429).
 //!
 //! When everything has settled (every event the simulator sent is in the inbox, every charge is
-//! final, the outbox is empty), the processes are stopped and the run is checked:
+//! final, the outbox is empty), "the day after" runs: a batch of charges whose creates Stripe
+//! carries out but whose answers never come back (both workers SIGKILLed while they wait), jobs
+//! that then end in the dead letters because Stripe cannot be asked about them, a day and an hour
+//! passing on Stripe's clock (it forgets every Idempotency-Key), and every dead letter replayed as
+//! `kassa dlq replay --all` does. Then the processes are stopped and the run is checked:
 //! - every Stripe event is processed exactly once (one inbox row, processed; one customer and one
 //!   card attach per completed session in Stripe's request log);
-//! - every charge has exactly one succeeded PaymentIntent in Stripe (none for declining cards);
+//! - every charge has exactly one succeeded PaymentIntent in Stripe (none for declining cards),
+//!   over the whole run, the replays after the day included;
 //! - no message is left in a work or retry queue, nothing is left unpublished in the outbox;
 //! - the dead-letter queue holds exactly the injected permanent failures: signed live-mode
 //!   events sent to this test-mode deployment, which Kassa must refuse (and nothing else).
@@ -23,7 +28,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use clap::Args;
 use kassa_broker::{Broker, Topology};
-use kassa_store::{NewCharge, Store};
+use kassa_store::{ChargeStatus, NewCharge, Store};
 use kassa_stripe::objects::CheckoutMode;
 use kassa_stripe::resources::{CreateCheckoutSession, ListEvents};
 use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
@@ -34,7 +39,7 @@ use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +83,10 @@ pub struct SoakArgs {
     /// exactly these, and nothing else, must end in the dead-letter queue.
     #[arg(long, default_value_t = 3)]
     poison_events: usize,
+    /// Charges of "the day after": their creates' answers are lost, their jobs dead-lettered and
+    /// replayed after 25 simulated hours (at most twice --worker-concurrency; 0 skips the phase).
+    #[arg(long, default_value_t = 12)]
+    day_after_charges: usize,
     /// Events (and charges) each worker process handles at once.
     #[arg(long, default_value_t = 8)]
     worker_concurrency: u32,
@@ -118,6 +127,7 @@ impl Role {
 }
 
 /// Everything a child process is started with.
+#[derive(Clone)]
 struct Launch {
     exe: PathBuf,
     amqp_url: String,
@@ -127,6 +137,8 @@ struct Launch {
     webhook_secret: String,
     worker_concurrency: u32,
     log_dir: PathBuf,
+    /// `KASSA_EVENTS_POLL_INTERVAL` of workers (`None`: the default).
+    events_poll_interval: Option<&'static str>,
 }
 
 /// One `kassa ingress` or `kassa worker` process, started again after each kill.
@@ -165,12 +177,23 @@ impl Proc {
 
     /// SIGKILL, wait for the exit, start again on the same port.
     async fn kill_and_restart(&mut self, launch: &Launch, pause: Duration) -> anyhow::Result<()> {
+        self.kill().await?;
+        tokio::time::sleep(pause).await;
+        self.start(launch)
+    }
+
+    /// SIGKILL and wait for the exit.
+    async fn kill(&mut self) -> anyhow::Result<()> {
         self.sample_rss();
         if let Some(pid) = self.pid() {
             signal(pid, nix::sys::signal::Signal::SIGKILL)?;
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
+    /// Starts the process again on the same port.
+    fn start(&mut self, launch: &Launch) -> anyhow::Result<()> {
         self.child = start_child(launch, self.role, self.index, self.port)?;
         self.starts += 1;
         Ok(())
@@ -238,6 +261,9 @@ fn start_child(
                     "KASSA_WORKER_PREFETCH",
                     (2 * launch.worker_concurrency).to_string(),
                 );
+            if let Some(interval) = launch.events_poll_interval {
+                command.env("KASSA_EVENTS_POLL_INTERVAL", interval);
+            }
         }
     }
     command
@@ -278,6 +304,8 @@ struct Balancer {
     upstreams: Arc<Vec<String>>,
     next: Arc<AtomicUsize>,
     failovers: Arc<AtomicU64>,
+    /// While set, every webhook is answered 503 (an ingress outage): Stripe retries it later.
+    hold: Arc<AtomicBool>,
     http: reqwest::Client,
 }
 
@@ -286,6 +314,9 @@ async fn balance(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Bytes) {
+    if lb.hold.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"held"));
+    }
     let first = lb.next.fetch_add(1, Ordering::Relaxed);
     for k in 0..lb.upstreams.len() {
         let url = &lb.upstreams[(first + k) % lb.upstreams.len()];
@@ -313,14 +344,16 @@ async fn balance(
 async fn start_balancer(
     upstreams: Vec<String>,
     shutdown: CancellationToken,
-) -> anyhow::Result<(String, Arc<AtomicU64>)> {
+) -> anyhow::Result<(String, Arc<AtomicU64>, Arc<AtomicBool>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let failovers = Arc::new(AtomicU64::new(0));
+    let hold = Arc::new(AtomicBool::new(false));
     let lb = Balancer {
         upstreams: Arc::new(upstreams),
         next: Arc::new(AtomicUsize::new(0)),
         failovers: failovers.clone(),
+        hold: hold.clone(),
         http: reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(15))
@@ -334,7 +367,7 @@ async fn start_balancer(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
     });
-    Ok((format!("http://{address}/webhooks/stripe"), failovers))
+    Ok((format!("http://{address}/webhooks/stripe"), failovers, hold))
 }
 
 /// `rabbitmqctl [-n NODE] ARGS`, always under a time limit.
@@ -635,6 +668,227 @@ fn base_faults(args: &SoakArgs) -> Faults {
     }
 }
 
+/// A day and an hour, in seconds: past Stripe's 24 hours of Idempotency-Keys.
+const DAY_AND_AN_HOUR: u32 = 25 * 60 * 60;
+
+/// "The day after": charges whose creates Stripe carries out but whose answers never reach Kassa,
+/// their jobs dead-lettered, and every dead letter replayed after 25 hours on Stripe's clock.
+struct DayAfter<'a> {
+    args: &'a SoakArgs,
+    run: &'a Run,
+    broker: &'a Broker,
+    launch: &'a Launch,
+    hold_webhooks: &'a AtomicBool,
+    deadline: Instant,
+}
+
+/// What the day after did.
+struct DayAfterReport {
+    /// The charges of the phase.
+    charges: Vec<i64>,
+    /// Their jobs found in the dead letters before the replay.
+    dead_lettered: usize,
+    /// Idempotency-Keys Stripe forgot when the clock moved.
+    keys_forgotten: usize,
+    /// Wall time of the phase.
+    seconds: f64,
+}
+
+impl DayAfter<'_> {
+    async fn run(&self, workers: &mut [Proc; 2]) -> anyhow::Result<DayAfterReport> {
+        let started = Instant::now();
+        let run = self.run;
+        let n = self
+            .args
+            .day_after_charges
+            .min(2 * self.args.worker_concurrency as usize);
+        // An ingress outage that Stripe retries through: the webhooks of these PaymentIntents
+        // wait, so only the charge jobs (and their dead letters) settle the charges.
+        self.hold_webhooks.store(true, Ordering::Relaxed);
+        let since = run.sim.now();
+        // Stripe carries out each create; its answer then takes a minute to leave.
+        run.sim.set_faults(Faults {
+            latency_after: Duration::from_secs(60),
+            path_contains: Some("/v1/payment_intents".into()),
+            ..Faults::default()
+        });
+        let route = kassa_worker::charges::job_route(&run.topology);
+        let first = run
+            .charges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        for k in 0..n {
+            run.charge(self.args.charges + k, &route).await?;
+        }
+        let ids: Vec<i64> = run
+            .charges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[first..]
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        self.until("Stripe has made every PaymentIntent", || async {
+            Ok(intents_since(run, since, &ids).await? >= ids.len())
+        })
+        .await?;
+        // Both workers die while the answers are on their way.
+        for worker in workers.iter_mut() {
+            worker.kill().await?;
+        }
+        // Stripe cannot be asked about PaymentIntents now (a 400 no retry cures): each job,
+        // redelivered, finds its attempt started, cannot look it up, and is dead-lettered with
+        // its charge left open. The events poller is off meanwhile (a backstop that would find
+        // the held events); it comes back with the workers' usual settings below.
+        run.sim.set_faults(Faults {
+            error_rate: 1.0,
+            error_status: 400,
+            path_contains: Some("/v1/payment_intents".into()),
+            ..Faults::default()
+        });
+        let quiet = Launch {
+            events_poll_interval: Some("off"),
+            ..self.launch.clone()
+        };
+        for worker in workers.iter_mut() {
+            worker.start(&quiet)?;
+        }
+        let wanted: HashSet<String> = ids.iter().map(|id| format!("charge:{id}:1")).collect();
+        let dead_lettered = AtomicUsize::new(0);
+        self.until("every job in the dead letters", || async {
+            let letters = kassa_broker::dlq::list(self.broker, 100_000).await?;
+            let found = letters
+                .iter()
+                .filter(|l| wanted.contains(&l.message_id))
+                .count();
+            dead_lettered.store(found, Ordering::Relaxed);
+            Ok(found == wanted.len())
+        })
+        .await?;
+        let dead_lettered = dead_lettered.into_inner();
+        for id in &ids {
+            let charge = run.store.charge(*id).await?.context("a day-after charge")?;
+            if charge.status.is_final() {
+                bail!(
+                    "charge {id} is {} before its dead letter was replayed",
+                    charge.status
+                );
+            }
+        }
+        // A day and an hour later, on Stripe's side: every key is forgotten.
+        run.sim.set_faults(Faults::default());
+        let advanced = run.sim.advance_clock(DAY_AND_AN_HOUR);
+        println!(
+            "  the day after: {n} charges whose answers were lost, {dead_lettered} jobs dead-lettered; \
+             Stripe's clock +25 h ({} keys forgotten); `kassa dlq replay --all`",
+            advanced.keys_forgotten
+        );
+        let replay = tokio::process::Command::new(&self.launch.exe)
+            .args(["dlq", "replay", "--all"])
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .env("KASSA_AMQP_URL", &self.launch.amqp_url)
+            .env("KASSA_AMQP_PREFIX", &self.launch.prefix)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running kassa dlq replay --all")?;
+        if !replay.status.success() {
+            bail!(
+                "kassa dlq replay --all failed: {}",
+                String::from_utf8_lossy(&replay.stderr)
+            );
+        }
+        self.until("every replayed charge settled", || async {
+            let mut open = 0;
+            for id in &ids {
+                if !run.store.charge(*id).await?.is_some_and(|c| {
+                    matches!(
+                        c.status,
+                        ChargeStatus::Succeeded
+                            | ChargeStatus::RequiresRecheckout
+                            | ChargeStatus::Failed
+                    )
+                }) {
+                    open += 1;
+                }
+            }
+            Ok(open == 0)
+        })
+        .await?;
+        // The outage ends: the held webhooks arrive (Stripe's next retry), the workers run
+        // with their usual settings, and the run settles again.
+        self.hold_webhooks.store(false, Ordering::Relaxed);
+        run.sim.set_faults(base_faults(self.args));
+        for worker in workers.iter_mut() {
+            worker.kill_and_restart(self.launch, Duration::ZERO).await?;
+        }
+        let settled = AtomicUsize::new(0);
+        self.until("the run to settle again", || async {
+            if settle_state(run).await?.settled() {
+                Ok(settled.fetch_add(1, Ordering::Relaxed) + 1 >= 3)
+            } else {
+                settled.store(0, Ordering::Relaxed);
+                Ok(false)
+            }
+        })
+        .await?;
+        Ok(DayAfterReport {
+            charges: ids,
+            dead_lettered,
+            keys_forgotten: advanced.keys_forgotten,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Polls `check` every 250 ms until it holds, or fails at the run's deadline.
+    async fn until<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<bool>>,
+    {
+        loop {
+            if check().await? {
+                return Ok(());
+            }
+            if Instant::now() > self.deadline {
+                bail!("waiting until {what}: past the deadline");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// How many of the charges `ids` have a PaymentIntent on Stripe created since `since`.
+async fn intents_since(run: &Run, since: i64, ids: &[i64]) -> anyhow::Result<usize> {
+    let wanted: HashSet<String> = ids.iter().map(i64::to_string).collect();
+    let mut params = kassa_stripe::resources::ListPaymentIntents {
+        created: Some(kassa_stripe::resources::RangeQuery {
+            gte: Some(since),
+            ..Default::default()
+        }),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let mut found = HashSet::new();
+    loop {
+        let page = run.client.payment_intents().list(&params).await?;
+        for intent in &page.data {
+            if let Some(id) = intent
+                .metadata
+                .get(kassa_worker::keys::CHARGE_ID_METADATA)
+                .filter(|id| wanted.contains(*id))
+            {
+                found.insert(id.clone());
+            }
+        }
+        match page.next_starting_after() {
+            Some(last) => params.starting_after = Some(last.to_owned()),
+            None => return Ok(found.len()),
+        }
+    }
+}
+
 #[allow(clippy::too_many_lines)]
 async fn soak(
     args: &SoakArgs,
@@ -655,7 +909,7 @@ async fn soak(
     let shutdown = CancellationToken::new();
     let ingress_ports = [free_port()?, free_port()?];
     let worker_ports = [free_port()?, free_port()?];
-    let (lb_url, failovers) = start_balancer(
+    let (lb_url, failovers, hold_webhooks) = start_balancer(
         ingress_ports
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}/webhooks/stripe"))
@@ -689,6 +943,7 @@ async fn soak(
         webhook_secret,
         worker_concurrency: args.worker_concurrency,
         log_dir: args.log_dir.clone(),
+        events_poll_interval: None,
     };
     let mut ingresses = [
         Proc::spawn(&launch, Role::Ingress, 0, ingress_ports[0])?,
@@ -911,6 +1166,28 @@ async fn soak(
         }
     }
     let settled_after = load_started.elapsed();
+    let day_after_expected = args
+        .day_after_charges
+        .min(2 * args.worker_concurrency as usize);
+    let day_after = if chaos.errors.is_empty() && args.day_after_charges > 0 {
+        let phase = DayAfter {
+            args,
+            run: &run,
+            broker,
+            launch: &launch,
+            hold_webhooks: &hold_webhooks,
+            deadline,
+        };
+        match phase.run(&mut workers).await {
+            Ok(report) => Some(report),
+            Err(error) => {
+                chaos.errors.push(format!("the day after: {error:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     run.sim.set_faults(Faults::default());
 
     // Stop everything gracefully: unacked messages go back to their queues.
@@ -1017,8 +1294,25 @@ async fn soak(
         "charges in a final state, status as Stripe says",
         format!("{} of {}", checks.charges_consistent, checks.charges),
         format!("{0} of {0}", checks.charges),
-        checks.charges_consistent == checks.charges && checks.charges == args.charges,
+        checks.charges_consistent == checks.charges
+            && checks.charges == args.charges + day_after_expected,
     );
+    if day_after_expected > 0 {
+        let (dead, settled) = day_after.as_ref().map_or((0, 0), |d| {
+            let settled = d
+                .charges
+                .iter()
+                .filter(|id| checks.consistent_ids.contains(id))
+                .count();
+            (d.dead_lettered, settled)
+        });
+        row(
+            "the day after: answers lost, jobs dead-lettered, replayed after 25 h on Stripe's clock (dead-lettered / then as Stripe says, paid at most once)",
+            format!("{dead} / {settled} of {day_after_expected}"),
+            format!("{0} / {0} of {0}", day_after_expected),
+            dead == day_after_expected && settled == day_after_expected,
+        );
+    }
     row(
         "messages stranded in work/retry queues; outbox rows unpublished",
         format!(
@@ -1107,6 +1401,15 @@ async fn soak(
         peak(Role::Worker),
         own_peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
+    if let Some(d) = &day_after {
+        println!(
+            "| the day after: charges / jobs dead-lettered and replayed / keys Stripe forgot at +25 h / phase time | {} / {} / {} / {:.1} s |",
+            d.charges.len(),
+            d.dead_lettered,
+            d.keys_forgotten,
+            d.seconds
+        );
+    }
     println!("| clean exits at the end (SIGTERM) | {clean_exits} of 4 |");
 
     let report = json!({
@@ -1142,6 +1445,14 @@ async fn soak(
         "peak_rss_mib": {"ingress": peak(Role::Ingress), "worker": peak(Role::Worker),
                          "soak_process": own_peak_rss_kib().unwrap_or(0) as f64 / 1024.0},
         "clean_exits": clean_exits,
+        "day_after": day_after.as_ref().map(|d| json!({
+            "charges": d.charges.len(),
+            "dead_lettered_and_replayed": d.dead_lettered,
+            "settled_as_stripe_says": d.charges.iter().filter(|id| checks.consistent_ids.contains(id)).count(),
+            "keys_forgotten": d.keys_forgotten,
+            "stripe_clock_advanced_seconds": DAY_AND_AN_HOUR,
+            "seconds": d.seconds,
+        })),
         "worker_concurrency": args.worker_concurrency,
     });
     Ok((report, failed))
@@ -1249,6 +1560,8 @@ struct Checks {
     declining_charges: usize,
     declined_ok: usize,
     charges_consistent: usize,
+    /// The charges counted in `charges_consistent`.
+    consistent_ids: HashSet<i64>,
     stranded_messages: u64,
     outbox_unpublished: i64,
     dead_letters: usize,
@@ -1399,6 +1712,7 @@ async fn check(run: &Run, broker: &Broker) -> anyhow::Result<Checks> {
             }
             if paid == 0 && (status == "requires_recheckout" || status == "failed") {
                 c.charges_consistent += 1;
+                c.consistent_ids.insert(id);
             }
         } else {
             c.good_charges += 1;
@@ -1407,6 +1721,7 @@ async fn check(run: &Run, broker: &Broker) -> anyhow::Result<Checks> {
             }
             if paid == 1 && status == "succeeded" {
                 c.charges_consistent += 1;
+                c.consistent_ids.insert(id);
             }
         }
     }

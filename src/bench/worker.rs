@@ -486,6 +486,7 @@ async fn paced_charges(
     let relay = tokio::spawn(kassa_worker::relay::run_outbox_relay(
         store.clone(),
         rig.stack.broker.clone(),
+        Default::default(),
         shutdown.clone(),
     ));
     let settled = |status: &'static str| {

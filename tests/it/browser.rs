@@ -1,8 +1,8 @@
-//! The one browser test (issue 7): headless Chromium, driven through chromedriver (WebDriver) by
+//! The browser test: headless Chromium, driven through chromedriver (WebDriver) by
 //! fantoccini, clicks Buy on the merchant page, pays with the Visa test card on the simulator's
 //! hosted Checkout page, lands on the success page, and the payment is in the database.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (.ci/run installs them when missing); the
+//! Needs Debian's `chromium` and `chromium-driver` (`scripts/test-tools` installs them); the
 //! paths can be overridden with KASSA_CHROMIUM and KASSA_CHROMEDRIVER.
 
 use crate::support::app::{AppOptions, TestApp};
@@ -17,7 +17,7 @@ fn program(variable: &str, default: &str) -> String {
     assert!(
         std::path::Path::new(&path).exists(),
         "{path} is missing: install Debian's chromium and chromium-driver \
-         (`apt-get install chromium chromium-driver`, as .ci/run does) or set {variable}"
+         (`scripts/test-tools` does) or set {variable}"
     );
     path
 }

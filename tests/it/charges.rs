@@ -1,6 +1,8 @@
-//! Back-office charges end to end (issue 6, executor part): a saved card is charged once, however
-//! often its job is delivered; a decline becomes a re-pay link and an alert, and the customer's
-//! new card completes the charge as attempt 2; an unused link gets one reminder, then the charge fails.
+//! Back-office charges end to end: a saved card is charged once, however often its job is
+//! delivered; a decline becomes a re-pay link and an alert, and the customer's new card completes
+//! the charge as attempt 2; an unused link gets one reminder, then the charge fails. What happens
+//! when Stripe's answers are lost, a day passes or installations share an account is in
+//! `charge_attempts.rs`.
 
 use crate::support::app::{AppOptions, TestApp};
 use crate::support::eventually;
@@ -11,12 +13,12 @@ use kassa_worker::charges::job_route;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn key(step: &str) -> IdempotencyKey {
+pub(crate) fn key(step: &str) -> IdempotencyKey {
     IdempotencyKey::new(format!("test:{step}:{}", uuid::Uuid::new_v4())).unwrap()
 }
 
 /// A customer whose default card is the given test card, made the way Stripe allows.
-async fn customer_with_card(app: &TestApp, test_card: &str) -> String {
+pub(crate) async fn customer_with_card(app: &TestApp, test_card: &str) -> String {
     let stripe = app.stripe();
     let params = kassa_stripe::resources::CustomerParams {
         email: Some(format!("{}@example.com", uuid::Uuid::new_v4().simple())),
@@ -40,7 +42,7 @@ async fn customer_with_card(app: &TestApp, test_card: &str) -> String {
     customer.id
 }
 
-async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
+pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
     let new = NewCharge {
         reference: format!("inv-{}", uuid::Uuid::new_v4().simple()),
         customer_id: customer.into(),
@@ -67,7 +69,11 @@ async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i
     record.id
 }
 
-async fn settled(app: &TestApp, id: i64, status: ChargeStatus) -> kassa_store::ChargeRecord {
+pub(crate) async fn settled(
+    app: &TestApp,
+    id: i64,
+    status: ChargeStatus,
+) -> kassa_store::ChargeRecord {
     eventually(
         Duration::from_secs(30),
         &format!("charge {id} to be {status}"),
@@ -83,12 +89,12 @@ async fn settled(app: &TestApp, id: i64, status: ChargeStatus) -> kassa_store::C
 }
 
 /// A queue of the test's own bound to `kassa.alerts` (as a merchant's consumer would have).
-async fn tap_alerts(app: &TestApp) {
+pub(crate) async fn tap_alerts(app: &TestApp) {
     app.tap(&app.topology.alerts_exchange()).await;
 }
 
 /// Alerts Kassa published on `kassa.alerts` since the tap was set.
-async fn alerts(app: &TestApp) -> Vec<(String, Value)> {
+pub(crate) async fn alerts(app: &TestApp) -> Vec<(String, Value)> {
     let queue = app.tap_queue(&app.topology.alerts_exchange());
     app.take_tapped(&queue)
         .await
@@ -98,7 +104,7 @@ async fn alerts(app: &TestApp) -> Vec<(String, Value)> {
 }
 
 /// Waits for an alert matching `wanted`, keeping every alert read in `seen`.
-async fn alert_where(
+pub(crate) async fn alert_where(
     app: &TestApp,
     seen: &mut Vec<(String, Value)>,
     what: &str,
@@ -118,7 +124,11 @@ async fn alert_where(
     }
 }
 
-async fn alert(app: &TestApp, routing_key: &str, seen: &mut Vec<(String, Value)>) -> Value {
+pub(crate) async fn alert(
+    app: &TestApp,
+    routing_key: &str,
+    seen: &mut Vec<(String, Value)>,
+) -> Value {
     alert_where(app, seen, routing_key, |k, _| k == routing_key).await
 }
 
@@ -130,7 +140,31 @@ async fn expire(app: &TestApp, session: &str) {
         .unwrap();
 }
 
-fn successful_intents(app: &TestApp) -> Vec<kassa_stripe_sim::RecordedRequest> {
+/// The first Idempotency-Key of `attempt` of charge `id` in this app's installation.
+pub(crate) fn attempt_key(app: &TestApp, id: i64, attempt: i32) -> String {
+    kassa_worker::keys::charge_attempt(app.store().installation_id(), id, attempt, 0)
+        .unwrap()
+        .as_str()
+        .to_owned()
+}
+
+/// The customer's PaymentIntents as Stripe has them, newest first.
+pub(crate) async fn intents_of(app: &TestApp, customer: &str) -> Vec<Value> {
+    let list: Value = app
+        .http
+        .get(format!("{}/v1/payment_intents", app.sim().base_url()))
+        .query(&[("customer", customer), ("limit", "100")])
+        .bearer_auth(crate::support::app::TEST_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"].as_array().cloned().unwrap_or_default()
+}
+
+pub(crate) fn successful_intents(app: &TestApp) -> Vec<kassa_stripe_sim::RecordedRequest> {
     app.calls("POST", "/v1/payment_intents")
         .into_iter()
         .filter(|c| c.path == "/v1/payment_intents" && c.status == 200 && !c.replayed)
@@ -186,7 +220,7 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
     );
     assert_eq!(
         intents[0].idempotency_key.as_deref(),
-        Some(format!("kassa:charge:{id}:1").as_str())
+        Some(attempt_key(&app, id, 1).as_str())
     );
     let pi = app
         .stripe()
@@ -258,8 +292,8 @@ async fn decline_then_repay(test_card: &str, expected_code: &str) {
     assert_eq!(
         created,
         vec![
-            (402, format!("kassa:charge:{id}:1")),
-            (200, format!("kassa:charge:{id}:2"))
+            (402, attempt_key(&app, id, 1)),
+            (200, attempt_key(&app, id, 2))
         ],
         "one PaymentIntent per attempt: declined (402), then paid with the new card"
     );
@@ -595,7 +629,7 @@ async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_once() {
     assert!(statuses.contains(&500), "500s were injected: {calls:?}");
     assert!(statuses.contains(&429), "429s were answered: {calls:?}");
     for id in std::iter::once(first).chain(ids) {
-        let key = format!("kassa:charge:{id}:1");
+        let key = attempt_key(&app, id, 1);
         let mine: Vec<_> = calls
             .iter()
             .filter(|c| c.idempotency_key.as_deref() == Some(key.as_str()))
@@ -610,77 +644,5 @@ async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_once() {
         assert_eq!(mine.last().map(|c| c.status), Some(200));
     }
     assert_eq!(successful_intents(&app).len(), 6);
-    app.cleanup().await;
-}
-
-#[tokio::test]
-async fn a_worker_killed_after_stripe_charged_but_before_the_commit_charges_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        worker: false,
-        ..AppOptions::default()
-    })
-    .await;
-    let customer = customer_with_card(&app, "pm_card_visa").await;
-    // Stripe creates the PaymentIntent and saves the result, then the answer takes 3 s to leave.
-    app.sim().set_faults(kassa_stripe_sim::Faults {
-        latency_after: Duration::from_secs(3),
-        path_contains: Some("/v1/payment_intents".into()),
-        ..Default::default()
-    });
-    let id = charge(&app, &customer, 4200, "usd").await;
-    let intents_of_customer = || async {
-        let list: Value = app
-            .http
-            .get(format!("{}/v1/payment_intents", app.sim().base_url()))
-            .query(&[("customer", customer.as_str())])
-            .bearer_auth("sk_test_kassa_tests")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list["data"].as_array().cloned().unwrap_or_default()
-    };
-
-    let mut worker = app.spawn_worker_process();
-    eventually(
-        Duration::from_secs(30),
-        "Stripe to have created the PaymentIntent",
-        || async { (!intents_of_customer().await.is_empty()).then_some(()) },
-    )
-    .await;
-    worker.start_kill().unwrap(); // SIGKILL while the worker waits for Stripe's answer
-    worker.wait().await.unwrap();
-    let charge_now = app.store().charge(id).await.unwrap().unwrap();
-    assert_eq!(
-        charge_now.status,
-        ChargeStatus::Pending,
-        "nothing was committed before the kill"
-    );
-
-    app.sim().set_faults(kassa_stripe_sim::Faults::default());
-    let mut restarted = app.spawn_worker_process();
-    let done = settled(&app, id, ChargeStatus::Succeeded).await;
-    let intents = intents_of_customer().await;
-    assert_eq!(
-        intents.len(),
-        1,
-        "exactly one PaymentIntent in Stripe: {intents:?}"
-    );
-    assert_eq!(intents[0]["status"], "succeeded");
-    assert_eq!(done.payment_intent_id.as_deref(), intents[0]["id"].as_str());
-    let replays: Vec<_> = app
-        .calls("POST", "/v1/payment_intents")
-        .into_iter()
-        .filter(|c| c.idempotency_key.as_deref() == Some(format!("kassa:charge:{id}:1").as_str()))
-        .collect();
-    assert!(
-        replays.iter().any(|c| c.replayed),
-        "the restarted worker got Stripe's saved answer: {replays:?}"
-    );
-    restarted.start_kill().unwrap();
-    let _ = restarted.wait().await;
     app.cleanup().await;
 }

@@ -1,5 +1,6 @@
 //! `kassa charge` and `kassa charges list | show | import` as people run them: the real binary
-//! against a fresh database (no RabbitMQ: the jobs wait in the outbox for a worker).
+//! against a fresh database and the charges exchange of a fresh prefix (no worker: the jobs wait
+//! in the outbox).
 
 use crate::support::services;
 use kassa_broker::Topology;
@@ -50,10 +51,13 @@ impl CliDb {
         .await
         .unwrap();
         tx.commit().await.unwrap();
+        let prefix = Topology::unique().prefix().to_owned();
+        // What a worker declares at start, and what `charge` / `charges import` check for.
+        declare_charges_exchange(&prefix).await;
         Self {
             url,
             store,
-            prefix: Topology::unique().prefix().to_owned(),
+            prefix,
             customer,
         }
     }
@@ -63,6 +67,8 @@ impl CliDb {
             .args(args)
             .env("KASSA_DATABASE_URL", &self.url)
             .env("KASSA_AMQP_PREFIX", &self.prefix)
+            .env("KASSA_AMQP_URL", services::amqp_url().await)
+            .env_remove("KASSA_STRIPE_API_KEY")
             .env("RUST_LOG", "warn")
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
@@ -91,7 +97,30 @@ impl CliDb {
     async fn cleanup(self) {
         self.store.close().await;
         services::drop_database(&self.url).await;
+        let _ = Topology::new(self.prefix.clone())
+            .delete_at(&services::amqp_url().await)
+            .await;
     }
+}
+
+async fn declare_charges_exchange(prefix: &str) {
+    let connection = lapin::Connection::connect(&services::amqp_url().await, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_declare(
+            Topology::new(prefix).charges_exchange().as_str().into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "declared".into()).await;
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -295,13 +324,15 @@ async fn charge_records_once_refuses_bad_amounts_and_list_and_show_print_it() {
         let out = db.kassa(&["charges", "show", key]).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         let shown = text(&out.stdout);
+        let field = |name: &str, value: &str| format!("{:<25}{value}", format!("{name}:"));
         for line in [
             "id:".to_owned(),
-            "reference:             cli-1".to_owned(),
-            "amount_display:        $19.99".to_owned(),
-            "description:           April invoice".to_owned(),
-            "status:                pending".to_owned(),
-            format!("customer:              {cus}"),
+            field("reference", "cli-1"),
+            field("amount_display", "$19.99"),
+            field("description", "April invoice"),
+            field("status", "pending"),
+            field("customer", &cus),
+            field("attempt_started_at", "-"),
         ] {
             assert!(shown.contains(&line), "{line:?} in\n{shown}");
         }
@@ -309,5 +340,94 @@ async fn charge_records_once_refuses_bad_amounts_and_list_and_show_print_it() {
     let out = db.kassa(&["charges", "show", "no-such-charge"]).await;
     assert!(!out.status.success());
 
+    db.cleanup().await;
+}
+
+/// Under a prefix whose `kassa.charges` exchange does not exist (a mistyped
+/// `KASSA_AMQP_PREFIX`), `charge` and `charges import` refuse before recording anything: no
+/// worker would ever run those charges.
+#[tokio::test]
+async fn charge_and_import_refuse_a_prefix_whose_exchange_does_not_exist() {
+    let db = CliDb::new().await;
+    let cus = db.customer.clone();
+    let file = std::env::temp_dir().join(format!("kassa-import-{}.csv", uuid::Uuid::new_v4()));
+    write(
+        &file,
+        &format!("customer,amount,currency,reference\n{cus},1999,usd,typo-2\n"),
+    );
+    let wrong_prefix = format!("{}typo.", db.prefix);
+    let run = |args: Vec<String>| {
+        let wrong_prefix = wrong_prefix.clone();
+        let db = &db;
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+                .args(&args)
+                .env("KASSA_DATABASE_URL", &db.url)
+                .env("KASSA_AMQP_PREFIX", &wrong_prefix)
+                .env("KASSA_AMQP_URL", services::amqp_url().await)
+                .env("RUST_LOG", "warn")
+                .env_remove("KASSA_STRIPE_API_KEY")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let charge = run([
+        "charge",
+        "--customer",
+        &cus,
+        "--amount",
+        "1999",
+        "--currency",
+        "usd",
+        "--reference",
+        "typo-1",
+    ]
+    .map(str::to_owned)
+    .to_vec())
+    .await;
+    let import = run(["charges", "import", file.to_str().unwrap()]
+        .map(str::to_owned)
+        .to_vec())
+    .await;
+    for out in [&charge, &import] {
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("no exchange \"{wrong_prefix}kassa.charges\""))
+                && stderr.contains("KASSA_AMQP_PREFIX")
+                && stderr.contains("Nothing was recorded"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(db.count("SELECT count(*) FROM charges").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM outbox").await, 0);
+    // The passive check created nothing either.
+    assert!(
+        !kassa_broker::probe::exchange_exists(
+            &services::amqp_url().await,
+            &format!("{wrong_prefix}kassa.charges")
+        )
+        .await
+        .unwrap(),
+        "the check declared nothing"
+    );
+
+    // The right prefix goes through.
+    let out = db
+        .kassa(&[
+            "charge",
+            "--customer",
+            &cus,
+            "--amount",
+            "1999",
+            "--currency",
+            "usd",
+            "--reference",
+            "typo-1",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::remove_file(&file).ok();
     db.cleanup().await;
 }

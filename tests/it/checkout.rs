@@ -23,8 +23,13 @@ fn base(app: &TestApp) -> String {
     app.stack.base_url().unwrap()
 }
 
+/// POSTs `body` with `token` and a fresh Idempotency-Key (these routes require one).
 async fn post_api(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = app.http.post(format!("{}{path}", base(app))).json(&body);
+    let mut request = app
+        .http
+        .post(format!("{}{path}", base(app)))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -396,6 +401,7 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
         .http
         .post(format!("{}/api/checkout-sessions", base(&app)))
         .bearer_auth(TOKEN)
+        .header("Idempotency-Key", "malformed-json-1")
         .header("content-type", "application/json")
         .body("{not json")
         .send()

@@ -257,6 +257,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     let session = http
         .post(format!("{base}/api/checkout-sessions"))
         .bearer_auth(token)
+        .header("Idempotency-Key", "cli-ingress-session-1")
         .json(&serde_json::json!({"records": [{"name": "Tea", "unit_amount": 500}]}))
         .send()
         .await
@@ -390,4 +391,110 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
         stderr.contains("KASSA_STRIPE_API_KEY") && stderr.contains("publishable"),
         "{stderr}"
     );
+}
+
+/// `KASSA_DATABASE_MAX_CONNECTIONS` is checked against what the process runs: a worker holds a
+/// connection per event and per charge job in flight (2 × KASSA_WORKER_CONCURRENCY), plus the
+/// outbox relay and the events poller; pages, confirmations and the back-office API add theirs.
+/// Too small a pool is refused at start, naming the variables; unset, it is exactly the need.
+#[tokio::test]
+async fn the_pool_is_sized_by_what_each_process_runs() {
+    let refused = |command: &'static str, envs: Vec<(&'static str, &'static str)>| async move {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+            .arg(command)
+            .envs(envs)
+            .env("KASSA_STRIPE_API_KEY", "sk_test_cli_pool")
+            .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_pool_test")
+            .env("KASSA_LISTEN", "127.0.0.1:0")
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "kassa {command} refused");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // worker: 2 × 8 + relay + poller = 18.
+    let stderr = refused(
+        "worker",
+        vec![
+            ("KASSA_WORKER_CONCURRENCY", "8"),
+            ("KASSA_DATABASE_MAX_CONNECTIONS", "17"),
+        ],
+    )
+    .await;
+    assert!(
+        stderr.contains("KASSA_DATABASE_MAX_CONNECTIONS=17")
+            && stderr.contains("needs 18")
+            && stderr.contains("KASSA_WORKER_CONCURRENCY (8)")
+            && stderr.contains("events poller"),
+        "{stderr}"
+    );
+    // serve with the APIs: 2 × 4 + 1 + 1 + 16 pages + 2 back-office = 28.
+    let stderr = refused(
+        "serve",
+        vec![
+            ("KASSA_WORKER_CONCURRENCY", "4"),
+            ("KASSA_DATABASE_MAX_CONNECTIONS", "27"),
+            ("KASSA_ADMIN_TOKEN", "cli-pool-admin-token-0123456789"),
+        ],
+    )
+    .await;
+    assert!(
+        stderr.contains("needs 28") && stderr.contains("KASSA_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+    // ingress with the APIs: 16 pages + 2 back-office = 18.
+    let stderr = refused(
+        "ingress",
+        vec![
+            ("KASSA_DATABASE_MAX_CONNECTIONS", "10"),
+            ("KASSA_ADMIN_TOKEN", "cli-pool-admin-token-0123456789"),
+        ],
+    )
+    .await;
+    assert!(
+        stderr.contains("needs 18") && stderr.contains("merchant pages"),
+        "{stderr}"
+    );
+
+    // Without the poller, 2 × 8 + relay = 17 is enough; unset, the pool is exactly the need.
+    let sim = kassa_stripe_sim::Simulator::start(Default::default())
+        .await
+        .unwrap();
+    let database_url = services::fresh_database_url().await;
+    let topology = Topology::unique();
+    let common = |extra: Vec<(&'static str, String)>| {
+        let mut envs = vec![
+            ("KASSA_AMQP_URL", String::new()),
+            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
+            ("KASSA_DATABASE_URL", database_url.clone()),
+            ("KASSA_STRIPE_API_KEY", "sk_test_cli_pool".to_owned()),
+            ("KASSA_STRIPE_API_BASE", sim.base_url()),
+            ("KASSA_WORKER_CONCURRENCY", "8".to_owned()),
+        ];
+        envs.extend(extra);
+        envs
+    };
+    let amqp = services::amqp_url().await;
+    for (extra, connections) in [
+        (
+            vec![
+                ("KASSA_EVENTS_POLL_INTERVAL", "off".to_owned()),
+                ("KASSA_DATABASE_MAX_CONNECTIONS", "17".to_owned()),
+            ],
+            17,
+        ),
+        (vec![], 18),
+    ] {
+        let mut envs = common(extra);
+        envs[0].1 = amqp.clone();
+        let kassa = Kassa::start("worker", &envs).await;
+        let logs = kassa.stop().await;
+        assert!(
+            logs.contains(&format!("database_connections={connections}")),
+            "{logs}"
+        );
+    }
+    let _ = topology.delete_at(&amqp).await;
+    services::drop_database(&database_url).await;
+    sim.shutdown().await;
 }

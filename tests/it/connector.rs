@@ -43,14 +43,16 @@ async fn call(
     )
 }
 
+/// POSTs `body` with the admin token and a fresh Idempotency-Key, as a careful client does.
 async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let key = uuid::Uuid::new_v4().to_string();
     call(
         app,
         reqwest::Method::POST,
         path,
         Some(ADMIN),
         Some(body),
-        None,
+        Some(&key),
     )
     .await
 }
@@ -371,6 +373,96 @@ async fn legacy_charges_charge_a_token_or_a_customer_and_refuse_bad_input() {
     app.cleanup().await;
 }
 
+/// Every route that can move money refuses a request without `Idempotency-Key` before Stripe
+/// is called, and a request repeated with its key makes one Stripe object.
+#[tokio::test]
+async fn money_moving_routes_require_an_idempotency_key_and_a_retry_creates_nothing_new() {
+    let app = connector_app().await;
+    let routes = [
+        (
+            "/api/legacy-charges",
+            json!({"amount": 1999, "currency": "usd", "source": "tok_visa"}),
+            "/v1/charges",
+        ),
+        (
+            "/api/payment-intents",
+            json!({"amount": 1999, "currency": "usd"}),
+            "/v1/payment_intents",
+        ),
+        (
+            "/api/checkout-sessions",
+            json!({"records": [{"name": "Tea", "unit_amount": 500}]}),
+            "/v1/checkout/sessions",
+        ),
+    ];
+    for (path, body, _) in &routes {
+        let (status, answer) = call(
+            &app,
+            reqwest::Method::POST,
+            path,
+            Some(ADMIN),
+            Some(body.clone()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "idempotency_key_required",
+            "{path}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Idempotency-Key")),
+            "{answer}"
+        );
+        let (status, answer) = call(
+            &app,
+            reqwest::Method::POST,
+            path,
+            Some(ADMIN),
+            Some(body.clone()),
+            Some("two words"),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_idempotency_key")),
+            "{path}: {answer}"
+        );
+    }
+    assert!(
+        app.sim().requests().is_empty(),
+        "nothing reached Stripe: {:?}",
+        app.sim().requests()
+    );
+
+    for (path, body, stripe_path) in &routes {
+        let key = format!("order-{}", uuid::Uuid::new_v4().simple());
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (status, answer) = call(
+                &app,
+                reqwest::Method::POST,
+                path,
+                Some(ADMIN),
+                Some(body.clone()),
+                Some(&key),
+            )
+            .await;
+            assert_eq!(status, 201, "{path}: {answer}");
+            ids.push(answer["id"].clone());
+        }
+        assert_eq!(ids[0], ids[1], "{path}: the retry answers the first object");
+        assert_eq!(
+            created(&app, stripe_path),
+            1,
+            "{path}: one {stripe_path} object for one key"
+        );
+    }
+    app.cleanup().await;
+}
+
 async fn kassa(app: &TestApp, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .args(args)
@@ -454,6 +546,34 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
     let again = json_out(&kassa(&app, &args).await);
     assert_eq!(again["id"], charge["id"], "the same key is the same charge");
 
+    // Without --idempotency-key the key comes from the arguments: the same command run again
+    // (say, after its answer was lost) is the same charge; another amount is another charge.
+    let derived = |amount: &'static str| {
+        [
+            "legacy-charge",
+            "--amount",
+            amount,
+            "--currency",
+            "usd",
+            "--source",
+            "tok_visa",
+        ]
+    };
+    let first = kassa(&app, &derived("2500")).await;
+    let stderr = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(
+        stderr.contains("Idempotency-Key: kassa:connector:legacy_charge:args-"),
+        "the command says which key it sent: {stderr}"
+    );
+    let first = json_out(&first);
+    let rerun = json_out(&kassa(&app, &derived("2500")).await);
+    assert_eq!(
+        rerun["id"], first["id"],
+        "re-running the command charges once"
+    );
+    let other = json_out(&kassa(&app, &derived("2600")).await);
+    assert_ne!(other["id"], first["id"]);
+
     let bad = kassa(
         &app,
         &[
@@ -469,6 +589,10 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
     .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("amount"));
-    assert_eq!(created(&app, "/v1/charges"), 1);
+    assert_eq!(
+        created(&app, "/v1/charges"),
+        3,
+        "three distinct charges; every repeat was a replay"
+    );
     app.cleanup().await;
 }

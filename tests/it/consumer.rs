@@ -344,29 +344,27 @@ async fn a_consumer_whose_queue_was_deleted_declares_it_again_and_goes_on() {
         )
         .await
         .unwrap();
-    // Publishing confirms only once a queue is bound again, which is the consumer's doing.
+    // Publishing confirms only once the queue is declared and bound again, which is the
+    // consumer's doing; until then the mandatory publish comes back unroutable.
     eventually(
         Duration::from_secs(20),
-        "the queue to be declared again",
+        "the queue to be declared and bound again",
         || async {
-            let options = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            let probe = rig.broker.open_channel().await.ok()?;
-            let found = probe
-                .queue_declare(
-                    rig.topology.fulfillment_queue().as_str().into(),
-                    options,
-                    Default::default(),
-                )
+            rig.broker
+                .publisher()
+                .publish(OutgoingMessage {
+                    exchange: &rig.topology.events_exchange(),
+                    routing_key: "customer.updated",
+                    body: br#"{"id":"evt"}"#,
+                    message_id: "evt_after_delete",
+                    kind: "customer.updated",
+                    headers: None,
+                })
                 .await
-                .is_ok();
-            found.then_some(())
+                .ok()
         },
     )
     .await;
-    rig.publish_event("evt_after_delete").await;
     eventually(
         Duration::from_secs(10),
         "the event after the queue came back",

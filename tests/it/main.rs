@@ -2,17 +2,21 @@
 //! broker, or a testcontainers fallback), fresh exchange and queue names per test.
 
 mod browser;
+mod charge_attempts;
 mod charges;
 mod charges_cli;
 mod checkout;
 mod cli;
 mod connector;
 mod consumer;
+mod customers;
 mod deploy;
 mod ingress;
 mod official_library;
+mod outbox;
 mod secrets;
 mod slow_clients;
+mod stripe_cli;
 mod support;
 mod topology;
 mod triggers;

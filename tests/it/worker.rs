@@ -92,7 +92,9 @@ async fn a_completed_setup_session_becomes_a_customer_with_a_default_card() {
         Some(email.as_str()),
         "created from customer_details"
     );
-    // Every POST carried a key derived from the event: kassa:{evt}:{step}.
+    // Every POST carried a key derived from the installation and the event:
+    // kassa:{installation}:{evt}:{step}.
+    let installation = app.store().installation_id();
     let event_id = app.stripe_events("checkout.session.completed").await[0]["id"]
         .as_str()
         .unwrap()
@@ -104,7 +106,7 @@ async fn a_completed_setup_session_becomes_a_customer_with_a_default_card() {
         let calls = app.calls("POST", path);
         assert!(
             calls.iter().any(|c| c.idempotency_key.as_deref()
-                == Some(format!("kassa:{event_id}:{step}").as_str())),
+                == Some(format!("kassa:{installation}:{event_id}:{step}").as_str())),
             "{path}: {calls:?}"
         );
     }
@@ -503,7 +505,10 @@ async fn a_500_stripe_saved_after_executing_is_replayed_to_the_same_key_and_the_
     assert_card_saved(&app, &session).await;
 
     let attaches = app.calls("POST", "/attach");
-    let first_key = format!("kassa:{event_id}:attach_payment_method");
+    let first_key = format!(
+        "kassa:{}:{event_id}:attach_payment_method",
+        app.store().installation_id()
+    );
     let with_first_key: Vec<_> = attaches
         .iter()
         .filter(|c| c.idempotency_key.as_deref() == Some(first_key.as_str()))

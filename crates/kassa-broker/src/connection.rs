@@ -8,12 +8,11 @@
 //! lost: unconfirmed publishes fail (the caller answers 503 and Stripe re-sends), unacked
 //! deliveries go back to their quorum queue and are redelivered on the new connection.
 
-use crate::publisher::ConfirmedPublisher;
+use crate::publisher::{ConfirmedPublisher, PublishingChannels};
 use crate::{BrokerError, Topology};
 use futures_util::StreamExt;
-use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -127,27 +126,21 @@ fn redact_one(url: &str) -> String {
 
 /// A live connection with its publishing channels.
 pub(crate) struct Live {
-    connection: Connection,
+    pub(crate) connection: Connection,
     /// The node this connection goes to, password redacted.
     address: String,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
+    /// Confirm-mode channels; one that the broker closes is replaced on this same connection.
+    pub(crate) channels: PublishingChannels,
     /// Cancelled by whoever sees this connection fail; the supervisor then replaces it.
     pub(crate) broken: CancellationToken,
-}
-
-impl Live {
-    /// Round-robin over the publishing channels.
-    pub(crate) fn channel(&self) -> &Channel {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[i]
-    }
 }
 
 struct Inner {
     config: BrokerConfig,
     live: RwLock<Option<Arc<Live>>>,
     ready: watch::Sender<bool>,
+    /// Connections established so far (1 while the first one lasts).
+    connections: AtomicU64,
 }
 
 /// Handle to the supervised connection; cheap to clone.
@@ -175,6 +168,7 @@ impl Broker {
                 config,
                 live: RwLock::new(None),
                 ready,
+                connections: AtomicU64::new(0),
             }),
         };
         tokio::spawn(broker.clone().supervise(shutdown));
@@ -199,6 +193,12 @@ impl Broker {
     /// Connected, topology declared, publishing channels open.
     pub fn is_ready(&self) -> bool {
         *self.inner.ready.borrow()
+    }
+
+    /// How many connections this broker has established since it started: 1 while the first
+    /// connection lasts, one more for each reconnection.
+    pub fn connections_established(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
     }
 
     /// Waits until [`Broker::is_ready`], at most `timeout`.
@@ -239,6 +239,9 @@ impl Broker {
 
     fn set_live(&self, live: Option<Arc<Live>>) {
         let ready = live.is_some();
+        if ready {
+            self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        }
         match self.inner.live.write() {
             Ok(mut guard) => *guard = live,
             Err(poisoned) => *poisoned.into_inner() = live,
@@ -333,29 +336,22 @@ async fn connect(config: &BrokerConfig, address: &str) -> Result<Live, BrokerErr
         .map_err(BrokerError::amqp("connect"))?;
     config.topology.declare(&connection).await?;
 
-    let mut channels = Vec::with_capacity(config.publisher_channels.max(1));
-    for _ in 0..config.publisher_channels.max(1) {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(BrokerError::amqp("channel.open"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(BrokerError::amqp("confirm.select"))?;
-        channels.push(channel);
-    }
+    let channels = PublishingChannels::open(&connection, config.publisher_channels).await?;
     Ok(Live {
         connection,
         address: redact_url(address),
         channels,
-        next: AtomicUsize::new(0),
         broken: CancellationToken::new(),
     })
 }
 
 /// Resolves when lapin reports an error on the connection, or the connection stops being
 /// connected (checked every second in case no event arrives, e.g. on a silent close).
+///
+/// A channel-level (soft) error — the broker closing one channel, e.g. `404 NOT_FOUND` for a
+/// publish to an exchange that does not exist — is reported here too, but it leaves the
+/// connection and its other channels working: the channel's owner replaces that channel (the
+/// publisher, a consumer), so it is no reason to reconnect.
 async fn connection_failed(
     events: impl futures_util::Stream<Item = Event> + Send + 'static,
     connection: &Connection,
@@ -365,6 +361,9 @@ async fn connection_failed(
     loop {
         tokio::select! {
             event = events.next() => match event {
+                Some(Event::Error(error)) if error.is_amqp_soft_error() => {
+                    warn!(%error, "RabbitMQ closed a channel; the connection stays up");
+                }
                 Some(Event::Error(error)) => {
                     warn!(%error, "RabbitMQ connection error");
                     return;

@@ -313,7 +313,8 @@ async fn republish(
         .await
 }
 
-fn is_not_found(error: &lapin::Error) -> bool {
+/// Whether RabbitMQ answered `404 NOT_FOUND` (no such queue or exchange).
+pub(crate) fn is_not_found(error: &lapin::Error) -> bool {
     matches!(
         error.kind(),
         lapin::ErrorKind::ProtocolError(e)

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod consumer;
 pub mod dlq;
 pub mod error;
+pub mod probe;
 pub mod publisher;
 pub mod sampler;
 pub mod topology;

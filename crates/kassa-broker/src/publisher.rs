@@ -1,12 +1,22 @@
 //! Publishing with publisher confirms: `Ok` means the broker has the message (persistent, routed
 //! to at least one queue); anything else is an error the caller must act on.
+//!
+//! A failed publish is a fault of its channel, not of the connection: RabbitMQ answers a publish
+//! to an exchange that does not exist by closing that one channel (`404 NOT_FOUND`), and the
+//! connection and the other channels keep working. The publisher then opens a replacement
+//! channel on the same connection; only when the connection itself is gone does it ask the
+//! supervisor to reconnect. So one bad message (a wrong exchange name in the outbox) costs one
+//! channel, never the broker connection every other publish and consumer depends on.
 
-use crate::connection::Broker;
-use lapin::options::BasicPublishOptions;
+use crate::connection::{Broker, Live};
+use crate::BrokerError;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
-use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -61,6 +71,121 @@ impl PublishError {
     }
 }
 
+/// One publishing channel: the channel in use, and a lock that lets one task at a time replace it.
+struct Slot {
+    channel: RwLock<Channel>,
+    replacing: tokio::sync::Mutex<()>,
+}
+
+/// The confirm-mode channels of one connection, used round-robin. A channel the broker closed is
+/// replaced in place ([`PublishingChannels::replace`]).
+pub(crate) struct PublishingChannels {
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+}
+
+async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(BrokerError::amqp("channel.open"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(BrokerError::amqp("confirm.select"))?;
+    Ok(channel)
+}
+
+impl PublishingChannels {
+    /// Opens `count` (at least one) confirm-mode channels on `connection`.
+    pub(crate) async fn open(connection: &Connection, count: usize) -> Result<Self, BrokerError> {
+        let mut slots = Vec::with_capacity(count.max(1));
+        for _ in 0..count.max(1) {
+            slots.push(Slot {
+                channel: RwLock::new(confirm_channel(connection).await?),
+                replacing: tokio::sync::Mutex::new(()),
+            });
+        }
+        Ok(Self {
+            slots,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many channels there are.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The next channel, round-robin, with its slot number.
+    fn next(&self) -> (usize, Channel) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        (index, self.current(index))
+    }
+
+    fn current(&self, index: usize) -> Channel {
+        match self.slots[index].channel.read() {
+            Ok(channel) => channel.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the channel of slot `index` with a new one on `connection`, unless it is open
+    /// (another publish already replaced it, or it never closed).
+    async fn replace(&self, connection: &Connection, index: usize) -> Result<(), BrokerError> {
+        let slot = &self.slots[index];
+        let _one_at_a_time = slot.replacing.lock().await;
+        if self.current(index).status().connected() {
+            return Ok(());
+        }
+        let channel = confirm_channel(connection).await?;
+        match slot.channel.write() {
+            Ok(mut current) => *current = channel,
+            Err(poisoned) => *poisoned.into_inner() = channel,
+        }
+        Ok(())
+    }
+}
+
+impl Live {
+    /// A publish on channel `index` failed with `error`: a channel fault (the connection is still
+    /// up) replaces that channel; anything else marks the connection broken for the supervisor.
+    async fn channel_failed(&self, index: usize, error: &lapin::Error) {
+        if error.is_amqp_hard_error() || !self.connection.status().connected() {
+            self.broken.cancel();
+            return;
+        }
+        match self.channels.replace(&self.connection, index).await {
+            Ok(()) => {
+                info!(%error, "RabbitMQ closed a publishing channel; replaced it on the same connection")
+            }
+            Err(replace_error) => {
+                warn!(%error, %replace_error, "could not replace a closed publishing channel; reconnecting");
+                self.broken.cancel();
+            }
+        }
+    }
+}
+
+impl Live {
+    /// The broker nacked a publish on `channel` (slot `index`). Kassa's queues have no length
+    /// limit, so a nack is a fault, not back-pressure: on RabbitMQ 3.10 a channel that first
+    /// publishes to a quorum queue while the queue's leader is being re-elected (a cluster node
+    /// just died) nacks every later publish to it. A new channel starts with the new leader.
+    async fn channel_refused(&self, index: usize, channel: &Channel) {
+        let _ = channel
+            .close(200, "kassa: replacing a channel that nacks".into())
+            .await;
+        match self.channels.replace(&self.connection, index).await {
+            Ok(()) => info!("RabbitMQ nacked a publish; replaced the publishing channel"),
+            Err(error) => {
+                warn!(%error, "could not replace a publishing channel that nacked; reconnecting");
+                self.broken.cancel();
+            }
+        }
+    }
+}
+
 /// Publishes persistent, mandatory messages and waits for the broker's confirm.
 #[derive(Clone, Debug)]
 pub struct ConfirmedPublisher {
@@ -94,7 +219,7 @@ impl ConfirmedPublisher {
             immediate: false,
         };
         let started = Instant::now();
-        let channel = live.channel();
+        let (index, channel) = live.channels.next();
         let confirmed = tokio::time::timeout(timeout, async {
             channel
                 .basic_publish(
@@ -111,8 +236,9 @@ impl ConfirmedPublisher {
         let result = match confirmed {
             Err(_) => Err(PublishError::Timeout(timeout)),
             Ok(Err(error)) => {
-                // A failed channel never recovers by itself: have the supervisor replace it.
-                live.broken.cancel();
+                // A closed channel never reopens by itself: replace it (or, if the connection
+                // is gone, have the supervisor reconnect).
+                live.channel_failed(index, &error).await;
                 Err(PublishError::Amqp(error))
             }
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
@@ -120,11 +246,7 @@ impl ConfirmedPublisher {
                 Err(PublishError::Unroutable(message.routing_key.to_owned()))
             }
             Ok(Ok(Confirmation::Nack(None))) => {
-                // Kassa's queues have no length limit, so a nack is a fault, not back-pressure:
-                // on RabbitMQ 3.10, a channel that first publishes to a quorum queue while its
-                // leader is being re-elected (a node just died) nacks every later publish to it.
-                // A fresh connection starts with the new leader.
-                live.broken.cancel();
+                live.channel_refused(index, &channel).await;
                 Err(PublishError::Nacked)
             }
             // confirm_select is set on every publishing channel, so this means a channel

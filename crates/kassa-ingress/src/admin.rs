@@ -4,7 +4,15 @@
 //! and queues its first attempt in one transaction (the outbox), and answers 202; the same
 //! `reference` again answers 200 with the existing charge and creates nothing.
 //! `GET /api/charges/{id}` and `GET /api/charges?status=…&after=…&limit=…` read them back.
-//! Unlike the webhook path, these routes read and write the database; they never call Stripe.
+//! The `reference` is the charge's idempotency handle (the same reference is the same charge,
+//! forever, not just for Stripe's 24 hours), so this route needs no `Idempotency-Key` header and
+//! ignores one.
+//!
+//! A charge names a customer of the Stripe account. One Kassa has not recorded yet (it existed
+//! before Kassa was installed, or its webhooks are still on their way), or one whose saved card
+//! Kassa has not recorded, is looked up on Stripe through a [`CustomerLookup`] and recorded
+//! before the request is judged; only a customer Stripe does not know (or has deleted) is
+//! refused. That lookup is the only Stripe call these routes make.
 
 use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
@@ -20,12 +28,41 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+/// Why a customer could not be looked up on Stripe.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LookupError {
+    /// Trying again later may help (Stripe or the database unavailable).
+    pub transient: bool,
+    /// What happened.
+    pub message: String,
+}
+
+/// What Stripe said about a customer Kassa looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookedUp {
+    /// The customer exists and is now recorded with its saved cards.
+    Recorded,
+    /// Stripe has it as deleted.
+    Deleted,
+    /// Stripe has no such customer.
+    Missing,
+}
+
+/// Looks up a customer on Stripe and records it and its saved cards (the worker's code, given by
+/// the binary, like [`crate::checkout::Fulfilment`]).
+pub trait CustomerLookup: Send + Sync + 'static {
+    /// Fetches customer `id` and its cards from Stripe and records them.
+    fn look_up(&self, id: String) -> crate::checkout::BoxFuture<Result<LookedUp, LookupError>>;
+}
+
 /// What the admin routes share.
 #[derive(Clone)]
 pub struct AdminState {
     store: Store,
     token: Arc<SecretString>,
     route: JobRoute,
+    customers: Option<Arc<dyn CustomerLookup>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -43,7 +80,15 @@ impl AdminState {
             store,
             token: Arc::new(token),
             route,
+            customers: None,
         }
+    }
+
+    /// Customers Kassa has not recorded are looked up through `customers` before a charge is
+    /// refused.
+    pub fn with_customer_lookup(mut self, customers: Arc<dyn CustomerLookup>) -> Self {
+        self.customers = Some(customers);
+        self
     }
 }
 
@@ -58,7 +103,7 @@ pub fn router(state: AdminState) -> Router {
 /// `POST /api/charges`, as JSON.
 #[derive(Debug, Deserialize)]
 pub struct ChargeRequest {
-    /// `cus_…`, a customer Kassa knows with a saved card.
+    /// `cus_…`, a customer of the Stripe account with a saved card.
     pub customer: Option<String>,
     /// Minor units; must be an integer (JSON number without a fraction).
     pub amount: Option<Value>,
@@ -79,10 +124,132 @@ fn field_error(field: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_field", format!("{field}: {}", message.into())).with_field(field)
 }
 
-/// Checks a charge request against Stripe's money rules and Kassa's records; the first problem
-/// found is reported with its field.
+/// Why the customer of a charge request cannot be charged as Kassa's records stand.
+enum Unchargeable {
+    /// Not recorded.
+    Unknown,
+    /// Recorded as deleted.
+    Deleted,
+    /// No default card recorded, and no card given.
+    NoDefaultCard,
+    /// The given card is not recorded as a saved card of the customer.
+    NotItsCard(String),
+}
+
+impl Unchargeable {
+    fn error(&self, customer: &str) -> ApiError {
+        match self {
+            Unchargeable::Unknown => {
+                field_error("customer", format!("unknown customer {customer}"))
+            }
+            Unchargeable::Deleted => {
+                field_error("customer", format!("customer {customer} is deleted"))
+            }
+            Unchargeable::NoDefaultCard => field_error(
+                "customer",
+                format!("{customer} has no saved default card (give a payment_method of theirs, or have them save one)"),
+            ),
+            Unchargeable::NotItsCard(pm) => field_error(
+                "payment_method",
+                format!("{pm} is not a saved card of {customer}"),
+            ),
+        }
+    }
+}
+
+/// The recorded customer `customer`, if a charge to it (on `payment_method`, or its default
+/// card) can go ahead as Kassa's records stand.
+async fn chargeable(
+    store: &Store,
+    customer: &str,
+    payment_method: Option<&str>,
+) -> Result<Result<String, Unchargeable>, ApiError> {
+    let known = customers::customer_with_default_card(store.pool(), customer)
+        .await
+        .map_err(internal)?;
+    let Some((record, default_card)) = known else {
+        return Ok(Err(Unchargeable::Unknown));
+    };
+    if record.deleted {
+        return Ok(Err(Unchargeable::Deleted));
+    }
+    match payment_method {
+        Some(pm) => {
+            let cards = customers::payment_methods_of(store.pool(), &record.id)
+                .await
+                .map_err(internal)?;
+            if !cards.iter().any(|c| c.id == pm && c.attached) {
+                return Ok(Err(Unchargeable::NotItsCard(pm.to_owned())));
+            }
+        }
+        None if default_card.is_none() => return Ok(Err(Unchargeable::NoDefaultCard)),
+        None => {}
+    }
+    Ok(Ok(record.id))
+}
+
+/// The customer to charge: as recorded, or — when the records say no, and `lookup` is given —
+/// as Stripe has it now (looked up and recorded first). Only a customer that is still not
+/// chargeable then is refused.
+async fn customer_to_charge(
+    store: &Store,
+    lookup: Option<&dyn CustomerLookup>,
+    customer: &str,
+    payment_method: Option<&str>,
+) -> Result<String, ApiError> {
+    let unchargeable = match chargeable(store, customer, payment_method).await? {
+        Ok(id) => return Ok(id),
+        // Stripe never undeletes a customer: nothing to look up.
+        Err(Unchargeable::Deleted) => return Err(Unchargeable::Deleted.error(customer)),
+        Err(why) => why,
+    };
+    let Some(lookup) = lookup else {
+        return Err(unchargeable.error(customer));
+    };
+    match lookup.look_up(customer.to_owned()).await {
+        Ok(LookedUp::Recorded) => {}
+        Ok(LookedUp::Missing) => {
+            return Err(field_error(
+                "customer",
+                format!("unknown customer {customer}: the Stripe account has no such customer"),
+            ))
+        }
+        Ok(LookedUp::Deleted) => {
+            return Err(field_error(
+                "customer",
+                format!("customer {customer} is deleted in Stripe"),
+            ))
+        }
+        Err(error) if error.transient => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stripe_unavailable",
+                format!(
+                    "looking up {customer} on Stripe: {}; try again",
+                    error.message
+                ),
+            ))
+        }
+        Err(error) => {
+            warn!(%error, customer, "looking up a customer on Stripe failed");
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "stripe_lookup_failed",
+                format!("looking up {customer} on Stripe: {}", error.message),
+            ));
+        }
+    }
+    chargeable(store, customer, payment_method)
+        .await?
+        .map_err(|why| why.error(customer))
+}
+
+/// Checks a charge request against Stripe's money rules and Kassa's records (looking an
+/// unrecorded customer up through `lookup` first); the first problem found is reported with its
+/// field.
 pub async fn validate_charge(
     store: &Store,
+    lookup: Option<&dyn CustomerLookup>,
     request: &ChargeRequest,
     livemode: bool,
 ) -> Result<NewCharge, ApiError> {
@@ -123,43 +290,16 @@ pub async fn validate_charge(
     if customer.is_empty() {
         return Err(field_error("customer", "required"));
     }
-    let known = customers::customer_with_default_card(store.pool(), customer)
-        .await
-        .map_err(internal)?;
-    let Some((record, default_card)) = known.filter(|(c, _)| !c.deleted) else {
-        return Err(field_error(
-            "customer",
-            format!("unknown customer {customer}"),
-        ));
-    };
-    match &request.payment_method {
-        Some(pm) => {
-            let cards = customers::payment_methods_of(store.pool(), &record.id)
-                .await
-                .map_err(internal)?;
-            if !cards.iter().any(|c| &c.id == pm && c.attached) {
-                return Err(field_error(
-                    "payment_method",
-                    format!("{pm} is not a saved card of {customer}"),
-                ));
-            }
-        }
-        None if default_card.is_none() => {
-            return Err(field_error(
-                "customer",
-                format!("{customer} has no saved card"),
-            ));
-        }
-        None => {}
-    }
     let metadata = match &request.metadata {
         None | Some(Value::Null) => json!({}),
         Some(Value::Object(map)) => Value::Object(map.clone()),
         Some(_) => return Err(field_error("metadata", "must be an object")),
     };
+    let customer_id =
+        customer_to_charge(store, lookup, customer, request.payment_method.as_deref()).await?;
     Ok(NewCharge {
         reference: reference.to_owned(),
-        customer_id: record.id,
+        customer_id,
         payment_method_id: request.payment_method.clone(),
         amount,
         currency: currency.code().to_owned(),
@@ -176,7 +316,7 @@ async fn create_charge(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&state, &headers)?;
     let Json(request) = body.map_err(|e| ApiError::from_json_rejection(&e))?;
-    let charge = validate_charge(&state.store, &request, false).await?;
+    let charge = validate_charge(&state.store, state.customers.as_deref(), &request, false).await?;
     let (record, created) = state
         .store
         .submit_charge(&state.route, &charge)
@@ -332,5 +472,11 @@ pub fn charge_json(c: &ChargeRecord) -> Value {
         "recheckout_expires_at": c.recheckout_expires_at.map(|t| t.unix_timestamp()),
         "created_at": c.created_at.unix_timestamp(),
         "updated_at": c.updated_at.unix_timestamp(),
+        "livemode": c.livemode,
+        "attempt_started_at": c.attempt_started_at.map(|t| t.unix_timestamp()),
+        "attempt_payment_method": c.attempt_payment_method_id,
+        "attempt_idempotency_key": c.attempt_key,
+        "attempt_key_started_at": c.attempt_key_started_at.map(|t| t.unix_timestamp()),
+        "review_reason": c.review_reason,
     })
 }

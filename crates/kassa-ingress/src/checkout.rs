@@ -15,6 +15,7 @@
 
 use crate::admin::check_bearer;
 use crate::error::ApiError;
+use crate::idempotency;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -120,7 +121,9 @@ pub struct CheckoutState {
     pub(crate) page_calls: Arc<tokio::sync::Semaphore>,
 }
 
-/// Page requests (`/success`, the shop's Buy) served at once; more are answered 503.
+/// Requests that call Stripe from the merchant pages (`/success`, the shop's Buy) and payment
+/// confirmations served at once (each may hold a database connection meanwhile); more are
+/// answered 503.
 pub const PAGE_CALLS_IN_FLIGHT: usize = 16;
 
 impl std::fmt::Debug for CheckoutState {
@@ -377,17 +380,6 @@ fn http_url(field: &str, value: &str) -> Result<String, ApiError> {
     }
 }
 
-/// The caller's `Idempotency-Key` (scoped to Kassa's route) or a fresh one.
-pub fn request_key(headers: &HeaderMap, route: &str) -> Result<IdempotencyKey, ApiError> {
-    let key = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        Some(given) if !given.trim().is_empty() => format!("kassa:{route}:{}", given.trim()),
-        _ => format!("kassa:{route}:{}", uuid::Uuid::new_v4()),
-    };
-    IdempotencyKey::new(key).map_err(|e| {
-        ApiError::bad_request("invalid_idempotency_key", format!("Idempotency-Key: {e}"))
-    })
-}
-
 /// A key for `scope` and the exact text `content` (any characters): a SHA-256 of the content
 /// keeps the key short and ASCII, and the same for every Kassa process.
 fn derived_key(scope: &str, content: &str) -> Result<IdempotencyKey, ApiError> {
@@ -579,9 +571,11 @@ async fn create_checkout_session(
     body: Result<Json<CheckoutRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_bearer(&state.token, &headers)?;
+    // A session in payment mode is paid by the customer: a retry without the caller's key
+    // would make a second payable session.
+    let key = idempotency::required(&headers, "checkout")?;
     let request = json_body(body)?;
     let plan = plan_checkout(&request)?;
-    let key = request_key(&headers, "checkout")?;
     let session = create_session(&state.stripe, &state.settings, &plan, &request, &key)
         .instrument(tracing::info_span!("api_checkout_session"))
         .await?;
@@ -621,6 +615,9 @@ async fn create_payment_intent(
     body: Result<Json<PaymentIntentRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_bearer(&state.token, &headers)?;
+    // A PaymentIntent is what the customer pays: a retry without the caller's key would make a
+    // second one.
+    let key = idempotency::required(&headers, "payment_intent")?;
     let request = json_body(body)?;
     let currency = Currency::parse(request.currency.as_deref().unwrap_or("usd"))
         .map_err(|e| field_error("currency", e))?;
@@ -639,7 +636,6 @@ async fn create_payment_intent(
         Some(id) if !id.is_empty() => Some(existing_customer(&state.stripe, id).await?),
         _ => None,
     };
-    let key = request_key(&headers, "payment_intent")?;
     let mut metadata = source_metadata(API_SOURCE);
     if let Some(email) = receipt_email {
         // Kassa sends the receipt (KASSA_SMTP_URL). Stripe's own `receipt_email` would make
@@ -701,6 +697,8 @@ async fn confirm_payment_intent(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_bearer(&state.token, &headers)?;
+    // No Idempotency-Key here: this route sends Stripe nothing (it reads the PaymentIntent) and
+    // records a payment once by its PaymentIntent id, whoever asks how often.
     if !id.starts_with("pi_") || id.len() > 255 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -708,6 +706,16 @@ async fn confirm_payment_intent(
             format!("{id:?} is not a PaymentIntent id"),
         ));
     }
+    // It holds a database connection while it reads Stripe, like the success page: one permit
+    // of the same bound, so the pool is never exhausted by confirmations.
+    let Some(_permit) = state.page_calls.clone().try_acquire_owned().ok() else {
+        metrics::counter!("kassa_page_requests_shed_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many payment confirmations and page requests at once; try again in a moment",
+        ));
+    };
     let span = tracing::info_span!("payment_confirmation", payment_intent = %id);
     let outcome = state
         .fulfilment

@@ -16,11 +16,14 @@
 //! Unlike the webhook path these routes call Stripe, synchronously. Every POST to Stripe carries
 //! an Idempotency-Key: `kassa:connector:{action}:{key}` where `key` is the caller's own
 //! `Idempotency-Key` header (so a caller retrying after a time-out gets the first result, not a
-//! second customer or charge) or, without one, a fresh UUID per request. Bad input is refused
-//! with 400 naming the field before Stripe is called, so nothing is created.
+//! second customer or charge; see [`crate::idempotency`]). A legacy charge moves money, so it
+//! requires the header (`400 idempotency_key_required` without it); customers and products take
+//! a fresh UUID when none is given. Bad input is refused with 400 naming the field before Stripe
+//! is called, so nothing is created.
 
 use crate::admin::check_bearer;
 use crate::error::ApiError;
+use crate::idempotency;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,15 +32,12 @@ use axum::{Json, Router};
 use kassa_stripe::money::{validate_amount, Currency};
 use kassa_stripe::objects::Metadata;
 use kassa_stripe::resources::{CreateCharge, CustomerParams, ListCustomers, ProductParams};
-use kassa_stripe::{Client, IdempotencyKey, StripeError};
+use kassa_stripe::{Client, StripeError};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tracing::info;
-
-/// Longest caller `Idempotency-Key` accepted (Stripe allows 255; Kassa's prefix takes the rest).
-const MAX_CALLER_KEY: usize = 200;
 
 /// What the connector routes share.
 #[derive(Clone)]
@@ -97,34 +97,6 @@ fn field_error(field: &'static str, message: impl Into<String>) -> ApiError {
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
         .map_err(|e| ApiError::from_json_rejection(&e))
-}
-
-/// The Idempotency-Key for this request's Stripe POST: derived from the caller's
-/// `Idempotency-Key` header, or a fresh UUID.
-pub fn idempotency_key(headers: &HeaderMap, action: &str) -> Result<IdempotencyKey, ApiError> {
-    let caller = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => {
-            let value = value
-                .to_str()
-                .ok()
-                .filter(|v| {
-                    !v.is_empty()
-                        && v.len() <= MAX_CALLER_KEY
-                        && v.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        format!("Idempotency-Key: 1 to {MAX_CALLER_KEY} visible ASCII characters"),
-                    )
-                })?;
-            Some(value.to_owned())
-        }
-    };
-    let key = caller.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    IdempotencyKey::new(format!("kassa:connector:{action}:{key}"))
-        .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
 }
 
 /// Optional text field: absent, null or a string.
@@ -206,7 +178,7 @@ async fn create_customer(
         metadata: Some(metadata(&request.metadata)?).filter(|m| !m.is_empty()),
         ..Default::default()
     };
-    let key = idempotency_key(&headers, "customer")?;
+    let key = idempotency::optional(&headers, "connector:customer")?;
     let customer = state
         .stripe
         .customers()
@@ -284,7 +256,7 @@ async fn create_product(
         metadata: Some(metadata).filter(|m| !m.is_empty()),
         ..Default::default()
     };
-    let key = idempotency_key(&headers, "product")?;
+    let key = idempotency::optional(&headers, "connector:product")?;
     let product = state
         .stripe
         .products()
@@ -360,8 +332,10 @@ async fn create_legacy_charge(
     request: Result<Json<LegacyChargeRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_bearer(&state.token, &headers)?;
+    // A charge moves money: without the caller's key, a retry after a time-out would be a
+    // second charge.
+    let key = idempotency::required(&headers, "connector:legacy_charge")?;
     let params = validate_legacy_charge(&body(request)?)?;
-    let key = idempotency_key(&headers, "legacy_charge")?;
     let charge = state
         .stripe
         .charges()
@@ -447,25 +421,6 @@ mod tests {
                 "{body}"
             );
         }
-    }
-
-    #[test]
-    fn idempotency_keys_derive_from_the_callers_key_or_are_fresh() {
-        let mut headers = HeaderMap::new();
-        let a = idempotency_key(&headers, "customer").unwrap();
-        let b = idempotency_key(&headers, "customer").unwrap();
-        assert_ne!(a, b);
-        assert!(a.as_str().starts_with("kassa:connector:customer:"));
-        headers.insert("idempotency-key", "crm-7".parse().unwrap());
-        assert_eq!(
-            idempotency_key(&headers, "product").unwrap().as_str(),
-            "kassa:connector:product:crm-7"
-        );
-        headers.insert("idempotency-key", "has space".parse().unwrap());
-        assert_eq!(
-            idempotency_key(&headers, "product").unwrap_err().code,
-            "invalid_idempotency_key"
-        );
     }
 
     #[test]

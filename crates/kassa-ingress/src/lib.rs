@@ -5,8 +5,10 @@
 //! confirm — so a 2xx to Stripe always means the event is durable. It never calls Stripe and
 //! never writes the database: it stays thin so it is fast and scales out. Also `/healthz`,
 //! `/readyz`, `/metrics`, and the back-office API ([`admin`]), which reads and writes the
-//! database but never calls Stripe. The connector actions ([`connector`]) do call Stripe,
-//! synchronously: small operations for back-office tools, on the same admin token.
+//! database and calls Stripe only to look up a customer it has not recorded. The connector
+//! actions ([`connector`]) do call Stripe, synchronously: small operations for back-office
+//! tools, on the same admin token. Every route that calls Stripe reads the caller's
+//! `Idempotency-Key` by one rule ([`idempotency`]).
 
 pub mod admin;
 pub mod checkout;
@@ -14,6 +16,7 @@ pub mod connector;
 pub mod envelope;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod pages;
 pub mod server;
 pub mod telemetry;

@@ -190,7 +190,7 @@ async fn buy(State(state): State<CheckoutState>, Form(form): Form<BuyForm>) -> R
         ..Default::default()
     };
     // A fresh key per click: each Buy is a new session.
-    let key = match crate::checkout::request_key(&axum::http::HeaderMap::new(), "shop") {
+    let key = match crate::idempotency::fresh("shop") {
         Ok(key) => key,
         Err(error) => return html_error(&error),
     };

@@ -44,6 +44,20 @@ impl ChargeJob {
     }
 }
 
+/// Queues `job` once more in the caller's transaction, for a charge put back in line by a
+/// person: its message id carries `tag` (e.g. `requeue:{time}`), because the outbox queues one
+/// message per id and the job's own id was published before.
+pub async fn enqueue_job_again(
+    conn: &mut PgConnection,
+    route: &JobRoute,
+    job: ChargeJob,
+    tag: &str,
+) -> Result<bool, StoreError> {
+    let mut message = job.message(route);
+    message.message_id = format!("{}:{tag}", message.message_id);
+    enqueue(conn, &message).await
+}
+
 /// Queues `job` in the caller's transaction.
 pub async fn enqueue_job(
     conn: &mut PgConnection,

@@ -1,6 +1,6 @@
 //! Back-office charges of saved cards (`charges`): a row first, then a message on `kassa.charges`
-//! that the executor turns into an off-session PaymentIntent with the Idempotency-Key
-//! `kassa:charge:{id}:{attempt}`.
+//! that the executor turns into an off-session PaymentIntent under the Idempotency-Key recorded
+//! on the row (`attempt_key`, `kassa:{installation}:charge:{id}:{attempt}`).
 //!
 //! [`create_charge`] is idempotent on the client's `reference`: creating it again, even
 //! concurrently, returns the existing row. The executor serialises its work on one charge with
@@ -9,19 +9,26 @@
 //!
 //! | from | to |
 //! |---|---|
-//! | `pending` | `succeeded`, `processing`, `requires_recheckout`, `failed` |
+//! | `pending` | `succeeded`, `processing`, `requires_recheckout`, `failed`, `needs_review` |
 //! | `processing` | `succeeded`, `failed`, `requires_recheckout` |
 //! | `requires_recheckout` | `retrying` (attempt + 1), `failed` |
-//! | `retrying` | `succeeded`, `processing`, `requires_recheckout`, `failed` |
+//! | `retrying` | `succeeded`, `processing`, `requires_recheckout`, `failed`, `needs_review` |
+//! | `needs_review` | `succeeded`, `processing`, `requires_recheckout`, `failed` (what Stripe or a person says), `pending`/`retrying` ([`requeue_charge`]) |
 //! | `succeeded`, `failed` | nothing: they are final |
+//!
+//! Before the first PaymentIntent create of an attempt the executor records, and commits,
+//! [`record_attempt_start`]: when, which card, which key. Every later run of the attempt sees
+//! `attempt_started_at` and looks the attempt up on Stripe before sending anything;
+//! [`rekey_attempt`] replaces a key that Stripe may have forgotten (23 hours old) or that answered
+//! for another object, only after such a lookup found nothing.
 //!
 //! The outcomes of a PaymentIntent ([`mark_charge_processing`], [`mark_charge_succeeded`],
 //! [`mark_charge_requires_recheckout`]) apply only to the attempt they name, and only to the
 //! PaymentIntent already recorded for it if there is one. [`mark_charge_retrying`] forgets the
-//! previous attempt's PaymentIntent, so that a late webhook about it cannot settle the retry
-//! ([`settle_charge_by_payment_intent`] finds charges by their current PaymentIntent only).
-//! `decline_code`, `failure_code` and `failure_message` describe the latest decline or failure
-//! and are kept after a successful retry: the record still says why it needed a new card.
+//! previous attempt (its PaymentIntent, start, card and key), so that a late webhook about it
+//! cannot settle the retry. `decline_code`, `failure_code` and `failure_message` describe the
+//! latest decline or failure and are kept after a successful retry: the record still says why it
+//! needed a new card.
 
 use std::fmt;
 use std::str::FromStr;
@@ -45,6 +52,11 @@ pub enum ChargeStatus {
     Retrying,
     /// Given up, with Stripe's (or Kassa's) code and message. Final.
     Failed,
+    /// An attempt first sent more than 23 hours ago whose PaymentIntent Stripe could not be asked
+    /// about: Kassa neither sends it again (Stripe has forgotten its key) nor gives up (it may
+    /// have been charged). A person resolves it (`kassa charges resolve`); a `payment_intent.*`
+    /// webhook for the attempt settles it too.
+    NeedsReview,
 }
 
 impl ChargeStatus {
@@ -57,6 +69,7 @@ impl ChargeStatus {
             ChargeStatus::RequiresRecheckout => "requires_recheckout",
             ChargeStatus::Retrying => "retrying",
             ChargeStatus::Failed => "failed",
+            ChargeStatus::NeedsReview => "needs_review",
         }
     }
 
@@ -88,6 +101,7 @@ impl FromStr for ChargeStatus {
             "requires_recheckout" => Ok(ChargeStatus::RequiresRecheckout),
             "retrying" => Ok(ChargeStatus::Retrying),
             "failed" => Ok(ChargeStatus::Failed),
+            "needs_review" => Ok(ChargeStatus::NeedsReview),
             other => Err(UnknownChargeStatus(other.to_owned())),
         }
     }
@@ -159,6 +173,19 @@ pub struct ChargeRecord {
     pub created_at: OffsetDateTime,
     /// When the charge last changed.
     pub updated_at: OffsetDateTime,
+    /// When the current attempt was first sent to Stripe; `None`: not yet. Recorded (and
+    /// committed) before the first PaymentIntent create, so a later run knows to look first.
+    pub attempt_started_at: Option<OffsetDateTime>,
+    /// The card the current attempt charges, resolved once when it started.
+    pub attempt_payment_method_id: Option<String>,
+    /// The Idempotency-Key of the current attempt's PaymentIntent create.
+    pub attempt_key: Option<String>,
+    /// How many times the current attempt's key was replaced (0: the first key).
+    pub attempt_key_generation: i32,
+    /// When `attempt_key` was first used: Stripe forgets a key 24 hours after that.
+    pub attempt_key_started_at: Option<OffsetDateTime>,
+    /// Why the charge is (or was) in `needs_review`.
+    pub review_reason: Option<String>,
 }
 
 /// What Stripe says became of a PaymentIntent, for [`settle_charge_by_payment_intent`].
@@ -200,6 +227,12 @@ struct ChargeRow {
     livemode: bool,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    attempt_started_at: Option<OffsetDateTime>,
+    attempt_payment_method_id: Option<String>,
+    attempt_key: Option<String>,
+    attempt_key_generation: i32,
+    attempt_key_started_at: Option<OffsetDateTime>,
+    review_reason: Option<String>,
 }
 
 impl TryFrom<ChargeRow> for ChargeRecord {
@@ -231,6 +264,12 @@ impl TryFrom<ChargeRow> for ChargeRecord {
             livemode: row.livemode,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            attempt_started_at: row.attempt_started_at,
+            attempt_payment_method_id: row.attempt_payment_method_id,
+            attempt_key: row.attempt_key,
+            attempt_key_generation: row.attempt_key_generation,
+            attempt_key_started_at: row.attempt_key_started_at,
+            review_reason: row.review_reason,
         })
     }
 }
@@ -258,7 +297,9 @@ pub async fn create_charge(
          RETURNING id, reference, customer_id, payment_method_id, amount, currency, description,
                    metadata, status, attempt, payment_intent_id, decline_code, failure_code,
                    failure_message, recheckout_session_id, recheckout_url,
-                   recheckout_expires_at, reminders_sent, livemode, created_at, updated_at",
+                   recheckout_expires_at, reminders_sent, livemode, created_at, updated_at,
+                   attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason",
         charge.reference,
         charge.customer_id,
         charge.payment_method_id,
@@ -291,7 +332,8 @@ pub async fn charge<'e>(
         "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
                 metadata, status, attempt, payment_intent_id, decline_code, failure_code,
                 failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
-                reminders_sent, livemode, created_at, updated_at
+                reminders_sent, livemode, created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason
          FROM charges WHERE id = $1",
         id,
     )
@@ -310,7 +352,8 @@ pub async fn charge_by_reference<'e>(
         "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
                 metadata, status, attempt, payment_intent_id, decline_code, failure_code,
                 failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
-                reminders_sent, livemode, created_at, updated_at
+                reminders_sent, livemode, created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason
          FROM charges WHERE reference = $1",
         reference,
     )
@@ -330,7 +373,8 @@ pub async fn charge_by_recheckout_session<'e>(
         "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
                 metadata, status, attempt, payment_intent_id, decline_code, failure_code,
                 failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
-                reminders_sent, livemode, created_at, updated_at
+                reminders_sent, livemode, created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason
          FROM charges WHERE recheckout_session_id = $1",
         session_id,
     )
@@ -352,7 +396,8 @@ pub async fn list_charges<'e>(
         "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
                 metadata, status, attempt, payment_intent_id, decline_code, failure_code,
                 failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
-                reminders_sent, livemode, created_at, updated_at
+                reminders_sent, livemode, created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason
          FROM charges
          WHERE ($1::text IS NULL OR status = $1) AND id > COALESCE($2::bigint, 0)
          ORDER BY id
@@ -379,7 +424,8 @@ pub async fn charge_for_update(
         "SELECT id, reference, customer_id, payment_method_id, amount, currency, description,
                 metadata, status, attempt, payment_intent_id, decline_code, failure_code,
                 failure_message, recheckout_session_id, recheckout_url, recheckout_expires_at,
-                reminders_sent, livemode, created_at, updated_at
+                reminders_sent, livemode, created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason
          FROM charges WHERE id = $1 FOR UPDATE",
         id,
     )
@@ -388,7 +434,7 @@ pub async fn charge_for_update(
     record(row)
 }
 
-/// `pending` or `retrying` → `processing` for `attempt`, recording its PaymentIntent. Returns
+/// `pending`, `retrying` or `needs_review` → `processing` for `attempt`, recording its PaymentIntent. Returns
 /// false (and changes nothing) if the charge is elsewhere, on another attempt, or already names
 /// another PaymentIntent.
 pub async fn mark_charge_processing(
@@ -399,7 +445,7 @@ pub async fn mark_charge_processing(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query!(
         "UPDATE charges SET status = 'processing', payment_intent_id = $3, updated_at = now()
-         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'retrying')
+         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'retrying', 'needs_review')
            AND (payment_intent_id IS NULL OR payment_intent_id = $3)",
         id,
         attempt,
@@ -410,7 +456,7 @@ pub async fn mark_charge_processing(
     Ok(done.rows_affected() > 0)
 }
 
-/// `pending`, `processing` or `retrying` → `succeeded` for `attempt`, recording its
+/// `pending`, `processing`, `retrying` or `needs_review` → `succeeded` for `attempt`, recording its
 /// PaymentIntent. Returns false (and changes nothing) if the charge is elsewhere (a redelivery
 /// finds it `succeeded` already), on another attempt, or already names another PaymentIntent.
 pub async fn mark_charge_succeeded(
@@ -421,7 +467,8 @@ pub async fn mark_charge_succeeded(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query!(
         "UPDATE charges SET status = 'succeeded', payment_intent_id = $3, updated_at = now()
-         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'processing', 'retrying')
+         WHERE id = $1 AND attempt = $2
+           AND status IN ('pending', 'processing', 'retrying', 'needs_review')
            AND (payment_intent_id IS NULL OR payment_intent_id = $3)",
         id,
         attempt,
@@ -432,7 +479,8 @@ pub async fn mark_charge_succeeded(
     Ok(done.rows_affected() > 0)
 }
 
-/// Any open status (`pending`, `processing`, `requires_recheckout`, `retrying`) → `failed`, with
+/// Any open status (`pending`, `processing`, `requires_recheckout`, `retrying`,
+/// `needs_review`) → `failed`, with
 /// Stripe's code and message or Kassa's reason (e.g. a re-checkout link that expired twice).
 /// Returns false (and changes nothing) if the charge is unknown or final already.
 pub async fn mark_charge_failed(
@@ -444,7 +492,8 @@ pub async fn mark_charge_failed(
     let done = sqlx::query!(
         "UPDATE charges SET status = 'failed', failure_code = $2, failure_message = $3,
              updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'processing', 'requires_recheckout', 'retrying')",
+         WHERE id = $1
+           AND status IN ('pending', 'processing', 'requires_recheckout', 'retrying', 'needs_review')",
         id,
         code,
         message,
@@ -454,7 +503,8 @@ pub async fn mark_charge_failed(
     Ok(done.rows_affected() > 0)
 }
 
-/// `pending`, `processing` or `retrying` → `requires_recheckout` for `attempt`: the saved card
+/// `pending`, `processing`, `retrying` or `needs_review` → `requires_recheckout` for `attempt`:
+/// the saved card
 /// was declined. Records the PaymentIntent (when Stripe's error names one), the decline code and
 /// Stripe's code and message, and clears the previous re-checkout link and reminder count; set
 /// the new link with [`set_recheckout_session`]. Returns false (and changes nothing) if the
@@ -474,7 +524,8 @@ pub async fn mark_charge_requires_recheckout(
              decline_code = $4, failure_code = $5, failure_message = $6,
              recheckout_session_id = NULL, recheckout_url = NULL, recheckout_expires_at = NULL,
              reminders_sent = 0, updated_at = now()
-         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'processing', 'retrying')
+         WHERE id = $1 AND attempt = $2
+           AND status IN ('pending', 'processing', 'retrying', 'needs_review')
            AND ($3::text IS NULL OR payment_intent_id IS NULL OR payment_intent_id = $3)",
         id,
         attempt,
@@ -516,29 +567,186 @@ pub async fn set_recheckout_session(
     Ok(done.rows_affected() > 0)
 }
 
-/// `requires_recheckout` → `retrying` as `next_attempt`, which must be the current attempt + 1:
-/// the customer gave a new card. Forgets the previous attempt's PaymentIntent. Returns false
-/// (and changes nothing) otherwise, e.g. when the completion of the session is redelivered.
+/// `requires_recheckout` → `retrying` as `next_attempt`, which must be the current attempt + 1,
+/// on `payment_method_id`: the card the customer just gave (the re-pay session's), which the
+/// next attempt charges whatever card the charge named before. Forgets the previous attempt (its
+/// PaymentIntent, start, card and key). Returns false (and changes nothing) otherwise, e.g. when
+/// the completion of the session is redelivered.
 pub async fn mark_charge_retrying(
     conn: &mut PgConnection,
     id: i64,
     next_attempt: i32,
+    payment_method_id: &str,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query!(
-        "UPDATE charges SET status = 'retrying', attempt = $2, payment_intent_id = NULL,
-             updated_at = now()
+        "UPDATE charges SET status = 'retrying', attempt = $2, payment_method_id = $3,
+             payment_intent_id = NULL, attempt_started_at = NULL,
+             attempt_payment_method_id = NULL, attempt_key = NULL, attempt_key_generation = 0,
+             attempt_key_started_at = NULL, updated_at = now()
          WHERE id = $1 AND status = 'requires_recheckout' AND attempt + 1 = $2",
         id,
         next_attempt,
+        payment_method_id,
     )
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
+/// Records that `attempt` of a `pending` or `retrying` charge is about to be sent: now, on card
+/// `payment_method_id`, under Idempotency-Key `key` (generation 0), in mode `livemode`. Commit
+/// it before sending. Returns false (and changes nothing) if the attempt was already started,
+/// is not the current one, or the charge is elsewhere.
+pub async fn record_attempt_start(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    payment_method_id: &str,
+    key: &str,
+    livemode: bool,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET attempt_started_at = now(), attempt_payment_method_id = $3,
+             attempt_key = $4, attempt_key_generation = 0, attempt_key_started_at = now(),
+             livemode = $5, updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'retrying')
+           AND attempt_started_at IS NULL",
+        id,
+        attempt,
+        payment_method_id,
+        key,
+        livemode,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records the card of a started `attempt` that has none (a charge started before cards were
+/// recorded with the attempt). Returns false if it has one already or moved on.
+pub async fn record_attempt_card(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    payment_method_id: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET attempt_payment_method_id = $3, updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND attempt_started_at IS NOT NULL
+           AND attempt_payment_method_id IS NULL",
+        id,
+        attempt,
+        payment_method_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Replaces the key of a started, open `attempt` whose key generation is still `generation` with
+/// `key` (generation + 1, first used now). Only after a lookup on Stripe found no PaymentIntent
+/// for the attempt; commit it before sending. Returns false (and changes nothing) if another run
+/// replaced the key first or the charge moved on.
+pub async fn rekey_attempt(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    generation: i32,
+    key: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET attempt_key = $4, attempt_key_generation = $3 + 1,
+             attempt_key_started_at = now(), updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND attempt_key_generation = $3
+           AND attempt_started_at IS NOT NULL AND status IN ('pending', 'retrying')",
+        id,
+        attempt,
+        generation,
+        key,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// `pending` or `retrying` → `needs_review` for `attempt`, with the reason a person should read.
+/// Returns false (and changes nothing) if the charge is elsewhere or on another attempt.
+pub async fn mark_charge_needs_review(
+    conn: &mut PgConnection,
+    id: i64,
+    attempt: i32,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'needs_review', review_reason = $3, updated_at = now()
+         WHERE id = $1 AND attempt = $2 AND status IN ('pending', 'retrying')",
+        id,
+        attempt,
+        reason,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// `needs_review` → `succeeded` by a person's word, checked against Stripe by the caller: the
+/// charge was paid by PaymentIntent `payment_intent_id`. Returns false (and changes nothing)
+/// if the charge is not in review, or the PaymentIntent already settles another charge.
+pub async fn resolve_charge_succeeded(
+    conn: &mut PgConnection,
+    id: i64,
+    payment_intent_id: &str,
+) -> Result<bool, StoreError> {
+    let taken = sqlx::query_scalar!(
+        "SELECT id FROM charges WHERE payment_intent_id = $1 AND id <> $2",
+        payment_intent_id,
+        id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if taken.is_some() {
+        return Ok(false);
+    }
+    let done = sqlx::query!(
+        "UPDATE charges SET status = 'succeeded', payment_intent_id = $2, updated_at = now()
+         WHERE id = $1 AND status = 'needs_review'",
+        id,
+        payment_intent_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// `needs_review` → back in line (`pending` for attempt 1, `retrying` after a re-checkout), its
+/// attempt's start, card and key kept: the executor looks the attempt up on Stripe again before
+/// it sends anything. The caller queues the job. Returns the charge as updated, or `None` if it
+/// is not in review.
+pub async fn requeue_charge(
+    conn: &mut PgConnection,
+    id: i64,
+) -> Result<Option<ChargeRecord>, StoreError> {
+    let row = sqlx::query_as!(
+        ChargeRow,
+        "UPDATE charges
+         SET status = CASE WHEN attempt = 1 THEN 'pending' ELSE 'retrying' END, updated_at = now()
+         WHERE id = $1 AND status = 'needs_review'
+         RETURNING id, reference, customer_id, payment_method_id, amount, currency, description,
+                   metadata, status, attempt, payment_intent_id, decline_code, failure_code,
+                   failure_message, recheckout_session_id, recheckout_url,
+                   recheckout_expires_at, reminders_sent, livemode, created_at, updated_at,
+                   attempt_started_at, attempt_payment_method_id,
+                   attempt_key, attempt_key_generation, attempt_key_started_at, review_reason",
+        id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    record(row)
+}
+
 /// Applies a `payment_intent.*` webhook's `outcome` to the charge whose current PaymentIntent is
-/// `payment_intent_id`, only while that charge is open (`pending`, `processing`, `retrying`;
-/// `processing` only from `pending` or `retrying`). Returns the charge as updated, or `None` if
+/// `payment_intent_id`, only while that charge is open (`pending`, `processing`, `retrying`,
+/// `needs_review`; `processing` only from `pending`, `retrying` or `needs_review`). Returns the charge as updated, or `None` if
 /// no open charge has that PaymentIntent or the outcome changes nothing.
 pub async fn settle_charge_by_payment_intent(
     conn: &mut PgConnection,
@@ -550,12 +758,14 @@ pub async fn settle_charge_by_payment_intent(
             sqlx::query_as!(
                 ChargeRow,
                 "UPDATE charges SET status = 'succeeded', updated_at = now()
-                 WHERE payment_intent_id = $1 AND status IN ('pending', 'processing', 'retrying')
+                 WHERE payment_intent_id = $1
+                   AND status IN ('pending', 'processing', 'retrying', 'needs_review')
                  RETURNING id, reference, customer_id, payment_method_id, amount, currency,
                            description, metadata, status, attempt, payment_intent_id,
                            decline_code, failure_code, failure_message, recheckout_session_id,
                            recheckout_url, recheckout_expires_at, reminders_sent, livemode,
-                           created_at, updated_at",
+                           created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason",
                 payment_intent_id,
             )
             .fetch_optional(conn)
@@ -566,12 +776,14 @@ pub async fn settle_charge_by_payment_intent(
                 ChargeRow,
                 "UPDATE charges SET status = 'failed', failure_code = $2, failure_message = $3,
                      updated_at = now()
-                 WHERE payment_intent_id = $1 AND status IN ('pending', 'processing', 'retrying')
+                 WHERE payment_intent_id = $1
+                   AND status IN ('pending', 'processing', 'retrying', 'needs_review')
                  RETURNING id, reference, customer_id, payment_method_id, amount, currency,
                            description, metadata, status, attempt, payment_intent_id,
                            decline_code, failure_code, failure_message, recheckout_session_id,
                            recheckout_url, recheckout_expires_at, reminders_sent, livemode,
-                           created_at, updated_at",
+                           created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason",
                 payment_intent_id,
                 code,
                 message,
@@ -583,12 +795,13 @@ pub async fn settle_charge_by_payment_intent(
             sqlx::query_as!(
                 ChargeRow,
                 "UPDATE charges SET status = 'processing', updated_at = now()
-                 WHERE payment_intent_id = $1 AND status IN ('pending', 'retrying')
+                 WHERE payment_intent_id = $1 AND status IN ('pending', 'retrying', 'needs_review')
                  RETURNING id, reference, customer_id, payment_method_id, amount, currency,
                            description, metadata, status, attempt, payment_intent_id,
                            decline_code, failure_code, failure_message, recheckout_session_id,
                            recheckout_url, recheckout_expires_at, reminders_sent, livemode,
-                           created_at, updated_at",
+                           created_at, updated_at, attempt_started_at, attempt_payment_method_id,
+                attempt_key, attempt_key_generation, attempt_key_started_at, review_reason",
                 payment_intent_id,
             )
             .fetch_optional(conn)
@@ -620,6 +833,27 @@ impl Store {
         charge_by_recheckout_session(&self.pool, session_id).await
     }
 
+    /// How many charges are in each status, in the order of [`ChargeStatus`]'s variants;
+    /// statuses without charges are left out.
+    pub async fn charge_counts(&self) -> Result<Vec<(ChargeStatus, i64)>, StoreError> {
+        let rows =
+            sqlx::query!(r#"SELECT status, count(*) AS "count!" FROM charges GROUP BY status"#)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = rows
+            .into_iter()
+            .map(|row| {
+                let status = row
+                    .status
+                    .parse::<ChargeStatus>()
+                    .map_err(|e| StoreError::Permanent(sqlx::Error::Decode(Box::new(e))))?;
+                Ok((status, row.count))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        counts.sort_by_key(|(status, _)| *status as u8);
+        Ok(counts)
+    }
+
     /// A page of charges in id order; see [`list_charges`].
     pub async fn list_charges(
         &self,
@@ -644,6 +878,7 @@ mod tests {
             ChargeStatus::RequiresRecheckout,
             ChargeStatus::Retrying,
             ChargeStatus::Failed,
+            ChargeStatus::NeedsReview,
         ] {
             assert_eq!(status.as_str().parse::<ChargeStatus>().ok(), Some(status));
             assert_eq!(status.to_string(), status.as_str());
@@ -651,5 +886,6 @@ mod tests {
         assert!("refunded".parse::<ChargeStatus>().is_err());
         assert!(ChargeStatus::Succeeded.is_final() && ChargeStatus::Failed.is_final());
         assert!(!ChargeStatus::RequiresRecheckout.is_final());
+        assert!(!ChargeStatus::NeedsReview.is_final());
     }
 }

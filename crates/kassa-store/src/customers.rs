@@ -50,11 +50,12 @@ pub struct PaymentMethodRecord {
 
 /// Inserts or updates a customer. A `deleted` record only marks the row deleted (Stripe's
 /// deleted-customer object carries nothing else); a deleted row never becomes undeleted.
+/// Returns true when the customer was not recorded before.
 pub async fn upsert_customer(
     conn: &mut PgConnection,
     customer: &CustomerRecord,
-) -> Result<(), StoreError> {
-    sqlx::query!(
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query_scalar!(
         "INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (id) DO UPDATE SET
@@ -64,7 +65,8 @@ pub async fn upsert_customer(
                  THEN customers.default_payment_method ELSE EXCLUDED.default_payment_method END,
              deleted = customers.deleted OR EXCLUDED.deleted,
              livemode = EXCLUDED.livemode,
-             updated_at = now()",
+             updated_at = now()
+         RETURNING (xmax = 0) AS \"inserted!\"",
         customer.id,
         customer.email,
         customer.name,
@@ -72,9 +74,9 @@ pub async fn upsert_customer(
         customer.deleted,
         customer.livemode,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(inserted)
 }
 
 /// Marks customer `id` deleted. Returns false if the customer is unknown; to record the deletion
@@ -107,12 +109,13 @@ pub async fn set_default_payment_method(
 }
 
 /// Inserts or updates a payment method: card details from the latest write, `customer_id` kept
-/// once known, `attached` as described in the [module documentation](self).
+/// once known, `attached` as described in the [module documentation](self). Returns true when
+/// the payment method was not recorded before.
 pub async fn upsert_payment_method(
     conn: &mut PgConnection,
     payment_method: &PaymentMethodRecord,
-) -> Result<(), StoreError> {
-    sqlx::query!(
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query_scalar!(
         "INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year, attached)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET
@@ -123,7 +126,8 @@ pub async fn upsert_payment_method(
              exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year),
              attached = payment_methods.detached_at IS NULL
                  AND (payment_methods.attached OR EXCLUDED.attached),
-             updated_at = now()",
+             updated_at = now()
+         RETURNING (xmax = 0) AS \"inserted!\"",
         payment_method.id,
         payment_method.customer_id,
         payment_method.brand,
@@ -132,9 +136,9 @@ pub async fn upsert_payment_method(
         payment_method.exp_year,
         payment_method.attached,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(inserted)
 }
 
 /// Marks payment method `id` detached for good. An id never seen is recorded as a detached

@@ -1,8 +1,9 @@
 //! Kassa's PostgreSQL layer: a connection pool that creates its database if missing and applies
 //! the migrations in `/migrations` at start ([`Store::connect`]), the inbox of Stripe events with
 //! exactly-once effects ([`events`]), and one module per table family: [`customers`] (customers
-//! and their payment methods), [`checkout_sessions`], back-office [`charges`] of saved cards and
-//! the [`outbox`] of messages to publish.
+//! and their payment methods) with the cursor of their backfill ([`customer_sync`]),
+//! [`checkout_sessions`], back-office [`charges`] of saved cards, the [`outbox`] of messages to
+//! publish, and the [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
@@ -17,9 +18,11 @@
 pub mod charge_jobs;
 pub mod charges;
 pub mod checkout_sessions;
+pub mod customer_sync;
 pub mod customers;
 mod error;
 pub mod events;
+pub mod installation;
 pub mod outbox;
 pub mod payments;
 mod pool;
@@ -27,15 +30,19 @@ mod pool;
 pub use charge_jobs::{ChargeJob, JobRoute};
 pub use charges::{ChargeRecord, ChargeStatus, NewCharge, PaymentIntentOutcome};
 pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
+pub use customer_sync::{SyncCounts, SyncCursor};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
 pub use events::{EventClaim, EventTx, StoredEvent};
-pub use outbox::{OutboxEntry, OutboxMessage};
+pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
 
 /// Re-exported so callers name the same connection and timestamp types as the store.
 pub use sqlx::{types::time::OffsetDateTime, PgConnection};
+
+/// A transaction begun with [`Store::begin`].
+pub type Transaction = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The migrations in the repository's `/migrations` folder, embedded at compile time.
 ///

@@ -28,10 +28,13 @@ const MAINTENANCE_DATABASE: &str = "postgres";
 pub struct Store {
     pub(crate) pool: PgPool,
     pub(crate) claim_lock_timeout: Duration,
+    /// The installation id, read once at connect.
+    pub(crate) installation: std::sync::Arc<str>,
 }
 
 impl Store {
-    /// Connects to `url`, creating the database if it does not exist, and applies the migrations.
+    /// Connects to `url`, creating the database if it does not exist, applies the migrations and
+    /// reads the installation id ([`Store::installation_id`]).
     ///
     /// Safe to call from several processes at once: a concurrent creator's "already exists" is
     /// tolerated and the migrator serialises on an advisory lock.
@@ -49,9 +52,35 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let installation = crate::installation::read_installation_id(&pool).await?;
         Ok(Store {
             pool,
             claim_lock_timeout: DEFAULT_CLAIM_LOCK_TIMEOUT,
+            installation: installation.into(),
+        })
+    }
+
+    /// Connects to an existing, migrated database at `url` without creating or migrating
+    /// anything (for inspection, e.g. `kassa status`): a database that is missing or not
+    /// migrated yet is an error.
+    pub async fn connect_existing(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        let installation = match crate::installation::read_installation_id(&pool).await {
+            Ok(id) => id,
+            Err(error) => {
+                pool.close().await;
+                return Err(error);
+            }
+        };
+        Ok(Store {
+            pool,
+            claim_lock_timeout: DEFAULT_CLAIM_LOCK_TIMEOUT,
+            installation: installation.into(),
         })
     }
 

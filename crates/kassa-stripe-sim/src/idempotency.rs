@@ -7,17 +7,19 @@
 //! - "We save results only after the execution of an endpoint begins. If incoming parameters fail
 //!   validation, or the request conflicts with another that was executing concurrently, we don't save the
 //!   idempotent result" — a concurrent request answers 409.
-//! - "You can remove keys from the system automatically after they're at least 24 hours old."
+//! - "You can remove keys from the system automatically after they're at least 24 hours old. We
+//!   generate a new request if a key is reused after the original is pruned." The
+//!   simulator forgets a key once it is 24 hours old on the simulator's clock ([`crate::clock`]), so
+//!   `POST /_sim/clock/advance` lets a test reuse a key "a day later".
 //! - Keys are scoped to the API key that sent them (one account, one mode).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 
-/// Keys older than this are forgotten.
-const TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Keys this old (seconds on the simulator's clock) are forgotten.
+pub const KEY_LIFETIME_SECS: i64 = 24 * 60 * 60;
 
 /// What makes two requests "the same": method, path and decoded parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +51,8 @@ enum Entry {
     Done {
         fingerprint: Fingerprint,
         saved: Saved,
-        at: Instant,
+        /// When the result was saved, on the simulator's clock.
+        at: i64,
     },
 }
 
@@ -74,12 +77,12 @@ pub struct IdempotencyStore {
 }
 
 impl IdempotencyStore {
-    /// Looks the key up and, when it is new, holds it for this request.
-    pub fn begin(&mut self, scope: &str, key: &str, fingerprint: Fingerprint) -> Begin {
+    /// Looks the key up at `now` (the simulator's clock) and, when it is new or forgotten,
+    /// holds it for this request.
+    pub fn begin(&mut self, scope: &str, key: &str, fingerprint: Fingerprint, now: i64) -> Begin {
         self.inserts += 1;
         if self.inserts % 4096 == 0 {
-            self.entries
-                .retain(|_, e| !matches!(e, Entry::Done { at, .. } if at.elapsed() > TTL));
+            self.forget_expired(now);
         }
         let k = (scope.to_owned(), key.to_owned());
         match self.entries.get(&k) {
@@ -88,7 +91,7 @@ impl IdempotencyStore {
                 fingerprint: first,
                 saved,
                 at,
-            }) if at.elapsed() <= TTL => {
+            }) if now - at < KEY_LIFETIME_SECS => {
                 if *first == fingerprint {
                     Begin::Replay(saved.clone())
                 } else {
@@ -102,8 +105,16 @@ impl IdempotencyStore {
         }
     }
 
-    /// Ends a held key: saves the result, or (`None`) frees the key for a retry.
-    pub fn finish(&mut self, scope: &str, key: &str, saved: Option<Saved>) {
+    /// Forgets every saved result that is 24 hours old at `now`; returns how many.
+    pub fn forget_expired(&mut self, now: i64) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| !matches!(e, Entry::Done { at, .. } if now - *at >= KEY_LIFETIME_SECS));
+        before - self.entries.len()
+    }
+
+    /// Ends a held key at `now`: saves the result, or (`None`) frees the key for a retry.
+    pub fn finish(&mut self, scope: &str, key: &str, saved: Option<Saved>, now: i64) {
         let k = (scope.to_owned(), key.to_owned());
         match saved {
             Some(saved) => {
@@ -113,7 +124,7 @@ impl IdempotencyStore {
                         Entry::Done {
                             fingerprint: fp,
                             saved,
-                            at: Instant::now(),
+                            at: now,
                         },
                     );
                 }
@@ -152,28 +163,55 @@ mod tests {
     #[test]
     fn replay_mismatch_and_in_flight() {
         let mut s = IdempotencyStore::default();
-        assert!(matches!(s.begin("sk_test_a", "k", fp(100)), Begin::Execute));
         assert!(matches!(
-            s.begin("sk_test_a", "k", fp(100)),
+            s.begin("sk_test_a", "k", fp(100), 0),
+            Begin::Execute
+        ));
+        assert!(matches!(
+            s.begin("sk_test_a", "k", fp(100), 0),
             Begin::InFlight
         ));
         // Another API key has its own keys.
-        assert!(matches!(s.begin("sk_test_b", "k", fp(100)), Begin::Execute));
-        s.finish("sk_test_a", "k", Some(saved()));
+        assert!(matches!(
+            s.begin("sk_test_b", "k", fp(100), 0),
+            Begin::Execute
+        ));
+        s.finish("sk_test_a", "k", Some(saved()), 0);
         assert!(
-            matches!(s.begin("sk_test_a", "k", fp(100)), Begin::Replay(r) if r.request_id == "req_1")
+            matches!(s.begin("sk_test_a", "k", fp(100), 1), Begin::Replay(r) if r.request_id == "req_1")
         );
         assert!(matches!(
-            s.begin("sk_test_a", "k", fp(200)),
+            s.begin("sk_test_a", "k", fp(200), 1),
             Begin::Mismatch
+        ));
+    }
+
+    #[test]
+    fn keys_are_forgotten_once_24_hours_old() {
+        let mut s = IdempotencyStore::default();
+        let t0 = 1_700_000_000;
+        assert!(matches!(s.begin("sk", "k", fp(1), t0), Begin::Execute));
+        s.finish("sk", "k", Some(saved()), t0);
+        let almost = t0 + KEY_LIFETIME_SECS - 1;
+        assert!(matches!(
+            s.begin("sk", "k", fp(1), almost),
+            Begin::Replay(_)
+        ));
+        assert_eq!(s.forget_expired(almost), 0);
+        let day_later = t0 + KEY_LIFETIME_SECS;
+        assert_eq!(s.forget_expired(day_later), 1);
+        // A reused key after the original was pruned is a new request: other params are fine.
+        assert!(matches!(
+            s.begin("sk", "k", fp(2), day_later),
+            Begin::Execute
         ));
     }
 
     #[test]
     fn unsaved_results_free_the_key() {
         let mut s = IdempotencyStore::default();
-        assert!(matches!(s.begin("sk", "k", fp(1)), Begin::Execute));
-        s.finish("sk", "k", None);
-        assert!(matches!(s.begin("sk", "k", fp(2)), Begin::Execute));
+        assert!(matches!(s.begin("sk", "k", fp(1), 0), Begin::Execute));
+        s.finish("sk", "k", None, 0);
+        assert!(matches!(s.begin("sk", "k", fp(2), 0), Begin::Execute));
     }
 }

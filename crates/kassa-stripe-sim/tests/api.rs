@@ -119,11 +119,19 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
     assert_eq!(other.status, 400);
     assert_eq!(other.body["error"]["type"], "idempotency_error");
 
-    // Keys belong to one API key: another key may reuse the same string.
+    // Keys belong to the account and its mode: another test-mode key (a restricted one, say) meets
+    // the same key, while live mode has keys of its own.
     let rb = s
         .http
         .post(format!("{}/v1/payment_intents", s.sim.base_url()))
-        .bearer_auth("sk_test_other")
+        .bearer_auth("rk_test_other")
+        .header("Idempotency-Key", "k1")
+        .form(&[("amount", "2000"), ("currency", "usd")]);
+    assert_eq!(s.send(rb).await.status, 400);
+    let rb = s
+        .http
+        .post(format!("{}/v1/payment_intents", s.sim.base_url()))
+        .bearer_auth("sk_live_other")
         .header("Idempotency-Key", "k1")
         .form(&[("amount", "2000"), ("currency", "usd")]);
     assert_eq!(s.send(rb).await.status, 200);
@@ -165,7 +173,13 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
         .collect();
     assert_eq!(
         k1,
-        vec![(200, false), (200, true), (400, false), (200, false)]
+        vec![
+            (200, false),
+            (200, true),
+            (400, false),
+            (400, false),
+            (200, false)
+        ]
     );
     let created = log
         .iter()
@@ -617,6 +631,7 @@ async fn fault_injection_counts_and_rate_limits() {
         let r = s.get("/v1/customers").await;
         if r.status == 429 {
             assert_eq!(r.body["error"]["code"], "rate_limit");
+            assert_eq!(r.header("stripe-rate-limited-reason"), Some("global-rate"));
             limited += 1;
         }
     }
@@ -625,6 +640,99 @@ async fn fault_injection_counts_and_rate_limits() {
         .http
         .post(format!("{}/_sim/faults", s.sim.base_url()))
         .json(&serde_json::json!({"error_rate": 2.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoint_rate_limits_answer_429_per_endpoint_and_are_counted() {
+    // Stripe: besides the account's limit, "individual API endpoints" allow about 25 requests a
+    // second, each named operation being one endpoint whatever the ids (docs: rate limits). A low
+    // limit makes it visible at test speed.
+    let s = Sim::start(SimConfig {
+        faults: Faults {
+            endpoint_rate_limit_per_sec: Some(2),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut replies = Vec::new();
+    for i in 0..20 {
+        replies.push(s.get(&format!("/v1/customers/cus_{i}")).await);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let limited: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    let passed = replies.len() - limited.len();
+    // A bucket of two a second holding at most two: no more pass than that allows.
+    assert!(
+        (passed as f64) <= 2.0 + 2.0 * elapsed + 1.0,
+        "{passed} passed in {elapsed:.2} s"
+    );
+    assert!(!limited.is_empty());
+    for r in &limited {
+        assert_eq!(r.body["error"]["code"], "rate_limit");
+        assert_eq!(r.body["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            r.header("stripe-rate-limited-reason"),
+            Some("endpoint-rate")
+        );
+    }
+    // Another endpoint, and the same endpoint in live mode, have budgets of their own.
+    assert_eq!(s.post("/v1/customers", &[], None).await.status, 200);
+    let live = s
+        .send(
+            s.http
+                .get(format!("{}/v1/customers/cus_0", s.sim.base_url()))
+                .bearer_auth("sk_live_kassa"),
+        )
+        .await;
+    assert_eq!(live.status, 404);
+    // Counted per endpoint in /_sim/faults, named in the request log.
+    let faults = s.get("/_sim/faults").await.body;
+    let count = limited.len() as u64;
+    assert_eq!(faults["rate_limited"]["endpoint"], count);
+    assert_eq!(faults["rate_limited"]["global"], 0);
+    assert_eq!(
+        faults["rate_limited"]["by_endpoint"],
+        serde_json::json!({"GET /v1/customers/{id}": count})
+    );
+    assert_eq!(s.sim.rate_limited().endpoint, count);
+    assert!(s
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429)
+        .all(|r| r.operation == "GET /v1/customers/{id}"));
+
+    // One endpoint's own limit (as Stripe documents for some) through the control route.
+    let set = s
+        .http
+        .post(format!("{}/_sim/faults", s.sim.base_url()))
+        .json(&serde_json::json!({"endpoint_rate_limits": {"POST /v1/customers": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(s.post("/v1/customers", &[], None).await.status);
+    }
+    assert_eq!(statuses[0], 200);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        s.get("/v1/customers/cus_1").await.status,
+        404,
+        "others unlimited now"
+    );
+    let bad = s
+        .http
+        .post(format!("{}/_sim/faults", s.sim.base_url()))
+        .json(&serde_json::json!({"endpoint_rate_limits": {"GET /v1/customers/cus_1": 5}}))
         .send()
         .await
         .unwrap();
@@ -986,5 +1094,129 @@ async fn random_bodies_never_break_an_endpoint() {
             r.body
         );
     }
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_clock_ages_keys_sessions_and_timestamps() {
+    let s = Sim::start(SimConfig::default()).await;
+    let clock = s.get("/_sim/clock").await;
+    assert_eq!(clock.status, 200);
+    assert_eq!(clock.body["offset_seconds"], 0);
+    let start = clock.body["now"].as_i64().unwrap();
+
+    let first = s.post("/v1/payment_intents", PI, Some("day-old")).await;
+    assert_eq!(first.status, 200);
+    let session = s
+        .post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "setup"),
+                ("currency", "usd"),
+                ("success_url", "http://127.0.0.1/ok"),
+            ],
+            Some("session-1"),
+        )
+        .await
+        .body;
+    assert_eq!(session["status"], "open");
+    let expires_at = session["expires_at"].as_i64().unwrap();
+    assert!(expires_at > start + 23 * 3600, "open for 24 h by default");
+
+    // 23 hours later: the key is still remembered (a replay), the session still open.
+    let advanced = s
+        .http
+        .post(format!("{}/_sim/clock/advance", s.sim.base_url()))
+        .json(&serde_json::json!({"seconds": 23 * 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(advanced.status(), 200);
+    let advanced: Value = advanced.json().await.unwrap();
+    assert_eq!(advanced["offset_seconds"], 23 * 3600);
+    assert_eq!(
+        (
+            advanced["keys_forgotten"].as_u64(),
+            advanced["sessions_expired"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    let replay = s.post("/v1/payment_intents", PI, Some("day-old")).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body["id"], first.body["id"]);
+
+    // Two more hours (form-encoded this time): Stripe forgets keys at least 24 hours old, so the
+    // same key is a new request, and the session's expires_at has passed.
+    let advanced = s
+        .send(
+            s.http
+                .post(format!("{}/_sim/clock/advance", s.sim.base_url()))
+                .form(&[("seconds", "7200")]),
+        )
+        .await;
+    assert_eq!(advanced.status, 200);
+    assert!(advanced.body["keys_forgotten"].as_u64().unwrap() >= 2);
+    assert_eq!(advanced.body["sessions_expired"], 1);
+    let session_now = s
+        .get(&format!(
+            "/v1/checkout/sessions/{}",
+            session["id"].as_str().unwrap()
+        ))
+        .await
+        .body;
+    assert_eq!(session_now["status"], "expired");
+    let expired_events = s.get("/v1/events?type=checkout.session.expired").await.body;
+    assert_eq!(
+        expired_events["data"][0]["data"]["object"]["id"],
+        session["id"]
+    );
+
+    let second = s.post("/v1/payment_intents", PI, Some("day-old")).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("idempotent-replayed"), None);
+    assert_ne!(second.body["id"], first.body["id"], "a new PaymentIntent");
+    // Objects and events carry the simulator's time.
+    let created = second.body["created"].as_i64().unwrap();
+    assert!(
+        (start + 25 * 3600..start + 25 * 3600 + 60).contains(&created),
+        "created {created} follows the clock (start {start})"
+    );
+    let later = s
+        .get(&format!(
+            "/v1/payment_intents?created[gte]={}",
+            start + 24 * 3600
+        ))
+        .await
+        .body;
+    let ids: Vec<&Value> = later["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pi| &pi["id"])
+        .collect();
+    assert_eq!(ids, vec![&second.body["id"]], "list filters use the clock");
+    let event = &s.get("/v1/events?type=payment_intent.created").await.body["data"][0];
+    assert!(event["created"].as_i64().unwrap() >= start + 25 * 3600);
+    assert_eq!(s.sim.now() / 60, (start + 25 * 3600) / 60);
+
+    // The clock only moves forward, by a whole number of seconds.
+    for bad in [
+        serde_json::json!({"seconds": -5}),
+        serde_json::json!({"seconds": 0}),
+        serde_json::json!({"seconds": 1.5}),
+        serde_json::json!({"seconds": "soon"}),
+        serde_json::json!({}),
+    ] {
+        let refused = s
+            .send(
+                s.http
+                    .post(format!("{}/_sim/clock/advance", s.sim.base_url()))
+                    .json(&bad),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{bad}: {:?}", refused.body);
+        assert_eq!(refused.body["error"]["type"], "invalid_request_error");
+    }
+    assert_eq!(s.get("/_sim/clock").await.body["offset_seconds"], 25 * 3600);
     s.sim.shutdown().await;
 }

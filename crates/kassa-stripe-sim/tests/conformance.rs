@@ -1,6 +1,8 @@
-//! Conformance: the unmodified official stripe-python (pinned below) runs `conformance/conformance.py`
-//! against an in-process simulator. The Python environment comes from `scripts/stripe-python` (a venv
-//! cached under `target/`); a missing `python3` or a failed `pip install` fails this test loudly (it never skips).
+//! Conformance: the unmodified official stripe-python and stripe-node run `conformance/conformance.py`
+//! and `conformance/conformance.cjs` against an in-process simulator. The libraries come from
+//! `scripts/stripe-python` (a venv cached under `target/`) and `scripts/stripe-node` (an npm install
+//! cached under `target/`), each pinned there; a missing interpreter or a failed install fails these
+//! tests loudly (they never skip).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,17 +27,28 @@ fn python_with_stripe() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn run_script(python: &Path, base_url: &str) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/conformance.py");
-    let mut child = Command::new(python)
-        .arg(&script)
-        .arg(base_url)
-        .arg(DEFAULT_WEBHOOK_SECRET)
+/// The directory whose `node_modules` holds the official stripe-node, pinned in `scripts/stripe-node`.
+fn stripe_node_dir() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/stripe-node");
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/stripe-node failed (node, npm and the npm registry are needed):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn run_script(program: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
         .env("PYTHONUNBUFFERED", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {script:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {program:?}: {e}"));
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
     while child.try_wait().ok().flatten().is_none() {
         if Instant::now() > deadline {
@@ -46,7 +59,28 @@ fn run_script(python: &Path, base_url: &str) -> Output {
     }
     child
         .wait_with_output()
-        .unwrap_or_else(|e| panic!("waiting for {script:?}: {e}"))
+        .unwrap_or_else(|e| panic!("waiting for {program:?}: {e}"))
+}
+
+fn check_output(what: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(" passed, 0 failed"),
+        "{what} did not report its checks:\n{stdout}"
+    );
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance")
+        .join(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,20 +92,46 @@ async fn official_stripe_python_cannot_tell_the_simulator_from_stripe() {
         .await
         .expect("simulator starts");
     let base_url = sim.base_url();
-    let out = tokio::task::spawn_blocking(move || run_script(&python, &base_url))
-        .await
-        .expect("script task");
+    let out = tokio::task::spawn_blocking(move || {
+        let script = script("conformance.py");
+        run_script(
+            &python,
+            &[
+                script.as_os_str(),
+                base_url.as_ref(),
+                DEFAULT_WEBHOOK_SECRET.as_ref(),
+            ],
+        )
+    })
+    .await
+    .expect("script task");
     sim.shutdown().await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "conformance.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains(" passed, 0 failed"),
-        "the script did not report its checks:\n{stdout}"
-    );
+    check_output("conformance.py", &out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_stripe_node_cannot_tell_the_simulator_from_stripe() {
+    let dir = tokio::task::spawn_blocking(stripe_node_dir)
+        .await
+        .expect("stripe-node task");
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .expect("simulator starts");
+    let base_url = sim.base_url();
+    let out = tokio::task::spawn_blocking(move || {
+        let script = script("conformance.cjs");
+        run_script(
+            Path::new("node"),
+            &[
+                script.as_os_str(),
+                dir.as_os_str(),
+                base_url.as_ref(),
+                DEFAULT_WEBHOOK_SECRET.as_ref(),
+            ],
+        )
+    })
+    .await
+    .expect("script task");
+    sim.shutdown().await;
+    check_output("conformance.cjs", &out);
 }

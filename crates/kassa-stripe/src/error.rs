@@ -131,6 +131,35 @@ impl StripeError {
         }
     }
 
+    /// Whether Stripe may have carried out the request although this answer does not say what
+    /// became of it, so a caller must look the object up before doing anything else about it:
+    /// a network failure or time-out (the request may have reached Stripe), a 2xx whose body did
+    /// not decode (Stripe acted), a 5xx (Stripe: "Treat the result of a 500 request as
+    /// indeterminate", docs: advanced error handling; a saved 500 is replayed to the same key),
+    /// and an idempotency error (400: an earlier request with this key but other parameters may
+    /// have acted; 409: one is still running). Never true for a 402 decline, a 429 or another
+    /// 4xx: Stripe refused those before acting.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            StripeError::Transport(_)
+                | StripeError::Decode { .. }
+                | StripeError::Api { .. }
+                | StripeError::Idempotency { .. }
+        )
+    }
+
+    /// Whether the call timed out waiting for Stripe (a [`StripeError::Transport`] error).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StripeError::Transport(e) if e.is_timeout())
+    }
+
+    /// Whether this is Stripe's 400 `idempotency_error`: the key was first used with other
+    /// parameters.
+    pub fn is_idempotency_mismatch(&self) -> bool {
+        matches!(self, StripeError::Idempotency { status: 400, .. })
+    }
+
     /// Whether Stripe said the object does not exist (`resource_missing`).
     pub fn is_resource_missing(&self) -> bool {
         matches!(self, StripeError::InvalidRequest { code: Some(code), .. } if code == "resource_missing")
@@ -360,6 +389,11 @@ mod tests {
         );
         assert!(matches!(err, StripeError::Idempotency { status: 400, .. }));
         assert!(!err.is_transient());
+        assert!(err.is_idempotency_mismatch());
+        assert!(
+            err.outcome_unknown(),
+            "an earlier request with this key may have acted"
+        );
 
         let err = parse(
             409,
@@ -367,6 +401,8 @@ mod tests {
         );
         assert!(matches!(err, StripeError::Idempotency { status: 409, .. }));
         assert!(err.is_transient());
+        assert!(!err.is_idempotency_mismatch());
+        assert!(err.outcome_unknown());
     }
 
     #[test]
@@ -401,6 +437,46 @@ mod tests {
         );
         assert!(matches!(err, StripeError::Api { status: 500, .. }));
         assert!(err.is_transient());
+        assert!(err.outcome_unknown(), "a 500's result is indeterminate");
+    }
+
+    #[test]
+    fn refusals_are_known_outcomes_and_undecodable_successes_are_not() {
+        for (status, body) in [
+            (
+                402,
+                json!({"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}}),
+            ),
+            (
+                429,
+                json!({"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests."}}),
+            ),
+            (
+                400,
+                json!({"error": {"type": "invalid_request_error", "code": "parameter_missing", "message": "Missing required param: amount."}}),
+            ),
+            (
+                404,
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such customer"}}),
+            ),
+        ] {
+            let err = parse(status, body);
+            assert!(
+                !err.outcome_unknown(),
+                "{status}: Stripe refused before acting"
+            );
+        }
+        // A 2xx whose body is not the object: Stripe acted, the answer is lost; not permanent
+        // in the sense of "nothing happened".
+        let source = serde_json::from_slice::<PaymentIntentStatus>(b"{").unwrap_err();
+        let err = StripeError::Decode {
+            status: 200,
+            request_id: None,
+            source,
+        };
+        assert!(err.outcome_unknown());
+        assert!(!err.is_transient());
+        assert!(!err.is_timeout());
     }
 
     #[test]

@@ -408,6 +408,11 @@ async fn timeouts_are_transport_errors_and_retried() {
     let err = create_customer(&client, "k9").await.unwrap_err();
     assert!(matches!(err, StripeError::Transport(_)), "{err:?}");
     assert!(err.is_transient());
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        err.outcome_unknown(),
+        "the request reached Stripe: it may have acted"
+    );
 }
 
 #[tokio::test]
@@ -486,6 +491,10 @@ async fn an_unexpected_success_body_is_a_decode_error() {
     assert!(
         matches!(err, StripeError::Decode { status: 200, .. }),
         "{err:?}"
+    );
+    assert!(
+        err.outcome_unknown() && !err.is_timeout(),
+        "Stripe acted; what it did is unread: {err:?}"
     );
     assert_eq!(server.seen().len(), 1);
 }

@@ -15,6 +15,10 @@ pub enum HandlerError {
     /// The event cannot be handled as it is: retrying changes nothing.
     #[error("{0}")]
     Permanent(String),
+    /// Not done yet, for a reason of Kassa's own that time may cure (e.g. Stripe's answer to a
+    /// charge was lost and Stripe does not show the PaymentIntent yet): try again later.
+    #[error("{0}")]
+    Retry(String),
 }
 
 impl HandlerError {
@@ -24,6 +28,7 @@ impl HandlerError {
             HandlerError::Stripe(error) => error.is_transient(),
             HandlerError::Store(error) => error.is_transient(),
             HandlerError::Permanent(_) => false,
+            HandlerError::Retry(_) => true,
         }
     }
 }

@@ -115,7 +115,8 @@ impl EventHandler {
             Err(error) => return self.failed(HandlerError::from(error), attempt, None).await,
         };
         let object_id = event.object_id().unwrap_or_default().to_owned();
-        let keys = KeyScope::new(event.id.clone(), attempt);
+        let installation = self.store.installation_id();
+        let keys = KeyScope::new(installation, event.id.clone(), attempt);
         let conn = claimed.conn();
         // Before the re-fetch: concurrent events about one object then commit in fetch order.
         if let Err(error) = kassa_store::events::lock_stripe_object(conn, &object_id).await {
@@ -127,19 +128,27 @@ impl EventHandler {
                     stripe: &self.stripe,
                     topology: self.charges.topology(),
                     recorded_by: RecordedBy::Webhook,
+                    installation,
                 };
                 match fulfil_checkout_session(how, conn, &object_id, &keys).await {
                     // A re-checkout: the new card is the default now; the charge goes again.
                     Ok(Fulfilled::Card(SavedCard {
                         charge_id: Some(charge_id),
+                        payment_method_id,
                         ..
-                    })) => self.charges.retry_after_recheckout(conn, charge_id).await,
+                    })) => {
+                        self.charges
+                            .retry_after_recheckout(conn, charge_id, &object_id, &payment_method_id)
+                            .await
+                    }
                     Ok(_) => Ok(()),
                     Err(error) => Err(error),
                 }
             }
             Handled::SessionExpired => {
-                match records::record_checkout_session(&self.stripe, conn, &object_id).await {
+                match records::record_checkout_session(&self.stripe, conn, &object_id, installation)
+                    .await
+                {
                     Ok(()) => self.charges.recheckout_expired(conn, &object_id).await,
                     Err(error) => Err(error),
                 }

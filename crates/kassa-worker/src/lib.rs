@@ -3,20 +3,25 @@
 //! Each event goes through the inbox (`stripe_events`): an event already processed is acked and
 //! skipped, and a concurrent duplicate waits for the first and then skips. The handler never
 //! trusts the payload's state: it re-fetches the object from Stripe, sends every POST with an
-//! Idempotency-Key derived from the event (`kassa:{event id}:{step}`), and commits its records
+//! Idempotency-Key derived from the installation and the event (`kassa:{installation}:{event
+//! id}:{step}`; every key scheme is in [`keys`]), and commits its records
 //! together with the inbox mark; the message is acked only after that commit. So a crash at any
 //! point repeats Stripe calls that Stripe then replays, and never doubles an effect.
 
 pub mod alert_mail;
 pub mod backfill;
 pub mod charges;
+pub mod customer_sync;
 pub mod error;
 pub mod events;
+pub mod keys;
+pub mod lookup;
 pub mod mailer;
 pub mod notifications;
 pub mod payments;
 pub mod records;
 pub mod relay;
+pub mod review;
 pub mod setup;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};
@@ -46,6 +51,8 @@ pub struct WorkerConfig {
     pub notify_email: Option<String>,
     /// `KASSA_EVENTS_POLL_INTERVAL`: poll `/v1/events` for missed webhooks; `None` does not.
     pub events_poller: Option<backfill::PollerConfig>,
+    /// The outbox relay's settings (`KASSA_OUTBOX_RETENTION`).
+    pub relay: relay::RelayConfig,
 }
 
 impl Default for WorkerConfig {
@@ -57,6 +64,7 @@ impl Default for WorkerConfig {
             mailer: None,
             notify_email: None,
             events_poller: None,
+            relay: relay::RelayConfig::default(),
         }
     }
 }
@@ -151,7 +159,12 @@ impl Worker {
                 QUEUE_SAMPLE_INTERVAL,
                 shutdown.clone()
             ),
-            relay::run_outbox_relay(self.store.clone(), self.broker.clone(), shutdown.clone()),
+            relay::run_outbox_relay(
+                self.store.clone(),
+                self.broker.clone(),
+                self.config.relay.clone(),
+                shutdown.clone()
+            ),
         );
     }
 }

@@ -4,6 +4,7 @@
 use crate::setup::{payment_method_record, session_record};
 use crate::HandlerError;
 use kassa_store::{checkout_sessions, customers, CustomerRecord, PgConnection};
+use kassa_stripe::objects::Customer;
 use kassa_stripe::Client;
 
 /// checkout.session.expired (and any session that is not a setup completion): record its state.
@@ -11,9 +12,14 @@ pub async fn record_checkout_session(
     stripe: &Client,
     conn: &mut PgConnection,
     session_id: &str,
+    installation: &str,
 ) -> Result<(), HandlerError> {
     let session = stripe.checkout_sessions().retrieve(session_id, &[]).await?;
-    checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None)).await?;
+    checkout_sessions::upsert_checkout_session(
+        conn,
+        &session_record(&session, installation, None, None),
+    )
+    .await?;
     Ok(())
 }
 
@@ -90,7 +96,13 @@ pub async fn record_customer(
         customers::mark_customer_deleted(conn, customer_id).await?;
         return Ok(());
     }
-    let record = CustomerRecord {
+    customers::upsert_customer(conn, &customer_record(&customer)).await?;
+    Ok(())
+}
+
+/// A Stripe customer as Kassa records it.
+pub fn customer_record(customer: &Customer) -> CustomerRecord {
+    CustomerRecord {
         id: customer.id.clone(),
         email: customer.email.clone(),
         name: customer.name.clone(),
@@ -99,9 +111,7 @@ pub async fn record_customer(
             .default_payment_method
             .as_ref()
             .map(|pm| pm.id().to_owned()),
-        deleted: false,
+        deleted: customer.deleted,
         livemode: customer.livemode,
-    };
-    customers::upsert_customer(conn, &record).await?;
-    Ok(())
+    }
 }

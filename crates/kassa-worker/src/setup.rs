@@ -16,54 +16,10 @@ use kassa_stripe::objects::{
     CheckoutMode, CheckoutSession, CheckoutSessionStatus, PaymentMethod, SetupIntentStatus,
 };
 use kassa_stripe::resources::{CustomerParams, ListCustomers};
-use kassa_stripe::{Client, Expandable, IdempotencyKey, Metadata};
+use kassa_stripe::{Client, Expandable, Metadata};
 use tracing::info;
 
-/// Metadata key that ties a re-checkout session to the back-office charge it collects a card for.
-pub const CHARGE_ID_METADATA: &str = "kassa_charge_id";
-
-/// Idempotency keys of one handling attempt of one event: `kassa:{event id}:{step}` on the first
-/// attempt, `kassa:{event id}:{step}:retry{n}` on the n-th retry from the retry ladder.
-///
-/// A crash redelivers the same attempt, so the same keys: Stripe replays what already happened and
-/// nothing is done twice. A retry from the ladder gets fresh keys, because Stripe saves a result
-/// once the request began executing — 500s included — and replays it to the same key for 24 hours,
-/// so the same key could never get past a saved failure. Fresh keys are safe because every step
-/// reads Stripe's state first (the card's owner, an existing customer for the session) or is
-/// idempotent by nature (setting the default card).
-#[derive(Debug, Clone)]
-pub struct KeyScope {
-    event_id: String,
-    attempt: u32,
-}
-
-impl KeyScope {
-    /// Keys for `attempt` (0 = first delivery) of event `event_id`.
-    pub fn new(event_id: impl Into<String>, attempt: u32) -> Self {
-        Self {
-            event_id: event_id.into(),
-            attempt,
-        }
-    }
-
-    /// The key of one step in this attempt.
-    pub fn key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
-        match self.attempt {
-            0 => self.stable_key(step),
-            n => Self::make(format!("kassa:{}:{step}:retry{n}", self.event_id)),
-        }
-    }
-
-    /// The same key for every attempt, for a step whose state cannot be read back first.
-    pub fn stable_key(&self, step: &str) -> Result<IdempotencyKey, HandlerError> {
-        Self::make(format!("kassa:{}:{step}", self.event_id))
-    }
-
-    fn make(key: String) -> Result<IdempotencyKey, HandlerError> {
-        IdempotencyKey::new(key)
-            .map_err(|e| HandlerError::Permanent(format!("idempotency key: {e}")))
-    }
-}
+pub use crate::keys::{KeyScope, CHARGE_ID_METADATA};
 
 /// What a completed setup session produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +53,8 @@ pub struct Fulfiller<'a> {
     pub topology: &'a Topology,
     /// The path calling.
     pub recorded_by: RecordedBy,
+    /// This installation's id: a re-pay session of another installation names no local charge.
+    pub installation: &'a str,
 }
 
 /// Fulfils the Checkout Session `session_id` from Stripe's current state: saves the card of a
@@ -135,14 +93,20 @@ pub async fn fulfil_checkout_session(
         .await?;
     let complete = session.status == Some(CheckoutSessionStatus::Complete);
     if session.mode == CheckoutMode::Payment {
-        checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
-            .await?;
+        checkout_sessions::upsert_checkout_session(
+            conn,
+            &session_record(&session, how.installation, None, None),
+        )
+        .await?;
         let state = record_paid_session(conn, how.topology, &session, how.recorded_by).await?;
         return Ok(Fulfilled::Payment(state));
     }
     if session.mode != CheckoutMode::Setup || !complete {
-        checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
-            .await?;
+        checkout_sessions::upsert_checkout_session(
+            conn,
+            &session_record(&session, how.installation, None, None),
+        )
+        .await?;
         return Ok(Fulfilled::Nothing(session_status_name(&session).to_owned()));
     }
     let setup_intent = match &session.setup_intent {
@@ -155,8 +119,11 @@ pub async fn fulfil_checkout_session(
         }
     };
     if setup_intent.status != SetupIntentStatus::Succeeded {
-        checkout_sessions::upsert_checkout_session(conn, &session_record(&session, None, None))
-            .await?;
+        checkout_sessions::upsert_checkout_session(
+            conn,
+            &session_record(&session, how.installation, None, None),
+        )
+        .await?;
         return Ok(Fulfilled::Nothing(format!(
             "setup intent {:?}",
             setup_intent.status
@@ -232,10 +199,15 @@ pub async fn fulfil_checkout_session(
         &payment_method_record(&payment_method, Some(&customer_id)),
     )
     .await?;
-    let charge_id = charge_id_of(&session);
+    let charge_id = charge_id_of(&session, how.installation);
     checkout_sessions::upsert_checkout_session(
         conn,
-        &session_record(&session, Some(&customer_id), Some(&payment_method_id)),
+        &session_record(
+            &session,
+            how.installation,
+            Some(&customer_id),
+            Some(&payment_method_id),
+        ),
     )
     .await?;
     info!(customer_id = %customer_id, payment_method_id = %payment_method_id, ?charge_id, "card saved as the customer's default");
@@ -298,8 +270,14 @@ async fn find_or_create_customer(
     Ok(customer.id)
 }
 
-/// The charge a re-checkout session is for, from its metadata.
-pub fn charge_id_of(session: &CheckoutSession) -> Option<i64> {
+/// The charge a re-checkout session is for, from its metadata: none when the metadata names
+/// another installation (its charge ids are not ours). A session without `kassa_installation`
+/// was made before installation ids; the charge it names must also name it as its current
+/// re-pay session before anything is retried (`ChargeExecutor::retry_after_recheckout`).
+pub fn charge_id_of(session: &CheckoutSession, installation: &str) -> Option<i64> {
+    if crate::keys::owner(installation, &session.metadata) == crate::keys::Owner::Other {
+        return None;
+    }
     session
         .metadata
         .get(CHARGE_ID_METADATA)
@@ -309,10 +287,11 @@ pub fn charge_id_of(session: &CheckoutSession) -> Option<i64> {
 /// The record of a session as Stripe has it now.
 pub fn session_record(
     session: &CheckoutSession,
+    installation: &str,
     customer_id: Option<&str>,
     payment_method_id: Option<&str>,
 ) -> CheckoutSessionRecord {
-    let charge_id = charge_id_of(session);
+    let charge_id = charge_id_of(session, installation);
     let purpose = match (session.mode, charge_id) {
         (CheckoutMode::Setup, Some(_)) => CheckoutPurpose::Recheckout,
         (CheckoutMode::Setup, None) => CheckoutPurpose::Setup,

@@ -11,7 +11,11 @@ use kassa_stripe::IdempotencyKey;
 use kassa_stripe_sim::{Faults, SimConfig, Simulator};
 use kassa_worker::WorkerConfig;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The API key tests use against a simulator (any `sk_test_` key works there).
+pub const TEST_API_KEY: &str = "sk_test_kassa_tests";
 
 /// What to start.
 pub struct AppOptions {
@@ -31,6 +35,9 @@ pub struct AppOptions {
     pub notify_email: Option<&'static str>,
     /// Poll `/v1/events` for missed webhooks (off by default in tests).
     pub events_poller: Option<kassa_worker::backfill::PollerConfig>,
+    /// A simulator shared with other apps (another installation on the same Stripe account),
+    /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
+    pub shared_sim: Option<Arc<Simulator>>,
 }
 
 impl Default for AppOptions {
@@ -44,12 +51,15 @@ impl Default for AppOptions {
             admin_token: None,
             notify_email: None,
             events_poller: None,
+            shared_sim: None,
         }
     }
 }
 
 pub struct TestApp {
     pub stack: Stack,
+    /// The shared simulator, when the app runs on one (else `stack.sim`).
+    pub shared_sim: Option<Arc<Simulator>>,
     pub topology: Topology,
     pub database_url: String,
     pub amqp_url: String,
@@ -83,6 +93,18 @@ impl TestApp {
             webhook_max_attempts: options.webhook_retries.1,
             ..SimConfig::default()
         };
+        let (stripe, webhook_secrets) = match &options.shared_sim {
+            Some(shared) => (
+                StripeTarget::Api {
+                    key: secrecy::SecretString::from(TEST_API_KEY.to_owned()),
+                    api_base: shared.base_url(),
+                },
+                vec![secrecy::SecretString::from(
+                    kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET.to_owned(),
+                )],
+            ),
+            None => (StripeTarget::Embedded(Box::new(sim)), Vec::new()),
+        };
         let config = StackConfig {
             listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
             webhooks: true,
@@ -90,9 +112,9 @@ impl TestApp {
             http: kassa_ingress::HttpLimits::default(),
             database_url: Some(database_url.clone()),
             db_max_connections: 20,
-            stripe: Some(StripeTarget::Embedded(Box::new(sim))),
+            stripe: Some(stripe),
             stripe_max_rps: None,
-            webhook_secrets: Vec::new(),
+            webhook_secrets,
             webhook_tolerance: Duration::from_secs(300),
             worker: options.worker.then(|| WorkerConfig {
                 prefetch: 16,
@@ -119,7 +141,11 @@ impl TestApp {
             .wait_ready(Duration::from_secs(20))
             .await
             .expect("broker ready");
+        if let (Some(shared), Some(base)) = (&options.shared_sim, stack.base_url()) {
+            shared.add_webhook_endpoint(format!("{base}/webhooks/stripe"));
+        }
         Self {
+            shared_sim: options.shared_sim.clone(),
             stack,
             topology,
             database_url,
@@ -129,7 +155,41 @@ impl TestApp {
     }
 
     pub fn sim(&self) -> &Simulator {
-        self.stack.sim.as_ref().unwrap()
+        self.shared_sim
+            .as_deref()
+            .or(self.stack.sim.as_ref())
+            .unwrap()
+    }
+
+    /// Lets `seconds` pass on Stripe's side, through the simulator's `POST /_sim/clock/advance`.
+    pub async fn advance_stripe_clock(&self, seconds: u32) -> Value {
+        let answer = self
+            .http
+            .post(format!("{}/_sim/clock/advance", self.sim().base_url()))
+            .json(&serde_json::json!({ "seconds": seconds }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json().await.unwrap()
+    }
+
+    /// Runs the `kassa` binary with `args` against this app's database, queues and simulator;
+    /// returns its exit status, stdout and stderr.
+    pub async fn kassa(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+            .args(args)
+            .env("KASSA_DATABASE_URL", &self.database_url)
+            .env("KASSA_AMQP_URL", &self.amqp_url)
+            .env("KASSA_AMQP_PREFIX", self.topology.prefix())
+            .env("KASSA_STRIPE_API_KEY", TEST_API_KEY)
+            .env("KASSA_STRIPE_API_BASE", self.sim().base_url())
+            .env("RUST_LOG", "warn")
+            .env_remove("RUST_BACKTRACE")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("the kassa binary runs")
     }
 
     pub fn stripe(&self) -> &kassa_stripe::Client {
@@ -164,6 +224,20 @@ impl TestApp {
         self.sim()
             .complete_checkout_session(session_id, payment_method)
             .expect("session completed");
+    }
+
+    /// `GET` of a simulator `/v1` path with query parameters, as raw JSON.
+    pub async fn sim_get(&self, path: &str, query: &[(&str, String)]) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sim().base_url()))
+            .query(query)
+            .bearer_auth("sk_test_kassa_tests")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Stripe's own record of the events of `kind`, newest first, as raw JSON.

@@ -2,9 +2,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kassa_store::charges::{
-    charge_for_update, create_charge, mark_charge_failed, mark_charge_processing,
-    mark_charge_requires_recheckout, mark_charge_retrying, mark_charge_succeeded,
-    set_recheckout_session, settle_charge_by_payment_intent,
+    charge_for_update, create_charge, mark_charge_failed, mark_charge_needs_review,
+    mark_charge_processing, mark_charge_requires_recheckout, mark_charge_retrying,
+    mark_charge_succeeded, record_attempt_card, record_attempt_start, rekey_attempt,
+    requeue_charge, resolve_charge_succeeded, set_recheckout_session,
+    settle_charge_by_payment_intent,
 };
 use kassa_store::{
     ChargeRecord, ChargeStatus, NewCharge, OffsetDateTime, PaymentIntentOutcome, Store,
@@ -239,7 +241,13 @@ async fn a_succeeded_charge_never_moves_again() {
         })
         .await
     );
-    assert!(!apply(&db.store, async |c| mark_charge_retrying(c, id, 2).await).await);
+    assert!(
+        !apply(&db.store, async |c| mark_charge_retrying(
+            c, id, 2, "pm_new"
+        )
+        .await)
+        .await
+    );
     assert!(
         !apply(&db.store, async |c| {
             set_recheckout_session(c, id, "cs_1", "https://x", at(1_900_000_000), 0).await
@@ -393,15 +401,38 @@ async fn a_declined_charge_is_retried_as_attempt_2_after_a_new_card() {
     assert_eq!(waiting.recheckout_expires_at, Some(expires));
 
     // The customer completed the session: attempt 2, and only once.
-    assert!(!apply(&db.store, async |c| mark_charge_retrying(c, id, 3).await).await);
-    assert!(apply(&db.store, async |c| mark_charge_retrying(c, id, 2).await).await);
-    assert!(!apply(&db.store, async |c| mark_charge_retrying(c, id, 2).await).await);
+    assert!(
+        !apply(&db.store, async |c| mark_charge_retrying(
+            c, id, 3, "pm_new"
+        )
+        .await)
+        .await
+    );
+    assert!(
+        apply(&db.store, async |c| mark_charge_retrying(
+            c, id, 2, "pm_new"
+        )
+        .await)
+        .await
+    );
+    assert!(
+        !apply(&db.store, async |c| mark_charge_retrying(
+            c, id, 2, "pm_new"
+        )
+        .await)
+        .await
+    );
     let retrying = stored(&db.store, id).await;
     assert_eq!(
         (retrying.status, retrying.attempt),
         (ChargeStatus::Retrying, 2)
     );
     assert_eq!(retrying.payment_intent_id, None);
+    assert_eq!(
+        retrying.payment_method_id.as_deref(),
+        Some("pm_new"),
+        "attempt 2 charges the card the customer just gave"
+    );
 
     // A late webhook about attempt 1's PaymentIntent cannot settle the retry, nor can attempt 1.
     let late_failure = PaymentIntentOutcome::Failed {
@@ -481,7 +512,13 @@ async fn an_expired_link_gets_one_reminder_then_the_charge_fails() {
         })
         .await
     );
-    assert!(!apply(&db.store, async |c| mark_charge_retrying(c, id, 2).await).await);
+    assert!(
+        !apply(&db.store, async |c| mark_charge_retrying(
+            c, id, 2, "pm_new"
+        )
+        .await)
+        .await
+    );
     let failed = stored(&db.store, id).await;
     assert_eq!(failed.status, ChargeStatus::Failed);
     assert_eq!(failed.failure_code.as_deref(), Some("recheckout_expired"));
@@ -627,4 +664,275 @@ async fn a_second_executor_waits_for_the_first_and_sees_its_outcome() {
     assert_eq!(seen.status, ChargeStatus::Succeeded);
     let mut tx = db.store.begin().await.unwrap();
     assert_eq!(charge_for_update(&mut tx, i64::MAX).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_attempt_is_recorded_once_before_it_is_sent() {
+    let db = TestDb::new().await;
+    let id = create(&db.store, "ref-1").await.id;
+    let fresh = stored(&db.store, id).await;
+    assert_eq!(
+        (fresh.attempt_started_at, fresh.attempt_key.as_deref()),
+        (None, None)
+    );
+    assert!(
+        apply(&db.store, async |c| {
+            record_attempt_start(c, id, 1, "pm_a", "kassa:i:charge:1:1", true).await
+        })
+        .await
+    );
+    // A second run finds it started and records nothing over it; nor can another attempt.
+    assert!(
+        !apply(&db.store, async |c| {
+            record_attempt_start(c, id, 1, "pm_b", "kassa:i:charge:1:1:x", false).await
+        })
+        .await
+    );
+    assert!(
+        !apply(&db.store, async |c| {
+            record_attempt_start(c, id, 2, "pm_b", "kassa:i:charge:1:2", false).await
+        })
+        .await
+    );
+    let started = stored(&db.store, id).await;
+    assert!(started.attempt_started_at.is_some());
+    assert_eq!(started.attempt_key_started_at, started.attempt_started_at);
+    assert_eq!(started.attempt_payment_method_id.as_deref(), Some("pm_a"));
+    assert_eq!(started.attempt_key.as_deref(), Some("kassa:i:charge:1:1"));
+    assert_eq!(started.attempt_key_generation, 0);
+    assert!(started.livemode, "the mode of the key that charges it");
+    assert!(
+        !apply(&db.store, async |c| record_attempt_card(c, id, 1, "pm_b")
+            .await)
+        .await,
+        "the card is resolved once"
+    );
+
+    // A new key only from the generation seen, once: a racing second replacement is refused.
+    assert!(
+        apply(&db.store, async |c| {
+            rekey_attempt(c, id, 1, 0, "kassa:i:charge:1:1:k1").await
+        })
+        .await
+    );
+    assert!(
+        !apply(&db.store, async |c| {
+            rekey_attempt(c, id, 1, 0, "kassa:i:charge:1:1:k1").await
+        })
+        .await
+    );
+    let rekeyed = stored(&db.store, id).await;
+    assert_eq!(
+        rekeyed.attempt_key.as_deref(),
+        Some("kassa:i:charge:1:1:k1")
+    );
+    assert_eq!(rekeyed.attempt_key_generation, 1);
+    assert_eq!(
+        rekeyed.attempt_started_at, started.attempt_started_at,
+        "the attempt still started then: lookups reach back to it"
+    );
+    assert!(rekeyed.attempt_key_started_at >= started.attempt_key_started_at);
+
+    // One key names one attempt.
+    let other = create(&db.store, "ref-2").await.id;
+    let mut tx = db.store.begin().await.unwrap();
+    let clash = record_attempt_start(&mut tx, other, 1, "pm_a", "kassa:i:charge:1:1:k1", false)
+        .await
+        .expect_err("a key already in use");
+    assert_eq!(clash.sqlstate().as_deref(), Some("23505"), "{clash:?}");
+}
+
+#[tokio::test]
+async fn a_charge_in_review_is_settled_by_stripe_or_a_person() {
+    let db = TestDb::new().await;
+    let id = create(&db.store, "ref-1").await.id;
+    assert!(
+        !apply(&db.store, async |c| mark_charge_needs_review(c, id, 2, "x")
+            .await)
+        .await,
+        "only the current attempt"
+    );
+    assert!(
+        apply(&db.store, async |c| {
+            mark_charge_needs_review(c, id, 1, "Stripe could not be asked").await
+        })
+        .await
+    );
+    let review = stored(&db.store, id).await;
+    assert_eq!(review.status, ChargeStatus::NeedsReview);
+    assert_eq!(
+        review.review_reason.as_deref(),
+        Some("Stripe could not be asked")
+    );
+    assert!(!review.status.is_final());
+
+    // Back in line: attempt 1 is pending again, its record kept for the lookup.
+    let mut tx = db.store.begin().await.unwrap();
+    let requeued = requeue_charge(&mut tx, id)
+        .await
+        .unwrap()
+        .expect("in review");
+    tx.commit().await.unwrap();
+    assert_eq!(requeued.status, ChargeStatus::Pending);
+    let mut tx = db.store.begin().await.unwrap();
+    assert_eq!(requeue_charge(&mut tx, id).await.unwrap(), None);
+    drop(tx);
+
+    // A webhook naming the attempt's PaymentIntent settles a charge in review.
+    assert!(
+        apply(&db.store, async |c| mark_charge_needs_review(
+            c, id, 1, "again"
+        )
+        .await)
+        .await
+    );
+    assert!(
+        apply(&db.store, async |c| mark_charge_succeeded(c, id, 1, "pi_1")
+            .await)
+        .await
+    );
+    assert_eq!(stored(&db.store, id).await.status, ChargeStatus::Succeeded);
+
+    // A person's word: succeeded by a PaymentIntent no other charge has.
+    let other = create(&db.store, "ref-2").await.id;
+    assert!(
+        apply(&db.store, async |c| mark_charge_needs_review(
+            c, other, 1, "why"
+        )
+        .await)
+        .await
+    );
+    assert!(
+        !apply(&db.store, async |c| resolve_charge_succeeded(
+            c, other, "pi_1"
+        )
+        .await)
+        .await,
+        "pi_1 paid charge {id} already"
+    );
+    assert!(
+        apply(&db.store, async |c| resolve_charge_succeeded(
+            c, other, "pi_2"
+        )
+        .await)
+        .await
+    );
+    let resolved = stored(&db.store, other).await;
+    assert_eq!(
+        (resolved.status, resolved.payment_intent_id.as_deref()),
+        (ChargeStatus::Succeeded, Some("pi_2"))
+    );
+    assert!(
+        !apply(&db.store, async |c| resolve_charge_succeeded(
+            c, other, "pi_2"
+        )
+        .await)
+        .await,
+        "only a charge in review"
+    );
+
+    // Or failed: nothing was charged.
+    let third = create(&db.store, "ref-3").await.id;
+    assert!(
+        apply(&db.store, async |c| mark_charge_needs_review(
+            c, third, 1, "why"
+        )
+        .await)
+        .await
+    );
+    assert!(
+        apply(&db.store, async |c| {
+            mark_charge_failed(c, third, "resolved_failed", "nothing was charged").await
+        })
+        .await
+    );
+    assert_eq!(stored(&db.store, third).await.status, ChargeStatus::Failed);
+}
+
+#[tokio::test]
+async fn the_installation_id_is_made_once_and_kept() {
+    let db = TestDb::new().await;
+    let id = db.store.installation_id().to_owned();
+    assert_eq!(id.len(), 16);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(
+        kassa_store::installation::read_installation_id(db.store.pool())
+            .await
+            .unwrap(),
+        id
+    );
+    let again = Store::connect(&crate::test_db::database_url(&db.name), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.installation_id(),
+        id,
+        "migrations never make a second one"
+    );
+    again.close().await;
+    assert_eq!(count_rows(&db.store, "installation").await, 1);
+}
+
+#[tokio::test]
+async fn charges_open_before_attempts_were_recorded_keep_the_key_of_their_time() {
+    use sqlx::Connection;
+    // A database as the previous version left it: migrations up to the poll cursor only.
+    let name = crate::test_db::unique_database_name();
+    let _drop = crate::test_db::DropDatabase(name.clone());
+    let mut admin = sqlx::PgConnection::connect(&crate::test_db::database_url("postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = crate::test_db::database_url(&name);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            kassa_store::MIGRATOR
+                .iter()
+                .filter(|m| m.version <= 7)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&pool).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO charges (reference, customer_id, payment_method_id, amount, currency, status, attempt)
+         VALUES ('old-pending', 'cus_1', NULL, 500, 'usd', 'pending', 1),
+                ('old-retrying', 'cus_1', 'pm_2', 500, 'usd', 'retrying', 2),
+                ('old-paid', 'cus_1', NULL, 500, 'usd', 'succeeded', 1)
+         RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = Store::connect(&url, 2).await.unwrap();
+    let pending = stored(&store, ids[0]).await;
+    assert_eq!(
+        pending.attempt_key,
+        Some(format!("kassa:charge:{}:1", ids[0])),
+        "it may have been sent under the key of its time: that key, and a lookup first"
+    );
+    assert_eq!(pending.attempt_started_at, Some(pending.updated_at));
+    assert_eq!(pending.attempt_key_started_at, Some(pending.updated_at));
+    assert_eq!(
+        pending.attempt_payment_method_id, None,
+        "resolved at the next run"
+    );
+    let retrying = stored(&store, ids[1]).await;
+    assert_eq!(
+        retrying.attempt_key,
+        Some(format!("kassa:charge:{}:2", ids[1]))
+    );
+    assert_eq!(retrying.attempt_payment_method_id.as_deref(), Some("pm_2"));
+    let paid = stored(&store, ids[2]).await;
+    assert_eq!((paid.attempt_key, paid.attempt_started_at), (None, None));
+    store.close().await;
 }

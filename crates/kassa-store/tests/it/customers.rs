@@ -43,15 +43,17 @@ where
 async fn the_last_customer_write_wins() {
     let db = TestDb::new().await;
     write(&db.store, async |c| {
-        upsert_customer(c, &customer("old@example.com"))
+        let inserted = upsert_customer(c, &customer("old@example.com"))
             .await
-            .unwrap()
+            .unwrap();
+        assert!(inserted, "the first write inserts");
     })
     .await;
     write(&db.store, async |c| {
-        upsert_customer(c, &customer("new@example.com"))
+        let inserted = upsert_customer(c, &customer("new@example.com"))
             .await
-            .unwrap()
+            .unwrap();
+        assert!(!inserted, "the second updates");
     })
     .await;
     let stored = db.store.customer("cus_1").await.unwrap().unwrap();

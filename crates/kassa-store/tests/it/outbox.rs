@@ -158,3 +158,133 @@ async fn concurrent_relays_take_disjoint_batches() {
     }
     assert_eq!(total, 40);
 }
+
+#[tokio::test]
+async fn a_refused_message_waits_for_its_retry_while_later_messages_are_taken() {
+    let db = TestDb::new().await;
+    let mut tx = db.store.begin().await.unwrap();
+    for id in ["poison", "m1"] {
+        enqueue(&mut tx, &message(id)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let taken = db.store.unpublished_outbox(10, LEASE).await.unwrap();
+    assert_eq!(taken[0].message.message_id, "poison");
+    assert_eq!(taken[0].attempts, 0);
+
+    // The broker refused "poison": it waits a minute; "m1" was published.
+    let attempts = db
+        .store
+        .outbox_publish_failed(
+            taken[0].id,
+            "NOT_FOUND - no exchange",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(attempts, Some(1));
+    db.store
+        .mark_outbox_published(&[taken[1].id])
+        .await
+        .unwrap();
+    let mut tx = db.store.begin().await.unwrap();
+    enqueue(&mut tx, &message("m2")).await.unwrap();
+    tx.commit().await.unwrap();
+    let next: Vec<String> = db
+        .store
+        .unpublished_outbox(10, LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message.message_id)
+        .collect();
+    assert_eq!(
+        next,
+        ["m2"],
+        "the refused message waits; the newer one goes"
+    );
+
+    // Operators see it, with its error, first.
+    let pending = db.store.pending_outbox(10).await.unwrap();
+    assert_eq!(pending[0].message_id, "poison");
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(
+        pending[0].last_error.as_deref(),
+        Some("NOT_FOUND - no exchange")
+    );
+    assert!(pending[0].next_attempt_at.is_some());
+    assert_eq!(db.store.failing_outbox_count(1).await.unwrap(), 1);
+    assert_eq!(db.store.failing_outbox_count(2).await.unwrap(), 0);
+
+    // `kassa outbox retry` makes it due now, attempts kept.
+    assert_eq!(db.store.retry_outbox(Some(taken[0].id)).await.unwrap(), 1);
+    let again = db.store.unpublished_outbox(10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (taken[0].id, 1));
+    let attempts = db
+        .store
+        .outbox_publish_failed(again[0].id, "still no exchange", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(attempts, Some(2));
+
+    // `kassa outbox drop` deletes it for good; a published message cannot be dropped.
+    let dropped = db.store.drop_outbox(taken[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (dropped.message_id.as_str(), dropped.attempts),
+        ("poison", 2)
+    );
+    assert!(db.store.drop_outbox(taken[0].id).await.unwrap().is_none());
+    assert!(db.store.drop_outbox(taken[1].id).await.unwrap().is_none());
+    assert_eq!(count_rows(&db.store, "outbox").await, 2);
+}
+
+#[tokio::test]
+async fn published_messages_past_the_retention_are_deleted_in_batches() {
+    let db = TestDb::new().await;
+    let mut tx = db.store.begin().await.unwrap();
+    for i in 0..7 {
+        enqueue(&mut tx, &message(&format!("m{i}"))).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let taken = db.store.unpublished_outbox(10, LEASE).await.unwrap();
+    let ids: Vec<i64> = taken.iter().map(|e| e.id).collect();
+    // m0..m4 published 40 days ago, m5 an hour ago, m6 never.
+    db.store.mark_outbox_published(&ids[..6]).await.unwrap();
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '40 days' WHERE id = ANY($1)")
+        .bind(&ids[..5])
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(ids[5])
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let thirty_days = Duration::from_secs(30 * 86_400);
+    assert_eq!(
+        db.store
+            .delete_published_outbox(thirty_days, 3)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        db.store
+            .delete_published_outbox(thirty_days, 3)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.store
+            .delete_published_outbox(thirty_days, 3)
+            .await
+            .unwrap(),
+        0
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY id")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["m5", "m6"], "recent and unpublished messages stay");
+}

@@ -33,14 +33,29 @@ pub struct ChargeInput<'a> {
     pub metadata: Value,
     /// Legacy `source` object to embed (Charges API only).
     pub source: Option<Value>,
+    /// How far the money moved.
+    pub state: ChargeState,
 }
 
-/// The issuer's answer when a card is charged: `None` approves.
-pub fn issuer_decline(card: &TestCard) -> Option<Decline> {
-    match card.behaviour {
+/// Where a charge that was not declined stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChargeState {
+    /// Authorized and captured (`charge.succeeded`).
+    #[default]
+    Captured,
+    /// Authorized only: `capture_method=manual` (`captured: false`, `charge.succeeded`).
+    Authorized,
+    /// A delayed notification method (SEPA Direct Debit) waiting for the funds (`charge.pending`).
+    Pending,
+}
+
+/// The issuer's answer when a card is charged in `mode`: `None` approves.
+pub fn issuer_decline(card: &TestCard, mode: crate::mode::Mode) -> Option<Decline> {
+    match cards::behaviour_in(card, mode) {
         Behaviour::Declined(d) => Some(d),
         // Stripe: 4000000000000341 — "attempts to charge the customer fail".
         Behaviour::ChargeCustomerFail => Some(GENERIC_DECLINE),
+        Behaviour::AuthenticationAlways(after) => after,
         _ => None,
     }
 }
@@ -48,26 +63,42 @@ pub fn issuer_decline(card: &TestCard) -> Option<Decline> {
 /// Creates and stores a charge, emitting `charge.succeeded` or `charge.failed`.
 pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Decline>) -> Obj {
     let id = new_id("ch_");
-    let card_hash = if input.instrument["object"] == "card" {
-        let c = input.instrument;
-        json!({"brand": c["brand"].as_str().unwrap_or("Visa").to_lowercase().replace("american express", "amex"), "exp_month": c["exp_month"], "exp_year": c["exp_year"], "fingerprint": c["fingerprint"], "last4": c["last4"], "funding": "credit", "country": "US"})
-    } else {
-        input.instrument["card"].clone()
-    };
     let ok = decline.is_none();
+    let pending = ok && input.state == ChargeState::Pending;
+    let captured = ok && input.state != ChargeState::Authorized;
     let outcome = match decline {
         None => {
             json!({"network_status": "approved_by_network", "reason": null, "risk_level": "normal", "risk_score": 20, "seller_message": "Payment complete.", "type": "authorized"})
+        }
+        // Stripe (docs: Radar, charge outcomes): a blocked payment never reaches the network.
+        Some(d) if d.radar_block => {
+            json!({"network_status": "not_sent_to_network", "reason": "highest_risk_level", "risk_level": "highest", "risk_score": 95, "seller_message": "Stripe blocked this payment as too risky.", "type": "blocked"})
         }
         Some(d) => {
             json!({"network_status": "declined_by_network", "reason": d.decline_code, "risk_level": "normal", "risk_score": 20, "seller_message": "The bank did not return any further details with this decline.", "type": "issuer_declined"})
         }
     };
+    let details = if input.instrument["type"] == "sepa_debit" {
+        let mut sepa = input.instrument["sepa_debit"].clone();
+        if let Value::Object(m) = &mut sepa {
+            m.remove("generated_from");
+            m.insert(
+                "mandate".into(),
+                ctx.store
+                    .mandates
+                    .get(input.instrument["id"].as_str().unwrap_or_default())
+                    .map_or(Value::Null, |m| json!(m)),
+            );
+        }
+        json!({"sepa_debit": sepa, "type": "sepa_debit"})
+    } else {
+        card_details(input.instrument, input.amount, ok)
+    };
     let charge = json!({
         "id": id,
         "object": "charge",
         "amount": input.amount,
-        "amount_captured": if ok { input.amount } else { 0 },
+        "amount_captured": if captured { input.amount } else { 0 },
         "amount_refunded": 0,
         "application": null,
         "application_fee": null,
@@ -75,7 +106,7 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "balance_transaction": if ok { json!(new_id("txn_")) } else { Value::Null },
         "billing_details": input.instrument.get("billing_details").cloned().unwrap_or_else(|| json!({"address": null, "email": null, "name": null, "phone": null})),
         "calculated_statement_descriptor": "KASSA SIM",
-        "captured": ok,
+        "captured": captured,
         "created": ctx.now,
         "currency": input.currency,
         "customer": input.customer,
@@ -85,32 +116,14 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "failure_code": decline.map(|d| d.code),
         "failure_message": decline.map(|d| d.message),
         "fraud_details": {},
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": input.metadata,
         "on_behalf_of": null,
         "outcome": outcome,
-        "paid": ok,
+        "paid": ok && !pending,
         "payment_intent": input.payment_intent,
         "payment_method": input.instrument["id"],
-        "payment_method_details": {
-            "card": {
-                "amount_authorized": if ok { json!(input.amount) } else { Value::Null },
-                "brand": card_hash["brand"],
-                "checks": {"address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass"},
-                "country": card_hash["country"],
-                "exp_month": card_hash["exp_month"],
-                "exp_year": card_hash["exp_year"],
-                "fingerprint": card_hash["fingerprint"],
-                "funding": card_hash["funding"],
-                "installments": null,
-                "last4": card_hash["last4"],
-                "mandate": null,
-                "network": card_hash["brand"],
-                "three_d_secure": null,
-                "wallet": null
-            },
-            "type": "card"
-        },
+        "payment_method_details": details,
         "receipt_email": null,
         "receipt_number": null,
         "receipt_url": format!("{}/receipts/{id}", ctx.env.public_url),
@@ -122,19 +135,50 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "source_transfer": null,
         "statement_descriptor": null,
         "statement_descriptor_suffix": null,
-        "status": if ok { "succeeded" } else { "failed" },
+        "status": if pending { "pending" } else if ok { "succeeded" } else { "failed" },
         "transfer_data": null,
         "transfer_group": null
     });
     ctx.create(
         "charge",
         charge,
-        if ok {
+        if pending {
+            "charge.pending"
+        } else if ok {
             "charge.succeeded"
         } else {
             "charge.failed"
         },
     )
+}
+
+/// `payment_method_details` of a card charge (a PaymentMethod or a legacy card object).
+fn card_details(instrument: &Value, amount: i64, ok: bool) -> Value {
+    let card_hash = if instrument["object"] == "card" {
+        let c = instrument;
+        json!({"brand": c["brand"].as_str().unwrap_or("Visa").to_lowercase().replace("american express", "amex"), "exp_month": c["exp_month"], "exp_year": c["exp_year"], "fingerprint": c["fingerprint"], "last4": c["last4"], "funding": c["funding"], "country": c["country"], "checks": {"address_line1_check": c["address_line1_check"], "address_postal_code_check": c["address_zip_check"], "cvc_check": c["cvc_check"]}})
+    } else {
+        instrument["card"].clone()
+    };
+    json!({
+        "card": {
+            "amount_authorized": if ok { json!(amount) } else { Value::Null },
+            "brand": card_hash["brand"],
+            "checks": card_hash["checks"],
+            "country": card_hash["country"],
+            "exp_month": card_hash["exp_month"],
+            "exp_year": card_hash["exp_year"],
+            "fingerprint": card_hash["fingerprint"],
+            "funding": card_hash["funding"],
+            "installments": null,
+            "last4": card_hash["last4"],
+            "mandate": null,
+            "network": card_hash["brand"],
+            "three_d_secure": null,
+            "wallet": null
+        },
+        "type": "card"
+    })
 }
 
 /// `POST /v1/charges` — the legacy API: `source` (a `tok_…` token or a customer's card) or `customer`.
@@ -185,7 +229,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         }
     };
     let (instrument, source): (Value, Option<Value>) = if let Some(card) =
-        cards::lookup(&source_id).filter(|c| c.token == source_id)
+        cards::by_token(&source_id)
     {
         let hash = cards::card_hash(card, ctx.now);
         let source = json!({
@@ -210,7 +254,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         }
     };
     let card = payment_methods::card_of(&instrument);
-    let decline = issuer_decline(card);
+    let decline = issuer_decline(card, ctx.mode);
     let charge = record_charge(
         ctx,
         ChargeInput {
@@ -222,6 +266,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
             description: p.str("description"),
             metadata: metadata_or_empty(p)?,
             source,
+            state: ChargeState::Captured,
         },
         decline.as_ref(),
     );
@@ -372,6 +417,18 @@ pub fn create_refund(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     }
     ctx.update(&old, new, Some("charge.refunded"));
     Ok(refund)
+}
+
+/// `POST /v1/refunds/{id}`: Stripe lets only `metadata` change (docs: update a refund); event
+/// `charge.refund.updated`.
+pub fn update_refund(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    p.only(&["metadata"])?;
+    let old = ctx.fetch("refund", "refund", id, "id")?;
+    let mut new = (*old).clone();
+    if let Some(m) = p.metadata()? {
+        crate::params::merge_metadata(&mut new, m);
+    }
+    Ok(ctx.update(&old, new, Some("charge.refund.updated")))
 }
 
 /// `GET /v1/refunds/{id}`.

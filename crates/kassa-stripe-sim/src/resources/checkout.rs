@@ -202,13 +202,20 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         ));
     }
     let pm_types = p.array("payment_method_types")?;
+    let mut types: Vec<String> = Vec::new();
     for t in &pm_types {
-        if as_text(t).as_deref() != Some("card") {
-            return Err(ApiError::invalid(
-                "The simulator supports only payment_method_types=card.",
-                Some("payment_method_types"),
-            ));
+        match as_text(t).as_deref() {
+            Some(t @ ("card" | "sepa_debit")) => types.push(t.to_owned()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "The simulator supports payment_method_types card and sepa_debit.",
+                    Some("payment_method_types"),
+                ))
+            }
         }
+    }
+    if types.is_empty() {
+        types.push("card".to_owned());
     }
     let mut currency = match p.str("currency") {
         Some(c) => Some(currency::check_currency(&c, "currency")?),
@@ -244,7 +251,19 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     if mode == "payment" {
         currency::check_charge_amount(total, currency.as_deref().unwrap_or("usd"), "line_items")?;
     }
-    let id = random_suffix("cs_test_a1", 56);
+    // Stripe: SEPA Direct Debit in Checkout needs "Prices for all line items … expressed in Euro"
+    // (docs: SEPA Direct Debit, accept a payment with Checkout).
+    if types.iter().any(|t| t == "sepa_debit") && currency.as_deref() != Some("eur") {
+        return Err(ApiError::invalid(
+            "The payment method `sepa_debit` can only be used with currency `eur`.",
+            Some("payment_method_types"),
+        ));
+    }
+    if pi_data.get("shipping").is_some() {
+        payment_intents::shipping(&pi_data)?;
+    }
+    // Stripe's Checkout Session ids say their mode: `cs_test_…`, `cs_live_…`.
+    let id = random_suffix(&format!("cs_{}_a1", ctx.mode.name()), 56);
     let setup_intent = if mode == "setup" {
         let si = setup_intents::new_setup_intent(
             ctx,
@@ -282,7 +301,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "expires_at": expires_at,
         "invoice": null,
         "invoice_creation": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "locale": p.str("locale"),
         "metadata": metadata,
         "mode": mode,
@@ -291,7 +310,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "payment_method_collection": "always",
         "payment_method_configuration_details": null,
         "payment_method_options": {},
-        "payment_method_types": ["card"],
+        "payment_method_types": types,
         "payment_status": if mode == "payment" { "unpaid" } else { "no_payment_required" },
         "phone_number_collection": {"enabled": false},
         "recovered_from": null,
@@ -392,14 +411,19 @@ pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
 }
 
 /// Expires every open session whose `expires_at` has passed (run by the simulator's clock).
-pub fn expire_due(ctx: &mut Ctx) {
+/// Returns how many expired.
+pub fn expire_due(ctx: &mut Ctx) -> usize {
+    let mut expired = 0;
     while let Some((at, id)) = ctx.store.open_sessions.first().cloned() {
         if at > ctx.now {
             break;
         }
         ctx.store.open_sessions.remove(&(at, id.clone()));
-        let _ = expire(ctx, &id);
+        if expire(ctx, &id).is_ok() {
+            expired += 1;
+        }
     }
+    expired
 }
 
 /// Takes a session off the expiry index (it completed or expired).
@@ -441,30 +465,87 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
             None,
         ));
     }
-    let card = cards::lookup(&c.payment_method).ok_or_else(|| {
-        ApiError::invalid(
-            format!("Unknown test card: {}", c.payment_method),
-            Some("payment_method"),
-        )
-    })?;
     let mut customer = session["customer"].as_str().map(str::to_owned);
     let customer_email = customer
         .as_deref()
         .and_then(|cu| ctx.store.get(cu))
         .and_then(|o| o["email"].as_str())
         .map(str::to_owned);
-    let email = c
-        .email
-        .clone()
-        .or_else(|| session["customer_email"].as_str().map(str::to_owned))
-        .or(customer_email)
-        .unwrap_or_else(|| "customer@example.com".to_owned());
-    let pm = payment_methods::materialize(ctx, card, Some(email.clone()), c.name.clone());
+    let (pm, email, name) = match cards::by_payment_method_id(&c.payment_method)
+        .or_else(|| cards::lookup(&c.payment_method).filter(|card| card.number == c.payment_method))
+    {
+        Some(card) => {
+            let email = c
+                .email
+                .clone()
+                .or_else(|| session["customer_email"].as_str().map(str::to_owned))
+                .or(customer_email)
+                .unwrap_or_else(|| "customer@example.com".to_owned());
+            let pm = payment_methods::materialize(ctx, card, Some(email.clone()), c.name.clone());
+            (pm, email, c.name.clone())
+        }
+        // A PaymentMethod made beforehand (the payment page's confirm with `payment_method`).
+        None => {
+            let pm = match ctx.store.get_obj(&c.payment_method) {
+                Some(pm) if pm["object"] == "payment_method" => pm.clone(),
+                _ if c.payment_method.starts_with("pm_") => {
+                    return Err(ApiError::no_such_param(
+                        "PaymentMethod",
+                        &c.payment_method,
+                        "payment_method",
+                    ))
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("Unknown test card: {}", c.payment_method),
+                        Some("payment_method"),
+                    ))
+                }
+            };
+            if !pm["customer"].is_null() {
+                return Err(ApiError::invalid(
+                    "The payment method you provided has already been attached to a customer.",
+                    Some("payment_method"),
+                ));
+            }
+            let email = c
+                .email
+                .clone()
+                .or_else(|| pm["billing_details"]["email"].as_str().map(str::to_owned))
+                .or_else(|| session["customer_email"].as_str().map(str::to_owned))
+                .or(customer_email)
+                .unwrap_or_else(|| "customer@example.com".to_owned());
+            let name = c
+                .name
+                .clone()
+                .or_else(|| pm["billing_details"]["name"].as_str().map(str::to_owned));
+            (pm, email, name)
+        }
+    };
+    let pm_type = pm["type"].as_str().unwrap_or("card").to_owned();
+    if !session["payment_method_types"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(pm_type.as_str())))
+    {
+        return Err(ApiError::invalid(
+            format!("This Checkout Session does not accept payment method type {pm_type}."),
+            Some("payment_method"),
+        ));
+    }
     let pm_id = pm["id"].as_str().unwrap_or_default().to_owned();
-    if customer.is_none() && session["customer_creation"] == "always" {
+    let pi_data = ctx
+        .store
+        .payment_intent_data
+        .get(id)
+        .cloned()
+        .unwrap_or_default();
+    // Stripe: Checkout creates a Customer when one is needed — `customer_creation=always`, or a
+    // payment that saves its method for later (`payment_intent_data[setup_future_usage]`).
+    let saves_method = session["mode"] == "payment" && pi_data.str("setup_future_usage").is_some();
+    if customer.is_none() && (session["customer_creation"] == "always" || saves_method) {
         let mut fields = serde_json::Map::new();
         fields.insert("email".to_owned(), json!(email));
-        if let Some(name) = &c.name {
+        if let Some(name) = &name {
             fields.insert("name".to_owned(), json!(name));
         }
         let created = super::customers::create(ctx, &Params(fields))?;
@@ -475,7 +556,7 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
     new["customer_details"] = json!({
         "address": {"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null},
         "email": email,
-        "name": c.name,
+        "name": name,
         "phone": null,
         "tax_exempt": "none",
         "tax_ids": []
@@ -502,12 +583,7 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
                 ctx.put(pi)
             }
             None => {
-                let data = ctx
-                    .store
-                    .payment_intent_data
-                    .get(id)
-                    .cloned()
-                    .unwrap_or_default();
+                let data = pi_data.clone();
                 let pi = payment_intents::new_payment_intent(
                     ctx,
                     session["amount_total"].as_i64().unwrap_or(0),
@@ -519,6 +595,10 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
                     data.str("setup_future_usage"),
                     "automatic",
                 );
+                let mut with_extra = (*pi).clone();
+                with_extra["payment_method_types"] = session["payment_method_types"].clone();
+                with_extra["shipping"] = payment_intents::shipping(&data)?;
+                let pi = ctx.put(with_extra);
                 let mut with_pi = (*session).clone();
                 with_pi["payment_intent"] = pi["id"].clone();
                 ctx.put(with_pi);
@@ -526,16 +606,24 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
             }
         };
         new["payment_intent"] = pi["id"].clone();
-        payment_intents::confirm_intent(
+        let confirmed = payment_intents::confirm_intent(
             ctx,
             pi,
             ConfirmOptions {
                 off_session: false,
                 authenticated: true,
                 error_on_requires_action: false,
+                // Checkout shows the mandate text and collects the customer's acceptance.
+                mandate_accepted: true,
             },
         )?;
-        new["payment_status"] = json!("paid");
+        // Stripe: with a delayed notification method the session completes `unpaid`; the result
+        // follows as `checkout.session.async_payment_succeeded|failed`.
+        new["payment_status"] = json!(if confirmed["status"] == "processing" {
+            "unpaid"
+        } else {
+            "paid"
+        });
     }
     new["status"] = json!("complete");
     let new = ctx.put(new);
@@ -544,20 +632,93 @@ pub fn complete(ctx: &mut Ctx, id: &str, c: &Completion) -> Result<Obj, ApiError
     Ok(new)
 }
 
+/// A delayed debit of a payment-mode session settled: the session is `paid` and emits
+/// `checkout.session.async_payment_succeeded`, or stays `unpaid` and emits `…_failed`.
+pub fn debit_settled(ctx: &mut Ctx, payment_intent: &str, succeeded: bool) {
+    let session = ctx
+        .store
+        .ids("checkout.session")
+        .iter()
+        .rev()
+        .filter_map(|id| ctx.store.get_obj(id))
+        .find(|s| s["payment_intent"].as_str() == Some(payment_intent))
+        .cloned();
+    let Some(session) = session else { return };
+    if succeeded {
+        let mut new = (*session).clone();
+        new["payment_status"] = json!("paid");
+        let new = ctx.put(new);
+        ctx.emit("checkout.session.async_payment_succeeded", new, None);
+    } else {
+        ctx.emit("checkout.session.async_payment_failed", session, None);
+    }
+}
+
+/// `GET /v1/payment_pages/{cs_id}`: what Stripe's hosted payment page loads for a session (an
+/// endpoint of Checkout's own page, not of the public API reference; Stripe's CLI calls it to complete
+/// sessions for `stripe trigger checkout.session.*`). Answers the session with its line items.
+pub fn payment_page(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
+    let session = ctx.fetch("checkout.session", "payment_page", id, "id")?;
+    let mut page = (*session).clone();
+    let items = ctx.store.line_items.get(id).cloned().unwrap_or_default();
+    page["line_items"] = json!({
+        "object": "list",
+        "data": items,
+        "has_more": false,
+        "url": format!("/v1/checkout/sessions/{id}/line_items"),
+    });
+    Ok(std::sync::Arc::new(page))
+}
+
+/// `POST /v1/payment_pages/{cs_id}/confirm` with `payment_method` and `expected_amount`: the customer
+/// pays (or saves the card) on the hosted page. Refused when the amount shown is not the session's
+/// total any more; a decline answers 402 as the hosted page would show it.
+pub fn confirm_payment_page(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    p.only(&[
+        "payment_method",
+        "expected_amount",
+        "expected_payment_method_type",
+        "email",
+        "name",
+        "eid",
+        "consent",
+        "customer_email",
+    ])?;
+    let session = ctx.fetch("checkout.session", "payment_page", id, "id")?;
+    let payment_method = p.req_str("payment_method")?;
+    if let Some(expected) = p.int("expected_amount")? {
+        let total = session["amount_total"].as_i64().unwrap_or(0);
+        if expected != total {
+            return Err(ApiError::invalid(
+                format!("The amount to pay ({total}) differs from the expected amount ({expected}); reload the page."),
+                Some("expected_amount"),
+            ));
+        }
+    }
+    let completion = Completion {
+        payment_method,
+        email: p.str("email"),
+        name: p.str("name"),
+    };
+    complete(ctx, id, &completion)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::form;
-    use crate::state::{Env, Origin, Store};
+    use crate::mode::Mode;
+    use crate::state::{Accounts, Env, Origin};
 
     #[test]
     fn the_clock_expires_open_sessions_once_past_expires_at() {
         let env = Env {
             api_version: "v".into(),
             public_url: "http://sim".into(),
+            clock: Default::default(),
         };
-        let mut store = Store::default();
-        let mut ctx = Ctx::new(&mut store, &env, Origin::default(), 0);
+        let mut accounts = Accounts::default();
+        let mut ctx = Ctx::new(&mut accounts, Mode::Test, &env, Origin::default(), 0);
         let p = Params(form::decode(b"mode=setup&currency=usd").unwrap());
         let open = create(&mut ctx, &p).unwrap();
         let done = create(&mut ctx, &p).unwrap();

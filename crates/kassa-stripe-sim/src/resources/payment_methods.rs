@@ -1,9 +1,11 @@
-//! PaymentMethods: test-card ids made real, retrieve, attach, detach, list by customer and type.
+//! PaymentMethods: test-card ids made real, cards from tokens or test numbers, SEPA Direct Debit accounts,
+//! retrieve, update, attach, detach, list by customer and type.
 
 use serde_json::{json, Value};
 
 use super::customer_param;
 use crate::cards::{self, Behaviour, Decline, TestCard};
+use crate::debits;
 use crate::error::ApiError;
 use crate::list;
 use crate::params::{merge_metadata, Params};
@@ -17,6 +19,20 @@ fn billing_details(email: Option<String>, name: Option<String>) -> Value {
         "phone": null,
         "tax_id": null
     })
+}
+
+/// `billing_details` from a request's `billing_details[…]` (name, email, phone, address).
+fn billing_from(p: &Params) -> Result<Value, ApiError> {
+    let b = p.obj("billing_details")?;
+    let mut out = billing_details(b.str("email"), b.str("name"));
+    out["phone"] = json!(b.str("phone"));
+    let a = b.obj("address")?;
+    for k in ["city", "country", "line1", "line2", "postal_code", "state"] {
+        if let Some(v) = a.str(k) {
+            out["address"][k] = json!(v);
+        }
+    }
+    Ok(out)
 }
 
 /// Makes a new PaymentMethod of a test card (Stripe: each use of `pm_card_visa` yields a PaymentMethod).
@@ -34,7 +50,7 @@ pub fn materialize(
         "card": cards::card_hash(card, ctx.now),
         "created": ctx.now,
         "customer": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": {},
         "type": "card"
     });
@@ -43,7 +59,7 @@ pub fn materialize(
 
 /// The PaymentMethod a parameter names: a stored one, or a new one for a test-card id.
 pub fn resolve(ctx: &mut Ctx, id: &str, param: &str) -> Result<Obj, ApiError> {
-    if let Some(card) = cards::lookup(id).filter(|c| c.pm == id) {
+    if let Some(card) = cards::by_payment_method_id(id) {
         return Ok(materialize(ctx, card, None, None));
     }
     match ctx.store.get_obj(id) {
@@ -69,9 +85,10 @@ pub fn setup_decline(d: &Decline) -> ApiError {
 
 /// Fails like Stripe when this PaymentMethod could not be attached (declining card, unknown id).
 pub fn check_attachable(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
-    let card = match cards::lookup(id).filter(|c| c.pm == id) {
+    let card = match cards::by_payment_method_id(id) {
         Some(c) => c,
         None => match ctx.store.get(id) {
+            Some(v) if v["object"] == "payment_method" && v["type"] != "card" => return Ok(()),
             Some(v) if v["object"] == "payment_method" => card_of(v),
             _ => {
                 return Err(ApiError::no_such_param(
@@ -84,7 +101,7 @@ pub fn check_attachable(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
     };
     // Stripe: 4000000000000341 "Attaching this card to a Customer object succeeds, but attempts to charge
     // the customer fail" — the declining cards, by contrast, fail when attached.
-    if let Behaviour::Declined(d) = card.behaviour {
+    if let Behaviour::Declined(d) = cards::behaviour_in(card, ctx.mode) {
         return Err(setup_decline(&d));
     }
     Ok(())
@@ -111,11 +128,70 @@ pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Obj, ApiErro
     }
 }
 
-/// `POST /v1/payment_methods` (`type=card` with `card[token]` or a test `card[number]`).
+/// The expiry and CVC typed with a card number (`card[exp_month]`, `card[exp_year]`, `card[cvc]`),
+/// checked as Stripe does (docs: testing, "Invalid data": an invalid month, a year in the past and a
+/// two-digit CVC are refused with `invalid_expiry_month`, `invalid_expiry_year`, `invalid_cvc`).
+/// A two-digit year means 20YY, as card faces print it.
+fn typed_expiry(ctx: &Ctx, card: &Params) -> Result<Option<(i64, i64)>, ApiError> {
+    if let Some(cvc) = card.str("cvc") {
+        if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::card_error(
+                "invalid_cvc",
+                "Your card's security code is invalid.",
+                Some("cvc"),
+            ));
+        }
+    }
+    let (Some(month), Some(year)) = (card.get("exp_month"), card.get("exp_year")) else {
+        return Ok(None);
+    };
+    let month = crate::params::int_value(month, "card[exp_month]")
+        .ok()
+        .filter(|m| (1..=12).contains(m))
+        .ok_or_else(|| {
+            ApiError::card_error(
+                "invalid_expiry_month",
+                "Your card's expiration month is invalid.",
+                Some("exp_month"),
+            )
+        })?;
+    let year = crate::params::int_value(year, "card[exp_year]")
+        .ok()
+        .map(|y| if (0..100).contains(&y) { 2000 + y } else { y })
+        .unwrap_or(0);
+    // Months since year 0, now and of the expiry: a card is valid through its expiry month.
+    let days = ctx.now.div_euclid(86_400);
+    let (now_year, now_month) = civil_year_month(days);
+    if year * 12 + month < now_year * 12 + now_month {
+        return Err(ApiError::card_error(
+            "invalid_expiry_year",
+            "Your card's expiration year is invalid.",
+            Some("exp_year"),
+        ));
+    }
+    Ok(Some((month, year)))
+}
+
+/// Year and month (1–12) of a day counted from 1970-01-01 (Howard Hinnant's civil-from-days).
+fn civil_year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
+}
+
+/// `POST /v1/payment_methods`: `type=card` with `card[token]` (`tok_visa`, …) or a test `card[number]`, or
+/// `type=sepa_debit` with `sepa_debit[iban]`.
 pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     p.only(&[
         "type",
         "card",
+        "sepa_debit",
         "billing_details",
         "metadata",
         "allow_redisplay",
@@ -123,41 +199,93 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "payment_method",
     ])?;
     let kind = p.req_str("type")?;
-    if kind != "card" {
-        return Err(ApiError::invalid(
-            format!("The simulator supports only type=card, got {kind}."),
-            Some("type"),
-        ));
-    }
-    let card_params = p.obj("card")?;
-    let card = if let Some(tok) = card_params.str("token") {
-        cards::lookup(&tok).ok_or_else(|| ApiError::no_such_param("token", &tok, "card[token]"))?
-    } else {
-        let number = card_params
-            .str("number")
-            .ok_or_else(|| ApiError::missing("card[number]"))?;
-        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
-        cards::lookup(&digits).ok_or_else(|| {
-            ApiError::card_error(
-                "incorrect_number",
-                "Your card number is incorrect.",
-                Some("number"),
-            )
-        })?
+    let billing = billing_from(p)?;
+    let metadata = super::metadata_or_empty(p)?;
+    let pm = match kind.as_str() {
+        "card" => {
+            let card_params = p.obj("card")?;
+            let card = if let Some(tok) = card_params.str("token") {
+                cards::by_token(&tok)
+                    .ok_or_else(|| ApiError::no_such_param("token", &tok, "card[token]"))?
+            } else {
+                let number = card_params
+                    .str("number")
+                    .ok_or_else(|| ApiError::missing("card[number]"))?;
+                let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+                // Stripe: 4242424242424241 (and any number outside the test table) fails
+                // with `incorrect_number` (docs: testing, "Invalid data").
+                cards::lookup(&digits).ok_or_else(|| {
+                    ApiError::card_error(
+                        "incorrect_number",
+                        "Your card number is incorrect.",
+                        Some("number"),
+                    )
+                })?
+            };
+            let expiry = typed_expiry(ctx, &card_params)?;
+            let pm = materialize(ctx, card, None, None);
+            let mut with = (*pm).clone();
+            with["billing_details"] = billing;
+            with["metadata"] = metadata;
+            if let Some((month, year)) = expiry {
+                with["card"]["exp_month"] = json!(month);
+                with["card"]["exp_year"] = json!(year);
+            }
+            return Ok(ctx.put(with));
+        }
+        "sepa_debit" => {
+            let iban = p
+                .obj("sepa_debit")?
+                .str("iban")
+                .ok_or_else(|| ApiError::missing("sepa_debit[iban]"))?;
+            if !debits::is_valid(&iban) {
+                return Err(ApiError::invalid_code(
+                    "invalid_bank_account_iban",
+                    "The IBAN you provided is invalid.",
+                    Some("sepa_debit[iban]"),
+                ));
+            }
+            // Stripe: a SEPA Direct Debit PaymentMethod "requires the account holder's name and
+            // email" (billing_details[name], billing_details[email]).
+            for k in ["name", "email"] {
+                if billing[k].is_null() {
+                    return Err(ApiError::missing(&format!("billing_details[{k}]")));
+                }
+            }
+            let iban = debits::normalize(&iban);
+            json!({
+                "id": new_id("pm_"),
+                "object": "payment_method",
+                "allow_redisplay": "unspecified",
+                "billing_details": billing,
+                "created": ctx.now,
+                "customer": null,
+                "livemode": ctx.livemode(),
+                "metadata": metadata,
+                "sepa_debit": {
+                    "bank_code": &iban[4..9.min(iban.len())],
+                    "branch_code": "",
+                    "country": &iban[..2],
+                    "fingerprint": debits::fingerprint(&iban),
+                    "generated_from": {"charge": null, "setup_attempt": null},
+                    "last4": &iban[iban.len() - 4..]
+                },
+                "type": "sepa_debit"
+            })
+        }
+        other => {
+            return Err(ApiError::invalid(
+                format!("The simulator supports type=card and type=sepa_debit, got {other}."),
+                Some("type"),
+            ))
+        }
     };
-    let billing = p.obj("billing_details")?;
-    let pm = materialize(ctx, card, billing.str("email"), billing.str("name"));
-    if let Some(m) = p.metadata()? {
-        let mut with_metadata = (*pm).clone();
-        with_metadata["metadata"] = Value::Object(m);
-        return Ok(ctx.put(with_metadata));
-    }
-    Ok(pm)
+    Ok(ctx.insert("payment_method", pm))
 }
 
 /// `GET /v1/payment_methods/{id}`.
 pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
-    if cards::lookup(id).is_some_and(|c| c.pm == id) {
+    if cards::by_payment_method_id(id).is_some() {
         return resolve(ctx, id, "id");
     }
     ctx.fetch("payment_method", "PaymentMethod", id, "id")
@@ -185,7 +313,7 @@ pub fn attach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["customer", "customer_account"])?;
     let customer = p.req_str("customer")?;
     customer_param(ctx, &customer, "customer")?;
-    if cards::lookup(id).is_none_or(|c| c.pm != id) {
+    if cards::by_payment_method_id(id).is_none() {
         ctx.fetch("payment_method", "PaymentMethod", id, "payment_method")?;
     }
     attach_to(ctx, id, &customer)
@@ -262,4 +390,18 @@ pub fn list_for_customer(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, Api
         p,
         &format!("/v1/customers/{id}/payment_methods"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_year_month;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_year_month(0), (1970, 1));
+        // 2024-02-29 is day 19782; 2024-03-01 is 19783.
+        assert_eq!(civil_year_month(19_782), (2024, 2));
+        assert_eq!(civil_year_month(19_783), (2024, 3));
+        assert_eq!(civil_year_month(-1), (1969, 12));
+    }
 }

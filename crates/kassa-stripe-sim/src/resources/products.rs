@@ -41,7 +41,7 @@ fn product_object(ctx: &Ctx, id: String, name: &str, p: &Params) -> Result<Value
         "default_price": null,
         "description": p.str("description"),
         "images": p.array("images")?,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "marketing_features": [],
         "metadata": metadata_or_empty(p)?,
         "name": name,
@@ -123,6 +123,30 @@ pub fn update_product(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiErr
         new["updated"] = json!(ctx.now);
     }
     Ok(ctx.update(&old, new, Some("product.updated")))
+}
+
+/// `DELETE /v1/products/{id}` → `{id, object: "product", deleted: true}`, event `product.deleted`.
+/// Stripe: "Delete a product. Deleting a product is only possible if it has no prices associated with
+/// it" (docs: delete a product).
+pub fn delete_product(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
+    let old = ctx.fetch("product", "product", id, "id")?;
+    let has_prices = ctx
+        .store
+        .ids("price")
+        .iter()
+        .filter_map(|p| ctx.store.get(p))
+        .any(|p| p["product"] == id && p["active"] == true);
+    if has_prices {
+        return Err(ApiError::invalid(
+            "This product cannot be deleted because it has one or more user-created prices.",
+            None,
+        ));
+    }
+    // Stripe answers the deleted product's id with `deleted: true`; the product is gone after that.
+    let deleted = json!({"id": id, "object": "product", "deleted": true});
+    let deleted = ctx.put(deleted);
+    ctx.emit("product.deleted", old, None);
+    Ok(deleted)
 }
 
 /// `GET /v1/products/{id}`.
@@ -254,7 +278,7 @@ fn price_from(
         "created": ctx.now,
         "currency": currency,
         "custom_unit_amount": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "lookup_key": d.str("lookup_key"),
         "metadata": metadata_or_empty(d)?,
         "nickname": d.str("nickname"),
@@ -302,6 +326,34 @@ pub fn create_price(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     ])?;
     let price = price_from(ctx, p, "", true)?;
     Ok(ctx.create("price", price, "price.created"))
+}
+
+/// `POST /v1/prices/{id}`: `active`, `metadata`, `nickname`, `lookup_key`, `tax_behavior` — Stripe
+/// lets nothing else of a price change (docs: update a price); event `price.updated`.
+pub fn update_price(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    p.only(&[
+        "active",
+        "metadata",
+        "nickname",
+        "lookup_key",
+        "tax_behavior",
+        "transfer_lookup_key",
+        "currency_options",
+    ])?;
+    let old = ctx.fetch("price", "price", id, "price")?;
+    let mut new = (*old).clone();
+    if let Some(a) = p.bool("active")? {
+        new["active"] = json!(a);
+    }
+    for k in ["nickname", "lookup_key", "tax_behavior"] {
+        if p.get(k).is_some() {
+            new[k] = p.str(k).map_or(Value::Null, Value::String);
+        }
+    }
+    if let Some(m) = p.metadata()? {
+        merge_metadata(&mut new, m);
+    }
+    Ok(ctx.update(&old, new, Some("price.updated")))
 }
 
 /// `GET /v1/prices/{id}`.

@@ -20,7 +20,9 @@ pub use checkout_sessions::{
 };
 pub use customers::{CustomerParams, Customers, InvoiceSettingsParams, ListCustomers};
 pub use events::{Events, ListEvents};
-pub use payment_intents::{CreatePaymentIntent, PaymentIntents, UpdatePaymentIntent};
+pub use payment_intents::{
+    CreatePaymentIntent, ListPaymentIntents, PaymentIntents, UpdatePaymentIntent,
+};
 pub use payment_methods::{ListPaymentMethods, PaymentMethods};
 pub use prices::{CreatePrice, ListPrices, Prices, ProductData};
 pub use products::{ListProducts, ProductParams, Products, SearchProducts};

@@ -1,6 +1,6 @@
-use super::{merged, resource_handle};
+use super::{merged, resource_handle, RangeQuery};
 use crate::client::path;
-use crate::objects::{Metadata, PaymentIntent};
+use crate::objects::{List, Metadata, PaymentIntent};
 use crate::{IdempotencyKey, StripeError};
 use serde::Serialize;
 
@@ -50,6 +50,22 @@ pub struct UpdatePaymentIntent {
     pub metadata: Option<Metadata>,
 }
 
+/// Filters for listing PaymentIntents (`GET /v1/payment_intents`), newest first.
+///
+/// Unlike Search (`/v1/payment_intents/search`), whose index can lag writes by up to a minute, a
+/// list reads Stripe's objects themselves, so a PaymentIntent created a moment ago is in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ListPaymentIntents {
+    /// Only this customer's PaymentIntents.
+    pub customer: Option<String>,
+    /// Creation time range, e.g. `gte` the time an attempt started.
+    pub created: Option<RangeQuery>,
+    /// Page size, 1 to 100.
+    pub limit: Option<u8>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+}
+
 impl PaymentIntents<'_> {
     /// `POST /v1/payment_intents`.
     pub async fn create(
@@ -67,6 +83,16 @@ impl PaymentIntents<'_> {
         let path = path(&["v1", "payment_intents", id])?;
         self.client
             .get(&path, &(), &merged(self.expand, expand))
+            .await
+    }
+
+    /// `GET /v1/payment_intents`, newest first.
+    pub async fn list(
+        &self,
+        params: &ListPaymentIntents,
+    ) -> Result<List<PaymentIntent>, StripeError> {
+        self.client
+            .get("/v1/payment_intents", params, self.expand)
             .await
     }
 

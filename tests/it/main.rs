@@ -15,7 +15,6 @@ mod ingress;
 mod official_library;
 mod outbox;
 mod secrets;
-mod slow_clients;
 mod stripe_cli;
 mod support;
 mod topology;

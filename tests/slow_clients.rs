@@ -1,11 +1,18 @@
 //! The HTTP server's limits against slow, many or malicious clients (loopback only, bounded in
 //! count and time): clients trickling headers or bodies are cut at the configured limits, and
 //! signed webhooks keep being accepted quickly meanwhile.
+//!
+//! It measures webhook latency, so it is a test binary of its own: cargo runs test binaries one
+//! after another, so the other integration tests never run beside it.
 
-use crate::support::{event_body, event_id, IngressOptions, TestIngress};
+#[path = "it/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
 use kassa_ingress::HttpLimits;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::{event_body, event_id, IngressOptions, TestIngress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -234,7 +241,7 @@ async fn requests_over_the_in_flight_cap_are_answered_503_at_once() {
     let second = stalled_request(address).await;
 
     // Both slots are taken (eventually: the stalled requests reach the handler first).
-    let shed = crate::support::eventually(Duration::from_secs(5), "a 503 overloaded", || async {
+    let shed = support::eventually(Duration::from_secs(5), "a 503 overloaded", || async {
         let started = Instant::now();
         let (status, body) = ingress
             .post_signed(event_body(&event_id(), "customer.updated"))
@@ -251,7 +258,7 @@ async fn requests_over_the_in_flight_cap_are_answered_503_at_once() {
 
     // The stalled clients leave: their slots free up and webhooks are accepted again.
     drop((first, second));
-    crate::support::eventually(
+    support::eventually(
         Duration::from_secs(5),
         "a 200 after the slots freed",
         || async {

@@ -9,6 +9,9 @@
 //! actions ([`connector`]) do call Stripe, synchronously: small operations for back-office
 //! tools, on the same admin token. Every route that calls Stripe reads the caller's
 //! `Idempotency-Key` by one rule ([`idempotency`]).
+//!
+//! Every listener is served by [`serve`] with [`HttpLimits`]: time limits on headers, bodies
+//! and whole requests, and caps on open connections and requests in flight ([`server`]).
 
 pub mod admin;
 pub mod checkout;

@@ -50,6 +50,8 @@ pub struct StackConfig {
     pub webhooks: bool,
     /// RabbitMQ.
     pub broker: BrokerConfig,
+    /// Limits of the HTTP listener (time-outs, connections, requests in flight).
+    pub http: kassa_ingress::HttpLimits,
     /// PostgreSQL; `None` for an ingress-only process.
     pub database_url: Option<String>,
     /// Pool size.
@@ -148,7 +150,8 @@ impl Stack {
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
-                    kassa_ingress::serve(listener, router, shutdown.cancelled_owned()).await
+                    kassa_ingress::serve(listener, router, config.http, shutdown.cancelled_owned())
+                        .await
                 {
                     tracing::error!(%error, "HTTP server failed");
                 }

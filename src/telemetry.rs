@@ -257,6 +257,20 @@ pub const METRICS: &[MetricSpec] = &[
         &[],
     ),
     spec(
+        "kassa_http_requests_shed_total",
+        Kind::Counter,
+        "HTTP requests answered 503 overloaded: the listener had KASSA_HTTP_MAX_IN_FLIGHT requests in flight.",
+        None,
+        &[],
+    ),
+    spec(
+        "kassa_http_timeouts_total",
+        Kind::Counter,
+        "HTTP requests cut by a time limit, by stage: headers (KASSA_HTTP_HEADER_TIMEOUT), body (KASSA_HTTP_BODY_TIMEOUT, webhooks), request (KASSA_HTTP_REQUEST_TIMEOUT).",
+        Some("stage"),
+        &["headers", "body", "request"],
+    ),
+    spec(
         "kassa_outbox_published_total",
         Kind::Counter,
         "Outbox rows (charge jobs, alerts) published to RabbitMQ.",

@@ -10,7 +10,7 @@ use kassa_broker::Topology;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
 };
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -107,11 +107,11 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     );
 
     // (a) Baseline: raw lapin, publish with confirms, same payloads, same concurrency.
-    let connection = Connection::connect(&args.broker.amqp_url, ConnectionProperties::default())
+    let connection = kassa_broker::connection::connect_first(&args.broker.amqp_url)
         .await
         .context("connecting to RabbitMQ (KASSA_AMQP_URL)")?;
+    topology.declare(&connection).await?;
     let setup = connection.create_channel().await?;
-    topology.declare(&setup).await?;
     let mut lapin_channels = Vec::new();
     for _ in 0..channels {
         let channel = connection.create_channel().await?;

@@ -611,7 +611,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         .await
         .context("creating the soak database")?;
     let broker_shutdown = CancellationToken::new();
-    let mut broker_config = args.broker.config();
+    let mut broker_config = args.broker.config()?;
     broker_config.topology = topology.clone();
     let broker = Broker::start(broker_config, broker_shutdown.clone());
     broker

@@ -67,12 +67,13 @@ impl Rig {
         let topology = Topology::new(format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff));
         let mut database_url = url::Url::parse(&args.database_url).context("KASSA_DATABASE_URL")?;
         database_url.set_path(&format!("/kassa_bench_{:08x}", rand::random::<u32>()));
-        let mut broker = args.broker.config();
+        let mut broker = args.broker.config()?;
         broker.topology = topology.clone();
         let config = StackConfig {
             listen: Some("127.0.0.1:0".parse()?),
             webhooks: true,
             broker,
+            http: kassa_ingress::HttpLimits::default(),
             database_url: Some(database_url.to_string()),
             db_max_connections: u32::try_from(args.concurrency + 8).unwrap_or(40),
             stripe: Some(StripeTarget::Embedded(Box::new(SimConfig {

@@ -44,7 +44,7 @@ enum DlqCommand {
 /// Runs a `dlq` subcommand.
 pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let broker = Broker::start(args.broker.config(), shutdown.clone());
+    let broker = Broker::start(args.broker.config()?, shutdown.clone());
     broker
         .wait_ready(Duration::from_secs(15))
         .await

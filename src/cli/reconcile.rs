@@ -41,7 +41,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
             )
         })?;
     let shutdown = CancellationToken::new();
-    let broker = Broker::start(args.broker.config(), shutdown.clone());
+    let broker = Broker::start(args.broker.config()?, shutdown.clone());
     broker
         .wait_ready(Duration::from_secs(15))
         .await

@@ -64,7 +64,8 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     let config = StackConfig {
         listen: Some(args.listen),
         webhooks: false,
-        broker: args.broker.config(),
+        broker: args.broker.config()?,
+        http: args.http.limits(),
         database_url: Some(args.store.database_url.clone()),
         db_max_connections,
         stripe: Some(stripe),
@@ -111,7 +112,7 @@ pub async fn stripe_sim(args: config::StripeSimArgs) -> anyhow::Result<()> {
     let sim_config = args.sim_config()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(config::cancel_on_signal(shutdown.clone()));
-    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test mode only; any sk_test_ key)");
+    info!(listen = %sim_config.listen, webhook_endpoints = ?sim_config.webhook_endpoints, "kassa stripe-sim starting (test and live mode: any sk_test_ or sk_live_ key)");
     kassa_stripe_sim::serve(sim_config, shutdown.cancelled_owned())
         .await
         .context("running the Stripe simulator")

@@ -36,7 +36,7 @@ const PART_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     let mut healthy = database(&args, &mut report).await;
-    healthy &= broker(&args, &mut report).await;
+    healthy &= broker(&args, &mut report).await?;
     healthy &= stripe(&args, &mut report).await?;
     let report = Value::Object(report);
     if args.json {
@@ -113,11 +113,15 @@ async fn database(args: &StatusArgs, report: &mut serde_json::Map<String, Value>
     healthy
 }
 
-/// The broker and its dead letters, into `report`; whether RabbitMQ answered.
-async fn broker(args: &StatusArgs, report: &mut serde_json::Map<String, Value>) -> bool {
+/// The broker and its dead letters, into `report`; whether RabbitMQ answered (a malformed
+/// KASSA_AMQP_URL is an error).
+async fn broker(
+    args: &StatusArgs,
+    report: &mut serde_json::Map<String, Value>,
+) -> anyhow::Result<bool> {
     let mut healthy = true;
     let shutdown = CancellationToken::new();
-    let broker = Broker::start(args.broker.config(), shutdown.clone());
+    let broker = Broker::start(args.broker.config()?, shutdown.clone());
     let amqp = redact_url(&args.broker.amqp_url);
     match broker.wait_ready(PART_TIMEOUT).await {
         Ok(()) => {
@@ -137,7 +141,7 @@ async fn broker(args: &StatusArgs, report: &mut serde_json::Map<String, Value>) 
     }
     shutdown.cancel();
 
-    healthy
+    Ok(healthy)
 }
 
 /// Stripe: the key's mode and whether it may list PaymentIntents, into `report`; whether Stripe

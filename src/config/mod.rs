@@ -55,7 +55,8 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// RabbitMQ settings shared by every process that talks to the broker.
 #[derive(Args, Clone, Debug)]
 pub struct BrokerArgs {
-    /// RabbitMQ URL.
+    /// RabbitMQ URL, or the URLs of a cluster's nodes separated by commas: Kassa connects to
+    /// one and moves to the next when it loses it (a comma in a password is written %2C).
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
@@ -72,18 +73,87 @@ pub struct BrokerArgs {
     /// Confirm-mode channels that publishes are spread over.
     #[arg(long, env = "KASSA_PUBLISH_CHANNELS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub publish_channels: u64,
+    /// Replicas of each quorum queue Kassa creates (`x-quorum-initial-group-size`); RabbitMQ
+    /// uses fewer when the cluster has fewer nodes, so 3 also fits a single node.
+    #[arg(long, env = "KASSA_AMQP_QUORUM_GROUP_SIZE", default_value_t = kassa_broker::topology::DEFAULT_QUORUM_GROUP_SIZE, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub amqp_quorum_group_size: u32,
 }
 
 impl BrokerArgs {
-    /// The broker configuration these flags describe.
-    pub fn config(&self) -> BrokerConfig {
+    /// The broker configuration these flags describe; a bad URL fails here, naming the
+    /// variable (with passwords redacted).
+    pub fn config(&self) -> anyhow::Result<BrokerConfig> {
+        kassa_broker::connection::validate_addresses(&self.amqp_url)
+            .map_err(|error| anyhow::anyhow!("KASSA_AMQP_URL: {error}"))?;
         let mut config = BrokerConfig::new(self.amqp_url.clone());
-        config.topology = Topology::new(self.amqp_prefix.clone());
+        config.topology = Topology::new(self.amqp_prefix.clone())
+            .with_quorum_group_size(self.amqp_quorum_group_size);
         config.confirm_timeout = Duration::from_millis(self.publish_timeout_ms);
         config.publisher_channels = usize::try_from(self.publish_channels).unwrap_or(4);
         config.connection_name = format!("kassa-{}", std::process::id());
-        config
+        Ok(config)
     }
+}
+
+/// Limits of an HTTP listener against slow, many or malicious clients.
+#[derive(Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// Time a client has to send a request's headers; an idle keep-alive connection is closed
+    /// after the same time (90s, 1m).
+    #[arg(long, env = "KASSA_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+    /// Longest pause while a request body is read (408 above it).
+    #[arg(long, env = "KASSA_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_body_timeout: Duration,
+    /// Longest time from a request's headers to its answer, body included (503 above it);
+    /// more than KASSA_PUBLISH_TIMEOUT_MS, so a webhook's publish is never cut short.
+    #[arg(long, env = "KASSA_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub http_request_timeout: Duration,
+    /// Connections open at once on this listener; more wait in the kernel's accept queue. Keep
+    /// it below the process's open-file limit (ulimit -n).
+    #[arg(long, env = "KASSA_HTTP_MAX_CONNECTIONS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+    /// Requests handled at once on this listener; more are answered 503 at once.
+    #[arg(long, env = "KASSA_HTTP_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_in_flight: u32,
+}
+
+impl HttpArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> kassa_ingress::HttpLimits {
+        kassa_ingress::HttpLimits {
+            header_read_timeout: self.http_header_timeout,
+            body_timeout: self.http_body_timeout,
+            request_timeout: self.http_request_timeout,
+            max_connections: self.http_max_connections as usize,
+            max_in_flight: self.http_max_in_flight as usize,
+        }
+    }
+
+    /// The limits, checked against the publish time-out of the same process.
+    pub fn limits_for_webhooks(
+        &self,
+        broker: &BrokerArgs,
+    ) -> anyhow::Result<kassa_ingress::HttpLimits> {
+        let publish = Duration::from_millis(broker.publish_timeout_ms);
+        if self.http_request_timeout <= publish {
+            bail!(
+                "KASSA_HTTP_REQUEST_TIMEOUT={}s must be longer than KASSA_PUBLISH_TIMEOUT_MS={} ms, or webhooks are cut before RabbitMQ confirms them",
+                self.http_request_timeout.as_secs(),
+                broker.publish_timeout_ms
+            );
+        }
+        Ok(self.limits())
+    }
+}
+
+/// A duration above zero (`10s`, `1m`).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(duration)
 }
 
 /// What receiving webhooks needs; shared by `kassa ingress` and `kassa serve`.
@@ -94,6 +164,8 @@ pub struct WebhookArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Webhook signing secrets (`whsec_…`), comma-separated; two during a rotation.
     #[arg(
         long,
@@ -235,7 +307,11 @@ impl IngressArgs {
         Ok(StackConfig {
             listen: Some(self.webhook.listen),
             webhooks: true,
-            broker: self.webhook.broker.config(),
+            broker: self.webhook.broker.config()?,
+            http: self
+                .webhook
+                .http
+                .limits_for_webhooks(&self.webhook.broker)?,
             database_url: admin_token.as_ref().map(|_| self.api.database_url.clone()),
             db_max_connections,
             stripe,
@@ -346,6 +422,8 @@ pub struct WorkerCommandArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub stripe: StripeArgs,
@@ -421,7 +499,11 @@ impl ServeArgs {
         Ok(StackConfig {
             listen: Some(self.ingress.listen),
             webhooks: true,
-            broker: self.ingress.broker.config(),
+            broker: self.ingress.broker.config()?,
+            http: self
+                .ingress
+                .http
+                .limits_for_webhooks(&self.ingress.broker)?,
             database_url: Some(self.store.database_url.clone()),
             db_max_connections,
             stripe: Some(stripe),
@@ -453,12 +535,21 @@ pub struct StripeSimArgs {
     /// The secret webhooks are signed with.
     #[arg(long, default_value = kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET, hide_default_value = true)]
     pub webhook_secret: String,
+    /// Where to deliver live-mode webhooks (repeat for several endpoints; live keys `sk_live_…`).
+    #[arg(long = "live-webhook-endpoint")]
+    pub live_webhook_endpoints: Vec<String>,
+    /// The secret live-mode webhooks are signed with (must differ from --webhook-secret).
+    #[arg(long, default_value = kassa_stripe_sim::DEFAULT_LIVE_WEBHOOK_SECRET, hide_default_value = true)]
+    pub live_webhook_secret: String,
     /// Answer this fraction of /v1 requests with a 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Answer 429 rate_limit above this many requests per second (Stripe test mode: about 25).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Answer 429 rate_limit above this many requests per second to one endpoint (Stripe: about 25).
+    #[arg(long)]
+    pub endpoint_rate_limit: Option<u32>,
     /// Added latency per request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -470,14 +561,23 @@ impl StripeSimArgs {
         if !self.webhook_secret.starts_with("whsec_") {
             bail!("--webhook-secret must start with whsec_");
         }
+        if !self.live_webhook_secret.starts_with("whsec_") {
+            bail!("--live-webhook-secret must start with whsec_");
+        }
+        if self.live_webhook_secret == self.webhook_secret {
+            bail!("--live-webhook-secret must differ from --webhook-secret");
+        }
         let mut config = SimConfig {
             listen: self.listen,
             webhook_endpoints: self.webhook_endpoints.clone(),
             webhook_secret: self.webhook_secret.clone(),
+            live_webhook_endpoints: self.live_webhook_endpoints.clone(),
+            live_webhook_secret: self.live_webhook_secret.clone(),
             ..SimConfig::default()
         };
         config.faults.error_rate = self.error_rate;
         config.faults.rate_limit_per_sec = self.rate_limit;
+        config.faults.endpoint_rate_limit_per_sec = self.endpoint_rate_limit;
         config.faults.latency = Duration::from_millis(self.latency_ms);
         config
             .faults

@@ -393,6 +393,54 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     );
 }
 
+#[tokio::test]
+async fn bad_broker_addresses_and_http_limits_stop_kassa_at_start() {
+    let ingress = |envs: &[(&str, &str)]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"));
+        command
+            .arg("ingress")
+            .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_bad_settings");
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        command.output()
+    };
+    // The second node's URL is not AMQP: named by position, no password shown.
+    let output = ingress(&[(
+        "KASSA_AMQP_URL",
+        "amqp://kassa:hunter-one@127.0.0.1:5672/%2f,http://kassa:hunter-two@127.0.0.1:5673/",
+    )])
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KASSA_AMQP_URL") && stderr.contains("entry 2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter"), "{stderr}");
+    // A request time-out shorter than the publish time-out would cut webhooks before the confirm.
+    let output = ingress(&[
+        ("KASSA_HTTP_REQUEST_TIMEOUT", "3s"),
+        ("KASSA_PUBLISH_TIMEOUT_MS", "5000"),
+    ])
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KASSA_HTTP_REQUEST_TIMEOUT")
+            && stderr.contains("KASSA_PUBLISH_TIMEOUT_MS"),
+        "{stderr}"
+    );
+    let output = ingress(&[("KASSA_HTTP_HEADER_TIMEOUT", "0")])
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("http-header-timeout"), "{stderr}");
+}
+
 /// `KASSA_DATABASE_MAX_CONNECTIONS` is checked against what the process runs: a worker holds a
 /// connection per event and per charge job in flight (2 × KASSA_WORKER_CONCURRENCY), plus the
 /// outbox relay and the events poller; pages, confirmations and the back-office API add theirs.

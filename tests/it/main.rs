@@ -17,5 +17,6 @@ mod outbox;
 mod secrets;
 mod stripe_cli;
 mod support;
+mod topology;
 mod triggers;
 mod worker;

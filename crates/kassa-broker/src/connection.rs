@@ -1,6 +1,12 @@
 //! One supervised RabbitMQ connection: connect, declare the topology, open confirm-mode
 //! publishing channels; when the connection or a channel breaks, drop it at once (so publishes
 //! fail fast instead of hanging) and reconnect with exponential backoff until cancelled.
+//!
+//! The URL may list several nodes of a cluster, comma-separated. The supervisor starts at a
+//! random one (so many processes spread over the nodes) and, whenever a connection fails or is
+//! lost, moves on to the next one round-robin. What was in flight on the lost connection is not
+//! lost: unconfirmed publishes fail (the caller answers 503 and Stripe re-sends), unacked
+//! deliveries go back to their quorum queue and are redelivered on the new connection.
 
 use crate::live::{Live, PublishingChannels};
 use crate::{BrokerError, Topology};
@@ -16,7 +22,8 @@ use tracing::{info, warn};
 /// How to reach RabbitMQ and how patient to be with it.
 #[derive(Clone)]
 pub struct BrokerConfig {
-    /// `amqp://user:pass@host:port/vhost`; the password is never logged.
+    /// `amqp://user:pass@host:port/vhost`, or several such URLs separated by commas (the nodes
+    /// of a cluster; a comma inside a password is written `%2C`). Passwords are never logged.
     pub url: String,
     /// Exchange and queue names (with the prefix in force).
     pub topology: Topology,
@@ -44,6 +51,11 @@ impl std::fmt::Debug for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The node addresses of [`BrokerConfig::url`], in the order given.
+    pub fn addresses(&self) -> Vec<String> {
+        split_addresses(&self.url)
+    }
+
     /// Defaults for `url`: production topology, 5 s confirm time-out, 4 publishing channels.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -58,8 +70,50 @@ impl BrokerConfig {
     }
 }
 
-/// The URL with its password replaced by `***`, fit for logs.
+/// The addresses of a comma-separated list of AMQP URLs, blanks trimmed, empty entries dropped.
+pub fn split_addresses(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks a comma-separated list of AMQP URLs: at least one, each an `amqp://` or `amqps://`
+/// URL with a host. The error names the bad entry by position, its password redacted.
+pub fn validate_addresses(urls: &str) -> Result<Vec<String>, BrokerError> {
+    let addresses = split_addresses(urls);
+    if addresses.is_empty() {
+        return Err(BrokerError::InvalidUrl("no address given".into()));
+    }
+    for (i, address) in addresses.iter().enumerate() {
+        let valid = url::Url::parse(address).is_ok_and(|parsed| {
+            matches!(parsed.scheme(), "amqp" | "amqps") && parsed.host_str().is_some()
+        });
+        if !valid {
+            return Err(BrokerError::InvalidUrl(format!(
+                "entry {} ({}) is not an amqp:// or amqps:// URL",
+                i + 1,
+                redact_url(address)
+            )));
+        }
+    }
+    Ok(addresses)
+}
+
+/// The URL (or comma-separated URLs) with every password replaced by `***`, fit for logs.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return split_addresses(url)
+            .iter()
+            .map(|address| redact_one(address))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
@@ -120,6 +174,11 @@ impl Broker {
         &self.inner.config
     }
 
+    /// The node the live connection goes to (password redacted), `None` while disconnected.
+    pub fn connected_address(&self) -> Option<String> {
+        self.live().map(|live| live.address.clone())
+    }
+
     /// Connected, topology declared, publishing channels open.
     pub fn is_ready(&self) -> bool {
         *self.inner.ready.borrow()
@@ -149,12 +208,10 @@ impl Broker {
             .map_err(BrokerError::amqp("channel.open"))
     }
 
-    /// Declares the topology again on a fresh channel (after someone deleted a queue, say).
+    /// Declares the topology again (after someone deleted a queue, say).
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
-        let channel = self.open_channel().await?;
-        let declared = self.topology().declare(&channel).await;
-        let _ = channel.close(200, "topology declared".into()).await;
-        declared
+        let live = self.live().ok_or(BrokerError::NotReady(Duration::ZERO))?;
+        self.topology().declare(&live.connection).await
     }
 
     pub(crate) fn live(&self) -> Option<Arc<Live>> {
@@ -178,13 +235,23 @@ impl Broker {
 
     async fn supervise(self, shutdown: CancellationToken) {
         let config = &self.inner.config;
-        let url = redact_url(&config.url);
+        let addresses = config.addresses();
+        if addresses.is_empty() {
+            warn!("no RabbitMQ address configured");
+        }
         let (min, max) = config.reconnect_backoff;
         let mut delay = min;
+        // A random first node spreads many processes over a cluster; then round-robin.
+        let mut next = rand::random_range(0..addresses.len().max(1));
         loop {
+            let address = addresses
+                .get(next % addresses.len().max(1))
+                .map_or("", String::as_str);
+            next = next.wrapping_add(1);
+            let url = redact_url(address);
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                attempt = tokio::time::timeout(config.connect_timeout, connect(config)) => attempt,
+                attempt = tokio::time::timeout(config.connect_timeout, connect(config, address)) => attempt,
             };
             match attempt {
                 Ok(Ok(live)) => {
@@ -192,7 +259,7 @@ impl Broker {
                     let live = Arc::new(live);
                     let events = live.connection.events_listener();
                     self.set_live(Some(live.clone()));
-                    info!(amqp_url = %url, channels = live.channels.len(), "RabbitMQ connected, topology declared");
+                    info!(amqp_url = %url, nodes = addresses.len(), channels = live.channels.len(), "RabbitMQ connected, topology declared");
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = live.broken.cancelled() => {}
@@ -225,25 +292,38 @@ impl Broker {
     }
 }
 
-async fn connect(config: &BrokerConfig) -> Result<Live, BrokerError> {
-    if url::Url::parse(&config.url).is_err() {
-        return Err(BrokerError::InvalidUrl(redact_url(&config.url)));
+/// Connects to the first of `urls` (comma-separated) that answers, trying them in order: for
+/// tools and tests that need one plain connection to a cluster.
+pub async fn connect_first(urls: &str) -> Result<Connection, BrokerError> {
+    let mut last = BrokerError::InvalidUrl("no address given".into());
+    for address in split_addresses(urls) {
+        if url::Url::parse(&address).is_err() {
+            last = BrokerError::InvalidUrl(redact_url(&address));
+            continue;
+        }
+        match Connection::connect(&address, ConnectionProperties::default()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = BrokerError::amqp("connect")(error),
+        }
+    }
+    Err(last)
+}
+
+async fn connect(config: &BrokerConfig, address: &str) -> Result<Live, BrokerError> {
+    if url::Url::parse(address).is_err() {
+        return Err(BrokerError::InvalidUrl(redact_url(address)));
     }
     let properties =
         ConnectionProperties::default().with_connection_name(config.connection_name.clone().into());
-    let connection = Connection::connect(&config.url, properties)
+    let connection = Connection::connect(address, properties)
         .await
         .map_err(BrokerError::amqp("connect"))?;
-    let setup = connection
-        .create_channel()
-        .await
-        .map_err(BrokerError::amqp("channel.open"))?;
-    config.topology.declare(&setup).await?;
-    let _ = setup.close(200, "topology declared".into()).await;
+    config.topology.declare(&connection).await?;
 
     let channels = PublishingChannels::open(&connection, config.publisher_channels).await?;
     Ok(Live {
         connection,
+        address: redact_url(address),
         channels,
         broken: CancellationToken::new(),
     })
@@ -281,5 +361,49 @@ async fn connection_failed(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_addresses_is_split_and_trimmed() {
+        assert_eq!(
+            split_addresses(" amqp://a:1/%2f ,amqp://b:2/%2f,, "),
+            vec!["amqp://a:1/%2f", "amqp://b:2/%2f"]
+        );
+        assert_eq!(
+            BrokerConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f").addresses(),
+            vec!["amqp://guest:guest@127.0.0.1:5672/%2f"]
+        );
+    }
+
+    #[test]
+    fn every_password_of_a_list_is_redacted() {
+        let redacted = redact_url("amqp://kassa:first@a:5672/%2f,amqps://kassa:second@b:5671/prod");
+        assert_eq!(
+            redacted,
+            "amqp://kassa:***@a:5672/%2f,amqps://kassa:***@b:5671/prod"
+        );
+        let config = BrokerConfig::new("amqp://kassa:first@a/%2f,amqp://kassa:second@b/%2f");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("first") && !debug.contains("second"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_without_its_password() {
+        assert!(validate_addresses("amqp://a/%2f,amqps://b:5671/%2f").is_ok());
+        let error = validate_addresses("amqp://u:hunter2@a/%2f,http://u:hunter3@b/")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("entry 2"), "{error}");
+        assert!(!error.contains("hunter"), "{error}");
+        assert!(validate_addresses(" , ").is_err());
+        assert!(validate_addresses("not a url").is_err());
     }
 }

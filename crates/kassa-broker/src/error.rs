@@ -15,6 +15,21 @@ pub enum BrokerError {
         #[source]
         source: lapin::Error,
     },
+    /// A queue exists with another `x-quorum-initial-group-size` than the one configured.
+    #[error(
+        "quorum queue {queue} was created with another initial group size than {size}; the size \
+         only applies when a queue is created: configure the size it was created with, and change \
+         its replicas with rabbitmq-queues add_member/delete_member ({source})"
+    )]
+    GroupSizeMismatch {
+        /// The queue.
+        queue: String,
+        /// The configured size.
+        size: u32,
+        /// RabbitMQ's refusal.
+        #[source]
+        source: lapin::Error,
+    },
     /// The broker did not become ready before the deadline.
     #[error("RabbitMQ was not ready within {0:?}")]
     NotReady(std::time::Duration),

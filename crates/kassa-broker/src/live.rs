@@ -14,6 +14,8 @@ use tracing::{info, warn};
 /// A live connection with its publishing channels.
 pub(crate) struct Live {
     pub(crate) connection: Connection,
+    /// The node this connection goes to, password redacted.
+    pub(crate) address: String,
     /// Confirm-mode channels; one that the broker closes is replaced on this same connection.
     pub(crate) channels: PublishingChannels,
     /// Cancelled by whoever sees this connection fail; the supervisor then replaces it.
@@ -110,6 +112,25 @@ impl Live {
             }
             Err(replace_error) => {
                 warn!(%error, %replace_error, "could not replace a closed publishing channel; reconnecting");
+                self.broken.cancel();
+            }
+        }
+    }
+}
+
+impl Live {
+    /// The broker nacked a publish on `channel` (slot `index`). Kassa's queues have no length
+    /// limit, so a nack is a fault, not back-pressure: on RabbitMQ 3.10 a channel that first
+    /// publishes to a quorum queue while the queue's leader is being re-elected (a cluster node
+    /// just died) nacks every later publish to it. A new channel starts with the new leader.
+    pub(crate) async fn channel_refused(&self, index: usize, channel: &Channel) {
+        let _ = channel
+            .close(200, "kassa: replacing a channel that nacks".into())
+            .await;
+        match self.channels.replace(&self.connection, index).await {
+            Ok(()) => info!("RabbitMQ nacked a publish; replaced the publishing channel"),
+            Err(error) => {
+                warn!(%error, "could not replace a publishing channel that nacked; reconnecting");
                 self.broken.cancel();
             }
         }

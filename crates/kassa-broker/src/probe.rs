@@ -6,15 +6,13 @@ use crate::consumer::is_not_found;
 use crate::BrokerError;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::ExchangeKind;
 
-/// Whether exchange `name` exists on the broker at `url`: a passive `exchange.declare`, which
-/// RabbitMQ answers with `404 NOT_FOUND` (closing the channel) for a missing exchange and never
-/// creates one.
+/// Whether exchange `name` exists on the broker at `url` (the first answering node of a
+/// comma-separated list): a passive `exchange.declare`, which RabbitMQ answers with
+/// `404 NOT_FOUND` (closing the channel) for a missing exchange and never creates one.
 pub async fn exchange_exists(url: &str, name: &str) -> Result<bool, BrokerError> {
-    let connection = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .map_err(BrokerError::amqp("connect"))?;
+    let connection = crate::connection::connect_first(url).await?;
     let answer = async {
         let channel = connection
             .create_channel()

@@ -131,7 +131,10 @@ impl ConfirmedPublisher {
             Ok(Ok(Confirmation::Ack(Some(_)))) | Ok(Ok(Confirmation::Nack(Some(_)))) => {
                 Err(PublishError::Unroutable(message.routing_key.to_owned()))
             }
-            Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::Nack(None))) => {
+                live.channel_refused(index, &channel).await;
+                Err(PublishError::Nacked)
+            }
             // confirm_select is set on every publishing channel, so this means a channel
             // without confirms slipped in: treat it as unconfirmed.
             Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),

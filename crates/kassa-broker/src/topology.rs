@@ -7,9 +7,11 @@ use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use std::time::Duration;
+use tracing::info;
 
 /// The default delays of the retry ladder, shortest first, with the suffix each delay queue carries.
 pub const RETRY_LADDER: [(&str, Duration); 5] = [
@@ -22,6 +24,14 @@ pub const RETRY_LADDER: [(&str, Duration); 5] = [
 
 /// Routing key of charge messages on the `kassa.charges` direct exchange.
 pub const CHARGE_ROUTING_KEY: &str = "charge.execute";
+
+/// Replicas of each quorum queue when it is created: a cluster of three keeps every queue on
+/// every node. RabbitMQ caps it at the number of cluster nodes ("the effective value used will
+/// be equal to the total number of cluster nodes"), so a single node gets one replica.
+pub const DEFAULT_QUORUM_GROUP_SIZE: u32 = 3;
+
+/// The queue argument that sets a quorum queue's initial replica count.
+pub const QUORUM_GROUP_SIZE_ARGUMENT: &str = "x-quorum-initial-group-size";
 
 /// Quorum queues redeliver a message at most this many times before dead-lettering it, so a
 /// message that crashes every worker ends in `kassa.dead.letters` instead of looping for ever.
@@ -63,6 +73,7 @@ impl WorkQueue {
 pub struct Topology {
     prefix: String,
     ladder: Vec<RetryRung>,
+    quorum_group_size: u32,
 }
 
 /// Everything [`Topology::declare`] declares, as data.
@@ -160,7 +171,20 @@ impl Topology {
                     delay: *delay,
                 })
                 .collect(),
+            quorum_group_size: DEFAULT_QUORUM_GROUP_SIZE,
         }
+    }
+
+    /// Replaces the initial replica count of the quorum queues (`x-quorum-initial-group-size`,
+    /// at least 1). It applies when a queue is created; existing queues keep their replicas.
+    pub fn with_quorum_group_size(mut self, size: u32) -> Self {
+        self.quorum_group_size = size.max(1);
+        self
+    }
+
+    /// The initial replica count of the quorum queues.
+    pub fn quorum_group_size(&self) -> u32 {
+        self.quorum_group_size
     }
 
     /// Replaces the retry ladder (tests use seconds instead of hours). Each rung's suffix names
@@ -279,6 +303,7 @@ impl Topology {
     /// [`Topology::declare`] declares, and what `deploy/rabbitmq/definitions.json` must match.
     pub fn definitions(&self) -> Definitions {
         let dead = self.dead_exchange();
+        let group = self.quorum_group_size;
         let exchanges = [
             (self.events_exchange(), ExchangeType::Topic),
             (self.charges_exchange(), ExchangeType::Direct),
@@ -295,11 +320,11 @@ impl Topology {
         let mut queues = vec![
             QueueDefinition {
                 name: self.fulfillment_queue(),
-                arguments: dead_lettering(&dead, None, None),
+                arguments: dead_lettering(group, &dead, None, None),
             },
             QueueDefinition {
                 name: self.charges_queue(),
-                arguments: dead_lettering(&dead, None, None),
+                arguments: dead_lettering(group, &dead, None, None),
             },
         ];
         let mut bindings = vec![
@@ -323,12 +348,12 @@ impl Topology {
             ] {
                 queues.push(QueueDefinition {
                     name: retry,
-                    arguments: dead_lettering("", Some(&target), Some(rung.delay)),
+                    arguments: dead_lettering(group, "", Some(&target), Some(rung.delay)),
                 });
             }
         }
 
-        let quorum = vec![("x-queue-type", QueueArgument::from("quorum"))];
+        let quorum = quorum(group);
         queues.push(QueueDefinition {
             name: self.dead_letters_queue(),
             arguments: quorum.clone(),
@@ -352,9 +377,24 @@ impl Topology {
         }
     }
 
-    /// Declares every exchange, queue and binding of [`Topology::definitions`]. Safe to run at
-    /// every start.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+    /// Declares every exchange, queue and binding of [`Topology::definitions`] on channels of
+    /// `connection`. Safe to run at every start.
+    ///
+    /// RabbitMQ refuses to re-declare a queue with an argument it was not created with, and
+    /// `x-quorum-initial-group-size` only matters at creation: a queue created before Kassa
+    /// declared it is declared again without it (its replicas stay as they are).
+    pub async fn declare(&self, connection: &Connection) -> Result<(), BrokerError> {
+        let mut channel = open_channel(connection).await?;
+        let declared = self.declare_on(connection, &mut channel).await;
+        let _ = channel.close(200, "topology declared".into()).await;
+        declared
+    }
+
+    async fn declare_on(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+    ) -> Result<(), BrokerError> {
         let definitions = self.definitions();
         let durable_exchange = ExchangeDeclareOptions {
             durable: true,
@@ -377,15 +417,27 @@ impl Topology {
                 .map_err(BrokerError::amqp("exchange.declare"))?;
         }
         for queue in definitions.queues {
-            let mut arguments = FieldTable::default();
-            for (key, value) in queue.arguments {
-                let value = match value {
-                    QueueArgument::String(value) => string(&value),
-                    QueueArgument::Integer(value) => AMQPValue::LongLongInt(value),
-                };
-                arguments.insert(key.into(), value);
+            match self
+                .declare_queue(channel, &queue.name, field_table(&queue.arguments, true))
+                .await
+            {
+                Err(error) if is_group_size_refusal(&error) => {
+                    // The refusal closed the channel.
+                    *channel = open_channel(connection).await?;
+                    self.declare_queue(channel, &queue.name, field_table(&queue.arguments, false))
+                        .await
+                        .map_err(|source| BrokerError::GroupSizeMismatch {
+                            queue: queue.name.clone(),
+                            size: self.quorum_group_size,
+                            source,
+                        })?;
+                    info!(
+                        queue = %queue.name,
+                        "quorum queue created before its initial group size was declared: its replicas are unchanged (rabbitmq-queues grow adds more)"
+                    );
+                }
+                result => result.map_err(BrokerError::amqp("queue.declare"))?,
             }
-            self.declare_queue(channel, &queue.name, arguments).await?;
         }
         for binding in definitions.bindings {
             self.bind(
@@ -415,11 +467,10 @@ impl Topology {
         }
     }
 
-    /// Connects to `url` on its own connection and deletes this topology (see [`Topology::delete`]).
+    /// Connects to `url` (or the first answering node of a comma-separated list) on its own
+    /// connection and deletes this topology (see [`Topology::delete`]).
     pub async fn delete_at(&self, url: &str) -> Result<(), BrokerError> {
-        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-            .await
-            .map_err(BrokerError::amqp("connect"))?;
+        let connection = crate::connection::connect_first(url).await?;
         let channel = connection
             .create_channel()
             .await
@@ -434,15 +485,14 @@ impl Topology {
         channel: &Channel,
         name: &str,
         arguments: FieldTable,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<(), lapin::Error> {
         let options = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
         channel
             .queue_declare(name.into(), options, arguments)
-            .await
-            .map_err(BrokerError::amqp("queue.declare"))?;
+            .await?;
         Ok(())
     }
 
@@ -466,18 +516,69 @@ impl Topology {
     }
 }
 
+async fn open_channel(connection: &Connection) -> Result<Channel, BrokerError> {
+    connection
+        .create_channel()
+        .await
+        .map_err(BrokerError::amqp("channel.open"))
+}
+
+/// A queue's arguments as AMQP, with or without `x-quorum-initial-group-size`.
+fn field_table(arguments: &[(&'static str, QueueArgument)], group_size: bool) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in arguments {
+        if !group_size && *key == QUORUM_GROUP_SIZE_ARGUMENT {
+            continue;
+        }
+        let value = match value {
+            QueueArgument::String(value) => string(value),
+            QueueArgument::Integer(value) => AMQPValue::LongLongInt(*value),
+        };
+        table.insert((*key).into(), value);
+    }
+    table
+}
+
+/// RabbitMQ's `PRECONDITION_FAILED` for an inequivalent `x-quorum-initial-group-size`.
+fn is_group_size_refusal(error: &lapin::Error) -> bool {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => {
+            matches!(
+                e.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+            ) && e
+                .get_message()
+                .as_str()
+                .contains(QUORUM_GROUP_SIZE_ARGUMENT)
+        }
+        _ => false,
+    }
+}
+
+/// The arguments every quorum queue starts with: its type and initial replica count.
+fn quorum(group_size: u32) -> Vec<(&'static str, QueueArgument)> {
+    vec![
+        ("x-queue-type", QueueArgument::from("quorum")),
+        (
+            QUORUM_GROUP_SIZE_ARGUMENT,
+            QueueArgument::Integer(i64::from(group_size)),
+        ),
+    ]
+}
+
 /// Arguments of a quorum queue that dead-letters to `exchange`.
 ///
 /// Quorum queues dead-letter at most once by default: a broker crash can drop a message in
 /// transit. `at-least-once` fixes that, and RabbitMQ (≥ 3.10) requires `reject-publish` overflow
 /// with it.
 fn dead_lettering(
+    group_size: u32,
     exchange: &str,
     routing_key: Option<&str>,
     ttl: Option<Duration>,
 ) -> Vec<(&'static str, QueueArgument)> {
-    let mut args = vec![
-        ("x-queue-type", QueueArgument::from("quorum")),
+    let mut args = quorum(group_size);
+    args.extend([
         ("x-dead-letter-exchange", QueueArgument::from(exchange)),
         (
             "x-dead-letter-strategy",
@@ -485,7 +586,7 @@ fn dead_lettering(
         ),
         ("x-overflow", QueueArgument::from("reject-publish")),
         ("x-delivery-limit", QueueArgument::Integer(DELIVERY_LIMIT)),
-    ];
+    ]);
     if let Some(key) = routing_key {
         args.push(("x-dead-letter-routing-key", QueueArgument::from(key)));
     }

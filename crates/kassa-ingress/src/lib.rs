@@ -7,6 +7,9 @@
 //! - [`health`]: `/healthz`, `/readyz` (the broker is connected) and `/metrics`, rendered from the
 //!   process's recorder ([`prometheus`]).
 //! - [`error`]: its refusals, as `{"error": {"code", "message"}}`.
+//! - [`server`]: every listener of the process (the merchant's HTTP and a worker's health
+//!   included) is served by [`serve`] with [`HttpLimits`]: time limits on headers, bodies and
+//!   whole requests, and caps on open connections and requests in flight.
 //!
 //! It never calls Stripe and never touches the database: it verifies and publishes, and stays
 //! thin so it is fast and scales out. The merchant's HTTP (APIs, pages) is kassa-api's.
@@ -15,16 +18,17 @@ pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod prometheus;
+pub mod server;
 pub mod webhook;
 
 use axum::Router;
 use kassa_broker::{Broker, ConfirmedPublisher};
 use kassa_stripe::webhook::WebhookVerifier;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+
+pub use server::{serve, HttpLimits};
 
 /// Stripe's webhook bodies are small; anything above this is refused with 413.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
@@ -82,16 +86,4 @@ pub fn with_json_fallbacks(router: Router) -> Router {
                 "this route does not take that method",
             )
         })
-}
-
-/// Serves `router` on an already-bound listener until `shutdown` resolves, then lets in-flight
-/// requests (and their publishes) finish before returning.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -50,6 +50,13 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if over_limit {
             too_large()
+        } else if crate::server::is_body_timeout(&error) {
+            metrics::counter!("kassa_http_timeouts_total", "stage" => "body").increment(1);
+            IngressError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body stopped arriving; send it again",
+            )
         } else {
             IngressError::bad_request(
                 "body_unreadable",

@@ -1,5 +1,6 @@
-//! The `/v1` front door: request id, authentication, faults, parameter decoding, idempotency, execution,
-//! `expand[]`, and the request log.
+//! The `/v1` front door: CORS, request id, authentication (and the key's mode), what a publishable key
+//! may call, faults and rate limits, parameter decoding, idempotency, execution, `expand[]`, and the
+//! request log.
 
 use std::sync::{Arc, PoisonError};
 
@@ -8,14 +9,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::auth::{ApiKey, KeyKind};
 use crate::error::ApiError;
 use crate::idempotency::{Begin, Fingerprint, Saved};
 use crate::params::Params;
 use crate::sim::Shared;
 use crate::state::{random_suffix, Origin};
-use crate::{auth, expand, form, resources};
+use crate::{auth, expand, form, publishable, resources};
 
 /// Stripe: "Idempotency keys are up to 255 characters long" (docs: idempotent requests).
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -27,6 +29,14 @@ pub struct RecordedRequest {
     pub method: String,
     /// Path without the query (`/v1/payment_intents`).
     pub path: String,
+    /// The endpoint as Stripe names it for rate limits (`POST /v1/payment_intents/{id}/confirm`).
+    pub operation: String,
+    /// The mode of the key used (`true`: live); `None` when the request had no valid key.
+    pub livemode: Option<bool>,
+    /// The kind of key used (`secret`, `restricted`, `publishable`); `None` without a valid key.
+    pub key_kind: Option<KeyKind>,
+    /// [`auth::key_fingerprint`] of the key used — never the key itself.
+    pub key_fingerprint: Option<String>,
     /// `Idempotency-Key` header of a POST.
     pub idempotency_key: Option<String>,
     /// Status answered.
@@ -42,6 +52,7 @@ struct Answer {
     status: StatusCode,
     body: Bytes,
     should_retry: Option<bool>,
+    rate_limited_reason: Option<&'static str>,
     /// `Request-Id` of the original request when this is a replay.
     original_request: Option<String>,
 }
@@ -52,9 +63,47 @@ impl Answer {
             status: e.status,
             body: to_bytes(&e.body()),
             should_retry: e.should_retry,
+            rate_limited_reason: e.rate_limited_reason,
             original_request: None,
         }
     }
+}
+
+/// Stripe's CORS answer on every API response, so browsers may read it (docs: Stripe.js calls the
+/// API from the merchant's origin; api.stripe.com answers with these headers): any origin, Stripe's
+/// methods, `Request-Id` readable by scripts, preflights cached for 300 s.
+fn cors(h: &mut HeaderMap) {
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-credentials",
+        HeaderValue::from_static("true"),
+    );
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, HEAD, OPTIONS, DELETE"),
+    );
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Request-Id, Stripe-Manage-Version, X-Stripe-External-Auth-Required, X-Stripe-Privileged-Session-Required"),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("300"));
+}
+
+/// A CORS preflight (`OPTIONS`): 204 allowing the asked-for method and headers (a browser sending
+/// `Authorization` or `Idempotency-Key` asks first). Never authenticated, never logged.
+fn preflight(headers: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let h = response.headers_mut();
+    cors(h);
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        h.insert("access-control-allow-origin", origin.clone());
+        h.insert(http::header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(asked) = headers.get("access-control-request-headers") {
+        h.insert("access-control-allow-headers", asked.clone());
+    }
+    response
 }
 
 fn to_bytes(v: &Value) -> Bytes {
@@ -101,7 +150,7 @@ impl Drop for HeldKey<'_> {
 }
 
 /// Decodes the query string and, for POST, the form body into one parameter map (the body wins).
-fn decode_params(method: &Method, uri: &Uri, body: &[u8]) -> Result<Params, ApiError> {
+pub(crate) fn decode_params(method: &Method, uri: &Uri, body: &[u8]) -> Result<Params, ApiError> {
     let bad = |e: form::FormError| ApiError::invalid(e.to_string(), None);
     let mut params = form::decode(uri.query().unwrap_or_default().as_bytes()).map_err(bad)?;
     if *method == Method::POST {
@@ -120,6 +169,9 @@ pub async fn v1(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
+    if method == Method::OPTIONS {
+        return preflight(&headers);
+    }
     let request_id = new_request_id();
     let idempotency_key = (method == Method::POST)
         .then(|| {
@@ -129,14 +181,25 @@ pub async fn v1(
                 .map(str::to_owned)
         })
         .flatten();
-    let answer = answer(
+    let segments: Vec<&str> = uri
+        .path()
+        .strip_prefix("/v1/")
+        .unwrap_or_default()
+        .split('/')
+        .collect();
+    let operation = resources::operation(method.as_str(), &segments);
+    let (answer, key) = answer(
         &shared,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        &request_id,
-        idempotency_key.as_deref(),
+        &Request {
+            method: &method,
+            uri: &uri,
+            segments: &segments,
+            operation: &operation,
+            headers: &headers,
+            body: &body,
+            request_id: &request_id,
+            idempotency_key: idempotency_key.as_deref(),
+        },
     )
     .await;
     shared
@@ -146,6 +209,10 @@ pub async fn v1(
         .push(RecordedRequest {
             method: method.to_string(),
             path: uri.path().to_owned(),
+            operation,
+            livemode: key.as_ref().map(|k| k.mode.livemode()),
+            key_kind: key.as_ref().map(|k| k.kind),
+            key_fingerprint: key.as_ref().map(ApiKey::fingerprint),
             idempotency_key: idempotency_key.clone(),
             status: answer.status.as_u16(),
             replayed: answer.original_request.is_some(),
@@ -154,6 +221,7 @@ pub async fn v1(
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     let h = response.headers_mut();
+    cors(h);
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -182,6 +250,14 @@ pub async fn v1(
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
         h.insert("original-request", original);
     }
+    if let Some(reason) = answer.rate_limited_reason {
+        // Stripe: a 429 from a rate limiter says which one in `Stripe-Rate-Limited-Reason`
+        // (`global-rate`, `endpoint-rate`, …; docs: rate limits).
+        h.insert(
+            "stripe-rate-limited-reason",
+            HeaderValue::from_static(reason),
+        );
+    }
     if let Some(retry) = answer.should_retry {
         h.insert(
             "stripe-should-retry",
@@ -191,31 +267,65 @@ pub async fn v1(
     response
 }
 
-async fn answer(
-    shared: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    request_id: &str,
-    idempotency_key: Option<&str>,
-) -> Answer {
-    let api_key = match auth::api_key(headers) {
+/// One `/v1` request, as read from the wire.
+struct Request<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    /// Path segments after `/v1/`.
+    segments: &'a [&'a str],
+    /// The endpoint's name ([`resources::operation`]).
+    operation: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    request_id: &'a str,
+    idempotency_key: Option<&'a str>,
+}
+
+/// Answers a request; also returns the key it authenticated with, for the request log.
+async fn answer(shared: &Shared, r: &Request<'_>) -> (Answer, Option<ApiKey>) {
+    // Parameters first: Stripe.js sends a publishable key as the `key` parameter.
+    let params = decode_params(r.method, r.uri, r.body);
+    let key_param = params
+        .as_ref()
+        .ok()
+        .and_then(|p| p.str("key"))
+        .filter(|k| k.starts_with("pk_"));
+    let key = match auth::api_key(r.headers, key_param.as_deref()) {
         Ok(k) => k,
-        Err(e) => return Answer::error(&e),
+        Err(e) => return (Answer::error(&e), None),
     };
+    if key.kind == KeyKind::Publishable && !publishable::allowed(r.method.as_str(), r.segments) {
+        return (Answer::error(&ApiError::publishable_key()), Some(key));
+    }
+    let answer = execute(shared, r, &key, params).await;
+    (answer, Some(key))
+}
+
+async fn execute(
+    shared: &Shared,
+    r: &Request<'_>,
+    key: &ApiKey,
+    params: Result<Params, ApiError>,
+) -> Answer {
+    let (method, uri, request_id, idempotency_key) =
+        (r.method, r.uri, r.request_id, r.idempotency_key);
+    let mode = key.mode;
     let intercepted = shared
         .faults
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .intercept(uri.path());
+        .intercept(mode, r.operation, uri.path());
     if let Some(e) = intercepted {
         return Answer::error(&e);
     }
-    let params = match decode_params(method, uri, body) {
+    let mut params = match params {
         Ok(p) => p,
         Err(e) => return Answer::error(&e),
     };
+    if key.kind == KeyKind::Publishable && params.str("key").as_deref() == Some(key.key.as_str()) {
+        // The key parameter authenticated the request; it is not an endpoint parameter.
+        params.0.remove("key");
+    }
     let expand = match params.expand() {
         Ok(x) => x,
         Err(e) => return Answer::error(&e),
@@ -230,23 +340,25 @@ async fn answer(
                 None,
             ));
         }
-        Some(key) => {
+        Some(idem) => {
             let fingerprint = Fingerprint {
                 method: method.to_string(),
                 path: uri.path().to_owned(),
                 params: Value::Object(params.0.clone()),
             };
             let now = shared.env.clock.now();
+            // Keys are per account and mode: every key of one mode shares them.
+            let scope = mode.name().to_owned();
             let begin = shared
                 .idempotency
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .begin(&api_key, key, fingerprint, now);
+                .begin(&scope, idem, fingerprint, now);
             match begin {
                 Begin::Execute => Some(HeldKey {
                     shared,
-                    scope: api_key.clone(),
-                    key: key.to_owned(),
+                    scope,
+                    key: idem.to_owned(),
                     armed: true,
                 }),
                 Begin::Replay(saved) => {
@@ -254,11 +366,12 @@ async fn answer(
                         status: StatusCode::from_u16(saved.status).unwrap_or(StatusCode::OK),
                         body: saved.body,
                         should_retry: saved.should_retry,
+                        rate_limited_reason: None,
                         original_request: Some(saved.request_id),
                     }
                 }
-                Begin::Mismatch => return Answer::error(&ApiError::idempotency_mismatch(key)),
-                Begin::InFlight => return Answer::error(&ApiError::idempotency_in_use(key)),
+                Begin::Mismatch => return Answer::error(&ApiError::idempotency_mismatch(idem)),
+                Begin::InFlight => return Answer::error(&ApiError::idempotency_in_use(idem)),
             }
         }
     };
@@ -271,23 +384,26 @@ async fn answer(
         tokio::time::sleep(latency).await;
     }
     let path = uri.path();
-    let segments: Vec<&str> = path
-        .strip_prefix("/v1/")
-        .unwrap_or_default()
-        .split('/')
-        .collect();
     let origin = Origin {
         request_id: Some(request_id.to_owned()),
         idempotency_key: idempotency_key.map(str::to_owned),
     };
-    let (result, mutated) = shared.execute(origin, |ctx| {
-        let obj = resources::dispatch(ctx, method.as_str(), &segments, &params)?;
-        if expand.is_empty() {
-            return Ok(to_bytes(&obj));
-        }
-        let mut v = Arc::unwrap_or_clone(obj);
-        expand::apply(ctx.store, &mut v, &expand)?;
-        Ok::<Bytes, ApiError>(to_bytes(&v))
+    let via_publishable_key = key.kind == KeyKind::Publishable;
+    let (result, mutated) = shared.execute(mode, origin, |ctx| {
+        ctx.via_publishable_key = via_publishable_key;
+        let run = |ctx: &mut crate::state::Ctx<'_>| {
+            let obj = resources::dispatch(ctx, method.as_str(), r.segments, &params)?;
+            if expand.is_empty() && !via_publishable_key {
+                return Ok(to_bytes(&obj));
+            }
+            let mut v = Arc::unwrap_or_clone(obj);
+            expand::apply(ctx.store, &mut v, &expand)?;
+            if via_publishable_key {
+                publishable::view_body(&mut v);
+            }
+            Ok::<Bytes, ApiError>(to_bytes(&v))
+        };
+        run(ctx).map_err(|e| in_other_mode(ctx, e, via_publishable_key))
     });
     let failed_after = shared
         .faults
@@ -300,6 +416,7 @@ async fn answer(
             status: StatusCode::OK,
             body: body.clone(),
             should_retry: None,
+            rate_limited_reason: None,
             original_request: None,
         },
         (Err(e), None) => Answer::error(e),
@@ -322,8 +439,24 @@ async fn answer(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .latency_after(path);
-    if !latency_after.is_zero() && method == Method::POST {
+    if !latency_after.is_zero() && *method == Method::POST {
         tokio::time::sleep(latency_after).await;
     }
     answer
+}
+
+/// An error as the request's key sees it: Stripe's "a similar object exists in test mode, but a live
+/// mode key was used" when the id it did not find is the other mode's (docs: API keys, objects are
+/// never shared between modes), and intents in the error cut to a publishable key's view.
+fn in_other_mode(ctx: &crate::state::Ctx<'_>, e: ApiError, via_publishable_key: bool) -> ApiError {
+    let mut e = match &e.missing_id {
+        Some(id) if ctx.other.holds(id) => e.exists_in_other_mode(ctx.mode.other()),
+        _ => e,
+    };
+    if via_publishable_key {
+        let mut body = json!({"error": e.error});
+        publishable::view_body(&mut body);
+        e.error = body["error"].take();
+    }
+    e
 }

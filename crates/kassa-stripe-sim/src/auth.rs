@@ -1,20 +1,70 @@
-//! API keys: which are accepted, and Stripe's answers for the others.
+//! API keys: which are accepted, the mode each addresses, and Stripe's answers for the others.
 //!
 //! Stripe: authenticate with `Authorization: Bearer sk_…`, or HTTP Basic with the key as the user name and
-//! no password (docs: authentication). The simulator is a sandbox: it accepts any `sk_test_`/`rk_test_` key;
-//! live keys are unknown to it; publishable keys "cannot be used" for server calls.
+//! no password (docs: authentication). Keys come in three kinds — secret (`sk_`), restricted (`rk_`) and
+//! publishable (`pk_`) — each in test mode (`*_test_`) or live mode (`*_live_`) (docs: API keys). The
+//! simulator is one account: it accepts any well-formed key of either mode, and the key's mode picks
+//! which of the account's two sets of objects a request sees ([`crate::mode`]).
+//!
+//! Stripe.js sends the publishable key as the `key` form (or query) parameter rather than a header, so
+//! that its requests stay CORS "simple requests"; the simulator accepts a publishable key there too
+//! (never a secret key: those belong in a header, not in a URL).
 
 use http::HeaderMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::mode::Mode;
 
-/// The API key of a request, or Stripe's 401/403 answer.
-pub fn api_key(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The kind of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// `sk_…`: every server call.
+    Secret,
+    /// `rk_…`: a restricted key (the simulator grants every permission).
+    Restricted,
+    /// `pk_…`: only what Stripe lets a browser do ([`crate::publishable`]).
+    Publishable,
+}
+
+/// The key a request authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key itself (never logged or recorded; see [`key_fingerprint`]).
+    pub key: String,
+    /// Secret, restricted or publishable.
+    pub kind: KeyKind,
+    /// The mode the key addresses.
+    pub mode: Mode,
+}
+
+impl ApiKey {
+    /// What the request log records instead of the key.
+    pub fn fingerprint(&self) -> String {
+        key_fingerprint(&self.key)
+    }
+}
+
+/// A stable fingerprint of a key for logs and tests: the first 16 hex digits of its SHA-256. Tests
+/// compute it for the key they expect and compare it with `/_sim/requests`; the key never appears.
+pub fn key_fingerprint(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// The raw key of a request: the `Authorization` header, or (publishable keys only, as Stripe.js
+/// sends it) the `key` parameter.
+fn raw_key(headers: &HeaderMap, key_param: Option<&str>) -> Result<String, ApiError> {
     let Some(raw) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return Err(no_key());
+        return match key_param {
+            Some(k) if k.starts_with("pk_") => Ok(k.to_owned()),
+            _ => Err(no_key()),
+        };
     };
     let raw = raw.trim();
     let key = if let Some(token) = strip_prefix_ci(raw, "bearer ") {
@@ -29,8 +79,14 @@ pub fn api_key(headers: &HeaderMap) -> Result<String, ApiError> {
     if key.is_empty() {
         return Err(no_key());
     }
-    check(&key)?;
     Ok(key)
+}
+
+/// The API key of a request, or Stripe's 401. `key_param` is the request's `key` parameter, if any.
+pub fn api_key(headers: &HeaderMap, key_param: Option<&str>) -> Result<ApiKey, ApiError> {
+    let key = raw_key(headers, key_param)?;
+    let (kind, mode) = check(&key)?;
+    Ok(ApiKey { key, kind, mode })
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -46,17 +102,22 @@ fn no_key() -> ApiError {
     )
 }
 
-fn check(key: &str) -> Result<(), ApiError> {
+fn check(key: &str) -> Result<(KeyKind, Mode), ApiError> {
     let valid_chars = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    for prefix in ["sk_test_", "rk_test_"] {
-        if let Some(rest) = key.strip_prefix(prefix) {
-            if !rest.is_empty() && valid_chars {
-                return Ok(());
+    let kinds = [
+        ("sk_", KeyKind::Secret),
+        ("rk_", KeyKind::Restricted),
+        ("pk_", KeyKind::Publishable),
+    ];
+    for (prefix, kind) in kinds {
+        for mode in Mode::ALL {
+            let full = format!("{prefix}{}_", mode.name());
+            if let Some(rest) = key.strip_prefix(&full) {
+                if !rest.is_empty() && valid_chars {
+                    return Ok((kind, mode));
+                }
             }
         }
-    }
-    if key.starts_with("pk_test_") || key.starts_with("pk_live_") {
-        return Err(ApiError::publishable_key());
     }
     // Stripe masks all but the last four characters: "Invalid API Key provided: sk_test_****1234".
     let shown = match key.rfind('_') {
@@ -120,31 +181,75 @@ mod tests {
         h
     }
 
+    fn key(auth: &str) -> Result<ApiKey, ApiError> {
+        api_key(&with(auth), None)
+    }
+
     #[test]
     fn bearer_and_basic() {
-        assert_eq!(api_key(&with("Bearer sk_test_abc")).unwrap(), "sk_test_abc");
-        assert_eq!(api_key(&with("Bearer rk_test_abc")).unwrap(), "rk_test_abc");
+        assert_eq!(key("Bearer sk_test_abc").unwrap().key, "sk_test_abc");
+        assert_eq!(key("Bearer rk_test_abc").unwrap().kind, KeyKind::Restricted);
         // "sk_test_abc:" in base64.
+        assert_eq!(key("Basic c2tfdGVzdF9hYmM6").unwrap().key, "sk_test_abc");
+    }
+
+    #[test]
+    fn every_kind_in_both_modes() {
+        for (k, kind, mode) in [
+            ("sk_test_1", KeyKind::Secret, Mode::Test),
+            ("sk_live_1", KeyKind::Secret, Mode::Live),
+            ("rk_test_1", KeyKind::Restricted, Mode::Test),
+            ("rk_live_1", KeyKind::Restricted, Mode::Live),
+            ("pk_test_1", KeyKind::Publishable, Mode::Test),
+            ("pk_live_1", KeyKind::Publishable, Mode::Live),
+        ] {
+            let got = key(&format!("Bearer {k}")).unwrap();
+            assert_eq!((got.kind, got.mode), (kind, mode), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_publishable_key_may_come_as_the_key_parameter_a_secret_key_may_not() {
+        let got = api_key(&HeaderMap::new(), Some("pk_live_abc")).unwrap();
+        assert_eq!((got.kind, got.mode), (KeyKind::Publishable, Mode::Live));
         assert_eq!(
-            api_key(&with("Basic c2tfdGVzdF9hYmM6")).unwrap(),
-            "sk_test_abc"
+            api_key(&HeaderMap::new(), Some("sk_test_abc"))
+                .unwrap_err()
+                .status,
+            401
+        );
+        // The header wins over the parameter.
+        assert_eq!(
+            api_key(&with("Bearer sk_test_h"), Some("pk_test_p"))
+                .unwrap()
+                .key,
+            "sk_test_h"
         );
     }
 
     #[test]
+    fn fingerprints_are_stable_and_hide_the_key() {
+        let f = key_fingerprint("sk_live_secret_value");
+        assert_eq!(f.len(), 16);
+        assert_eq!(f, key_fingerprint("sk_live_secret_value"));
+        assert_ne!(f, key_fingerprint("sk_live_secret_valuf"));
+        assert!(!f.contains("secret"));
+    }
+
+    #[test]
     fn refusals() {
-        let e = api_key(&HeaderMap::new()).unwrap_err();
+        let e = api_key(&HeaderMap::new(), None).unwrap_err();
         assert_eq!(e.status, 401);
         assert_eq!(e.error["type"], "invalid_request_error");
-        assert_eq!(api_key(&with("Bearer pk_test_x")).unwrap_err().status, 403);
-        let e = api_key(&with("Bearer sk_live_12345678")).unwrap_err();
+        let e = key("Bearer sk_other_12345678").unwrap_err();
         assert_eq!(e.status, 401);
         assert_eq!(
             e.error["message"],
-            "Invalid API Key provided: sk_live_****5678"
+            "Invalid API Key provided: sk_other_****5678"
         );
-        assert_eq!(api_key(&with("Bearer nonsense")).unwrap_err().status, 401);
-        assert_eq!(api_key(&with("Basic !!!")).unwrap_err().status, 401);
+        assert_eq!(key("Bearer sk_live_").unwrap_err().status, 401);
+        assert_eq!(key("Bearer nonsense").unwrap_err().status, 401);
+        assert_eq!(key("Basic !!!").unwrap_err().status, 401);
     }
 
     #[test]

@@ -1,12 +1,23 @@
-//! Stripe's test cards: the `pm_card_…` PaymentMethod ids and `tok_…` tokens, and what charging each does.
+//! Stripe's test cards: the `pm_card_…` PaymentMethod ids and `tok_…` tokens, and what charging each does;
+//! and the one card the simulator sets aside for live mode.
 //!
 //! Stripe: test PaymentMethod ids such as `pm_card_visa` can be used directly in test mode; each use
 //! yields a PaymentMethod of that card (docs: testing, "Test cards" and "Declined payments").
+//!
+//! Modes (docs: testing, "use test API keys in all API calls" with test cards; declines, decline codes):
+//! in live mode a known test card is declined — `card_declined` with decline code `testmode_decline`
+//! ("A Stripe test card number was used"), message "Your card was declined. Your request was in live
+//! mode, but used a known test card." — and in test mode a real card is declined with
+//! `test_mode_live_card` ("Your request was in test mode, but used a non test (live) card"). The
+//! simulator knows no real cards, so it sets one number aside as its live card ([`LIVE_CARD`],
+//! simulator-only): it pays in live mode and, being "real", is declined in test mode.
 
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::mode::Mode;
 
 /// What happens when a card is set up or charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +84,21 @@ pub const INSUFFICIENT_FUNDS: Decline = declined(
     "Your card has insufficient funds.",
 );
 
+/// Stripe: a known test card in live mode is declined (decline code `testmode_decline`, docs: decline
+/// codes, "A Stripe test card number was used").
+pub const TESTMODE_DECLINE: Decline = declined(
+    "card_declined",
+    "testmode_decline",
+    "Your card was declined. Your request was in live mode, but used a known test card.",
+);
+
+/// Stripe: a real (non-test) card in test mode is declined with `test_mode_live_card`.
+pub const TEST_MODE_LIVE_CARD: Decline = declined(
+    "card_declined",
+    "test_mode_live_card",
+    "Your card was declined. Your request was in test mode, but used a non test (live) card. For a list of valid test cards, visit: https://stripe.com/docs/testing.",
+);
+
 /// Stripe: `processing_error` — "An error occurred while processing your card. Try again in a little bit."
 pub const PROCESSING_ERROR: Decline = declined(
     "processing_error",
@@ -137,6 +163,8 @@ pub struct TestCard {
     pub behaviour: Behaviour,
     /// Label for the hosted checkout page.
     pub label: &'static str,
+    /// The simulator's live card ([`LIVE_CARD`]) rather than one of Stripe's test cards.
+    pub live: bool,
 }
 
 const fn card(
@@ -158,6 +186,7 @@ const fn card(
         checks: PASS,
         behaviour,
         label,
+        live: false,
     }
 }
 
@@ -217,14 +246,45 @@ pub const TEST_CARDS: &[TestCard] = &[
     card("4000000000003055", "pm_card_threeDSecureOptional", "tok_threeDSecureOptional", "visa", Behaviour::Succeeds, "3D Secure supported, not required — succeeds"),
 ];
 
-/// The test card behind a `pm_card_…` id, a `tok_…` token or a card number.
+/// The simulator's card for live mode (simulator-only, not a Stripe test card): it pays in live mode,
+/// where Stripe's test cards are declined with `testmode_decline`, and is declined in test mode with
+/// `test_mode_live_card`, as a real card would be. Number 4000 0000 0000 7775, PaymentMethod
+/// `pm_card_simulatorLive`, token `tok_simulatorLive`.
+pub const LIVE_CARD: TestCard = TestCard {
+    live: true,
+    ..card(
+        "4000000000007775",
+        "pm_card_simulatorLive",
+        "tok_simulatorLive",
+        "visa",
+        Behaviour::Succeeds,
+        "Simulator live card — succeeds in live mode",
+    )
+};
+
+/// Every card the simulator knows: Stripe's test cards, then its live card.
+pub fn all() -> impl Iterator<Item = &'static TestCard> {
+    TEST_CARDS.iter().chain(std::iter::once(&LIVE_CARD))
+}
+
+/// The card behind a `pm_card_…` id, a `tok_…` token or a card number.
 pub fn lookup(id_or_number: &str) -> Option<&'static TestCard> {
-    TEST_CARDS.iter().find(|c| {
+    all().find(|c| {
         c.pm == id_or_number
             || c.token == id_or_number
             || c.number == id_or_number
             || c.aliases.contains(&id_or_number)
     })
+}
+
+/// What a card does in `mode`: its own behaviour in its own mode; a test card in live mode and the
+/// live card in test mode are declined as Stripe declines them.
+pub fn behaviour_in(card: &TestCard, mode: Mode) -> Behaviour {
+    match (card.live, mode) {
+        (false, Mode::Live) => Behaviour::Declined(TESTMODE_DECLINE),
+        (true, Mode::Test) => Behaviour::Declined(TEST_MODE_LIVE_CARD),
+        _ => card.behaviour,
+    }
 }
 
 /// The test card behind a `pm_card_…` PaymentMethod id (Stripe: usable directly in test mode).
@@ -247,9 +307,11 @@ pub fn by_token(id: &str) -> Option<&'static TestCard> {
 pub fn for_card_details(card: &Value) -> Option<&'static TestCard> {
     static FINGERPRINTS: OnceLock<Vec<String>> = OnceLock::new();
     let fp = card.get("fingerprint")?.as_str()?;
-    let all =
-        FINGERPRINTS.get_or_init(|| TEST_CARDS.iter().map(|c| fingerprint(c.number)).collect());
-    all.iter().position(|f| f == fp).map(|i| &TEST_CARDS[i])
+    let prints = FINGERPRINTS.get_or_init(|| all().map(|c| fingerprint(c.number)).collect());
+    prints
+        .iter()
+        .position(|f| f == fp)
+        .and_then(|i| all().nth(i))
 }
 
 /// Stripe: a fingerprint "uniquely identifies this particular card number"; same number, same fingerprint.
@@ -317,5 +379,55 @@ mod tests {
         assert_eq!(hash["last4"], "4242");
         assert_eq!(for_card_details(&hash).map(|c| c.pm), Some("pm_card_visa"));
         assert!(hash["exp_year"].as_i64().unwrap() > 2023);
+    }
+
+    #[test]
+    fn the_live_card_pays_in_live_mode_only_and_test_cards_in_test_mode_only() {
+        let live = lookup("4000000000007775").unwrap();
+        assert!(live.live);
+        assert_eq!(
+            lookup("pm_card_simulatorLive").map(|c| c.number),
+            Some(live.number)
+        );
+        assert_eq!(
+            lookup("tok_simulatorLive").map(|c| c.number),
+            Some(live.number)
+        );
+        assert!(TEST_CARDS
+            .iter()
+            .all(|c| c.number != live.number && !c.live));
+        assert_eq!(behaviour_in(live, Mode::Live), Behaviour::Succeeds);
+        assert_eq!(
+            behaviour_in(live, Mode::Test),
+            Behaviour::Declined(TEST_MODE_LIVE_CARD)
+        );
+        let visa = lookup("pm_card_visa").unwrap();
+        assert_eq!(behaviour_in(visa, Mode::Test), Behaviour::Succeeds);
+        assert_eq!(
+            behaviour_in(visa, Mode::Live),
+            Behaviour::Declined(TESTMODE_DECLINE)
+        );
+        let hash = card_hash(live, 1_700_000_000);
+        assert_eq!(for_card_details(&hash).map(|c| c.pm), Some(live.pm));
+        // A valid card number (Luhn).
+        let digits: Vec<u32> = live.number.chars().filter_map(|c| c.to_digit(10)).collect();
+        let sum: u32 = digits
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, d)| {
+                if i % 2 == 1 {
+                    let x = d * 2;
+                    if x > 9 {
+                        x - 9
+                    } else {
+                        x
+                    }
+                } else {
+                    *d
+                }
+            })
+            .sum();
+        assert_eq!(sum % 10, 0);
     }
 }

@@ -10,7 +10,11 @@
 //! - Checkout Sessions: an open session whose `expires_at` has passed expires and emits
 //!   `checkout.session.expired` (docs: Checkout Session `expires_at`, "The timestamp at which the
 //!   Checkout Session will expire"; event `checkout.session.expired`, "Occurs when a Checkout
-//!   Session is expired").
+//!   Session is expired");
+//! - SEPA Direct Debits: a debit is `processing` until it settles, "after at least three minutes" for
+//!   the slow test IBANs ([`crate::debits`]); advancing the clock settles those that fall due.
+//!
+//! Both modes share the clock.
 //!
 //! What does not: webhook signatures keep the wall clock. A receiver checks the `t=` of
 //! `Stripe-Signature` against its own clock (Stripe's libraries allow 300 s), and the simulator

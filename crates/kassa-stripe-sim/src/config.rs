@@ -11,18 +11,32 @@ pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_test_kassa_sim";
 /// The API version stamped on events and the `Stripe-Version` response header.
 pub const DEFAULT_API_VERSION: &str = "2025-12-15.clover";
 
+/// The live endpoints' webhook signing secret used when none is configured.
+pub const DEFAULT_LIVE_WEBHOOK_SECRET: &str = "whsec_live_kassa_sim";
+
 /// Stripe: "Sandbox: 25 requests per second" (docs: rate limits) — the rate a test-mode limiter allows.
 pub const TEST_MODE_RATE_LIMIT: u32 = 25;
+
+/// Stripe: "Live mode: 100 requests per second" (docs: rate limits, global API rate limit).
+pub const LIVE_MODE_RATE_LIMIT: u32 = 100;
+
+/// Stripe: "Individual API endpoints (unless otherwise specified): 25 requests per second", where
+/// "Stripe treats each named API operation as a separate endpoint" (docs: rate limits).
+pub const ENDPOINT_RATE_LIMIT: u32 = 25;
 
 /// Everything a [`crate::Simulator`] needs to start.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Address to bind; port 0 picks a free port (default `127.0.0.1:0`).
     pub listen: SocketAddr,
-    /// URLs that receive every event as a signed webhook.
+    /// URLs that receive every test-mode event as a signed webhook.
     pub webhook_endpoints: Vec<String>,
-    /// Secret (`whsec_…`) that signs webhooks, shared by all endpoints.
+    /// Secret (`whsec_…`) that signs test-mode webhooks, shared by the test endpoints.
     pub webhook_secret: String,
+    /// URLs that receive every live-mode event (Stripe: an endpoint belongs to one mode).
+    pub live_webhook_endpoints: Vec<String>,
+    /// Secret that signs live-mode webhooks: a live endpoint's own secret, never the test one.
+    pub live_webhook_secret: String,
     /// First retry delay of a failed delivery; attempt n waits `base × 2^(n-1)` (compressed time for tests).
     pub webhook_retry_base: Duration,
     /// Attempts per event and endpoint before giving up (default 4: Stripe's sandbox retries three times).
@@ -45,6 +59,8 @@ impl Default for SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             webhook_endpoints: Vec::new(),
             webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
+            live_webhook_endpoints: Vec::new(),
+            live_webhook_secret: DEFAULT_LIVE_WEBHOOK_SECRET.to_owned(),
             webhook_retry_base: Duration::from_millis(100),
             // Stripe: "In a sandbox, Stripe retries three times over a few hours" (docs: webhooks).
             webhook_max_attempts: 4,
@@ -85,8 +101,19 @@ pub struct Faults {
     /// the result by replaying its Idempotency-Key). Only POSTs matching `path_contains`.
     #[serde(rename = "latency_after_ms", with = "millis")]
     pub latency_after: Duration,
-    /// Token-bucket limit on `/v1` requests per second (burst = one second's worth); see [`TEST_MODE_RATE_LIMIT`].
+    /// Token-bucket limit on `/v1` requests per second and mode, the account-wide limit (burst = one
+    /// second's worth); see [`TEST_MODE_RATE_LIMIT`], [`LIVE_MODE_RATE_LIMIT`]. Above it: 429
+    /// `rate_limit` with `Stripe-Rate-Limited-Reason: global-rate`.
     pub rate_limit_per_sec: Option<u32>,
+    /// Token-bucket limit per endpoint and mode — one named operation such as
+    /// `POST /v1/payment_intents` or `GET /v1/customers/{id}` whatever the id — besides the
+    /// account-wide one; see [`ENDPOINT_RATE_LIMIT`]. Above it: 429 `rate_limit` with
+    /// `Stripe-Rate-Limited-Reason: endpoint-rate`, counted per endpoint in `/_sim/faults`.
+    pub endpoint_rate_limit_per_sec: Option<u32>,
+    /// Per-endpoint limits that differ from `endpoint_rate_limit_per_sec`, by operation name
+    /// (Stripe documents some, e.g. Search: `{"GET /v1/customers/search": 20}`); they apply even
+    /// when `endpoint_rate_limit_per_sec` is unset.
+    pub endpoint_rate_limits: std::collections::BTreeMap<String, u32>,
     /// Deliver every webhook twice.
     pub duplicate_webhooks: bool,
     /// Deliver webhooks in a shuffled order (events produced close together are reordered).
@@ -106,6 +133,8 @@ impl Default for Faults {
             latency: Duration::ZERO,
             latency_after: Duration::ZERO,
             rate_limit_per_sec: None,
+            endpoint_rate_limit_per_sec: None,
+            endpoint_rate_limits: std::collections::BTreeMap::new(),
             duplicate_webhooks: false,
             shuffle_webhooks: false,
             drop_webhook_rate: 0.0,
@@ -136,6 +165,24 @@ impl Faults {
         }
         if self.rate_limit_per_sec == Some(0) {
             return Err("rate_limit_per_sec must be at least 1 (or null for no limit)".to_owned());
+        }
+        if self.endpoint_rate_limit_per_sec == Some(0) {
+            return Err(
+                "endpoint_rate_limit_per_sec must be at least 1 (or null for no limit)".to_owned(),
+            );
+        }
+        for (operation, limit) in &self.endpoint_rate_limits {
+            if *limit == 0 {
+                return Err(format!(
+                    "endpoint_rate_limits[{operation:?}] must be at least 1"
+                ));
+            }
+            if !crate::resources::is_operation_name(operation) {
+                return Err(format!(
+                    "endpoint_rate_limits: {operation:?} is not an endpoint the simulator serves \
+                     (write it as METHOD /v1/path with {{id}} for ids, e.g. \"GET /v1/customers/{{id}}\")"
+                ));
+            }
         }
         Ok(())
     }

@@ -2,6 +2,10 @@
 //! the request log, faults, webhook endpoints and deliveries, completing or expiring Checkout Sessions
 //! as a customer or the clock would, and the clock itself (`GET /_sim/clock`,
 //! `POST /_sim/clock/advance` with `{"seconds": N}`; see [`crate::clock`]).
+//!
+//! Controls that concern one mode take `mode` (`test`, the default, or `live`): adding a webhook
+//! endpoint, and filtering the request log and the delivery log (`?mode=live`). Controls on one
+//! object (completing a Checkout Session) find its mode from its id.
 
 use std::sync::{Arc, PoisonError};
 
@@ -17,8 +21,9 @@ use crate::api::new_request_id;
 use crate::config::Faults;
 use crate::error::ApiError;
 use crate::form;
+use crate::mode::Mode;
 use crate::params::Params;
-use crate::resources::checkout;
+use crate::resources::{checkout, payment_intents};
 use crate::sim::Shared;
 use crate::state::Origin;
 
@@ -62,20 +67,57 @@ pub fn body_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, ApiError>
     }
 }
 
-/// `GET /_sim/requests`: the `/v1` request log.
-pub async fn requests(State(shared): State<Arc<Shared>>) -> Response<Body> {
-    let log = shared
+/// The `mode` query parameter of a control (`test` or `live`); `None` when absent.
+fn mode_query(query: &axum::extract::RawQuery) -> Result<Option<Mode>, ApiError> {
+    let Some(q) = query.0.as_deref() else {
+        return Ok(None);
+    };
+    let params = form::decode(q.as_bytes()).map_err(|e| ApiError::invalid(e.to_string(), None))?;
+    match params.get("mode") {
+        None => Ok(None),
+        Some(Value::String(m)) => Mode::parse(m).map(Some).ok_or_else(bad_mode),
+        Some(_) => Err(bad_mode()),
+    }
+}
+
+fn bad_mode() -> ApiError {
+    ApiError::invalid("mode must be test or live", Some("mode"))
+}
+
+/// `GET /_sim/requests[?mode=test|live]`: the `/v1` request log, each entry with the mode, kind and
+/// fingerprint of the key it was made with.
+pub async fn requests(
+    State(shared): State<Arc<Shared>>,
+    query: axum::extract::RawQuery,
+) -> Response<Body> {
+    let mode = match mode_query(&query) {
+        Ok(m) => m,
+        Err(e) => return error_response(&e),
+    };
+    let log: Vec<_> = shared
         .requests
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+        .iter()
+        .filter(|r| mode.is_none_or(|m| r.livemode == Some(m.livemode())))
+        .cloned()
+        .collect();
     Json(log).into_response()
 }
 
-/// `GET /_sim/faults`: the faults in force and how many errors they injected.
-pub async fn get_faults(State(shared): State<Arc<Shared>>) -> Response<Body> {
+fn faults_body(shared: &Shared) -> Value {
     let state = shared.faults.lock().unwrap_or_else(PoisonError::into_inner);
-    Json(json!({"faults": state.faults(), "injected": state.injected()})).into_response()
+    json!({
+        "faults": state.faults(),
+        "injected": state.injected(),
+        "rate_limited": state.rate_limited(),
+    })
+}
+
+/// `GET /_sim/faults`: the faults in force, how many errors they injected, and how many requests
+/// the rate limiters refused (`rate_limited.global`, `.endpoint`, `.by_endpoint`).
+pub async fn get_faults(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    Json(faults_body(&shared)).into_response()
 }
 
 /// `POST /_sim/faults` with a JSON [`Faults`] (missing fields take their defaults).
@@ -91,16 +133,23 @@ pub async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
         .faults
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .set(faults.clone());
-    Json(json!({"faults": faults, "injected": 0})).into_response()
+        .set(faults);
+    Json(faults_body(&shared)).into_response()
 }
 
-/// `GET /_sim/webhook_endpoints`.
+fn endpoints_body(shared: &Shared) -> Value {
+    json!({
+        "endpoints": shared.deliverer.endpoints(Mode::Test),
+        "live_endpoints": shared.deliverer.endpoints(Mode::Live),
+    })
+}
+
+/// `GET /_sim/webhook_endpoints`: `{"endpoints": [test…], "live_endpoints": [live…]}`.
 pub async fn list_endpoints(State(shared): State<Arc<Shared>>) -> Response<Body> {
-    Json(json!({"endpoints": shared.deliverer.endpoints()})).into_response()
+    Json(endpoints_body(&shared)).into_response()
 }
 
-/// `POST /_sim/webhook_endpoints` with `url` (JSON or form).
+/// `POST /_sim/webhook_endpoints` with `url` and `mode` (`test`, the default, or `live`; JSON or form).
 pub async fn add_endpoint(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -119,13 +168,34 @@ pub async fn add_endpoint(
             Some("url"),
         ));
     }
-    shared.deliverer.add_endpoint(url);
-    Json(json!({"endpoints": shared.deliverer.endpoints()})).into_response()
+    let mode = match p.str("mode") {
+        None => Mode::Test,
+        Some(m) => match Mode::parse(&m) {
+            Some(m) => m,
+            None => return error_response(&bad_mode()),
+        },
+    };
+    shared.deliverer.add_endpoint(mode, url);
+    Json(endpoints_body(&shared)).into_response()
 }
 
-/// `GET /_sim/webhook_deliveries`: every delivery attempt, and events dropped by fault injection.
-pub async fn deliveries(State(shared): State<Arc<Shared>>) -> Response<Body> {
-    Json(shared.deliverer.log()).into_response()
+/// `GET /_sim/webhook_deliveries[?mode=test|live]`: every delivery attempt, and events dropped by
+/// fault injection.
+pub async fn deliveries(
+    State(shared): State<Arc<Shared>>,
+    query: axum::extract::RawQuery,
+) -> Response<Body> {
+    let mode = match mode_query(&query) {
+        Ok(m) => m,
+        Err(e) => return error_response(&e),
+    };
+    let log: Vec<_> = shared
+        .deliverer
+        .log()
+        .into_iter()
+        .filter(|d| mode.is_none_or(|m| d.livemode == m.livemode()))
+        .collect();
+    Json(log).into_response()
 }
 
 /// `POST /_sim/checkout/sessions/{id}/complete` with `payment_method` (default `pm_card_visa`), `email`,
@@ -147,7 +217,8 @@ pub async fn complete_session(
         email: p.str("email"),
         name: p.str("name"),
     };
-    let (result, _) = shared.execute(Origin::default(), |ctx| {
+    let mode = shared.mode_of(&id).unwrap_or_default();
+    let (result, _) = shared.execute(mode, Origin::default(), |ctx| {
         checkout::complete(ctx, &id, &completion)
     });
     match result {
@@ -161,7 +232,8 @@ pub async fn expire_session(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Response<Body> {
-    let (result, _) = shared.execute(Origin::default(), |ctx| checkout::expire(ctx, &id));
+    let mode = shared.mode_of(&id).unwrap_or_default();
+    let (result, _) = shared.execute(mode, Origin::default(), |ctx| checkout::expire(ctx, &id));
     match result {
         Ok(session) => Json(&*session).into_response(),
         Err(e) => error_response(&e),
@@ -179,14 +251,22 @@ pub struct ClockAdvanced {
     pub keys_forgotten: usize,
     /// Open Checkout Sessions that expired because `expires_at` passed.
     pub sessions_expired: usize,
+    /// Delayed debits (SEPA Direct Debit) whose settlement time came, now settled.
+    pub debits_settled: usize,
 }
 
 /// Moves the simulator's clock forward by `seconds` and applies what that time does at once:
 /// keys at least 24 hours old are forgotten (Stripe: "You can remove keys from the system
 /// automatically after they're at least 24 hours old. We generate a new request if a key is reused
 /// after the original is pruned.", docs: idempotent requests) and open
-/// Checkout Sessions past `expires_at` expire, each with its `checkout.session.expired` event.
+/// Checkout Sessions past `expires_at` expire, each with its `checkout.session.expired` event, and
+/// delayed debits due by then settle (SEPA Direct Debit: `processing` until the debit settles, "at
+/// least three minutes" for the slow test IBANs; docs: SEPA Direct Debit, "Test your integration").
 pub fn advance_clock(shared: &Shared, seconds: u32) -> ClockAdvanced {
+    let _clock_work = shared
+        .clock_work
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let offset = shared.env.clock.advance(seconds);
     let now = shared.env.clock.now();
     let keys_forgotten = shared
@@ -194,12 +274,20 @@ pub fn advance_clock(shared: &Shared, seconds: u32) -> ClockAdvanced {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .forget_expired(now);
-    let (sessions_expired, _) = shared.execute(Origin::default(), checkout::expire_due);
+    let (mut sessions_expired, mut debits_settled) = (0, 0);
+    for mode in Mode::ALL {
+        let ((expired, settled), _) = shared.execute(mode, Origin::default(), |ctx| {
+            (checkout::expire_due(ctx), payment_intents::settle_due(ctx))
+        });
+        sessions_expired += expired;
+        debits_settled += settled;
+    }
     tracing::info!(
         seconds,
         offset,
         keys_forgotten,
         sessions_expired,
+        debits_settled,
         "simulator clock advanced"
     );
     ClockAdvanced {
@@ -207,6 +295,7 @@ pub fn advance_clock(shared: &Shared, seconds: u32) -> ClockAdvanced {
         offset_seconds: offset,
         keys_forgotten,
         sessions_expired,
+        debits_settled,
     }
 }
 

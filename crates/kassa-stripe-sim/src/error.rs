@@ -34,6 +34,10 @@ pub struct ApiError {
     pub error: Value,
     /// `Stripe-Should-Retry` header value, when the answer carries one.
     pub should_retry: Option<bool>,
+    /// `Stripe-Rate-Limited-Reason` of a 429 from a rate limiter (`global-rate`, `endpoint-rate`).
+    pub rate_limited_reason: Option<&'static str>,
+    /// The id a 404 `resource_missing` did not find (to say when the other mode has it).
+    pub missing_id: Option<String>,
 }
 
 const DOC_BASE: &str = "https://stripe.com/docs/error-codes";
@@ -64,6 +68,8 @@ impl ApiError {
             status,
             error: Value::Object(e),
             should_retry: None,
+            rate_limited_reason: None,
+            missing_id: None,
         }
     }
 
@@ -109,13 +115,29 @@ impl ApiError {
 
     /// 404 `resource_missing`: Stripe's "No such customer: 'cus_x'".
     pub fn no_such(noun: &str, id: &str, param: &str) -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             Some("resource_missing"),
             format!("No such {noun}: '{id}'"),
             Some(param),
-        )
+        );
+        e.missing_id = Some(id.to_owned());
+        e
+    }
+
+    /// Adds Stripe's mode hint to a `resource_missing` whose object exists in `other`, the mode the
+    /// request's key does not address: "No such customer: 'cus_x'; a similar object exists in test
+    /// mode, but a live mode key was used to make this request."
+    pub fn exists_in_other_mode(mut self, other: crate::mode::Mode) -> Self {
+        if let Some(Value::String(message)) = self.error.get_mut("message") {
+            message.push_str(&format!(
+                "; a similar object exists in {} mode, but a {} mode key was used to make this request.",
+                other.name(),
+                other.other().name()
+            ));
+        }
+        self
     }
 
     /// 400 `resource_missing` for an id given as a parameter (`customer=cus_x`).
@@ -180,15 +202,18 @@ impl ApiError {
         )
     }
 
-    /// 429 `rate_limit`.
-    pub fn rate_limited() -> Self {
-        Self::new(
+    /// 429 `rate_limit` from the limiter named by `reason` (`Stripe-Rate-Limited-Reason`:
+    /// `global-rate` for the account's limit, `endpoint-rate` for one endpoint's).
+    pub fn rate_limited(reason: &'static str) -> Self {
+        let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "invalid_request_error",
             Some("rate_limit"),
             "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.".to_owned(),
             None,
-        )
+        );
+        e.rate_limited_reason = Some(reason);
+        e
     }
 
     /// 5xx `api_error`, with `Stripe-Should-Retry: true`.

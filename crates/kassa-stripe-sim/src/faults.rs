@@ -1,9 +1,16 @@
-//! Fault injection on `/v1` requests: Stripe-side errors, a rate limiter, and added latency.
+//! Fault injection on `/v1` requests: Stripe-side errors, rate limiters, and added latency.
 //!
 //! Injected errors happen before the endpoint executes (like a failure in front of Stripe's API servers),
 //! so nothing is saved under the request's idempotency key and a retry with the same key executes — Stripe:
 //! "We save results only after the execution of an endpoint begins" (docs: idempotent requests).
+//!
+//! Rate limits follow Stripe's (docs: rate limits): a global limit per account and mode ("Live mode:
+//! 100 requests per second; Sandbox: 25"), and besides it a limit per endpoint ("Individual API
+//! endpoints: 25 requests per second", each named operation being one endpoint whatever its ids). A
+//! request above either answers 429 `rate_limit`; `Stripe-Rate-Limited-Reason` says which limiter
+//! (`global-rate` or `endpoint-rate`), and the simulator counts every 429 per endpoint.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -11,6 +18,7 @@ use rand::Rng;
 
 use crate::config::Faults;
 use crate::error::ApiError;
+use crate::mode::Mode;
 
 /// A token bucket: `rate` tokens a second, at most one second's worth saved up.
 #[derive(Debug)]
@@ -43,26 +51,40 @@ impl TokenBucket {
     }
 }
 
+/// Requests refused by the rate limiters since the faults were set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimited {
+    /// 429s from the account-wide limiter.
+    pub global: u64,
+    /// 429s from the per-endpoint limiters.
+    pub endpoint: u64,
+    /// Every 429 by the endpoint (operation) it refused, whichever limiter refused it.
+    pub by_endpoint: BTreeMap<String, u64>,
+}
+
 /// The faults in force and what they have done so far.
 #[derive(Debug)]
 pub struct FaultState {
     faults: Faults,
     injected: u64,
-    bucket: Option<TokenBucket>,
+    global: HashMap<Mode, TokenBucket>,
+    endpoints: HashMap<(Mode, String), TokenBucket>,
+    rate_limited: RateLimited,
 }
 
 impl FaultState {
     /// Faults as configured at start.
     pub fn new(faults: Faults) -> Self {
-        let bucket = faults.rate_limit_per_sec.map(TokenBucket::new);
         FaultState {
             faults,
             injected: 0,
-            bucket,
+            global: HashMap::new(),
+            endpoints: HashMap::new(),
+            rate_limited: RateLimited::default(),
         }
     }
 
-    /// Replaces the faults; counters and the bucket start afresh.
+    /// Replaces the faults; counters and buckets start afresh.
     pub fn set(&mut self, faults: Faults) {
         *self = FaultState::new(faults);
     }
@@ -75,6 +97,11 @@ impl FaultState {
     /// Errors injected since the faults were set.
     pub fn injected(&self) -> u64 {
         self.injected
+    }
+
+    /// Requests the rate limiters refused since the faults were set.
+    pub fn rate_limited(&self) -> &RateLimited {
+        &self.rate_limited
     }
 
     /// The latency to add to an executed request.
@@ -96,19 +123,62 @@ impl FaultState {
         }
     }
 
-    /// Decides whether this request fails before executing: 429 from the rate limiter, or an injected 5xx.
-    pub fn intercept(&mut self, path: &str) -> Option<ApiError> {
-        if let Some(bucket) = &mut self.bucket {
-            if !bucket.take() {
-                // Stripe: "If you send many requests in quick succession, you might receive 429 error
-                // responses" with code `rate_limit` (docs: rate limits).
-                return Some(ApiError::rate_limited());
-            }
+    /// The per-endpoint limit of `operation`, if one is in force.
+    fn endpoint_limit(&self, operation: &str) -> Option<u32> {
+        self.faults
+            .endpoint_rate_limits
+            .get(operation)
+            .copied()
+            .or(self.faults.endpoint_rate_limit_per_sec)
+    }
+
+    /// Decides whether a request fails before executing: 429 from a rate limiter, or an injected
+    /// 5xx. `operation` names the endpoint (`POST /v1/payment_intents`), `path` the request's path.
+    pub fn intercept(&mut self, mode: Mode, operation: &str, path: &str) -> Option<ApiError> {
+        if let Some(e) = self.limit(mode, operation) {
+            return Some(e);
         }
         if self.faults.after_execution {
             return None;
         }
         self.inject(path)
+    }
+
+    fn limit(&mut self, mode: Mode, operation: &str) -> Option<ApiError> {
+        // The endpoint's limiter first: a request it refuses never spends the account's budget.
+        if let Some(rate) = self.endpoint_limit(operation) {
+            let bucket = self
+                .endpoints
+                .entry((mode, operation.to_owned()))
+                .or_insert_with(|| TokenBucket::new(rate));
+            if !bucket.take() {
+                self.rate_limited.endpoint += 1;
+                *self
+                    .rate_limited
+                    .by_endpoint
+                    .entry(operation.to_owned())
+                    .or_default() += 1;
+                return Some(ApiError::rate_limited("endpoint-rate"));
+            }
+        }
+        if let Some(rate) = self.faults.rate_limit_per_sec {
+            let bucket = self
+                .global
+                .entry(mode)
+                .or_insert_with(|| TokenBucket::new(rate));
+            if !bucket.take() {
+                // Stripe: "If you send many requests in quick succession, you might receive 429
+                // error responses" with code `rate_limit` (docs: rate limits).
+                self.rate_limited.global += 1;
+                *self
+                    .rate_limited
+                    .by_endpoint
+                    .entry(operation.to_owned())
+                    .or_default() += 1;
+                return Some(ApiError::rate_limited("global-rate"));
+            }
+        }
+        None
     }
 
     /// The error injected after a request executed, when the faults say `after_execution`.
@@ -154,7 +224,9 @@ mod tests {
     #[test]
     fn no_faults_by_default() {
         let mut s = FaultState::new(Faults::default());
-        assert!((0..1000).all(|_| s.intercept("/v1/customers").is_none()));
+        assert!((0..1000).all(|_| s
+            .intercept(Mode::Test, "GET /v1/customers", "/v1/customers")
+            .is_none()));
     }
 
     #[test]
@@ -166,7 +238,7 @@ mod tests {
             ..Faults::default()
         });
         let errors: Vec<_> = (0..10)
-            .filter_map(|_| s.intercept("/v1/customers"))
+            .filter_map(|_| s.intercept(Mode::Test, "GET /v1/customers", "/v1/customers"))
             .collect();
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().all(|e| e.status == 503
@@ -181,10 +253,52 @@ mod tests {
             rate_limit_per_sec: Some(25),
             ..Faults::default()
         });
-        let limited = (0..40).filter_map(|_| s.intercept("/v1/customers")).count();
+        let op = "GET /v1/customers";
+        let limited = (0..40)
+            .filter_map(|_| s.intercept(Mode::Test, op, "/v1/customers"))
+            .count();
         assert!((14..=15).contains(&limited), "{limited} limited");
-        let e = s.intercept("/v1/customers").unwrap();
+        let e = s.intercept(Mode::Test, op, "/v1/customers").unwrap();
         assert_eq!(e.status, 429);
         assert_eq!(e.error["code"], "rate_limit");
+        assert_eq!(e.rate_limited_reason, Some("global-rate"));
+        // Live mode has its own budget.
+        assert!(s.intercept(Mode::Live, op, "/v1/customers").is_none());
+        assert_eq!(s.rate_limited().global, limited as u64 + 1);
+    }
+
+    #[test]
+    fn each_endpoint_has_its_own_limit_whatever_the_id() {
+        let mut s = FaultState::new(Faults {
+            endpoint_rate_limit_per_sec: Some(5),
+            endpoint_rate_limits: [("GET /v1/customers/search".to_owned(), 2)].into(),
+            ..Faults::default()
+        });
+        let get = "GET /v1/customers/{id}";
+        // Five different ids spend the one endpoint's budget of five…
+        for i in 0..5 {
+            assert!(s
+                .intercept(Mode::Test, get, &format!("/v1/customers/cus_{i}"))
+                .is_none());
+        }
+        let e = s.intercept(Mode::Test, get, "/v1/customers/cus_9").unwrap();
+        assert_eq!(
+            (e.status.as_u16(), e.rate_limited_reason),
+            (429, Some("endpoint-rate"))
+        );
+        // …while another endpoint still has all of its own.
+        assert!((0..5).all(|_| s
+            .intercept(Mode::Test, "POST /v1/customers", "/v1/customers")
+            .is_none()));
+        // A documented override.
+        let search = "GET /v1/customers/search";
+        let refused = (0..4)
+            .filter_map(|_| s.intercept(Mode::Test, search, "/v1/customers/search"))
+            .count();
+        assert_eq!(refused, 2);
+        assert_eq!(s.rate_limited().endpoint, 3);
+        assert_eq!(s.rate_limited().global, 0);
+        assert_eq!(s.rate_limited().by_endpoint[get], 1);
+        assert_eq!(s.rate_limited().by_endpoint[search], 2);
     }
 }

@@ -1,5 +1,5 @@
 //! The hosted checkout page behind a session's `url` (`/c/pay/{cs_id}`): plain HTML, no JavaScript.
-//! It shows the line items and total, a select of test cards and a Pay (or, in setup mode, Save card)
+//! It shows the line items and total, a select of test cards (in live mode the simulator's live card first) and a Pay (or, in setup mode, Save card)
 //! button; paying completes the session and redirects (303) to `success_url`, where Stripe replaces the
 //! literal `{CHECKOUT_SESSION_ID}` with the session id (docs: Checkout, "custom success page").
 
@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::cards::TEST_CARDS;
+use crate::cards::{LIVE_CARD, TEST_CARDS};
 use crate::control::body_params;
 use crate::currency::format_major;
 use crate::resources::checkout;
@@ -51,14 +51,15 @@ fn money(amount: i64, currency: &str) -> String {
     )
 }
 
-fn layout(title: &str, content: &str) -> String {
+fn layout(title: &str, content: &str, live: bool) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem}}\
          table{{width:100%;border-collapse:collapse}}td,th{{padding:.3rem;border-bottom:1px solid #ddd;text-align:left}}\
          .error{{color:#b00020;font-weight:bold}}.num{{text-align:right}}</style></head>\
-         <body><p><small>Kassa Stripe simulator — test mode</small></p><h1>{t}</h1>{content}</body></html>\n",
-        t = escape(title)
+         <body><p><small>Kassa Stripe simulator — {mode} mode</small></p><h1>{t}</h1>{content}</body></html>\n",
+        t = escape(title),
+        mode = if live { "live" } else { "test" }
     )
 }
 
@@ -66,17 +67,20 @@ fn render(session: &Value, items: &[Value], error: Option<&str>) -> String {
     let id = session["id"].as_str().unwrap_or_default();
     let currency = session["currency"].as_str().unwrap_or("usd");
     let setup = session["mode"] == "setup";
+    let live = session["livemode"] == true;
     match session["status"].as_str() {
         Some("complete") => {
             return layout(
                 "Checkout complete",
                 "<p>This Checkout Session is complete.</p>",
+                live,
             )
         }
         Some("expired") => {
             return layout(
                 "Checkout expired",
                 "<p>This Checkout Session has expired.</p>",
+                live,
             )
         }
         _ => {}
@@ -114,7 +118,9 @@ fn render(session: &Value, items: &[Value], error: Option<&str>) -> String {
          <p><label>Test card <select name=\"payment_method\">",
         escape(email)
     ));
-    for card in TEST_CARDS {
+    // In live mode the simulator's live card pays; Stripe's test cards are declined there.
+    let live_first = live.then_some(&LIVE_CARD);
+    for card in live_first.into_iter().chain(TEST_CARDS) {
         out.push_str(&format!(
             "<option value=\"{}\">{} — {}</option>",
             escape(card.pm),
@@ -137,11 +143,12 @@ fn render(session: &Value, items: &[Value], error: Option<&str>) -> String {
     if let Some(cancel) = session["cancel_url"].as_str() {
         out.push_str(&format!("<p><a href=\"{}\">Cancel</a></p>", escape(cancel)));
     }
-    layout(if setup { "Save your card" } else { "Pay" }, &out)
+    layout(if setup { "Save your card" } else { "Pay" }, &out, live)
 }
 
 fn load(shared: &Shared, id: &str) -> Option<(Value, Vec<Value>)> {
-    let (found, _) = shared.execute(Origin::default(), |ctx| {
+    let mode = shared.mode_of(id)?;
+    let (found, _) = shared.execute(mode, Origin::default(), |ctx| {
         let session = ctx
             .store
             .get(id)
@@ -156,7 +163,7 @@ fn load(shared: &Shared, id: &str) -> Option<(Value, Vec<Value>)> {
 fn not_found() -> Response<Body> {
     html(
         StatusCode::NOT_FOUND,
-        layout("Not found", "<p>No such Checkout Session.</p>"),
+        layout("Not found", "<p>No such Checkout Session.</p>", false),
     )
 }
 
@@ -189,7 +196,8 @@ pub async fn pay(
         email: p.str("email"),
         name: p.str("name"),
     };
-    let (result, _) = shared.execute(Origin::default(), |ctx| {
+    let mode = shared.mode_of(&id).unwrap_or_default();
+    let (result, _) = shared.execute(mode, Origin::default(), |ctx| {
         checkout::complete(ctx, &id, &completion)
     });
     match result {

@@ -20,15 +20,16 @@ use crate::config::{Faults, SimConfig};
 use crate::error::SimError;
 use crate::faults::FaultState;
 use crate::idempotency::IdempotencyStore;
+use crate::mode::Mode;
 use crate::resources::{checkout, payment_intents};
-use crate::state::{Ctx, Env, Origin, Store};
+use crate::state::{Accounts, Ctx, Env, Origin};
 use crate::webhooks::{Deliverer, DeliverySettings, Outgoing, WebhookDelivery};
-use crate::{control, hosted};
+use crate::{control, hosted, stripe_js};
 
 /// State shared by every handler and background task of one instance.
 pub struct Shared {
-    /// The account's objects.
-    pub store: Arc<Mutex<Store>>,
+    /// The account's objects, test mode's and live mode's.
+    pub store: Arc<Mutex<Accounts>>,
     /// Faults in force.
     pub faults: Arc<Mutex<FaultState>>,
     /// Idempotency keys seen.
@@ -40,16 +41,24 @@ pub struct Shared {
     events_tx: mpsc::UnboundedSender<Outgoing>,
     /// Instance facts for endpoints.
     pub env: Env,
+    /// Held while the clock's work runs (the tick, or an advance), so an advance reports exactly
+    /// what its own time did.
+    pub clock_work: Mutex<()>,
 }
 
 impl Shared {
-    /// Runs `f` under the store lock, then hands the events it emitted to the webhook deliverer.
-    /// Returns `f`'s result and whether it changed anything.
-    pub fn execute<T>(&self, origin: Origin, f: impl FnOnce(&mut Ctx<'_>) -> T) -> (T, bool) {
-        let endpoints = self.deliverer.endpoint_count();
+    /// Runs `f` in `mode` under the store lock, then hands the events it emitted to the webhook
+    /// deliverer. Returns `f`'s result and whether it changed anything.
+    pub fn execute<T>(
+        &self,
+        mode: Mode,
+        origin: Origin,
+        f: impl FnOnce(&mut Ctx<'_>) -> T,
+    ) -> (T, bool) {
+        let endpoints = self.deliverer.endpoint_count(mode);
         let (out, emitted, mutated) = {
-            let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut ctx = Ctx::new(&mut store, &self.env, origin, endpoints);
+            let mut accounts = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut ctx = Ctx::new(&mut accounts, mode, &self.env, origin, endpoints);
             let out = f(&mut ctx);
             (out, std::mem::take(&mut ctx.emitted), ctx.mutated)
         };
@@ -60,12 +69,21 @@ impl Shared {
                     payload: serde_json::to_string_pretty(&event).unwrap_or_default(),
                     id: event.id,
                     event_type: event.event_type,
+                    mode: event.mode,
                 };
                 // Fails only when the dispatcher has stopped, i.e. during shutdown.
                 let _ = self.events_tx.send(outgoing);
             }
         }
         (out, mutated)
+    }
+
+    /// The mode whose objects include `id` (a Checkout Session, a PaymentIntent…), if any.
+    pub fn mode_of(&self, id: &str) -> Option<Mode> {
+        self.store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .mode_of(id)
     }
 }
 
@@ -90,9 +108,16 @@ impl Simulator {
     /// Binds the listen address, then starts the HTTP server, the webhook deliverer and the clock.
     pub async fn start(config: SimConfig) -> Result<Simulator, SimError> {
         config.faults.validate().map_err(SimError::Config)?;
-        if config.webhook_secret.is_empty() {
+        if config.webhook_secret.is_empty() || config.live_webhook_secret.is_empty() {
             return Err(SimError::Config(
-                "webhook_secret must not be empty".to_owned(),
+                "webhook_secret and live_webhook_secret must not be empty".to_owned(),
+            ));
+        }
+        if config.webhook_secret == config.live_webhook_secret {
+            // Stripe: each endpoint has its own secret; a live event must never verify with the
+            // test endpoint's secret.
+            return Err(SimError::Config(
+                "live_webhook_secret must differ from webhook_secret".to_owned(),
             ));
         }
         let listener = TcpListener::bind(config.listen)
@@ -111,11 +136,12 @@ impl Simulator {
         let base_url = format!("http://{addr}");
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let store = Arc::new(Mutex::new(Store::default()));
+        let store = Arc::new(Mutex::new(Accounts::default()));
         let faults = Arc::new(Mutex::new(FaultState::new(config.faults.clone())));
         let deliverer = Deliverer::new(
             DeliverySettings {
                 secret: config.webhook_secret.clone(),
+                live_secret: config.live_webhook_secret.clone(),
                 retry_base: config.webhook_retry_base,
                 max_attempts: config.webhook_max_attempts,
                 timeout: config.webhook_timeout,
@@ -128,7 +154,10 @@ impl Simulator {
         )
         .map_err(SimError::HttpClient)?;
         for url in &config.webhook_endpoints {
-            deliverer.add_endpoint(url.clone());
+            deliverer.add_endpoint(Mode::Test, url.clone());
+        }
+        for url in &config.live_webhook_endpoints {
+            deliverer.add_endpoint(Mode::Live, url.clone());
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         tasks.spawn(Arc::clone(&deliverer).dispatch(events_rx));
@@ -149,6 +178,7 @@ impl Simulator {
                     .trim_end_matches('/')
                     .to_owned(),
             },
+            clock_work: Mutex::new(()),
         });
         tasks.spawn(clock(Arc::clone(&shared), cancel.clone()));
         let app = router(Arc::clone(&shared));
@@ -197,6 +227,16 @@ impl Simulator {
             .clone()
     }
 
+    /// Requests refused by the rate limiters since the faults were last set, per endpoint.
+    pub fn rate_limited(&self) -> crate::faults::RateLimited {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rate_limited()
+            .clone()
+    }
+
     /// Errors injected since the faults were last set.
     pub fn injected_faults(&self) -> u64 {
         self.shared
@@ -212,14 +252,20 @@ impl Simulator {
     }
 
     /// Lets `seconds` pass on Stripe's side at once, as `POST /_sim/clock/advance` does: keys 24
-    /// hours old are forgotten and open Checkout Sessions past `expires_at` expire now.
+    /// hours old are forgotten, open Checkout Sessions past `expires_at` expire and delayed debits
+    /// due by then settle, in both modes.
     pub fn advance_clock(&self, seconds: u32) -> control::ClockAdvanced {
         control::advance_clock(&self.shared, seconds)
     }
 
-    /// Adds a webhook endpoint; it receives the events created from now on.
+    /// Adds a test-mode webhook endpoint; it receives the test events created from now on.
     pub fn add_webhook_endpoint(&self, url: String) {
-        self.shared.deliverer.add_endpoint(url);
+        self.shared.deliverer.add_endpoint(Mode::Test, url);
+    }
+
+    /// Adds a webhook endpoint of `mode`, signed with that mode's secret.
+    pub fn add_webhook_endpoint_in(&self, mode: Mode, url: String) {
+        self.shared.deliverer.add_endpoint(mode, url);
     }
 
     /// Every `/v1` request answered so far, in order.
@@ -247,7 +293,8 @@ impl Simulator {
             payment_method: payment_method.to_owned(),
             ..Default::default()
         };
-        let (result, _) = self.shared.execute(Origin::default(), |ctx| {
+        let mode = self.shared.mode_of(id).unwrap_or_default();
+        let (result, _) = self.shared.execute(mode, Origin::default(), |ctx| {
             checkout::complete(ctx, id, &completion)
         });
         result.map(Arc::unwrap_or_clone).map_err(|e| e.body())
@@ -305,10 +352,16 @@ async fn clock(shared: Arc<Shared>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        shared.execute(Origin::default(), |ctx| {
-            checkout::expire_due(ctx);
-            payment_intents::settle_due(ctx);
-        });
+        let _clock_work = shared
+            .clock_work
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for mode in Mode::ALL {
+            shared.execute(mode, Origin::default(), |ctx| {
+                checkout::expire_due(ctx);
+                payment_intents::settle_due(ctx);
+            });
+        }
     }
 }
 
@@ -337,6 +390,13 @@ fn router(shared: Arc<Shared>) -> Router {
             post(control::expire_session),
         )
         .route("/c/pay/{id}", get(hosted::page).post(hosted::pay))
+        .route("/v3", get(stripe_js::script))
+        .route("/v3/", get(stripe_js::script))
+        .route("/v3/stripe.js", get(stripe_js::script))
+        .route(
+            "/3ds/{id}",
+            get(stripe_js::challenge_page).post(stripe_js::challenge_answer),
+        )
         .fallback(control::not_found)
         .layer(axum::middleware::map_response(control::ensure_request_id))
         .with_state(shared)

@@ -1,8 +1,9 @@
-//! The simulated account's data: every object by id, creation order per kind, and the execution context
-//! through which endpoints change it (and so emit events).
+//! The simulated account's data: one [`Store`] per mode ([`Accounts`]), each with every object by id,
+//! creation order per kind and the events, and the execution context through which endpoints change
+//! it (and so emit events).
 //!
-//! One `Mutex<Store>` guards it all; endpoints are synchronous functions run under that lock, never across
-//! an `.await`.
+//! One `Mutex<Accounts>` guards it all; endpoints are synchronous functions run under that lock, never
+//! across an `.await`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::mode::Mode;
 
 /// A stored object: an immutable snapshot shared by the store, the events that carry it and responses.
 /// A change stores a new snapshot; earlier events keep theirs.
@@ -41,6 +43,8 @@ pub struct Event {
     pub pending_webhooks: u64,
     /// What caused it.
     pub origin: Origin,
+    /// The mode it happened in (`livemode`).
+    pub mode: Mode,
 }
 
 impl Serialize for Event {
@@ -71,7 +75,7 @@ impl Serialize for Event {
         m.serialize_entry("api_version", &self.api_version)?;
         m.serialize_entry("created", &self.created)?;
         m.serialize_entry("data", &Data(self))?;
-        m.serialize_entry("livemode", &false)?;
+        m.serialize_entry("livemode", &self.mode.livemode())?;
         m.serialize_entry("pending_webhooks", &self.pending_webhooks)?;
         m.serialize_entry("request", &Request(&self.origin))?;
         m.serialize_entry("type", &self.event_type)?;
@@ -113,6 +117,11 @@ impl Store {
         self.objects.get(id).map(|o| &**o)
     }
 
+    /// Whether this id is one of the store's objects or events.
+    pub fn holds(&self, id: &str) -> bool {
+        self.objects.contains_key(id) || self.event_index.contains_key(id)
+    }
+
     /// The shared snapshot of an object.
     pub fn get_obj(&self, id: &str) -> Option<&Obj> {
         self.objects.get(id)
@@ -152,6 +161,49 @@ impl Store {
                 e.pending_webhooks = e.pending_webhooks.saturating_sub(1);
             }
         }
+    }
+}
+
+/// The account: test mode's objects and live mode's, never shared (docs: API keys, "objects in one
+/// mode aren't accessible to the other").
+#[derive(Debug, Default)]
+pub struct Accounts {
+    /// Test mode.
+    pub test: Store,
+    /// Live mode.
+    pub live: Store,
+}
+
+impl Accounts {
+    /// One mode's store.
+    pub fn store(&self, mode: Mode) -> &Store {
+        match mode {
+            Mode::Test => &self.test,
+            Mode::Live => &self.live,
+        }
+    }
+
+    /// One mode's store, to change.
+    pub fn store_mut(&mut self, mode: Mode) -> &mut Store {
+        match mode {
+            Mode::Test => &mut self.test,
+            Mode::Live => &mut self.live,
+        }
+    }
+
+    /// One mode's store, to change, with the other mode's to look at.
+    pub fn split(&mut self, mode: Mode) -> (&mut Store, &Store) {
+        match mode {
+            Mode::Test => (&mut self.test, &self.live),
+            Mode::Live => (&mut self.live, &self.test),
+        }
+    }
+
+    /// The mode whose store holds this object id, if any.
+    pub fn mode_of(&self, id: &str) -> Option<Mode> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| self.store(*m).get(id).is_some())
     }
 }
 
@@ -209,10 +261,17 @@ fn id_of(value: &Value) -> String {
         .to_owned()
 }
 
-/// One endpoint's execution: the store, the simulator's clock, and the events emitted so far.
+/// One endpoint's execution: the store of the request's mode, the simulator's clock, and the events
+/// emitted so far.
 pub struct Ctx<'a> {
-    /// The account's data.
+    /// The data of the request's mode.
     pub store: &'a mut Store,
+    /// The other mode's data: only to say that an id missing here exists there.
+    pub other: &'a Store,
+    /// The request's mode.
+    pub mode: Mode,
+    /// The request came with a publishable key: intents demand their `client_secret`.
+    pub via_publishable_key: bool,
     /// Unix time of the request on the simulator's clock.
     pub now: i64,
     /// Instance facts.
@@ -229,10 +288,20 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// A context for one execution.
-    pub fn new(store: &'a mut Store, env: &'a Env, origin: Origin, endpoints: usize) -> Self {
+    /// A context for one execution in `mode`.
+    pub fn new(
+        accounts: &'a mut Accounts,
+        mode: Mode,
+        env: &'a Env,
+        origin: Origin,
+        endpoints: usize,
+    ) -> Self {
+        let (store, other) = accounts.split(mode);
         Ctx {
             store,
+            other,
+            mode,
+            via_publishable_key: false,
             now: env.clock.now(),
             env,
             origin,
@@ -250,8 +319,16 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Stores a new object (no event).
-    pub fn insert(&mut self, kind: &'static str, value: Value) -> Obj {
+    /// Whether the request is in live mode (`livemode` of what it creates).
+    pub fn livemode(&self) -> bool {
+        self.mode.livemode()
+    }
+
+    /// Stores a new object (no event); an object with a `livemode` field gets the request's mode.
+    pub fn insert(&mut self, kind: &'static str, mut value: Value) -> Obj {
+        if let Some(livemode) = value.get_mut("livemode") {
+            *livemode = Value::Bool(self.mode.livemode());
+        }
         let obj = Arc::new(value);
         self.mutated = true;
         self.store.insert(kind, id_of(&obj), Arc::clone(&obj));
@@ -294,6 +371,7 @@ impl<'a> Ctx<'a> {
             previous,
             pending_webhooks: self.endpoints as u64,
             origin: self.origin.clone(),
+            mode: self.mode,
         };
         if self.endpoints > 0 {
             self.emitted.push(event.clone());
@@ -367,6 +445,7 @@ mod tests {
                 request_id: Some("req_1".into()),
                 idempotency_key: None,
             },
+            mode: Mode::Test,
         };
         assert_eq!(
             e.to_value(),

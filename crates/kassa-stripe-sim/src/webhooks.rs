@@ -1,6 +1,7 @@
-//! Webhook delivery: every event is POSTed, signed, to every endpoint, and retried with backoff.
+//! Webhook delivery: every event is POSTed, signed, to every endpoint of its mode, and retried with backoff.
 //!
-//! Stripe (docs: webhooks): the `Stripe-Signature` header is `t={timestamp},v1={signature}` where the
+//! Stripe (docs: webhooks): an endpoint belongs to test mode or to live mode, receives that mode's
+//! events only, and has its own signing secret (`whsec_…`); the `Stripe-Signature` header is `t={timestamp},v1={signature}` where the
 //! signature is the hex HMAC-SHA256 of `"{t}.{raw body}"` under the endpoint secret; non-2xx answers and
 //! time-outs are failures, retried "with an exponential back off"; delivery is at least once and unordered.
 //! The simulator compresses time: retry n waits `webhook_retry_base × 2^(n-1)`.
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Faults;
-use crate::state::Store;
+use crate::mode::Mode;
+use crate::state::Accounts;
 
 /// Hex HMAC-SHA256 of `"{timestamp}.{payload}"` — Stripe's `v1` scheme.
 pub fn sign(secret: &str, timestamp: i64, payload: &[u8]) -> String {
@@ -63,6 +65,8 @@ pub struct WebhookDelivery {
     pub event_type: String,
     /// Endpoint URL.
     pub endpoint: String,
+    /// The endpoint's (and the event's) mode: `true` for a live endpoint.
+    pub livemode: bool,
     /// 1 for the first attempt; 0 for a dropped event.
     pub attempt: u32,
     /// HTTP status the endpoint answered, if it answered.
@@ -82,6 +86,8 @@ pub struct Outgoing {
     pub id: String,
     /// Event type.
     pub event_type: String,
+    /// The event's mode: it goes to that mode's endpoints only.
+    pub mode: Mode,
     /// Serialized event, sent byte for byte and signed as is.
     pub payload: String,
 }
@@ -89,8 +95,10 @@ pub struct Outgoing {
 /// Delivery settings fixed at start.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
-    /// Signing secret.
+    /// Signing secret of the test-mode endpoints.
     pub secret: String,
+    /// Signing secret of the live-mode endpoints.
+    pub live_secret: String,
     /// First retry delay.
     pub retry_base: Duration,
     /// Attempts per event and endpoint.
@@ -110,10 +118,11 @@ struct Job {
 pub struct Deliverer {
     settings: DeliverySettings,
     client: reqwest::Client,
-    endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
-    count: AtomicUsize,
+    endpoints: Mutex<HashMap<(Mode, String), mpsc::UnboundedSender<Job>>>,
+    test_count: AtomicUsize,
+    live_count: AtomicUsize,
     log: Mutex<Vec<WebhookDelivery>>,
-    store: Arc<Mutex<Store>>,
+    store: Arc<Mutex<Accounts>>,
     faults: Arc<Mutex<crate::faults::FaultState>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -123,7 +132,7 @@ impl Deliverer {
     /// Builds the deliverer; endpoints are added with [`Deliverer::add_endpoint`].
     pub fn new(
         settings: DeliverySettings,
-        store: Arc<Mutex<Store>>,
+        store: Arc<Mutex<Accounts>>,
         faults: Arc<Mutex<crate::faults::FaultState>>,
         cancel: CancellationToken,
         tasks: TaskTracker,
@@ -137,7 +146,8 @@ impl Deliverer {
             settings,
             client,
             endpoints: Mutex::new(HashMap::new()),
-            count: AtomicUsize::new(0),
+            test_count: AtomicUsize::new(0),
+            live_count: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
             store,
             faults,
@@ -146,19 +156,27 @@ impl Deliverer {
         }))
     }
 
-    /// Number of endpoints configured.
-    pub fn endpoint_count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+    fn counter(&self, mode: Mode) -> &AtomicUsize {
+        match mode {
+            Mode::Test => &self.test_count,
+            Mode::Live => &self.live_count,
+        }
     }
 
-    /// The endpoint URLs, sorted.
-    pub fn endpoints(&self) -> Vec<String> {
+    /// Number of endpoints configured in `mode`.
+    pub fn endpoint_count(&self, mode: Mode) -> usize {
+        self.counter(mode).load(Ordering::Relaxed)
+    }
+
+    /// The endpoint URLs of `mode`, sorted.
+    pub fn endpoints(&self, mode: Mode) -> Vec<String> {
         let mut urls: Vec<String> = self
             .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .keys()
-            .cloned()
+            .filter(|(m, _)| *m == mode)
+            .map(|(_, url)| url.clone())
             .collect();
         urls.sort();
         urls
@@ -172,21 +190,24 @@ impl Deliverer {
             .clone()
     }
 
-    /// Adds an endpoint (ignored if already there); it receives events created from now on.
-    pub fn add_endpoint(self: &Arc<Self>, url: String) {
+    /// Adds an endpoint of `mode` (ignored if already there); it receives that mode's events created
+    /// from now on. The same URL may be an endpoint of both modes, each signing with its own secret.
+    pub fn add_endpoint(self: &Arc<Self>, mode: Mode, url: String) {
         let mut endpoints = self
             .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if endpoints.contains_key(&url) {
+        let key = (mode, url.clone());
+        if endpoints.contains_key(&key) {
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        endpoints.insert(url.clone(), tx);
-        self.count.store(endpoints.len(), Ordering::Relaxed);
+        endpoints.insert(key, tx);
+        let count = endpoints.keys().filter(|(m, _)| *m == mode).count();
+        self.counter(mode).store(count, Ordering::Relaxed);
         let me = Arc::clone(self);
         self.tasks
-            .spawn(async move { me.endpoint_worker(url, rx).await });
+            .spawn(async move { me.endpoint_worker(mode, url, rx).await });
     }
 
     fn record(&self, d: WebhookDelivery) {
@@ -221,23 +242,27 @@ impl Deliverer {
                 }
                 batch.shuffle(&mut rand::rng());
             }
-            let senders: Vec<(String, mpsc::UnboundedSender<Job>)> = self
+            let senders: Vec<(Mode, String, mpsc::UnboundedSender<Job>)> = self
                 .endpoints
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|((m, url), v)| (*m, url.clone(), v.clone()))
                 .collect();
             for event in batch {
                 let event = Arc::new(event);
                 let dropped = faults.drop_webhook_rate > 0.0
                     && rand::rng().random_bool(faults.drop_webhook_rate.clamp(0.0, 1.0));
-                for (url, tx) in &senders {
+                for (mode, url, tx) in &senders {
+                    if *mode != event.mode {
+                        continue;
+                    }
                     if dropped {
                         self.record(WebhookDelivery {
                             event_id: event.id.clone(),
                             event_type: event.event_type.clone(),
                             endpoint: url.clone(),
+                            livemode: mode.livemode(),
                             attempt: 0,
                             status: None,
                             error: None,
@@ -262,7 +287,12 @@ impl Deliverer {
         }
     }
 
-    async fn endpoint_worker(self: Arc<Self>, url: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn endpoint_worker(
+        self: Arc<Self>,
+        mode: Mode,
+        url: String,
+        mut rx: mpsc::UnboundedReceiver<Job>,
+    ) {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         loop {
             let job = tokio::select! {
@@ -276,12 +306,13 @@ impl Deliverer {
             let me = Arc::clone(&self);
             let url = url.clone();
             self.tasks
-                .spawn(async move { me.deliver(url, job, permit).await });
+                .spawn(async move { me.deliver(mode, url, job, permit).await });
         }
     }
 
     async fn deliver(
         self: Arc<Self>,
+        mode: Mode,
         url: String,
         job: Job,
         permit: tokio::sync::OwnedSemaphorePermit,
@@ -289,7 +320,7 @@ impl Deliverer {
         let mut permit = Some(permit);
         let max = self.settings.max_attempts.max(1);
         for attempt in 1..=max {
-            let (status, error) = self.attempt(&url, &job.event.payload).await;
+            let (status, error) = self.attempt(mode, &url, &job.event.payload).await;
             let ok = status.is_some_and(|s| (200..300).contains(&s));
             let outcome = if ok {
                 DeliveryOutcome::Delivered
@@ -302,6 +333,7 @@ impl Deliverer {
                 event_id: job.event.id.clone(),
                 event_type: job.event.event_type.clone(),
                 endpoint: url.clone(),
+                livemode: mode.livemode(),
                 attempt,
                 status,
                 error,
@@ -313,6 +345,7 @@ impl Deliverer {
                     self.store
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
+                        .store_mut(mode)
                         .webhook_delivered(&job.event.id);
                 }
                 return;
@@ -333,7 +366,11 @@ impl Deliverer {
         }
     }
 
-    async fn attempt(&self, url: &str, payload: &str) -> (Option<u16>, Option<String>) {
+    async fn attempt(&self, mode: Mode, url: &str, payload: &str) -> (Option<u16>, Option<String>) {
+        let secret = match mode {
+            Mode::Test => &self.settings.secret,
+            Mode::Live => &self.settings.live_secret,
+        };
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -352,7 +389,7 @@ impl Deliverer {
             )
             .header(
                 "Stripe-Signature",
-                signature_header(&self.settings.secret, t, payload.as_bytes()),
+                signature_header(secret, t, payload.as_bytes()),
             )
             .body(payload.to_owned());
         let response = tokio::select! {

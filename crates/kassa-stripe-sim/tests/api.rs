@@ -119,11 +119,19 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
     assert_eq!(other.status, 400);
     assert_eq!(other.body["error"]["type"], "idempotency_error");
 
-    // Keys belong to one API key: another key may reuse the same string.
+    // Keys belong to the account and its mode: another test-mode key (a restricted one, say) meets
+    // the same key, while live mode has keys of its own.
     let rb = s
         .http
         .post(format!("{}/v1/payment_intents", s.sim.base_url()))
-        .bearer_auth("sk_test_other")
+        .bearer_auth("rk_test_other")
+        .header("Idempotency-Key", "k1")
+        .form(&[("amount", "2000"), ("currency", "usd")]);
+    assert_eq!(s.send(rb).await.status, 400);
+    let rb = s
+        .http
+        .post(format!("{}/v1/payment_intents", s.sim.base_url()))
+        .bearer_auth("sk_live_other")
         .header("Idempotency-Key", "k1")
         .form(&[("amount", "2000"), ("currency", "usd")]);
     assert_eq!(s.send(rb).await.status, 200);
@@ -165,7 +173,13 @@ async fn idempotent_results_are_replayed_and_mismatches_refused() {
         .collect();
     assert_eq!(
         k1,
-        vec![(200, false), (200, true), (400, false), (200, false)]
+        vec![
+            (200, false),
+            (200, true),
+            (400, false),
+            (400, false),
+            (200, false)
+        ]
     );
     let created = log
         .iter()
@@ -617,6 +631,7 @@ async fn fault_injection_counts_and_rate_limits() {
         let r = s.get("/v1/customers").await;
         if r.status == 429 {
             assert_eq!(r.body["error"]["code"], "rate_limit");
+            assert_eq!(r.header("stripe-rate-limited-reason"), Some("global-rate"));
             limited += 1;
         }
     }
@@ -625,6 +640,99 @@ async fn fault_injection_counts_and_rate_limits() {
         .http
         .post(format!("{}/_sim/faults", s.sim.base_url()))
         .json(&serde_json::json!({"error_rate": 2.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoint_rate_limits_answer_429_per_endpoint_and_are_counted() {
+    // Stripe: besides the account's limit, "individual API endpoints" allow about 25 requests a
+    // second, each named operation being one endpoint whatever the ids (docs: rate limits). A low
+    // limit makes it visible at test speed.
+    let s = Sim::start(SimConfig {
+        faults: Faults {
+            endpoint_rate_limit_per_sec: Some(2),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut replies = Vec::new();
+    for i in 0..20 {
+        replies.push(s.get(&format!("/v1/customers/cus_{i}")).await);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let limited: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    let passed = replies.len() - limited.len();
+    // A bucket of two a second holding at most two: no more pass than that allows.
+    assert!(
+        (passed as f64) <= 2.0 + 2.0 * elapsed + 1.0,
+        "{passed} passed in {elapsed:.2} s"
+    );
+    assert!(!limited.is_empty());
+    for r in &limited {
+        assert_eq!(r.body["error"]["code"], "rate_limit");
+        assert_eq!(r.body["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            r.header("stripe-rate-limited-reason"),
+            Some("endpoint-rate")
+        );
+    }
+    // Another endpoint, and the same endpoint in live mode, have budgets of their own.
+    assert_eq!(s.post("/v1/customers", &[], None).await.status, 200);
+    let live = s
+        .send(
+            s.http
+                .get(format!("{}/v1/customers/cus_0", s.sim.base_url()))
+                .bearer_auth("sk_live_kassa"),
+        )
+        .await;
+    assert_eq!(live.status, 404);
+    // Counted per endpoint in /_sim/faults, named in the request log.
+    let faults = s.get("/_sim/faults").await.body;
+    let count = limited.len() as u64;
+    assert_eq!(faults["rate_limited"]["endpoint"], count);
+    assert_eq!(faults["rate_limited"]["global"], 0);
+    assert_eq!(
+        faults["rate_limited"]["by_endpoint"],
+        serde_json::json!({"GET /v1/customers/{id}": count})
+    );
+    assert_eq!(s.sim.rate_limited().endpoint, count);
+    assert!(s
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429)
+        .all(|r| r.operation == "GET /v1/customers/{id}"));
+
+    // One endpoint's own limit (as Stripe documents for some) through the control route.
+    let set = s
+        .http
+        .post(format!("{}/_sim/faults", s.sim.base_url()))
+        .json(&serde_json::json!({"endpoint_rate_limits": {"POST /v1/customers": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(s.post("/v1/customers", &[], None).await.status);
+    }
+    assert_eq!(statuses[0], 200);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        s.get("/v1/customers/cus_1").await.status,
+        404,
+        "others unlimited now"
+    );
+    let bad = s
+        .http
+        .post(format!("{}/_sim/faults", s.sim.base_url()))
+        .json(&serde_json::json!({"endpoint_rate_limits": {"GET /v1/customers/cus_1": 5}}))
         .send()
         .await
         .unwrap();

@@ -613,6 +613,17 @@ async fn sepa_debits_are_processing_then_settle_as_their_test_iban_says() {
         ))
         .await;
     assert_eq!(later["status"], "processing");
+    // Three minutes pass on the simulator's clock: the slow debit settles in that same call.
+    let advanced = api.sim.advance_clock(181);
+    assert_eq!(advanced.debits_settled, 1, "{advanced:?}");
+    let (_, later) = api
+        .get(&format!(
+            "/v1/payment_intents/{}",
+            later["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(later["status"], "succeeded");
+    assert_eq!(later["amount_received"], 1000);
 
     // A bad checksum is refused; a card-only PaymentIntent refuses a debit; no mandate, no debit.
     let (s, b) = api

@@ -109,6 +109,7 @@ impl TestApp {
             listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
             webhooks: true,
             broker,
+            http: kassa_ingress::HttpLimits::default(),
             database_url: Some(database_url.clone()),
             db_max_connections: 20,
             stripe: Some(stripe),

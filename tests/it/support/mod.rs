@@ -84,6 +84,8 @@ pub struct IngressOptions {
     /// Broker URL the ingress uses (e.g. through a proxy); the inspector always uses the real one.
     pub amqp_url: Option<String>,
     pub confirm_timeout: Duration,
+    /// The HTTP server's limits.
+    pub http: kassa_ingress::HttpLimits,
 }
 
 impl Default for IngressOptions {
@@ -92,6 +94,7 @@ impl Default for IngressOptions {
             secrets: vec![SECRET],
             amqp_url: None,
             confirm_timeout: Duration::from_secs(5),
+            http: kassa_ingress::HttpLimits::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ impl TestIngress {
         tokio::spawn(kassa_ingress::serve(
             listener,
             router,
+            options.http,
             shutdown.clone().cancelled_owned(),
         ));
 

@@ -49,9 +49,9 @@ pub enum ChargeState {
     Pending,
 }
 
-/// The issuer's answer when a card is charged: `None` approves.
-pub fn issuer_decline(card: &TestCard) -> Option<Decline> {
-    match card.behaviour {
+/// The issuer's answer when a card is charged in `mode`: `None` approves.
+pub fn issuer_decline(card: &TestCard, mode: crate::mode::Mode) -> Option<Decline> {
+    match cards::behaviour_in(card, mode) {
         Behaviour::Declined(d) => Some(d),
         // Stripe: 4000000000000341 — "attempts to charge the customer fail".
         Behaviour::ChargeCustomerFail => Some(GENERIC_DECLINE),
@@ -116,7 +116,7 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "failure_code": decline.map(|d| d.code),
         "failure_message": decline.map(|d| d.message),
         "fraud_details": {},
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": input.metadata,
         "on_behalf_of": null,
         "outcome": outcome,
@@ -254,7 +254,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         }
     };
     let card = payment_methods::card_of(&instrument);
-    let decline = issuer_decline(card);
+    let decline = issuer_decline(card, ctx.mode);
     let charge = record_charge(
         ctx,
         ChargeInput {

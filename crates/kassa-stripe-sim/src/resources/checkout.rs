@@ -262,7 +262,8 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     if pi_data.get("shipping").is_some() {
         payment_intents::shipping(&pi_data)?;
     }
-    let id = random_suffix("cs_test_a1", 56);
+    // Stripe's Checkout Session ids say their mode: `cs_test_…`, `cs_live_…`.
+    let id = random_suffix(&format!("cs_{}_a1", ctx.mode.name()), 56);
     let setup_intent = if mode == "setup" {
         let si = setup_intents::new_setup_intent(
             ctx,
@@ -300,7 +301,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "expires_at": expires_at,
         "invoice": null,
         "invoice_creation": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "locale": p.str("locale"),
         "metadata": metadata,
         "mode": mode,
@@ -706,7 +707,8 @@ pub fn confirm_payment_page(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, 
 mod tests {
     use super::*;
     use crate::form;
-    use crate::state::{Env, Origin, Store};
+    use crate::mode::Mode;
+    use crate::state::{Accounts, Env, Origin};
 
     #[test]
     fn the_clock_expires_open_sessions_once_past_expires_at() {
@@ -715,8 +717,8 @@ mod tests {
             public_url: "http://sim".into(),
             clock: Default::default(),
         };
-        let mut store = Store::default();
-        let mut ctx = Ctx::new(&mut store, &env, Origin::default(), 0);
+        let mut accounts = Accounts::default();
+        let mut ctx = Ctx::new(&mut accounts, Mode::Test, &env, Origin::default(), 0);
         let p = Params(form::decode(b"mode=setup&currency=usd").unwrap());
         let open = create(&mut ctx, &p).unwrap();
         let done = create(&mut ctx, &p).unwrap();

@@ -89,7 +89,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         "email": p.str("email"),
         "invoice_prefix": random_suffix("", 8).to_uppercase(),
         "invoice_settings": {"custom_fields": null, "default_payment_method": null, "footer": null, "rendering_options": null},
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": metadata_or_empty(p)?,
         "name": p.str("name"),
         "next_invoice_sequence": 1,
@@ -134,7 +134,7 @@ fn new_card_source(ctx: &Ctx, token: &str, customer: &str) -> Result<Value, ApiE
     let Some(card) = cards::by_token(token) else {
         return Err(ApiError::no_such_param("token", token, "source"));
     };
-    if let cards::Behaviour::Declined(d) = card.behaviour {
+    if let cards::Behaviour::Declined(d) = cards::behaviour_in(card, ctx.mode) {
         return Err(payment_methods::setup_decline(&d));
     }
     let hash = cards::card_hash(card, ctx.now);

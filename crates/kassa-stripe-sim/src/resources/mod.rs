@@ -43,14 +43,14 @@ pub fn dispatch(
 
         ("POST", ["setup_intents"]) => setup_intents::create(ctx, p),
         ("GET", ["setup_intents"]) => setup_intents::list(ctx, p),
-        ("GET", ["setup_intents", id]) => setup_intents::retrieve(ctx, id),
+        ("GET", ["setup_intents", id]) => setup_intents::retrieve(ctx, id, p),
         ("POST", ["setup_intents", id, "confirm"]) => setup_intents::confirm(ctx, id, p),
         ("POST", ["setup_intents", id, "cancel"]) => setup_intents::cancel(ctx, id, p),
 
         ("POST", ["payment_intents"]) => payment_intents::create(ctx, p),
         ("GET", ["payment_intents"]) => payment_intents::list(ctx, p),
         ("GET", ["payment_intents", "search"]) => search::run(ctx, search::PAYMENT_INTENTS, p),
-        ("GET", ["payment_intents", id]) => payment_intents::retrieve(ctx, id),
+        ("GET", ["payment_intents", id]) => payment_intents::retrieve(ctx, id, p),
         ("POST", ["payment_intents", id]) => payment_intents::update(ctx, id, p),
         ("POST", ["payment_intents", id, "confirm"]) => payment_intents::confirm(ctx, id, p),
         ("POST", ["payment_intents", id, "cancel"]) => payment_intents::cancel(ctx, id, p),
@@ -95,6 +95,63 @@ pub fn dispatch(
     }
 }
 
+/// The words of `/v1` paths that are not ids (everything the dispatch table above matches literally).
+const PATH_WORDS: &[&str] = &[
+    "attach",
+    "cancel",
+    "capture",
+    "charges",
+    "checkout",
+    "confirm",
+    "customers",
+    "detach",
+    "events",
+    "expire",
+    "line_items",
+    "mandates",
+    "payment_intents",
+    "payment_methods",
+    "payment_pages",
+    "prices",
+    "products",
+    "refunds",
+    "search",
+    "sessions",
+    "setup_intents",
+];
+
+/// The named API operation a request is, as Stripe counts endpoints for rate limits: "Stripe treats
+/// each named API operation as a separate endpoint (for example, `POST /v1/payment_intents` and
+/// `GET /v1/payment_intents/{id}` are separate endpoints). Requests to `GET /v1/payment_intents/{id}`
+/// for different PaymentIntent IDs count toward the same endpoint limit" (docs: rate limits).
+pub fn operation(method: &str, segments: &[&str]) -> String {
+    let mut name = format!("{method} /v1");
+    for s in segments {
+        name.push('/');
+        if PATH_WORDS.contains(s) {
+            name.push_str(s);
+        } else {
+            name.push_str("{id}");
+        }
+    }
+    name
+}
+
+/// Whether `name` is written as an operation name: `GET`, `POST` or `DELETE`, a space, then a `/v1/`
+/// path whose segments are path words or `{id}`.
+pub fn is_operation_name(name: &str) -> bool {
+    let Some((method, path)) = name.split_once(' ') else {
+        return false;
+    };
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return false;
+    };
+    ["GET", "POST", "DELETE"].contains(&method)
+        && rest
+            .split('/')
+            .all(|s| s == "{id}" || PATH_WORDS.contains(&s))
+}
+
 /// A live (not deleted) customer named by the `param` parameter, or Stripe's 400 `resource_missing`.
 pub fn customer_param(ctx: &Ctx, id: &str, param: &str) -> Result<Obj, ApiError> {
     match ctx.store.get_obj(id) {
@@ -106,4 +163,45 @@ pub fn customer_param(ctx: &Ctx, id: &str, param: &str) -> Result<Obj, ApiError>
 /// `metadata` of a request, or `{}`.
 pub fn metadata_or_empty(p: &Params) -> Result<Value, ApiError> {
     Ok(Value::Object(p.metadata()?.unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_name_the_endpoint_whatever_the_id() {
+        assert_eq!(
+            operation("GET", &["customers", "cus_123"]),
+            "GET /v1/customers/{id}"
+        );
+        assert_eq!(
+            operation("GET", &["customers", "cus_456"]),
+            operation("GET", &["customers", "cus_123"])
+        );
+        assert_eq!(
+            operation("POST", &["payment_intents"]),
+            "POST /v1/payment_intents"
+        );
+        assert_eq!(
+            operation("POST", &["payment_methods", "pm_1", "attach"]),
+            "POST /v1/payment_methods/{id}/attach"
+        );
+        assert_eq!(
+            operation(
+                "GET",
+                &["checkout", "sessions", "cs_test_a1b", "line_items"]
+            ),
+            "GET /v1/checkout/sessions/{id}/line_items"
+        );
+        assert_eq!(
+            operation("GET", &["customers", "search"]),
+            "GET /v1/customers/search"
+        );
+        assert!(is_operation_name("GET /v1/customers/{id}"));
+        assert!(is_operation_name("POST /v1/payment_intents"));
+        assert!(!is_operation_name("GET /v1/customers/cus_1"));
+        assert!(!is_operation_name("PATCH /v1/customers"));
+        assert!(!is_operation_name("/v1/customers"));
+    }
 }

@@ -121,7 +121,7 @@ pub fn new_payment_intent(
         "description": description,
         "last_payment_error": null,
         "latest_charge": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": metadata,
         "next_action": null,
         "on_behalf_of": null,
@@ -421,7 +421,8 @@ pub fn confirm_intent(ctx: &mut Ctx, pi: Obj, o: ConfirmOptions) -> Result<Obj, 
         }
         Outcome::Processing
     } else {
-        outcome(ctx, &pm_id, payment_methods::card_of(&pm).behaviour, o)
+        let card = payment_methods::card_of(&pm);
+        outcome(ctx, &pm_id, crate::cards::behaviour_in(card, ctx.mode), o)
     };
     let mut new = (*pi).clone();
     match outcome {
@@ -557,7 +558,7 @@ fn new_mandate(ctx: &mut Ctx, pm_id: &str, single_use: bool) -> String {
         "id": id,
         "object": "mandate",
         "customer_acceptance": {"accepted_at": ctx.now, "offline": {}, "type": "offline"},
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "multi_use": if single_use { Value::Null } else { json!({}) },
         "payment_method": pm_id,
         "payment_method_details": {"sepa_debit": {"reference": random_suffix("", 16).to_uppercase(), "url": format!("{}/mandates/{id}", ctx.env.public_url)}, "type": "sepa_debit"},
@@ -578,14 +579,18 @@ pub fn retrieve_mandate(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
 /// PaymentIntent succeed or fail as the account's test IBAN says, and a Checkout Session paid with it
 /// announces `checkout.session.async_payment_succeeded` or `…_failed` (docs: Checkout, "delayed
 /// notification payment methods").
-pub fn settle_due(ctx: &mut Ctx) {
+/// Returns how many debits settled.
+pub fn settle_due(ctx: &mut Ctx) -> usize {
+    let mut settled = 0;
     while let Some((at, id)) = ctx.store.pending_debits.first().cloned() {
         if at > ctx.now {
             break;
         }
         ctx.store.pending_debits.remove(&(at, id.clone()));
         settle(ctx, &id);
+        settled += 1;
     }
+    settled
 }
 
 fn settle(ctx: &mut Ctx, pi_id: &str) {
@@ -701,9 +706,11 @@ pub fn capture(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     Ok(new)
 }
 
-/// `GET /v1/payment_intents/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
-    fetch(ctx, id)
+/// `GET /v1/payment_intents/{id}` (`client_secret` checked when given; a publishable key must give it).
+pub fn retrieve(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    let pi = fetch(ctx, id)?;
+    crate::publishable::check_client_secret(ctx, &pi, p)?;
+    Ok(pi)
 }
 
 /// `POST /v1/payment_intents/{id}`: metadata, description, receipt_email, amount, payment_method.
@@ -789,8 +796,10 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
         "radar_options",
         "confirmation_token",
         "payment_method_types",
+        "client_secret",
     ])?;
     let mut pi = (*fetch(ctx, id)?).clone();
+    crate::publishable::check_client_secret(ctx, &pi, p)?;
     let status = pi["status"].as_str().unwrap_or_default().to_owned();
     if ![
         "requires_payment_method",
@@ -812,6 +821,12 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     if let Some(pm) = p.str("payment_method") {
         let pm = check_pm_for_customer(ctx, &pm, pi["customer"].as_str())?;
         pi["payment_method"] = payment_methods::resolve(ctx, &pm, "payment_method")?["id"].clone();
+    } else if p.get("payment_method_data").is_some() {
+        // Stripe.js's Payment Element confirms with the details the customer typed: the
+        // PaymentMethod is created from `payment_method_data` (docs: confirm a PaymentIntent,
+        // `payment_method_data`).
+        let pm = payment_methods::create(ctx, &p.obj("payment_method_data")?)?;
+        pi["payment_method"] = pm["id"].clone();
     }
     if let Some(s) = p.str("setup_future_usage") {
         pi["setup_future_usage"] = json!(s);
@@ -827,6 +842,70 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
             mandate_accepted: p.get("mandate_data").is_some(),
         },
     )
+}
+
+/// The customer's answer on the 3-D Secure challenge page of a PaymentIntent in `requires_action`
+/// (the page Stripe.js opens for `next_action.use_stripe_sdk`; docs: 3D Secure authentication,
+/// testing: "complete" or "fail" the authentication). `client_secret` must be the intent's.
+///
+/// Passed: the confirmation goes on as authenticated — it succeeds, or the issuer declines after
+/// authentication for the cards that do that (the decline is recorded on the intent). Failed:
+/// Stripe's `payment_intent_authentication_failure` — the intent is back to
+/// `requires_payment_method` with that `last_payment_error`, `payment_intent.payment_failed`.
+pub fn authenticate(
+    ctx: &mut Ctx,
+    id: &str,
+    client_secret: Option<&str>,
+    passed: bool,
+) -> Result<Obj, ApiError> {
+    let pi = fetch(ctx, id)?;
+    if client_secret.is_none() || pi["client_secret"].as_str() != client_secret {
+        return Err(ApiError::invalid(
+            "The client_secret provided does not match the client_secret associated with the PaymentIntent.",
+            Some("client_secret"),
+        ));
+    }
+    if pi["status"] != "requires_action" {
+        return Err(ApiError::invalid_code(
+            "payment_intent_unexpected_state",
+            format!(
+                "This PaymentIntent is not awaiting authentication: its status is {}.",
+                pi["status"].as_str().unwrap_or_default()
+            ),
+            None,
+        ));
+    }
+    if passed {
+        let options = ConfirmOptions {
+            authenticated: true,
+            ..ConfirmOptions::default()
+        };
+        return match confirm_intent(ctx, pi, options) {
+            Ok(pi) => Ok(pi),
+            // A decline after authentication is recorded on the intent, which tells the browser.
+            Err(e) if e.status == http::StatusCode::PAYMENT_REQUIRED => fetch(ctx, id),
+            Err(e) => Err(e),
+        };
+    }
+    let pm = pi["payment_method"]
+        .as_str()
+        .and_then(|p| ctx.store.get(p))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut new = (*pi).clone();
+    new["status"] = json!("requires_payment_method");
+    new["payment_method"] = Value::Null;
+    new["next_action"] = Value::Null;
+    new["last_payment_error"] = json!({
+        "code": "payment_intent_authentication_failure",
+        "doc_url": "https://stripe.com/docs/error-codes/payment-intent-authentication-failure",
+        "message": "The provided PaymentMethod has failed authentication. You can provide payment_method_data or a new PaymentMethod to attempt to fulfill this PaymentIntent again.",
+        "payment_method": pm,
+        "type": "invalid_request_error"
+    });
+    let new = ctx.put(new);
+    ctx.emit("payment_intent.payment_failed", new.clone(), None);
+    Ok(new)
 }
 
 /// `POST /v1/payment_intents/{id}/cancel`.

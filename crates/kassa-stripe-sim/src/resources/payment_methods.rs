@@ -50,7 +50,7 @@ pub fn materialize(
         "card": cards::card_hash(card, ctx.now),
         "created": ctx.now,
         "customer": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "metadata": {},
         "type": "card"
     });
@@ -101,7 +101,7 @@ pub fn check_attachable(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
     };
     // Stripe: 4000000000000341 "Attaching this card to a Customer object succeeds, but attempts to charge
     // the customer fail" — the declining cards, by contrast, fail when attached.
-    if let Behaviour::Declined(d) = card.behaviour {
+    if let Behaviour::Declined(d) = cards::behaviour_in(card, ctx.mode) {
         return Err(setup_decline(&d));
     }
     Ok(())
@@ -126,6 +126,63 @@ pub fn attach_to(ctx: &mut Ctx, id: &str, customer: &str) -> Result<Obj, ApiErro
             Ok(new)
         }
     }
+}
+
+/// The expiry and CVC typed with a card number (`card[exp_month]`, `card[exp_year]`, `card[cvc]`),
+/// checked as Stripe does (docs: testing, "Invalid data": an invalid month, a year in the past and a
+/// two-digit CVC are refused with `invalid_expiry_month`, `invalid_expiry_year`, `invalid_cvc`).
+/// A two-digit year means 20YY, as card faces print it.
+fn typed_expiry(ctx: &Ctx, card: &Params) -> Result<Option<(i64, i64)>, ApiError> {
+    if let Some(cvc) = card.str("cvc") {
+        if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::card_error(
+                "invalid_cvc",
+                "Your card's security code is invalid.",
+                Some("cvc"),
+            ));
+        }
+    }
+    let (Some(month), Some(year)) = (card.get("exp_month"), card.get("exp_year")) else {
+        return Ok(None);
+    };
+    let month = crate::params::int_value(month, "card[exp_month]")
+        .ok()
+        .filter(|m| (1..=12).contains(m))
+        .ok_or_else(|| {
+            ApiError::card_error(
+                "invalid_expiry_month",
+                "Your card's expiration month is invalid.",
+                Some("exp_month"),
+            )
+        })?;
+    let year = crate::params::int_value(year, "card[exp_year]")
+        .ok()
+        .map(|y| if (0..100).contains(&y) { 2000 + y } else { y })
+        .unwrap_or(0);
+    // Months since year 0, now and of the expiry: a card is valid through its expiry month.
+    let days = ctx.now.div_euclid(86_400);
+    let (now_year, now_month) = civil_year_month(days);
+    if year * 12 + month < now_year * 12 + now_month {
+        return Err(ApiError::card_error(
+            "invalid_expiry_year",
+            "Your card's expiration year is invalid.",
+            Some("exp_year"),
+        ));
+    }
+    Ok(Some((month, year)))
+}
+
+/// Year and month (1–12) of a day counted from 1970-01-01 (Howard Hinnant's civil-from-days).
+fn civil_year_month(days: i64) -> (i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month)
 }
 
 /// `POST /v1/payment_methods`: `type=card` with `card[token]` (`tok_visa`, …) or a test `card[number]`, or
@@ -165,10 +222,15 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
                     )
                 })?
             };
+            let expiry = typed_expiry(ctx, &card_params)?;
             let pm = materialize(ctx, card, None, None);
             let mut with = (*pm).clone();
             with["billing_details"] = billing;
             with["metadata"] = metadata;
+            if let Some((month, year)) = expiry {
+                with["card"]["exp_month"] = json!(month);
+                with["card"]["exp_year"] = json!(year);
+            }
             return Ok(ctx.put(with));
         }
         "sepa_debit" => {
@@ -198,7 +260,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
                 "billing_details": billing,
                 "created": ctx.now,
                 "customer": null,
-                "livemode": false,
+                "livemode": ctx.livemode(),
                 "metadata": metadata,
                 "sepa_debit": {
                     "bank_code": &iban[4..9.min(iban.len())],
@@ -328,4 +390,18 @@ pub fn list_for_customer(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, Api
         p,
         &format!("/v1/customers/{id}/payment_methods"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_year_month;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_year_month(0), (1970, 1));
+        // 2024-02-29 is day 19782; 2024-03-01 is 19783.
+        assert_eq!(civil_year_month(19_782), (2024, 2));
+        assert_eq!(civil_year_month(19_783), (2024, 3));
+        assert_eq!(civil_year_month(-1), (1969, 12));
+    }
 }

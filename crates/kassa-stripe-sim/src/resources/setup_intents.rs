@@ -36,7 +36,7 @@ pub fn new_setup_intent(
         "flow_directions": null,
         "last_setup_error": null,
         "latest_attempt": null,
-        "livemode": false,
+        "livemode": ctx.livemode(),
         "mandate": null,
         "metadata": metadata,
         "next_action": null,
@@ -126,7 +126,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
     };
     let pm = ctx.fetch("payment_method", "PaymentMethod", &pm_id, "payment_method")?;
     let behaviour = if pm["type"] == "card" {
-        payment_methods::card_of(&pm).behaviour
+        crate::cards::behaviour_in(payment_methods::card_of(&pm), ctx.mode)
     } else {
         // Stripe: setting up a SEPA Direct Debit account succeeds at once; its mandate is what a
         // later off-session debit relies on.
@@ -135,7 +135,7 @@ pub fn confirm_intent(ctx: &mut Ctx, si: Value, authenticated: bool) -> Result<O
             ctx.insert(
                 "mandate",
                 json!({"id": mandate, "object": "mandate", "customer_acceptance": {"accepted_at": ctx.now, "offline": {}, "type": "offline"},
-                       "livemode": false, "multi_use": {}, "payment_method": pm_id, "payment_method_details": {"type": pm["type"]},
+                       "livemode": ctx.livemode(), "multi_use": {}, "payment_method": pm_id, "payment_method_details": {"type": pm["type"]},
                        "single_use": null, "status": "active", "type": "multi_use"}),
             );
             ctx.store.mandates.insert(pm_id.clone(), mandate.clone());
@@ -190,9 +190,11 @@ fn confirm_succeeded(ctx: &mut Ctx, mut new: Value, pm_id: &str) -> Result<Obj, 
     Ok(new)
 }
 
-/// `GET /v1/setup_intents/{id}`.
-pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
-    ctx.fetch("setup_intent", "setupintent", id, "intent")
+/// `GET /v1/setup_intents/{id}` (`client_secret` checked when given; a publishable key must give it).
+pub fn retrieve(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
+    let si = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
+    crate::publishable::check_client_secret(ctx, &si, p)?;
+    Ok(si)
 }
 
 /// `POST /v1/setup_intents/{id}/confirm`.
@@ -205,8 +207,10 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
         "use_stripe_sdk",
         "payment_method_data",
         "confirmation_token",
+        "client_secret",
     ])?;
     let mut si = (*ctx.fetch("setup_intent", "setupintent", id, "intent")?).clone();
+    crate::publishable::check_client_secret(ctx, &si, p)?;
     let status = si["status"].as_str().unwrap_or_default().to_owned();
     if ![
         "requires_payment_method",
@@ -224,8 +228,69 @@ pub fn confirm(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     if let Some(pm) = p.str("payment_method") {
         let pm = payment_methods::resolve(ctx, &pm, "payment_method")?;
         si["payment_method"] = pm["id"].clone();
+    } else if p.get("payment_method_data").is_some() {
+        // As for PaymentIntents: Stripe.js's `confirmSetup` sends the typed card as `payment_method_data`.
+        let pm = payment_methods::create(ctx, &p.obj("payment_method_data")?)?;
+        si["payment_method"] = pm["id"].clone();
     }
     confirm_intent(ctx, si, false)
+}
+
+/// The customer's answer on the 3-D Secure challenge page of a SetupIntent in `requires_action`, as
+/// [`super::payment_intents::authenticate`]: passed, the setup succeeds (the card is attached to the
+/// intent's customer); failed, Stripe's `setup_intent_authentication_failure`, the intent back to
+/// `requires_payment_method`, `setup_intent.setup_failed`.
+pub fn authenticate(
+    ctx: &mut Ctx,
+    id: &str,
+    client_secret: Option<&str>,
+    passed: bool,
+) -> Result<Obj, ApiError> {
+    let si = ctx.fetch("setup_intent", "setupintent", id, "intent")?;
+    if client_secret.is_none() || si["client_secret"].as_str() != client_secret {
+        return Err(ApiError::invalid(
+            "The client_secret provided does not match the client_secret associated with the SetupIntent.",
+            Some("client_secret"),
+        ));
+    }
+    if si["status"] != "requires_action" {
+        return Err(ApiError::invalid_code(
+            "setup_intent_unexpected_state",
+            format!(
+                "This SetupIntent is not awaiting authentication: its status is {}.",
+                si["status"].as_str().unwrap_or_default()
+            ),
+            None,
+        ));
+    }
+    if passed {
+        return match confirm_intent(ctx, (*si).clone(), true) {
+            Ok(si) => Ok(si),
+            Err(e) if e.status == http::StatusCode::PAYMENT_REQUIRED => {
+                ctx.fetch("setup_intent", "setupintent", id, "intent")
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let pm = si["payment_method"]
+        .as_str()
+        .and_then(|p| ctx.store.get(p))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut new = (*si).clone();
+    new["status"] = json!("requires_payment_method");
+    new["payment_method"] = Value::Null;
+    new["next_action"] = Value::Null;
+    new["last_setup_error"] = json!({
+        "code": "setup_intent_authentication_failure",
+        "doc_url": "https://stripe.com/docs/error-codes/setup-intent-authentication-failure",
+        "message": "The latest attempt to set up the payment method has failed because authentication failed.",
+        "payment_method": pm,
+        "type": "invalid_request_error"
+    });
+    let new = ctx.put(new);
+    ctx.emit("setup_intent.setup_failed", new.clone(), None);
+    Ok(new)
 }
 
 /// `POST /v1/setup_intents/{id}/cancel`.

@@ -66,7 +66,7 @@ async function main() {
 
   // --- authentication -------------------------------------------------------------------------------
   let e = await expectError(Stripe.errors.StripeAuthenticationError, () =>
-    new Stripe("sk_live_not_here_at_all", options).customers.list(),
+    new Stripe("sk_bogus_not_here_at_all", options).customers.list(),
   );
   assert.equal(e.statusCode, 401);
   await expectError(Stripe.errors.StripePermissionError, () =>
@@ -95,6 +95,22 @@ async function main() {
   assert.equal(e.code, "resource_missing");
   assert.match(e.message, /No such customer: 'cus_missing'/);
   ok("customers: create, retrieve, update (metadata merged), list by email, delete, 404 resource_missing");
+
+  // --- live mode: its own objects; a test object asked for with a live key ----------------------------
+  const live = new Stripe("sk_live_kassa_conformance_node", options);
+  const liveCus = await live.customers.create({ email: `live.${RUN}@example.com` });
+  assert.equal(liveCus.livemode, true);
+  assert.equal(cus.livemode, false);
+  e = await expectError(Stripe.errors.StripeInvalidRequestError, () => live.customers.retrieve(cus.id));
+  assert.equal(e.statusCode, 404);
+  assert.equal(e.code, "resource_missing");
+  assert.equal(
+    e.message,
+    `No such customer: '${cus.id}'; a similar object exists in test mode, but a live mode key was used to make this request.`,
+  );
+  e = await expectError(Stripe.errors.StripeInvalidRequestError, () => stripe.customers.retrieve(liveCus.id));
+  assert.match(e.message, /a similar object exists in live mode, but a test mode key was used/);
+  ok("live mode: livemode objects of its own; an object of the other mode -> 404 naming that mode");
 
   // --- list pagination with autoPagingEach ------------------------------------------------------------
   const many = [];

@@ -64,7 +64,7 @@ threading.Thread(target=server.serve_forever, daemon=True).start()
 sim_post("/_sim/webhook_endpoints", {"url": f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe"})
 
 # --- authentication ---------------------------------------------------------------------------------
-e = expect_error(stripe.AuthenticationError, lambda: stripe.Customer.list(api_key="sk_live_not_here"))
+e = expect_error(stripe.AuthenticationError, lambda: stripe.Customer.list(api_key="sk_bogus_not_here"))
 assert e.http_status == 401 and e.error.type == "invalid_request_error", e
 expect_error(stripe.PermissionError, lambda: stripe.Customer.list(api_key="pk_test_publishable"))
 ok("auth: bad key -> 401 AuthenticationError, publishable key -> PermissionError")
@@ -86,6 +86,19 @@ assert stripe.Customer.retrieve(gone.id).deleted is True
 e = expect_error(stripe.InvalidRequestError, lambda: stripe.Customer.retrieve("cus_missing"))
 assert e.http_status == 404 and e.code == "resource_missing" and "No such customer: 'cus_missing'" in e.user_message, e
 ok("customers: create, retrieve, update (metadata merged), list by email, delete, 404 resource_missing")
+
+# --- live mode: its own objects; a test object asked for with a live key ------------------------------
+LIVE = "sk_live_kassa_conformance"
+live = stripe.Customer.create(email=f"live.{RUN}@example.com", api_key=LIVE)
+assert live.livemode is True and cus.livemode is False, (live, cus)
+assert stripe.Customer.retrieve(live.id, api_key=LIVE).email == live.email
+e = expect_error(stripe.InvalidRequestError, lambda: stripe.Customer.retrieve(cus.id, api_key=LIVE))
+assert e.http_status == 404 and e.code == "resource_missing", e
+assert e.user_message == (
+    f"No such customer: '{cus.id}'; a similar object exists in test mode, but a live mode key was used to make this request."
+), e.user_message
+assert live.id not in [c.id for c in stripe.Customer.list(limit=100).data]
+ok("live mode: livemode objects of its own; a test object with a live key -> 404 naming the other mode")
 
 # --- payment methods --------------------------------------------------------------------------------
 pm = stripe.PaymentMethod.attach("pm_card_visa", customer=cus.id)

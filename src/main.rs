@@ -1,7 +1,6 @@
 //! `kassa`: the one binary. This file is the command line, nothing else: each subcommand reads
 //! its configuration (config.rs) and starts the matching parts (kassa::stack).
 
-mod bench;
 mod charges_cli;
 mod config;
 mod connector_cli;
@@ -68,11 +67,6 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
     StripeSim(config::StripeSimArgs),
-    /// Measure Kassa against a baseline in the same run; prints a table and writes JSON.
-    Bench {
-        #[command(subcommand)]
-        which: bench::BenchCommand,
-    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,7 +94,6 @@ fn main() -> anyhow::Result<()> {
             Command::Sync(args) => sync_cli::run(args).await,
             Command::Reconcile(args) => reconcile::run(args).await,
             Command::StripeSim(args) => stripe_sim(args).await,
-            Command::Bench { which } => bench::run(which).await,
         }
     })
 }

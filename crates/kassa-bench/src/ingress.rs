@@ -1,8 +1,9 @@
 //! `kassa bench ingress`: raw lapin publish-with-confirms (the baseline) against signed webhooks
 //! through a separate `kassa ingress` process, same payloads, same concurrency, same broker.
 
-use super::{cpu_seconds, rabbitmq_pid, write_report, Phase};
-use crate::config::BrokerArgs;
+use crate::procfs::{cpu_seconds, rabbitmq_pid};
+use crate::report::{write_report, Phase};
+use crate::scratch::BrokerArgs;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::future::join_all;
@@ -12,7 +13,7 @@ use lapin::options::{
 };
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,7 +97,7 @@ fn load_payloads(path: &PathBuf) -> anyhow::Result<Vec<Payload>> {
     Ok(payloads)
 }
 
-pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: IngressBenchArgs, kassa: &Path) -> anyhow::Result<()> {
     let payloads = Arc::new(load_payloads(&args.fixtures)?);
     let topology = Topology::new(format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff));
     let run_id = format!("{:08x}", rand::random::<u32>());
@@ -189,8 +190,7 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
         probe.local_addr()?.port()
     };
-    let exe = std::env::current_exe().context("locating the kassa binary")?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut child = tokio::process::Command::new(kassa)
         .arg("ingress")
         .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
         .env("KASSA_AMQP_URL", &args.broker.amqp_url)

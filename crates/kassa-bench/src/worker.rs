@@ -8,8 +8,9 @@
 //! - Baseline, same run: the same five Stripe calls per session made by a bare client at the
 //!   same concurrency, with no queue, inbox or database. Ratio = pipeline ÷ baseline.
 
-use super::{cpu_seconds, cpu_seconds_of_all, rabbitmq_pid, write_report, Phase};
-use crate::config::BrokerArgs;
+use crate::procfs::{cpu_seconds, cpu_seconds_of_all, rabbitmq_pid};
+use crate::report::{write_report, Phase};
+use crate::scratch::BrokerArgs;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::future::join_all;
@@ -67,8 +68,7 @@ impl Rig {
         let topology = Topology::new(format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff));
         let mut database_url = url::Url::parse(&args.database_url).context("KASSA_DATABASE_URL")?;
         database_url.set_path(&format!("/kassa_bench_{:08x}", rand::random::<u32>()));
-        let mut broker = args.broker.config();
-        broker.topology = topology.clone();
+        let broker = args.broker.config(topology.clone());
         let config = StackConfig {
             listen: Some("127.0.0.1:0".parse()?),
             webhooks: true,

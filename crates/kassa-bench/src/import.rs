@@ -10,7 +10,7 @@
 //! The import checks that its prefix's `kassa.charges` exchange exists, so the benchmark declares
 //! that one exchange on `KASSA_AMQP_URL` for its scratch prefix and deletes it afterwards.
 
-use super::write_report;
+use crate::report::write_report;
 use anyhow::{bail, Context};
 use clap::Args;
 use kassa_store::{CustomerRecord, NewCharge, PaymentMethodRecord, Store};
@@ -38,7 +38,7 @@ pub struct ImportBenchArgs {
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
-        default_value = crate::config::DEFAULT_AMQP_URL,
+        default_value = crate::scratch::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     amqp_url: String,
@@ -59,7 +59,7 @@ struct ChildRun {
 }
 
 /// Runs the benchmark.
-pub async fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: ImportBenchArgs, kassa: &Path) -> anyhow::Result<()> {
     let mut database_url = url::Url::parse(&args.database_url).context("KASSA_DATABASE_URL")?;
     database_url.set_path(&format!("/kassa_bench_{:08x}", rand::random::<u32>()));
     let csv_path = std::env::temp_dir().join(format!(
@@ -70,7 +70,7 @@ pub async fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
         "kassa bench import: {} rows, import concurrency {}",
         args.rows, args.concurrency
     );
-    let result = measure(&args, database_url.as_str(), &csv_path).await;
+    let result = measure(&args, kassa, database_url.as_str(), &csv_path).await;
     let _ = std::fs::remove_file(&csv_path);
     drop_database(database_url.as_str()).await;
     result
@@ -78,6 +78,7 @@ pub async fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
 
 async fn measure(
     args: &ImportBenchArgs,
+    kassa: &Path,
     database_url: &str,
     csv_path: &Path,
 ) -> anyhow::Result<()> {
@@ -109,6 +110,7 @@ async fn measure(
     charges_exchange(&args.amqp_url, &exchange, true).await?;
     let measured = import_twice(
         args,
+        kassa,
         &store,
         database_url,
         &prefix,
@@ -152,6 +154,7 @@ async fn charges_exchange(url: &str, name: &str, declare: bool) -> anyhow::Resul
 /// The import, then the same file again; checks the counts and reports.
 async fn import_twice(
     args: &ImportBenchArgs,
+    kassa: &Path,
     store: &Store,
     database_url: &str,
     prefix: &str,
@@ -159,7 +162,7 @@ async fn import_twice(
     (bytes, baseline): (u64, Duration),
 ) -> anyhow::Result<()> {
     let baseline_per_second = args.rows as f64 / baseline.as_secs_f64();
-    let first = run_import(args, database_url, prefix, csv_path).await?;
+    let first = run_import(args, kassa, database_url, prefix, csv_path).await?;
     let (charges, jobs) = counts(store).await?;
     if charges != args.rows as i64 || jobs != args.rows as i64 {
         bail!(
@@ -175,7 +178,7 @@ async fn import_twice(
         first.summary
     );
 
-    let again = run_import(args, database_url, prefix, csv_path).await?;
+    let again = run_import(args, kassa, database_url, prefix, csv_path).await?;
     let (charges_after, jobs_after) = counts(store).await?;
     store.close().await;
     if charges_after != charges || jobs_after != jobs {
@@ -299,13 +302,13 @@ async fn baseline(store: &Store, rows: u64) -> anyhow::Result<Duration> {
 /// Runs `kassa charges import` as a child, polling its peak RSS until it exits.
 async fn run_import(
     args: &ImportBenchArgs,
+    kassa: &Path,
     database_url: &str,
     prefix: &str,
     csv_path: &Path,
 ) -> anyhow::Result<ChildRun> {
-    let exe = std::env::current_exe().context("finding the kassa executable")?;
     let started = Instant::now();
-    let mut child = Command::new(exe)
+    let mut child = Command::new(kassa)
         .args(["charges", "import", "--quiet", "--concurrency"])
         .arg(args.concurrency.to_string())
         .arg(csv_path)

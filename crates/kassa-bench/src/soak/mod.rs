@@ -20,8 +20,8 @@
 //!
 //! It prints a table, writes JSON, and exits nonzero if a check fails.
 
-use super::write_report;
-use crate::config::BrokerArgs;
+use crate::report::write_report;
+use crate::scratch::BrokerArgs;
 use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -37,7 +37,7 @@ use rand::Rng;
 use secrecy::SecretString;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -576,7 +576,7 @@ impl Run {
 }
 
 /// Runs the soak.
-pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
+pub async fn run(args: SoakArgs, kassa: &Path) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.declining_share) {
         bail!("--declining-share must be within 0..=1");
     }
@@ -611,8 +611,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         .await
         .context("creating the soak database")?;
     let broker_shutdown = CancellationToken::new();
-    let mut broker_config = args.broker.config();
-    broker_config.topology = topology.clone();
+    let broker_config = args.broker.config(topology.clone());
     let broker = Broker::start(broker_config, broker_shutdown.clone());
     broker
         .wait_ready(Duration::from_secs(20))
@@ -625,6 +624,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         store.clone(),
         &broker,
         &database_url,
+        kassa,
         started,
     )
     .await;
@@ -896,6 +896,7 @@ async fn soak(
     store: Store,
     broker: &Broker,
     database_url: &str,
+    kassa: &Path,
     started: Instant,
 ) -> anyhow::Result<(serde_json::Value, Vec<String>)> {
     std::fs::create_dir_all(&args.log_dir)
@@ -935,7 +936,7 @@ async fn soak(
     client_config.api_base = sim.base_url();
     let client = Client::new(client_config)?;
     let launch = Launch {
-        exe: std::env::current_exe().context("locating the kassa binary")?,
+        exe: kassa.to_owned(),
         amqp_url: args.broker.amqp_url.clone(),
         prefix: topology.prefix().to_owned(),
         database_url: database_url.to_owned(),

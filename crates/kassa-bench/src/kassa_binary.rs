@@ -39,7 +39,9 @@ fn existing(path: PathBuf, hint: &str) -> anyhow::Result<PathBuf> {
 /// was built in (`target/<profile>/kassa-bench`; the dev profile's directory is `debug`).
 fn build_with_cargo(cargo: &OsStr, own: &Path) -> anyhow::Result<()> {
     let profile_dir = own.parent().context("kassa-bench's directory")?;
-    let target_dir = profile_dir.parent().context("kassa-bench's target directory")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("kassa-bench's target directory")?;
     let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
         Some("debug") => "dev",
         Some(name) => name,
@@ -48,7 +50,16 @@ fn build_with_cargo(cargo: &OsStr, own: &Path) -> anyhow::Result<()> {
     eprintln!("kassa-bench: bringing the kassa binary up to date (cargo build --profile {profile} -p kassa --bin kassa)");
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--quiet", "--profile", profile, "-p", "kassa", "--bin", "kassa"])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            "kassa",
+            "--bin",
+            "kassa",
+        ])
         .arg("--target-dir")
         .arg(target_dir);
     // Cargo sets the manifest directory for what it runs: build in the same workspace.

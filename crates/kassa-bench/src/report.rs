@@ -19,10 +19,7 @@ pub struct Phase {
 impl Phase {
     /// The phase's figures from its latencies and wall time.
     pub fn new(latencies: Vec<Duration>, elapsed: Duration) -> Self {
-        let mut ms: Vec<f64> = latencies
-            .iter()
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .collect();
+        let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         ms.sort_unstable_by(f64::total_cmp);
         Self {
             messages: ms.len(),

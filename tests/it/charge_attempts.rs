@@ -5,10 +5,10 @@
 //! money moves at most once and the charge ends as Stripe says.
 
 use crate::charges::{
-    alert, attempt_key, charge, customer_with_card, intents_of, key, settled, tap_alerts,
+    alert, attempt_key, charge, customer_with_card, intents_of, settled, tap_alerts,
 };
-use crate::support::app::{AppOptions, TestApp};
-use crate::support::eventually;
+use crate::support::app::TestApp;
+use crate::support::{eventually, key, sim};
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_stripe_sim::{Faults, SimConfig, Simulator};
 use kassa_worker::charges::job_route;
@@ -48,11 +48,7 @@ async fn no_dead_letters(app: &TestApp) {
 
 #[tokio::test]
 async fn a_saved_500_on_the_create_is_found_on_stripe_and_the_charge_succeeds_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Stripe makes the PaymentIntent, then answers 500 and saves that answer under the key: the
     // same key gets the same 500 for 24 hours.
@@ -86,12 +82,11 @@ async fn a_saved_500_on_the_create_is_found_on_stripe_and_the_charge_succeeds_on
 
 #[tokio::test]
 async fn a_worker_killed_while_stripe_charged_charges_once_even_a_day_later() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        worker: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .without_ingress()
+        .without_worker()
+        .spawn()
+        .await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Stripe creates the PaymentIntent and saves the result, then the answer takes 3 s to leave.
     app.sim().set_faults(Faults {
@@ -156,11 +151,7 @@ async fn a_worker_killed_while_stripe_charged_charges_once_even_a_day_later() {
 
 #[tokio::test]
 async fn a_dead_lettered_charge_replayed_a_day_later_is_paid_at_most_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // The create's answer is a saved 500 and every look at PaymentIntents fails, through the
     // whole retry ladder: the job ends in the dead letters.
@@ -210,24 +201,10 @@ async fn a_dead_lettered_charge_replayed_a_day_later_is_paid_at_most_once() {
 
 #[tokio::test]
 async fn a_default_card_changed_between_tries_never_fails_a_paid_charge() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     tap_alerts(&app).await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
-    let first_card = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
+    let first_card = app.default_card(&customer).await;
     // The first create charges the first card, but its answer is lost (a saved 500), and the
     // lookups fail for a while.
     app.sim().set_faults(payment_intents_answer_500());
@@ -279,17 +256,7 @@ async fn a_default_card_changed_between_tries_never_fails_a_paid_charge() {
 async fn a_charge_on_an_explicit_card_is_retried_on_the_card_the_customer_just_saved() {
     let app = TestApp::spawn().await; // with ingress: the re-pay completion comes as a webhook
     let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
-    let declining = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
+    let declining = app.default_card(&customer).await;
     let new = NewCharge {
         reference: format!("explicit-{}", uuid::Uuid::new_v4().simple()),
         customer_id: customer.clone(),
@@ -311,17 +278,7 @@ async fn a_charge_on_an_explicit_card_is_retried_on_the_card_the_customer_just_s
     app.complete(&session, "pm_card_visa");
     let done = settled(&app, record.id, ChargeStatus::Succeeded).await;
     assert_eq!(done.attempt, 2);
-    let new_card = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
+    let new_card = app.default_card(&customer).await;
     assert_ne!(new_card, declining);
     assert_eq!(done.payment_method_id.as_deref(), Some(new_card.as_str()));
     assert_eq!(
@@ -352,12 +309,7 @@ async fn two_installations_on_one_stripe_account_never_share_a_key_or_a_charge()
         .await
         .unwrap(),
     );
-    let spawn = || {
-        TestApp::spawn_with(AppOptions {
-            shared_sim: Some(sim.clone()),
-            ..AppOptions::default()
-        })
-    };
+    let spawn = || TestApp::builder().shared_sim(sim.clone()).spawn();
     let a = spawn().await;
     let b = spawn().await;
     let (inst_a, inst_b) = (a.store().installation_id(), b.store().installation_id());
@@ -423,16 +375,12 @@ async fn two_installations_on_one_stripe_account_never_share_a_key_or_a_charge()
         .recheckout_session_id
         .unwrap();
     settled(&b, second_b, ChargeStatus::RequiresRecheckout).await;
-    let session: Value = a
-        .http
-        .get(format!("{}/v1/checkout/sessions/{link_a}", sim.base_url()))
-        .bearer_auth(crate::support::app::TEST_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session: Value = sim::get(
+        &sim.base_url(),
+        &format!("/v1/checkout/sessions/{link_a}"),
+        &[],
+    )
+    .await;
     assert_eq!(session["metadata"]["kassa_installation"], inst_a);
 
     a.complete(&link_a, "pm_card_visa");
@@ -479,11 +427,7 @@ async fn two_installations_on_one_stripe_account_never_share_a_key_or_a_charge()
 #[tokio::test]
 async fn an_attempt_stripe_cannot_be_asked_about_after_23_hours_needs_review_and_is_never_sent_again(
 ) {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     tap_alerts(&app).await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // The create reaches Stripe (which charges) but its answer is lost, and from then on Stripe
@@ -584,11 +528,7 @@ async fn an_attempt_stripe_cannot_be_asked_about_after_23_hours_needs_review_and
 #[tokio::test]
 async fn a_requeued_charge_in_review_is_looked_up_and_sent_under_a_new_key_only_if_stripe_has_nothing(
 ) {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Every PaymentIntent request fails before Stripe acts: nothing is ever created.
     app.sim().set_faults(Faults {

@@ -3,7 +3,8 @@
 //! pages — the success page and the webhook racing record each payment once, with one
 //! notification and one receipt.
 
-use crate::support::app::{AppOptions, TestApp};
+use crate::support::app::TestApp;
+use crate::support::sim;
 use crate::support::smtp_sink::SmtpSink;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -12,11 +13,7 @@ const TOKEN: &str = "checkout-tests-admin-token-0123456789";
 const NOTIFY: &str = "shop-owner@example.com";
 
 async fn app() -> TestApp {
-    TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        ..AppOptions::default()
-    })
-    .await
+    TestApp::builder().admin_token(TOKEN).spawn().await
 }
 
 fn base(app: &TestApp) -> String {
@@ -25,17 +22,13 @@ fn base(app: &TestApp) -> String {
 
 /// POSTs `body` with `token` and a fresh Idempotency-Key (these routes require one).
 async fn post_api(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = app
-        .http
-        .post(format!("{}{path}", base(app)))
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let key = uuid::Uuid::new_v4().to_string();
+    app.post(path)
+        .token(token)
+        .idempotency_key(Some(&key))
+        .json(&body)
+        .send()
+        .await
 }
 
 /// POSTs that reached the simulator and created something.
@@ -451,13 +444,12 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
 #[tokio::test]
 async fn success_page_and_webhook_racing_fulfil_each_payment_once() {
     let smtp = SmtpSink::start().await;
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        smtp_url: Some(smtp.url()),
-        notify_email: Some(NOTIFY),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .admin_token(TOKEN)
+        .smtp(smtp.url())
+        .notify_email(NOTIFY)
+        .spawn()
+        .await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -567,13 +559,12 @@ async fn success_page_and_webhook_racing_fulfil_each_payment_once() {
 #[tokio::test]
 async fn payment_intent_api_and_confirmation_record_the_payment_once() {
     let smtp = SmtpSink::start().await;
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        smtp_url: Some(smtp.url()),
-        notify_email: Some(NOTIFY),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .admin_token(TOKEN)
+        .smtp(smtp.url())
+        .notify_email(NOTIFY)
+        .spawn()
+        .await;
     let (status, body) = post_api(
         &app,
         "/api/payment-intents",
@@ -607,20 +598,9 @@ async fn payment_intent_api_and_confirmation_record_the_payment_once() {
     assert_eq!(app.store().count_payments().await.unwrap(), 0);
 
     // The customer pays on the merchant's form (Stripe.js confirms the intent).
-    let paid: Value = app
-        .http
-        .post(format!(
-            "{}/v1/payment_intents/{id}/confirm",
-            app.sim().base_url()
-        ))
-        .bearer_auth("sk_test_kassa_tests")
-        .form(&[("payment_method", "pm_card_visa")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let confirm = format!("/v1/payment_intents/{id}/confirm");
+    let card = [("payment_method", "pm_card_visa")];
+    let paid = sim::post_form(&app.sim().base_url(), &confirm, &card).await;
     assert_eq!(paid["status"], "succeeded", "{paid}");
 
     // The page's confirmation and the webhook race; twice more for good measure.
@@ -755,16 +735,12 @@ fn publishable_key_of_the_other_mode_is_refused() {
 /// that comes later is a no-op.
 #[tokio::test]
 async fn payment_intent_webhook_first_records_the_checkout_payment_with_its_receipt_address() {
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        // Every webhook is lost: the test hands the two events to the worker itself, in order.
-        faults: kassa_stripe_sim::Faults {
-            drop_webhook_rate: 1.0,
-            ..kassa_stripe_sim::Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await;
+    // Every webhook is lost: the test hands the two events to the worker itself, in order.
+    let app = TestApp::builder()
+        .admin_token(TOKEN)
+        .dropping_webhooks()
+        .spawn()
+        .await;
     let (status, session) = post_api(
         &app,
         "/api/checkout-sessions",

@@ -1,15 +1,15 @@
 //! The `kassa` binary itself: the README's first command starts, serves, and stops cleanly.
 
-use crate::support::{event_body, event_id, eventually, now, services};
+use crate::support::binary::{free_port, kassa, KassaProcess};
+use crate::support::{event_body, event_id, now, services};
 use kassa_broker::Topology;
-use std::process::Stdio;
 use std::time::Duration;
 
 #[tokio::test]
 async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
     let topology = Topology::unique();
     let secret = "whsec_cli_test_secret";
-    let kassa = Kassa::start(
+    let process = start(
         "ingress",
         &[
             ("KASSA_AMQP_URL", services::amqp_url().await),
@@ -19,7 +19,7 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
     )
     .await;
     let http = reqwest::Client::new();
-    let base = kassa.base.clone();
+    let base = process.base.clone();
 
     let body = event_body(&event_id(), "checkout.session.completed");
     let signature = kassa_stripe::webhook::sign(secret, now(), &body);
@@ -32,7 +32,7 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let logs = kassa.stop().await;
+    let logs = stop(process).await;
     assert!(logs.contains("kassa ingress listening"), "{logs}");
     assert!(
         logs.contains("KASSA_STRIPE_WEBHOOK_SECRETS"),
@@ -61,65 +61,18 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `kassa SUBCOMMAND` on a free port with `envs`, logging at `info`, ready to serve.
+async fn start(subcommand: &str, envs: &[(&str, String)]) -> KassaProcess {
+    let mut command = kassa(&[subcommand]);
+    command
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "info");
+    KassaProcess::start(command, free_port(), Duration::from_secs(30)).await
 }
 
-/// A `kassa` process on a free port, started with `envs` (and `RUST_LOG=info`), ready once its
-/// `/readyz` answers 200.
-struct Kassa {
-    child: tokio::process::Child,
-    base: String,
-}
-
-impl Kassa {
-    async fn start(command: &str, envs: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg(command)
-            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        eventually(
-            Duration::from_secs(30),
-            &format!("kassa {command} to be ready"),
-            || async {
-                let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-                r.status().is_success().then_some(())
-            },
-        )
-        .await;
-        Self { child, base }
-    }
-
-    /// SIGTERM; asserts exit 0 within 15 s and returns everything it printed.
-    async fn stop(self) -> String {
-        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let output = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
-            .await
-            .expect("kassa exits after SIGTERM")
-            .unwrap();
-        let logs = String::from_utf8_lossy(&output.stdout).to_string()
-            + &String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "exit status {:?}\n{logs}",
-            output.status
-        );
-        logs
-    }
+/// SIGTERM; asserts exit 0 within 15 s and returns everything it printed.
+async fn stop(kassa: KassaProcess) -> String {
+    kassa.stop(Duration::from_secs(15)).await
 }
 
 #[tokio::test]
@@ -127,13 +80,10 @@ async fn kassa_demo_saves_a_card_end_to_end_and_exits_0() {
     let database_url = services::fresh_database_url().await;
     let output = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg("demo")
+        kassa(&["demo"])
             .env("KASSA_AMQP_URL", services::amqp_url().await)
             .env("KASSA_DATABASE_URL", &database_url)
             .env_remove("KASSA_STRIPE_API_KEY")
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
             .output(),
     )
     .await
@@ -160,7 +110,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
         .unwrap();
     let database_url = services::fresh_database_url().await;
     let topology = Topology::unique();
-    let kassa = Kassa::start(
+    let process = start(
         "worker",
         &[
             ("KASSA_AMQP_URL", services::amqp_url().await),
@@ -175,7 +125,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
     )
     .await;
     let http = reqwest::Client::new();
-    let base = kassa.base.clone();
+    let base = process.base.clone();
     assert_eq!(
         http.get(format!("{base}/healthz"))
             .send()
@@ -194,7 +144,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
 
-    let logs = kassa.stop().await;
+    let logs = stop(process).await;
     assert!(
         logs.contains("kassa worker started") && logs.contains("kassa worker stopped"),
         "{logs}"
@@ -219,7 +169,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     let database_url = services::fresh_database_url().await;
     let topology = Topology::unique();
     let token = "cli-ingress-admin-token-0123456789";
-    let kassa = Kassa::start(
+    let process = start(
         "ingress",
         &[
             ("KASSA_AMQP_URL", services::amqp_url().await),
@@ -239,7 +189,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     )
     .await;
     let http = reqwest::Client::new();
-    let base = kassa.base.clone();
+    let base = process.base.clone();
 
     let anonymous = http
         .get(format!("{base}/api/charges"))
@@ -282,7 +232,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     assert_eq!(shop.status(), 200);
     assert!(shop.text().await.unwrap().contains("id=\"buy\""));
 
-    let logs = kassa.stop().await;
+    let logs = stop(process).await;
     assert!(
         !logs.contains(token),
         "the admin token is never logged: {logs}"
@@ -295,11 +245,9 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
 #[tokio::test]
 async fn kassa_dlq_list_says_when_the_queue_is_empty() {
     let topology = Topology::unique();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(["dlq", "list"])
+    let output = kassa(&["dlq", "list"])
         .env("KASSA_AMQP_URL", services::amqp_url().await)
         .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("RUST_LOG", "warn")
         .output()
         .await
         .unwrap();
@@ -310,11 +258,9 @@ async fn kassa_dlq_list_says_when_the_queue_is_empty() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("is empty"), "{stdout}");
-    let replay = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(["dlq", "replay", "evt_nothing"])
+    let replay = kassa(&["dlq", "replay", "evt_nothing"])
         .env("KASSA_AMQP_URL", services::amqp_url().await)
         .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("RUST_LOG", "warn")
         .output()
         .await
         .unwrap();
@@ -325,8 +271,7 @@ async fn kassa_dlq_list_says_when_the_queue_is_empty() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
+    let output = kassa(&["ingress"])
         .env("KASSA_STRIPE_WEBHOOK_SECRETS", "not-a-secret")
         .output()
         .await
@@ -335,8 +280,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("KASSA_STRIPE_WEBHOOK_SECRETS"), "{stderr}");
     assert!(!stderr.contains("not-a-secret"), "{stderr}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
+    let output = kassa(&["ingress"])
         .env_remove("KASSA_STRIPE_WEBHOOK_SECRETS")
         .output()
         .await
@@ -351,8 +295,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
             && stderr.contains("--allow-development-secret"),
         "{stderr}"
     );
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
+    let output = kassa(&["ingress"])
         .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_bad_settings")
         .env("KASSA_ADMIN_TOKEN", "cli-ingress-admin-token-0123456789")
         .env_remove("KASSA_STRIPE_API_KEY")
@@ -369,8 +312,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
         "{stderr}"
     );
     assert!(!stderr.contains("0123456789"), "{stderr}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("worker")
+    let output = kassa(&["worker"])
         .env("KASSA_STRIPE_API_KEY", "sk_test_cli_bad_settings")
         .env("KASSA_NOTIFY_EMAIL", "shop owner at example dot com")
         .output()
@@ -379,8 +321,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("KASSA_NOTIFY_EMAIL"), "{stderr}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("worker")
+    let output = kassa(&["worker"])
         .env("KASSA_STRIPE_API_KEY", "pk_test_publishable")
         .output()
         .await
@@ -400,8 +341,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
 #[tokio::test]
 async fn the_pool_is_sized_by_what_each_process_runs() {
     let refused = |command: &'static str, envs: Vec<(&'static str, &'static str)>| async move {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg(command)
+        let output = kassa(&[command])
             .envs(envs)
             .env("KASSA_STRIPE_API_KEY", "sk_test_cli_pool")
             .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_pool_test")
@@ -487,8 +427,8 @@ async fn the_pool_is_sized_by_what_each_process_runs() {
     ] {
         let mut envs = common(extra);
         envs[0].1 = amqp.clone();
-        let kassa = Kassa::start("worker", &envs).await;
-        let logs = kassa.stop().await;
+        let process = start("worker", &envs).await;
+        let logs = stop(process).await;
         assert!(
             logs.contains(&format!("database_connections={connections}")),
             "{logs}"

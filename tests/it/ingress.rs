@@ -163,18 +163,7 @@ async fn every_bad_request_gets_its_status_and_code_and_publishes_nothing() {
         app.post_signed(event_body(&id, "customer.updated")).await.0,
         200
     );
-    let messages = app.drain_fulfillment().await;
-    let ids: Vec<_> = messages
-        .iter()
-        .map(|m| {
-            m.delivery
-                .properties
-                .message_id()
-                .clone()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids = app.drain_message_ids().await;
     assert_eq!(ids, vec![id]);
     app.cleanup().await;
 }
@@ -282,19 +271,7 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
         },
     )
     .await;
-    let ids: HashSet<String> = app
-        .drain_fulfillment()
-        .await
-        .iter()
-        .map(|m| {
-            m.delivery
-                .properties
-                .message_id()
-                .clone()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids: HashSet<String> = app.drain_message_ids().await.into_iter().collect();
     assert!(ids.contains(&before) && ids.contains(&lost), "{ids:?}");
     app.cleanup().await;
     proxy.down().await;
@@ -373,19 +350,7 @@ async fn a_thousand_concurrent_webhooks_become_a_thousand_messages() {
         failures.first()
     );
 
-    let received: Vec<String> = app
-        .drain_fulfillment()
-        .await
-        .iter()
-        .map(|m| {
-            m.delivery
-                .properties
-                .message_id()
-                .clone()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let received = app.drain_message_ids().await;
     assert_eq!(received.len(), 1000, "one message per accepted webhook");
     let received: HashSet<_> = received.into_iter().collect();
     let sent: HashSet<_> = ids.into_iter().collect();

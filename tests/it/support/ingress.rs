@@ -1,0 +1,171 @@
+//! [`TestIngress`]: the webhook ingress alone, in-process, with a topology of its own and a
+//! side connection for looking into its queues.
+
+use super::{init_test_logging, now, services, SECRET};
+use kassa_broker::{Broker, BrokerConfig, Topology};
+use kassa_ingress::IngressState;
+use kassa_stripe::webhook::{sign, WebhookVerifier};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Channel, Connection, ConnectionProperties};
+use secrecy::SecretString;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// An in-process ingress on 127.0.0.1:0 with its own topology, plus a side connection for
+/// inspecting queues.
+pub struct TestIngress {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub topology: Topology,
+    pub inspector: Channel,
+    inspector_connection: Connection,
+    shutdown: CancellationToken,
+}
+
+/// How to build a [`TestIngress`].
+pub struct IngressOptions {
+    pub secrets: Vec<&'static str>,
+    /// Broker URL the ingress uses (e.g. through a proxy); the inspector always uses the real one.
+    pub amqp_url: Option<String>,
+    pub confirm_timeout: Duration,
+}
+
+impl Default for IngressOptions {
+    fn default() -> Self {
+        Self {
+            secrets: vec![SECRET],
+            amqp_url: None,
+            confirm_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TestIngress {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(IngressOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: IngressOptions) -> Self {
+        init_test_logging();
+        let real_url = services::amqp_url().await;
+        let topology = Topology::unique();
+        let shutdown = CancellationToken::new();
+        let mut config = BrokerConfig::new(options.amqp_url.unwrap_or_else(|| real_url.clone()));
+        config.topology = topology.clone();
+        config.confirm_timeout = options.confirm_timeout;
+        config.reconnect_backoff = (Duration::from_millis(50), Duration::from_millis(500));
+        config.connect_timeout = Duration::from_secs(2);
+        let broker = Broker::start(config, shutdown.clone());
+        broker
+            .wait_ready(Duration::from_secs(20))
+            .await
+            .expect("broker ready");
+
+        let secrets = options
+            .secrets
+            .iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect();
+        let state = IngressState::new(WebhookVerifier::new(secrets), broker);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let router = kassa_ingress::router(state);
+        tokio::spawn(kassa_ingress::serve(
+            listener,
+            router,
+            shutdown.clone().cancelled_owned(),
+        ));
+
+        let inspector_connection = Connection::connect(&real_url, ConnectionProperties::default())
+            .await
+            .expect("inspector connection");
+        let inspector = inspector_connection.create_channel().await.unwrap();
+        Self {
+            base_url,
+            http: reqwest::Client::new(),
+            topology,
+            inspector,
+            inspector_connection,
+            shutdown,
+        }
+    }
+
+    /// POSTs `body` to /webhooks/stripe with `signature` as the Stripe-Signature header.
+    pub async fn post_webhook(
+        &self,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/webhooks/stripe", self.base_url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("Stripe-Signature", signature);
+        }
+        let response = request.send().await.expect("webhook request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// Signs `body` with the default secret now and POSTs it.
+    pub async fn post_signed(&self, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let signature = sign(SECRET, now(), &body);
+        self.post_webhook(body, Some(signature)).await
+    }
+
+    /// Takes (and acks) every message now in the fulfillment queue.
+    pub async fn drain_fulfillment(&self) -> Vec<lapin::message::BasicGetMessage> {
+        let mut messages = Vec::new();
+        let queue = self.topology.fulfillment_queue();
+        while let Some(message) = self
+            .inspector
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get")
+        {
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .unwrap();
+            messages.push(message);
+        }
+        messages
+    }
+
+    /// Takes (and acks) every message now in the fulfillment queue; their AMQP message ids.
+    pub async fn drain_message_ids(&self) -> Vec<String> {
+        let messages = self.drain_fulfillment().await;
+        messages
+            .iter()
+            .map(|m| {
+                let id = m.delivery.properties.message_id().clone();
+                id.expect("every message has its event id").to_string()
+            })
+            .collect()
+    }
+
+    /// Stops the ingress and deletes this test's exchanges and queues.
+    pub async fn cleanup(self) {
+        self.shutdown.cancel();
+        for queue in self.topology.queues() {
+            let _ = self
+                .inspector
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in self.topology.exchanges() {
+            let _ = self
+                .inspector
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self
+            .inspector_connection
+            .close(200, "test done".into())
+            .await;
+    }
+}

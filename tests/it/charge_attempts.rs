@@ -5,14 +5,14 @@
 //! money moves at most once and the charge ends as Stripe says.
 
 use crate::charges::{
-    alert, attempt_key, charge, customer_with_card, intents_of, settled, tap_alerts,
+    alert, attempt_key, charge, charge_when, customer_with_card, intents_of, new_charge, settled,
+    submit, tap_alerts,
 };
 use crate::support::app::TestApp;
 use crate::support::{eventually, key, sim};
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_stripe_sim::{Faults, SimConfig, Simulator};
-use kassa_worker::charges::job_route;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,31 @@ fn payment_intents_answer_500() -> Faults {
         path_contains: Some("/v1/payment_intents".into()),
         ..Faults::default()
     }
+}
+
+/// Moves charge `id`'s current attempt `hours` into the past on Kassa's side (when it was first
+/// sent, and when its key was first used).
+async fn attempt_sent_hours_ago(app: &TestApp, id: i64, hours: i32) {
+    sqlx::query(
+        "UPDATE charges SET attempt_started_at = attempt_started_at - make_interval(hours => $2),
+             attempt_key_started_at = attempt_key_started_at - make_interval(hours => $2)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(hours)
+    .execute(app.store().pool())
+    .await
+    .unwrap();
+}
+
+/// Waits until a PaymentIntent create has reached Stripe.
+async fn create_reached_stripe(app: &TestApp) {
+    eventually(
+        Duration::from_secs(20),
+        "the create to reach Stripe",
+        || async { (!creates(app).is_empty()).then_some(()) },
+    )
+    .await;
 }
 
 async fn no_dead_letters(app: &TestApp) {
@@ -209,12 +234,7 @@ async fn a_default_card_changed_between_tries_never_fails_a_paid_charge() {
     // lookups fail for a while.
     app.sim().set_faults(payment_intents_answer_500());
     let id = charge(&app, &customer, 1800, "usd").await;
-    eventually(
-        Duration::from_secs(20),
-        "the create to reach Stripe",
-        || async { (!creates(&app).is_empty()).then_some(()) },
-    )
-    .await;
+    create_reached_stripe(&app).await;
     // Before the next try the customer's default card changes.
     let stripe = app.stripe();
     let second_card = stripe
@@ -258,20 +278,11 @@ async fn a_charge_on_an_explicit_card_is_retried_on_the_card_the_customer_just_s
     let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
     let declining = app.default_card(&customer).await;
     let new = NewCharge {
-        reference: format!("explicit-{}", uuid::Uuid::new_v4().simple()),
-        customer_id: customer.clone(),
         payment_method_id: Some(declining.clone()),
-        amount: 990,
-        currency: "usd".into(),
         description: None,
-        metadata: json!({}),
-        livemode: false,
+        ..new_charge(&customer, 990, "usd")
     };
-    let (record, _) = app
-        .store()
-        .submit_charge(&job_route(&app.topology), &new)
-        .await
-        .unwrap();
+    let (record, _) = submit(&app, &new).await;
     let flagged = settled(&app, record.id, ChargeStatus::RequiresRecheckout).await;
     let session = flagged.recheckout_session_id.unwrap();
 
@@ -434,35 +445,18 @@ async fn an_attempt_stripe_cannot_be_asked_about_after_23_hours_needs_review_and
     // cannot be asked about PaymentIntents.
     app.sim().set_faults(payment_intents_answer_500());
     let id = charge(&app, &customer, 6400, "usd").await;
-    eventually(
-        Duration::from_secs(20),
-        "the create to reach Stripe",
-        || async { (!creates(&app).is_empty()).then_some(()) },
-    )
-    .await;
+    create_reached_stripe(&app).await;
     // A day passes: on Kassa's side the attempt was first sent 25 hours ago, and Stripe has
     // forgotten its key.
-    sqlx::query(
-        "UPDATE charges SET attempt_started_at = attempt_started_at - interval '25 hours',
-             attempt_key_started_at = attempt_key_started_at - interval '25 hours'
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(app.store().pool())
-    .await
-    .unwrap();
+    attempt_sent_hours_ago(&app, id, 25).await;
     app.advance_stripe_clock(DAY_AND_AN_HOUR).await;
 
-    let review = eventually(
+    let review = charge_when(
+        &app,
+        id,
         Duration::from_secs(90),
         "the charge to need review",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.status == ChargeStatus::NeedsReview)
-        },
+        |c| c.status == ChargeStatus::NeedsReview,
     )
     .await;
     let reason = review.review_reason.clone().unwrap();
@@ -538,37 +532,21 @@ async fn a_requeued_charge_in_review_is_looked_up_and_sent_under_a_new_key_only_
         ..Faults::default()
     });
     let id = charge(&app, &customer, 1200, "usd").await;
-    eventually(
+    charge_when(
+        &app,
+        id,
         Duration::from_secs(20),
         "the attempt to be recorded",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.attempt_started_at.is_some())
-        },
+        |c| c.attempt_started_at.is_some(),
     )
     .await;
-    sqlx::query(
-        "UPDATE charges SET attempt_started_at = attempt_started_at - interval '30 hours',
-             attempt_key_started_at = attempt_key_started_at - interval '30 hours'
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(app.store().pool())
-    .await
-    .unwrap();
-    let review = eventually(
+    attempt_sent_hours_ago(&app, id, 30).await;
+    let review = charge_when(
+        &app,
+        id,
         Duration::from_secs(90),
         "the charge to need review",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.status == ChargeStatus::NeedsReview)
-        },
+        |c| c.status == ChargeStatus::NeedsReview,
     )
     .await;
     assert!(

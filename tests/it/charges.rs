@@ -5,7 +5,7 @@
 //! `charge_attempts.rs`.
 
 use crate::support::app::TestApp;
-use crate::support::{eventually, key, sim};
+use crate::support::{eventually, key, record_customer_with_card, sim};
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_store::ChargeJob;
 use kassa_worker::charges::job_route;
@@ -37,8 +37,9 @@ pub(crate) async fn customer_with_card(app: &TestApp, test_card: &str) -> String
     customer.id
 }
 
-pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
-    let new = NewCharge {
+/// A back-office charge of `customer`'s default card under a fresh reference.
+pub(crate) fn new_charge(customer: &str, amount: i64, currency: &str) -> NewCharge {
+    NewCharge {
         reference: format!("inv-{}", uuid::Uuid::new_v4().simple()),
         customer_id: customer.into(),
         payment_method_id: None,
@@ -47,39 +48,50 @@ pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency:
         description: Some("back-office test".into()),
         metadata: json!({}),
         livemode: false,
-    };
-    let (record, created) = app
-        .store()
-        .submit_charge(&job_route(&app.topology), &new)
-        .await
-        .unwrap();
+    }
+}
+
+/// Records the charge and queues its job, as the back-office API does; (record, whether new).
+pub(crate) async fn submit(app: &TestApp, new: &NewCharge) -> (kassa_store::ChargeRecord, bool) {
+    let route = job_route(&app.topology);
+    app.store().submit_charge(&route, new).await.unwrap()
+}
+
+/// Submits a charge (twice: the second creates nothing) and returns its id.
+pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
+    let new = new_charge(customer, amount, currency);
+    let (record, created) = submit(app, &new).await;
     assert!(created);
-    let (again, created_again) = app
-        .store()
-        .submit_charge(&job_route(&app.topology), &new)
-        .await
-        .unwrap();
+    let (again, created_again) = submit(app, &new).await;
     assert!(!created_again, "the same reference creates nothing new");
     assert_eq!(again.id, record.id);
     record.id
 }
 
+/// Waits (up to `within`) until charge `id` is as `wanted` says, and returns it.
+pub(crate) async fn charge_when(
+    app: &TestApp,
+    id: i64,
+    within: Duration,
+    what: &str,
+    wanted: impl Fn(&kassa_store::ChargeRecord) -> bool,
+) -> kassa_store::ChargeRecord {
+    eventually(within, &format!("charge {id}: {what}"), || async {
+        app.store().charge(id).await.unwrap().filter(&wanted)
+    })
+    .await
+}
+
+/// Waits until charge `id` has `status`, and returns it.
 pub(crate) async fn settled(
     app: &TestApp,
     id: i64,
     status: ChargeStatus,
 ) -> kassa_store::ChargeRecord {
-    eventually(
-        Duration::from_secs(30),
-        &format!("charge {id} to be {status}"),
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.status == status)
-        },
-    )
+    let what = format!("to be {status}");
+    charge_when(app, id, Duration::from_secs(30), &what, |c| {
+        c.status == status
+    })
     .await
 }
 
@@ -309,16 +321,12 @@ async fn an_unused_link_gets_one_reminder_then_the_charge_fails() {
         .recheckout_session_id
         .unwrap();
     expire(&app, &first).await;
-    let reminded = eventually(
+    let reminded = charge_when(
+        &app,
+        id,
         Duration::from_secs(20),
         "a reminder with a new link",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.reminders_sent == 1)
-        },
+        |c| c.reminders_sent == 1,
     )
     .await;
     let second = reminded.recheckout_session_id.clone().unwrap();
@@ -387,35 +395,7 @@ const ADMIN: &str = "test-admin-token-0123456789";
 async fn recorded_customer_with_card(app: &TestApp, test_card: &str) -> String {
     let customer = customer_with_card(app, test_card).await;
     let default = app.default_card(&customer).await;
-    let mut tx = app.store().begin().await.unwrap();
-    kassa_store::customers::upsert_customer(
-        &mut tx,
-        &kassa_store::CustomerRecord {
-            id: customer.clone(),
-            email: None,
-            name: None,
-            default_payment_method: Some(default.clone()),
-            deleted: false,
-            livemode: false,
-        },
-    )
-    .await
-    .unwrap();
-    kassa_store::customers::upsert_payment_method(
-        &mut tx,
-        &kassa_store::PaymentMethodRecord {
-            id: default,
-            customer_id: Some(customer.clone()),
-            brand: Some("visa".into()),
-            last4: Some("4242".into()),
-            exp_month: Some(12),
-            exp_year: Some(2030),
-            attached: true,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    record_customer_with_card(app.store(), &customer, &default, None).await;
     customer
 }
 
@@ -536,7 +516,7 @@ async fn the_back_office_api_validates_records_once_and_charges() {
 }
 
 #[tokio::test]
-async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_once() {
+async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_when() {
     let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Two 500s on PaymentIntent creation, then Stripe's rate limit at 2 requests/s for a burst of charges.

@@ -2,10 +2,10 @@
 //! against a fresh database and the charges exchange of a fresh prefix (no worker: the jobs wait
 //! in the outbox).
 
-use crate::support::binary::{kassa, run, text};
-use crate::support::services;
+use crate::support::binary::{charge_args, kassa, run, text};
+use crate::support::{record_customer_with_card, services};
 use kassa_broker::Topology;
-use kassa_store::{ChargeStatus, CustomerRecord, PaymentMethodRecord, Store};
+use kassa_store::{ChargeStatus, Store};
 use std::path::Path;
 use std::process::Output;
 
@@ -23,35 +23,7 @@ impl CliDb {
         let store = Store::connect(&url, 2).await.unwrap();
         let customer = format!("cus_cli_{}", uuid::Uuid::new_v4().simple());
         let card = format!("pm_cli_{}", uuid::Uuid::new_v4().simple());
-        let mut tx = store.begin().await.unwrap();
-        kassa_store::customers::upsert_customer(
-            &mut tx,
-            &CustomerRecord {
-                id: customer.clone(),
-                email: Some("cli@example.com".into()),
-                name: None,
-                default_payment_method: Some(card.clone()),
-                deleted: false,
-                livemode: false,
-            },
-        )
-        .await
-        .unwrap();
-        kassa_store::customers::upsert_payment_method(
-            &mut tx,
-            &PaymentMethodRecord {
-                id: card,
-                customer_id: Some(customer.clone()),
-                brand: Some("visa".into()),
-                last4: Some("4242".into()),
-                exp_month: Some(12),
-                exp_year: Some(2030),
-                attached: true,
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        record_customer_with_card(&store, &customer, &card, Some("cli@example.com")).await;
         let prefix = Topology::unique().prefix().to_owned();
         // What a worker declares at start, and what `charge` / `charges import` check for.
         declare_charges_exchange(&prefix).await;
@@ -354,20 +326,7 @@ async fn charge_and_import_refuse_a_prefix_whose_exchange_does_not_exist() {
     );
     let wrong_prefix = format!("{}typo.", db.prefix);
     let charge = db
-        .kassa_under(
-            &wrong_prefix,
-            &[
-                "charge",
-                "--customer",
-                &cus,
-                "--amount",
-                "1999",
-                "--currency",
-                "usd",
-                "--reference",
-                "typo-1",
-            ],
-        )
+        .kassa_under(&wrong_prefix, &charge_args(&cus, "1999", "usd", "typo-1"))
         .await;
     let import = db
         .kassa_under(
@@ -399,19 +358,7 @@ async fn charge_and_import_refuse_a_prefix_whose_exchange_does_not_exist() {
     );
 
     // The right prefix goes through.
-    let out = db
-        .kassa(&[
-            "charge",
-            "--customer",
-            &cus,
-            "--amount",
-            "1999",
-            "--currency",
-            "usd",
-            "--reference",
-            "typo-1",
-        ])
-        .await;
+    let out = db.kassa(&charge_args(&cus, "1999", "usd", "typo-1")).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_file(&file).ok();
     db.cleanup().await;

@@ -70,6 +70,45 @@ async fn start(subcommand: &str, envs: &[(&str, String)]) -> KassaProcess {
     KassaProcess::start(command, free_port(), Duration::from_secs(30)).await
 }
 
+/// What a `kassa` process works with: a Stripe simulator, a fresh database, a fresh topology.
+struct Surroundings {
+    sim: kassa_stripe_sim::Simulator,
+    database_url: String,
+    topology: Topology,
+    amqp_url: String,
+}
+
+impl Surroundings {
+    async fn new() -> Self {
+        let sim = kassa_stripe_sim::Simulator::start(Default::default())
+            .await
+            .unwrap();
+        Self {
+            sim,
+            database_url: services::fresh_database_url().await,
+            topology: Topology::unique(),
+            amqp_url: services::amqp_url().await,
+        }
+    }
+
+    /// The variables that point `kassa` at them, with `api_key` as its Stripe key.
+    fn envs(&self, api_key: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("KASSA_AMQP_URL", self.amqp_url.clone()),
+            ("KASSA_AMQP_PREFIX", self.topology.prefix().to_owned()),
+            ("KASSA_DATABASE_URL", self.database_url.clone()),
+            ("KASSA_STRIPE_API_KEY", api_key.to_owned()),
+            ("KASSA_STRIPE_API_BASE", self.sim.base_url()),
+        ]
+    }
+
+    async fn cleanup(self) {
+        let _ = self.topology.delete_at(&self.amqp_url).await;
+        services::drop_database(&self.database_url).await;
+        self.sim.shutdown().await;
+    }
+}
+
 /// SIGTERM; asserts exit 0 within 15 s and returns everything it printed.
 async fn stop(kassa: KassaProcess) -> String {
     kassa.stop(Duration::from_secs(15)).await
@@ -105,25 +144,8 @@ async fn kassa_demo_saves_a_card_end_to_end_and_exits_0() {
 
 #[tokio::test]
 async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
-    let sim = kassa_stripe_sim::Simulator::start(Default::default())
-        .await
-        .unwrap();
-    let database_url = services::fresh_database_url().await;
-    let topology = Topology::unique();
-    let process = start(
-        "worker",
-        &[
-            ("KASSA_AMQP_URL", services::amqp_url().await),
-            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
-            ("KASSA_DATABASE_URL", database_url.clone()),
-            (
-                "KASSA_STRIPE_API_KEY",
-                "sk_test_kassa_cli_worker".to_owned(),
-            ),
-            ("KASSA_STRIPE_API_BASE", sim.base_url()),
-        ],
-    )
-    .await;
+    let around = Surroundings::new().await;
+    let process = start("worker", &around.envs("sk_test_kassa_cli_worker")).await;
     let http = reqwest::Client::new();
     let base = process.base.clone();
     assert_eq!(
@@ -153,9 +175,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
         !logs.contains("sk_test_kassa_cli_worker"),
         "the API key is never logged: {logs}"
     );
-    let _ = topology.delete_at(&services::amqp_url().await).await;
-    services::drop_database(&database_url).await;
-    sim.shutdown().await;
+    around.cleanup().await;
 }
 
 /// A deployment that splits ingress and worker processes (deploy/) still serves the
@@ -163,31 +183,15 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
 /// when KASSA_ADMIN_TOKEN is set.
 #[tokio::test]
 async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_page() {
-    let sim = kassa_stripe_sim::Simulator::start(Default::default())
-        .await
-        .unwrap();
-    let database_url = services::fresh_database_url().await;
-    let topology = Topology::unique();
+    let around = Surroundings::new().await;
     let token = "cli-ingress-admin-token-0123456789";
-    let process = start(
-        "ingress",
-        &[
-            ("KASSA_AMQP_URL", services::amqp_url().await),
-            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
-            (
-                "KASSA_STRIPE_WEBHOOK_SECRETS",
-                "whsec_cli_ingress_api".to_owned(),
-            ),
-            ("KASSA_ADMIN_TOKEN", token.to_owned()),
-            ("KASSA_DATABASE_URL", database_url.clone()),
-            (
-                "KASSA_STRIPE_API_KEY",
-                "sk_test_kassa_cli_ingress".to_owned(),
-            ),
-            ("KASSA_STRIPE_API_BASE", sim.base_url()),
-        ],
-    )
-    .await;
+    let mut envs = around.envs("sk_test_kassa_cli_ingress");
+    envs.push((
+        "KASSA_STRIPE_WEBHOOK_SECRETS",
+        "whsec_cli_ingress_api".to_owned(),
+    ));
+    envs.push(("KASSA_ADMIN_TOKEN", token.to_owned()));
+    let process = start("ingress", &envs).await;
     let http = reqwest::Client::new();
     let base = process.base.clone();
 
@@ -217,7 +221,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     assert!(
         session["url"]
             .as_str()
-            .is_some_and(|u| u.starts_with(&sim.base_url())),
+            .is_some_and(|u| u.starts_with(&around.sim.base_url())),
         "{session}"
     );
     let customer = http
@@ -237,9 +241,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
         !logs.contains(token),
         "the admin token is never logged: {logs}"
     );
-    let _ = topology.delete_at(&services::amqp_url().await).await;
-    services::drop_database(&database_url).await;
-    sim.shutdown().await;
+    around.cleanup().await;
 }
 
 #[tokio::test]
@@ -397,24 +399,7 @@ async fn the_pool_is_sized_by_what_each_process_runs() {
     );
 
     // Without the poller, 2 × 8 + relay = 17 is enough; unset, the pool is exactly the need.
-    let sim = kassa_stripe_sim::Simulator::start(Default::default())
-        .await
-        .unwrap();
-    let database_url = services::fresh_database_url().await;
-    let topology = Topology::unique();
-    let common = |extra: Vec<(&'static str, String)>| {
-        let mut envs = vec![
-            ("KASSA_AMQP_URL", String::new()),
-            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
-            ("KASSA_DATABASE_URL", database_url.clone()),
-            ("KASSA_STRIPE_API_KEY", "sk_test_cli_pool".to_owned()),
-            ("KASSA_STRIPE_API_BASE", sim.base_url()),
-            ("KASSA_WORKER_CONCURRENCY", "8".to_owned()),
-        ];
-        envs.extend(extra);
-        envs
-    };
-    let amqp = services::amqp_url().await;
+    let around = Surroundings::new().await;
     for (extra, connections) in [
         (
             vec![
@@ -425,8 +410,9 @@ async fn the_pool_is_sized_by_what_each_process_runs() {
         ),
         (vec![], 18),
     ] {
-        let mut envs = common(extra);
-        envs[0].1 = amqp.clone();
+        let mut envs = around.envs("sk_test_cli_pool");
+        envs.push(("KASSA_WORKER_CONCURRENCY", "8".to_owned()));
+        envs.extend(extra);
         let process = start("worker", &envs).await;
         let logs = stop(process).await;
         assert!(
@@ -434,7 +420,5 @@ async fn the_pool_is_sized_by_what_each_process_runs() {
             "{logs}"
         );
     }
-    let _ = topology.delete_at(&amqp).await;
-    services::drop_database(&database_url).await;
-    sim.shutdown().await;
+    around.cleanup().await;
 }

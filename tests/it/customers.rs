@@ -5,7 +5,7 @@
 //! through the lookup and the sync.
 
 use crate::support::app::TestApp;
-use crate::support::binary::{kassa, text};
+use crate::support::binary::{charge_args, kassa, text};
 use crate::support::{eventually, key, services, sim};
 use futures_util::{stream, StreamExt};
 use kassa_store::ChargeStatus;
@@ -99,17 +99,7 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
         "Kassa has not recorded the customer"
     );
 
-    let args = [
-        "charge",
-        "--customer",
-        &customer,
-        "--amount",
-        "1999",
-        "--currency",
-        "usd",
-        "--reference",
-        "stripe-only-1",
-    ];
+    let args = charge_args(&customer, "1999", "usd", "stripe-only-1");
     let out = app.kassa(&args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("created charge"));
@@ -145,18 +135,8 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
     let charge_of = |customer: String, reference: &'static str| {
         let app = &app;
         async move {
-            app.kassa(&[
-                "charge",
-                "--customer",
-                &customer,
-                "--amount",
-                "1999",
-                "--currency",
-                "usd",
-                "--reference",
-                reference,
-            ])
-            .await
+            app.kassa(&charge_args(&customer, "1999", "usd", reference))
+                .await
         }
     };
     let out = charge_of("cus_NoSuchCustomer".into(), "stripe-only-2").await;

@@ -76,6 +76,13 @@ async fn legacy_charge(app: &TestApp, amount: i64, currency: &str) -> String {
         .id
 }
 
+/// A legacy charge of a test token, and the id of Stripe's `charge.succeeded` event about it.
+async fn charged(app: &TestApp, amount: i64, currency: &str) -> (String, String) {
+    let charge = legacy_charge(app, amount, currency).await;
+    let event = event_about(app, "charge.succeeded", &charge).await;
+    (charge, event["id"].as_str().unwrap().to_owned())
+}
+
 /// The id of the event of `kind` about `object_id`, from Stripe's own list.
 async fn event_about(app: &TestApp, kind: &str, object_id: &str) -> Value {
     app.stripe_events(kind)
@@ -240,9 +247,7 @@ async fn an_event_brought_by_both_the_webhook_and_the_poller_notifies_once() {
     // so both copies are surely there when a worker starts.
     let app = TestApp::builder().without_worker().spawn().await;
     tap_notifications(&app).await;
-    let charge = legacy_charge(&app, 2500, "eur").await;
-    let event = event_about(&app, "charge.succeeded", &charge).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
+    let (charge, event_id) = charged(&app, 2500, "eur").await;
     eventually(
         Duration::from_secs(10),
         "the webhook to be taken",
@@ -300,9 +305,7 @@ async fn an_event_brought_by_both_the_webhook_and_the_poller_notifies_once() {
 async fn kassa_reconcile_reports_and_publishes_the_missing_event() {
     let app = TestApp::builder().dropping_webhooks().spawn().await;
     tap_notifications(&app).await;
-    let charge = legacy_charge(&app, 1234, "usd").await;
-    let event = event_about(&app, "charge.succeeded", &charge).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
+    let (charge, event_id) = charged(&app, 1234, "usd").await;
 
     let reconcile = || app.kassa(&["reconcile", "--since", "1h", "--settle", "0s"]);
     // Delivered webhooks: `delivery_success=true` lists only events every endpoint took.

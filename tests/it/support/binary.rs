@@ -21,6 +21,26 @@ pub fn kassa(args: &[&str]) -> tokio::process::Command {
     command
 }
 
+/// The arguments of `kassa charge --customer … --amount … --currency … --reference …`.
+pub fn charge_args<'a>(
+    customer: &'a str,
+    amount: &'a str,
+    currency: &'a str,
+    reference: &'a str,
+) -> [&'a str; 9] {
+    [
+        "charge",
+        "--customer",
+        customer,
+        "--amount",
+        amount,
+        "--currency",
+        currency,
+        "--reference",
+        reference,
+    ]
+}
+
 /// Runs `command` to its end and returns its exit status and output.
 pub async fn run(mut command: tokio::process::Command) -> Output {
     command.output().await.expect("the kassa binary runs")

@@ -44,6 +44,52 @@ pub fn key(what: &str) -> kassa_stripe::IdempotencyKey {
     kassa_stripe::IdempotencyKey::new(format!("test:{what}:{}", uuid::Uuid::new_v4())).unwrap()
 }
 
+/// Asserts Kassa's error answer: `{"error": {"code": code, "message": "…"}}` with a message.
+pub fn assert_error(answer: &serde_json::Value, code: &str, context: &str) {
+    assert_eq!(answer["error"]["code"], code, "{context}: {answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{context}: {answer}"
+    );
+}
+
+/// Records in Kassa's database a customer whose default card is `card` (a Visa ending 4242),
+/// as the setup flow leaves one.
+pub async fn record_customer_with_card(
+    store: &kassa_store::Store,
+    customer: &str,
+    card: &str,
+    email: Option<&str>,
+) {
+    let mut tx = store.begin().await.unwrap();
+    let record = kassa_store::CustomerRecord {
+        id: customer.to_owned(),
+        email: email.map(str::to_owned),
+        name: None,
+        default_payment_method: Some(card.to_owned()),
+        deleted: false,
+        livemode: false,
+    };
+    kassa_store::customers::upsert_customer(&mut tx, &record)
+        .await
+        .unwrap();
+    let card = kassa_store::PaymentMethodRecord {
+        id: card.to_owned(),
+        customer_id: Some(customer.to_owned()),
+        brand: Some("visa".into()),
+        last4: Some("4242".into()),
+        exp_month: Some(12),
+        exp_year: Some(2030),
+        attached: true,
+    };
+    kassa_store::customers::upsert_payment_method(&mut tx, &card)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

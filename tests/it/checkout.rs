@@ -1,7 +1,6 @@
-//! Checkout and payment endpoints (issue 7, items 1–3): the checkout-session and payment-intent
-//! APIs with their bad inputs, product upsert by product_code, JPY unscaled, and the merchant
-//! pages — the success page and the webhook racing record each payment once, with one
-//! notification and one receipt.
+//! Checkout and payment endpoints: the checkout-session and payment-intent APIs with their bad
+//! inputs, product upsert by product_code, JPY unscaled, and the merchant pages — the success
+//! page and the webhook racing record each payment once, with one notification and one receipt.
 
 use crate::support::app::TestApp;
 use crate::support::smtp_sink::SmtpSink;

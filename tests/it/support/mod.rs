@@ -2,7 +2,7 @@
 //! `TestApp::builder()`), [`ingress::TestIngress`] (the webhook ingress alone), [`binary`] (the
 //! `kassa` binary, started one way), [`sim`] (every HTTP call to the Stripe simulator),
 //! [`services`] (where PostgreSQL and RabbitMQ are), a TCP [`proxy`], an SMTP sink
-//! ([`smtp_sink`]), and small helpers: polling with a deadline, event bodies, test logs.
+//! ([`smtp_sink`]), and what many tests use: polling with a deadline, event bodies, test logs.
 //!
 //! Logs of the code under test are hidden; `TEST_LOG=1 cargo test …` shows them (at `RUST_LOG`,
 //! default `info`), and the output of every `kassa` process a test stops.

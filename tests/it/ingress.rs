@@ -3,8 +3,7 @@
 
 use crate::support::proxy::TcpProxy;
 use crate::support::{
-    assert_error, event_body, event_id, eventually, now, services, IngressOptions, TestIngress,
-    SECRET,
+    assert_error, event_body, event_id, eventually, now, services, TestIngress, SECRET,
 };
 use futures_util::future::join_all;
 use kassa_stripe::webhook::sign;
@@ -165,11 +164,10 @@ async fn every_bad_request_gets_its_status_and_code_and_publishes_nothing() {
 
 #[tokio::test]
 async fn during_a_secret_rotation_either_secret_verifies() {
-    let app = TestIngress::spawn_with(IngressOptions {
-        secrets: vec!["whsec_old_secret", "whsec_new_secret"],
-        ..Default::default()
-    })
-    .await;
+    let app = TestIngress::builder()
+        .secrets(&["whsec_old_secret", "whsec_new_secret"])
+        .spawn()
+        .await;
     for secret in ["whsec_old_secret", "whsec_new_secret"] {
         let body = event_body(&event_id(), "setup_intent.succeeded");
         let signature = sign(secret, now(), &body);
@@ -195,12 +193,11 @@ async fn broker_outage_is_a_503_within_the_timeout_and_heals_without_a_restart()
     );
     let mut proxy = TcpProxy::start(&upstream).await;
     let confirm_timeout = Duration::from_secs(4);
-    let app = TestIngress::spawn_with(IngressOptions {
-        amqp_url: Some(proxy.amqp_url()),
-        confirm_timeout,
-        ..Default::default()
-    })
-    .await;
+    let app = TestIngress::builder()
+        .broker_url(proxy.amqp_url())
+        .confirm_timeout(confirm_timeout)
+        .spawn()
+        .await;
     let before = event_id();
     assert_eq!(
         app.post_signed(event_body(&before, "charge.succeeded"))

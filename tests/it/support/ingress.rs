@@ -22,30 +22,64 @@ pub struct TestIngress {
     shutdown: CancellationToken,
 }
 
-/// How to build a [`TestIngress`].
-pub struct IngressOptions {
-    pub secrets: Vec<&'static str>,
+/// What to start (see [`TestIngressBuilder`]).
+struct IngressOptions {
+    secrets: Vec<&'static str>,
     /// Broker URL the ingress uses (e.g. through a proxy); the inspector always uses the real one.
-    pub amqp_url: Option<String>,
-    pub confirm_timeout: Duration,
+    amqp_url: Option<String>,
+    confirm_timeout: Duration,
 }
 
-impl Default for IngressOptions {
-    fn default() -> Self {
-        Self {
-            secrets: vec![SECRET],
-            amqp_url: None,
-            confirm_timeout: Duration::from_secs(5),
-        }
+/// How to build a [`TestIngress`]: by default it accepts [`SECRET`], on the real broker, and
+/// waits 5 s for a publisher confirm.
+#[must_use]
+pub struct TestIngressBuilder {
+    options: IngressOptions,
+}
+
+impl TestIngressBuilder {
+    /// The webhook signing secrets it accepts.
+    pub fn secrets(mut self, secrets: &[&'static str]) -> Self {
+        self.options.secrets = secrets.to_vec();
+        self
+    }
+
+    /// Reaches RabbitMQ at `amqp_url` (a proxy a test can cut), not the real broker.
+    pub fn broker_url(mut self, amqp_url: String) -> Self {
+        self.options.amqp_url = Some(amqp_url);
+        self
+    }
+
+    /// How long a publish waits for RabbitMQ's confirm before the webhook is answered 503.
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.options.confirm_timeout = timeout;
+        self
+    }
+
+    /// Starts it.
+    pub async fn spawn(self) -> TestIngress {
+        TestIngress::start(self.options).await
     }
 }
 
 impl TestIngress {
+    /// The default ingress.
     pub async fn spawn() -> Self {
-        Self::spawn_with(IngressOptions::default()).await
+        Self::builder().spawn().await
     }
 
-    pub async fn spawn_with(options: IngressOptions) -> Self {
+    /// How to build an ingress other than the default.
+    pub fn builder() -> TestIngressBuilder {
+        TestIngressBuilder {
+            options: IngressOptions {
+                secrets: vec![SECRET],
+                amqp_url: None,
+                confirm_timeout: Duration::from_secs(5),
+            },
+        }
+    }
+
+    async fn start(options: IngressOptions) -> Self {
         init_test_logging();
         let real_url = services::amqp_url().await;
         let topology = Topology::unique();

@@ -15,7 +15,7 @@ pub mod services;
 pub mod sim;
 pub mod smtp_sink;
 
-pub use ingress::{IngressOptions, TestIngress};
+pub use ingress::TestIngress;
 use serde_json::json;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -34,6 +34,7 @@ pub fn init_test_logging() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stdout)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .try_init();
         }
     });

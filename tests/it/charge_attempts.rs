@@ -5,8 +5,8 @@
 //! money moves at most once and the charge ends as Stripe says.
 
 use crate::charges::{
-    alert, attempt_key, charge, charge_when, customer_with_card, intents_of, new_charge, settled,
-    submit, tap_alerts,
+    alert, attempt_key, charge, charge_when, customer_with_card, intents_of, new_charge,
+    paid_intent, settled, submit, tap_alerts,
 };
 use crate::support::app::TestApp;
 use crate::support::{eventually, key, sim};
@@ -52,6 +52,15 @@ async fn attempt_sent_hours_ago(app: &TestApp, id: i64, hours: i32) {
     .execute(app.store().pool())
     .await
     .unwrap();
+}
+
+/// Waits until charge `id` needs review, and returns it.
+async fn needs_review(app: &TestApp, id: i64) -> kassa_store::ChargeRecord {
+    let what = "the charge to need review";
+    charge_when(app, id, Duration::from_secs(90), what, |c| {
+        c.status == ChargeStatus::NeedsReview
+    })
+    .await
 }
 
 /// Waits until a PaymentIntent create has reached Stripe.
@@ -296,12 +305,7 @@ async fn a_charge_on_an_explicit_card_is_retried_on_the_card_the_customer_just_s
         done.attempt_payment_method_id.as_deref(),
         Some(new_card.as_str())
     );
-    let pi = app
-        .stripe()
-        .payment_intents()
-        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
-        .await
-        .unwrap();
+    let pi = paid_intent(&app, &done).await;
     assert_eq!(
         pi.payment_method.map(|pm| pm.id().to_owned()),
         Some(new_card),
@@ -451,14 +455,7 @@ async fn an_attempt_stripe_cannot_be_asked_about_after_23_hours_needs_review_and
     attempt_sent_hours_ago(&app, id, 25).await;
     app.advance_stripe_clock(DAY_AND_AN_HOUR).await;
 
-    let review = charge_when(
-        &app,
-        id,
-        Duration::from_secs(90),
-        "the charge to need review",
-        |c| c.status == ChargeStatus::NeedsReview,
-    )
-    .await;
+    let review = needs_review(&app, id).await;
     let reason = review.review_reason.clone().unwrap();
     assert!(reason.contains("could not be asked"), "{reason}");
     let mut seen = Vec::new();
@@ -541,14 +538,7 @@ async fn a_requeued_charge_in_review_is_looked_up_and_sent_under_a_new_key_only_
     )
     .await;
     attempt_sent_hours_ago(&app, id, 30).await;
-    let review = charge_when(
-        &app,
-        id,
-        Duration::from_secs(90),
-        "the charge to need review",
-        |c| c.status == ChargeStatus::NeedsReview,
-    )
-    .await;
+    let review = needs_review(&app, id).await;
     assert!(
         creates(&app).iter().all(|c| c.status == 503),
         "Stripe refused every create before acting: nothing was charged"

@@ -68,6 +68,22 @@ pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency:
     record.id
 }
 
+/// The PaymentIntent a settled charge names, as Stripe has it.
+pub(crate) async fn paid_intent(
+    app: &TestApp,
+    charge: &kassa_store::ChargeRecord,
+) -> kassa_stripe::objects::PaymentIntent {
+    let id = charge
+        .payment_intent_id
+        .as_deref()
+        .expect("a PaymentIntent");
+    app.stripe()
+        .payment_intents()
+        .retrieve(id, &[])
+        .await
+        .unwrap()
+}
+
 /// Waits (up to `within`) until charge `id` is as `wanted` says, and returns it.
 pub(crate) async fn charge_when(
     app: &TestApp,
@@ -184,24 +200,15 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
     .message(&job_route(&app.topology));
     let body = serde_json::to_vec(&job.body).unwrap();
     let (first, second) = (app.stack.broker.publisher(), app.stack.broker.publisher());
-    let (a, b) = tokio::join!(
-        first.publish(kassa_broker::OutgoingMessage {
-            exchange: &job.exchange,
-            routing_key: &job.routing_key,
-            body: &body,
-            message_id: &job.message_id,
-            kind: "charge.execute",
-            headers: None
-        }),
-        second.publish(kassa_broker::OutgoingMessage {
-            exchange: &job.exchange,
-            routing_key: &job.routing_key,
-            body: &body,
-            message_id: &job.message_id,
-            kind: "charge.execute",
-            headers: None
-        }),
-    );
+    let message = kassa_broker::OutgoingMessage {
+        exchange: &job.exchange,
+        routing_key: &job.routing_key,
+        body: &body,
+        message_id: &job.message_id,
+        kind: "charge.execute",
+        headers: None,
+    };
+    let (a, b) = tokio::join!(first.publish(message.clone()), second.publish(message));
     a.unwrap();
     b.unwrap();
     app.drained(&app.topology.charges_queue()).await;
@@ -215,12 +222,7 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
         intents[0].idempotency_key.as_deref(),
         Some(attempt_key(&app, id, 1).as_str())
     );
-    let pi = app
-        .stripe()
-        .payment_intents()
-        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
-        .await
-        .unwrap();
+    let pi = paid_intent(&app, &done).await;
     assert_eq!((pi.amount, pi.currency.as_str()), (1999, "usd"));
     app.cleanup().await;
 }
@@ -290,12 +292,7 @@ async fn decline_then_repay(test_card: &str, expected_code: &str) {
         ],
         "one PaymentIntent per attempt: declined (402), then paid with the new card"
     );
-    let pi = app
-        .stripe()
-        .payment_intents()
-        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
-        .await
-        .unwrap();
+    let pi = paid_intent(&app, &done).await;
     assert_eq!(format!("{:?}", pi.status), "Succeeded");
     app.cleanup().await;
 }

@@ -5,7 +5,7 @@
 use crate::support::app::TestApp;
 use crate::support::{eventually, key};
 use kassa_stripe::resources::{CreateCharge, CreateRefund};
-use kassa_stripe_sim::{DeliveryOutcome, Faults};
+use kassa_stripe_sim::DeliveryOutcome;
 use kassa_worker::backfill::{backfill_once, unix_now, PollerConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -100,13 +100,7 @@ fn count(seen: &[(String, String, Value)], routing_key: &str, object_id: &str) -
 
 #[tokio::test]
 async fn a_charge_and_its_refund_by_webhook_notify_once_each_even_when_delivered_twice() {
-    let app = TestApp::builder()
-        .faults(Faults {
-            duplicate_webhooks: true,
-            ..Faults::default()
-        })
-        .spawn()
-        .await;
+    let app = TestApp::builder().duplicating_webhooks().spawn().await;
     tap_notifications(&app).await;
     let mut seen = Vec::new();
 

@@ -128,13 +128,7 @@ async fn a_completed_setup_session_becomes_a_customer_with_a_default_card() {
 
 #[tokio::test]
 async fn duplicates_delivered_twice_and_processed_concurrently_act_once() {
-    let app = TestApp::builder()
-        .faults(Faults {
-            duplicate_webhooks: true,
-            ..Faults::default()
-        })
-        .spawn()
-        .await;
+    let app = TestApp::builder().duplicating_webhooks().spawn().await;
     let session = app.create_setup_session(&email()).await;
     app.complete(&session, "pm_card_visa");
     assert_card_saved(&app, &session).await;

@@ -96,6 +96,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// The simulator delivers every webhook twice (Stripe delivers at least once).
+    pub fn duplicating_webhooks(self) -> Self {
+        self.faults(Faults {
+            duplicate_webhooks: true,
+            ..Faults::default()
+        })
+    }
+
     /// The worker e-mails through this SMTP server (`KASSA_SMTP_URL`).
     pub fn smtp(mut self, url: String) -> Self {
         self.options.smtp_url = Some(url);

@@ -2,7 +2,6 @@
 //! module of `cli/` that reads its configuration (`config/`) and calls the crates that do the
 //! work (the processes through `kassa::stack`).
 
-mod bench;
 mod cli;
 mod config;
 
@@ -61,11 +60,6 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
     StripeSim(config::StripeSimArgs),
-    /// Measure Kassa against a baseline in the same run; prints a table and writes JSON.
-    Bench {
-        #[command(subcommand)]
-        which: bench::BenchCommand,
-    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,7 +87,6 @@ fn main() -> anyhow::Result<()> {
             Command::Sync(args) => customers::run_sync_alias(args).await,
             Command::Reconcile(args) => reconcile::run(args).await,
             Command::StripeSim(args) => serve::stripe_sim(args).await,
-            Command::Bench { which } => bench::run(which).await,
         }
     })
 }

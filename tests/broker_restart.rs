@@ -6,12 +6,12 @@
 //! binary of its own: cargo runs test binaries one after another, never beside this one.
 
 #[path = "it/support/mod.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::process::Command;
 use std::time::Duration;
-use support::app::{AppOptions, TestApp};
+use support::app::TestApp;
 use support::eventually;
 
 fn rabbitmqctl(args: &[&str]) {
@@ -43,13 +43,12 @@ async fn a_rabbitmq_restart_mid_stream_loses_no_event_and_doubles_none() {
         "this test restarts the local RabbitMQ with rabbitmqctl; KASSA_AMQP_URL points elsewhere ({url}): \
          run the tests against the local broker"
     );
-    let app = TestApp::spawn_with(AppOptions {
-        // Stripe re-sends refused webhooks for days; the simulator's compressed schedule here
-        // spans about a minute (0.5 s doubling, 8 attempts), longer than the restart.
-        webhook_retries: (Duration::from_millis(500), 8),
-        ..AppOptions::default()
-    })
-    .await;
+    // Stripe re-sends refused webhooks for days; the simulator's compressed schedule here
+    // spans about a minute (0.5 s doubling, 8 attempts), longer than the restart.
+    let app = TestApp::builder()
+        .webhook_retries(Duration::from_millis(500), 8)
+        .spawn()
+        .await;
     let mut sessions = Vec::new();
     for i in 0..40 {
         sessions.push(

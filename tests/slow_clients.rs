@@ -12,7 +12,7 @@ mod support;
 use kassa_ingress::HttpLimits;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{event_body, event_id, IngressOptions, TestIngress};
+use support::{event_body, event_id, TestIngress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -121,11 +121,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_slow_clients_do_not_hold_up_signed_webhooks() {
     let limits = limits();
-    let ingress = TestIngress::spawn_with(IngressOptions {
-        http: limits,
-        ..IngressOptions::default()
-    })
-    .await;
+    let ingress = TestIngress::builder().http_limits(limits).spawn().await;
     let address = address(&ingress);
 
     // Half trickle headers, a quarter trickle bodies, a quarter stall in the body.
@@ -226,16 +222,15 @@ async fn stalled_request(address: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn requests_over_the_in_flight_cap_are_answered_503_at_once() {
-    let ingress = TestIngress::spawn_with(IngressOptions {
-        http: HttpLimits {
+    let ingress = TestIngress::builder()
+        .http_limits(HttpLimits {
             max_in_flight: 2,
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             ..HttpLimits::default()
-        },
-        ..IngressOptions::default()
-    })
-    .await;
+        })
+        .spawn()
+        .await;
     let address = address(&ingress);
     let first = stalled_request(address).await;
     let second = stalled_request(address).await;
@@ -275,15 +270,14 @@ async fn requests_over_the_in_flight_cap_are_answered_503_at_once() {
 #[tokio::test]
 async fn connections_over_the_cap_wait_until_idle_ones_are_closed() {
     let header_read_timeout = Duration::from_secs(1);
-    let ingress = TestIngress::spawn_with(IngressOptions {
-        http: HttpLimits {
+    let ingress = TestIngress::builder()
+        .http_limits(HttpLimits {
             max_connections: 2,
             header_read_timeout,
             ..HttpLimits::default()
-        },
-        ..IngressOptions::default()
-    })
-    .await;
+        })
+        .spawn()
+        .await;
     let address = address(&ingress);
     // Two connections that never send a byte take both slots…
     let idle = (

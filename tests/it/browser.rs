@@ -5,7 +5,7 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test-tools` installs them); the
 //! paths can be overridden with KASSA_CHROMIUM and KASSA_CHROMEDRIVER.
 
-use crate::support::app::{AppOptions, TestApp};
+use crate::support::app::TestApp;
 use crate::support::eventually;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
@@ -66,7 +66,7 @@ impl Drop for Driver {
 
 #[tokio::test]
 async fn a_customer_buys_in_a_real_browser_and_the_payment_is_recorded() {
-    let app = TestApp::spawn_with(AppOptions::default()).await;
+    let app = TestApp::spawn().await;
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("kassa-chromium-{}", uuid::Uuid::new_v4()));
     let mut capabilities = serde_json::Map::new();

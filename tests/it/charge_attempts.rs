@@ -5,14 +5,14 @@
 //! money moves at most once and the charge ends as Stripe says.
 
 use crate::charges::{
-    alert, attempt_key, charge, customer_with_card, intents_of, key, settled, tap_alerts,
+    alert, attempt_key, charge, charge_when, customer_with_card, intents_of, new_charge,
+    paid_intent, settled, submit, tap_alerts,
 };
-use crate::support::app::{AppOptions, TestApp};
-use crate::support::eventually;
-use kassa_core::charges::job_route;
+use crate::support::app::TestApp;
+use crate::support::{eventually, key, sim};
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_stripe_sim::{Faults, SimConfig, Simulator};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,40 @@ fn payment_intents_answer_500() -> Faults {
     }
 }
 
+/// Moves charge `id`'s current attempt `hours` into the past on Kassa's side (when it was first
+/// sent, and when its key was first used).
+async fn attempt_sent_hours_ago(app: &TestApp, id: i64, hours: i32) {
+    sqlx::query(
+        "UPDATE charges SET attempt_started_at = attempt_started_at - make_interval(hours => $2),
+             attempt_key_started_at = attempt_key_started_at - make_interval(hours => $2)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(hours)
+    .execute(app.store().pool())
+    .await
+    .unwrap();
+}
+
+/// Waits until charge `id` needs review, and returns it.
+async fn needs_review(app: &TestApp, id: i64) -> kassa_store::ChargeRecord {
+    let what = "the charge to need review";
+    charge_when(app, id, Duration::from_secs(90), what, |c| {
+        c.status == ChargeStatus::NeedsReview
+    })
+    .await
+}
+
+/// Waits until a PaymentIntent create has reached Stripe.
+async fn create_reached_stripe(app: &TestApp) {
+    eventually(
+        Duration::from_secs(20),
+        "the create to reach Stripe",
+        || async { (!creates(app).is_empty()).then_some(()) },
+    )
+    .await;
+}
+
 async fn no_dead_letters(app: &TestApp) {
     let letters = kassa_broker::dlq::list(&app.stack.broker, 10)
         .await
@@ -48,11 +82,7 @@ async fn no_dead_letters(app: &TestApp) {
 
 #[tokio::test]
 async fn a_saved_500_on_the_create_is_found_on_stripe_and_the_charge_succeeds_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Stripe makes the PaymentIntent, then answers 500 and saves that answer under the key: the
     // same key gets the same 500 for 24 hours.
@@ -86,12 +116,11 @@ async fn a_saved_500_on_the_create_is_found_on_stripe_and_the_charge_succeeds_on
 
 #[tokio::test]
 async fn a_worker_killed_while_stripe_charged_charges_once_even_a_day_later() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        worker: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .without_ingress()
+        .without_worker()
+        .spawn()
+        .await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Stripe creates the PaymentIntent and saves the result, then the answer takes 3 s to leave.
     app.sim().set_faults(Faults {
@@ -156,11 +185,7 @@ async fn a_worker_killed_while_stripe_charged_charges_once_even_a_day_later() {
 
 #[tokio::test]
 async fn a_dead_lettered_charge_replayed_a_day_later_is_paid_at_most_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // The create's answer is a saved 500 and every look at PaymentIntents fails, through the
     // whole retry ladder: the job ends in the dead letters.
@@ -210,34 +235,15 @@ async fn a_dead_lettered_charge_replayed_a_day_later_is_paid_at_most_once() {
 
 #[tokio::test]
 async fn a_default_card_changed_between_tries_never_fails_a_paid_charge() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     tap_alerts(&app).await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
-    let first_card = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
+    let first_card = app.default_card(&customer).await;
     // The first create charges the first card, but its answer is lost (a saved 500), and the
     // lookups fail for a while.
     app.sim().set_faults(payment_intents_answer_500());
     let id = charge(&app, &customer, 1800, "usd").await;
-    eventually(
-        Duration::from_secs(20),
-        "the create to reach Stripe",
-        || async { (!creates(&app).is_empty()).then_some(()) },
-    )
-    .await;
+    create_reached_stripe(&app).await;
     // Before the next try the customer's default card changes.
     let stripe = app.stripe();
     let second_card = stripe
@@ -279,61 +285,27 @@ async fn a_default_card_changed_between_tries_never_fails_a_paid_charge() {
 async fn a_charge_on_an_explicit_card_is_retried_on_the_card_the_customer_just_saved() {
     let app = TestApp::spawn().await; // with ingress: the re-pay completion comes as a webhook
     let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
-    let declining = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
+    let declining = app.default_card(&customer).await;
     let new = NewCharge {
-        reference: format!("explicit-{}", uuid::Uuid::new_v4().simple()),
-        customer_id: customer.clone(),
         payment_method_id: Some(declining.clone()),
-        amount: 990,
-        currency: "usd".into(),
         description: None,
-        metadata: json!({}),
-        livemode: false,
+        ..new_charge(&customer, 990, "usd")
     };
-    let (record, _) = app
-        .store()
-        .submit_charge(&job_route(&app.topology), &new)
-        .await
-        .unwrap();
+    let (record, _) = submit(&app, &new).await;
     let flagged = settled(&app, record.id, ChargeStatus::RequiresRecheckout).await;
     let session = flagged.recheckout_session_id.unwrap();
 
     app.complete(&session, "pm_card_visa");
     let done = settled(&app, record.id, ChargeStatus::Succeeded).await;
     assert_eq!(done.attempt, 2);
-    let new_card = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
+    let new_card = app.default_card(&customer).await;
     assert_ne!(new_card, declining);
     assert_eq!(done.payment_method_id.as_deref(), Some(new_card.as_str()));
     assert_eq!(
         done.attempt_payment_method_id.as_deref(),
         Some(new_card.as_str())
     );
-    let pi = app
-        .stripe()
-        .payment_intents()
-        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
-        .await
-        .unwrap();
+    let pi = paid_intent(&app, &done).await;
     assert_eq!(
         pi.payment_method.map(|pm| pm.id().to_owned()),
         Some(new_card),
@@ -352,12 +324,7 @@ async fn two_installations_on_one_stripe_account_never_share_a_key_or_a_charge()
         .await
         .unwrap(),
     );
-    let spawn = || {
-        TestApp::spawn_with(AppOptions {
-            shared_sim: Some(sim.clone()),
-            ..AppOptions::default()
-        })
-    };
+    let spawn = || TestApp::builder().shared_sim(sim.clone()).spawn();
     let a = spawn().await;
     let b = spawn().await;
     let (inst_a, inst_b) = (a.store().installation_id(), b.store().installation_id());
@@ -423,16 +390,12 @@ async fn two_installations_on_one_stripe_account_never_share_a_key_or_a_charge()
         .recheckout_session_id
         .unwrap();
     settled(&b, second_b, ChargeStatus::RequiresRecheckout).await;
-    let session: Value = a
-        .http
-        .get(format!("{}/v1/checkout/sessions/{link_a}", sim.base_url()))
-        .bearer_auth(crate::support::app::TEST_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session: Value = sim::get(
+        &sim.base_url(),
+        &format!("/v1/checkout/sessions/{link_a}"),
+        &[],
+    )
+    .await;
     assert_eq!(session["metadata"]["kassa_installation"], inst_a);
 
     a.complete(&link_a, "pm_card_visa");
@@ -479,48 +442,20 @@ async fn two_installations_on_one_stripe_account_never_share_a_key_or_a_charge()
 #[tokio::test]
 async fn an_attempt_stripe_cannot_be_asked_about_after_23_hours_needs_review_and_is_never_sent_again(
 ) {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     tap_alerts(&app).await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // The create reaches Stripe (which charges) but its answer is lost, and from then on Stripe
     // cannot be asked about PaymentIntents.
     app.sim().set_faults(payment_intents_answer_500());
     let id = charge(&app, &customer, 6400, "usd").await;
-    eventually(
-        Duration::from_secs(20),
-        "the create to reach Stripe",
-        || async { (!creates(&app).is_empty()).then_some(()) },
-    )
-    .await;
+    create_reached_stripe(&app).await;
     // A day passes: on Kassa's side the attempt was first sent 25 hours ago, and Stripe has
     // forgotten its key.
-    sqlx::query(
-        "UPDATE charges SET attempt_started_at = attempt_started_at - interval '25 hours',
-             attempt_key_started_at = attempt_key_started_at - interval '25 hours'
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(app.store().pool())
-    .await
-    .unwrap();
+    attempt_sent_hours_ago(&app, id, 25).await;
     app.advance_stripe_clock(DAY_AND_AN_HOUR).await;
 
-    let review = eventually(
-        Duration::from_secs(90),
-        "the charge to need review",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.status == ChargeStatus::NeedsReview)
-        },
-    )
-    .await;
+    let review = needs_review(&app, id).await;
     let reason = review.review_reason.clone().unwrap();
     assert!(reason.contains("could not be asked"), "{reason}");
     let mut seen = Vec::new();
@@ -584,11 +519,7 @@ async fn an_attempt_stripe_cannot_be_asked_about_after_23_hours_needs_review_and
 #[tokio::test]
 async fn a_requeued_charge_in_review_is_looked_up_and_sent_under_a_new_key_only_if_stripe_has_nothing(
 ) {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Every PaymentIntent request fails before Stripe acts: nothing is ever created.
     app.sim().set_faults(Faults {
@@ -598,39 +529,16 @@ async fn a_requeued_charge_in_review_is_looked_up_and_sent_under_a_new_key_only_
         ..Faults::default()
     });
     let id = charge(&app, &customer, 1200, "usd").await;
-    eventually(
+    charge_when(
+        &app,
+        id,
         Duration::from_secs(20),
         "the attempt to be recorded",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.attempt_started_at.is_some())
-        },
+        |c| c.attempt_started_at.is_some(),
     )
     .await;
-    sqlx::query(
-        "UPDATE charges SET attempt_started_at = attempt_started_at - interval '30 hours',
-             attempt_key_started_at = attempt_key_started_at - interval '30 hours'
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(app.store().pool())
-    .await
-    .unwrap();
-    let review = eventually(
-        Duration::from_secs(90),
-        "the charge to need review",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.status == ChargeStatus::NeedsReview)
-        },
-    )
-    .await;
+    attempt_sent_hours_ago(&app, id, 30).await;
+    let review = needs_review(&app, id).await;
     assert!(
         creates(&app).iter().all(|c| c.status == 503),
         "Stripe refused every create before acting: nothing was charged"

@@ -4,18 +4,13 @@
 //! when Stripe's answers are lost, a day passes or installations share an account is in
 //! `charge_attempts.rs`.
 
-use crate::support::app::{AppOptions, TestApp};
-use crate::support::eventually;
+use crate::support::app::TestApp;
+use crate::support::{eventually, key, record_customer_with_card, sim};
 use kassa_core::charges::job_route;
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_store::ChargeJob;
-use kassa_stripe::IdempotencyKey;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-pub(crate) fn key(step: &str) -> IdempotencyKey {
-    IdempotencyKey::new(format!("test:{step}:{}", uuid::Uuid::new_v4())).unwrap()
-}
 
 /// A customer whose default card is the given test card, made the way Stripe allows.
 pub(crate) async fn customer_with_card(app: &TestApp, test_card: &str) -> String {
@@ -42,8 +37,9 @@ pub(crate) async fn customer_with_card(app: &TestApp, test_card: &str) -> String
     customer.id
 }
 
-pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
-    let new = NewCharge {
+/// A back-office charge of `customer`'s default card under a fresh reference.
+pub(crate) fn new_charge(customer: &str, amount: i64, currency: &str) -> NewCharge {
+    NewCharge {
         reference: format!("inv-{}", uuid::Uuid::new_v4().simple()),
         customer_id: customer.into(),
         payment_method_id: None,
@@ -52,39 +48,66 @@ pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency:
         description: Some("back-office test".into()),
         metadata: json!({}),
         livemode: false,
-    };
-    let (record, created) = app
-        .store()
-        .submit_charge(&job_route(&app.topology), &new)
-        .await
-        .unwrap();
+    }
+}
+
+/// Records the charge and queues its job, as the back-office API does; (record, whether new).
+pub(crate) async fn submit(app: &TestApp, new: &NewCharge) -> (kassa_store::ChargeRecord, bool) {
+    let route = job_route(&app.topology);
+    app.store().submit_charge(&route, new).await.unwrap()
+}
+
+/// Submits a charge (twice: the second creates nothing) and returns its id.
+pub(crate) async fn charge(app: &TestApp, customer: &str, amount: i64, currency: &str) -> i64 {
+    let new = new_charge(customer, amount, currency);
+    let (record, created) = submit(app, &new).await;
     assert!(created);
-    let (again, created_again) = app
-        .store()
-        .submit_charge(&job_route(&app.topology), &new)
-        .await
-        .unwrap();
+    let (again, created_again) = submit(app, &new).await;
     assert!(!created_again, "the same reference creates nothing new");
     assert_eq!(again.id, record.id);
     record.id
 }
 
+/// The PaymentIntent a settled charge names, as Stripe has it.
+pub(crate) async fn paid_intent(
+    app: &TestApp,
+    charge: &kassa_store::ChargeRecord,
+) -> kassa_stripe::objects::PaymentIntent {
+    let id = charge
+        .payment_intent_id
+        .as_deref()
+        .expect("a PaymentIntent");
+    app.stripe()
+        .payment_intents()
+        .retrieve(id, &[])
+        .await
+        .unwrap()
+}
+
+/// Waits (up to `within`) until charge `id` is as `wanted` says, and returns it.
+pub(crate) async fn charge_when(
+    app: &TestApp,
+    id: i64,
+    within: Duration,
+    what: &str,
+    wanted: impl Fn(&kassa_store::ChargeRecord) -> bool,
+) -> kassa_store::ChargeRecord {
+    eventually(within, &format!("charge {id}: {what}"), || async {
+        app.store().charge(id).await.unwrap().filter(&wanted)
+    })
+    .await
+}
+
+/// Waits until charge `id` has `status`, and returns it.
 pub(crate) async fn settled(
     app: &TestApp,
     id: i64,
     status: ChargeStatus,
 ) -> kassa_store::ChargeRecord {
-    eventually(
-        Duration::from_secs(30),
-        &format!("charge {id} to be {status}"),
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.status == status)
-        },
-    )
+    let what = format!("to be {status}");
+    charge_when(app, id, Duration::from_secs(30), &what, |c| {
+        c.status == status
+    })
     .await
 }
 
@@ -150,18 +173,8 @@ pub(crate) fn attempt_key(app: &TestApp, id: i64, attempt: i32) -> String {
 
 /// The customer's PaymentIntents as Stripe has them, newest first.
 pub(crate) async fn intents_of(app: &TestApp, customer: &str) -> Vec<Value> {
-    let list: Value = app
-        .http
-        .get(format!("{}/v1/payment_intents", app.sim().base_url()))
-        .query(&[("customer", customer), ("limit", "100")])
-        .bearer_auth(crate::support::app::TEST_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list["data"].as_array().cloned().unwrap_or_default()
+    let base = app.sim().base_url();
+    sim::list(&base, "/v1/payment_intents", &[("customer", customer)]).await
 }
 
 pub(crate) fn successful_intents(app: &TestApp) -> Vec<kassa_stripe_sim::RecordedRequest> {
@@ -173,11 +186,7 @@ pub(crate) fn successful_intents(app: &TestApp) -> Vec<kassa_stripe_sim::Recorde
 
 #[tokio::test]
 async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     let id = charge(&app, &customer, 1999, "usd").await;
     let done = settled(&app, id, ChargeStatus::Succeeded).await;
@@ -191,24 +200,15 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
     .message(&job_route(&app.topology));
     let body = serde_json::to_vec(&job.body).unwrap();
     let (first, second) = (app.stack.broker.publisher(), app.stack.broker.publisher());
-    let (a, b) = tokio::join!(
-        first.publish(kassa_broker::OutgoingMessage {
-            exchange: &job.exchange,
-            routing_key: &job.routing_key,
-            body: &body,
-            message_id: &job.message_id,
-            kind: "charge.execute",
-            headers: None
-        }),
-        second.publish(kassa_broker::OutgoingMessage {
-            exchange: &job.exchange,
-            routing_key: &job.routing_key,
-            body: &body,
-            message_id: &job.message_id,
-            kind: "charge.execute",
-            headers: None
-        }),
-    );
+    let message = kassa_broker::OutgoingMessage {
+        exchange: &job.exchange,
+        routing_key: &job.routing_key,
+        body: &body,
+        message_id: &job.message_id,
+        kind: "charge.execute",
+        headers: None,
+    };
+    let (a, b) = tokio::join!(first.publish(message.clone()), second.publish(message));
     a.unwrap();
     b.unwrap();
     app.drained(&app.topology.charges_queue()).await;
@@ -222,12 +222,7 @@ async fn a_saved_card_is_charged_once_however_often_the_job_is_delivered() {
         intents[0].idempotency_key.as_deref(),
         Some(attempt_key(&app, id, 1).as_str())
     );
-    let pi = app
-        .stripe()
-        .payment_intents()
-        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
-        .await
-        .unwrap();
+    let pi = paid_intent(&app, &done).await;
     assert_eq!((pi.amount, pi.currency.as_str()), (1999, "usd"));
     app.cleanup().await;
 }
@@ -297,12 +292,7 @@ async fn decline_then_repay(test_card: &str, expected_code: &str) {
         ],
         "one PaymentIntent per attempt: declined (402), then paid with the new card"
     );
-    let pi = app
-        .stripe()
-        .payment_intents()
-        .retrieve(done.payment_intent_id.as_deref().unwrap(), &[])
-        .await
-        .unwrap();
+    let pi = paid_intent(&app, &done).await;
     assert_eq!(format!("{:?}", pi.status), "Succeeded");
     app.cleanup().await;
 }
@@ -328,16 +318,12 @@ async fn an_unused_link_gets_one_reminder_then_the_charge_fails() {
         .recheckout_session_id
         .unwrap();
     expire(&app, &first).await;
-    let reminded = eventually(
+    let reminded = charge_when(
+        &app,
+        id,
         Duration::from_secs(20),
         "a reminder with a new link",
-        || async {
-            app.store()
-                .charge(id)
-                .await
-                .unwrap()
-                .filter(|c| c.reminders_sent == 1)
-        },
+        |c| c.reminders_sent == 1,
     )
     .await;
     let second = reminded.recheckout_session_id.clone().unwrap();
@@ -361,12 +347,11 @@ async fn an_unused_link_gets_one_reminder_then_the_charge_fails() {
 #[tokio::test]
 async fn the_customer_receives_the_repay_link_by_e_mail() {
     let sink = crate::support::smtp_sink::SmtpSink::start().await;
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        smtp_url: Some(sink.url()),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder()
+        .without_ingress()
+        .smtp(sink.url())
+        .spawn()
+        .await;
     // Declining test cards fail already when attached (as in Stripe); this one attaches, then
     // every charge of it is declined.
     let customer = customer_with_card(&app, "pm_card_chargeCustomerFail").await;
@@ -406,71 +391,22 @@ const ADMIN: &str = "test-admin-token-0123456789";
 /// A customer recorded by Kassa with a default card: the way the setup flow leaves one.
 async fn recorded_customer_with_card(app: &TestApp, test_card: &str) -> String {
     let customer = customer_with_card(app, test_card).await;
-    let default = app
-        .stripe()
-        .customers()
-        .retrieve(&customer, &[])
-        .await
-        .unwrap()
-        .invoice_settings
-        .default_payment_method
-        .unwrap()
-        .id()
-        .to_owned();
-    let mut tx = app.store().begin().await.unwrap();
-    kassa_store::customers::upsert_customer(
-        &mut tx,
-        &kassa_store::CustomerRecord {
-            id: customer.clone(),
-            email: None,
-            name: None,
-            default_payment_method: Some(default.clone()),
-            deleted: false,
-            livemode: false,
-        },
-    )
-    .await
-    .unwrap();
-    kassa_store::customers::upsert_payment_method(
-        &mut tx,
-        &kassa_store::PaymentMethodRecord {
-            id: default,
-            customer_id: Some(customer.clone()),
-            brand: Some("visa".into()),
-            last4: Some("4242".into()),
-            exp_month: Some(12),
-            exp_year: Some(2030),
-            attached: true,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let default = app.default_card(&customer).await;
+    record_customer_with_card(app.store(), &customer, &default, None).await;
     customer
 }
 
 async fn api(app: &TestApp, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = app
-        .http
-        .post(format!("{}/api/charges", app.stack.base_url().unwrap()))
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    app.post("/api/charges")
+        .token(token)
+        .json(&body)
+        .send()
+        .await
 }
 
 #[tokio::test]
 async fn the_back_office_api_validates_records_once_and_charges() {
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(ADMIN),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().admin_token(ADMIN).spawn().await;
     let customer = recorded_customer_with_card(&app, "pm_card_visa").await;
     // A customer without a card: refused whether Kassa has recorded it (no saved card) or not yet.
     let cardless = app
@@ -550,57 +486,35 @@ async fn the_back_office_api_validates_records_once_and_charges() {
 
     let id = created["id"].as_i64().unwrap();
     settled(&app, id, ChargeStatus::Succeeded).await;
-    let base = app.stack.base_url().unwrap();
-    let shown: Value = app
-        .http
-        .get(format!("{base}/api/charges/{id}"))
-        .bearer_auth(ADMIN)
+    let admin = Some(ADMIN);
+    let (_, shown) = app
+        .get(&format!("/api/charges/{id}"))
+        .token(admin)
         .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(shown["status"], "succeeded");
     assert!(shown["payment_intent"].as_str().unwrap().starts_with("pi_"));
-    let listed: Value = app
-        .http
-        .get(format!("{base}/api/charges?status=succeeded"))
-        .bearer_auth(ADMIN)
+    let (_, listed) = app
+        .get("/api/charges?status=succeeded")
+        .token(admin)
         .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
-    let missing = app
-        .http
-        .get(format!("{base}/api/charges/999999"))
-        .bearer_auth(ADMIN)
+    let (missing, _) = app.get("/api/charges/999999").token(admin).send().await;
+    assert_eq!(missing, 404);
+    let (bad_status, _) = app
+        .get("/api/charges?status=paid")
+        .token(admin)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-    let bad_status = app
-        .http
-        .get(format!("{base}/api/charges?status=paid"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_status.status(), 400);
+        .await;
+    assert_eq!(bad_status, 400);
     assert_eq!(successful_intents(&app).len(), 1, "charged once");
     app.cleanup().await;
 }
 
 #[tokio::test]
-async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+async fn stripe_500s_and_429s_are_retried_with_the_same_key_and_charge_when() {
+    let app = TestApp::builder().without_ingress().spawn().await;
     let customer = customer_with_card(&app, "pm_card_visa").await;
     // Two 500s on PaymentIntent creation, then Stripe's rate limit at 2 requests/s for a burst of charges.
     app.sim().set_faults(kassa_stripe_sim::Faults {

@@ -2,9 +2,10 @@
 //! against a fresh database and the charges exchange of a fresh prefix (no worker: the jobs wait
 //! in the outbox).
 
-use crate::support::services;
+use crate::support::binary::{charge_args, kassa, run, text};
+use crate::support::{record_customer_with_card, services};
 use kassa_broker::Topology;
-use kassa_store::{ChargeStatus, CustomerRecord, PaymentMethodRecord, Store};
+use kassa_store::{ChargeStatus, Store};
 use std::path::Path;
 use std::process::Output;
 
@@ -22,35 +23,7 @@ impl CliDb {
         let store = Store::connect(&url, 2).await.unwrap();
         let customer = format!("cus_cli_{}", uuid::Uuid::new_v4().simple());
         let card = format!("pm_cli_{}", uuid::Uuid::new_v4().simple());
-        let mut tx = store.begin().await.unwrap();
-        kassa_store::customers::upsert_customer(
-            &mut tx,
-            &CustomerRecord {
-                id: customer.clone(),
-                email: Some("cli@example.com".into()),
-                name: None,
-                default_payment_method: Some(card.clone()),
-                deleted: false,
-                livemode: false,
-            },
-        )
-        .await
-        .unwrap();
-        kassa_store::customers::upsert_payment_method(
-            &mut tx,
-            &PaymentMethodRecord {
-                id: card,
-                customer_id: Some(customer.clone()),
-                brand: Some("visa".into()),
-                last4: Some("4242".into()),
-                exp_month: Some(12),
-                exp_year: Some(2030),
-                attached: true,
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        record_customer_with_card(&store, &customer, &card, Some("cli@example.com")).await;
         let prefix = Topology::unique().prefix().to_owned();
         // What a worker declares at start, and what `charge` / `charges import` check for.
         declare_charges_exchange(&prefix).await;
@@ -62,20 +35,20 @@ impl CliDb {
         }
     }
 
-    async fn kassa(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .args(args)
+    /// `kassa ARGS` on this database under `prefix`, without a Stripe key.
+    async fn kassa_under(&self, prefix: &str, args: &[&str]) -> Output {
+        let mut command = kassa(args);
+        command
             .env("KASSA_DATABASE_URL", &self.url)
-            .env("KASSA_AMQP_PREFIX", &self.prefix)
+            .env("KASSA_AMQP_PREFIX", prefix)
             .env("KASSA_AMQP_URL", services::amqp_url().await)
-            .env_remove("KASSA_STRIPE_API_KEY")
-            .env("RUST_LOG", "warn")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap()
+            .env_remove("KASSA_STRIPE_API_KEY");
+        run(command).await
+    }
+
+    /// `kassa ARGS` on this database and prefix, without a Stripe key.
+    async fn kassa(&self, args: &[&str]) -> Output {
+        self.kassa_under(&self.prefix, args).await
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -121,10 +94,6 @@ async fn declare_charges_exchange(prefix: &str) {
         .await
         .unwrap();
     let _ = connection.close(200, "declared".into()).await;
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn write(path: &Path, contents: &str) {
@@ -356,40 +325,15 @@ async fn charge_and_import_refuse_a_prefix_whose_exchange_does_not_exist() {
         &format!("customer,amount,currency,reference\n{cus},1999,usd,typo-2\n"),
     );
     let wrong_prefix = format!("{}typo.", db.prefix);
-    let run = |args: Vec<String>| {
-        let wrong_prefix = wrong_prefix.clone();
-        let db = &db;
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-                .args(&args)
-                .env("KASSA_DATABASE_URL", &db.url)
-                .env("KASSA_AMQP_PREFIX", &wrong_prefix)
-                .env("KASSA_AMQP_URL", services::amqp_url().await)
-                .env("RUST_LOG", "warn")
-                .env_remove("KASSA_STRIPE_API_KEY")
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let charge = run([
-        "charge",
-        "--customer",
-        &cus,
-        "--amount",
-        "1999",
-        "--currency",
-        "usd",
-        "--reference",
-        "typo-1",
-    ]
-    .map(str::to_owned)
-    .to_vec())
-    .await;
-    let import = run(["charges", "import", file.to_str().unwrap()]
-        .map(str::to_owned)
-        .to_vec())
-    .await;
+    let charge = db
+        .kassa_under(&wrong_prefix, &charge_args(&cus, "1999", "usd", "typo-1"))
+        .await;
+    let import = db
+        .kassa_under(
+            &wrong_prefix,
+            &["charges", "import", file.to_str().unwrap()],
+        )
+        .await;
     for out in [&charge, &import] {
         assert!(!out.status.success());
         let stderr = text(&out.stderr);
@@ -414,19 +358,7 @@ async fn charge_and_import_refuse_a_prefix_whose_exchange_does_not_exist() {
     );
 
     // The right prefix goes through.
-    let out = db
-        .kassa(&[
-            "charge",
-            "--customer",
-            &cus,
-            "--amount",
-            "1999",
-            "--currency",
-            "usd",
-            "--reference",
-            "typo-1",
-        ])
-        .await;
+    let out = db.kassa(&charge_args(&cus, "1999", "usd", "typo-1")).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_file(&file).ok();
     db.cleanup().await;

@@ -1,10 +1,10 @@
-//! Checkout and payment endpoints (issue 7, items 1–3): the checkout-session and payment-intent
-//! APIs with their bad inputs, product upsert by product_code, JPY unscaled, and the merchant
-//! pages — the success page and the webhook racing record each payment once, with one
-//! notification and one receipt.
+//! Checkout and payment endpoints: the checkout-session and payment-intent APIs with their bad
+//! inputs, product upsert by product_code, JPY unscaled, and the merchant pages — the success
+//! page and the webhook racing record each payment once, with one notification and one receipt.
 
-use crate::support::app::{AppOptions, TestApp};
+use crate::support::app::TestApp;
 use crate::support::smtp_sink::SmtpSink;
+use crate::support::{assert_error, sim};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -12,11 +12,14 @@ const TOKEN: &str = "checkout-tests-admin-token-0123456789";
 const NOTIFY: &str = "shop-owner@example.com";
 
 async fn app() -> TestApp {
-    TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        ..AppOptions::default()
-    })
-    .await
+    TestApp::builder().admin_token(TOKEN).spawn().await
+}
+
+/// The app with its APIs, e-mailing the merchant (`NOTIFY`) and customers through an SMTP sink.
+async fn shop_with_mail() -> (TestApp, SmtpSink) {
+    let smtp = SmtpSink::start().await;
+    let builder = TestApp::builder().admin_token(TOKEN).smtp(smtp.url());
+    (builder.notify_email(NOTIFY).spawn().await, smtp)
 }
 
 fn base(app: &TestApp) -> String {
@@ -25,17 +28,13 @@ fn base(app: &TestApp) -> String {
 
 /// POSTs `body` with `token` and a fresh Idempotency-Key (these routes require one).
 async fn post_api(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = app
-        .http
-        .post(format!("{}{path}", base(app)))
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let key = uuid::Uuid::new_v4().to_string();
+    app.post(path)
+        .token(token)
+        .idempotency_key(Some(&key))
+        .json(&body)
+        .send()
+        .await
 }
 
 /// POSTs that reached the simulator and created something.
@@ -385,13 +384,7 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
     for (path, token, body, status, code, field) in cases {
         let (got, answer) = post_api(&app, path, token, body.clone()).await;
         assert_eq!(got, status, "{path} {body}: {answer}");
-        assert_eq!(answer["error"]["code"], code, "{path} {body}: {answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{answer}"
-        );
+        assert_error(&answer, code, &format!("{path} {body}"));
         if let Some(field) = field {
             assert_eq!(answer["error"]["field"], field, "{path} {body}: {answer}");
         }
@@ -450,14 +443,7 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
 /// announced once (one notification to the merchant, one receipt to the customer).
 #[tokio::test]
 async fn success_page_and_webhook_racing_fulfil_each_payment_once() {
-    let smtp = SmtpSink::start().await;
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        smtp_url: Some(smtp.url()),
-        notify_email: Some(NOTIFY),
-        ..AppOptions::default()
-    })
-    .await;
+    let (app, smtp) = shop_with_mail().await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -566,14 +552,7 @@ async fn success_page_and_webhook_racing_fulfil_each_payment_once() {
 
 #[tokio::test]
 async fn payment_intent_api_and_confirmation_record_the_payment_once() {
-    let smtp = SmtpSink::start().await;
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        smtp_url: Some(smtp.url()),
-        notify_email: Some(NOTIFY),
-        ..AppOptions::default()
-    })
-    .await;
+    let (app, smtp) = shop_with_mail().await;
     let (status, body) = post_api(
         &app,
         "/api/payment-intents",
@@ -607,20 +586,9 @@ async fn payment_intent_api_and_confirmation_record_the_payment_once() {
     assert_eq!(app.store().count_payments().await.unwrap(), 0);
 
     // The customer pays on the merchant's form (Stripe.js confirms the intent).
-    let paid: Value = app
-        .http
-        .post(format!(
-            "{}/v1/payment_intents/{id}/confirm",
-            app.sim().base_url()
-        ))
-        .bearer_auth("sk_test_kassa_tests")
-        .form(&[("payment_method", "pm_card_visa")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let confirm = format!("/v1/payment_intents/{id}/confirm");
+    let card = [("payment_method", "pm_card_visa")];
+    let paid = sim::post_form(&app.sim().base_url(), &confirm, &card).await;
     assert_eq!(paid["status"], "succeeded", "{paid}");
 
     // The page's confirmation and the webhook race; twice more for good measure.
@@ -755,16 +723,12 @@ fn publishable_key_of_the_other_mode_is_refused() {
 /// that comes later is a no-op.
 #[tokio::test]
 async fn payment_intent_webhook_first_records_the_checkout_payment_with_its_receipt_address() {
-    let app = TestApp::spawn_with(AppOptions {
-        admin_token: Some(TOKEN),
-        // Every webhook is lost: the test hands the two events to the worker itself, in order.
-        faults: kassa_stripe_sim::Faults {
-            drop_webhook_rate: 1.0,
-            ..kassa_stripe_sim::Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await;
+    // Every webhook is lost: the test hands the two events to the worker itself, in order.
+    let app = TestApp::builder()
+        .admin_token(TOKEN)
+        .dropping_webhooks()
+        .spawn()
+        .await;
     let (status, session) = post_api(
         &app,
         "/api/checkout-sessions",

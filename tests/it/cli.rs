@@ -1,15 +1,15 @@
 //! The `kassa` binary itself: the README's first command starts, serves, and stops cleanly.
 
-use crate::support::{event_body, event_id, eventually, now, services};
+use crate::support::binary::{free_port, kassa, KassaProcess};
+use crate::support::{event_body, event_id, now, services};
 use kassa_broker::Topology;
-use std::process::Stdio;
 use std::time::Duration;
 
 #[tokio::test]
 async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
     let topology = Topology::unique();
     let secret = "whsec_cli_test_secret";
-    let kassa = Kassa::start(
+    let process = start(
         "ingress",
         &[
             ("KASSA_AMQP_URL", services::amqp_url().await),
@@ -19,7 +19,7 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
     )
     .await;
     let http = reqwest::Client::new();
-    let base = kassa.base.clone();
+    let base = process.base.clone();
 
     let body = event_body(&event_id(), "checkout.session.completed");
     let signature = kassa_stripe::webhook::sign(secret, now(), &body);
@@ -32,7 +32,7 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let logs = kassa.stop().await;
+    let logs = stop(process).await;
     assert!(logs.contains("kassa ingress listening"), "{logs}");
     assert!(
         logs.contains("KASSA_STRIPE_WEBHOOK_SECRETS"),
@@ -61,65 +61,57 @@ async fn kassa_ingress_accepts_a_webhook_and_exits_0_on_sigterm() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `kassa SUBCOMMAND` on a free port with `envs`, logging at `info`, ready to serve.
+async fn start(subcommand: &str, envs: &[(&str, String)]) -> KassaProcess {
+    let mut command = kassa(&[subcommand]);
+    command
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "info");
+    KassaProcess::start(command, free_port(), Duration::from_secs(30)).await
 }
 
-/// A `kassa` process on a free port, started with `envs` (and `RUST_LOG=info`), ready once its
-/// `/readyz` answers 200.
-struct Kassa {
-    child: tokio::process::Child,
-    base: String,
+/// What a `kassa` process works with: a Stripe simulator, a fresh database, a fresh topology.
+struct Surroundings {
+    sim: kassa_stripe_sim::Simulator,
+    database_url: String,
+    topology: Topology,
+    amqp_url: String,
 }
 
-impl Kassa {
-    async fn start(command: &str, envs: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg(command)
-            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        eventually(
-            Duration::from_secs(30),
-            &format!("kassa {command} to be ready"),
-            || async {
-                let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-                r.status().is_success().then_some(())
-            },
-        )
-        .await;
-        Self { child, base }
-    }
-
-    /// SIGTERM; asserts exit 0 within 15 s and returns everything it printed.
-    async fn stop(self) -> String {
-        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let output = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
+impl Surroundings {
+    async fn new() -> Self {
+        let sim = kassa_stripe_sim::Simulator::start(Default::default())
             .await
-            .expect("kassa exits after SIGTERM")
             .unwrap();
-        let logs = String::from_utf8_lossy(&output.stdout).to_string()
-            + &String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "exit status {:?}\n{logs}",
-            output.status
-        );
-        logs
+        Self {
+            sim,
+            database_url: services::fresh_database_url().await,
+            topology: Topology::unique(),
+            amqp_url: services::amqp_url().await,
+        }
     }
+
+    /// The variables that point `kassa` at them, with `api_key` as its Stripe key.
+    fn envs(&self, api_key: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("KASSA_AMQP_URL", self.amqp_url.clone()),
+            ("KASSA_AMQP_PREFIX", self.topology.prefix().to_owned()),
+            ("KASSA_DATABASE_URL", self.database_url.clone()),
+            ("KASSA_STRIPE_API_KEY", api_key.to_owned()),
+            ("KASSA_STRIPE_API_BASE", self.sim.base_url()),
+        ]
+    }
+
+    async fn cleanup(self) {
+        let _ = self.topology.delete_at(&self.amqp_url).await;
+        services::drop_database(&self.database_url).await;
+        self.sim.shutdown().await;
+    }
+}
+
+/// SIGTERM; asserts exit 0 within 15 s and returns everything it printed.
+async fn stop(kassa: KassaProcess) -> String {
+    kassa.stop(Duration::from_secs(15)).await
 }
 
 #[tokio::test]
@@ -127,13 +119,10 @@ async fn kassa_demo_saves_a_card_end_to_end_and_exits_0() {
     let database_url = services::fresh_database_url().await;
     let output = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg("demo")
+        kassa(&["demo"])
             .env("KASSA_AMQP_URL", services::amqp_url().await)
             .env("KASSA_DATABASE_URL", &database_url)
             .env_remove("KASSA_STRIPE_API_KEY")
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
             .output(),
     )
     .await
@@ -155,27 +144,10 @@ async fn kassa_demo_saves_a_card_end_to_end_and_exits_0() {
 
 #[tokio::test]
 async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
-    let sim = kassa_stripe_sim::Simulator::start(Default::default())
-        .await
-        .unwrap();
-    let database_url = services::fresh_database_url().await;
-    let topology = Topology::unique();
-    let kassa = Kassa::start(
-        "worker",
-        &[
-            ("KASSA_AMQP_URL", services::amqp_url().await),
-            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
-            ("KASSA_DATABASE_URL", database_url.clone()),
-            (
-                "KASSA_STRIPE_API_KEY",
-                "sk_test_kassa_cli_worker".to_owned(),
-            ),
-            ("KASSA_STRIPE_API_BASE", sim.base_url()),
-        ],
-    )
-    .await;
+    let around = Surroundings::new().await;
+    let process = start("worker", &around.envs("sk_test_kassa_cli_worker")).await;
     let http = reqwest::Client::new();
-    let base = kassa.base.clone();
+    let base = process.base.clone();
     assert_eq!(
         http.get(format!("{base}/healthz"))
             .send()
@@ -194,7 +166,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
 
-    let logs = kassa.stop().await;
+    let logs = stop(process).await;
     assert!(
         logs.contains("kassa worker started") && logs.contains("kassa worker stopped"),
         "{logs}"
@@ -203,9 +175,7 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
         !logs.contains("sk_test_kassa_cli_worker"),
         "the API key is never logged: {logs}"
     );
-    let _ = topology.delete_at(&services::amqp_url().await).await;
-    services::drop_database(&database_url).await;
-    sim.shutdown().await;
+    around.cleanup().await;
 }
 
 /// A deployment that splits ingress and worker processes (deploy/) still serves the
@@ -213,33 +183,17 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
 /// when KASSA_ADMIN_TOKEN is set.
 #[tokio::test]
 async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_page() {
-    let sim = kassa_stripe_sim::Simulator::start(Default::default())
-        .await
-        .unwrap();
-    let database_url = services::fresh_database_url().await;
-    let topology = Topology::unique();
+    let around = Surroundings::new().await;
     let token = "cli-ingress-admin-token-0123456789";
-    let kassa = Kassa::start(
-        "ingress",
-        &[
-            ("KASSA_AMQP_URL", services::amqp_url().await),
-            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
-            (
-                "KASSA_STRIPE_WEBHOOK_SECRETS",
-                "whsec_cli_ingress_api".to_owned(),
-            ),
-            ("KASSA_ADMIN_TOKEN", token.to_owned()),
-            ("KASSA_DATABASE_URL", database_url.clone()),
-            (
-                "KASSA_STRIPE_API_KEY",
-                "sk_test_kassa_cli_ingress".to_owned(),
-            ),
-            ("KASSA_STRIPE_API_BASE", sim.base_url()),
-        ],
-    )
-    .await;
+    let mut envs = around.envs("sk_test_kassa_cli_ingress");
+    envs.push((
+        "KASSA_STRIPE_WEBHOOK_SECRETS",
+        "whsec_cli_ingress_api".to_owned(),
+    ));
+    envs.push(("KASSA_ADMIN_TOKEN", token.to_owned()));
+    let process = start("ingress", &envs).await;
     let http = reqwest::Client::new();
-    let base = kassa.base.clone();
+    let base = process.base.clone();
 
     let anonymous = http
         .get(format!("{base}/api/charges"))
@@ -267,7 +221,7 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     assert!(
         session["url"]
             .as_str()
-            .is_some_and(|u| u.starts_with(&sim.base_url())),
+            .is_some_and(|u| u.starts_with(&around.sim.base_url())),
         "{session}"
     );
     let customer = http
@@ -282,24 +236,20 @@ async fn kassa_ingress_with_the_admin_token_serves_the_apis_and_the_merchant_pag
     assert_eq!(shop.status(), 200);
     assert!(shop.text().await.unwrap().contains("id=\"buy\""));
 
-    let logs = kassa.stop().await;
+    let logs = stop(process).await;
     assert!(
         !logs.contains(token),
         "the admin token is never logged: {logs}"
     );
-    let _ = topology.delete_at(&services::amqp_url().await).await;
-    services::drop_database(&database_url).await;
-    sim.shutdown().await;
+    around.cleanup().await;
 }
 
 #[tokio::test]
 async fn kassa_dlq_list_says_when_the_queue_is_empty() {
     let topology = Topology::unique();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(["dlq", "list"])
+    let output = kassa(&["dlq", "list"])
         .env("KASSA_AMQP_URL", services::amqp_url().await)
         .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("RUST_LOG", "warn")
         .output()
         .await
         .unwrap();
@@ -310,11 +260,9 @@ async fn kassa_dlq_list_says_when_the_queue_is_empty() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("is empty"), "{stdout}");
-    let replay = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(["dlq", "replay", "evt_nothing"])
+    let replay = kassa(&["dlq", "replay", "evt_nothing"])
         .env("KASSA_AMQP_URL", services::amqp_url().await)
         .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("RUST_LOG", "warn")
         .output()
         .await
         .unwrap();
@@ -325,8 +273,7 @@ async fn kassa_dlq_list_says_when_the_queue_is_empty() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
+    let output = kassa(&["ingress"])
         .env("KASSA_STRIPE_WEBHOOK_SECRETS", "not-a-secret")
         .output()
         .await
@@ -335,8 +282,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("KASSA_STRIPE_WEBHOOK_SECRETS"), "{stderr}");
     assert!(!stderr.contains("not-a-secret"), "{stderr}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
+    let output = kassa(&["ingress"])
         .env_remove("KASSA_STRIPE_WEBHOOK_SECRETS")
         .output()
         .await
@@ -351,8 +297,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
             && stderr.contains("--allow-development-secret"),
         "{stderr}"
     );
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("ingress")
+    let output = kassa(&["ingress"])
         .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_bad_settings")
         .env("KASSA_ADMIN_TOKEN", "cli-ingress-admin-token-0123456789")
         .env_remove("KASSA_STRIPE_API_KEY")
@@ -369,8 +314,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
         "{stderr}"
     );
     assert!(!stderr.contains("0123456789"), "{stderr}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("worker")
+    let output = kassa(&["worker"])
         .env("KASSA_STRIPE_API_KEY", "sk_test_cli_bad_settings")
         .env("KASSA_NOTIFY_EMAIL", "shop owner at example dot com")
         .output()
@@ -379,8 +323,7 @@ async fn a_bad_setting_stops_kassa_at_start_naming_the_variable() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("KASSA_NOTIFY_EMAIL"), "{stderr}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("worker")
+    let output = kassa(&["worker"])
         .env("KASSA_STRIPE_API_KEY", "pk_test_publishable")
         .output()
         .await
@@ -448,8 +391,7 @@ async fn bad_broker_addresses_and_http_limits_stop_kassa_at_start() {
 #[tokio::test]
 async fn the_pool_is_sized_by_what_each_process_runs() {
     let refused = |command: &'static str, envs: Vec<(&'static str, &'static str)>| async move {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg(command)
+        let output = kassa(&[command])
             .envs(envs)
             .env("KASSA_STRIPE_API_KEY", "sk_test_cli_pool")
             .env("KASSA_STRIPE_WEBHOOK_SECRETS", "whsec_cli_pool_test")
@@ -505,24 +447,7 @@ async fn the_pool_is_sized_by_what_each_process_runs() {
     );
 
     // Without the poller, 2 × 8 + relay = 17 is enough; unset, the pool is exactly the need.
-    let sim = kassa_stripe_sim::Simulator::start(Default::default())
-        .await
-        .unwrap();
-    let database_url = services::fresh_database_url().await;
-    let topology = Topology::unique();
-    let common = |extra: Vec<(&'static str, String)>| {
-        let mut envs = vec![
-            ("KASSA_AMQP_URL", String::new()),
-            ("KASSA_AMQP_PREFIX", topology.prefix().to_owned()),
-            ("KASSA_DATABASE_URL", database_url.clone()),
-            ("KASSA_STRIPE_API_KEY", "sk_test_cli_pool".to_owned()),
-            ("KASSA_STRIPE_API_BASE", sim.base_url()),
-            ("KASSA_WORKER_CONCURRENCY", "8".to_owned()),
-        ];
-        envs.extend(extra);
-        envs
-    };
-    let amqp = services::amqp_url().await;
+    let around = Surroundings::new().await;
     for (extra, connections) in [
         (
             vec![
@@ -533,16 +458,15 @@ async fn the_pool_is_sized_by_what_each_process_runs() {
         ),
         (vec![], 18),
     ] {
-        let mut envs = common(extra);
-        envs[0].1 = amqp.clone();
-        let kassa = Kassa::start("worker", &envs).await;
-        let logs = kassa.stop().await;
+        let mut envs = around.envs("sk_test_cli_pool");
+        envs.push(("KASSA_WORKER_CONCURRENCY", "8".to_owned()));
+        envs.extend(extra);
+        let process = start("worker", &envs).await;
+        let logs = stop(process).await;
         assert!(
             logs.contains(&format!("database_connections={connections}")),
             "{logs}"
         );
     }
-    let _ = topology.delete_at(&amqp).await;
-    services::drop_database(&database_url).await;
-    sim.shutdown().await;
+    around.cleanup().await;
 }

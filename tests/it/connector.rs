@@ -2,18 +2,17 @@
 //! from the CLI (`kassa customers|products|legacy-charge`), against the simulator: what is
 //! created, with which Idempotency-Key, and that bad input creates nothing.
 
-use crate::support::app::{AppOptions, TestApp};
+use crate::support::app::TestApp;
 use serde_json::{json, Value};
 
 const ADMIN: &str = "connector-test-admin-token-0123456789";
 
 async fn connector_app() -> TestApp {
-    TestApp::spawn_with(AppOptions {
-        admin_token: Some(ADMIN),
-        worker: false,
-        ..AppOptions::default()
-    })
-    .await
+    TestApp::builder()
+        .admin_token(ADMIN)
+        .without_worker()
+        .spawn()
+        .await
 }
 
 async fn call(
@@ -24,23 +23,14 @@ async fn call(
     body: Option<Value>,
     idempotency_key: Option<&str>,
 ) -> (u16, Value) {
-    let mut request = app
-        .http
-        .request(method, format!("{}{path}", app.stack.base_url().unwrap()));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    let call = app
+        .call(method, path)
+        .token(token)
+        .idempotency_key(idempotency_key);
+    match body {
+        Some(body) => call.json(&body).send().await,
+        None => call.send().await,
     }
-    if let Some(key) = idempotency_key {
-        request = request.header("Idempotency-Key", key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
 }
 
 /// POSTs `body` with the admin token and a fresh Idempotency-Key, as a careful client does.
@@ -55,6 +45,11 @@ async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
         Some(&key),
     )
     .await
+}
+
+/// POSTs nothing at all (no body, no Content-Type) with the admin token.
+async fn post_without_body(app: &TestApp, path: &str) -> (u16, Value) {
+    call(app, reqwest::Method::POST, path, Some(ADMIN), None, None).await
 }
 
 /// POSTs the simulator executed (not replays) on `path`.
@@ -239,15 +234,7 @@ async fn products_are_created_with_their_product_code() {
     assert_field_error(status, &body, "name");
     let (status, body) = post(&app, "/api/products", json!({"name": "  "})).await;
     assert_field_error(status, &body, "name");
-    let (status, body) = call(
-        &app,
-        reqwest::Method::POST,
-        "/api/products",
-        Some(ADMIN),
-        None,
-        None,
-    )
-    .await;
+    let (status, body) = post_without_body(&app, "/api/products").await;
     // No body and no Content-Type: 415, as JSON.
     assert_eq!(status, 415, "{body}");
     assert_eq!(body["error"]["code"], "unsupported_media_type");
@@ -358,17 +345,7 @@ async fn legacy_charges_charge_a_token_or_a_customer_and_refuse_bad_input() {
     assert_eq!(status, 402, "{answer}");
     assert_eq!(answer["error"]["code"], "card_declined");
 
-    let list: Value = app
-        .http
-        .get(format!("{}/v1/charges", app.sim().base_url()))
-        .query(&[("limit", "100")])
-        .bearer_auth("sk_test_kassa_tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.sim_get("/v1/charges", &[("limit", "100")]).await;
     let succeeded: Vec<&Value> = list["data"]
         .as_array()
         .unwrap()
@@ -469,20 +446,6 @@ async fn money_moving_routes_require_an_idempotency_key_and_a_retry_creates_noth
     app.cleanup().await;
 }
 
-async fn kassa(app: &TestApp, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(args)
-        .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_connector_cli")
-        .env("KASSA_STRIPE_API_BASE", app.sim().base_url())
-        .env("KASSA_DATABASE_URL", &app.database_url)
-        .env("RUST_LOG", "warn")
-        .env_remove("RUST_BACKTRACE")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
-}
-
 fn json_out(out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
@@ -498,38 +461,32 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
     let app = connector_app().await;
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     let customer = json_out(
-        &kassa(
-            &app,
-            &[
-                "customers",
-                "create",
-                "--email",
-                &email,
-                "--name",
-                "Grace",
-                "--metadata",
-                "tier=gold",
-            ],
-        )
+        &app.kassa(&[
+            "customers",
+            "create",
+            "--email",
+            &email,
+            "--name",
+            "Grace",
+            "--metadata",
+            "tier=gold",
+        ])
         .await,
     );
     let id = customer["id"].as_str().unwrap();
     assert_eq!(customer["metadata"]["tier"], "gold");
-    let found = json_out(&kassa(&app, &["customers", "find", "--email", &email]).await);
+    let found = json_out(&app.kassa(&["customers", "find", "--email", &email]).await);
     assert_eq!(found["data"][0]["id"], id);
 
     let product = json_out(
-        &kassa(
-            &app,
-            &[
-                "products",
-                "create",
-                "--name",
-                "Mug",
-                "--product-code",
-                "MUG-1",
-            ],
-        )
+        &app.kassa(&[
+            "products",
+            "create",
+            "--name",
+            "Mug",
+            "--product-code",
+            "MUG-1",
+        ])
         .await,
     );
     assert_eq!(product["metadata"]["product_code"], "MUG-1");
@@ -545,12 +502,12 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
         "--idempotency-key",
         "cli-1",
     ];
-    let charge = json_out(&kassa(&app, &args).await);
+    let charge = json_out(&app.kassa(&args).await);
     assert_eq!(
         (charge["amount"].as_i64(), charge["currency"].as_str()),
         (Some(1500), Some("gbp"))
     );
-    let again = json_out(&kassa(&app, &args).await);
+    let again = json_out(&app.kassa(&args).await);
     assert_eq!(again["id"], charge["id"], "the same key is the same charge");
 
     // Without --idempotency-key the key comes from the arguments: the same command run again
@@ -566,7 +523,7 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
             "tok_visa",
         ]
     };
-    let first = kassa(&app, &derived("2500")).await;
+    let first = app.kassa(&derived("2500")).await;
     let stderr = String::from_utf8_lossy(&first.stderr).to_string();
     assert!(
         stderr.contains(&format!(
@@ -576,17 +533,16 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
         "the command says which key it sent: {stderr}"
     );
     let first = json_out(&first);
-    let rerun = json_out(&kassa(&app, &derived("2500")).await);
+    let rerun = json_out(&app.kassa(&derived("2500")).await);
     assert_eq!(
         rerun["id"], first["id"],
         "re-running the command charges once"
     );
-    let other = json_out(&kassa(&app, &derived("2600")).await);
+    let other = json_out(&app.kassa(&derived("2600")).await);
     assert_ne!(other["id"], first["id"]);
 
-    let bad = kassa(
-        &app,
-        &[
+    let bad = app
+        .kassa(&[
             "legacy-charge",
             "--amount",
             "12.5",
@@ -594,9 +550,8 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
             "usd",
             "--source",
             "tok_visa",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("amount"));
     assert_eq!(

@@ -1,7 +1,7 @@
 //! The consumer's contract with RabbitMQ: ack after the handler, the retry ladder, dead letters
 //! with their reason, and no message lost when forwarding fails.
 
-use crate::support::{eventually, services};
+use crate::support::{eventually, init_test_logging, services};
 use kassa_broker::consumer::{ATTEMPT_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER};
 use kassa_broker::{
     run_consumer, Broker, BrokerConfig, ConsumerConfig, Incoming, MessageHandler, Outcome,
@@ -51,6 +51,7 @@ struct Rig {
 
 impl Rig {
     async fn start(handler: Arc<Scripted>) -> Self {
+        init_test_logging();
         let ladder = vec![
             RetryRung {
                 suffix: "r1".into(),

@@ -4,36 +4,23 @@
 //! The simulator delivers no webhooks in these tests, so Kassa learns of these customers only
 //! through the lookup and the sync.
 
-use crate::support::app::{AppOptions, TestApp};
-use crate::support::{eventually, services};
+use crate::support::app::TestApp;
+use crate::support::binary::{charge_args, kassa, text};
+use crate::support::{eventually, key, services, sim};
 use futures_util::{stream, StreamExt};
 use kassa_store::ChargeStatus;
 use kassa_stripe::resources::{CustomerParams, InvoiceSettingsParams};
-use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
-use kassa_stripe_sim::Faults;
+use kassa_stripe::{Client, ClientConfig};
 use serde_json::{json, Value};
-use std::process::Output;
 use std::time::Duration;
 
 const ADMIN: &str = "customers-test-admin-token-0123456789";
 const API_KEY: &str = "sk_test_kassa_customers";
 
-fn key() -> IdempotencyKey {
-    IdempotencyKey::new(format!("test:{}", uuid::Uuid::new_v4())).unwrap()
-}
-
 /// A card saved on Stripe directly (`POST /v1/payment_methods` with a test token).
 async fn card(sim_base: &str) -> String {
-    let created: Value = reqwest::Client::new()
-        .post(format!("{sim_base}/v1/payment_methods"))
-        .bearer_auth(API_KEY)
-        .form(&[("type", "card"), ("card[token]", "tok_visa")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let card = [("type", "card"), ("card[token]", "tok_visa")];
+    let created = sim::post_form(sim_base, "/v1/payment_methods", &card).await;
     created["id"].as_str().unwrap().to_owned()
 }
 
@@ -49,7 +36,11 @@ async fn stripe_only_customer(stripe: &Client, sim_base: &str) -> (String, Strin
         }),
         ..Default::default()
     };
-    let customer = stripe.customers().create(&params, &key()).await.unwrap();
+    let customer = stripe
+        .customers()
+        .create(&params, &key("customer"))
+        .await
+        .unwrap();
     (customer.id, card)
 }
 
@@ -57,26 +48,6 @@ fn client(sim_base: &str) -> Client {
     let mut config = ClientConfig::new(API_KEY.to_owned().into());
     config.api_base = sim_base.to_owned();
     Client::new(config).unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `kassa ARGS` against the app's database, queues and simulator.
-async fn kassa(app: &TestApp, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(args)
-        .env("KASSA_DATABASE_URL", &app.database_url)
-        .env("KASSA_AMQP_URL", &app.amqp_url)
-        .env("KASSA_AMQP_PREFIX", app.topology.prefix())
-        .env("KASSA_STRIPE_API_KEY", API_KEY)
-        .env("KASSA_STRIPE_API_BASE", app.sim().base_url())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
 }
 
 /// PaymentIntents Stripe created (not replays).
@@ -111,15 +82,11 @@ async fn succeeded(app: &TestApp, reference: &str) -> kassa_store::ChargeRecord 
 }
 
 async fn no_webhooks_app() -> TestApp {
-    TestApp::spawn_with(AppOptions {
-        admin_token: Some(ADMIN),
-        faults: Faults {
-            drop_webhook_rate: 1.0,
-            ..Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await
+    TestApp::builder()
+        .admin_token(ADMIN)
+        .dropping_webhooks()
+        .spawn()
+        .await
 }
 
 #[tokio::test]
@@ -132,18 +99,8 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
         "Kassa has not recorded the customer"
     );
 
-    let args = [
-        "charge",
-        "--customer",
-        &customer,
-        "--amount",
-        "1999",
-        "--currency",
-        "usd",
-        "--reference",
-        "stripe-only-1",
-    ];
-    let out = kassa(&app, &args).await;
+    let args = charge_args(&customer, "1999", "usd", "stripe-only-1");
+    let out = app.kassa(&args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("created charge"));
     let recorded = app.store().customer(&customer).await.unwrap().unwrap();
@@ -155,7 +112,7 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
     assert!(charge.payment_intent_id.is_some());
 
     // Run again (say, after a lost answer): the same charge, no second PaymentIntent.
-    let out = kassa(&app, &args).await;
+    let out = app.kassa(&args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("already exists"));
     let intents = intents_created(&app);
@@ -178,21 +135,8 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
     let charge_of = |customer: String, reference: &'static str| {
         let app = &app;
         async move {
-            kassa(
-                app,
-                &[
-                    "charge",
-                    "--customer",
-                    &customer,
-                    "--amount",
-                    "1999",
-                    "--currency",
-                    "usd",
-                    "--reference",
-                    reference,
-                ],
-            )
-            .await
+            app.kassa(&charge_args(&customer, "1999", "usd", reference))
+                .await
         }
     };
     let out = charge_of("cus_NoSuchCustomer".into(), "stripe-only-2").await;
@@ -204,12 +148,7 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
         text(&out.stderr)
     );
     let (gone, _) = stripe_only_customer(app.stripe(), &base).await;
-    reqwest::Client::new()
-        .delete(format!("{base}/v1/customers/{gone}"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    sim::delete(&base, &format!("/v1/customers/{gone}")).await;
     let out = charge_of(gone.clone(), "stripe-only-3").await;
     assert!(!out.status.success());
     assert!(
@@ -239,18 +178,8 @@ async fn the_api_and_the_csv_import_look_up_customers_kassa_never_saw() {
     let post = |body: Value| {
         let app = &app;
         async move {
-            let response = app
-                .http
-                .post(format!("{}/api/charges", app.stack.base_url().unwrap()))
-                .bearer_auth(ADMIN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
+            let call = app.post("/api/charges").token(Some(ADMIN));
+            call.json(&body).send().await
         }
     };
     let (status, created) = post(
@@ -275,7 +204,9 @@ async fn the_api_and_the_csv_import_look_up_customers_kassa_never_saw() {
         format!("customer,amount,currency,reference\n{for_csv},1000,jpy,csv-ext-1\ncus_NoSuchCustomer,1000,jpy,csv-ext-2\n"),
     )
     .unwrap();
-    let out = kassa(&app, &["charges", "import", file.to_str().unwrap()]).await;
+    let out = app
+        .kassa(&["charges", "import", file.to_str().unwrap()])
+        .await;
     std::fs::remove_file(&file).ok();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
@@ -311,7 +242,7 @@ async fn sync_customers_records_a_thousand_customers_with_their_cards_and_resume
                 if i % 100 == 99 {
                     let customer = stripe
                         .customers()
-                        .create(&CustomerParams::default(), &key())
+                        .create(&CustomerParams::default(), &key("customer"))
                         .await
                         .unwrap();
                     return (customer.id, 0);
@@ -321,7 +252,7 @@ async fn sync_customers_records_a_thousand_customers_with_their_cards_and_resume
                     let second = card(base).await;
                     stripe
                         .payment_methods()
-                        .attach(&second, &customer, &key())
+                        .attach(&second, &customer, &key("customer"))
                         .await
                         .unwrap();
                     return (customer, 2);
@@ -338,16 +269,13 @@ async fn sync_customers_records_a_thousand_customers_with_their_cards_and_resume
     let database_url = services::fresh_database_url().await;
     let store = kassa_store::Store::connect(&database_url, 2).await.unwrap();
     let sync = |rps: Option<&str>| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"));
+        let mut command = kassa(&["sync", "customers"]);
         command
-            .args(["sync", "customers"])
             .env("KASSA_DATABASE_URL", &database_url)
             .env("KASSA_STRIPE_API_KEY", API_KEY)
             .env("KASSA_STRIPE_API_BASE", &base)
-            .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(std::process::Stdio::piped());
         match rps {
             Some(rps) => command.env("KASSA_STRIPE_MAX_RPS", rps),
             None => command.env_remove("KASSA_STRIPE_MAX_RPS"),

@@ -4,6 +4,7 @@
 //! manifests set is one the binary reads.
 
 use crate::support::app::TestApp;
+use crate::support::binary::kassa;
 use crate::support::eventually;
 use kassa_broker::topology::{ExchangeType, QueueArgument};
 use kassa_broker::Topology;
@@ -406,10 +407,7 @@ fn the_metrics_registry_lists_exactly_what_the_code_emits() {
 
 /// `KASSA_…` names a command reads, from its `--help` (`[env: KASSA_…]`).
 fn env_vars_of(command: &str) -> BTreeSet<String> {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args([command, "--help"])
-        .output()
-        .unwrap();
+    let output = kassa(&[command, "--help"]).as_std_mut().output().unwrap();
     assert!(output.status.success(), "kassa {command} --help failed");
     let help = String::from_utf8(output.stdout).unwrap();
     let mut names = BTreeSet::new();

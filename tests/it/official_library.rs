@@ -2,7 +2,7 @@
 //! ingress, and Kassa's signatures verify in their own verifiers (`Webhook.construct_event`,
 //! `stripe.webhooks.constructEvent`): they agree on the scheme.
 
-use crate::support::{event_body, event_id, IngressOptions, TestIngress};
+use crate::support::{event_body, event_id, TestIngress};
 use std::process::Command;
 
 const SECRET: &str = "whsec_official_library_check";
@@ -75,11 +75,7 @@ fn python() -> String {
 #[tokio::test]
 async fn webhooks_signed_by_stripe_python_are_accepted_and_ours_pass_its_verifier() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let app = TestIngress::spawn_with(IngressOptions {
-        secrets: vec![SECRET],
-        ..Default::default()
-    })
-    .await;
+    let app = TestIngress::builder().secrets(&[SECRET]).spawn().await;
     let id = event_id();
     let body = event_body(&id, "checkout.session.completed");
     let ours = kassa_stripe::webhook::sign(SECRET, crate::support::now(), &body);
@@ -114,11 +110,7 @@ async fn webhooks_signed_by_stripe_python_are_accepted_and_ours_pass_its_verifie
 #[tokio::test]
 async fn webhooks_signed_by_stripe_node_are_accepted_and_ours_pass_its_verifier() {
     let dir = tokio::task::spawn_blocking(stripe_node_dir).await.unwrap();
-    let app = TestIngress::spawn_with(IngressOptions {
-        secrets: vec![SECRET],
-        ..Default::default()
-    })
-    .await;
+    let app = TestIngress::builder().secrets(&[SECRET]).spawn().await;
     let id = event_id();
     let body = event_body(&id, "payment_intent.succeeded");
     let ours = kassa_stripe::webhook::sign(SECRET, crate::support::now(), &body);

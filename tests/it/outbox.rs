@@ -3,7 +3,7 @@
 //! within seconds, the broker connection is never torn down, and `kassa outbox` shows the bad
 //! message and drops it.
 
-use crate::support::app::{AppOptions, TestApp};
+use crate::support::app::TestApp;
 use crate::support::eventually;
 use kassa_store::outbox::enqueue;
 use kassa_store::OutboxMessage;
@@ -41,11 +41,7 @@ async fn published(app: &TestApp, prefix: &str) -> i64 {
 
 #[tokio::test]
 async fn a_poison_outbox_message_delays_nothing_but_itself_and_the_connection_stays_up() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let alerts = app.topology.alerts_exchange();
     let tap = app.tap(&alerts).await;
     let missing = format!("{}kassa.no-such-exchange", app.topology.prefix());
@@ -117,20 +113,7 @@ async fn a_poison_outbox_message_delays_nothing_but_itself_and_the_connection_st
     );
 
     // An operator sees it and drops it.
-    let kassa = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let url = app.database_url.clone();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-                .args(&args)
-                .env("KASSA_DATABASE_URL", url)
-                .env("RUST_LOG", "warn")
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let list = kassa(&["outbox", "list"]).await;
+    let list = app.kassa(&["outbox", "list"]).await;
     let stdout = String::from_utf8_lossy(&list.stdout).to_string();
     assert!(list.status.success(), "{stdout}");
     let row = stdout
@@ -138,14 +121,14 @@ async fn a_poison_outbox_message_delays_nothing_but_itself_and_the_connection_st
         .find(|l| l.contains("poison-1"))
         .unwrap_or_else(|| panic!("the poison message is listed:\n{stdout}"));
     assert!(row.contains(&missing) && row.contains("NOT_FOUND"), "{row}");
-    let dropped = kassa(&["outbox", "drop", &poison.id.to_string()]).await;
+    let dropped = app.kassa(&["outbox", "drop", &poison.id.to_string()]).await;
     assert!(
         dropped.status.success(),
         "{}",
         String::from_utf8_lossy(&dropped.stderr)
     );
     assert!(app.store().pending_outbox(10).await.unwrap().is_empty());
-    let list = kassa(&["outbox", "list"]).await;
+    let list = app.kassa(&["outbox", "list"]).await;
     assert!(String::from_utf8_lossy(&list.stdout).contains("the outbox is empty"));
     app.cleanup().await;
 }

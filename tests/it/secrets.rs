@@ -6,17 +6,17 @@
 //! the run too. Then neither stdout nor stderr may hold any secret, in clear or in the base64
 //! forms it travels in (Basic auth, AUTH PLAIN).
 
-use crate::support::eventually;
+use crate::support::binary::{free_port, kassa, KassaProcess};
 use crate::support::services;
 use crate::support::smtp_sink::SmtpSink;
+use crate::support::{eventually, key};
 use kassa_broker::Topology;
 use kassa_stripe::objects::CheckoutMode;
 use kassa_stripe::resources::{CreateCheckoutSession, ListCustomers};
-use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
+use kassa_stripe::{Client, ClientConfig};
 use kassa_stripe_sim::{SimConfig, Simulator};
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::Duration;
 
 /// Standard base64 with padding (RFC 4648), as in `Authorization: Basic` and `AUTH PLAIN`.
@@ -75,18 +75,6 @@ fn the_leak_check_finds_secrets_in_clear_and_in_base64() {
     assert!(!leaks("TRACE authorization: Basic c2tfdGVzdF8xOg==", &forms).is_empty());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn key(what: &str) -> IdempotencyKey {
-    IdempotencyKey::new(format!("secrets-test:{what}:{}", uuid::Uuid::new_v4())).unwrap()
-}
-
 #[tokio::test]
 async fn no_secret_appears_in_any_log_line_at_trace_level() {
     let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -112,14 +100,8 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
     let topology = Topology::unique();
     let amqp_url = services::amqp_url().await;
     let database_url = services::fresh_database_url().await;
-    let log_dir = std::env::temp_dir().join(format!("kassa-secrets-{unique}"));
-    std::fs::create_dir_all(&log_dir).unwrap();
-    let (stdout_path, stderr_path) = (log_dir.join("stdout"), log_dir.join("stderr"));
-
-    // Logs go to files, not pipes: trace output is large and a full pipe would stall kassa.
-    let mut kassa = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .arg("serve")
-        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+    let mut command = kassa(&["serve"]);
+    command
         .env("KASSA_AMQP_URL", &amqp_url)
         .env("KASSA_AMQP_PREFIX", topology.prefix())
         .env("KASSA_DATABASE_URL", &database_url)
@@ -140,24 +122,9 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         )
         .env("KASSA_PUBLIC_URL", &base)
         .env("RUST_LOG", "trace")
-        .env_remove("KASSA_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-
+        .env_remove("KASSA_LOG_FORMAT");
+    let process = KassaProcess::start(command, port, Duration::from_secs(60)).await;
     let http = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(60),
-        "kassa serve to be ready",
-        || async {
-            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
 
     // Hostile requests first: a forged signature, a wrong and a missing admin token.
     let forged = http
@@ -269,19 +236,7 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         .any(|r| r.path.starts_with("/v1/payment_intents")));
 
     // Stop kassa and read everything it wrote.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(kassa.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), kassa.wait())
-        .await
-        .expect("kassa stops on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "kassa serve exited with {status}");
-    let stdout = std::fs::read_to_string(&stdout_path).unwrap();
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
-    let log = format!("{stdout}\n{stderr}");
+    let log = process.stop(Duration::from_secs(30)).await;
     // The run was logged at trace level (so the check saw every level).
     assert!(log.contains("TRACE"), "no trace lines in the log");
     assert!(log.lines().count() > 100, "too little log to judge");
@@ -302,13 +257,11 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
     let found = leaks(&log, &forms);
     assert!(
         found.is_empty(),
-        "secrets in kassa's log ({} lines, kept in {}):\n{}",
+        "secrets in kassa's log ({} lines):\n{}",
         log.lines().count(),
-        log_dir.display(),
         found.join("\n")
     );
 
-    std::fs::remove_dir_all(&log_dir).unwrap();
     let _ = topology.delete_at(&amqp_url).await;
     services::drop_database(&database_url).await;
 }

@@ -119,9 +119,9 @@ async fn all_events(app: &TestApp) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let mut query = vec![("limit", "100".to_owned())];
+        let mut query = vec![("limit", "100")];
         if let Some(a) = &after {
-            query.push(("starting_after", a.clone()));
+            query.push(("starting_after", a.as_str()));
         }
         let page = app.sim_get("/v1/events", &query).await;
         let data = page["data"].as_array().cloned().unwrap_or_default();

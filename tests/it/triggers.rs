@@ -2,18 +2,13 @@
 //! refund whether its event came by webhook, by the `/v1/events` poller, by both, or by
 //! `kassa reconcile` — deduplicated by the inbox.
 
-use crate::support::app::{AppOptions, TestApp};
-use crate::support::eventually;
+use crate::support::app::TestApp;
+use crate::support::{eventually, key};
 use kassa_stripe::resources::{CreateCharge, CreateRefund};
-use kassa_stripe::IdempotencyKey;
-use kassa_stripe_sim::{DeliveryOutcome, Faults};
+use kassa_stripe_sim::DeliveryOutcome;
 use kassa_worker::poller::{poll_once as backfill_once, unix_now, PollerConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn key(step: &str) -> IdempotencyKey {
-    IdempotencyKey::new(format!("test:{step}:{}", uuid::Uuid::new_v4())).unwrap()
-}
 
 /// Binds a queue of the test's own to the test topology's `kassa.notifications`, as a
 /// merchant's consumer would.
@@ -81,6 +76,13 @@ async fn legacy_charge(app: &TestApp, amount: i64, currency: &str) -> String {
         .id
 }
 
+/// A legacy charge of a test token, and the id of Stripe's `charge.succeeded` event about it.
+async fn charged(app: &TestApp, amount: i64, currency: &str) -> (String, String) {
+    let charge = legacy_charge(app, amount, currency).await;
+    let event = event_about(app, "charge.succeeded", &charge).await;
+    (charge, event["id"].as_str().unwrap().to_owned())
+}
+
 /// The id of the event of `kind` about `object_id`, from Stripe's own list.
 async fn event_about(app: &TestApp, kind: &str, object_id: &str) -> Value {
     app.stripe_events(kind)
@@ -98,14 +100,7 @@ fn count(seen: &[(String, String, Value)], routing_key: &str, object_id: &str) -
 
 #[tokio::test]
 async fn a_charge_and_its_refund_by_webhook_notify_once_each_even_when_delivered_twice() {
-    let app = TestApp::spawn_with(AppOptions {
-        faults: Faults {
-            duplicate_webhooks: true,
-            ..Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().duplicating_webhooks().spawn().await;
     tap_notifications(&app).await;
     let mut seen = Vec::new();
 
@@ -168,19 +163,15 @@ async fn a_charge_and_its_refund_by_webhook_notify_once_each_even_when_delivered
 
 #[tokio::test]
 async fn a_webhook_dropped_on_the_way_is_found_by_the_poller_and_published_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        faults: Faults {
-            drop_webhook_rate: 1.0,
-            ..Faults::default()
-        },
-        events_poller: Some(PollerConfig {
+    let app = TestApp::builder()
+        .dropping_webhooks()
+        .events_poller(PollerConfig {
             interval: Duration::from_millis(200),
             first_lookback: Duration::from_secs(3600),
             settle: Duration::ZERO,
-        }),
-        ..AppOptions::default()
-    })
-    .await;
+        })
+        .spawn()
+        .await;
     tap_notifications(&app).await;
     let mut seen = Vec::new();
 
@@ -206,17 +197,12 @@ async fn a_webhook_dropped_on_the_way_is_found_by_the_poller_and_published_once(
     );
     app.processed(&event_id).await;
     // Stripe knows it was never delivered: `delivery_success=false` lists it.
-    let undelivered: Value = app
-        .http
-        .get(format!("{}/v1/events", app.sim().base_url()))
-        .query(&[("delivery_success", "false"), ("limit", "100")])
-        .bearer_auth("sk_test_kassa_tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let undelivered = app
+        .sim_get(
+            "/v1/events",
+            &[("delivery_success", "false"), ("limit", "100")],
+        )
+        .await;
     assert!(
         undelivered["data"]
             .as_array()
@@ -253,15 +239,9 @@ async fn a_webhook_dropped_on_the_way_is_found_by_the_poller_and_published_once(
 async fn an_event_brought_by_both_the_webhook_and_the_poller_notifies_once() {
     // No worker in the app: the webhook's copy waits in the queue while the poller's pass runs,
     // so both copies are surely there when a worker starts.
-    let app = TestApp::spawn_with(AppOptions {
-        worker: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_worker().spawn().await;
     tap_notifications(&app).await;
-    let charge = legacy_charge(&app, 2500, "eur").await;
-    let event = event_about(&app, "charge.succeeded", &charge).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
+    let (charge, event_id) = charged(&app, 2500, "eur").await;
     eventually(
         Duration::from_secs(10),
         "the webhook to be taken",
@@ -317,45 +297,15 @@ async fn an_event_brought_by_both_the_webhook_and_the_poller_notifies_once() {
 
 #[tokio::test]
 async fn kassa_reconcile_reports_and_publishes_the_missing_event() {
-    let app = TestApp::spawn_with(AppOptions {
-        faults: Faults {
-            drop_webhook_rate: 1.0,
-            ..Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
     tap_notifications(&app).await;
-    let charge = legacy_charge(&app, 1234, "usd").await;
-    let event = event_about(&app, "charge.succeeded", &charge).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
+    let (charge, event_id) = charged(&app, 1234, "usd").await;
 
-    let reconcile = || async {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .args(["reconcile", "--since", "1h", "--settle", "0s"])
-            .env("KASSA_AMQP_URL", &app.amqp_url)
-            .env("KASSA_AMQP_PREFIX", app.topology.prefix())
-            .env("KASSA_DATABASE_URL", &app.database_url)
-            .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_reconcile")
-            .env("KASSA_STRIPE_API_BASE", app.sim().base_url())
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap()
-    };
+    let reconcile = || app.kassa(&["reconcile", "--since", "1h", "--settle", "0s"]);
     // Delivered webhooks: `delivery_success=true` lists only events every endpoint took.
-    let delivered: Value = app
-        .http
-        .get(format!("{}/v1/events", app.sim().base_url()))
-        .query(&[("delivery_success", "true")])
-        .bearer_auth("sk_test_kassa_tests")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let delivered = app
+        .sim_get("/v1/events", &[("delivery_success", "true")])
+        .await;
     assert_eq!(
         delivered["data"].as_array().unwrap().len(),
         0,
@@ -402,15 +352,8 @@ async fn kassa_reconcile_reports_and_publishes_the_missing_event() {
 /// deliver it, about a real charge that the worker re-fetches.
 #[tokio::test]
 async fn a_pending_charge_is_announced_once_when_it_later_succeeds() {
-    let app = TestApp::spawn_with(AppOptions {
-        // Only the events this test hands over reach the worker, in the order it chooses.
-        faults: Faults {
-            drop_webhook_rate: 1.0,
-            ..Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await;
+    // Only the events this test hands over reach the worker, in the order it chooses.
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
     tap_notifications(&app).await;
     let charge = legacy_charge(&app, 4200, "eur").await;
     let succeeded = event_about(&app, "charge.succeeded", &charge).await;

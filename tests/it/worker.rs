@@ -2,7 +2,7 @@
 //! with a default card — in Stripe (the simulator) and in PostgreSQL — exactly once, whatever
 //! the duplicates, the order, the faults.
 
-use crate::support::app::{AppOptions, TestApp};
+use crate::support::app::TestApp;
 use crate::support::eventually;
 use futures_util::future::join_all;
 use kassa_broker::dlq::{self, Selection};
@@ -12,6 +12,18 @@ use std::time::Duration;
 
 fn email() -> String {
     format!("c{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// A setup session the customer completed with a Visa card: its id and Stripe's
+/// `checkout.session.completed` event about it.
+async fn completed_session(app: &TestApp) -> (String, serde_json::Value) {
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    (session, completed)
 }
 
 /// Asserts the end state both sides must agree on, and returns (customer, card).
@@ -116,14 +128,7 @@ async fn a_completed_setup_session_becomes_a_customer_with_a_default_card() {
 
 #[tokio::test]
 async fn duplicates_delivered_twice_and_processed_concurrently_act_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        faults: Faults {
-            duplicate_webhooks: true,
-            ..Faults::default()
-        },
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().duplicating_webhooks().spawn().await;
     let session = app.create_setup_session(&email()).await;
     app.complete(&session, "pm_card_visa");
     assert_card_saved(&app, &session).await;
@@ -171,11 +176,7 @@ async fn duplicates_delivered_twice_and_processed_concurrently_act_once() {
 #[tokio::test]
 async fn setup_intent_succeeded_before_the_session_event_still_ends_right() {
     // No ingress: the test delivers the events itself, in the worst order.
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let session = app.create_setup_session(&email()).await;
     app.complete(&session, "pm_card_visa");
     let setup_succeeded = app.stripe_events("setup_intent.succeeded").await.remove(0);
@@ -200,17 +201,8 @@ async fn setup_intent_succeeded_before_the_session_event_still_ends_right() {
 
 #[tokio::test]
 async fn stripe_500s_on_attach_are_retried_with_the_same_key_and_attach_once() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
-    let session = app.create_setup_session(&email()).await;
-    app.complete(&session, "pm_card_visa");
-    let completed = app
-        .stripe_events("checkout.session.completed")
-        .await
-        .remove(0);
+    let app = TestApp::builder().without_ingress().spawn().await;
+    let (session, completed) = completed_session(&app).await;
     app.sim().set_faults(Faults {
         error_rate: 1.0,
         error_status: 500,
@@ -241,17 +233,8 @@ async fn stripe_500s_on_attach_are_retried_with_the_same_key_and_attach_once() {
 
 #[tokio::test]
 async fn a_card_attached_to_another_customer_is_dead_lettered_with_the_reason() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
-    let session = app.create_setup_session(&email()).await;
-    app.complete(&session, "pm_card_visa");
-    let completed = app
-        .stripe_events("checkout.session.completed")
-        .await
-        .remove(0);
+    let app = TestApp::builder().without_ingress().spawn().await;
+    let (session, completed) = completed_session(&app).await;
     let event_id = completed["id"].as_str().unwrap().to_owned();
 
     // Someone attached the new card to another customer first: no retry can fix that.
@@ -303,17 +286,8 @@ async fn a_card_attached_to_another_customer_is_dead_lettered_with_the_reason() 
 
 #[tokio::test]
 async fn a_stripe_400_is_dead_lettered_then_replayed_after_the_cause_is_removed() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
-    let session = app.create_setup_session(&email()).await;
-    app.complete(&session, "pm_card_visa");
-    let completed = app
-        .stripe_events("checkout.session.completed")
-        .await
-        .remove(0);
+    let app = TestApp::builder().without_ingress().spawn().await;
+    let (session, completed) = completed_session(&app).await;
     let event_id = completed["id"].as_str().unwrap().to_owned();
     app.sim().set_faults(Faults {
         error_rate: 1.0,
@@ -349,11 +323,7 @@ async fn a_stripe_400_is_dead_lettered_then_replayed_after_the_cause_is_removed(
 
 #[tokio::test]
 async fn an_event_from_the_other_mode_is_dead_lettered_and_unknown_types_are_acked() {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_ingress().spawn().await;
     let live_event = serde_json::json!({
         "id": "evt_live_1", "object": "event", "type": "checkout.session.completed", "livemode": true,
         "created": 1, "api_version": "2025-12-15.clover", "data": {"object": {"id": "cs_live_x", "object": "checkout.session"}}
@@ -387,11 +357,7 @@ async fn an_event_from_the_other_mode_is_dead_lettered_and_unknown_types_are_ack
 
 #[tokio::test]
 async fn a_worker_killed_between_a_stripe_call_and_the_commit_leaves_no_duplicate_effect() {
-    let app = TestApp::spawn_with(AppOptions {
-        worker: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::builder().without_worker().spawn().await;
     let email = email();
     let session = app.create_setup_session(&email).await;
     // Slow Stripe down so the worker is surely between calls when it dies.
@@ -479,17 +445,8 @@ async fn a_worker_killed_between_a_stripe_call_and_the_commit_leaves_no_duplicat
 #[tokio::test]
 async fn a_500_stripe_saved_after_executing_is_replayed_to_the_same_key_and_the_next_attempt_gets_past_it(
 ) {
-    let app = TestApp::spawn_with(AppOptions {
-        ingress: false,
-        ..AppOptions::default()
-    })
-    .await;
-    let session = app.create_setup_session(&email()).await;
-    app.complete(&session, "pm_card_visa");
-    let completed = app
-        .stripe_events("checkout.session.completed")
-        .await
-        .remove(0);
+    let app = TestApp::builder().without_ingress().spawn().await;
+    let (session, completed) = completed_session(&app).await;
     let event_id = completed["id"].as_str().unwrap().to_owned();
     // The attach happens, then Stripe answers 500 and saves that answer under the key.
     app.sim().set_faults(Faults {

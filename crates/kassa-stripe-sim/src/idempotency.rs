@@ -81,7 +81,7 @@ impl IdempotencyStore {
     /// holds it for this request.
     pub fn begin(&mut self, scope: &str, key: &str, fingerprint: Fingerprint, now: i64) -> Begin {
         self.inserts += 1;
-        if self.inserts % 4096 == 0 {
+        if self.inserts.is_multiple_of(4096) {
             self.forget_expired(now);
         }
         let k = (scope.to_owned(), key.to_owned());

@@ -1,7 +1,8 @@
-//! `TestApp`: the whole Kassa stack in-process — embedded Stripe simulator, a fresh database,
+//! [`TestApp`]: the whole Kassa stack in-process — embedded Stripe simulator, a fresh database,
 //! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
 
-use super::services;
+use super::sim::{self, TEST_API_KEY};
+use super::{binary, init_test_logging, services};
 use kassa::stack::{Stack, StackConfig, StripeTarget};
 use kassa_broker::{BrokerConfig, OutgoingMessage, RetryRung, Topology};
 use kassa_store::Store;
@@ -14,30 +15,27 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The API key tests use against a simulator (any `sk_test_` key works there).
-pub const TEST_API_KEY: &str = "sk_test_kassa_tests";
-
-/// What to start.
-pub struct AppOptions {
+/// What to start (see [`TestAppBuilder`]).
+struct AppOptions {
     /// Run the HTTP ingress and have the simulator deliver webhooks to it.
-    pub ingress: bool,
+    ingress: bool,
     /// Run the worker in-process.
-    pub worker: bool,
+    worker: bool,
     /// Faults the simulator starts with.
-    pub faults: Faults,
+    faults: Faults,
     /// The simulator's webhook retries: first delay (doubling) and attempts.
-    pub webhook_retries: (Duration, u32),
+    webhook_retries: (Duration, u32),
     /// `KASSA_SMTP_URL` for the worker's mailer.
-    pub smtp_url: Option<String>,
+    smtp_url: Option<String>,
     /// `KASSA_ADMIN_TOKEN`: mount the back-office API.
-    pub admin_token: Option<&'static str>,
+    admin_token: Option<&'static str>,
     /// `KASSA_NOTIFY_EMAIL`: the merchant's address for payment notifications.
-    pub notify_email: Option<&'static str>,
+    notify_email: Option<&'static str>,
     /// Poll `/v1/events` for missed webhooks (off by default in tests).
-    pub events_poller: Option<kassa_worker::poller::PollerConfig>,
+    events_poller: Option<kassa_worker::poller::PollerConfig>,
     /// A simulator shared with other apps (another installation on the same Stripe account),
     /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
-    pub shared_sim: Option<Arc<Simulator>>,
+    shared_sim: Option<Arc<Simulator>>,
 }
 
 impl Default for AppOptions {
@@ -56,6 +54,93 @@ impl Default for AppOptions {
     }
 }
 
+/// How to build a [`TestApp`]: by default the ingress (the simulator delivers webhooks to it)
+/// and the worker, on an embedded simulator without faults, no APIs, no mail.
+#[must_use]
+pub struct TestAppBuilder {
+    options: AppOptions,
+}
+
+impl TestAppBuilder {
+    /// No HTTP ingress: the simulator's webhooks go nowhere (a test hands events over itself).
+    pub fn without_ingress(mut self) -> Self {
+        self.options.ingress = false;
+        self
+    }
+
+    /// No worker in-process (a test runs `kassa worker` itself, or nothing consumes).
+    pub fn without_worker(mut self) -> Self {
+        self.options.worker = false;
+        self
+    }
+
+    /// The simulator starts with these faults.
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.options.faults = faults;
+        self
+    }
+
+    /// The simulator drops every webhook on the way (only what a test hands over, or what the
+    /// events poller finds, reaches the worker).
+    pub fn dropping_webhooks(self) -> Self {
+        self.faults(Faults {
+            drop_webhook_rate: 1.0,
+            ..Faults::default()
+        })
+    }
+
+    /// The simulator re-sends a refused webhook after `first` (doubling), `attempts` times in all.
+    #[allow(dead_code)] // tests/broker_restart.rs
+    pub fn webhook_retries(mut self, first: Duration, attempts: u32) -> Self {
+        self.options.webhook_retries = (first, attempts);
+        self
+    }
+
+    /// The simulator delivers every webhook twice (Stripe delivers at least once).
+    pub fn duplicating_webhooks(self) -> Self {
+        self.faults(Faults {
+            duplicate_webhooks: true,
+            ..Faults::default()
+        })
+    }
+
+    /// The worker e-mails through this SMTP server (`KASSA_SMTP_URL`).
+    pub fn smtp(mut self, url: String) -> Self {
+        self.options.smtp_url = Some(url);
+        self
+    }
+
+    /// Mounts the back-office, checkout and connector APIs with this token (`KASSA_ADMIN_TOKEN`).
+    pub fn admin_token(mut self, token: &'static str) -> Self {
+        self.options.admin_token = Some(token);
+        self
+    }
+
+    /// The merchant's address for payment notifications (`KASSA_NOTIFY_EMAIL`).
+    pub fn notify_email(mut self, address: &'static str) -> Self {
+        self.options.notify_email = Some(address);
+        self
+    }
+
+    /// The worker polls `/v1/events` for missed webhooks with this configuration.
+    pub fn events_poller(mut self, poller: kassa_worker::poller::PollerConfig) -> Self {
+        self.options.events_poller = Some(poller);
+        self
+    }
+
+    /// Runs on `sim`, shared with other apps (another installation on the same Stripe account).
+    pub fn shared_sim(mut self, sim: Arc<Simulator>) -> Self {
+        self.options.shared_sim = Some(sim);
+        self
+    }
+
+    /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
+    pub async fn spawn(self) -> TestApp {
+        TestApp::start(self.options).await
+    }
+}
+
+/// The whole Kassa stack in-process on a database and topology of its own.
 pub struct TestApp {
     pub stack: Stack,
     /// The shared simulator, when the app runs on one (else `stack.sim`).
@@ -67,11 +152,20 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// The default app: ingress and worker on an embedded simulator.
     pub async fn spawn() -> Self {
-        Self::spawn_with(AppOptions::default()).await
+        Self::builder().spawn().await
     }
 
-    pub async fn spawn_with(options: AppOptions) -> Self {
+    /// How to build an app other than the default.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            options: AppOptions::default(),
+        }
+    }
+
+    async fn start(options: AppOptions) -> Self {
+        init_test_logging();
         let amqp_url = services::amqp_url().await;
         let database_url = services::fresh_database_url().await;
         let topology = Topology::unique().with_retry_ladder(vec![
@@ -161,35 +255,45 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Lets `seconds` pass on Stripe's side, through the simulator's `POST /_sim/clock/advance`.
-    pub async fn advance_stripe_clock(&self, seconds: u32) -> Value {
-        let answer = self
-            .http
-            .post(format!("{}/_sim/clock/advance", self.sim().base_url()))
-            .json(&serde_json::json!({ "seconds": seconds }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-        answer.json().await.unwrap()
+    /// A request to this app's own HTTP server (`path` from its root: `/api/charges`, `/success`).
+    pub fn call(&self, method: reqwest::Method, path: &str) -> ApiCall {
+        let base = self.stack.base_url().expect("the app serves HTTP");
+        ApiCall {
+            request: self.http.request(method, format!("{base}{path}")),
+        }
     }
 
-    /// Runs the `kassa` binary with `args` against this app's database, queues and simulator;
-    /// returns its exit status, stdout and stderr.
-    pub async fn kassa(&self, args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .args(args)
+    /// `GET path` of this app's HTTP server (see [`TestApp::call`]).
+    pub fn get(&self, path: &str) -> ApiCall {
+        self.call(reqwest::Method::GET, path)
+    }
+
+    /// `POST path` of this app's HTTP server (see [`TestApp::call`]).
+    pub fn post(&self, path: &str) -> ApiCall {
+        self.call(reqwest::Method::POST, path)
+    }
+
+    /// Lets `seconds` pass on Stripe's side, through the simulator's `POST /_sim/clock/advance`.
+    pub async fn advance_stripe_clock(&self, seconds: u32) -> Value {
+        sim::advance_clock(&self.sim().base_url(), seconds).await
+    }
+
+    /// `kassa ARGS` against this app's database, queues and simulator (see [`binary::kassa`]).
+    pub fn kassa_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = binary::kassa(args);
+        command
             .env("KASSA_DATABASE_URL", &self.database_url)
             .env("KASSA_AMQP_URL", &self.amqp_url)
             .env("KASSA_AMQP_PREFIX", self.topology.prefix())
             .env("KASSA_STRIPE_API_KEY", TEST_API_KEY)
-            .env("KASSA_STRIPE_API_BASE", self.sim().base_url())
-            .env("RUST_LOG", "warn")
-            .env_remove("RUST_BACKTRACE")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("the kassa binary runs")
+            .env("KASSA_STRIPE_API_BASE", self.sim().base_url());
+        command
+    }
+
+    /// Runs `kassa ARGS` against this app (see [`TestApp::kassa_command`]) to its end; returns
+    /// its exit status, stdout and stderr.
+    pub async fn kassa(&self, args: &[&str]) -> std::process::Output {
+        binary::run(self.kassa_command(args)).await
     }
 
     pub fn stripe(&self) -> &kassa_stripe::Client {
@@ -227,33 +331,27 @@ impl TestApp {
     }
 
     /// `GET` of a simulator `/v1` path with query parameters, as raw JSON.
-    pub async fn sim_get(&self, path: &str, query: &[(&str, String)]) -> Value {
-        self.http
-            .get(format!("{}{path}", self.sim().base_url()))
-            .query(query)
-            .bearer_auth("sk_test_kassa_tests")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    pub async fn sim_get(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        sim::get(&self.sim().base_url(), path, query).await
     }
 
     /// Stripe's own record of the events of `kind`, newest first, as raw JSON.
     pub async fn stripe_events(&self, kind: &str) -> Vec<Value> {
-        let list: Value = self
-            .http
-            .get(format!("{}/v1/events", self.sim().base_url()))
-            .query(&[("type", kind), ("limit", "100")])
-            .bearer_auth("sk_test_kassa_tests")
-            .send()
+        sim::list(&self.sim().base_url(), "/v1/events", &[("type", kind)]).await
+    }
+
+    /// The id of `customer`'s default card, as Stripe has it.
+    pub async fn default_card(&self, customer: &str) -> String {
+        self.stripe()
+            .customers()
+            .retrieve(customer, &[])
             .await
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list["data"].as_array().cloned().unwrap_or_default()
+            .invoice_settings
+            .default_payment_method
+            .expect("the customer has a default card")
+            .id()
+            .to_owned()
     }
 
     /// Publishes a raw event straight to `kassa.events`, as the ingress would.
@@ -398,17 +496,10 @@ impl TestApp {
     /// Starts `kassa worker` as a separate process against this app's simulator, database and
     /// queues — so a test can SIGKILL it like a crash.
     pub fn spawn_worker_process(&self) -> tokio::process::Child {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .arg("worker")
-            .env("KASSA_AMQP_URL", &self.amqp_url)
-            .env("KASSA_AMQP_PREFIX", self.topology.prefix())
-            .env("KASSA_DATABASE_URL", &self.database_url)
+        self.kassa_command(&["worker"])
             .env("KASSA_STRIPE_API_KEY", "sk_test_kassa_worker_process")
-            .env("KASSA_STRIPE_API_BASE", self.sim().base_url())
             .env("KASSA_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .expect("kassa worker starts")
     }
@@ -421,5 +512,42 @@ impl TestApp {
             .delete_at(&self.amqp_url)
             .await;
         services::drop_database(&self.database_url).await;
+    }
+}
+
+/// A request to a [`TestApp`]'s HTTP API being put together; `send` gives the status and body.
+#[must_use]
+pub struct ApiCall {
+    request: reqwest::RequestBuilder,
+}
+
+impl ApiCall {
+    /// `Authorization: Bearer {token}`, when there is one.
+    pub fn token(mut self, token: Option<&str>) -> Self {
+        if let Some(token) = token {
+            self.request = self.request.bearer_auth(token);
+        }
+        self
+    }
+
+    /// The `Idempotency-Key` header, when there is one.
+    pub fn idempotency_key(mut self, key: Option<&str>) -> Self {
+        if let Some(key) = key {
+            self.request = self.request.header("Idempotency-Key", key);
+        }
+        self
+    }
+
+    /// A JSON body.
+    pub fn json(mut self, body: &Value) -> Self {
+        self.request = self.request.json(body);
+        self
+    }
+
+    /// Sends it: the status and the JSON body (`null` when the body is not JSON).
+    pub async fn send(self) -> (u16, Value) {
+        let response = self.request.send().await.expect("the app answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 }

@@ -1,4 +1,4 @@
-//! The crash soak at CI size: `kassa bench soak` with about 1 000 events and 200 charges through
+//! The crash soak at CI size: `kassa-bench soak` with about 1 000 events and 200 charges through
 //! two ingress and two worker processes while workers are SIGKILLed every few seconds, an ingress
 //! is SIGKILLed once and RabbitMQ is restarted once, then "the day after": charges whose create
 //! answers are lost, dead-lettered, and replayed after 25 hours on Stripe's clock. Every check
@@ -7,10 +7,11 @@
 //!
 //! This restarts RabbitMQ (`rabbitmqctl stop_app` / `start_app`, the node of
 //! KASSA_SOAK_RABBITMQ_NODE or the local default), so it is a test binary of its own: cargo runs
-//! test binaries one after another, never beside this one.
+//! test binaries one after another, never beside this one. kassa-bench has cargo bring the `kassa`
+//! binary it starts up to date first (it runs under cargo here).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
@@ -26,9 +27,8 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
     }
     let dir = std::env::temp_dir().join(format!("kassa-soak-test-{}", std::process::id()));
     let output = dir.join("soak.json");
-    let started = Instant::now();
-    let run = Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(["bench", "soak", "--events", "1000", "--charges", "200"])
+    let run = Command::new(env!("CARGO_BIN_EXE_kassa-bench"))
+        .args(["soak", "--events", "1000", "--charges", "200"])
         .args(["--load-secs", "40", "--deadline-secs", "280"])
         .arg("--output")
         .arg(&output)
@@ -37,8 +37,7 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
         .env("KASSA_AMQP_URL", &amqp_url)
         .env("KASSA_SOAK_RABBITMQ_NODE", &node)
         .output()
-        .expect("running kassa bench soak");
-    let elapsed = started.elapsed();
+        .expect("running kassa-bench soak");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     println!("{stdout}");
@@ -87,6 +86,9 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
     assert!(faults["duplicate_webhooks_sent"].as_u64().unwrap() > 0);
     assert!(faults["answered_500"].as_u64().unwrap() > 0);
     assert!(faults["answered_429"].as_u64().unwrap() > 0, "{report:#}");
+    // The soak's own wall time, from its report: bringing the kassa binary up to date first
+    // (a build on a fresh machine) does not count.
+    let elapsed = Duration::from_secs_f64(report["seconds"]["total"].as_f64().unwrap());
     assert!(
         elapsed < Duration::from_secs(300),
         "the CI-size soak took {elapsed:?}, over five minutes"

@@ -1,4 +1,4 @@
-//! `kassa bench import`: `kassa charges import` of a generated N-row CSV file.
+//! `kassa-bench import`: `kassa charges import` of a generated N-row CSV file.
 //!
 //! - Measured: the real command as a child process (this executable), against a scratch
 //!   database: wall time, rows/s, and its peak RSS (`VmHWM` from /proc, polled every 10 ms while
@@ -10,7 +10,9 @@
 //! The import checks that its prefix's `kassa.charges` exchange exists, so the benchmark declares
 //! that one exchange on `KASSA_AMQP_URL` for its scratch prefix and deletes it afterwards.
 
-use super::write_report;
+use crate::procfs;
+use crate::report::write_report;
+use crate::scratch::{self, ScratchDatabase};
 use anyhow::{bail, Context};
 use clap::Args;
 use kassa_store::{CustomerRecord, NewCharge, PaymentMethodRecord, Store};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-/// `kassa bench import`.
+/// `kassa-bench import`.
 #[derive(Args)]
 pub struct ImportBenchArgs {
     /// Rows in the generated CSV file.
@@ -38,7 +40,7 @@ pub struct ImportBenchArgs {
     #[arg(
         long,
         env = "KASSA_AMQP_URL",
-        default_value = crate::config::DEFAULT_AMQP_URL,
+        default_value = scratch::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     amqp_url: String,
@@ -59,25 +61,25 @@ struct ChildRun {
 }
 
 /// Runs the benchmark.
-pub async fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
-    let mut database_url = url::Url::parse(&args.database_url).context("KASSA_DATABASE_URL")?;
-    database_url.set_path(&format!("/kassa_bench_{:08x}", rand::random::<u32>()));
+pub async fn run(args: ImportBenchArgs, kassa: &Path) -> anyhow::Result<()> {
+    let database = ScratchDatabase::on(&args.database_url, "bench", &scratch::run_id())?;
     let csv_path = std::env::temp_dir().join(format!(
         "kassa-bench-import-{:08x}.csv",
         rand::random::<u32>()
     ));
     println!(
-        "kassa bench import: {} rows, import concurrency {}",
+        "kassa-bench import: {} rows, import concurrency {}",
         args.rows, args.concurrency
     );
-    let result = measure(&args, database_url.as_str(), &csv_path).await;
+    let result = measure(&args, kassa, database.url(), &csv_path).await;
     let _ = std::fs::remove_file(&csv_path);
-    drop_database(database_url.as_str()).await;
+    database.drop().await;
     result
 }
 
 async fn measure(
     args: &ImportBenchArgs,
+    kassa: &Path,
     database_url: &str,
     csv_path: &Path,
 ) -> anyhow::Result<()> {
@@ -104,11 +106,13 @@ async fn measure(
         baseline.as_secs_f64()
     );
 
-    let prefix = format!("bench{:06x}.", rand::random::<u32>() & 0xff_ffff);
-    let exchange = kassa_broker::Topology::new(prefix.clone()).charges_exchange();
+    let topology = scratch::topology("bench");
+    let prefix = topology.prefix().to_owned();
+    let exchange = topology.charges_exchange();
     charges_exchange(&args.amqp_url, &exchange, true).await?;
     let measured = import_twice(
         args,
+        kassa,
         &store,
         database_url,
         &prefix,
@@ -152,6 +156,7 @@ async fn charges_exchange(url: &str, name: &str, declare: bool) -> anyhow::Resul
 /// The import, then the same file again; checks the counts and reports.
 async fn import_twice(
     args: &ImportBenchArgs,
+    kassa: &Path,
     store: &Store,
     database_url: &str,
     prefix: &str,
@@ -159,7 +164,7 @@ async fn import_twice(
     (bytes, baseline): (u64, Duration),
 ) -> anyhow::Result<()> {
     let baseline_per_second = args.rows as f64 / baseline.as_secs_f64();
-    let first = run_import(args, database_url, prefix, csv_path).await?;
+    let first = run_import(args, kassa, database_url, prefix, csv_path).await?;
     let (charges, jobs) = counts(store).await?;
     if charges != args.rows as i64 || jobs != args.rows as i64 {
         bail!(
@@ -175,7 +180,7 @@ async fn import_twice(
         first.summary
     );
 
-    let again = run_import(args, database_url, prefix, csv_path).await?;
+    let again = run_import(args, kassa, database_url, prefix, csv_path).await?;
     let (charges_after, jobs_after) = counts(store).await?;
     store.close().await;
     if charges_after != charges || jobs_after != jobs {
@@ -299,13 +304,13 @@ async fn baseline(store: &Store, rows: u64) -> anyhow::Result<Duration> {
 /// Runs `kassa charges import` as a child, polling its peak RSS until it exits.
 async fn run_import(
     args: &ImportBenchArgs,
+    kassa: &Path,
     database_url: &str,
     prefix: &str,
     csv_path: &Path,
 ) -> anyhow::Result<ChildRun> {
-    let exe = std::env::current_exe().context("finding the kassa executable")?;
     let started = Instant::now();
-    let mut child = Command::new(exe)
+    let mut child = Command::new(kassa)
         .args(["charges", "import", "--quiet", "--concurrency"])
         .arg(args.concurrency.to_string())
         .arg(csv_path)
@@ -318,12 +323,12 @@ async fn run_import(
         .kill_on_drop(true)
         .spawn()
         .context("starting kassa charges import")?;
-    let status_path = format!("/proc/{}/status", child.id().unwrap_or_default());
+    let pid = child.id().context("reading the import's pid")?;
     let mut peak_rss_kib = 0;
     // VmHWM is the high-water mark, so sampling it just before exit misses at most the last
     // 10 ms of growth; once the child exits its memory (and VmHWM) is gone.
     let status = loop {
-        if let Some(kib) = vm_hwm_kib(&status_path) {
+        if let Some(kib) = procfs::peak_rss_kib(pid) {
             peak_rss_kib = peak_rss_kib.max(kib);
         }
         if let Some(status) = child.try_wait()? {
@@ -347,12 +352,6 @@ async fn run_import(
     })
 }
 
-fn vm_hwm_kib(status_path: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(status_path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 async fn counts(store: &Store) -> anyhow::Result<(i64, i64)> {
     let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM charges")
         .fetch_one(store.pool())
@@ -362,18 +361,4 @@ async fn counts(store: &Store) -> anyhow::Result<(i64, i64)> {
             .fetch_one(store.pool())
             .await?;
     Ok((charges, jobs))
-}
-
-async fn drop_database(database_url: &str) {
-    let Ok(mut maintenance) = url::Url::parse(database_url) else {
-        return;
-    };
-    let name = maintenance.path().trim_start_matches('/').to_owned();
-    maintenance.set_path("/postgres");
-    if let Ok(pool) = sqlx::PgPool::connect(maintenance.as_str()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&pool)
-            .await;
-        pool.close().await;
-    }
 }

@@ -1,0 +1,174 @@
+//! `kassa-bench worker`: completed setup sessions through the whole pipeline.
+//!
+//! - Phase A, paced: the simulator limits `/v1` to L requests/s (429 `rate_limit` above, as
+//!   Stripe does) and Kassa paces itself at L (`KASSA_STRIPE_MAX_RPS`). Figure: Stripe calls/s
+//!   achieved ÷ L, and how many events failed because of a 429 (goal: ≥ 0.95 and zero).
+//! - Phase B, unlimited: sessions/s and events/s end to end (simulator → webhook → ingress →
+//!   RabbitMQ → worker → Stripe → PostgreSQL) and where the time goes.
+//! - Baseline, same run: the same five Stripe calls per session made by a bare client at the
+//!   same concurrency, with no queue, inbox or database. Ratio = pipeline ÷ baseline.
+//!
+//! Modules: [`rig`] (the in-process stack a phase runs on), [`paced`] (phase A: sessions and
+//! charges against a rate-limited simulator), [`unlimited`] (phase B and its baseline).
+
+mod paced;
+mod rig;
+mod unlimited;
+
+use crate::report::write_report;
+use crate::scratch::BrokerArgs;
+use anyhow::{bail, Context};
+use clap::Args;
+use paced::{ChargePhase, PacedSessions};
+use rig::Rig;
+use serde_json::json;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use unlimited::Unlimited;
+
+/// `kassa-bench worker`.
+#[derive(Args)]
+pub struct WorkerBenchArgs {
+    /// Sessions in the paced phase.
+    #[arg(long, default_value_t = 150)]
+    paced_sessions: usize,
+    /// The simulator's rate limit L in the paced phase (Stripe's test mode allows about 25/s).
+    #[arg(long, default_value_t = 25)]
+    rate_limit: u32,
+    /// Sessions in the unlimited phase.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Back-office charges in the paced charge phase.
+    #[arg(long, default_value_t = 150)]
+    paced_charges: usize,
+    /// Events the worker handles at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// PostgreSQL server; a scratch database `kassa_bench_…` is created on it and dropped after.
+    #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/worker.json")]
+    output: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+/// Runs the benchmark.
+pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
+    let limit = NonZeroU32::new(args.rate_limit).context("--rate-limit must be at least 1")?;
+    println!(
+        "kassa-bench worker: paced {} sessions at L = {}/s, then {} sessions unlimited, worker concurrency {}",
+        args.paced_sessions, limit, args.sessions, args.concurrency
+    );
+    let rig = Rig::start(&args).await?;
+    let paced = async {
+        let sessions = paced::sessions(&rig, &args, limit).await?;
+        let charges = paced::charges(&rig, &args, limit).await?;
+        anyhow::Ok((sessions, charges))
+    }
+    .await;
+    rig.stop().await;
+    let (paced, charges) = paced?;
+    println!(
+        "  paced charges: {} charges in {:.1} s = {:.2}/s against L = {limit}/s → ratio {:.3}; {} answered 429; {} failed",
+        charges.charges, charges.seconds, charges.per_second, charges.ratio, charges.answered_429, charges.failed
+    );
+    let rig = Rig::start(&args).await?;
+    let unlimited = unlimited::run(&rig, &args).await;
+    rig.stop().await;
+    let unlimited = unlimited?;
+    report(&args, &paced, &charges, &unlimited)?;
+    if charges.failed > 0 {
+        bail!(
+            "{} charges failed in the paced charge phase",
+            charges.failed
+        );
+    }
+    if paced.failed_by_429 > 0 || paced.dead > 0 {
+        bail!(
+            "{} events failed by 429 and {} were dead-lettered in the paced phase",
+            paced.failed_by_429,
+            paced.dead
+        );
+    }
+    Ok(())
+}
+/// Prints the table and writes the JSON report.
+fn report(
+    args: &WorkerBenchArgs,
+    paced: &PacedSessions,
+    charges: &ChargePhase,
+    unlimited: &Unlimited,
+) -> anyhow::Result<()> {
+    let PacedSessions {
+        limit,
+        served,
+        limited,
+        seconds,
+        achieved,
+        ratio: paced_ratio,
+        failed_by_429,
+        dead,
+    } = *paced;
+    let u = unlimited;
+    let (sessions_per_second, events_per_second) = (u.sessions_per_second(), u.events_per_second());
+    let ratio = sessions_per_second / u.baseline.per_second;
+    let calls_per_session = u.worker_calls as f64 / u.sessions as f64;
+    let (p50, p99) = u.handling_ms;
+    let (kassa_us, rabbit_us, postgres_us) = u.cpu_us;
+    println!();
+    println!("| measure | value | goal |");
+    println!("|---|---|---|");
+    println!("| paced: Stripe calls/s ÷ simulator limit L={limit} | {paced_ratio:.3} ({achieved:.2}/s) | ≥ 0.95 |");
+    println!("| paced: events failed by 429 / requests answered 429 / dead letters | {failed_by_429} / {limited} / {dead} | 0 failed |");
+    println!(
+        "| paced: charges executed/s ÷ L (one PaymentIntent per charge) | {:.3} ({:.2}/s) | ≥ 0.95 |",
+        charges.ratio, charges.per_second
+    );
+    println!(
+        "| paced: charges failed / answered 429 | {} / {} | 0 failed |",
+        charges.failed, charges.answered_429
+    );
+    println!("| unlimited: completed sessions/s through the worker | {sessions_per_second:.0} | |");
+    println!("| unlimited: events/s through the worker (all types) | {events_per_second:.0} | |");
+    println!(
+        "| baseline: bare Stripe calls, sessions/s | {:.0} | |",
+        u.baseline.per_second
+    );
+    println!("| pipeline ÷ baseline | {ratio:.2} | |");
+    println!(
+        "| Stripe calls per completed session (worker, all events) | {calls_per_session:.1} | |"
+    );
+    println!(
+        "| claim → commit per checkout.session.completed, p50 / p99 (ms) | {p50:.1} / {p99:.1} | |"
+    );
+    println!(
+        "| load: create+complete {} sessions / all webhooks accepted (s) | {:.2} / {:.2} | |",
+        u.sessions,
+        u.loaded.as_secs_f64(),
+        u.delivered.as_secs_f64()
+    );
+    println!();
+    println!(
+        "CPU per event in the worker phase: PostgreSQL ≥ {postgres_us:.0} µs, kassa process (worker + in-process \
+         simulator) {kassa_us:.0} µs, RabbitMQ {rabbit_us:.0} µs; {:.2} of {} cores busy",
+        u.busy,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let report = json!({
+        "benchmark": "worker",
+        "paced": {"sessions": args.paced_sessions, "rate_limit": limit.get(), "stripe_calls": served, "seconds": seconds,
+                  "calls_per_second": achieved, "ratio_to_limit": paced_ratio, "answered_429": limited, "events_failed_by_429": failed_by_429, "dead_letters": dead},
+        "unlimited": {"sessions": u.sessions, "events": u.events, "worker_seconds": u.worker_time.as_secs_f64(), "sessions_per_second": sessions_per_second,
+                      "events_per_second": events_per_second, "stripe_calls_per_session": calls_per_session,
+                      "claim_to_commit_p50_ms": p50, "claim_to_commit_p99_ms": p99,
+                      "cpu_us_per_event": {"kassa_with_simulator": kassa_us, "rabbitmq": rabbit_us, "postgres_at_least": postgres_us}, "cores_busy": u.busy},
+        "paced_charges": {"charges": charges.charges, "seconds": charges.seconds, "per_second": charges.per_second,
+                          "ratio_to_limit": charges.ratio, "answered_429": charges.answered_429, "failed": charges.failed},
+        "baseline_bare_client": u.baseline,
+        "pipeline_over_baseline": ratio,
+        "concurrency": args.concurrency,
+        "goals": {"paced_ratio_min": 0.95, "events_failed_by_429": 0},
+    });
+    write_report(&args.output, &report)
+}

@@ -83,6 +83,51 @@ pub(super) fn text(value: Option<String>) -> Option<Value> {
     value.map(Value::String)
 }
 
+/// A postal address from the command line (`--address-line1 …`, `--address-country DE`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct AddressArgs {
+    /// Street, PO box or company name.
+    #[arg(long)]
+    address_line1: Option<String>,
+    /// Apartment, suite, unit or building.
+    #[arg(long)]
+    address_line2: Option<String>,
+    /// City, district, suburb, town or village.
+    #[arg(long)]
+    address_city: Option<String>,
+    /// State, county, province or region.
+    #[arg(long)]
+    address_state: Option<String>,
+    /// ZIP or postal code.
+    #[arg(long)]
+    address_postal_code: Option<String>,
+    /// Two-letter country code (ISO 3166-1 alpha-2), e.g. DE.
+    #[arg(long)]
+    address_country: Option<String>,
+}
+
+impl AddressArgs {
+    /// The address as the API takes it, or `None` when no flag was given.
+    pub(super) fn json(&self) -> Option<Value> {
+        address_json([
+            ("line1", &self.address_line1),
+            ("line2", &self.address_line2),
+            ("city", &self.address_city),
+            ("state", &self.address_state),
+            ("postal_code", &self.address_postal_code),
+            ("country", &self.address_country),
+        ])
+    }
+}
+
+fn address_json(parts: [(&str, &Option<String>); 6]) -> Option<Value> {
+    let map: Map<String, Value> = parts
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), Value::String(v))))
+        .collect();
+    (!map.is_empty()).then_some(Value::Object(map))
+}
+
 pub(super) fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -178,10 +223,59 @@ pub struct LegacyChargeArgs {
     /// Shown in Stripe.
     #[arg(long)]
     description: Option<String>,
+    /// Shipping: the recipient's name (required with any --shipping-* flag, as Stripe requires).
+    #[arg(long)]
+    shipping_name: Option<String>,
+    /// Shipping: the recipient's phone.
+    #[arg(long)]
+    shipping_phone: Option<String>,
+    /// Shipping address: street (required with any --shipping-* flag).
+    #[arg(long)]
+    shipping_line1: Option<String>,
+    /// Shipping address: apartment, suite, unit or building.
+    #[arg(long)]
+    shipping_line2: Option<String>,
+    /// Shipping address: city.
+    #[arg(long)]
+    shipping_city: Option<String>,
+    /// Shipping address: state, county, province or region.
+    #[arg(long)]
+    shipping_state: Option<String>,
+    /// Shipping address: ZIP or postal code.
+    #[arg(long)]
+    shipping_postal_code: Option<String>,
+    /// Shipping address: two-letter country code.
+    #[arg(long)]
+    shipping_country: Option<String>,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
     stripe: StripeArgs,
+}
+
+impl LegacyChargeArgs {
+    /// `shipping` as the API takes it, or `None` when no --shipping-* flag was given.
+    fn shipping(&self) -> Option<Value> {
+        let address = address_json([
+            ("line1", &self.shipping_line1),
+            ("line2", &self.shipping_line2),
+            ("city", &self.shipping_city),
+            ("state", &self.shipping_state),
+            ("postal_code", &self.shipping_postal_code),
+            ("country", &self.shipping_country),
+        ]);
+        let mut map = Map::new();
+        if let Some(name) = &self.shipping_name {
+            map.insert("name".into(), Value::String(name.clone()));
+        }
+        if let Some(phone) = &self.shipping_phone {
+            map.insert("phone".into(), Value::String(phone.clone()));
+        }
+        if let Some(address) = address {
+            map.insert("address".into(), address);
+        }
+        (!map.is_empty()).then_some(Value::Object(map))
+    }
 }
 
 /// Runs `kassa legacy-charge`.
@@ -194,12 +288,18 @@ pub async fn legacy_charge(args: LegacyChargeArgs) -> anyhow::Result<()> {
         customer: args.customer.clone().map(Value::String),
         description: args.description.clone().map(Value::String),
         metadata: None,
+        shipping: args.shipping(),
     };
     let params = validate_legacy_charge(&request).map_err(|e| anyhow::anyhow!("{e}"))?;
     let stripe = args.stripe.client()?;
     // The validated parameters, not the raw flags: `--currency USD` and `--currency usd` are
     // the same charge.
     let amount = params.amount.to_string();
+    let shipping = params
+        .shipping
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
     let key = args
         .key
         .key(
@@ -210,6 +310,7 @@ pub async fn legacy_charge(args: LegacyChargeArgs) -> anyhow::Result<()> {
                 ("source", params.source.as_deref()),
                 ("customer", params.customer.as_deref()),
                 ("description", params.description.as_deref()),
+                ("shipping", shipping.as_deref()),
             ],
         )
         .await?;

@@ -7,7 +7,7 @@
 //!   resumable (the cursor is in PostgreSQL), paced by KASSA_STRIPE_MAX_RPS, with a progress bar.
 //!   `kassa sync customers` is the same command under its former name.
 
-use super::connector::{metadata, print, text, KeyArgs};
+use super::connector::{metadata, print, text, AddressArgs, KeyArgs};
 use crate::config::{StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -16,6 +16,7 @@ use kassa_core::connector::{customer_params, CustomerRequest};
 use kassa_core::customers::{sync_customers, SyncOptions};
 use kassa_store::{Store, SyncCounts};
 use kassa_stripe::resources::ListCustomers;
+use kassa_stripe::StripeError;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -38,6 +39,14 @@ enum CustomersCommand {
         /// Full name.
         #[arg(long)]
         name: Option<String>,
+        /// Phone number.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Free text, not shown to the customer.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        address: AddressArgs,
         /// key=value, repeatable.
         #[arg(long)]
         metadata: Vec<String>,
@@ -46,11 +55,15 @@ enum CustomersCommand {
         #[command(flatten)]
         stripe: StripeArgs,
     },
-    /// Find customers by exact e-mail (Stripe's customer list, which sees new customers at once).
+    /// Find customers by exact e-mail (Stripe's customer list, which sees new customers at once),
+    /// or one customer by its id (exit code 1 and "not found" when there is none).
     Find {
         /// The e-mail address, compared case-sensitively as Stripe does.
+        #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+        email: Option<String>,
+        /// The customer's id (`cus_…`).
         #[arg(long)]
-        email: String,
+        id: Option<String>,
         #[command(flatten)]
         stripe: StripeArgs,
     },
@@ -72,6 +85,9 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
         CustomersCommand::Create {
             email,
             name,
+            phone,
+            description,
+            address,
             metadata: pairs,
             key,
             stripe,
@@ -81,9 +97,17 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
             let params = customer_params(&CustomerRequest {
                 email: text(email.clone()),
                 name: text(name.clone()),
+                phone: text(phone),
+                description: text(description),
+                address: address.json(),
                 metadata: metadata(&pairs)?,
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let address_arg = params
+                .address
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?;
             let key = key
                 .key(
                     "customer",
@@ -91,6 +115,9 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
                         ("email", email.as_deref()),
                         ("name", name.as_deref()),
                         ("metadata", Some(&metadata_args)),
+                        ("phone", params.phone.as_deref()),
+                        ("description", params.description.as_deref()),
+                        ("address", address_arg.as_deref()),
                     ],
                 )
                 .await?;
@@ -101,12 +128,27 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
                 .context("creating the customer")?;
             print(&customer)
         }
-        CustomersCommand::Find { email, stripe } => {
+        CustomersCommand::Find {
+            id: Some(id),
+            stripe,
+            ..
+        } => {
+            let stripe = stripe.client()?;
+            match stripe.customers().retrieve(&id, &[]).await {
+                Ok(customer) if !customer.deleted => print(&customer),
+                Ok(_) => bail!("customer {id} not found (it was deleted)"),
+                Err(StripeError::InvalidRequest { status: 404, .. }) => {
+                    bail!("customer {id} not found in this Stripe account")
+                }
+                Err(error) => Err(error).context("retrieving the customer"),
+            }
+        }
+        CustomersCommand::Find { email, stripe, .. } => {
             let stripe = stripe.client()?;
             let list = stripe
                 .customers()
                 .list(&ListCustomers {
-                    email: Some(email),
+                    email,
                     limit: Some(100),
                     ..Default::default()
                 })

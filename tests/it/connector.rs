@@ -81,6 +81,7 @@ async fn every_connector_route_needs_the_admin_token_and_creates_nothing_without
             "/api/customers?email=a@example.com",
             None,
         ),
+        (reqwest::Method::GET, "/api/customers/cus_anyone", None),
         (
             reqwest::Method::POST,
             "/api/products",
@@ -558,6 +559,169 @@ async fn the_cli_creates_and_finds_customers_makes_products_and_legacy_charges()
         created(&app, "/v1/charges"),
         3,
         "three distinct charges; every repeat was a replay"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_customer_is_found_by_id_with_its_phone_and_address_and_an_unknown_id_is_404() {
+    let app = connector_app().await;
+    let (status, customer) = post(
+        &app,
+        "/api/customers",
+        json!({
+            "email": "ada@example.com",
+            "name": "Ada",
+            "phone": "+49 30 1234567",
+            "address": {"line1": "Unter den Linden 1", "postal_code": "10117", "city": "Berlin", "country": "de"}
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{customer}");
+    let id = customer["id"].as_str().unwrap();
+
+    let (status, found) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/customers/{id}"),
+        Some(ADMIN),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["id"], id);
+    assert_eq!(found["phone"], "+49 30 1234567");
+    assert_eq!(found["address"]["line1"], "Unter den Linden 1");
+    assert_eq!(found["address"]["city"], "Berlin");
+    assert_eq!(
+        found["address"]["country"], "DE",
+        "country codes are upper case"
+    );
+    // What Stripe holds, not only what the API echoed.
+    let stored = app.sim_get(&format!("/v1/customers/{id}"), &[]).await;
+    assert_eq!(stored["address"]["postal_code"], "10117");
+
+    for unknown in ["cus_doesnotexist", "not-a-customer-id"] {
+        let (status, answer) = call(
+            &app,
+            reqwest::Method::GET,
+            &format!("/api/customers/{unknown}"),
+            Some(ADMIN),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{unknown}: {answer}");
+        assert_eq!(answer["error"]["code"], "customer_not_found");
+    }
+
+    let by_id = json_out(&app.kassa(&["customers", "find", "--id", id]).await);
+    assert_eq!(by_id["address"]["city"], "Berlin");
+    let missing = app
+        .kassa(&["customers", "find", "--id", "cus_doesnotexist"])
+        .await;
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn shipping_needs_its_name_and_street_and_unknown_fields_are_refused_by_name() {
+    let app = connector_app().await;
+    let charge = |shipping: Value| json!({"amount": 1200, "currency": "usd", "source": "tok_visa", "shipping": shipping});
+    for (shipping, field) in [
+        (json!({"address": {"line1": "1 Main St"}}), "shipping.name"),
+        (json!({"name": "Ada"}), "shipping.address.line1"),
+        (
+            json!({"name": "Ada", "address": {"city": "Berlin"}}),
+            "shipping.address.line1",
+        ),
+        (
+            json!({"name": "Ada", "address": {"line1": "1 Main St", "zip": "1"}}),
+            "shipping.address.zip",
+        ),
+        (json!({"name": "Ada", "adress": {}}), "shipping.adress"),
+    ] {
+        let (status, answer) = post(&app, "/api/legacy-charges", charge(shipping.clone())).await;
+        assert_field_error(status, &answer, field);
+    }
+    for (path, body, field) in [
+        (
+            "/api/customers",
+            json!({"email": "a@example.com", "adress": {"line1": "x"}}),
+            "adress",
+        ),
+        (
+            "/api/products",
+            json!({"name": "Tea", "price": 100}),
+            "price",
+        ),
+        (
+            "/api/legacy-charges",
+            json!({"amount": 100, "currency": "usd", "source": "tok_visa", "capture": false}),
+            "capture",
+        ),
+        (
+            "/api/customers",
+            json!({"address": {"country": "Germany"}}),
+            "address.country",
+        ),
+    ] {
+        let (status, answer) = post(&app, path, body).await;
+        assert_field_error(status, &answer, field);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field.rsplit('.').next().unwrap()),
+            "the message names the field: {answer}"
+        );
+    }
+    assert!(
+        app.sim().requests().is_empty(),
+        "nothing refused reached Stripe"
+    );
+
+    let (status, paid) = post(
+        &app,
+        "/api/legacy-charges",
+        charge(json!({"name": "Ada", "phone": "+1 555 0100", "address": {"line1": "1 Main St", "city": "Springfield", "country": "US"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{paid}");
+    assert_eq!(paid["shipping"]["name"], "Ada");
+    assert_eq!(paid["shipping"]["address"]["line1"], "1 Main St");
+    let stored = app
+        .sim_get(
+            &format!("/v1/charges/{}", paid["id"].as_str().unwrap()),
+            &[],
+        )
+        .await;
+    assert_eq!(stored["shipping"]["address"]["city"], "Springfield");
+
+    let cli = app
+        .kassa(&[
+            "legacy-charge",
+            "--amount",
+            "700",
+            "--currency",
+            "usd",
+            "--source",
+            "tok_visa",
+            "--shipping-line1",
+            "1 Main St",
+        ])
+        .await;
+    assert!(!cli.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("shipping.name"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
     );
     app.cleanup().await;
 }

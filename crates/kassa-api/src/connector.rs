@@ -1,15 +1,21 @@
 //! Connector actions (Bearer `KASSA_ADMIN_TOKEN`): small Stripe operations back-office tools and
 //! automation platforms call directly.
 //!
-//! - `POST /api/customers {email?, name?, metadata?}` creates a customer.
+//! - `POST /api/customers {email?, name?, phone?, description?, address?, metadata?}` creates a
+//!   customer (`address`: `line1`, `line2`, `city`, `state`, `postal_code`, `country`).
+//! - `GET /api/customers/{id}` finds one customer by its id: 404 `customer_not_found` when Stripe
+//!   has none (or it was deleted).
 //! - `GET /api/customers?email=…` finds customers by exact e-mail through Stripe's customer *list*
 //!   (`GET /v1/customers?email=`), not Search: Stripe's search index lags writes ("data is
 //!   typically searchable within a minute", docs: search), so a customer created a moment ago
 //!   would not be found.
 //! - `POST /api/products {name, description?, product_code?, metadata?}` creates a product
 //!   (`product_code` goes to `metadata.product_code`, the key the checkout API upserts by).
-//! - `POST /api/legacy-charges {amount, currency, source | customer, description?}` charges with
-//!   the **legacy Charges API** (`POST /v1/charges`); see [`kassa_core::connector`].
+//! - `POST /api/legacy-charges {amount, currency, source | customer, description?, metadata?,
+//!   shipping?}` charges with the **legacy Charges API** (`POST /v1/charges`); `shipping` needs
+//!   `name` and `address.line1` (as Stripe does); see [`kassa_core::connector`].
+//!
+//! Every body refuses a field it does not know, naming it (`400 invalid_json`, `field`).
 //!
 //! Unlike the webhook path these routes call Stripe, synchronously. Every POST to Stripe carries
 //! an Idempotency-Key: `kassa:{installation}:connector:{action}:{key}` where `key` is the
@@ -42,6 +48,7 @@ use tracing::info;
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/api/customers", post(create_customer).get(find_customers))
+        .route("/api/customers/{id}", axum::routing::get(customer_by_id))
         .route("/api/products", post(create_product))
         .route("/api/legacy-charges", post(create_legacy_charge))
         .route_layer(axum::middleware::from_fn(count_requests))
@@ -122,6 +129,30 @@ async fn find_customers(
     Ok(Json(json!({"data": data, "has_more": list.has_more})))
 }
 
+async fn customer_by_id(
+    _: Admin,
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "customer_not_found",
+            format!("no customer {id} in this Stripe account"),
+        )
+    };
+    // Stripe's customer ids are `cus_…`; anything else cannot name one, so Stripe is not asked.
+    if !id.starts_with("cus_") || id.len() > 255 {
+        return Err(not_found());
+    }
+    match state.stripe.customers().retrieve(&id, &[]).await {
+        Ok(customer) if customer.deleted => Err(not_found()),
+        Ok(customer) => Ok(Json(to_json(&customer))),
+        Err(StripeError::InvalidRequest { status: 404, .. }) => Err(not_found()),
+        Err(error) => Err(stripe_error(error)),
+    }
+}
+
 async fn create_product(
     _: Admin,
     State(state): State<ApiState>,
@@ -169,6 +200,9 @@ fn known_field(param: Option<&str>) -> Option<&'static str> {
     Some(match param? {
         "email" => "email",
         "name" => "name",
+        "phone" => "phone",
+        p if p.starts_with("address") => "address",
+        p if p.starts_with("shipping") => "shipping",
         "description" => "description",
         "amount" => "amount",
         "currency" => "currency",

@@ -124,7 +124,8 @@ impl ApiError {
     }
 
     /// A JSON body that could not be read: 400 `invalid_json` (malformed, or a field of the
-    /// wrong type or unknown), 413 `payload_too_large`, 415 `unsupported_media_type`.
+    /// wrong type or unknown), 413 `payload_too_large`, 415 `unsupported_media_type`. An unknown
+    /// field is named in `field` as well as in the message.
     pub fn from_json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> Self {
         let status = rejection.status();
         let code = match status {
@@ -137,7 +138,10 @@ impl ApiError {
         } else {
             status
         };
-        Self::new(status, code, rejection.body_text())
+        let text = rejection.body_text();
+        let mut answer = Self::new(status, code, text.clone());
+        answer.field = unknown_field(&text).map(|f| Cow::Owned(f.to_owned()));
+        answer
     }
 
     /// A query string that could not be read: 400 `invalid_query`.
@@ -253,4 +257,10 @@ impl IntoResponse for ApiError {
         let body = Json(json!({ "error": error }));
         (self.status, body).into_response()
     }
+}
+
+/// The field serde names in "unknown field `x`, expected …".
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    rest.split('`').next().filter(|f| !f.is_empty())
 }

@@ -1220,3 +1220,46 @@ async fn the_clock_ages_keys_sessions_and_timestamps() {
     assert_eq!(s.get("/_sim/clock").await.body["offset_seconds"], 25 * 3600);
     s.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn legacy_charge_shipping_needs_name_and_line1() {
+    let s = Sim::start(SimConfig::default()).await;
+    let base = [
+        ("amount", "1000"),
+        ("currency", "usd"),
+        ("source", "tok_visa"),
+    ];
+    for (extra, param) in [
+        (
+            vec![("shipping[address][line1]", "1 Main St")],
+            "shipping[name]",
+        ),
+        (vec![("shipping[name]", "Ada")], "shipping[address]"),
+        (
+            vec![
+                ("shipping[name]", "Ada"),
+                ("shipping[address][city]", "Paris"),
+            ],
+            "shipping[address][line1]",
+        ),
+    ] {
+        let params: Vec<_> = base.iter().copied().chain(extra).collect();
+        let r = s.post("/v1/charges", &params, None).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.body["error"]["code"], "parameter_missing");
+        assert_eq!(r.body["error"]["param"], param);
+    }
+    let params: Vec<_> = base
+        .iter()
+        .copied()
+        .chain([
+            ("shipping[name]", "Ada"),
+            ("shipping[address][line1]", "1 Main St"),
+            ("shipping[address][country]", "US"),
+        ])
+        .collect();
+    let ok = s.post("/v1/charges", &params, None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["shipping"]["name"], "Ada");
+    assert_eq!(ok.body["shipping"]["address"]["country"], "US");
+}

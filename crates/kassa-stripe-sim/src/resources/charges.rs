@@ -33,6 +33,8 @@ pub struct ChargeInput<'a> {
     pub metadata: Value,
     /// Legacy `source` object to embed (Charges API only).
     pub source: Option<Value>,
+    /// `shipping` (name, phone, address), or null.
+    pub shipping: Value,
     /// How far the money moved.
     pub state: ChargeState,
 }
@@ -130,7 +132,7 @@ pub fn record_charge(ctx: &mut Ctx, input: ChargeInput<'_>, decline: Option<&Dec
         "refunded": false,
         "refunds": {"object": "list", "data": [], "has_more": false, "url": format!("/v1/charges/{id}/refunds")},
         "review": null,
-        "shipping": null,
+        "shipping": input.shipping,
         "source": input.source,
         "source_transfer": null,
         "statement_descriptor": null,
@@ -206,6 +208,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
         .ok_or_else(|| ApiError::missing("amount"))?;
     let currency = currency::check_currency(&p.req_str("currency")?, "currency")?;
     currency::check_charge_amount(amount, &currency, "amount")?;
+    let shipping = shipping(p)?;
     let customer = p.str("customer");
     let customer_obj = match &customer {
         Some(c) => Some(customer_param(ctx, c, "customer")?),
@@ -266,6 +269,7 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
             description: p.str("description"),
             metadata: metadata_or_empty(p)?,
             source,
+            shipping,
             state: ChargeState::Captured,
         },
         decline.as_ref(),
@@ -276,6 +280,39 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
             .with("decline_code", json!(d.decline_code))
             .with("charge", charge["id"].clone())),
     }
+}
+
+/// `shipping` of a charge: Stripe's API reference marks `shipping.name` and `shipping.address`
+/// (with `address.line1`) as required when `shipping` is given; a missing one is Stripe's
+/// `parameter_missing` naming the nested param (`shipping[address][line1]`).
+fn shipping(p: &Params) -> Result<Value, ApiError> {
+    if p.get("shipping").is_none() {
+        return Ok(Value::Null);
+    }
+    let s = p.obj("shipping")?;
+    let name = s
+        .str("name")
+        .ok_or_else(|| ApiError::missing("shipping[name]"))?;
+    if s.get("address").is_none() {
+        return Err(ApiError::missing("shipping[address]"));
+    }
+    let a = s.obj("address")?;
+    if a.str("line1").is_none() {
+        return Err(ApiError::missing("shipping[address][line1]"));
+    }
+    let mut address = json!({"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null});
+    for k in ["city", "country", "line1", "line2", "postal_code", "state"] {
+        if let Some(v) = a.str(k) {
+            address[k] = json!(v);
+        }
+    }
+    Ok(json!({
+        "address": address,
+        "carrier": s.str("carrier"),
+        "name": name,
+        "phone": s.str("phone"),
+        "tracking_number": s.str("tracking_number"),
+    }))
 }
 
 /// `GET /v1/charges/{id}`.

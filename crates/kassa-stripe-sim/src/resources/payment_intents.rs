@@ -372,6 +372,7 @@ fn payment_charge<'a>(pi: &'a Value, pm: &'a Value, state: ChargeState) -> Charg
         description: pi["description"].as_str().map(str::to_owned),
         metadata: pi["metadata"].clone(),
         source: None,
+        shipping: pi.get("shipping").cloned().unwrap_or(Value::Null),
         state,
     }
 }

@@ -1,4 +1,4 @@
-use super::{null_as_default, Customer, Expandable, Metadata, PaymentIntent, Timestamp};
+use super::{null_as_default, Customer, Expandable, Metadata, PaymentIntent, Shipping, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A Charge (`ch_…`, or `py_…`): one attempt to move money (also the legacy Charges API).
@@ -44,6 +44,9 @@ pub struct Charge {
     pub description: Option<String>,
     /// Where Stripe sends the receipt.
     pub receipt_email: Option<String>,
+    /// Shipping details, if given.
+    #[serde(default)]
+    pub shipping: Option<Shipping>,
     /// Your key-value pairs.
     #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,

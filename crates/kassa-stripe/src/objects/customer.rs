@@ -1,4 +1,4 @@
-use super::{null_as_default, Expandable, Metadata, PaymentMethod, Timestamp};
+use super::{null_as_default, Address, Expandable, Metadata, PaymentMethod, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A Stripe Customer (`cus_…`); a deleted one has `deleted: true` and little else.
@@ -12,6 +12,9 @@ pub struct Customer {
     pub name: Option<String>,
     /// Phone number.
     pub phone: Option<String>,
+    /// Postal address.
+    #[serde(default)]
+    pub address: Option<Address>,
     /// Free text, not shown to the customer.
     pub description: Option<String>,
     /// Defaults for invoices and off-session charges.

@@ -3,6 +3,7 @@
 //! Unknown fields are ignored and unknown enum values become `Unknown`, so a new Stripe field or
 //! status never breaks deserialisation. Fields that may be expanded are [`Expandable`].
 
+mod address;
 mod charge;
 mod checkout_session;
 mod customer;
@@ -15,6 +16,7 @@ mod product;
 mod refund;
 mod setup_intent;
 
+pub use address::{Address, Shipping};
 pub use charge::{Charge, ChargeStatus};
 pub use checkout_session::{
     CheckoutMode, CheckoutPaymentStatus, CheckoutSession, CheckoutSessionStatus, CustomerDetails,

@@ -1,6 +1,6 @@
 use super::{merged, resource_handle, RangeQuery};
 use crate::client::path;
-use crate::objects::{Charge, List, Metadata};
+use crate::objects::{Charge, List, Metadata, Shipping};
 use crate::{IdempotencyKey, StripeError};
 use serde::Serialize;
 
@@ -25,6 +25,8 @@ pub struct CreateCharge {
     pub description: Option<String>,
     /// Where Stripe sends the receipt.
     pub receipt_email: Option<String>,
+    /// Shipping details (`name` and `address.line1` required when given).
+    pub shipping: Option<Shipping>,
     /// `false` to authorise only.
     pub capture: Option<bool>,
     /// Key-value pairs.

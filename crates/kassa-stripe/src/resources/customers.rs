@@ -1,6 +1,6 @@
 use super::{merged, resource_handle};
 use crate::client::path;
-use crate::objects::{Customer, List, Metadata};
+use crate::objects::{Address, Customer, List, Metadata};
 use crate::{IdempotencyKey, StripeError};
 use serde::Serialize;
 
@@ -15,6 +15,8 @@ pub struct CustomerParams {
     pub name: Option<String>,
     /// Phone number.
     pub phone: Option<String>,
+    /// Postal address.
+    pub address: Option<Address>,
     /// Free text.
     pub description: Option<String>,
     /// A PaymentMethod to attach at creation.

@@ -619,3 +619,35 @@ impl StripeSimArgs {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(endpoint_rps: u32, processes: u32) -> StripePaceArgs {
+        StripePaceArgs {
+            stripe_max_rps: None,
+            stripe_endpoint_rps: endpoint_rps,
+            stripe_processes: NonZeroU32::new(processes).unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_process_takes_its_share_of_the_endpoint_pace() {
+        assert_eq!(pace(25, 1).endpoint_rps(), NonZeroU32::new(25));
+        assert_eq!(pace(25, 4).endpoint_rps(), NonZeroU32::new(6));
+        assert_eq!(
+            pace(25, 40).endpoint_rps(),
+            NonZeroU32::new(1),
+            "at least one request a second"
+        );
+        assert_eq!(pace(0, 4).endpoint_rps(), None, "0 turns it off");
+        let mut config = kassa_stripe::ClientConfig::new("sk_test_x".into());
+        pace(25, 2).apply(&mut config);
+        assert_eq!(
+            config.max_requests_per_second_per_endpoint,
+            NonZeroU32::new(12)
+        );
+        assert_eq!(config.max_requests_per_second, None);
+    }
+}

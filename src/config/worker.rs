@@ -182,3 +182,19 @@ impl WorkerArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_outlives_stripes_thirty_days_of_events() {
+        assert!(parse_inbox_retention("30d").is_err());
+        assert!(parse_inbox_retention("7d").is_err());
+        assert_eq!(
+            parse_inbox_retention("31d").unwrap().0,
+            Some(Duration::from_secs(31 * 86_400))
+        );
+        assert_eq!(parse_inbox_retention("off").unwrap().0, None);
+    }
+}

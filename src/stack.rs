@@ -60,6 +60,9 @@ pub struct StackConfig {
     pub stripe: Option<StripeTarget>,
     /// Requests per second this process sends to Stripe at most (`KASSA_STRIPE_MAX_RPS`).
     pub stripe_max_rps: Option<NonZeroU32>,
+    /// Requests per second this process sends to any one Stripe endpoint at most (its share of
+    /// `KASSA_STRIPE_ENDPOINT_RPS`).
+    pub stripe_endpoint_rps: Option<NonZeroU32>,
     /// Webhook secrets (ignored with the embedded simulator, which gets a fresh one).
     pub webhook_secrets: Vec<SecretString>,
     /// Signature tolerance.
@@ -236,6 +239,7 @@ async fn connect_stripe(
         let mut client_config = ClientConfig::new(key);
         client_config.api_base = api_base;
         client_config.max_requests_per_second = config.stripe_max_rps;
+        client_config.max_requests_per_second_per_endpoint = config.stripe_endpoint_rps;
         Client::new(client_config)
     };
     match config.stripe.clone() {

@@ -259,9 +259,8 @@ pub struct IngressApiArgs {
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
-    /// Requests per second this process sends to Stripe at most.
-    #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
-    pub stripe_max_rps: Option<NonZeroU32>,
+    #[command(flatten)]
+    pub pace: StripePaceArgs,
     /// Kassa's public base URL: Checkout sends customers back to `/success` and `/cancel` there.
     /// Not set: this process's own address.
     #[arg(long, env = "KASSA_PUBLIC_URL")]
@@ -283,7 +282,7 @@ impl IngressArgs {
                 StripeArgs {
                     stripe_api_key: self.webhook.stripe_api_key.clone(),
                     stripe_api_base: self.api.stripe_api_base.clone(),
-                    stripe_max_rps: self.api.stripe_max_rps,
+                    pace: self.api.pace.clone(),
                 }
                 .target()?
                 .ok_or_else(|| {
@@ -315,7 +314,8 @@ impl IngressArgs {
             database_url: admin_token.as_ref().map(|_| self.api.database_url.clone()),
             db_max_connections,
             stripe,
-            stripe_max_rps: self.api.stripe_max_rps,
+            stripe_max_rps: self.api.pace.stripe_max_rps,
+            stripe_endpoint_rps: self.api.pace.endpoint_rps(),
             webhook_secrets: verifier.secrets().to_vec(),
             webhook_tolerance: Duration::from_secs(self.webhook.webhook_tolerance_secs),
             worker: None,
@@ -371,10 +371,43 @@ pub struct StripeArgs {
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
+    #[command(flatten)]
+    pub pace: StripePaceArgs,
+}
+
+/// How fast a process calls Stripe: per account and per endpoint.
+#[derive(Args, Clone, Debug)]
+pub struct StripePaceArgs {
     /// Requests per second this process sends to Stripe at most, evenly spaced (Stripe allows
     /// about 100/s live and 25/s in test mode per account: divide by the number of processes).
     #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
     pub stripe_max_rps: Option<NonZeroU32>,
+    /// Requests per second the whole deployment sends to any one Stripe endpoint (e.g.
+    /// `POST /v1/payment_intents`, or `GET /v1/customers/{id}` whatever the id); each process
+    /// paces itself at this divided by KASSA_STRIPE_PROCESSES (at least 1). Stripe allows about
+    /// 25/s per endpoint. 0: no per-endpoint pace.
+    #[arg(long, env = "KASSA_STRIPE_ENDPOINT_RPS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub stripe_endpoint_rps: u32,
+    /// Processes of this deployment calling Stripe with the same account (workers, and `serve`
+    /// or API ingresses): KASSA_STRIPE_ENDPOINT_RPS is shared among them.
+    #[arg(long, env = "KASSA_STRIPE_PROCESSES", default_value_t = NonZeroU32::MIN)]
+    pub stripe_processes: NonZeroU32,
+}
+
+impl StripePaceArgs {
+    /// This process's share of the per-endpoint pace; `None` without one.
+    pub fn endpoint_rps(&self) -> Option<NonZeroU32> {
+        if self.stripe_endpoint_rps == 0 {
+            return None;
+        }
+        NonZeroU32::new((self.stripe_endpoint_rps / self.stripe_processes.get()).max(1))
+    }
+
+    /// Sets both paces on a client's configuration.
+    pub fn apply(&self, config: &mut kassa_stripe::ClientConfig) {
+        config.max_requests_per_second = self.stripe_max_rps;
+        config.max_requests_per_second_per_endpoint = self.endpoint_rps();
+    }
 }
 
 impl StripeArgs {
@@ -385,7 +418,7 @@ impl StripeArgs {
         };
         let mut config = kassa_stripe::ClientConfig::new(key);
         config.api_base = api_base;
-        config.max_requests_per_second = self.stripe_max_rps;
+        self.pace.apply(&mut config);
         kassa_stripe::Client::new(config).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")
     }
 
@@ -441,9 +474,8 @@ pub struct ServeArgs {
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
-    /// Requests per second this process sends to Stripe at most (see `kassa worker --help`).
-    #[arg(long, env = "KASSA_STRIPE_MAX_RPS")]
-    pub stripe_max_rps: Option<NonZeroU32>,
+    #[command(flatten)]
+    pub pace: StripePaceArgs,
     /// Bearer token of the back-office API (`/api/charges`); not set: the API is not mounted.
     #[arg(long, env = "KASSA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -461,7 +493,7 @@ impl ServeArgs {
         let args = StripeArgs {
             stripe_api_key: self.ingress.stripe_api_key.clone(),
             stripe_api_base: self.stripe_api_base.clone(),
-            stripe_max_rps: self.stripe_max_rps,
+            pace: self.pace.clone(),
         };
         Ok(match args.target()? {
             Some(target) => target,
@@ -507,7 +539,8 @@ impl ServeArgs {
             database_url: Some(self.store.database_url.clone()),
             db_max_connections,
             stripe: Some(stripe),
-            stripe_max_rps: self.stripe_max_rps,
+            stripe_max_rps: self.pace.stripe_max_rps,
+            stripe_endpoint_rps: self.pace.endpoint_rps(),
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.ingress.webhook_tolerance_secs),
             worker: Some(self.worker.config()?),
@@ -584,5 +617,37 @@ impl StripeSimArgs {
             .validate()
             .map_err(|e| anyhow::anyhow!("stripe-sim faults: {e}"))?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(endpoint_rps: u32, processes: u32) -> StripePaceArgs {
+        StripePaceArgs {
+            stripe_max_rps: None,
+            stripe_endpoint_rps: endpoint_rps,
+            stripe_processes: NonZeroU32::new(processes).unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_process_takes_its_share_of_the_endpoint_pace() {
+        assert_eq!(pace(25, 1).endpoint_rps(), NonZeroU32::new(25));
+        assert_eq!(pace(25, 4).endpoint_rps(), NonZeroU32::new(6));
+        assert_eq!(
+            pace(25, 40).endpoint_rps(),
+            NonZeroU32::new(1),
+            "at least one request a second"
+        );
+        assert_eq!(pace(0, 4).endpoint_rps(), None, "0 turns it off");
+        let mut config = kassa_stripe::ClientConfig::new("sk_test_x".into());
+        pace(25, 2).apply(&mut config);
+        assert_eq!(
+            config.max_requests_per_second_per_endpoint,
+            NonZeroU32::new(12)
+        );
+        assert_eq!(config.max_requests_per_second, None);
     }
 }

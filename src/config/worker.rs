@@ -45,6 +45,11 @@ pub struct WorkerArgs {
     /// being queued twice when two events about one object arrive apart.
     #[arg(long, env = "KASSA_OUTBOX_RETENTION", default_value = "30d", value_parser = parse_retention)]
     pub outbox_retention: Retention,
+    /// How long processed Stripe events stay in the inbox (`stripe_events`) before the relay
+    /// deletes them (`35d`; `off` keeps them). More than 30 days, the longest Stripe keeps an
+    /// event: no event Stripe can still deliver, or `kassa reconcile` list, finds its row gone.
+    #[arg(long, env = "KASSA_INBOX_RETENTION", default_value = "35d", value_parser = parse_inbox_retention)]
+    pub inbox_retention: Retention,
 }
 
 /// `KASSA_OUTBOX_RETENTION`: `None` keeps published messages.
@@ -61,6 +66,22 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
         return Err(format!(
             "KASSA_OUTBOX_RETENTION: {text:?} is less than a day; published messages must outlive \
              the events that may announce the same object again (give 1d or more, or off)"
+        ));
+    }
+    Ok(Retention(Some(retention)))
+}
+
+/// `KASSA_INBOX_RETENTION`: a duration of more than 30 days, or `off`.
+fn parse_inbox_retention(text: &str) -> Result<Retention, String> {
+    if matches!(text.trim(), "off" | "false" | "none" | "0") {
+        return Ok(Retention(None));
+    }
+    let retention = parse_duration(text).map_err(|e| format!("KASSA_INBOX_RETENTION: {e}"))?;
+    if retention <= Duration::from_secs(30 * 86_400) {
+        return Err(format!(
+            "KASSA_INBOX_RETENTION: {text:?} is not more than 30 days; Stripe keeps events for 30 \
+             days, and an event whose inbox row is gone would be handled again (give 31d or \
+             more, or off)"
         ));
     }
     Ok(Retention(Some(retention)))
@@ -149,6 +170,7 @@ impl WorkerArgs {
             },
             relay: kassa_worker::relay::RelayConfig {
                 retention: self.outbox_retention.0,
+                inbox_retention: self.inbox_retention.0,
             },
             events_poller: self.events_poll_interval.0.map(|interval| {
                 kassa_worker::poller::PollerConfig {
@@ -158,5 +180,21 @@ impl WorkerArgs {
                 }
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_outlives_stripes_thirty_days_of_events() {
+        assert!(parse_inbox_retention("30d").is_err());
+        assert!(parse_inbox_retention("7d").is_err());
+        assert_eq!(
+            parse_inbox_retention("31d").unwrap().0,
+            Some(Duration::from_secs(31 * 86_400))
+        );
+        assert_eq!(parse_inbox_retention("off").unwrap().0, None);
     }
 }

@@ -15,6 +15,7 @@ mod ingress;
 mod official_library;
 mod outbox;
 mod secrets;
+mod stripe_calls;
 mod stripe_cli;
 mod support;
 mod topology;

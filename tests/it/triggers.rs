@@ -379,3 +379,80 @@ async fn a_pending_charge_is_announced_once_when_it_later_succeeds() {
     assert_eq!(count(&seen, "charge.created", &charge), 1, "{seen:?}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn two_workers_poll_as_one_and_the_other_takes_over_when_the_leaders_connection_dies() {
+    let app = TestApp::builder().without_worker().spawn().await;
+    let config = PollerConfig {
+        interval: Duration::from_millis(100),
+        first_lookback: Duration::from_secs(3600),
+        settle: Duration::ZERO,
+    };
+    // Two worker processes: each its own Stripe key (told apart in the simulator's log) and its
+    // own pool on the shared database.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut fingerprints = Vec::new();
+    for name in ["a", "b"] {
+        let key = format!("sk_test_poller_{name}");
+        fingerprints.push(kassa_stripe_sim::key_fingerprint(&key));
+        let mut stripe = kassa_stripe::ClientConfig::new(key.into());
+        stripe.api_base = app.sim().base_url();
+        let stripe = kassa_stripe::Client::new(stripe).unwrap();
+        let store = kassa_store::Store::connect(&app.database_url, 4)
+            .await
+            .unwrap();
+        tokio::spawn(kassa_worker::poller::run_poller(
+            stripe,
+            store,
+            app.stack.broker.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let polls_by = |fingerprint: &str| {
+        app.calls("GET", "/v1/events")
+            .iter()
+            .filter(|c| c.key_fingerprint.as_deref() == Some(fingerprint))
+            .count()
+    };
+    eventually(Duration::from_secs(20), "ten polls", || async {
+        (polls_by(&fingerprints[0]) + polls_by(&fingerprints[1]) >= 10).then_some(())
+    })
+    .await;
+    let counts = [polls_by(&fingerprints[0]), polls_by(&fingerprints[1])];
+    assert!(
+        counts.contains(&0),
+        "one process polls, the other waits: {counts:?}"
+    );
+    let (leader, follower) = if counts[0] > 0 { (0, 1) } else { (1, 0) };
+
+    // The leader's PostgreSQL session ends (its process died, or the network cut it).
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 2
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(app.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true], "one leadership lock was held");
+    eventually(
+        Duration::from_secs(20),
+        "the other process to take over",
+        || async { (polls_by(&fingerprints[follower]) >= 3).then_some(()) },
+    )
+    .await;
+    let before = polls_by(&fingerprints[leader]);
+    let after_takeover = polls_by(&fingerprints[follower]);
+    eventually(Duration::from_secs(20), "five more polls", || async {
+        (polls_by(&fingerprints[follower]) >= after_takeover + 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        polls_by(&fingerprints[leader]),
+        before,
+        "the old leader found the lock taken and stopped polling"
+    );
+    shutdown.cancel();
+    app.cleanup().await;
+}

@@ -104,21 +104,29 @@ async fn a_completed_setup_session_becomes_a_customer_with_a_default_card() {
         Some(email.as_str()),
         "created from customer_details"
     );
-    // Every POST carried a key derived from the installation and the event:
-    // kassa:{installation}:{evt}:{step}.
+    // Every POST carried a key derived from the installation and the event
+    // (kassa:{installation}:{evt}:{step}), the customer's creation one of the session's own,
+    // the same on every path.
     let installation = app.store().installation_id();
     let event_id = app.stripe_events("checkout.session.completed").await[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    for (path, step) in [
-        ("/v1/customers", "create_customer"),
-        ("/attach", "attach_payment_method"),
+    for (path, key) in [
+        (
+            "/v1/customers",
+            format!("kassa:{installation}:checkout_session:{session}:create_customer"),
+        ),
+        (
+            "/attach",
+            format!("kassa:{installation}:{event_id}:attach_payment_method"),
+        ),
     ] {
         let calls = app.calls("POST", path);
         assert!(
-            calls.iter().any(|c| c.idempotency_key.as_deref()
-                == Some(format!("kassa:{installation}:{event_id}:{step}").as_str())),
+            calls
+                .iter()
+                .any(|c| c.idempotency_key.as_deref() == Some(key.as_str())),
             "{path}: {calls:?}"
         );
     }

@@ -9,6 +9,7 @@
 //! | a re-pay link (reminder r = 0, 1) | `kassa:{installation}:charge:{id}:{attempt}:recheckout:{r}` |
 //! | a step of an event's handling | `kassa:{installation}:{event id}:{step}` (`…:retry{n}` on the ladder's n-th retry) |
 //! | a step of the success page | `kassa:{installation}:success_page:{session}:{step}` |
+//! | the customer created for a setup session (first attempts of every path) | `kassa:{installation}:checkout_session:{session}:create_customer` ([`session_customer`]) |
 //! | an API or CLI request with the caller's key | `kassa:{installation}:{scope}:{caller's key}` ([`caller`]) |
 //! | a CLI command without one | `kassa:{installation}:{scope}:args-{SHA-256 of its arguments}` ([`derived`]) |
 //! | a request with no key of its own (a browser form) | `kassa:{installation}:{scope}:{UUID}` ([`fresh`]) |
@@ -71,6 +72,22 @@ pub fn charge_attempt(
 /// attempts that were open then (see the migration `0011_charge_attempts`).
 pub fn legacy_charge_attempt(charge_id: i64, attempt: i32) -> String {
     format!("kassa:charge:{charge_id}:{attempt}")
+}
+
+/// The key under which the first attempt of every path creates the customer of setup session
+/// `session_id`: while Stripe remembers it, every such creation answers the same customer.
+pub fn session_customer(installation: &str, session_id: &str) -> Result<IdempotencyKey, Error> {
+    make(format!(
+        "kassa:{installation}:checkout_session:{session_id}:create_customer"
+    ))
+}
+
+/// Whether `key` is one of this installation's keys (every key Kassa sends starts with
+/// `kassa:{installation}:`).
+pub fn is_own_key(installation: &str, key: &str) -> bool {
+    key.strip_prefix("kassa:")
+        .and_then(|rest| rest.strip_prefix(installation))
+        .is_some_and(|rest| rest.starts_with(':'))
 }
 
 /// The key of the re-pay link (`reminder` 0) or its reminder (1) of `attempt` of a charge.
@@ -178,6 +195,16 @@ impl KeyScope {
             scope: scope.into(),
             attempt,
         }
+    }
+
+    /// Whether this is the first attempt (a crash redelivers it as the first again).
+    pub fn is_first_attempt(&self) -> bool {
+        self.attempt == 0
+    }
+
+    /// The installation whose keys these are.
+    pub fn installation(&self) -> &str {
+        &self.installation
     }
 
     /// The key of one step in this attempt.
@@ -300,6 +327,18 @@ mod tests {
             charge_attempt("fedcba9876543210", 1, 1, 0).unwrap()
         );
         assert_eq!(legacy_charge_attempt(7, 2), "kassa:charge:7:2");
+        assert_eq!(
+            session_customer(ME, "cs_1").unwrap().as_str(),
+            "kassa:0123456789abcdef:checkout_session:cs_1:create_customer"
+        );
+        assert!(is_own_key(ME, scope.key("attach").unwrap().as_str()));
+        assert!(!is_own_key(
+            "fedcba9876543210",
+            scope.key("attach").unwrap().as_str()
+        ));
+        assert!(!is_own_key(ME, "kassa:0123456789abcdef0:x"));
+        assert!(!is_own_key(ME, &legacy_charge_attempt(7, 2)));
+        assert!(!is_own_key(ME, "0123456789abcdef:x"));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Kassa's records of Stripe objects: how a customer, a payment method or a Checkout Session is
 //! recorded ([`customer_record`], [`payment_method_record`], [`session_record`]), and the events
 //! that keep those records true — each re-fetches the object from Stripe and writes its current
-//! state, so the order events arrive in does not matter.
+//! state, so the order events arrive in does not matter. Two kinds of events cost no call: echoes
+//! of Kassa's own writes whose answers it recorded ([`is_recorded_echo`]), and `setup_intent.*`,
+//! whose only record-worthy fact (the card now belongs to a customer) arrives as its own
+//! `payment_method.attached`.
 
 use crate::keys::{self, Owner, CHARGE_ID_METADATA};
 use crate::Error;
 use kassa_store::{
-    checkout_sessions, customers, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord,
-    PaymentMethodRecord, PgConnection,
+    checkout_sessions, customers, own_writes, CheckoutPurpose, CheckoutSessionRecord,
+    CustomerRecord, PaymentMethodRecord, PgConnection,
 };
 use kassa_stripe::objects::{
-    CheckoutMode, CheckoutSession, CheckoutSessionStatus, Customer, PaymentMethod,
+    CheckoutMode, CheckoutSession, CheckoutSessionStatus, Customer, Event, PaymentMethod,
 };
 use kassa_stripe::Client;
 
@@ -30,31 +33,31 @@ pub async fn record_checkout_session(
     Ok(())
 }
 
-/// setup_intent.succeeded / setup_failed: record the card once it belongs to a customer.
-///
-/// Checkout's SetupIntent has no customer until the session is fulfilled, and the
-/// checkout.session.completed handler records the card then; recording an unattached card here
-/// would add nothing, so this only refreshes cards that already belong to someone.
-pub async fn record_setup_intent(
-    stripe: &Client,
+/// Whether `event` echoes one of this installation's own writes whose answer Kassa already
+/// recorded: its `request.idempotency_key` is a key of `installation`, and the record of
+/// `object_id` was written from that write's answer (`stripe_own_writes`), in a transaction that
+/// committed. Such an event needs no re-fetch: see [`kassa_store::own_writes`] and
+/// docs/ARCHITECTURE.md ("Echoes of Kassa's own writes"). Call it before taking any object's
+/// lock: it may wait for the write's transaction, which holds the object's lock.
+pub async fn is_recorded_echo(
     conn: &mut PgConnection,
-    setup_intent_id: &str,
-) -> Result<(), Error> {
-    let intent = stripe
-        .setup_intents()
-        .retrieve(setup_intent_id, &["payment_method"])
-        .await?;
-    if let Some(payment_method) = intent.payment_method.as_ref() {
-        let payment_method = match payment_method {
-            kassa_stripe::Expandable::Object(pm) => (**pm).clone(),
-            kassa_stripe::Expandable::Id(id) => stripe.payment_methods().retrieve(id, &[]).await?,
-        };
-        if payment_method.customer.is_some() {
-            customers::upsert_payment_method(conn, &payment_method_record(&payment_method, None))
-                .await?;
-        }
+    installation: &str,
+    event: &Event,
+    object_id: &str,
+) -> Result<bool, Error> {
+    let Some(key) = event
+        .request
+        .as_ref()
+        .and_then(|request| request.idempotency_key.as_deref())
+    else {
+        return Ok(false);
+    };
+    if !keys::is_own_key(installation, key) {
+        return Ok(false);
     }
-    Ok(())
+    // A write still in flight holds its key: wait for its transaction to end.
+    own_writes::lock_own_key(conn, key).await?;
+    Ok(own_writes::own_write_recorded(conn, key, object_id).await?)
 }
 
 /// payment_method.attached / detached: attached to someone → recorded; attached to nobody →

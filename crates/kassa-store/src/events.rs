@@ -2,8 +2,9 @@
 //!
 //! Stripe delivers an event at least once, and RabbitMQ redelivers what was not acked, so the
 //! worker claims every event here first. [`Store::claim_event`] opens a transaction in which the
-//! event's row exists and is locked (`INSERT … ON CONFLICT DO NOTHING`, then `SELECT … FOR
-//! UPDATE`). The handler writes through [`EventTx::conn`] and [`EventTx::complete`] sets
+//! event's row exists and is locked: `BEGIN; SET LOCAL lock_timeout` in one round trip, then
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING`, which for a new event both creates and holds the
+//! row; only a row that existed already is then locked with `SELECT … FOR UPDATE`. The handler writes through [`EventTx::conn`] and [`EventTx::complete`] sets
 //! `processed_at` and commits, all at once. A duplicate handled at the same time blocks on the row
 //! lock and, once the first commits, sees `processed_at` and gets [`EventClaim::AlreadyProcessed`];
 //! if the first crashes or fails instead, its transaction rolls back and the duplicate claims it.
@@ -13,6 +14,10 @@ use std::ops::{Deref, DerefMut};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::{OffsetDateTime, Store, StoreError};
+
+/// How long an event the poller published may wait in the queue before a pass publishes it
+/// again (the first copy was lost, e.g. the queue was purged).
+pub const POLLED_EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Longest `last_error` kept, in bytes; error chains can embed whole response bodies.
 const MAX_ERROR_LEN: usize = 4096;
@@ -95,19 +100,34 @@ impl Store {
         kind: &str,
         livemode: bool,
     ) -> Result<EventClaim, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        set_local_lock_timeout(&mut tx, self.claim_lock_timeout).await?;
+        // Two round trips for a new event: BEGIN with the lock timeout, then the insert, which
+        // returns the row when this transaction created it (and so holds it until the end).
+        let mut tx = self
+            .pool
+            .begin_with(begin_with_lock_timeout(self.claim_lock_timeout))
+            .await?;
         // A concurrent claimer's uncommitted insert of the same id makes this wait for its
         // outcome; an existing row makes it a no-op and the SELECT below waits for the lock.
-        sqlx::query!(
+        let inserted = sqlx::query_scalar!(
             "INSERT INTO stripe_events (id, type, livemode) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO NOTHING
+             RETURNING attempts",
             id,
             kind,
             livemode,
         )
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some(attempts) = inserted {
+            return Ok(EventClaim::Claimed(EventTx {
+                tx,
+                store: self.clone(),
+                id: id.to_owned(),
+                kind: kind.to_owned(),
+                livemode,
+                previous_attempts: attempts,
+            }));
+        }
         let row = sqlx::query!(
             "SELECT processed_at, attempts FROM stripe_events WHERE id = $1 FOR UPDATE",
             id,
@@ -144,8 +164,10 @@ impl Store {
         dead_lettered: bool,
     ) -> Result<(), StoreError> {
         let error = truncate(error, MAX_ERROR_LEN);
-        let mut tx = self.pool.begin().await?;
-        set_local_lock_timeout(&mut tx, self.claim_lock_timeout).await?;
+        let mut tx = self
+            .pool
+            .begin_with(begin_with_lock_timeout(self.claim_lock_timeout))
+            .await?;
         sqlx::query!(
             "INSERT INTO stripe_events (id, type, livemode, attempts, last_error, dead_lettered_at)
              VALUES ($1, $2, $3, 1, $4, CASE WHEN $5::boolean THEN now() END)
@@ -164,6 +186,39 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes up to `batch` inbox rows processed more than `older_than` ago, and as many of the
+    /// own-write notes recorded before then (`stripe_own_writes`); returns how many inbox rows
+    /// went. Unprocessed rows (failing, dead-lettered) stay. Call again until it returns less
+    /// than `batch`.
+    pub async fn delete_processed_events(
+        &self,
+        older_than: std::time::Duration,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query!(
+            "DELETE FROM stripe_events WHERE id IN (
+                 SELECT id FROM stripe_events
+                 WHERE processed_at IS NOT NULL
+                   AND processed_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            older_than.as_secs_f64(),
+            i64::from(batch),
+        )
+        .execute(&self.pool)
+        .await?;
+        sqlx::query!(
+            "DELETE FROM stripe_own_writes WHERE (idempotency_key, object_id) IN (
+                 SELECT idempotency_key, object_id FROM stripe_own_writes
+                 WHERE recorded_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            older_than.as_secs_f64(),
+            i64::from(batch),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// The inbox row of event `id`, if the inbox has seen it.
@@ -212,16 +267,45 @@ pub struct PollCursor {
 }
 
 impl Store {
-    /// Which of `ids` the inbox has a row for (processed, failed or dead-lettered): an event not
-    /// among them never reached a worker.
+    /// Which of `ids` the inbox has a row for (processed, failed or dead-lettered), or the
+    /// events poller published less than [`POLLED_EVENT_WAIT`] ago and no worker took yet: an
+    /// event not among them never reached a worker, or its published copy is long overdue.
     pub async fn known_event_ids(
         &self,
         ids: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let rows = sqlx::query_scalar!("SELECT id FROM stripe_events WHERE id = ANY($1)", ids)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query_scalar!(
+            "SELECT id FROM stripe_events
+             WHERE id = ANY($1)
+               AND NOT (processed_at IS NULL AND attempts = 0
+                        AND received_at < now() - make_interval(secs => $2))",
+            ids,
+            POLLED_EVENT_WAIT.as_secs_f64(),
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().collect())
+    }
+
+    /// Notes that the events poller published event `id`, so the next passes do not publish it
+    /// again while it waits in the queue: an inbox row no worker has claimed yet (the claim
+    /// takes it over as its own).
+    pub async fn note_polled_event(
+        &self,
+        id: &str,
+        kind: &str,
+        livemode: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "INSERT INTO stripe_events (id, type, livemode) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+            id,
+            kind,
+            livemode,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The cursor of the poller `name`, if it ever saved one.
@@ -329,17 +413,14 @@ impl DerefMut for EventTx {
     }
 }
 
-/// Bounds every lock wait for the rest of the transaction (`SET LOCAL lock_timeout`).
-async fn set_local_lock_timeout(
-    tx: &mut Transaction<'static, Postgres>,
-    timeout: std::time::Duration,
-) -> Result<(), StoreError> {
-    // SET takes no bind parameters; set_config(…, is_local = true) is its parameterised form.
-    let millis = format!("{}ms", timeout.as_millis().max(1));
-    sqlx::query_scalar!("SELECT set_config('lock_timeout', $1, true)", millis)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(())
+/// `BEGIN` and `SET LOCAL lock_timeout` in one round trip (a simple-query batch): every lock wait
+/// of the transaction is bounded by `timeout`. The value is a number of milliseconds Kassa
+/// formats itself, never input.
+fn begin_with_lock_timeout(timeout: std::time::Duration) -> String {
+    format!(
+        "BEGIN; SET LOCAL lock_timeout = '{}ms'",
+        timeout.as_millis().max(1)
+    )
 }
 
 /// The longest prefix of `text` within `max` bytes that ends on a character boundary.

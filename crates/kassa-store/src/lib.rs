@@ -23,7 +23,9 @@ pub mod customers;
 mod error;
 pub mod events;
 pub mod installation;
+pub mod leadership;
 pub mod outbox;
+pub mod own_writes;
 pub mod payments;
 mod pool;
 
@@ -34,6 +36,7 @@ pub use customer_sync::{SyncCounts, SyncCursor};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
 pub use events::{EventClaim, EventTx, StoredEvent};
+pub use leadership::Leadership;
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};

@@ -5,7 +5,7 @@ use crate::form::Form;
 use crate::idempotency::IdempotencyKey;
 use crate::key::{ApiKey, KeyError, Mode};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 use secrecy::SecretString;
@@ -45,6 +45,11 @@ pub struct ClientConfig {
     /// Stripe allows about 100/s in live mode and 25/s in test mode per account; pacing below
     /// that avoids `rate_limit` 429s instead of paying for them with backoff.
     pub max_requests_per_second: Option<NonZeroU32>,
+    /// Requests per second this client sends at most to any one endpoint (one named operation
+    /// such as `POST /v1/payment_intents` or `GET /v1/customers/{id}`, whatever the id), evenly
+    /// spaced (default: no limit). Stripe limits each endpoint to about 25/s besides the
+    /// account-wide limit (docs: rate limits).
+    pub max_requests_per_second_per_endpoint: Option<NonZeroU32>,
 }
 
 impl ClientConfig {
@@ -59,6 +64,7 @@ impl ClientConfig {
             initial_retry_delay: Duration::from_millis(500),
             max_retry_delay: Duration::from_secs(5),
             max_requests_per_second: None,
+            max_requests_per_second_per_endpoint: None,
         }
     }
 }
@@ -95,6 +101,7 @@ struct Inner {
     initial_retry_delay: Duration,
     max_retry_delay: Duration,
     pace: Option<DefaultDirectRateLimiter>,
+    endpoint_pace: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 /// One failed attempt, with what the server said about retrying it.
@@ -144,6 +151,9 @@ impl Client {
                 pace: config.max_requests_per_second.map(|n| {
                     RateLimiter::direct(Quota::per_second(n).allow_burst(NonZeroU32::MIN))
                 }),
+                endpoint_pace: config
+                    .max_requests_per_second_per_endpoint
+                    .map(|n| RateLimiter::keyed(Quota::per_second(n).allow_burst(NonZeroU32::MIN))),
             }),
         })
     }
@@ -251,6 +261,11 @@ impl Client {
         key: Option<&IdempotencyKey>,
         attempt: u32,
     ) -> Result<T, Failure> {
+        // The endpoint's pace first, then the account's: a request waiting for its endpoint
+        // does not hold a slot of the account-wide pace meanwhile.
+        if let Some(pace) = &self.inner.endpoint_pace {
+            pace.until_key_ready(&operation(method, url.path())).await;
+        }
         if let Some(pace) = &self.inner.pace {
             pace.until_ready().await;
         }
@@ -327,6 +342,49 @@ impl Client {
     }
 }
 
+/// The words of Stripe's API paths Kassa calls; any other segment is an id.
+const PATH_WORDS: &[&str] = &[
+    "attach",
+    "balance",
+    "cancel",
+    "capture",
+    "charges",
+    "checkout",
+    "confirm",
+    "customers",
+    "detach",
+    "events",
+    "expire",
+    "line_items",
+    "payment_intents",
+    "payment_methods",
+    "prices",
+    "products",
+    "refunds",
+    "search",
+    "sessions",
+    "setup_intents",
+    "v1",
+];
+
+/// The endpoint a request counts toward, as Stripe names them for rate limits: the method and
+/// the path with each id replaced by `{id}` ("Stripe treats each named API operation as a
+/// separate endpoint … Requests to `GET /v1/payment_intents/{id}` for different PaymentIntent IDs
+/// count toward the same endpoint limit", docs: rate limits).
+pub fn operation(method: &Method, path: &str) -> String {
+    let mut name = method.as_str().to_owned();
+    name.push(' ');
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        name.push('/');
+        name.push_str(if PATH_WORDS.contains(&segment) {
+            segment
+        } else {
+            "{id}"
+        });
+    }
+    name
+}
+
 /// Builds `/seg/seg/…` from literal segments and ids, percent-encoding what is not URL-safe and
 /// refusing ids that would change the path (empty, `.`, `..`), e.g. `["v1", "customers", id]`.
 pub(crate) fn path(segments: &[&str]) -> Result<String, StripeError> {
@@ -400,6 +458,30 @@ mod tests {
         assert!(!debug.contains("TopSecretValue"), "{debug}");
         let cfg = format!("{:?}", config("sk_test_TopSecretValue"));
         assert!(!cfg.contains("TopSecretValue"), "{cfg}");
+    }
+
+    #[test]
+    fn operations_name_endpoints_whatever_the_id() {
+        assert_eq!(
+            operation(&Method::GET, "/v1/customers/cus_Abc123"),
+            "GET /v1/customers/{id}"
+        );
+        assert_eq!(
+            operation(&Method::GET, "/v1/customers/cus_Other9"),
+            "GET /v1/customers/{id}"
+        );
+        assert_eq!(
+            operation(&Method::POST, "/v1/payment_methods/pm_1/attach"),
+            "POST /v1/payment_methods/{id}/attach"
+        );
+        assert_eq!(
+            operation(&Method::POST, "/v1/payment_intents"),
+            "POST /v1/payment_intents"
+        );
+        assert_eq!(
+            operation(&Method::GET, "/v1/checkout/sessions/cs_test_a1"),
+            "GET /v1/checkout/sessions/{id}"
+        );
     }
 
     #[test]

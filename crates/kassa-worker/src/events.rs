@@ -5,8 +5,9 @@
 //! |---|---|
 //! | `checkout.session.completed`, `….async_payment_succeeded` | [`kassa_core::fulfil::checkout_session`] (then a re-pay session's charge goes again, [`kassa_core::charges::recheckout`]) |
 //! | `checkout.session.expired` | [`kassa_core::records`], then [`kassa_core::charges::recheckout`] (reminder or failure) |
-//! | `payment_intent.succeeded`, `.payment_failed`, `.processing` | [`kassa_core::charges::settle`], else [`kassa_core::fulfil::payment`] |
-//! | `setup_intent.*`, `payment_method.*`, `customer.*` | [`kassa_core::records`] |
+//! | `payment_intent.succeeded`, `.payment_failed`, `.processing` | [`kassa_core::charges::settle`], else [`kassa_core::fulfil::payment`] (no call for the echo of a charge's create that succeeded) |
+//! | `payment_method.*`, `customer.*` | [`kassa_core::records`] (no call for an echo of Kassa's own recorded write) |
+//! | `setup_intent.*` | nothing to read: the card it attaches has its own `payment_method.attached` |
 //! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 
 use kassa_broker::{Incoming, MessageHandler, Outcome};
@@ -125,13 +126,25 @@ impl EventHandler {
         let installation = self.store.installation_id();
         let keys = KeyScope::new(installation, event.id.clone(), attempt);
         let conn = claimed.conn();
-        // Before the re-fetch: concurrent events about one object then commit in fetch order.
-        if let Err(error) = kassa_store::events::lock_stripe_object(conn, &object_id).await {
-            return self.failed(error.into(), attempt, Some(claimed)).await;
-        }
-        let result = self
-            .dispatch(handled, conn, &event, &object_id, &keys)
-            .await;
+        // Before the object's lock: the write an echo answers may hold it until it commits.
+        let result = match self.echo(handled, conn, &event, &object_id).await {
+            Ok(true) => {
+                info!("echo of Kassa's own write, already recorded: not re-fetched");
+                Ok(())
+            }
+            Ok(false) => {
+                // Before the re-fetch: concurrent events about one object then commit in fetch
+                // order.
+                match kassa_store::events::lock_stripe_object(conn, &object_id).await {
+                    Ok(()) => {
+                        self.dispatch(handled, conn, &event, &object_id, &keys)
+                            .await
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+            Err(error) => Err(error),
+        };
         match result {
             Ok(()) => match claimed.complete().await {
                 Ok(()) => {
@@ -148,6 +161,24 @@ impl EventHandler {
             },
             Err(error) => self.failed(error, attempt, Some(claimed)).await,
         }
+    }
+
+    /// Whether the event is an echo of one of this installation's writes to a customer, a card
+    /// or a charge's PaymentIntent whose answer Kassa recorded ([`records::is_recorded_echo`]).
+    async fn echo(
+        &self,
+        handled: Handled,
+        conn: &mut PgConnection,
+        event: &Event,
+        object_id: &str,
+    ) -> Result<bool, Error> {
+        if !matches!(
+            handled,
+            Handled::Customer | Handled::PaymentMethod | Handled::PaymentIntent
+        ) {
+            return Ok(false);
+        }
+        records::is_recorded_echo(conn, self.store.installation_id(), event, object_id).await
     }
 
     /// Hands the event to kassa-core by type, in the inbox transaction `conn`.
@@ -205,9 +236,13 @@ impl EventHandler {
                 Ok(_) => Ok(()),
                 Err(error) => Err(error),
             },
-            Handled::SetupIntent => {
-                records::record_setup_intent(&self.stripe, conn, object_id).await
-            }
+            // A SetupIntent that succeeded attaches its card to its customer, if it names one,
+            // and Stripe sends `payment_method.attached` for that (docs: SetupIntent `customer`,
+            // "the SetupIntent's payment method will be attached to the Customer on successful
+            // setup"); a Checkout setup without a customer leaves the card unattached until the
+            // session is fulfilled. Either way the card is recorded by other events: nothing to
+            // read here.
+            Handled::SetupIntent => Ok(()),
             Handled::PaymentMethod => {
                 records::record_payment_method(&self.stripe, conn, object_id).await
             }

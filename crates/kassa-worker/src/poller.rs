@@ -6,25 +6,31 @@
 //! and keeps them 30 days ("We only guarantee access to events through the Retrieve Event API for
 //! 30 days", API reference, events). A webhook Stripe gave up on, or one dropped on the way, is
 //! still listed there. Deduplication stays where it already is: the inbox (`stripe_events`). This
-//! pass skips events the inbox has a row for, and an event that is published here while its
+//! pass skips events the inbox has a row for — a published event gets one at once, so later
+//! passes never publish it again while it waits in the queue (only after an hour unclaimed,
+//! [`kassa_store::events::POLLED_EVENT_WAIT`]) — and an event that is published here while its
 //! webhook is also in flight is claimed once by the worker; the other copy is acked as a
 //! duplicate. So effects and notifications happen once per event whichever path brings it.
 //!
 //! [`run_poller`] repeats the pass ([`poll_once`]) every interval from a cursor kept in
-//! PostgreSQL (`event_poll_cursor`), so a restart resumes where it stopped; `kassa reconcile
+//! PostgreSQL (`event_poll_cursor`), so a restart resumes where it stopped. Every worker runs it,
+//! but only the leader polls: the process holding the advisory lock [`POLLER_LEADERSHIP`]
+//! ([`kassa_store::leadership`]) on a connection of its own. The others try for it every
+//! interval, and one of them takes over when the leader's session ends (the process died, or its
+//! connection was cut); `kassa reconcile
 //! --since …` is one pass over a window, reporting what had been missing.
 
 use crate::events::handles;
 use kassa_broker::{Broker, OutgoingMessage};
 use kassa_store::events::PollCursor;
-use kassa_store::{Store, StoreError};
+use kassa_store::{Leadership, Store, StoreError};
 use kassa_stripe::objects::Event;
 use kassa_stripe::resources::{ListEvents, RangeQuery};
 use kassa_stripe::{Client, StripeError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The name of the background poller's cursor row.
 pub const POLLER_CURSOR: &str = "events";
@@ -157,6 +163,9 @@ pub async fn poll_once(
     let exchange = broker.topology().events_exchange();
     for event in events.iter().rev().filter(|e| !known.contains(&e.id)) {
         publish(&publisher, &exchange, event).await?;
+        store
+            .note_polled_event(&event.id, &event.type_, event.livemode)
+            .await?;
         metrics::counter!("kassa_events_backfilled_total").increment(1);
         info!(event_id = %event.id, event_type = %event.type_, "missed event found in /v1/events; published");
         report.missing.push(MissingEvent {
@@ -208,11 +217,26 @@ pub async fn run_poller(
 ) {
     info!(
         interval_s = config.interval.as_secs_f64(),
-        "polling /v1/events for missed webhooks"
+        "polling /v1/events for missed webhooks when this process leads"
     );
     let settle = i64::try_from(config.settle.as_secs()).unwrap_or(0);
     let lookback = i64::try_from(config.first_lookback.as_secs()).unwrap_or(0);
+    let mut leadership: Option<Leadership> = None;
     loop {
+        let wait = match lead(&store, &mut leadership).await {
+            Lead::Leading => None,
+            Lead::Following => Some(config.interval),
+            // Give the others first go: a process whose session just died may well be the one
+            // with trouble reaching PostgreSQL.
+            Lead::Lost => Some(config.interval * 2),
+        };
+        if let Some(wait) = wait {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
         let outcome = async {
             let since = match store.poll_cursor(POLLER_CURSOR).await? {
                 // `gte` the newest seen: events of that same second listed after the last pass
@@ -249,8 +273,56 @@ pub async fn run_poller(
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+    if let Some(leadership) = leadership {
+        // Let another process take over now rather than when this connection times out.
+        leadership.release().await;
+    }
+}
+
+/// The advisory lock that makes one process of the deployment the poller.
+pub const POLLER_LEADERSHIP: &str = "events-poller";
+
+/// Where this process stands in the polling.
+enum Lead {
+    /// It holds the leadership: poll.
+    Leading,
+    /// Another process holds it.
+    Following,
+    /// It held the leadership and lost it (its session ended).
+    Lost,
+}
+
+/// Whether this process leads the polling now: keeps a live leadership, notices a lost one
+/// (its connection died), and tries to take it when no one holds it.
+async fn lead(store: &Store, leadership: &mut Option<Leadership>) -> Lead {
+    if let Some(held) = leadership {
+        if held.still_held().await {
+            return Lead::Leading;
+        }
+        warn!("the events poller's leadership was lost (its PostgreSQL session ended); another process may take it over");
+        *leadership = None;
+        return Lead::Lost;
+    }
+    match store.try_lead(POLLER_LEADERSHIP).await {
+        Ok(Some(held)) => {
+            info!(
+                backend_pid = held.backend_pid(),
+                "this process now polls /v1/events for the deployment"
+            );
+            *leadership = Some(held);
+            Lead::Leading
+        }
+        Ok(None) => {
+            debug!("another process polls /v1/events");
+            Lead::Following
+        }
+        Err(error) => {
+            warn!(%error, "could not try for the events poller's leadership");
+            Lead::Following
         }
     }
 }

@@ -12,7 +12,7 @@
 //! RabbitMQ is down nothing is counted against the messages: the relay waits for it.
 //!
 //! Published rows are deleted once older than the retention (`KASSA_OUTBOX_RETENTION`), in
-//! small batches.
+//! small batches, and so are processed inbox rows (`KASSA_INBOX_RETENTION`).
 
 use kassa_broker::{Broker, OutgoingMessage, PublishError};
 use kassa_store::{OutboxEntry, Store};
@@ -44,6 +44,8 @@ const SWEEP_BATCH: u32 = 1000;
 pub struct RelayConfig {
     /// Delete published messages older than this (`None`: keep them).
     pub retention: Option<Duration>,
+    /// Delete processed inbox rows older than this (`KASSA_INBOX_RETENTION`; `None`: keep them).
+    pub inbox_retention: Option<Duration>,
 }
 
 /// The delay before attempt `attempts + 1` of a message that failed `attempts` times.
@@ -71,10 +73,13 @@ pub async fn run_outbox_relay(
                 Err(error) => warn!(%error, "counting failing outbox messages failed"),
             }
         }
-        if let Some(retention) = config.retention {
-            if Instant::now() >= next_sweep {
-                next_sweep = Instant::now() + SWEEP_INTERVAL;
+        if Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + SWEEP_INTERVAL;
+            if let Some(retention) = config.retention {
                 sweep(&store, retention, &shutdown).await;
+            }
+            if let Some(retention) = config.inbox_retention {
+                sweep_inbox(&store, retention, &shutdown).await;
             }
         }
         let published = relay_batch(&store, &broker).await;
@@ -200,6 +205,33 @@ async fn sweep(store: &Store, retention: Duration, shutdown: &CancellationToken)
             deleted,
             retention = ?retention,
             "deleted published outbox messages past the retention"
+        );
+    }
+}
+
+/// Deletes processed inbox rows older than `retention`, a batch at a time.
+async fn sweep_inbox(store: &Store, retention: Duration, shutdown: &CancellationToken) {
+    let mut deleted = 0;
+    while !shutdown.is_cancelled() {
+        match store.delete_processed_events(retention, SWEEP_BATCH).await {
+            Ok(n) => {
+                deleted += n;
+                if n < u64::from(SWEEP_BATCH) {
+                    break;
+                }
+            }
+            Err(error) => {
+                warn!(%error, "deleting old processed inbox rows failed; trying again later");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    if deleted > 0 {
+        info!(
+            deleted,
+            retention = ?retention,
+            "deleted processed inbox rows past the retention"
         );
     }
 }

@@ -36,6 +36,8 @@ struct AppOptions {
     /// A simulator shared with other apps (another installation on the same Stripe account),
     /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
     shared_sim: Option<Arc<Simulator>>,
+    /// The Stripe client's per-endpoint pace (`KASSA_STRIPE_ENDPOINT_RPS`); unpaced by default.
+    stripe_endpoint_rps: Option<std::num::NonZeroU32>,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,7 @@ impl Default for AppOptions {
             notify_email: None,
             events_poller: None,
             shared_sim: None,
+            stripe_endpoint_rps: None,
         }
     }
 }
@@ -134,6 +137,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Kassa's Stripe client sends at most `rps` requests a second to any one endpoint.
+    pub fn stripe_endpoint_rps(mut self, rps: u32) -> Self {
+        self.options.stripe_endpoint_rps = std::num::NonZeroU32::new(rps);
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -208,6 +217,7 @@ impl TestApp {
             db_max_connections: 20,
             stripe: Some(stripe),
             stripe_max_rps: None,
+            stripe_endpoint_rps: options.stripe_endpoint_rps,
             webhook_secrets,
             webhook_tolerance: Duration::from_secs(300),
             worker: options.worker.then(|| WorkerConfig {

@@ -42,6 +42,7 @@ impl Rig {
                 ..SimConfig::default()
             }))),
             stripe_max_rps: None,
+            stripe_endpoint_rps: None,
             webhook_secrets: Vec::new(),
             webhook_tolerance: Duration::from_secs(300),
             worker: None, // started per phase, after the queue is loaded

@@ -8,6 +8,7 @@ use crate::keys;
 use crate::Error;
 use kassa_store::charge_jobs::ChargeJob;
 use kassa_store::charges::{self as store_charges, ChargeStatus};
+use kassa_store::{customers, own_writes};
 use kassa_store::{ChargeRecord, OffsetDateTime, PgConnection, StoreError};
 use kassa_stripe::objects::{PaymentIntent, PaymentIntentStatus};
 use kassa_stripe::resources::CreatePaymentIntent;
@@ -101,6 +102,12 @@ impl ChargeExecutor {
 
     /// The card the charge names, else the customer's default card now. `None`: the customer
     /// has none, and the charge was failed (in `tx`, with its alert).
+    ///
+    /// The default comes from Kassa's record when it holds one — a customer not deleted whose
+    /// default card is recorded attached to it — which the `customer.updated` and
+    /// `payment_method.*` webhooks keep true (each re-fetched from Stripe); only a customer
+    /// without one is read from Stripe (`GET /v1/customers/{id}`), so a charge on the happy
+    /// path costs one call, the create.
     async fn resolve_card(
         &self,
         tx: &mut PgConnection,
@@ -108,6 +115,12 @@ impl ChargeExecutor {
     ) -> Result<Option<String>, Error> {
         if let Some(pm) = &charge.payment_method_id {
             return Ok(Some(pm.clone()));
+        }
+        let recorded = customers::customer_with_default_card(&mut *tx, &charge.customer_id).await?;
+        if let Some((customer, Some(card))) = recorded {
+            if !customer.deleted && card.customer_id.as_deref() == Some(customer.id.as_str()) {
+                return Ok(Some(card.id));
+            }
         }
         let customer = self
             .stripe
@@ -225,9 +238,17 @@ impl ChargeExecutor {
                 .map_err(|e| Error::Permanent(format!("recorded key: {e}")))?,
             None => keys::charge_attempt(installation, charge.id, charge.attempt, 0)?,
         };
+        // Held until this transaction ends, so the create's echo waits for the settled charge.
+        own_writes::lock_own_key(tx, key.as_str()).await?;
         match self.stripe.payment_intents().create(&params, &key).await {
             Ok(intent) if self.names_attempt(charge, &intent) => {
                 self.settle_attempt(tx, charge, &intent).await?;
+                if intent.status == PaymentIntentStatus::Succeeded {
+                    // Succeeded is final: the `payment_intent.succeeded` this create causes has
+                    // nothing newer to say (see kassa_store::own_writes). Any other state can
+                    // still change, so its events are re-fetched.
+                    own_writes::record_own_write(tx, key.as_str(), &intent.id).await?;
+                }
                 Ok(Round::Done)
             }
             Ok(intent) => {

@@ -6,17 +6,19 @@
 //! saved the same way whoever gets there first.
 
 use crate::fulfil::payment::{record_paid_session, PaymentState};
-use crate::keys::KeyScope;
+use crate::keys::{self, KeyScope};
 use crate::records::{charge_id_of, payment_method_record, session_record, session_status_name};
 use crate::Error;
 use kassa_broker::Topology;
 use kassa_store::payments::RecordedBy;
-use kassa_store::{checkout_sessions, customers, CustomerRecord, PgConnection};
+use kassa_store::{
+    checkout_sessions, customers, own_writes, CustomerRecord, OffsetDateTime, PgConnection,
+};
 use kassa_stripe::objects::{
     CheckoutMode, CheckoutSession, CheckoutSessionStatus, SetupIntent, SetupIntentStatus,
 };
 use kassa_stripe::resources::{CustomerParams, ListCustomers};
-use kassa_stripe::{Client, Expandable, Metadata};
+use kassa_stripe::{Client, Expandable, IdempotencyKey, Metadata};
 use tracing::info;
 
 /// What a completed setup session produced.
@@ -55,6 +57,10 @@ pub struct Fulfiller<'a> {
     pub installation: &'a str,
 }
 
+/// What the session is read with: `setup_intent` and its `payment_method` (expanding a nested
+/// field expands its parents), and `payment_intent`.
+pub const SESSION_EXPAND: &[&str] = &["setup_intent.payment_method", "payment_intent"];
+
 /// Fulfils the Checkout Session `session_id` from Stripe's current state: saves the card of a
 /// completed setup session as the customer's default, records the payment of a paid payment
 /// session, and records any other session.
@@ -85,9 +91,12 @@ pub async fn fulfil_checkout_session(
             }));
         }
     }
+    // One call reads everything fulfilment needs: the SetupIntent with its card (whose owner
+    // decides whether to attach) or the PaymentIntent. Stripe: "You can expand recursively by
+    // specifying nested fields after a dot (.)" (docs: expanding responses).
     let session = stripe
         .checkout_sessions()
-        .retrieve(session_id, &["setup_intent", "payment_intent"])
+        .retrieve(session_id, SESSION_EXPAND)
         .await?;
     let complete = session.status == Some(CheckoutSessionStatus::Complete);
     if session.mode == CheckoutMode::Payment {
@@ -143,20 +152,32 @@ async fn save_card(
     keys: &KeyScope,
 ) -> Result<SavedCard, Error> {
     let stripe = how.stripe;
-    let payment_method_id = setup_intent
-        .payment_method
-        .as_ref()
-        .map(|pm| pm.id().to_owned())
-        .ok_or_else(|| {
-            Error::Permanent(format!(
+    // The card as it was when the session was read (expanded there): its owner says whether an
+    // earlier attempt, or Stripe itself (a session naming a customer), attached it already.
+    let payment_method = match setup_intent.payment_method.as_ref() {
+        Some(Expandable::Object(pm)) => (**pm).clone(),
+        Some(Expandable::Id(id)) => stripe.payment_methods().retrieve(id, &[]).await?,
+        None => {
+            return Err(Error::Permanent(format!(
                 "setup intent {} has no payment_method",
                 setup_intent.id
-            ))
-        })?;
+            )))
+        }
+    };
+    let payment_method_id = payment_method.id.clone();
 
+    // Kassa's writes whose answers this transaction records: their webhooks are echoes.
+    let mut recorded_writes: Vec<(IdempotencyKey, String)> = Vec::new();
     let customer_id = match session.customer.as_ref().or(setup_intent.customer.as_ref()) {
         Some(customer) => customer.id().to_owned(),
-        None => find_or_create_customer(stripe, session, keys).await?,
+        None => {
+            let (customer_id, created_with) =
+                find_or_create_customer(stripe, conn, session, keys).await?;
+            if let Some(key) = created_with {
+                recorded_writes.push((key, customer_id.clone()));
+            }
+            customer_id
+        }
     };
 
     // customer.* handlers re-fetch this customer under the same lock: they now wait for this
@@ -165,10 +186,6 @@ async fn save_card(
 
     // Already attached to this customer counts as done; to another customer is an error that no
     // retry fixes.
-    let payment_method = stripe
-        .payment_methods()
-        .retrieve(&payment_method_id, &[])
-        .await?;
     let payment_method = match payment_method.customer.as_ref().map(|c| c.id().to_owned()) {
         Some(owner) if owner == customer_id => payment_method,
         Some(owner) => {
@@ -177,24 +194,23 @@ async fn save_card(
             )))
         }
         None => {
-            stripe
+            let key = keys.key("attach_payment_method")?;
+            own_writes::lock_own_key(conn, key.as_str()).await?;
+            let attached = stripe
                 .payment_methods()
-                .attach(
-                    &payment_method_id,
-                    &customer_id,
-                    &keys.key("attach_payment_method")?,
-                )
-                .await?
+                .attach(&payment_method_id, &customer_id, &key)
+                .await?;
+            recorded_writes.push((key, payment_method_id.clone()));
+            attached
         }
     };
+    let key = keys.key("set_default_payment_method")?;
+    own_writes::lock_own_key(conn, key.as_str()).await?;
     let customer = stripe
         .customers()
-        .set_default_payment_method(
-            &customer_id,
-            &payment_method_id,
-            &keys.key("set_default_payment_method")?,
-        )
+        .set_default_payment_method(&customer_id, &payment_method_id, &key)
         .await?;
+    recorded_writes.push((key, customer_id.clone()));
 
     customers::upsert_customer(
         conn,
@@ -213,6 +229,9 @@ async fn save_card(
         &payment_method_record(&payment_method, Some(&customer_id)),
     )
     .await?;
+    for (key, object_id) in &recorded_writes {
+        own_writes::record_own_write(conn, key.as_str(), object_id).await?;
+    }
     let charge_id = charge_id_of(session, how.installation);
     checkout_sessions::upsert_checkout_session(
         conn,
@@ -235,36 +254,50 @@ async fn save_card(
 /// Metadata key on customers Kassa creates, naming the Checkout Session they were created for.
 pub const SESSION_METADATA: &str = "kassa_checkout_session";
 
-/// The customer Kassa created for `session` before, or a new one.
+/// The customer Kassa created for `session` before, or a new one; with the key of the creation
+/// when this call sent one.
 ///
-/// The creation's Idempotency-Key protects a redelivery within Stripe's 24 hours; the lookup
-/// protects everything else (a dead letter replayed days later, a second path fulfilling the same
-/// session): customers listed by e-mail are read straight from Stripe (no search index lag), and
-/// only one whose metadata names this session counts.
+/// Every path and first attempt sends the creation under one key per session
+/// (`kassa:{installation}:checkout_session:{id}:create_customer`), so while Stripe remembers that
+/// key — 24 hours, and a session is fulfilled after it was created — a repeat gets the customer
+/// created first, and no lookup is needed. Otherwise (the session is older than
+/// [`keys::KEY_REUSE_LIMIT_SECS`] by Kassa's clock, or this is a retry from the ladder, which
+/// must get past a saved 500) the customers listed by e-mail are read first, straight from
+/// Stripe (no search index lag), and only one whose metadata names this session counts; the
+/// creation then goes under the attempt's own key.
 async fn find_or_create_customer(
     stripe: &Client,
+    conn: &mut PgConnection,
     session: &CheckoutSession,
     keys: &KeyScope,
-) -> Result<String, Error> {
+) -> Result<(String, Option<IdempotencyKey>), Error> {
     let details = session.customer_details.clone().unwrap_or_default();
     let email = details.email.or_else(|| session.customer_email.clone());
-    let looked_up = email.is_some();
-    if let Some(email) = &email {
-        let params = ListCustomers {
-            email: Some(email.clone()),
-            limit: Some(100),
-            ..Default::default()
-        };
-        let existing = stripe.customers().list(&params).await?;
-        let ours = existing
-            .data
-            .iter()
-            .find(|c| !c.deleted && c.metadata.get(SESSION_METADATA) == Some(&session.id));
-        if let Some(customer) = ours {
-            info!(customer_id = %customer.id, "customer already created for this session");
-            return Ok(customer.id.clone());
+    let age = session.created.map_or(i64::MAX, |created| {
+        OffsetDateTime::now_utc().unix_timestamp() - created
+    });
+    let key_remembered = keys.is_first_attempt() && age < keys::KEY_REUSE_LIMIT_SECS;
+    let key = match &email {
+        Some(email) if !key_remembered => {
+            let params = ListCustomers {
+                email: Some(email.clone()),
+                limit: Some(100),
+                ..Default::default()
+            };
+            let existing = stripe.customers().list(&params).await?;
+            let ours = existing
+                .data
+                .iter()
+                .find(|c| !c.deleted && c.metadata.get(SESSION_METADATA) == Some(&session.id));
+            if let Some(customer) = ours {
+                info!(customer_id = %customer.id, "customer already created for this session");
+                return Ok((customer.id.clone(), None));
+            }
+            keys.key("create_customer")?
         }
-    }
+        // Without an e-mail there is no lookup: the one key for the session, on every attempt.
+        _ => keys::session_customer(keys.installation(), &session.id)?,
+    };
     let mut metadata = Metadata::new();
     metadata.insert(SESSION_METADATA.into(), session.id.clone());
     let params = CustomerParams {
@@ -273,13 +306,9 @@ async fn find_or_create_customer(
         metadata: Some(metadata),
         ..Default::default()
     };
-    // Without an e-mail there is no lookup, so the key must stay the same on every attempt.
-    let key = if looked_up {
-        keys.key("create_customer")?
-    } else {
-        keys.stable_key("create_customer")?
-    };
+    // Held until the caller's transaction ends, so the creation's echo waits for its record.
+    own_writes::lock_own_key(conn, key.as_str()).await?;
     let customer = stripe.customers().create(&params, &key).await?;
-    info!(customer_id = %customer.id, "customer created");
-    Ok(customer.id)
+    info!(customer_id = %customer.id, idempotency_key = %key, "customer created");
+    Ok((customer.id, Some(key)))
 }

@@ -340,3 +340,93 @@ async fn a_failure_of_an_event_never_claimed_is_recorded() {
         1
     );
 }
+
+#[tokio::test]
+async fn processed_events_past_the_retention_are_deleted_and_the_rest_stay() {
+    let db = TestDb::new().await;
+    for id in [
+        "evt_old_1",
+        "evt_old_2",
+        "evt_old_3",
+        "evt_recent",
+        "evt_failing",
+    ] {
+        match db
+            .store
+            .claim_event(id, "customer.updated", false)
+            .await
+            .unwrap()
+        {
+            EventClaim::Claimed(claim) if id == "evt_failing" => {
+                claim.fail("boom", false).await.unwrap();
+            }
+            EventClaim::Claimed(claim) => claim.complete().await.unwrap(),
+            EventClaim::AlreadyProcessed => panic!("{id} is new"),
+        }
+    }
+    sqlx::query(
+        "UPDATE stripe_events SET received_at = now() - interval '40 days',
+                processed_at = CASE WHEN processed_at IS NOT NULL
+                                    THEN now() - interval '40 days' END
+         WHERE id LIKE 'evt_old_%' OR id = 'evt_failing'",
+    )
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    let mut conn = db.store.pool().acquire().await.unwrap();
+    kassa_store::own_writes::record_own_write(&mut conn, "kassa:k:old", "cus_1")
+        .await
+        .unwrap();
+    kassa_store::own_writes::record_own_write(&mut conn, "kassa:k:new", "cus_1")
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE stripe_own_writes SET recorded_at = now() - interval '40 days'
+         WHERE idempotency_key = 'kassa:k:old'",
+    )
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+
+    let retention = Duration::from_secs(35 * 86_400);
+    assert_eq!(
+        db.store
+            .delete_processed_events(retention, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.store
+            .delete_processed_events(retention, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.store
+            .delete_processed_events(retention, 2)
+            .await
+            .unwrap(),
+        0
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events ORDER BY id")
+        .fetch_all(db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        ["evt_failing", "evt_recent"],
+        "recent and unprocessed events stay"
+    );
+    assert!(
+        !kassa_store::own_writes::own_write_recorded(&mut conn, "kassa:k:old", "cus_1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        kassa_store::own_writes::own_write_recorded(&mut conn, "kassa:k:new", "cus_1")
+            .await
+            .unwrap()
+    );
+}

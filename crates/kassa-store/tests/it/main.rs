@@ -6,5 +6,6 @@ mod checkout_sessions;
 mod connect;
 mod customers;
 mod events;
+mod leadership;
 mod outbox;
 mod test_db;

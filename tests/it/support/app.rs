@@ -36,6 +36,8 @@ struct AppOptions {
     /// A simulator shared with other apps (another installation on the same Stripe account),
     /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
     shared_sim: Option<Arc<Simulator>>,
+    /// The merchant pages' limit per client address.
+    public_rate_limit: kassa_api::PublicRateLimit,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,13 @@ impl Default for AppOptions {
             notify_email: None,
             events_poller: None,
             shared_sim: None,
+            // Far above what a test sends from its one address, so only a test that sets its
+            // own limit meets it.
+            public_rate_limit: kassa_api::PublicRateLimit {
+                per_second: std::num::NonZeroU32::new(1000).unwrap(),
+                burst: std::num::NonZeroU32::new(1000).unwrap(),
+                client_ip: kassa_api::ClientIp::Peer,
+            },
         }
     }
 }
@@ -134,6 +143,16 @@ impl TestAppBuilder {
         self
     }
 
+    /// The merchant pages take `burst` requests at once from one address, then `per_second`.
+    pub fn public_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.options.public_rate_limit = kassa_api::PublicRateLimit {
+            per_second: std::num::NonZeroU32::new(per_second).expect("per_second > 0"),
+            burst: std::num::NonZeroU32::new(burst).expect("burst > 0"),
+            client_ip: kassa_api::ClientIp::Peer,
+        };
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -201,6 +220,7 @@ impl TestApp {
         };
         let config = StackConfig {
             listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             webhooks: true,
             broker,
             http: kassa_ingress::HttpLimits::default(),
@@ -228,6 +248,7 @@ impl TestApp {
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
             publishable_key: None,
+            public_rate_limit: Some(options.public_rate_limit),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

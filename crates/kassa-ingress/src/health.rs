@@ -88,3 +88,42 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<IngressState>) -> impl IntoResponse {
     readiness(state.broker.is_ready(), &state.readiness).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(bool);
+
+    impl ReadinessCheck for Fixed {
+        fn name(&self) -> &'static str {
+            "database"
+        }
+
+        fn ready(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+            Box::pin(std::future::ready(self.0))
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_names_every_dependency_and_needs_them_all() {
+        let (status, Json(body)) = readiness(true, &[Arc::new(Fixed(true))]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({"status": "ready", "broker": "connected", "database": "connected"})
+        );
+        let (status, Json(body)) = readiness(true, &[Arc::new(Fixed(false))]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            json!({"status": "not_ready", "broker": "connected", "database": "disconnected"})
+        );
+        let (status, Json(body)) = readiness(false, &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            json!({"status": "not_ready", "broker": "disconnected"})
+        );
+    }
+}

@@ -18,6 +18,7 @@ use kassa_worker::{Worker, WorkerConfig};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -44,8 +45,11 @@ pub enum StripeTarget {
 /// Everything one process needs.
 #[derive(Clone)]
 pub struct StackConfig {
-    /// Address of the HTTP server: webhooks (if `webhooks`), `/healthz`, `/readyz`, `/metrics`.
+    /// Address of the HTTP server: webhooks (if `webhooks`), `/healthz`, `/readyz`.
     pub listen: Option<SocketAddr>,
+    /// Address of `/metrics` (`KASSA_METRICS_LISTEN`), a listener of its own so the public port
+    /// never shows charge volumes; `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
     /// Mount `POST /webhooks/stripe` (false for a worker, which serves health and metrics only).
     pub webhooks: bool,
     /// RabbitMQ.
@@ -77,6 +81,8 @@ pub struct StackConfig {
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to merchants' payment forms; its mode must match
     /// the secret key's.
     pub publishable_key: Option<String>,
+    /// `KASSA_PUBLIC_RATE_LIMIT…`: the merchant pages' limit per client address; `None`: none.
+    pub public_rate_limit: Option<kassa_api::PublicRateLimit>,
 }
 
 /// The publishable key of the embedded simulator's test mode.
@@ -103,6 +109,8 @@ pub fn check_publishable_key(publishable: &str, mode: kassa_stripe::Mode) -> any
 pub struct Stack {
     /// The bound HTTP address, when there is an ingress.
     pub address: Option<SocketAddr>,
+    /// The bound address of `/metrics`, when there is a metrics listener.
+    pub metrics_address: Option<SocketAddr>,
     /// The embedded simulator, when there is one.
     pub sim: Option<Simulator>,
     /// The Stripe client, when Stripe is configured.
@@ -134,6 +142,22 @@ impl Stack {
             Some(listener) => Some(listener.local_addr().context("reading the bound address")?),
             None => None,
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding KASSA_METRICS_LISTEN={address}"))?,
+            ),
+            None => None,
+        };
+        let metrics_address = match &metrics_listener {
+            Some(listener) => Some(
+                listener
+                    .local_addr()
+                    .context("reading the bound metrics address")?,
+            ),
+            None => None,
+        };
         // Before anything counts: /metrics describes every metric from the start.
         telemetry::prometheus();
         let stripe = connect_stripe(&config, address).await?;
@@ -161,6 +185,21 @@ impl Stack {
             });
         }
 
+        if let (Some(listener), Some(address)) = (metrics_listener, metrics_address) {
+            info!(metrics = %format!("http://{address}/metrics"), "metrics listening (KASSA_METRICS_LISTEN)");
+            let router =
+                kassa_ingress::with_json_fallbacks(kassa_ingress::health::metrics_router());
+            let shutdown = http_shutdown.clone();
+            let limits = config.http;
+            http.spawn(async move {
+                if let Err(error) =
+                    kassa_ingress::serve(listener, router, limits, shutdown.cancelled_owned()).await
+                {
+                    tracing::error!(%error, "metrics server failed");
+                }
+            });
+        }
+
         let work_shutdown = CancellationToken::new();
         let mut work = JoinSet::new();
         if let Some(worker_config) = config.worker {
@@ -173,6 +212,7 @@ impl Stack {
         }
         Ok(Stack {
             address,
+            metrics_address,
             sim: stripe.sim,
             stripe: stripe.client,
             store,
@@ -194,6 +234,11 @@ impl Stack {
     /// The base URL of the HTTP server, when there is one.
     pub fn base_url(&self) -> Option<String> {
         self.address.map(|a| format!("http://{a}"))
+    }
+
+    /// `http://{KASSA_METRICS_LISTEN}/metrics`, when there is a metrics listener.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.metrics_address.map(|a| format!("http://{a}/metrics"))
     }
 
     /// Stops in order: stop accepting webhooks and let in-flight ones get their confirms, let
@@ -308,8 +353,8 @@ struct Parts<'a> {
     broker: &'a Broker,
 }
 
-/// What the process answers over HTTP: a worker only its health and metrics; otherwise the
-/// ingress (webhooks, health, metrics) and, with Stripe and PostgreSQL, the merchant's HTTP.
+/// What the process answers over HTTP: a worker only its health; otherwise the ingress
+/// (webhooks, health — `/readyz` includes PostgreSQL when the process has it) and, with Stripe and PostgreSQL, the merchant's HTTP.
 fn http_router(
     config: &StackConfig,
     webhook_secrets: &[SecretString],
@@ -317,13 +362,17 @@ fn http_router(
     address: SocketAddr,
 ) -> anyhow::Result<Router> {
     if !config.webhooks {
-        info!(listen = %address, "health and metrics listening (/healthz, /readyz, /metrics)");
-        let router = telemetry::health_router(parts.broker.clone());
+        info!(listen = %address, "health listening (/healthz, /readyz)");
+        let router = telemetry::health_router(parts.broker.clone(), parts.store.cloned());
         return Ok(kassa_ingress::with_json_fallbacks(router));
     }
     let verifier =
         WebhookVerifier::new(webhook_secrets.to_vec()).with_tolerance(config.webhook_tolerance);
-    let mut router = kassa_ingress::router(IngressState::new(verifier, parts.broker.clone()));
+    let mut state = IngressState::new(verifier, parts.broker.clone());
+    if let Some(store) = parts.store {
+        state = state.with_readiness(Arc::new(telemetry::DatabaseReadiness(store.clone())));
+    }
+    let mut router = kassa_ingress::router(state);
     if let (Some(stripe), Some(store)) = (parts.stripe, parts.store) {
         let api = api_config(config, stripe, store, parts.broker, address)?;
         router = router.merge(kassa_api::app(api));
@@ -366,5 +415,6 @@ fn api_config(
         public_url,
         publishable_key,
         product: ShopProduct::demo().context("the shop's demo product")?,
+        public_rate_limit: config.public_rate_limit,
     })
 }

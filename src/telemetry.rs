@@ -1,6 +1,6 @@
 //! The process's telemetry: tracing (one subscriber, text or JSON lines), [`METRICS`] — the one
 //! list of every metric Kassa exports — with the Prometheus recorder that describes them, and
-//! the health and metrics routes of a process that takes no webhooks (`kassa worker`).
+//! the health routes of a process that takes no webhooks (`kassa worker`).
 //!
 //! metrics-exporter-prometheus renders a metric only once it has been registered, so at install
 //! every counter and histogram of [`METRICS`] is described and registered with its known label
@@ -9,15 +9,14 @@
 //! claim an empty queue nobody has looked at). deploy/'s dashboard and alert rules may name
 //! only metrics that `/metrics` shows (tests/it/deploy.rs checks it).
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::ValueEnum;
 use kassa_broker::Broker;
+use kassa_ingress::health::{readiness, ReadinessCheck};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
@@ -250,6 +249,13 @@ pub const METRICS: &[MetricSpec] = &[
         &[],
     ),
     spec(
+        "kassa_public_requests_limited_total",
+        Kind::Counter,
+        "Requests to the public pages refused 429 by the per-client-address rate limit.",
+        None,
+        &[],
+    ),
+    spec(
         "kassa_connector_requests_total",
         Kind::Counter,
         "Connector API requests, by method, route and status.",
@@ -345,36 +351,35 @@ fn register_all() {
     }
 }
 
-/// `/healthz` (the process answers), `/readyz` (the broker is connected and the topology
-/// declared) and `/metrics`, for a process that takes no webhooks: the ingress's router is not
-/// mounted there, so `POST /webhooks/stripe` is a 404.
-pub fn health_router(broker: Broker) -> Router {
-    let metrics = prometheus();
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    metrics.render(),
-                )
-            }),
-        )
-        .with_state(broker)
+/// `/readyz` reports PostgreSQL as `"database"`: a connection can be had and answers.
+pub struct DatabaseReadiness(pub kassa_store::Store);
+
+impl kassa_ingress::health::ReadinessCheck for DatabaseReadiness {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move { self.0.ping().await.is_ok() })
+    }
 }
 
-async fn readyz(State(broker): State<Broker>) -> impl IntoResponse {
-    if broker.is_ready() {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "broker": "connected"})),
+/// `/healthz` (the process answers) and `/readyz` (the broker is connected and the topology
+/// declared, and PostgreSQL answers when the process has it), for a process that takes no
+/// webhooks: the ingress's router is not mounted there, so `POST /webhooks/stripe` is a 404.
+/// `/metrics` is on the metrics listener.
+pub fn health_router(broker: Broker, store: Option<kassa_store::Store>) -> Router {
+    let checks: Vec<Arc<dyn ReadinessCheck>> = store
+        .map(|store| Arc::new(DatabaseReadiness(store)) as Arc<dyn ReadinessCheck>)
+        .into_iter()
+        .collect();
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let (broker, checks) = (broker.clone(), checks.clone());
+                async move { readiness(broker.is_ready(), &checks).await }
+            }),
         )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "broker": "disconnected"})),
-        )
-    }
 }

@@ -18,6 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     // Its own port and queue names, so a `kassa serve` running beside it is not disturbed.
     args.ingress.listen = "127.0.0.1:0".parse()?;
+    args.ingress.metrics_listen = "127.0.0.1:0".parse()?;
     let topology = Topology::new(format!("demo{:06x}.", rand::random::<u32>() & 0xff_ffff));
     args.ingress.broker.amqp_prefix = topology.prefix().to_owned();
     let config = args.stack_config()?;

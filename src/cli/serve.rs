@@ -63,6 +63,7 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     )?;
     let config = StackConfig {
         listen: Some(args.listen),
+        metrics_listen: Some(args.metrics_listen),
         webhooks: false,
         broker: args.broker.config()?,
         http: args.http.limits(),
@@ -77,6 +78,7 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         admin_token: None,
         public_url: String::new(),
         publishable_key: None,
+        public_rate_limit: None,
     };
     let mut stack = Stack::start(config).await?;
     info!(

@@ -156,12 +156,50 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// The rate limit of the merchant pages (`/`, `/create-checkout-session`, `/success`,
+/// `/cancel`) per client address.
+#[derive(Args, Clone, Debug)]
+pub struct PublicRateArgs {
+    /// Requests per second one client address may keep making to the merchant pages; above it
+    /// they are answered 429 rate_limited. 0 turns the limit off.
+    #[arg(long, env = "KASSA_PUBLIC_RATE_LIMIT", default_value_t = 5)]
+    pub public_rate_limit: u32,
+    /// Requests one client address may make to the merchant pages at once before
+    /// KASSA_PUBLIC_RATE_LIMIT applies.
+    #[arg(long, env = "KASSA_PUBLIC_RATE_LIMIT_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub public_rate_limit_burst: u32,
+    /// Where a client's address comes from: `peer` (the TCP connection) or `forwarded`
+    /// (X-Forwarded-For / X-Real-IP / Forwarded, set by your proxy; never without one, or
+    /// clients pick their own address).
+    #[arg(long, env = "KASSA_PUBLIC_CLIENT_IP", default_value = "peer", value_parser = ["peer", "forwarded"])]
+    pub public_client_ip: String,
+}
+
+impl PublicRateArgs {
+    /// The limit these flags describe; `None` when it is off.
+    pub fn limit(&self) -> Option<kassa_api::PublicRateLimit> {
+        Some(kassa_api::PublicRateLimit {
+            per_second: NonZeroU32::new(self.public_rate_limit)?,
+            burst: NonZeroU32::new(self.public_rate_limit_burst)?,
+            client_ip: if self.public_client_ip == "forwarded" {
+                kassa_api::ClientIp::Forwarded
+            } else {
+                kassa_api::ClientIp::Peer
+            },
+        })
+    }
+}
+
 /// What receiving webhooks needs; shared by `kassa ingress` and `kassa serve`.
 #[derive(Args, Clone, Debug)]
 pub struct WebhookArgs {
     /// Address the HTTP server binds.
     #[arg(long, env = "KASSA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of `/metrics` (Prometheus text), a listener of its own: the public port never
+    /// shows charge volumes. Port 0: any free port (logged at start).
+    #[arg(long, env = "KASSA_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -269,6 +307,8 @@ pub struct IngressApiArgs {
     /// must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    #[command(flatten)]
+    pub public_rate: PublicRateArgs,
 }
 
 impl IngressArgs {
@@ -305,6 +345,7 @@ impl IngressArgs {
         };
         Ok(StackConfig {
             listen: Some(self.webhook.listen),
+            metrics_listen: Some(self.webhook.metrics_listen),
             webhooks: true,
             broker: self.webhook.broker.config()?,
             http: self
@@ -327,6 +368,7 @@ impl IngressArgs {
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
+            public_rate_limit: self.api.public_rate.limit(),
         })
     }
 }
@@ -448,10 +490,14 @@ impl StripeArgs {
 /// `kassa worker`.
 #[derive(Args, Clone, Debug)]
 pub struct WorkerCommandArgs {
-    /// Address of the worker's `/healthz`, `/readyz` and `/metrics` (8081 by default, so an
-    /// ingress and a worker can share a host with their defaults).
+    /// Address of the worker's `/healthz` and `/readyz` (8081 by default, so an ingress and a
+    /// worker can share a host with their defaults).
     #[arg(long, env = "KASSA_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+    /// Address of the worker's `/metrics` (9091 by default, beside the ingress's 9090). Port 0:
+    /// any free port (logged at start).
+    #[arg(long, env = "KASSA_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -483,6 +529,8 @@ pub struct ServeArgs {
     /// `POST /api/payment-intents`; must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    #[command(flatten)]
+    pub public_rate: PublicRateArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -530,6 +578,7 @@ impl ServeArgs {
         };
         Ok(StackConfig {
             listen: Some(self.ingress.listen),
+            metrics_listen: Some(self.ingress.metrics_listen),
             webhooks: true,
             broker: self.ingress.broker.config()?,
             http: self
@@ -552,6 +601,7 @@ impl ServeArgs {
                 .trim_end_matches('/')
                 .to_owned(),
             publishable_key: non_empty(self.publishable_key.as_deref()),
+            public_rate_limit: self.public_rate.limit(),
         })
     }
 }

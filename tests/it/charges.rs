@@ -444,6 +444,21 @@ async fn the_back_office_api_validates_records_once_and_charges() {
             with("payment_method", json!("pm_not_theirs")),
             "payment_method",
         ),
+        // Stripe's length limits, checked at submission rather than at execution.
+        (with("reference", json!("r".repeat(256))), "reference"),
+        (with("description", json!("d".repeat(1001))), "description"),
+        (
+            with("metadata", json!({"note": "v".repeat(501)})),
+            "metadata.note",
+        ),
+        (with("metadata", json!({"k".repeat(41): "v"})), "metadata"),
+        (
+            with(
+                "metadata",
+                Value::Object((0..51).map(|i| (format!("k{i}"), json!("v"))).collect()),
+            ),
+            "metadata",
+        ),
     ] {
         let (status, answer) = api(&app, Some(ADMIN), body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");

@@ -119,7 +119,9 @@ async fn import_reports_bad_rows_by_line_records_good_ones_and_is_idempotent() {
          {cus},1000,JPY,imp-9,,yen\n\
          {cus},abc,usd,imp-10,,not a number\n\
          {cus},2500,eur,imp-11,,\"two\nlines\"\n\
-         {cus},700,usd,imp-13,,\n"
+         {cus},700,usd,imp-13,,\n\
+         {cus},700,usd,imp-14,,{long}\n",
+        long = "d".repeat(1001)
     );
     write(&file, &csv);
     let path = file.to_str().unwrap();
@@ -140,6 +142,7 @@ async fn import_reports_bad_rows_by_line_records_good_ones_and_is_idempotent() {
         "line 7: reference:",
         "line 8: row: 3 columns, the header has 6",
         "line 10: amount:",
+        "line 14: description: 1001 characters; Stripe takes at most 1000",
     ] {
         assert!(
             stderr.contains(expected),
@@ -147,9 +150,9 @@ async fn import_reports_bad_rows_by_line_records_good_ones_and_is_idempotent() {
         );
     }
     let reported = stderr.lines().filter(|l| l.starts_with("line ")).count();
-    assert_eq!(reported, 7, "exactly the bad rows are reported:\n{stderr}");
+    assert_eq!(reported, 8, "exactly the bad rows are reported:\n{stderr}");
     assert!(
-        stdout.contains("created 4, already existed 0, rejected 7"),
+        stdout.contains("created 4, already existed 0, rejected 8"),
         "{stdout}"
     );
     for reference in ["imp-1", "imp-9", "imp-11", "imp-13"] {
@@ -183,7 +186,7 @@ async fn import_reports_bad_rows_by_line_records_good_ones_and_is_idempotent() {
     let out = db.kassa(&["charges", "import", "--quiet", path]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stdout).contains("created 0, already existed 4, rejected 7"),
+        text(&out.stdout).contains("created 0, already existed 4, rejected 8"),
         "{}",
         text(&out.stdout)
     );

@@ -145,7 +145,10 @@ async fn kassa_demo_saves_a_card_end_to_end_and_exits_0() {
 #[tokio::test]
 async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
     let around = Surroundings::new().await;
-    let process = start("worker", &around.envs("sk_test_kassa_cli_worker")).await;
+    let metrics_port = free_port();
+    let mut envs = around.envs("sk_test_kassa_cli_worker");
+    envs.push(("KASSA_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}")));
+    let process = start("worker", &envs).await;
     let http = reqwest::Client::new();
     let base = process.base.clone();
     assert_eq!(
@@ -163,8 +166,16 @@ async fn kassa_worker_serves_health_and_metrics_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(webhook.status(), 404, "a worker takes no webhooks");
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    let metrics = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("kassa_charges_total"), "{text}");
+    let public = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404, "metrics are not on the health port");
 
     let logs = stop(process).await;
     assert!(

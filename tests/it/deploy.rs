@@ -110,6 +110,39 @@ fn every_manifest_parses_and_kubernetes_objects_are_complete() {
                     document["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
                     true
                 );
+                // Prometheus scrapes the metrics listener, never the public port.
+                let name = &document["metadata"]["name"];
+                let template = &document["spec"]["template"];
+                let scraped = template["metadata"]["annotations"]["prometheus.io/port"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: no prometheus.io/port"));
+                let scraped_port: u64 = scraped.parse().unwrap();
+                let container = &containers[0];
+                let metrics_listen = container["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == "KASSA_METRICS_LISTEN")
+                    .and_then(|e| e["value"].as_str())
+                    .unwrap_or_else(|| panic!("{name}: KASSA_METRICS_LISTEN not set"));
+                assert_eq!(
+                    metrics_listen.rsplit(':').next(),
+                    Some(scraped),
+                    "{name}: Prometheus scrapes the port of KASSA_METRICS_LISTEN"
+                );
+                let ports = container["ports"].as_array().unwrap();
+                assert!(
+                    ports
+                        .iter()
+                        .any(|p| p["name"] == "metrics" && p["containerPort"] == scraped_port),
+                    "{name}: a container port `metrics` = {scraped}: {ports:?}"
+                );
+                assert!(
+                    ports
+                        .iter()
+                        .all(|p| p["name"] == "metrics" || p["containerPort"] != scraped_port),
+                    "{name}: the metrics port is no other port"
+                );
             }
             kinds.insert(kind);
         }
@@ -329,7 +362,18 @@ async fn dashboard_and_alerts_name_only_metrics_that_kassa_exports() {
         .unwrap()
         .to_owned();
     app.processed(&event).await;
-    let url = format!("{}/metrics", app.stack.base_url().unwrap());
+    let url = app.stack.metrics_url().unwrap();
+    let public = app
+        .http
+        .get(format!("{}/metrics", app.stack.base_url().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "the public port does not show the metrics"
+    );
     let http = app.http.clone();
     let exported: BTreeSet<String> = eventually(
         Duration::from_secs(30),

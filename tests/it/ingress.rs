@@ -362,7 +362,7 @@ async fn metrics_count_outcomes_and_verify_failures() {
     assert_eq!(app.post_webhook(b"{}".to_vec(), None).await.0, 400);
     let metrics = app
         .http
-        .get(format!("{}/metrics", app.base_url))
+        .get(&app.metrics_url)
         .send()
         .await
         .unwrap()
@@ -388,5 +388,16 @@ async fn metrics_count_outcomes_and_verify_failures() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let public = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "the webhook port does not show the metrics"
+    );
     app.cleanup().await;
 }

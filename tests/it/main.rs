@@ -14,6 +14,7 @@ mod deploy;
 mod ingress;
 mod official_library;
 mod outbox;
+mod routes;
 mod secrets;
 mod stripe_calls;
 mod stripe_cli;

@@ -1,23 +1,26 @@
 //! The Bearer `KASSA_ADMIN_TOKEN` every back-office, checkout and connector route requires:
-//! [`Admin`] as a handler's first argument refuses anyone else with 401.
+//! [`require_admin`] is a route layer over those routes, so a request without the token is
+//! answered 401 before any extractor runs — its body is never read, let alone parsed.
 
 use crate::error::ApiError;
 use crate::ApiState;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-/// A request that carries the admin token.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
-
-impl FromRequestParts<ApiState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        check_bearer(&state.token, &parts.headers).map(|()| Admin)
+/// Route layer (`axum::middleware::from_fn_with_state`): lets a request through only with the
+/// admin token; anyone else gets 401 `unauthorized` and the handler never runs.
+pub async fn require_admin(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check_bearer(&state.token, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
     }
 }
 

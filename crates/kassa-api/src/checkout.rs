@@ -9,7 +9,6 @@
 //!   Stripe's state and records the payment once, through the same code as the webhooks
 //!   ([`kassa_core::fulfil`]), so whichever path arrives first acts and the others find it done.
 
-use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::{idempotency, page_permit, ApiState};
 use axum::extract::rejection::JsonRejection;
@@ -43,7 +42,6 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 async fn create_checkout_session(
-    _: Admin,
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<CheckoutRequest>, JsonRejection>,
@@ -55,6 +53,7 @@ async fn create_checkout_session(
     let plan = plan_checkout(&request)?;
     let session = create_session(
         &state.stripe,
+        &state.store,
         state.installation(),
         &state.settings.public_url,
         &plan,
@@ -78,7 +77,6 @@ async fn create_checkout_session(
 }
 
 async fn payment_intent(
-    _: Admin,
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Json<PaymentIntentRequest>, JsonRejection>,
@@ -103,7 +101,6 @@ async fn payment_intent(
 }
 
 async fn confirm_payment_intent(
-    _: Admin,
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {

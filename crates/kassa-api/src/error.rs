@@ -223,6 +223,7 @@ impl From<CheckoutError> for ApiError {
                 error!(%message, "could not build an Idempotency-Key");
                 Self::internal()
             }
+            CheckoutError::Store(store) => Self::from_store(&store),
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   payment confirmation (`/api/checkout-sessions`, `/api/payment-intents`).
 //! - [`connector`]: small Stripe operations for back-office tools (`/api/customers`,
 //!   `/api/products`, `/api/legacy-charges`).
-//! - [`auth`] (the Bearer `KASSA_ADMIN_TOKEN`), [`idempotency`] (the caller's
+//! - [`auth`] (the Bearer `KASSA_ADMIN_TOKEN`, a route layer over every route but the
+//!   [`PUBLIC_ROUTES`]), [`idempotency`] (the caller's
 //!   `Idempotency-Key`), [`error`] (the one [`ApiError`], `{"error": {"code", "message"}}`).
 //!
 //! [`app`] merges them into one router. Every handler reads and checks its request, then calls
@@ -21,9 +22,11 @@ pub mod connector;
 pub mod error;
 pub mod idempotency;
 pub mod pages;
+pub mod rate_limit;
 
 pub use error::ApiError;
 pub use pages::ShopProduct;
+pub use rate_limit::{ClientIp, PublicRateLimit};
 
 use axum::Router;
 use kassa_broker::Topology;
@@ -34,6 +37,10 @@ use secrecy::SecretString;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::info;
+
+/// The routes of this crate anyone may call: the pages customers see. Every other route is
+/// behind [`auth::require_admin`], which answers 401 before the request's body is read.
+pub const PUBLIC_ROUTES: &[&str] = &["/", "/create-checkout-session", "/success", "/cancel"];
 
 /// Requests that call Stripe from the merchant pages (`/success`, the shop's Buy) and payment
 /// confirmations served at once (each may hold a database connection meanwhile); more are
@@ -57,6 +64,8 @@ pub struct ApiConfig {
     pub publishable_key: Option<String>,
     /// What the demo shop sells.
     pub product: ShopProduct,
+    /// The limit per client address of the [`PUBLIC_ROUTES`]; `None`: not limited.
+    pub public_rate_limit: Option<PublicRateLimit>,
 }
 
 /// Settings the routes read.
@@ -142,19 +151,39 @@ fn page_permit(state: &ApiState) -> Option<OwnedSemaphorePermit> {
 pub fn app(config: ApiConfig) -> Router {
     let apis = config.admin_token.is_some();
     let live = config.stripe.mode().is_live();
-    let mut router = pages::router();
+    let public_rate_limit = config.public_rate_limit;
+    let state = ApiState::new(config);
+    let mut public = pages::router();
     if live {
         info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
     } else {
-        router = router.merge(pages::shop_router());
+        public = public.merge(pages::shop_router());
         info!("merchant pages mounted: /, /create-checkout-session (the test-mode demo shop), /success, /cancel");
     }
+    let mut router = match &public_rate_limit {
+        Some(limit) => {
+            info!(
+                per_second = limit.per_second.get(),
+                burst = limit.burst.get(),
+                client_ip = ?limit.client_ip,
+                "merchant pages rate-limited per client address"
+            );
+            rate_limit::limit_public(public, limit)
+        }
+        None => public,
+    };
     if apis {
-        router = router
-            .merge(admin::router())
+        // A route layer, not an extractor: it runs before any handler's `Json`, `Form` or
+        // `Query`, so an unauthenticated caller never has its body read.
+        let private = admin::router()
             .merge(checkout::router())
-            .merge(connector::router());
+            .merge(connector::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_admin,
+            ));
+        router = router.merge(private);
         info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges");
     }
-    router.with_state(ApiState::new(config))
+    router.with_state(state)
 }

@@ -3,6 +3,8 @@
 //! (`GET /success?session_id=…`, reached through `success_url`'s `{CHECKOUT_SESSION_ID}`), which
 //! fulfils synchronously through kassa-core's [`kassa_core::fulfil`] — the webhook and this page
 //! race, the first records the payment and the second finds it recorded — and `GET /cancel`.
+//! `/success` serves only Checkout Sessions Kassa recorded (it records every session it creates):
+//! any other id is a 404 without a Stripe call.
 //!
 //! Plain HTML without JavaScript, one askama template per page (`templates/pages/`), every value
 //! escaped; no token (customers use these pages).
@@ -206,6 +208,7 @@ async fn buy(State(state): State<ApiState>, Form(form): Form<BuyForm>) -> Respon
     };
     let created = create_session(
         &state.stripe,
+        &state.store,
         state.installation(),
         &state.settings.public_url,
         &plan,
@@ -247,6 +250,19 @@ async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery
             "session_id: missing or not a Checkout Session id",
         ));
     };
+    // Only sessions Kassa created (or was told of by a webhook) are looked up at Stripe: a
+    // made-up id costs one indexed read here, never a Stripe call.
+    match state.store.checkout_session(&session_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return html_error(&ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such checkout session.",
+            ))
+        }
+        Err(error) => return html_error(&ApiError::from_store(&error)),
+    }
     let Some(_permit) = page_permit(&state) else {
         return busy();
     };

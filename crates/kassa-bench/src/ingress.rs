@@ -260,6 +260,8 @@ async fn through_kassa(
     let mut child = tokio::process::Command::new(kassa)
         .arg("ingress")
         .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        // Several processes on one machine: each its own metrics port.
+        .env("KASSA_METRICS_LISTEN", "127.0.0.1:0")
         .env("KASSA_AMQP_URL", &args.broker.amqp_url)
         .env("KASSA_AMQP_PREFIX", topology.prefix())
         .env(

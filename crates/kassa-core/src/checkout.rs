@@ -2,6 +2,9 @@
 //! records ([`plan_checkout`], then [`create_session`]) and PaymentIntents for the merchant's
 //! own payment form ([`create_payment_intent`]).
 //!
+//! Every session created here is recorded at once (`checkout_sessions`): the success page serves
+//! only sessions Kassa knows, and answers any other id without calling Stripe.
+//!
 //! A record with a `product_code` updates the Stripe product whose `metadata.product_code`
 //! matches, or creates it; prices go as `price_data`. Stripe keeps a session open for 24 hours
 //! and it can be paid once. Every request is checked against Stripe's money rules before
@@ -43,6 +46,10 @@ pub enum CheckoutError {
     /// Kassa could not build an Idempotency-Key (a bug, not the caller's).
     #[error("idempotency key: {0}")]
     Key(String),
+    /// The session was created at Stripe but could not be recorded (the caller may retry with
+    /// the same Idempotency-Key: Stripe answers with the same session).
+    #[error("database: {0}")]
+    Store(#[from] kassa_store::StoreError),
 }
 
 fn source_metadata(source: &str) -> Metadata {
@@ -324,10 +331,11 @@ pub async fn upsert_product(
 }
 
 /// Creates the Checkout Session of a validated plan: products first, then the session, under
-/// `key`. Customers come back to `public_url`'s `/success` and `/cancel` unless the request
-/// names its own pages.
+/// `key`, and records it in `store`. Customers come back to `public_url`'s `/success` and
+/// `/cancel` unless the request names its own pages.
 pub async fn create_session(
     stripe: &Client,
+    store: &kassa_store::Store,
     installation: &str,
     public_url: &str,
     plan: &CheckoutPlan,
@@ -406,7 +414,18 @@ pub async fn create_session(
         }),
         ..Default::default()
     };
-    Ok(stripe.checkout_sessions().create(&params, key).await?)
+    let session = stripe.checkout_sessions().create(&params, key).await?;
+    // Recorded before the customer can reach the success page: that page looks the id up here
+    // first and never calls Stripe for an id Kassa did not create. A session already recorded
+    // as complete (the webhook was first) stays complete.
+    let mut tx = store.begin().await?;
+    kassa_store::checkout_sessions::upsert_checkout_session(
+        &mut tx,
+        &crate::records::session_record(&session, installation, None, None),
+    )
+    .await?;
+    tx.commit().await.map_err(kassa_store::StoreError::from)?;
+    Ok(session)
 }
 
 /// A PaymentIntent request, as `POST /api/payment-intents` takes it (JSON); an unknown field is

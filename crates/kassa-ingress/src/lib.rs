@@ -4,8 +4,8 @@
 //!   (kassa-stripe's verifier), reads only the event envelope ([`envelope`]), publishes the
 //!   untouched body to RabbitMQ and answers 200 only after the broker's confirm — so a 2xx to
 //!   Stripe always means the event is durable.
-//! - [`health`]: `/healthz`, `/readyz` (the broker is connected) and `/metrics`, rendered from the
-//!   process's recorder ([`prometheus`]).
+//! - [`health`]: `/healthz`, `/readyz` (the broker is connected); `/metrics`, rendered from the
+//!   process's recorder ([`prometheus`]), is a router of its own for the metrics listener.
 //! - [`error`]: its refusals, as `{"error": {"code", "message"}}`.
 //! - [`server`]: every listener of the process (the merchant's HTTP and a worker's health
 //!   included) is served by [`serve`] with [`HttpLimits`]: time limits on headers, bodies and
@@ -24,17 +24,20 @@ pub mod webhook;
 use axum::Router;
 use kassa_broker::{Broker, ConfirmedPublisher};
 use kassa_stripe::webhook::WebhookVerifier;
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
 pub use server::{serve, HttpLimits};
 
+/// The routes of this crate anyone may call (Stripe signs its webhooks; the health routes say
+/// nothing private). Every other route of a listener is behind the admin token.
+pub const PUBLIC_ROUTES: &[&str] = &["/webhooks/stripe", "/healthz", "/readyz"];
+
 /// Stripe's webhook bodies are small; anything above this is refused with 413.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Everything the ingress's handlers share; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IngressState {
     /// Verifies `Stripe-Signature` against every configured secret.
     pub verifier: Arc<WebhookVerifier>,
@@ -42,24 +45,43 @@ pub struct IngressState {
     pub broker: Broker,
     /// Publishes events with confirms.
     pub publisher: ConfirmedPublisher,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
+    /// What else `/readyz` reports (the process's database, when it has one).
+    pub readiness: Vec<Arc<dyn health::ReadinessCheck>>,
+}
+
+impl std::fmt::Debug for IngressState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngressState")
+            .field("verifier", &self.verifier)
+            .field("broker", &self.broker)
+            .field("publisher", &self.publisher)
+            .field(
+                "readiness",
+                &self.readiness.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl IngressState {
-    /// State over `broker` with `verifier`, rendering the process's recorder (installing a plain
-    /// one if the process has none yet).
+    /// State over `broker` with `verifier`.
     pub fn new(verifier: WebhookVerifier, broker: Broker) -> Self {
         Self {
             verifier: Arc::new(verifier),
             publisher: broker.publisher(),
             broker,
-            metrics: prometheus::handle(),
+            readiness: Vec::new(),
         }
+    }
+
+    /// `/readyz` reports `check` too.
+    pub fn with_readiness(mut self, check: Arc<dyn health::ReadinessCheck>) -> Self {
+        self.readiness.push(check);
+        self
     }
 }
 
-/// The ingress's routes: webhooks, health and metrics.
+/// The ingress's routes: webhooks and health (metrics are [`health::metrics_router`]'s).
 pub fn router(state: IngressState) -> Router {
     Router::new()
         .merge(webhook::router())

@@ -6,42 +6,11 @@ use super::{submit, Outcome};
 use anyhow::{bail, Context};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kassa_core::charges::csv_rows::{self, check_headers, read_row, unreadable};
 use kassa_core::charges::submit::ChargeRequest;
-use kassa_core::fields::amount_from_text;
 use kassa_store::{JobRoute, Store};
 use kassa_stripe::Client;
-use serde::Deserialize;
 use std::io::IsTerminal;
-
-/// One CSV row as written; every cell is text until validation says otherwise.
-#[derive(Debug, Deserialize)]
-struct CsvRow {
-    customer: Option<String>,
-    amount: Option<String>,
-    currency: Option<String>,
-    reference: Option<String>,
-    #[serde(default)]
-    payment_method: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-}
-
-impl CsvRow {
-    fn request(self) -> ChargeRequest {
-        ChargeRequest {
-            customer: self.customer,
-            amount: self.amount.as_deref().map(amount_from_text),
-            currency: self.currency,
-            payment_method: self.payment_method,
-            description: self.description,
-            reference: self.reference,
-            metadata: None,
-        }
-    }
-}
-
-const REQUIRED_COLUMNS: [&str; 4] = ["customer", "amount", "currency", "reference"];
-const OPTIONAL_COLUMNS: [&str; 2] = ["payment_method", "description"];
 
 /// What an import did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,39 +40,24 @@ pub(super) async fn import(
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let size = opened.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = progress_bar(size, quiet);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true) // a short or long row is reported as such, not as a parse error
-        .trim(csv::Trim::All)
-        .from_reader(bar.wrap_read(opened));
+    let mut reader = csv_rows::reader(bar.wrap_read(opened));
     let headers = reader
         .headers()
         .with_context(|| format!("reading the header row of {}", file.display()))?
         .clone();
-    check_headers(&headers)?;
+    if let Err(refused) = check_headers(&headers) {
+        bail!("line 1: {refused}");
+    }
 
     let rows = reader.into_records().map(|record| -> ReadRow {
         match record {
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                (line, Err(format!("row: {}", csv_error_message(&e))))
+                (line, Err(unreadable(&e).to_string()))
             }
             Ok(record) => {
                 let line = record.position().map_or(0, |p| p.line());
-                if record.len() != headers.len() {
-                    return (
-                        line,
-                        Err(format!(
-                            "row: {} columns, the header has {}",
-                            record.len(),
-                            headers.len()
-                        )),
-                    );
-                }
-                let row = record
-                    .deserialize::<CsvRow>(Some(&headers))
-                    .map(CsvRow::request)
-                    .map_err(|e| format!("row: {}", csv_error_message(&e)));
+                let row = read_row(&headers, &record).map_err(|e| e.to_string());
                 (line, row)
             }
         }
@@ -131,41 +85,6 @@ pub(super) async fn import(
     }
     bar.finish_and_clear();
     Ok(summary)
-}
-
-fn check_headers(headers: &csv::StringRecord) -> anyhow::Result<()> {
-    let missing: Vec<&str> = REQUIRED_COLUMNS
-        .into_iter()
-        .filter(|c| !headers.iter().any(|h| h == *c))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "line 1: the header row lacks column(s) {} (expected {}, optionally {})",
-            missing.join(", "),
-            REQUIRED_COLUMNS.join(","),
-            OPTIONAL_COLUMNS.join(",")
-        );
-    }
-    if let Some(unknown) = headers
-        .iter()
-        .find(|h| !REQUIRED_COLUMNS.contains(h) && !OPTIONAL_COLUMNS.contains(h))
-    {
-        bail!(
-            "line 1: unknown column {unknown:?} (expected {}, optionally {})",
-            REQUIRED_COLUMNS.join(","),
-            OPTIONAL_COLUMNS.join(",")
-        );
-    }
-    Ok(())
-}
-
-/// A csv error without its position (the caller says the line).
-fn csv_error_message(error: &csv::Error) -> String {
-    match error.kind() {
-        csv::ErrorKind::Utf8 { err, .. } => format!("not valid UTF-8 ({err})"),
-        csv::ErrorKind::Deserialize { err, .. } => err.to_string(),
-        _ => error.to_string(),
-    }
 }
 
 /// Bytes read of the file's size, on stderr; hidden with `--quiet` or when stderr is not a

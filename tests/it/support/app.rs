@@ -38,6 +38,8 @@ struct AppOptions {
     shared_sim: Option<Arc<Simulator>>,
     /// The Stripe client's per-endpoint pace (`KASSA_STRIPE_ENDPOINT_RPS`); unpaced by default.
     stripe_endpoint_rps: Option<std::num::NonZeroU32>,
+    /// The merchant pages' limit per client address.
+    public_rate_limit: kassa_api::PublicRateLimit,
 }
 
 impl Default for AppOptions {
@@ -53,6 +55,13 @@ impl Default for AppOptions {
             events_poller: None,
             shared_sim: None,
             stripe_endpoint_rps: None,
+            // Far above what a test sends from its one address, so only a test that sets its
+            // own limit meets it.
+            public_rate_limit: kassa_api::PublicRateLimit {
+                per_second: std::num::NonZeroU32::new(1000).unwrap(),
+                burst: std::num::NonZeroU32::new(1000).unwrap(),
+                client_ip: kassa_api::ClientIp::Peer,
+            },
         }
     }
 }
@@ -143,6 +152,16 @@ impl TestAppBuilder {
         self
     }
 
+    /// The merchant pages take `burst` requests at once from one address, then `per_second`.
+    pub fn public_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.options.public_rate_limit = kassa_api::PublicRateLimit {
+            per_second: std::num::NonZeroU32::new(per_second).expect("per_second > 0"),
+            burst: std::num::NonZeroU32::new(burst).expect("burst > 0"),
+            client_ip: kassa_api::ClientIp::Peer,
+        };
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -210,6 +229,7 @@ impl TestApp {
         };
         let config = StackConfig {
             listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             webhooks: true,
             broker,
             http: kassa_ingress::HttpLimits::default(),
@@ -238,6 +258,7 @@ impl TestApp {
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
             publishable_key: None,
+            public_rate_limit: Some(options.public_rate_limit),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

@@ -79,6 +79,11 @@ impl KassaProcess {
     ) -> Self {
         let logs = std::env::temp_dir().join(format!("kassa-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&logs).unwrap();
+        // Tests run many processes at once: each its own metrics port unless a test names one.
+        let metrics_named = (command.as_std().get_envs()).any(|(k, _)| k == "KASSA_METRICS_LISTEN");
+        if !metrics_named {
+            command.env("KASSA_METRICS_LISTEN", "127.0.0.1:0");
+        }
         let child = command
             .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())

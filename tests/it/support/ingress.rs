@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// inspecting queues.
 pub struct TestIngress {
     pub base_url: String,
+    /// `http://{metrics listener}/metrics`, served apart from the webhooks as in a process.
+    pub metrics_url: String,
     pub http: reqwest::Client,
     pub topology: Topology,
     pub inspector: Channel,
@@ -120,6 +122,14 @@ impl TestIngress {
             options.http,
             shutdown.clone().cancelled_owned(),
         ));
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr().unwrap());
+        tokio::spawn(kassa_ingress::serve(
+            metrics_listener,
+            kassa_ingress::health::metrics_router(),
+            options.http,
+            shutdown.clone().cancelled_owned(),
+        ));
 
         let inspector_connection = Connection::connect(&real_url, ConnectionProperties::default())
             .await
@@ -127,6 +137,7 @@ impl TestIngress {
         let inspector = inspector_connection.create_channel().await.unwrap();
         Self {
             base_url,
+            metrics_url,
             http: reqwest::Client::new(),
             topology,
             inspector,

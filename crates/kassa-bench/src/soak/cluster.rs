@@ -148,6 +148,8 @@ fn start_child(
         .env_clear()
         .env("RUST_LOG", "warn,lapin=error")
         .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        // Several processes on one machine: each its own metrics port.
+        .env("KASSA_METRICS_LISTEN", "127.0.0.1:0")
         .env("KASSA_AMQP_URL", &launch.amqp_url)
         .env("KASSA_AMQP_PREFIX", &launch.prefix)
         .stdin(Stdio::null())

@@ -33,6 +33,7 @@ impl Rig {
         let config = StackConfig {
             http: kassa_ingress::HttpLimits::default(),
             listen: Some("127.0.0.1:0".parse()?),
+            metrics_listen: None,
             webhooks: true,
             broker,
             database_url: Some(database.url().to_owned()),
@@ -49,6 +50,7 @@ impl Rig {
             admin_token: None,
             public_url: "http://127.0.0.1:8080".into(),
             publishable_key: None,
+            public_rate_limit: None,
         };
         let stack = Stack::start(config).await?;
         stack

@@ -1,5 +1,5 @@
 //! Back-office charges of saved cards: submitting a charge (a row, then a job through the outbox,
-//! [`submit`]), executing it (an off-session PaymentIntent, [`execute`]), settling it from
+//! [`submit`]; from a CSV file's rows, [`csv_rows`]), executing it (an off-session PaymentIntent, [`execute`]), settling it from
 //! `payment_intent.*` webhooks ([`settle`]), the 402 path that asks the customer to re-pay through
 //! a new setup-mode Checkout Session ([`recheckout`]), finding an attempt's PaymentIntent on
 //! Stripe before anything is sent again ([`lookup`]), and resolving a charge a person must look
@@ -50,6 +50,7 @@
 //! transactions); a session-level advisory lock would have needed a second pooled connection per
 //! charge in flight for nothing the row lock does not already give.
 
+pub mod csv_rows;
 pub mod execute;
 pub mod lookup;
 pub mod recheckout;

@@ -181,6 +181,100 @@ async fn customer_to_charge(
         .map_err(|why| why.error(customer))?)
 }
 
+/// Stripe's limits on metadata (docs.stripe.com/metadata): "You can add 50 total key-value
+/// pairs within these data limits: key: 40 character limit. Square brackets ([ ]) can't be
+/// included in keys. value: 500 character limit."
+pub const METADATA_MAX_KEYS: usize = 50;
+/// The longest metadata key Stripe stores, in characters.
+pub const METADATA_KEY_MAX_CHARS: usize = 40;
+/// The longest metadata value Stripe stores, in characters.
+pub const METADATA_VALUE_MAX_CHARS: usize = 500;
+/// The longest `description` Stripe takes on a PaymentIntent (`maxLength: 1000` in Stripe's
+/// API specification), in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 1000;
+/// The longest `reference`, in characters: it is sent as a metadata value (at most 500) and is
+/// the charge's handle in Kassa's records.
+pub const REFERENCE_MAX_CHARS: usize = 255;
+
+/// A metadata key as an error message shows it: at most 40 characters of it.
+fn shown_key(key: &str) -> String {
+    if key.chars().count() <= METADATA_KEY_MAX_CHARS {
+        format!("{key:?}")
+    } else {
+        let head: String = key.chars().take(METADATA_KEY_MAX_CHARS).collect();
+        format!("{head:?}…")
+    }
+}
+
+/// Checks the text a charge carries to Stripe against Stripe's length limits — reference,
+/// description and metadata — so a charge is refused when it is submitted (naming the field)
+/// rather than failing when it is executed.
+pub fn check_text_limits(request: &ChargeRequest) -> Result<(), FieldError> {
+    let reference = request
+        .reference
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default();
+    if reference.is_empty() || reference.chars().count() > REFERENCE_MAX_CHARS {
+        return Err(field_error(
+            "reference",
+            format!("required, 1 to {REFERENCE_MAX_CHARS} characters"),
+        ));
+    }
+    if let Some(description) = &request.description {
+        let length = description.chars().count();
+        if length > DESCRIPTION_MAX_CHARS {
+            return Err(field_error(
+                "description",
+                format!("{length} characters; Stripe takes at most {DESCRIPTION_MAX_CHARS}"),
+            ));
+        }
+    }
+    let Some(Value::Object(metadata)) = &request.metadata else {
+        return Ok(());
+    };
+    if metadata.len() > METADATA_MAX_KEYS {
+        return Err(field_error(
+            "metadata",
+            format!(
+                "{} keys; Stripe takes at most {METADATA_MAX_KEYS}",
+                metadata.len()
+            ),
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.chars().count() > METADATA_KEY_MAX_CHARS {
+            return Err(field_error(
+                "metadata",
+                format!(
+                    "key {}: 1 to {METADATA_KEY_MAX_CHARS} characters",
+                    shown_key(key)
+                ),
+            ));
+        }
+        if key.contains(['[', ']']) {
+            return Err(field_error(
+                "metadata",
+                format!(
+                    "key {}: Stripe refuses square brackets in keys",
+                    shown_key(key)
+                ),
+            ));
+        }
+        let length = match value {
+            Value::String(text) => text.chars().count(),
+            other => other.to_string().chars().count(),
+        };
+        if length > METADATA_VALUE_MAX_CHARS {
+            return Err(field_error(
+                format!("metadata.{key}"),
+                format!("{length} characters; Stripe takes at most {METADATA_VALUE_MAX_CHARS}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a charge request against Stripe's money rules and Kassa's records (looking an
 /// unrecorded customer up on `stripe` first, when given); the first problem found is reported
 /// with its field. The charge is recorded in the mode of `stripe`'s key (test without one).
@@ -189,14 +283,12 @@ pub async fn validate_charge(
     stripe: Option<&Client>,
     request: &ChargeRequest,
 ) -> Result<NewCharge, SubmitError> {
+    check_text_limits(request)?;
     let reference = request
         .reference
         .as_deref()
         .map(str::trim)
         .unwrap_or_default();
-    if reference.is_empty() || reference.len() > 255 {
-        return Err(field_error("reference", "required, 1 to 255 characters").into());
-    }
     let currency = request
         .currency
         .as_deref()
@@ -253,5 +345,68 @@ pub async fn submit_charge(
         Err(SubmitError::ReferenceInUse {
             existing: Box::new(record),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(description: Option<String>, metadata: Option<Value>) -> ChargeRequest {
+        ChargeRequest {
+            reference: Some("inv-1".into()),
+            description,
+            metadata,
+            ..Default::default()
+        }
+    }
+
+    fn refused(request: &ChargeRequest) -> (String, String) {
+        let error = check_text_limits(request).expect_err("refused");
+        (error.field, error.message)
+    }
+
+    #[test]
+    fn text_is_checked_against_stripes_limits_at_the_edge() {
+        let at_most = request(
+            Some("é".repeat(DESCRIPTION_MAX_CHARS)),
+            Some(Value::Object(
+                (0..METADATA_MAX_KEYS)
+                    .map(|i| {
+                        let key = format!("{i:0>40}");
+                        (key, Value::String("ü".repeat(METADATA_VALUE_MAX_CHARS)))
+                    })
+                    .collect(),
+            )),
+        );
+        assert_eq!(check_text_limits(&at_most), Ok(()));
+
+        let (field, message) = refused(&request(Some("x".repeat(1001)), None));
+        assert_eq!(field, "description");
+        assert!(message.contains("1001 characters"), "{message}");
+
+        let many: serde_json::Map<String, Value> = (0..51)
+            .map(|i| (format!("k{i}"), Value::from("v")))
+            .collect();
+        let (field, message) = refused(&request(None, Some(Value::Object(many))));
+        assert_eq!(field, "metadata");
+        assert!(message.contains("51 keys"), "{message}");
+
+        let (field, message) = refused(&request(None, Some(json!({"k".repeat(41): "v"}))));
+        assert_eq!(field, "metadata");
+        assert!(message.contains("1 to 40 characters"), "{message}");
+
+        let (field, _) = refused(&request(None, Some(json!({"a[b]": "v"}))));
+        assert_eq!(field, "metadata");
+
+        let (field, message) = refused(&request(None, Some(json!({"note": "v".repeat(501)}))));
+        assert_eq!(field, "metadata.note");
+        assert!(message.contains("501 characters"), "{message}");
+
+        let long_reference = ChargeRequest {
+            reference: Some("r".repeat(256)),
+            ..Default::default()
+        };
+        assert_eq!(refused(&long_reference).0, "reference");
     }
 }

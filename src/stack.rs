@@ -361,6 +361,7 @@ fn api_config(
         admin_token: config.admin_token.clone(),
         public_url,
         publishable_key,
+        stripe_js_url: kassa_api::stripe_js_url(stripe.api_base()),
         product: ShopProduct::demo().context("the shop's demo product")?,
     })
 }

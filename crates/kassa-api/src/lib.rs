@@ -5,6 +5,11 @@
 //! - [`admin`]: the back-office API, charges of saved cards (`/api/charges`).
 //! - [`checkout`]: Checkout Sessions and PaymentIntents for the merchant's own pages, and the
 //!   payment confirmation (`/api/checkout-sessions`, `/api/payment-intents`).
+//! - [`widgets`]: payment widgets — the admin API (`/api/widgets`) and what customers' browsers
+//!   call: `/widget.js`, `/pay/{widget}`, the page load's PaymentIntent and the customer's
+//!   choices, rate-limited per client IP and per widget.
+//! - [`save_card`]: save-card links — made by the admin API, opened by customers at
+//!   `/save-card/{token}` (a fresh setup-mode Checkout Session each time).
 //! - [`connector`]: small Stripe operations for back-office tools (`/api/customers`,
 //!   `/api/products`, `/api/legacy-charges`).
 //! - [`auth`] (the Bearer `KASSA_ADMIN_TOKEN`), [`idempotency`] (the caller's
@@ -21,6 +26,8 @@ pub mod connector;
 pub mod error;
 pub mod idempotency;
 pub mod pages;
+pub mod save_card;
+pub mod widgets;
 
 pub use error::ApiError;
 pub use pages::ShopProduct;
@@ -55,8 +62,22 @@ pub struct ApiConfig {
     pub public_url: String,
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to the merchant's payment form.
     pub publishable_key: Option<String>,
+    /// Where browsers load Stripe.js from: `https://js.stripe.com/v3` with Stripe's API, the
+    /// simulator's stand-in (`{simulator}/v3`) otherwise ([`stripe_js_url`]).
+    pub stripe_js_url: String,
     /// What the demo shop sells.
     pub product: ShopProduct,
+}
+
+/// Where a browser loads Stripe.js for a Stripe API at `api_base`: Stripe's own script for
+/// Stripe's API, the simulator's stand-in at `{api_base}/v3` for anything else.
+pub fn stripe_js_url(api_base: &str) -> String {
+    let api_base = api_base.trim_end_matches('/');
+    if api_base == kassa_stripe::DEFAULT_API_BASE {
+        "https://js.stripe.com/v3".to_owned()
+    } else {
+        format!("{api_base}/v3")
+    }
 }
 
 /// Settings the routes read.
@@ -66,6 +87,8 @@ pub struct Settings {
     pub public_url: String,
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`.
     pub publishable_key: Option<String>,
+    /// Where browsers load Stripe.js from.
+    pub stripe_js_url: String,
     /// What the demo shop sells.
     pub product: ShopProduct,
 }
@@ -80,6 +103,7 @@ pub struct ApiState {
     token: Arc<SecretString>,
     settings: Arc<Settings>,
     page_calls: Arc<Semaphore>,
+    public_limits: Arc<widgets::PublicLimits>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -112,9 +136,11 @@ impl ApiState {
             settings: Arc::new(Settings {
                 public_url: config.public_url,
                 publishable_key: config.publishable_key,
+                stripe_js_url: config.stripe_js_url,
                 product: config.product,
             }),
             page_calls: Arc::new(Semaphore::new(PAGE_CALLS_IN_FLIGHT)),
+            public_limits: Arc::new(widgets::PublicLimits::default()),
         }
     }
 
@@ -142,7 +168,11 @@ fn page_permit(state: &ApiState) -> Option<OwnedSemaphorePermit> {
 pub fn app(config: ApiConfig) -> Router {
     let apis = config.admin_token.is_some();
     let live = config.stripe.mode().is_live();
-    let mut router = pages::router();
+    let mut router = pages::router()
+        .merge(widgets::public_router())
+        .merge(save_card::public_router())
+        .merge(checkout::confirmation_router());
+    info!("payment widgets mounted: /widget.js, /pay/{{widget}}, /widgets/{{widget}}/payment-intent; payment confirmations with a client_secret: /api/payment-intents/{{id}}/confirmation");
     if live {
         info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
     } else {
@@ -153,8 +183,10 @@ pub fn app(config: ApiConfig) -> Router {
         router = router
             .merge(admin::router())
             .merge(checkout::router())
-            .merge(connector::router());
-        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges");
+            .merge(connector::router())
+            .merge(widgets::admin_router())
+            .merge(save_card::admin_router());
+        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/widgets, /api/customers/{{id}}/save-card-links");
     }
     router.with_state(ApiState::new(config))
 }

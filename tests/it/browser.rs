@@ -80,8 +80,13 @@ impl BrowserSession {
     }
 }
 
-/// Headless Chromium with a window of `size` (`"width,height"`), e.g. a phone's `"360,900"`.
+/// Headless Chromium showing pages at `size` (`"width,height"` CSS pixels), e.g. a phone's
+/// `"360,900"` (emulated: a headless window is at least 500 px wide).
 pub async fn chromium(size: &str) -> BrowserSession {
+    let (width, height) = size
+        .split_once(',')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .expect("width,height");
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(format!("kassa-chromium-{}", uuid::Uuid::new_v4()));
     let mut capabilities = serde_json::Map::new();
@@ -95,7 +100,10 @@ pub async fn chromium(size: &str) -> BrowserSession {
                 "--disable-component-update", "--disable-sync", "--hide-scrollbars",
                 format!("--window-size={size}"),
                 format!("--user-data-dir={}", profile.display()),
-            ]
+            ],
+            "mobileEmulation": {
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}
+            }
         }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();

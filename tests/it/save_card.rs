@@ -275,8 +275,13 @@ async fn a_save_card_link_saves_the_card_in_a_real_browser() {
             .for_element(Locator::Css("select[name=payment_method]"))
             .await?;
         let hosted = browser.current_url().await?;
-        screenshot(browser, "save-card-1-hosted-page").await?;
+        browser
+            .find(Locator::Css("input[name=email]"))
+            .await?
+            .send_keys("saver@example.com")
+            .await?;
         card.select_by_value("pm_card_visa").await?;
+        screenshot(browser, "save-card-1-hosted-page").await?;
         browser
             .find(Locator::Css("button[type=submit]"))
             .await?

@@ -100,7 +100,7 @@ async fn save_your_card_start(
     };
     let plan = CheckoutPlan {
         mode: CheckoutMode::Setup,
-        currency: state.settings.product.currency.clone(),
+        currency: state.settings.product.currency,
         records: Vec::new(),
         total: 0,
     };

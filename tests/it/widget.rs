@@ -631,3 +631,103 @@ async fn a_declined_card_then_another_and_3d_secure_in_the_widget() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_widget_without_notification_or_receipt_sends_only_what_it_says() {
+    let (app, smtp) = app_with_mail().await;
+    let quiet = create_widget(
+        &app,
+        json!({"amount": 800, "description": "Quiet", "collect_email": true,
+               "notify_merchant": false}),
+    )
+    .await;
+    let no_receipt = create_widget(
+        &app,
+        json!({"amount": 900, "description": "No receipt", "collect_email": true,
+               "send_receipt": false}),
+    )
+    .await;
+    let tap = app.tap(&app.topology.alerts_exchange()).await;
+    // Each paid as the browser does: the page load's intent, the details, a confirmation at
+    // Stripe, then Kassa's confirmation with the client secret.
+    let mut intents = Vec::new();
+    for widget in [&quiet, &no_receipt] {
+        let id = widget["id"].as_str().unwrap();
+        let (_, start) = public_post(
+            &app,
+            &format!("/widgets/{id}/payment-intent"),
+            json!({"token": token()}),
+        )
+        .await;
+        let pi = start["payment_intent"].as_str().unwrap();
+        let secret = start["client_secret"].as_str().unwrap();
+        let (status, answer) = public_post(
+            &app,
+            &format!("/widgets/{id}/payment-intents/{pi}/details"),
+            json!({"client_secret": secret, "email": BUYER}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let paid = crate::support::sim::post_form(
+            &app.sim().base_url(),
+            &format!("/v1/payment_intents/{pi}/confirm"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+        assert_eq!(paid["status"], "succeeded", "{paid}");
+        let (status, answer) = public_post(
+            &app,
+            &format!("/api/payment-intents/{pi}/confirmation"),
+            json!({"client_secret": secret}),
+        )
+        .await;
+        assert_eq!(
+            (status, &answer["recorded_now"]),
+            (200, &json!(true)),
+            "{answer}"
+        );
+        intents.push(pi.to_owned());
+    }
+    // What the mailer is told: the quiet payment's receipt without a notification, the other's
+    // notification without a receipt address.
+    let mut announced = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while announced.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both payment alerts: {announced:?}"
+        );
+        announced.extend(app.take_tapped(&tap).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = |pi: &str| {
+        announced
+            .iter()
+            .find(|(_, _, body)| body["payment_intent"] == pi)
+            .map(|(_, _, body)| body.clone())
+            .unwrap()
+    };
+    let (quiet_alert, loud_alert) = (body(&intents[0]), body(&intents[1]));
+    assert_eq!(
+        (
+            &quiet_alert["notify_merchant"],
+            &quiet_alert["receipt_email"]
+        ),
+        (&json!(false), &json!(BUYER))
+    );
+    assert_eq!(
+        (&loud_alert["notify_merchant"], &loud_alert["receipt_email"]),
+        (&json!(true), &Value::Null)
+    );
+    // The quiet widget's receipt, and the other's notification: two e-mails, no more.
+    let mails = smtp.wait_for(2).await;
+    let to = |who: &str| {
+        mails
+            .iter()
+            .filter(|m| m.rcpt_to.iter().any(|r| r.contains(who)))
+            .count()
+    };
+    assert_eq!((to(BUYER), to(NOTIFY)), (1, 1), "{mails:?}");
+    assert_eq!(app.store().count_payments().await.unwrap(), 2);
+    app.cleanup().await;
+}

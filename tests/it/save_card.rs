@@ -232,25 +232,56 @@ async fn a_repay_e_mail_link_still_works_after_the_first_session_expired() {
         Some(first_session.as_str())
     );
 
-    // The first e-mail's link, opened now on this app: a working page.
+    // The first e-mail's link, opened now on this app in a browser: a working page, where the
+    // customer saves a card and the charge goes again on it.
     let path = &link[link.find("/save-card/").unwrap()..];
-    let (status, location, _) = open(&format!("{base}{path}")).await;
-    assert_eq!(status, 303);
-    let location = location.unwrap();
-    let session = session_of(&location);
-    let (status, _, page) = open(&location).await;
-    assert_eq!(status, 200, "the hosted page opens: {page}");
-    let charge = app.store().charge(id).await.unwrap().unwrap();
-    assert_eq!(
-        charge.recheckout_session_id.as_deref(),
-        Some(session.as_str()),
-        "the link's fresh session is the charge's re-pay session now"
+    let session = chromium("500,900").await;
+    let browser = &session.browser;
+    let flow = async {
+        browser.goto(&format!("{base}{path}")).await?;
+        let card = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("select[name=payment_method]"))
+            .await?;
+        let hosted = browser.current_url().await?;
+        browser
+            .find(Locator::Css("input[name=email]"))
+            .await?
+            .send_keys("late@example.com")
+            .await?;
+        card.select_by_value("pm_card_visa").await?;
+        screenshot(browser, "repay-1-late-link-hosted-page").await?;
+        browser
+            .find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        let outcome = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Id("outcome"))
+            .await?
+            .attr("data-status")
+            .await?;
+        screenshot(browser, "repay-2-card-saved").await?;
+        Ok::<_, fantoccini::error::CmdError>((hosted, outcome))
+    }
+    .await;
+    session.close().await;
+    let (hosted, outcome) = flow.expect("the browser flow");
+    assert!(
+        hosted.as_str().starts_with(&app.sim().base_url()),
+        "{hosted}"
     );
+    assert_eq!(outcome.as_deref(), Some("card_saved"));
+    let fresh = session_of(hosted.as_str());
+    assert_ne!(fresh, first_session);
 
-    // Completing it retries the charge on the new card.
-    app.complete(&session, "pm_card_visa");
+    // The link's fresh session was the charge's re-pay session: the charge went again.
     let done = settled(&app, id, ChargeStatus::Succeeded).await;
     assert_eq!(done.attempt, 2);
+    assert_eq!(done.recheckout_session_id.as_deref(), Some(fresh.as_str()));
     // Settled: the link has nothing more to do, and says so.
     let (status, _, page) = open(&format!("{base}{path}")).await;
     assert_eq!(status, 410, "{page}");

@@ -351,3 +351,35 @@ async fn a_save_card_link_saves_the_card_in_a_real_browser() {
     assert!(card.starts_with("pm_"), "{card}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_demo_shop_has_a_save_your_card_page() {
+    let app = TestApp::spawn().await;
+    let base = app.stack.base_url().unwrap();
+    let (status, _, page) = open(&format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("href=\"/save-your-card\""), "{page}");
+    let (status, _, page) = open(&format!("{base}/save-your-card")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("action=\"/save-your-card\""), "{page}");
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{base}/save-your-card"))
+        .form(&[("email", "saver@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let session = app
+        .stripe()
+        .checkout_sessions()
+        .retrieve(&session_of(&location), &[])
+        .await
+        .unwrap();
+    assert_eq!(format!("{:?}", session.mode), "Setup");
+    assert_eq!(session.customer_email.as_deref(), Some("saver@example.com"));
+    app.cleanup().await;
+}

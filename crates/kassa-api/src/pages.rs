@@ -2,7 +2,9 @@
 //! Checkout (`POST /create-checkout-session` → 303 to the session's URL), the success page
 //! (`GET /success?session_id=…`, reached through `success_url`'s `{CHECKOUT_SESSION_ID}`), which
 //! fulfils synchronously through kassa-core's [`kassa_core::fulfil`] — the webhook and this page
-//! race, the first records the payment and the second finds it recorded — and `GET /cancel`.
+//! race, the first records the payment and the second finds it recorded — and `GET /cancel`;
+//! in test mode the shop also has a "save your card" page (`/save-your-card`, a setup-mode
+//! Checkout Session).
 //!
 //! Plain HTML without JavaScript, one askama template per page (`templates/pages/`), every value
 //! escaped; no token (customers use these pages).

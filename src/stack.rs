@@ -74,6 +74,8 @@ pub struct StackConfig {
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to merchants' payment forms; its mode must match
     /// the secret key's.
     pub publishable_key: Option<String>,
+    /// `KASSA_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the customer.
+    pub trusted_proxies: Vec<kassa_api::IpNet>,
 }
 
 /// The publishable key of the embedded simulator's test mode.
@@ -362,6 +364,7 @@ fn api_config(
         public_url,
         publishable_key,
         stripe_js_url: kassa_api::stripe_js_url(stripe.api_base()),
+        trusted_proxies: config.trusted_proxies.clone(),
         product: ShopProduct::demo().context("the shop's demo product")?,
     })
 }

@@ -76,6 +76,7 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         admin_token: None,
         public_url: String::new(),
         publishable_key: None,
+        trusted_proxies: Vec::new(),
     };
     let mut stack = Stack::start(config).await?;
     info!(

@@ -270,6 +270,10 @@ pub struct IngressApiArgs {
     /// must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
+    /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
+    #[arg(long, env = "KASSA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl IngressArgs {
@@ -327,8 +331,15 @@ impl IngressArgs {
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
+            trusted_proxies: trusted_proxies(&self.api.trusted_proxies)?,
         })
     }
+}
+
+/// `KASSA_TRUSTED_PROXIES`, each an address or a network.
+fn trusted_proxies(list: &[String]) -> anyhow::Result<Vec<kassa_api::IpNet>> {
+    kassa_api::widgets::parse_trusted_proxies(list)
+        .map_err(|e| anyhow::anyhow!("KASSA_TRUSTED_PROXIES: {e}"))
 }
 
 /// `KASSA_ADMIN_TOKEN`: unset or empty → no API; shorter than 16 characters → refused.
@@ -451,6 +462,10 @@ pub struct ServeArgs {
     /// `POST /api/payment-intents`; must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
+    /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
+    #[arg(long, env = "KASSA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -519,6 +534,7 @@ impl ServeArgs {
                 .trim_end_matches('/')
                 .to_owned(),
             publishable_key: non_empty(self.publishable_key.as_deref()),
+            trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
         })
     }
 }

@@ -131,7 +131,9 @@ async fn confirm_payment_intent(
     let client_secret = if admin {
         None
     } else {
-        state.public_limits.check_ip(peer.ip())?;
+        state
+            .public_limits
+            .check_ip(crate::widgets::customer_ip(&state, peer, &headers))?;
         let body: ConfirmationBody = if body.is_empty() {
             ConfirmationBody::default()
         } else {

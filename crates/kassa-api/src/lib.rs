@@ -30,6 +30,7 @@ pub mod save_card;
 pub mod widgets;
 
 pub use error::ApiError;
+pub use ipnet::IpNet;
 pub use pages::ShopProduct;
 
 use axum::Router;
@@ -65,6 +66,9 @@ pub struct ApiConfig {
     /// Where browsers load Stripe.js from: `https://js.stripe.com/v3` with Stripe's API, the
     /// simulator's stand-in (`{simulator}/v3`) otherwise ([`stripe_js_url`]).
     pub stripe_js_url: String,
+    /// `KASSA_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the customer for
+    /// the public endpoints' rate limits ([`widgets::parse_trusted_proxies`]).
+    pub trusted_proxies: Vec<IpNet>,
     /// What the demo shop sells.
     pub product: ShopProduct,
 }
@@ -89,6 +93,8 @@ pub struct Settings {
     pub publishable_key: Option<String>,
     /// Where browsers load Stripe.js from.
     pub stripe_js_url: String,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// What the demo shop sells.
     pub product: ShopProduct,
 }
@@ -137,6 +143,7 @@ impl ApiState {
                 public_url: config.public_url,
                 publishable_key: config.publishable_key,
                 stripe_js_url: config.stripe_js_url,
+                trusted_proxies: config.trusted_proxies,
                 product: config.product,
             }),
             page_calls: Arc::new(Semaphore::new(PAGE_CALLS_IN_FLIGHT)),

@@ -14,7 +14,7 @@ use crate::{page_permit, ApiState};
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -132,6 +132,7 @@ struct LinkPage<'a> {
 async fn open(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
     let refused = |error: ApiError| {
@@ -166,7 +167,8 @@ async fn open(
             },
         )
     };
-    if let Err(error) = state.public_limits.check_ip(peer.ip()) {
+    let ip = crate::widgets::customer_ip(&state, peer, &headers);
+    if let Err(error) = state.public_limits.check_ip(ip) {
         return refused(error);
     }
     let Some(_permit) = page_permit(&state) else {

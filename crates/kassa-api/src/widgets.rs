@@ -4,7 +4,8 @@
 //! Admin (Bearer `KASSA_ADMIN_TOKEN`): `POST /api/widgets`, `GET /api/widgets`,
 //! `GET /api/widgets/{id}` ([`kassa_core::widgets`] checks and shows them).
 //!
-//! Public (no token; rate-limited per client IP and per widget; JSON errors; any origin, as
+//! Public (no token; rate-limited per client IP — behind `KASSA_TRUSTED_PROXIES`, the address
+//! they forward, [`client_ip`] — and per widget; JSON errors; any origin, as
 //! simple CORS requests — the body is JSON sent as `text/plain`, so browsers send no preflight):
 //!
 //! - `GET /widget.js`: the script that mounts a widget into `<div data-kassa-widget="wid_…">`.
@@ -28,7 +29,7 @@ use askama::Template;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -134,6 +135,49 @@ impl PublicLimits {
             }
         }
     }
+}
+
+/// The addresses of reverse proxies whose `X-Forwarded-For` Kassa believes
+/// (`KASSA_TRUSTED_PROXIES`): addresses (`10.0.0.5`) or networks (`10.0.0.0/8`).
+pub fn parse_trusted_proxies(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter()
+        .map(|item| item.trim())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an IP address or network (10.0.0.0/8)"))
+        })
+        .collect()
+}
+
+/// The customer's address for the rate limits: the TCP peer, unless the peer is a trusted
+/// proxy — then the right-most address of `X-Forwarded-For` that is not a trusted proxy itself
+/// (a client can prepend anything, but not what the proxies append).
+pub fn client_ip(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(forwarded.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// [`client_ip`] with this server's trusted proxies.
+pub(crate) fn customer_ip(state: &ApiState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    client_ip(&state.settings.trusted_proxies, peer.ip(), headers)
 }
 
 /// The admin routes.
@@ -272,10 +316,13 @@ fn busy() -> ApiError {
 async fn start_payment(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(widget_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.public_limits.check(peer.ip(), &widget_id)?;
+    state
+        .public_limits
+        .check(customer_ip(&state, peer, &headers), &widget_id)?;
     let request: StartPayment = public_body(&body)?;
     let widget = find_widget(&state, &widget_id).await?;
     let Some(_permit) = page_permit(&state) else {
@@ -305,10 +352,13 @@ async fn start_payment(
 async fn payment_details(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path((widget_id, intent_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.public_limits.check(peer.ip(), &widget_id)?;
+    state
+        .public_limits
+        .check(customer_ip(&state, peer, &headers), &widget_id)?;
     let details: PaymentDetails = public_body(&body)?;
     let widget = find_widget(&state, &widget_id).await?;
     if !intent_id.starts_with("pi_") || intent_id.len() > 255 {
@@ -347,9 +397,11 @@ struct PayPage<'a> {
 async fn pay_page(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(widget_id): Path<String>,
 ) -> Response {
-    if let Err(error) = state.public_limits.check(peer.ip(), &widget_id) {
+    let ip = customer_ip(&state, peer, &headers);
+    if let Err(error) = state.public_limits.check(ip, &widget_id) {
         return html_error(&error);
     }
     let widget = match find_widget(&state, &widget_id).await {
@@ -402,10 +454,12 @@ impl ThanksPage<'_> {
 async fn thanks_page(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(widget_id): Path<String>,
     Query(query): Query<ThanksQuery>,
 ) -> Response {
-    if let Err(error) = state.public_limits.check(peer.ip(), &widget_id) {
+    let ip = customer_ip(&state, peer, &headers);
+    if let Err(error) = state.public_limits.check(ip, &widget_id) {
         return html_error(&error);
     }
     let widget = match find_widget(&state, &widget_id).await {
@@ -463,4 +517,38 @@ async fn thanks_page(
             outcome,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_forwards_it() {
+        let trusted = parse_trusted_proxies(&["10.0.0.0/8".into(), "192.0.2.7".into()]).unwrap();
+        let customer: IpAddr = "203.0.113.9".parse().unwrap();
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        // No proxy in front: the header is the client's word, ignored.
+        assert_eq!(
+            client_ip(&trusted, customer, &forwarded("198.51.100.1")),
+            customer
+        );
+        // Through two trusted proxies: the right-most address that is not one of them, not
+        // what the client prepended.
+        let headers = forwarded("198.51.100.1, 203.0.113.9, 192.0.2.7");
+        assert_eq!(client_ip(&trusted, proxy, &headers), customer);
+        // A trusted proxy without the header: the proxy.
+        assert_eq!(client_ip(&trusted, proxy, &HeaderMap::new()), proxy);
+        assert!(parse_trusted_proxies(&["not-an-ip".into()]).is_err());
+        assert!(
+            client_ip(&[], proxy, &headers) == proxy,
+            "nobody trusted: the peer"
+        );
+    }
 }

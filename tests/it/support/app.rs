@@ -228,6 +228,7 @@ impl TestApp {
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
             publishable_key: None,
+            trusted_proxies: Vec::new(),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

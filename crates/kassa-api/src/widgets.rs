@@ -551,4 +551,34 @@ mod tests {
             "nobody trusted: the peer"
         );
     }
+
+    #[test]
+    fn one_widget_is_limited_for_everyone_together_and_one_address_across_widgets() {
+        let limits = PublicLimits::default();
+        // Many customers, one widget: the widget's burst, then 429.
+        let burst = PER_WIDGET_BURST as usize;
+        let allowed = (0..burst + 10)
+            .filter(|i| {
+                let ip = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+                limits.check(ip, "wid_popular0").is_ok()
+            })
+            .count();
+        assert_eq!(allowed, burst);
+        let refused = limits
+            .check(IpAddr::from([10, 9, 9, 9]), "wid_popular0")
+            .unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        // Another widget is not affected; one address is limited across widgets.
+        assert!(limits
+            .check(IpAddr::from([10, 9, 9, 9]), "wid_quiet00000")
+            .is_ok());
+        let me = IpAddr::from([192, 0, 2, 1]);
+        let mine = (0..PER_IP_BURST + 5)
+            .filter(|i| limits.check(me, &format!("wid_other{i:05}")).is_ok())
+            .count();
+        assert_eq!(mine, PER_IP_BURST as usize);
+    }
 }

@@ -7,7 +7,7 @@ mod config;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cli::{charges, connector, customers, demo, dlq, outbox, reconcile, serve, status};
+use cli::{charges, connector, customers, demo, dlq, outbox, reconcile, serve, status, widgets};
 use config::{IngressArgs, ServeArgs, StoreArgs, WorkerCommandArgs};
 use kassa::telemetry::{self, LogFormat};
 
@@ -49,6 +49,8 @@ enum Command {
     Charges(charges::ChargesArgs),
     /// Customers of the Stripe account: create, find by e-mail, sync every one (and its cards) into Kassa.
     Customers(customers::CustomersArgs),
+    /// Payment widgets to embed in any page (widget.js) or link to (/pay/{widget}): create, list, show.
+    Widgets(widgets::WidgetsArgs),
     /// Connector actions: create a product.
     Products(connector::ProductsArgs),
     /// Charge a token or a customer with the LEGACY Charges API (new integrations: PaymentIntents).
@@ -82,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             Command::Charge(args) => charges::charge(args).await,
             Command::Charges(args) => charges::charges(args).await,
             Command::Customers(args) => customers::run(args).await,
+            Command::Widgets(args) => widgets::run(args).await,
             Command::Products(args) => connector::products(args).await,
             Command::LegacyCharge(args) => connector::legacy_charge(args).await,
             Command::Sync(args) => customers::run_sync_alias(args).await,

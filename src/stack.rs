@@ -83,6 +83,8 @@ pub struct StackConfig {
     pub publishable_key: Option<String>,
     /// `KASSA_PUBLIC_RATE_LIMIT…`: the merchant pages' limit per client address; `None`: none.
     pub public_rate_limit: Option<kassa_api::PublicRateLimit>,
+    /// `KASSA_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the customer.
+    pub trusted_proxies: Vec<kassa_api::IpNet>,
 }
 
 /// The publishable key of the embedded simulator's test mode.
@@ -414,6 +416,8 @@ fn api_config(
         admin_token: config.admin_token.clone(),
         public_url,
         publishable_key,
+        stripe_js_url: kassa_api::stripe_js_url(stripe.api_base()),
+        trusted_proxies: config.trusted_proxies.clone(),
         product: ShopProduct::demo().context("the shop's demo product")?,
         public_rate_limit: config.public_rate_limit,
     })

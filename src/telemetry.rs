@@ -256,6 +256,13 @@ pub const METRICS: &[MetricSpec] = &[
         &[],
     ),
     spec(
+        "kassa_widget_requests_limited_total",
+        Kind::Counter,
+        "Requests to the public payment-widget endpoints answered 429, per client IP or per widget.",
+        None,
+        &[],
+    ),
+    spec(
         "kassa_connector_requests_total",
         Kind::Counter,
         "Connector API requests, by method, route and status.",

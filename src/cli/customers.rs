@@ -1,7 +1,10 @@
-//! `kassa customers create|find|sync`: customers of the Stripe account from the command line.
+//! `kassa customers create|find|link|revoke-link|sync`: customers of the Stripe account from the
+//! command line.
 //!
 //! - `create` and `find` are the connector actions of `/api/customers`: they call Stripe
 //!   directly, validate input the same way the API does, and print Stripe's object as JSON.
+//! - `link` makes a save-card link (kassa-core's `save_card`), as
+//!   `POST /api/customers/{id}/save-card-links` does; `revoke-link` withdraws one.
 //! - `sync` records every customer of the Stripe account and its saved cards, so charges can
 //!   name customers that existed before Kassa was installed (kassa-core's `customers`). Paged,
 //!   resumable (the cursor is in PostgreSQL), paced by KASSA_STRIPE_MAX_RPS, with a progress bar.
@@ -66,6 +69,29 @@ enum CustomersCommand {
         id: Option<String>,
         #[command(flatten)]
         stripe: StripeArgs,
+    },
+    /// A save-card link for a customer: `{KASSA_PUBLIC_URL}/save-card/{token}`, which opens a
+    /// fresh setup-mode Checkout Session each time until it expires or is revoked.
+    Link {
+        /// The Stripe customer (`cus_…`).
+        customer: String,
+        /// How long the link works: 7d, 12h, 30m (at most 90d).
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// Where customers reach Kassa (the link's base).
+        #[arg(long, env = "KASSA_PUBLIC_URL")]
+        public_url: String,
+        #[command(flatten)]
+        stripe: StripeArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Withdraw a save-card link (`scl_…`): opening it then shows that it was withdrawn.
+    RevokeLink {
+        /// The link's id (`scl_…`, printed by `kassa customers link`).
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Record every customer of the Stripe account and its saved cards.
     ///
@@ -156,8 +182,53 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
                 .context("listing customers by e-mail")?;
             print(&json!({"data": list.data, "has_more": list.has_more}))
         }
+        CustomersCommand::Link {
+            customer,
+            expires,
+            public_url,
+            stripe,
+            store,
+        } => {
+            let ttl = kassa_core::save_card::parse_ttl(&expires, "--expires")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let stripe = stripe.client()?;
+            let store = connect_store(&store).await?;
+            let link =
+                kassa_core::save_card::create_link(&stripe, &store, &public_url, &customer, ttl)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"));
+            store.close().await;
+            let link = link?;
+            print(&json!({
+                "id": link.record.id,
+                "url": link.url,
+                "customer": link.record.customer_id,
+                "mode": if link.record.livemode { "live" } else { "test" },
+                "expires_at": link.record.expires_at.unix_timestamp(),
+            }))
+        }
+        CustomersCommand::RevokeLink { id, store } => {
+            let store = connect_store(&store).await?;
+            let found = store.revoke_save_card_link(&id).await;
+            store.close().await;
+            if !found.context("revoking the link")? {
+                bail!("no save-card link {id}");
+            }
+            print(&json!({"id": id, "revoked": true}))
+        }
         CustomersCommand::Sync(args) => sync(args).await,
     }
+}
+
+async fn connect_store(store: &StoreArgs) -> anyhow::Result<Store> {
+    Store::connect(&store.database_url, 2)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at KASSA_DATABASE_URL={}",
+                kassa_broker::connection::redact_url(&store.database_url)
+            )
+        })
 }
 
 /// `kassa customers sync`.

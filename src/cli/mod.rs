@@ -9,3 +9,4 @@ pub mod outbox;
 pub mod reconcile;
 pub mod serve;
 pub mod status;
+pub mod widgets;

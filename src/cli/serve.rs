@@ -79,6 +79,7 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         public_url: String::new(),
         publishable_key: None,
         public_rate_limit: None,
+        trusted_proxies: Vec::new(),
     };
     let mut stack = Stack::start(config).await?;
     info!(

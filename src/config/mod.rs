@@ -309,6 +309,10 @@ pub struct IngressApiArgs {
     pub publishable_key: Option<String>,
     #[command(flatten)]
     pub public_rate: PublicRateArgs,
+    /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
+    /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
+    #[arg(long, env = "KASSA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl IngressArgs {
@@ -369,8 +373,15 @@ impl IngressArgs {
                 .unwrap_or_default(),
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
             public_rate_limit: self.api.public_rate.limit(),
+            trusted_proxies: trusted_proxies(&self.api.trusted_proxies)?,
         })
     }
+}
+
+/// `KASSA_TRUSTED_PROXIES`, each an address or a network.
+fn trusted_proxies(list: &[String]) -> anyhow::Result<Vec<kassa_api::IpNet>> {
+    kassa_api::widgets::parse_trusted_proxies(list)
+        .map_err(|e| anyhow::anyhow!("KASSA_TRUSTED_PROXIES: {e}"))
 }
 
 /// `KASSA_ADMIN_TOKEN`: unset or empty → no API; shorter than 16 characters → refused.
@@ -529,6 +540,10 @@ pub struct ServeArgs {
     /// `POST /api/payment-intents`; must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
+    /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
+    #[arg(long, env = "KASSA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     #[command(flatten)]
     pub public_rate: PublicRateArgs,
     #[command(flatten)]
@@ -602,6 +617,7 @@ impl ServeArgs {
                 .to_owned(),
             publishable_key: non_empty(self.publishable_key.as_deref()),
             public_rate_limit: self.public_rate.limit(),
+            trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
         })
     }
 }

@@ -64,6 +64,73 @@ impl Drop for Driver {
     }
 }
 
+/// A headless Chromium session through its own chromedriver; [`BrowserSession::close`] ends
+/// both and removes the profile.
+pub struct BrowserSession {
+    pub browser: fantoccini::Client,
+    driver: Driver,
+    profile: std::path::PathBuf,
+}
+
+impl BrowserSession {
+    pub async fn close(self) {
+        let _ = self.browser.close().await;
+        let _ = std::fs::remove_dir_all(&self.profile);
+        drop(self.driver);
+    }
+}
+
+/// Headless Chromium showing pages at `size` (`"width,height"` CSS pixels), e.g. a phone's
+/// `"360,900"` (emulated: a headless window is at least 500 px wide).
+pub async fn chromium(size: &str) -> BrowserSession {
+    let (width, height) = size
+        .split_once(',')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .expect("width,height");
+    let driver = Driver::start().await;
+    let profile = std::env::temp_dir().join(format!("kassa-chromium-{}", uuid::Uuid::new_v4()));
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": program("KASSA_CHROMIUM", "/usr/bin/chromium"),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                format!("--window-size={size}"),
+                format!("--user-data-dir={}", profile.display()),
+            ],
+            "mobileEmulation": {
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}
+            }
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+    BrowserSession {
+        browser,
+        driver,
+        profile,
+    }
+}
+
+/// Saves what the browser shows as `target/screenshots/{name}.png`.
+pub async fn screenshot(
+    browser: &fantoccini::Client,
+    name: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    let png = browser.screenshot().await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("target/screenshots");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_customer_buys_in_a_real_browser_and_the_payment_is_recorded() {
     let app = TestApp::spawn().await;

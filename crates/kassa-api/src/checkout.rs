@@ -8,11 +8,15 @@
 //! - `POST /api/payment-intents/{id}/confirmation`: the merchant page says it was paid; Kassa reads
 //!   Stripe's state and records the payment once, through the same code as the webhooks
 //!   ([`kassa_core::fulfil`]), so whichever path arrives first acts and the others find it done.
+//!   Besides the admin token, the PaymentIntent's own `client_secret` (`{"client_secret": …}`)
+//!   admits the caller — the customer's browser that just paid — rate-limited per client IP.
 
+use crate::auth::check_bearer;
 use crate::error::ApiError;
 use crate::{idempotency, page_permit, ApiState};
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,9 +24,12 @@ use kassa_core::checkout::{
     create_payment_intent, create_session, plan_checkout, CheckoutRequest, PaymentIntentRequest,
 };
 use kassa_core::fulfil::PageOutcome;
+use kassa_core::widgets::check_client_secret;
 use kassa_stripe::money::format_amount;
 use kassa_stripe::objects::CheckoutMode;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use tracing::{info, Instrument};
 
 /// The API routes (the merchant pages are in [`crate::pages`]).
@@ -30,10 +37,22 @@ pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/api/checkout-sessions", post(create_checkout_session))
         .route("/api/payment-intents", post(payment_intent))
+}
+
+/// The payment confirmation, mounted with or without an admin token: its `client_secret`
+/// admits the browser that paid.
+pub fn confirmation_router() -> Router<ApiState> {
+    Router::new()
         .route(
             "/api/payment-intents/{id}/confirmation",
             post(confirm_payment_intent),
         )
+        .layer(axum::middleware::map_response(crate::widgets::any_origin))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConfirmationBody {
+    client_secret: Option<String>,
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -102,8 +121,37 @@ async fn payment_intent(
 
 async fn confirm_payment_intent(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let admin = check_bearer(&state.token, &headers).is_ok();
+    let client_secret = if admin {
+        None
+    } else {
+        state
+            .public_limits
+            .check_ip(crate::widgets::customer_ip(&state, peer, &headers))?;
+        let body: ConfirmationBody = if body.is_empty() {
+            ConfirmationBody::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not the JSON expected: {e}"),
+                )
+            })?
+        };
+        match body.client_secret {
+            Some(secret) if !secret.is_empty() => Some(secret),
+            _ => return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid Bearer KASSA_ADMIN_TOKEN or the PaymentIntent's client_secret is required",
+            )),
+        }
+    };
     // No Idempotency-Key here: this route sends Stripe nothing (it reads the PaymentIntent) and
     // records a payment once by its PaymentIntent id, whoever asks how often.
     if !id.starts_with("pi_") || id.len() > 255 {
@@ -122,7 +170,12 @@ async fn confirm_payment_intent(
             "too many payment confirmations and page requests at once; try again in a moment",
         ));
     };
-    let span = tracing::info_span!("payment_confirmation", payment_intent = %id);
+    let span = tracing::info_span!("payment_confirmation", payment_intent = %id, by_client_secret = client_secret.is_some());
+    if let Some(secret) = &client_secret {
+        check_client_secret(&state.stripe, &id, secret)
+            .instrument(span.clone())
+            .await?;
+    }
     let outcome = state
         .fulfilment
         .payment_intent(&id)

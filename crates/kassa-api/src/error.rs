@@ -9,6 +9,7 @@ use kassa_core::charges::submit::SubmitError;
 use kassa_core::checkout::CheckoutError;
 use kassa_core::fields::FieldError;
 use kassa_core::keys::InvalidCallerKey;
+use kassa_core::widgets::WidgetError;
 use kassa_store::StoreError;
 use kassa_stripe::StripeError;
 use serde_json::json;
@@ -224,6 +225,32 @@ impl From<CheckoutError> for ApiError {
                 Self::internal()
             }
             CheckoutError::Store(store) => Self::from_store(&store),
+        }
+    }
+}
+
+impl From<WidgetError> for ApiError {
+    fn from(error: WidgetError) -> Self {
+        let message = error.to_string();
+        match error {
+            WidgetError::Invalid(field) => field.into(),
+            WidgetError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            WidgetError::WrongMode(_) => {
+                Self::new(StatusCode::CONFLICT, "widget_mode_unavailable", message)
+            }
+            WidgetError::ClientSecret => {
+                Self::new(StatusCode::FORBIDDEN, "client_secret_mismatch", message)
+                    .with_field("client_secret")
+            }
+            WidgetError::Settled(_) => {
+                Self::new(StatusCode::CONFLICT, "payment_intent_settled", message)
+            }
+            WidgetError::Stripe(stripe) => Self::from_stripe(&stripe),
+            WidgetError::Store(store) => Self::from_store(&store),
+            WidgetError::Key(message) => {
+                error!(%message, "could not build an Idempotency-Key");
+                Self::internal()
+            }
         }
     }
 }

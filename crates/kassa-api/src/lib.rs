@@ -5,6 +5,11 @@
 //! - [`admin`]: the back-office API, charges of saved cards (`/api/charges`).
 //! - [`checkout`]: Checkout Sessions and PaymentIntents for the merchant's own pages, and the
 //!   payment confirmation (`/api/checkout-sessions`, `/api/payment-intents`).
+//! - [`widgets`]: payment widgets — the admin API (`/api/widgets`) and what customers' browsers
+//!   call: `/widget.js`, `/pay/{widget}`, the page load's PaymentIntent and the customer's
+//!   choices, rate-limited per client IP and per widget.
+//! - [`save_card`]: save-card links — made by the admin API, opened by customers at
+//!   `/save-card/{token}` (a fresh setup-mode Checkout Session each time).
 //! - [`connector`]: small Stripe operations for back-office tools (`/api/customers`,
 //!   `/api/products`, `/api/legacy-charges`).
 //! - [`auth`] (the Bearer `KASSA_ADMIN_TOKEN`, a route layer over every route but the
@@ -23,8 +28,11 @@ pub mod error;
 pub mod idempotency;
 pub mod pages;
 pub mod rate_limit;
+pub mod save_card;
+pub mod widgets;
 
 pub use error::ApiError;
+pub use ipnet::IpNet;
 pub use pages::ShopProduct;
 pub use rate_limit::{ClientIp, PublicRateLimit};
 
@@ -40,7 +48,26 @@ use tracing::info;
 
 /// The routes of this crate anyone may call: the pages customers see. Every other route is
 /// behind [`auth::require_admin`], which answers 401 before the request's body is read.
-pub const PUBLIC_ROUTES: &[&str] = &["/", "/create-checkout-session", "/success", "/cancel"];
+pub const PUBLIC_ROUTES: &[&str] = &[
+    // The merchant pages and the test-mode demo shop.
+    "/",
+    "/create-checkout-session",
+    "/save-your-card",
+    "/success",
+    "/cancel",
+    // A save-card link's page: the signed token is its authority.
+    "/save-card/{token}",
+    // The payment widget: its script, its page and the browser's calls (limited per client
+    // address and per widget; amounts come from the widget's record, never from the browser).
+    "/widget.js",
+    "/pay/{widget}",
+    "/pay/{widget}/thanks",
+    "/widgets/{widget}/payment-intent",
+    "/widgets/{widget}/payment-intents/{id}/details",
+    // Let in by the admin token or the PaymentIntent's client secret (in the body, checked by
+    // the handler before anything else is done).
+    "/api/payment-intents/{id}/confirmation",
+];
 
 /// Requests that call Stripe from the merchant pages (`/success`, the shop's Buy) and payment
 /// confirmations served at once (each may hold a database connection meanwhile); more are
@@ -62,10 +89,27 @@ pub struct ApiConfig {
     pub public_url: String,
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to the merchant's payment form.
     pub publishable_key: Option<String>,
+    /// Where browsers load Stripe.js from: `https://js.stripe.com/v3` with Stripe's API, the
+    /// simulator's stand-in (`{simulator}/v3`) otherwise ([`stripe_js_url`]).
+    pub stripe_js_url: String,
+    /// `KASSA_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the customer for
+    /// the public endpoints' rate limits ([`widgets::parse_trusted_proxies`]).
+    pub trusted_proxies: Vec<IpNet>,
     /// What the demo shop sells.
     pub product: ShopProduct,
     /// The limit per client address of the [`PUBLIC_ROUTES`]; `None`: not limited.
     pub public_rate_limit: Option<PublicRateLimit>,
+}
+
+/// Where a browser loads Stripe.js for a Stripe API at `api_base`: Stripe's own script for
+/// Stripe's API, the simulator's stand-in at `{api_base}/v3` for anything else.
+pub fn stripe_js_url(api_base: &str) -> String {
+    let api_base = api_base.trim_end_matches('/');
+    if api_base == kassa_stripe::DEFAULT_API_BASE {
+        "https://js.stripe.com/v3".to_owned()
+    } else {
+        format!("{api_base}/v3")
+    }
 }
 
 /// Settings the routes read.
@@ -75,6 +119,10 @@ pub struct Settings {
     pub public_url: String,
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`.
     pub publishable_key: Option<String>,
+    /// Where browsers load Stripe.js from.
+    pub stripe_js_url: String,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// What the demo shop sells.
     pub product: ShopProduct,
 }
@@ -89,6 +137,7 @@ pub struct ApiState {
     token: Arc<SecretString>,
     settings: Arc<Settings>,
     page_calls: Arc<Semaphore>,
+    public_limits: Arc<widgets::PublicLimits>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -121,9 +170,12 @@ impl ApiState {
             settings: Arc::new(Settings {
                 public_url: config.public_url,
                 publishable_key: config.publishable_key,
+                stripe_js_url: config.stripe_js_url,
+                trusted_proxies: config.trusted_proxies,
                 product: config.product,
             }),
             page_calls: Arc::new(Semaphore::new(PAGE_CALLS_IN_FLIGHT)),
+            public_limits: Arc::new(widgets::PublicLimits::default()),
         }
     }
 
@@ -153,7 +205,7 @@ pub fn app(config: ApiConfig) -> Router {
     let live = config.stripe.mode().is_live();
     let public_rate_limit = config.public_rate_limit;
     let state = ApiState::new(config);
-    let mut public = pages::router();
+    let mut public = pages::router().merge(save_card::public_router());
     if live {
         info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
     } else {
@@ -172,18 +224,27 @@ pub fn app(config: ApiConfig) -> Router {
         }
         None => public,
     };
+    // The widgets' endpoints have limits of their own (per client address and per widget); a
+    // payment confirmation is let in by the admin token or by the PaymentIntent's client secret,
+    // which only the handler can check (it is in the body), so it is public by name.
+    router = router
+        .merge(widgets::public_router())
+        .merge(checkout::confirmation_router());
+    info!("payment widgets mounted: /widget.js, /pay/{{widget}}, /widgets/{{widget}}/payment-intent; payment confirmations with a client_secret: /api/payment-intents/{{id}}/confirmation");
     if apis {
         // A route layer, not an extractor: it runs before any handler's `Json`, `Form` or
         // `Query`, so an unauthenticated caller never has its body read.
         let private = admin::router()
             .merge(checkout::router())
             .merge(connector::router())
+            .merge(widgets::admin_router())
+            .merge(save_card::admin_router())
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_admin,
             ));
         router = router.merge(private);
-        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges");
+        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/widgets, /api/customers/{{id}}/save-card-links");
     }
     router.with_state(state)
 }

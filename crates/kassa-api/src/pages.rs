@@ -2,9 +2,10 @@
 //! Checkout (`POST /create-checkout-session` → 303 to the session's URL), the success page
 //! (`GET /success?session_id=…`, reached through `success_url`'s `{CHECKOUT_SESSION_ID}`), which
 //! fulfils synchronously through kassa-core's [`kassa_core::fulfil`] — the webhook and this page
-//! race, the first records the payment and the second finds it recorded — and `GET /cancel`.
-//! `/success` serves only Checkout Sessions Kassa recorded (it records every session it creates):
-//! any other id is a 404 without a Stripe call.
+//! race, the first records the payment and the second finds it recorded — and `GET /cancel`;
+//! in test mode the shop also has a "save your card" page (`/save-your-card`, a setup-mode
+//! Checkout Session). `/success` serves only Checkout Sessions Kassa recorded (it records every
+//! session it creates): any other id is a 404 without a Stripe call.
 //!
 //! Plain HTML without JavaScript, one askama template per page (`templates/pages/`), every value
 //! escaped; no token (customers use these pages).
@@ -20,7 +21,7 @@ use axum::{Form, Router};
 use kassa_core::checkout::{create_session, CheckoutPlan, CheckoutRecord, CheckoutRequest};
 use kassa_core::fulfil::PageOutcome;
 use kassa_stripe::money::{format_amount, Currency};
-use kassa_stripe::objects::CheckoutMode;
+use kassa_stripe::objects::{CheckoutMode, CheckoutSession as CheckoutSessionUrl};
 use serde::Deserialize;
 use tracing::{info, Instrument};
 
@@ -64,6 +65,77 @@ pub fn shop_router() -> Router<ApiState> {
     Router::new()
         .route("/", get(shop))
         .route("/create-checkout-session", post(buy))
+        .route(
+            "/save-your-card",
+            get(save_your_card).post(save_your_card_start),
+        )
+}
+
+#[derive(Template)]
+#[template(path = "pages/save_your_card.html")]
+struct SaveYourCardPage {
+    live: bool,
+}
+
+/// The demo shop's "save your card" page: the flow the service exists for — a card saved now,
+/// charged later by the back office.
+async fn save_your_card(State(state): State<ApiState>) -> Response {
+    render(
+        StatusCode::OK,
+        &SaveYourCardPage {
+            live: state.stripe.mode().is_live(),
+        },
+    )
+}
+
+/// The save-your-card form.
+#[derive(Debug, Deserialize)]
+struct SaveCardForm {
+    email: Option<String>,
+}
+
+async fn save_your_card_start(
+    State(state): State<ApiState>,
+    Form(form): Form<SaveCardForm>,
+) -> Response {
+    let Some(_permit) = page_permit(&state) else {
+        return busy();
+    };
+    let plan = CheckoutPlan {
+        mode: CheckoutMode::Setup,
+        currency: state.settings.product.currency,
+        records: Vec::new(),
+        total: 0,
+    };
+    let request = CheckoutRequest {
+        customer_email: form.email.filter(|e| !e.trim().is_empty()),
+        ..Default::default()
+    };
+    let key = match kassa_core::keys::fresh(state.installation(), "shop_save_card") {
+        Ok(key) => key,
+        Err(error) => return html_error(&error.into()),
+    };
+    let created = create_session(
+        &state.stripe,
+        &state.store,
+        state.installation(),
+        &state.settings.public_url,
+        &plan,
+        &request,
+        &key,
+    )
+    .instrument(tracing::info_span!("shop_save_card"))
+    .await
+    .map_err(ApiError::from);
+    match created {
+        Ok(CheckoutSessionUrl { url: Some(url), .. }) => Redirect::to(&url).into_response(),
+        Ok(_) => html_error(&ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "stripe_error",
+            "Stripe returned a session without a URL",
+        )),
+        Err(error) => html_error(&error),
+    }
 }
 
 #[derive(Template)]
@@ -116,7 +188,7 @@ struct ErrorPage<'a> {
 }
 
 /// A rendered page with `status`; a template that cannot render is a bare 500.
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
@@ -127,11 +199,11 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// Whether a page links back to the demo shop, which exists in test mode only.
-fn shop_link(state: &ApiState) -> bool {
+pub(crate) fn shop_link(state: &ApiState) -> bool {
     !state.stripe.mode().is_live()
 }
 
-fn html_error(error: &ApiError) -> Response {
+pub(crate) fn html_error(error: &ApiError) -> Response {
     render(
         error.status,
         &ErrorPage {

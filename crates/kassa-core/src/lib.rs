@@ -16,6 +16,10 @@
 //!   for — a charge recorded with its job, a Checkout Session or PaymentIntent for the merchant's
 //!   pages, the connector's small Stripe operations — each checked once, field by field
 //!   ([`fields`]), before anything is sent or recorded.
+//! - [`save_card`]: signed, revocable save-card links that open a fresh setup-mode Checkout
+//!   Session each time (and re-pay links that outlive a session's 24 hours).
+//! - [`widgets`]: payment widgets — the form a merchant embeds, its one PaymentIntent per page
+//!   load, and the customer's choices put on it before the browser confirms.
 //! - [`notify`]: alerts and the connector's notifications, queued through the outbox;
 //!   [`mail`]: the e-mails' words, from askama templates escaped by [`html`].
 //!
@@ -36,5 +40,7 @@ pub mod keys;
 pub mod mail;
 pub mod notify;
 pub mod records;
+pub mod save_card;
+pub mod widgets;
 
 pub use error::Error;

@@ -3,7 +3,8 @@
 //! exactly-once effects ([`events`]), and one module per table family: [`customers`] (customers
 //! and their payment methods) with the cursor of their backfill ([`customer_sync`]),
 //! [`checkout_sessions`], back-office [`charges`] of saved cards, the [`outbox`] of messages to
-//! publish, and the [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
+//! publish, payment [`widgets`], [`save_card_links`], and the [`installation`] id that
+//! Kassa's Idempotency-Keys and Stripe metadata carry.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
@@ -28,6 +29,8 @@ pub mod outbox;
 pub mod own_writes;
 pub mod payments;
 mod pool;
+pub mod save_card_links;
+pub mod widgets;
 
 pub use charge_jobs::{ChargeJob, JobRoute};
 pub use charges::{ChargeRecord, ChargeStatus, NewCharge, PaymentIntentOutcome};
@@ -40,6 +43,8 @@ pub use leadership::Leadership;
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
+pub use save_card_links::{NewSaveCardLink, SaveCardLinkRecord};
+pub use widgets::{NewWidget, WidgetProduct, WidgetRecord};
 
 /// Re-exported so callers name the same connection and timestamp types as the store.
 pub use sqlx::{types::time::OffsetDateTime, PgConnection};

@@ -7,13 +7,15 @@ use sqlx::PgConnection;
 use crate::{OffsetDateTime, Store, StoreError};
 
 /// Metadata key on the Checkout Sessions and PaymentIntents Kassa creates for merchants'
-/// payments: [`CHECKOUT_SOURCE`] or [`API_SOURCE`]. Only payments that carry it are recorded and
+/// payments: [`CHECKOUT_SOURCE`], [`API_SOURCE`] or [`WIDGET_SOURCE`]. Only payments that carry it are recorded and
 /// announced; the account's other payments (invoices, Payment Links…) are not Kassa's.
 pub const SOURCE_METADATA: &str = "kassa_source";
 /// [`SOURCE_METADATA`] of a Checkout Session (and its PaymentIntent) made by Kassa.
 pub const CHECKOUT_SOURCE: &str = "checkout";
 /// [`SOURCE_METADATA`] of a PaymentIntent from `POST /api/payment-intents`.
 pub const API_SOURCE: &str = "api";
+/// [`SOURCE_METADATA`] of a PaymentIntent a payment widget's page load asked for.
+pub const WIDGET_SOURCE: &str = "widget";
 /// Metadata key holding the address Kassa sends the receipt to (not Stripe's `receipt_email`,
 /// which in live mode makes Stripe send a second receipt).
 pub const RECEIPT_EMAIL_METADATA: &str = "kassa_receipt_email";

@@ -163,6 +163,12 @@ impl Client {
         &self.inner.key
     }
 
+    /// Where requests go (`https://api.stripe.com`, or a simulator's address), without a
+    /// trailing slash.
+    pub fn api_base(&self) -> &str {
+        &self.inner.api_base
+    }
+
     /// Test or live, from the key: events whose `livemode` differs must be refused.
     pub fn mode(&self) -> Mode {
         self.inner.key.mode

@@ -37,6 +37,13 @@ struct PaymentAlert {
     amount_display: String,
     description: Option<String>,
     receipt_email: Option<String>,
+    /// False when the payment's widget says the merchant is not told (absent: told).
+    #[serde(default = "told")]
+    notify_merchant: bool,
+}
+
+fn told() -> bool {
+    true
 }
 
 /// Sends the e-mails of alerts.
@@ -74,7 +81,7 @@ impl AlertEmails {
         if let Some(to) = &alert.receipt_email {
             emails.push(email(PaymentEmailKind::Receipt, to));
         }
-        if let Some(notify) = &self.notify {
+        if let (Some(notify), true) = (&self.notify, alert.notify_merchant) {
             emails.push(email(PaymentEmailKind::Notification, notify));
         }
         for email in &emails {

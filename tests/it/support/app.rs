@@ -259,6 +259,7 @@ impl TestApp {
             public_url: String::new(),
             publishable_key: None,
             public_rate_limit: Some(options.public_rate_limit),
+            trusted_proxies: Vec::new(),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

@@ -51,6 +51,7 @@ impl Rig {
             public_url: "http://127.0.0.1:8080".into(),
             publishable_key: None,
             public_rate_limit: None,
+            trusted_proxies: Vec::new(),
         };
         let stack = Stack::start(config).await?;
         stack

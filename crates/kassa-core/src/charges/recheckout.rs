@@ -1,10 +1,12 @@
 //! The re-pay path: a declined off-session charge asks the customer for another card through a
-//! new setup-mode Checkout Session (`customer.repay_requested`), an expired link gets one
-//! reminder, and a completed re-pay session puts the charge back in line once, on the new card.
+//! new setup-mode Checkout Session (`customer.repay_requested`, whose link is a save-card link of
+//! the charge, [`crate::save_card`]), an expired session gets one reminder, and a completed
+//! re-pay session puts the charge back in line once, on the new card.
 
 use super::{job_route, ChargeExecutor};
 use crate::keys;
 use crate::mail::decline_in_words;
+use crate::save_card;
 use crate::Error;
 use kassa_store::charge_jobs::{self, ChargeJob};
 use kassa_store::charges::{self as store_charges, ChargeStatus};
@@ -85,9 +87,20 @@ impl ChargeExecutor {
             .checkout_sessions()
             .create(&params, &key)
             .await?;
-        let url = session.url.clone().unwrap_or_default();
         let expires_at = kassa_store::OffsetDateTime::from_unix_timestamp(session.expires_at)
             .map_err(|e| Error::Permanent(format!("session expiry: {e}")))?;
+        // What the customer is sent: a save-card link for this charge, which opens a fresh
+        // session when this one has expired (a reply on day two still reaches a working page).
+        let link = save_card::issue_link(
+            tx,
+            public,
+            &charge.customer_id,
+            session.livemode,
+            Some(charge.id),
+            kassa_store::OffsetDateTime::now_utc() + save_card::DEFAULT_LINK_TTL,
+        )
+        .await?;
+        let url = link.url;
         store_charges::set_recheckout_session(
             tx,
             charge.id,

@@ -8,6 +8,7 @@
 //! the same transaction, so a payment is recorded and announced once, whoever arrives first.
 
 use crate::keys::CHARGE_ID_METADATA;
+use crate::widgets::NOTIFY_METADATA;
 use crate::Error;
 use kassa_broker::Topology;
 use kassa_store::payments::{record_payment, NewPayment, RecordedBy};
@@ -94,7 +95,7 @@ pub async fn record_paid_session(
         livemode: session.livemode,
         recorded_by,
     };
-    let recorded = record_and_announce(conn, topology, &payment).await?;
+    let recorded = record_and_announce(conn, topology, &payment, true).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id,
         recorded,
@@ -148,7 +149,7 @@ pub async fn record_payment_intent(
             .or(details.email)
             .or(session.customer_email);
     }
-    let recorded = record_and_announce(conn, topology, &payment).await?;
+    let recorded = record_and_announce(conn, topology, &payment, notifies(&intent)).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id: intent.id.clone(),
         recorded,
@@ -166,7 +167,7 @@ pub async fn record_intent(
         Ok(payment) => payment,
         Err(state) => return Ok(state),
     };
-    let recorded = record_and_announce(conn, topology, &payment).await?;
+    let recorded = record_and_announce(conn, topology, &payment, notifies(intent)).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id: intent.id.clone(),
         recorded,
@@ -216,10 +217,16 @@ fn receipt_address(intent: &PaymentIntent) -> Option<String> {
         .or_else(|| intent.receipt_email.clone())
 }
 
+/// Whether the merchant is e-mailed about this payment (a widget may say not).
+fn notifies(intent: &PaymentIntent) -> bool {
+    intent.metadata.get(NOTIFY_METADATA).map(String::as_str) != Some("off")
+}
+
 async fn record_and_announce(
     conn: &mut PgConnection,
     topology: &Topology,
     payment: &NewPayment,
+    notify_merchant: bool,
 ) -> Result<bool, Error> {
     // Serialises the paths (and a payment_intent.succeeded racing checkout.session.completed):
     // the second waits for the first's commit and then finds the row.
@@ -242,6 +249,7 @@ async fn record_and_announce(
         "receipt_email": payment.receipt_email,
         "livemode": payment.livemode,
         "recorded_by": payment.recorded_by.as_str(),
+        "notify_merchant": notify_merchant,
     });
     let message = OutboxMessage {
         exchange: topology.alerts_exchange(),

@@ -42,6 +42,8 @@ pub struct CreatePaymentIntent {
 /// Fields to update on a PaymentIntent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UpdatePaymentIntent {
+    /// A new amount in minor units (only before the PaymentIntent succeeds).
+    pub amount: Option<i64>,
     /// Free text.
     pub description: Option<String>,
     /// Where Stripe sends the receipt (`Some("")` unsets it).

@@ -157,7 +157,8 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// The rate limit of the merchant pages (`/`, `/create-checkout-session`, `/success`,
-/// `/cancel`) per client address.
+/// `/cancel`, `/save-your-card`, `/save-card/…`) per client address (the TCP peer, or behind
+/// KASSA_TRUSTED_PROXIES the address they forward).
 #[derive(Args, Clone, Debug)]
 pub struct PublicRateArgs {
     /// Requests per second one client address may keep making to the merchant pages; above it
@@ -168,11 +169,6 @@ pub struct PublicRateArgs {
     /// KASSA_PUBLIC_RATE_LIMIT applies.
     #[arg(long, env = "KASSA_PUBLIC_RATE_LIMIT_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub public_rate_limit_burst: u32,
-    /// Where a client's address comes from: `peer` (the TCP connection) or `forwarded`
-    /// (X-Forwarded-For / X-Real-IP / Forwarded, set by your proxy; never without one, or
-    /// clients pick their own address).
-    #[arg(long, env = "KASSA_PUBLIC_CLIENT_IP", default_value = "peer", value_parser = ["peer", "forwarded"])]
-    pub public_client_ip: String,
 }
 
 impl PublicRateArgs {
@@ -181,11 +177,6 @@ impl PublicRateArgs {
         Some(kassa_api::PublicRateLimit {
             per_second: NonZeroU32::new(self.public_rate_limit)?,
             burst: NonZeroU32::new(self.public_rate_limit_burst)?,
-            client_ip: if self.public_client_ip == "forwarded" {
-                kassa_api::ClientIp::Forwarded
-            } else {
-                kassa_api::ClientIp::Peer
-            },
         })
     }
 }

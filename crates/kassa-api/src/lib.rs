@@ -34,7 +34,7 @@ pub mod widgets;
 pub use error::ApiError;
 pub use ipnet::IpNet;
 pub use pages::ShopProduct;
-pub use rate_limit::{ClientIp, PublicRateLimit};
+pub use rate_limit::PublicRateLimit;
 
 use axum::Router;
 use kassa_broker::Topology;
@@ -217,10 +217,10 @@ pub fn app(config: ApiConfig) -> Router {
             info!(
                 per_second = limit.per_second.get(),
                 burst = limit.burst.get(),
-                client_ip = ?limit.client_ip,
+                trusted_proxies = state.settings.trusted_proxies.len(),
                 "merchant pages rate-limited per client address"
             );
-            rate_limit::limit_public(public, limit)
+            rate_limit::limit_public(public, limit, &state.settings.trusted_proxies)
         }
         None => public,
     };

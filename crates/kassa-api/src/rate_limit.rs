@@ -7,29 +7,21 @@
 
 use crate::error::ApiError;
 use crate::ApiState;
-use axum::http::StatusCode;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::{KeyExtractor, PeerIpKeyExtractor, SmartIpKeyExtractor};
+use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
 use tracing::warn;
 
 /// How often addresses that have been quiet for a while are forgotten.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
-
-/// Where a request's client address comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientIp {
-    /// The TCP peer: right when clients connect to Kassa directly.
-    Peer,
-    /// `X-Forwarded-For`, `X-Real-IP` or `Forwarded` (then the peer): only behind a proxy that
-    /// sets them, or anyone can pick their own address.
-    Forwarded,
-}
 
 /// The public routes' limit per client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +30,61 @@ pub struct PublicRateLimit {
     pub per_second: NonZeroU32,
     /// Requests one address may make at once before the rate applies.
     pub burst: NonZeroU32,
-    /// Where the address comes from.
-    pub client_ip: ClientIp,
 }
 
-/// `router`'s routes behind `limit` (a route layer: unknown paths stay plain 404s).
-pub fn limit_public(router: Router<ApiState>, limit: &PublicRateLimit) -> Router<ApiState> {
-    match limit.client_ip {
-        ClientIp::Peer => with_limit(router, limit, PeerIpKeyExtractor),
-        ClientIp::Forwarded => with_limit(router, limit, SmartIpKeyExtractor),
+/// The customer's address for the rate limits: the TCP peer, unless the peer is a trusted
+/// proxy (`KASSA_TRUSTED_PROXIES`) — then the right-most address of `X-Forwarded-For` that is not
+/// a trusted proxy itself (a client can prepend anything, but not what the proxies append).
+pub fn client_ip(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
     }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(forwarded.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// tower_governor's key: [`client_ip`] of the request's peer with these trusted proxies.
+#[derive(Debug, Clone)]
+struct CustomerAddress(Arc<Vec<ipnet::IpNet>>);
+
+impl KeyExtractor for CustomerAddress {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, request: &axum::http::Request<T>) -> Result<IpAddr, GovernorError> {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip())
+            .ok_or(GovernorError::UnableToExtractKey)?;
+        Ok(client_ip(&self.0, peer, request.headers()))
+    }
+}
+
+/// `router`'s routes behind `limit` per customer address (a route layer: unknown paths stay
+/// plain 404s).
+pub fn limit_public(
+    router: Router<ApiState>,
+    limit: &PublicRateLimit,
+    trusted_proxies: &[ipnet::IpNet],
+) -> Router<ApiState> {
+    with_limit(
+        router,
+        limit,
+        CustomerAddress(Arc::new(trusted_proxies.to_vec())),
+    )
 }
 
 fn with_limit<K>(router: Router<ApiState>, limit: &PublicRateLimit, key: K) -> Router<ApiState>

@@ -150,29 +150,7 @@ pub fn parse_trusted_proxies(list: &[String]) -> Result<Vec<ipnet::IpNet>, Strin
         .collect()
 }
 
-/// The customer's address for the rate limits: the TCP peer, unless the peer is a trusted
-/// proxy — then the right-most address of `X-Forwarded-For` that is not a trusted proxy itself
-/// (a client can prepend anything, but not what the proxies append).
-pub fn client_ip(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
-        .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(forwarded.first())
-        .copied()
-        .unwrap_or(peer)
-}
+pub use crate::rate_limit::client_ip;
 
 /// [`client_ip`] with this server's trusted proxies.
 pub(crate) fn customer_ip(state: &ApiState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {

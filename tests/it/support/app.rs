@@ -60,7 +60,6 @@ impl Default for AppOptions {
             public_rate_limit: kassa_api::PublicRateLimit {
                 per_second: std::num::NonZeroU32::new(1000).unwrap(),
                 burst: std::num::NonZeroU32::new(1000).unwrap(),
-                client_ip: kassa_api::ClientIp::Peer,
             },
         }
     }
@@ -157,7 +156,6 @@ impl TestAppBuilder {
         self.options.public_rate_limit = kassa_api::PublicRateLimit {
             per_second: std::num::NonZeroU32::new(per_second).expect("per_second > 0"),
             burst: std::num::NonZeroU32::new(burst).expect("burst > 0"),
-            client_ip: kassa_api::ClientIp::Peer,
         };
         self
     }

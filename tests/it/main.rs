@@ -7,6 +7,7 @@ mod charges;
 mod charges_cli;
 mod checkout;
 mod cli;
+mod commit_cut;
 mod connector;
 mod consumer;
 mod customers;

@@ -1,6 +1,7 @@
 //! [`TestApp`]: the whole Kassa stack in-process — embedded Stripe simulator, a fresh database,
 //! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
 
+use super::pg_proxy::PgCutProxy;
 use super::sim::{self, TEST_API_KEY};
 use super::{binary, init_test_logging, services};
 use kassa::stack::{Stack, StackConfig, StripeTarget};
@@ -36,6 +37,8 @@ struct AppOptions {
     /// A simulator shared with other apps (another installation on the same Stripe account),
     /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
     shared_sim: Option<Arc<Simulator>>,
+    /// The stack reaches PostgreSQL through this proxy (the test's own reads go direct).
+    database_proxy: Option<Arc<PgCutProxy>>,
 }
 
 impl Default for AppOptions {
@@ -50,6 +53,7 @@ impl Default for AppOptions {
             notify_email: None,
             events_poller: None,
             shared_sim: None,
+            database_proxy: None,
         }
     }
 }
@@ -134,6 +138,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The stack's connections to PostgreSQL go through `proxy` (which can cut them).
+    pub fn database_through(mut self, proxy: Arc<PgCutProxy>) -> Self {
+        self.options.database_proxy = Some(proxy);
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -204,7 +214,10 @@ impl TestApp {
             webhooks: true,
             broker,
             http: kassa_ingress::HttpLimits::default(),
-            database_url: Some(database_url.clone()),
+            database_url: Some(match &options.database_proxy {
+                Some(proxy) => proxy.database_url(&database_url),
+                None => database_url.clone(),
+            }),
             db_max_connections: 20,
             stripe: Some(stripe),
             stripe_max_rps: None,

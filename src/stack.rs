@@ -314,7 +314,7 @@ fn http_router(
 ) -> anyhow::Result<Router> {
     if !config.webhooks {
         info!(listen = %address, "health and metrics listening (/healthz, /readyz, /metrics)");
-        let router = telemetry::health_router(parts.broker.clone());
+        let router = telemetry::health_router(parts.broker.clone(), parts.store.cloned());
         return Ok(kassa_ingress::with_json_fallbacks(router));
     }
     let verifier =

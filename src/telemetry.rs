@@ -16,9 +16,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::ValueEnum;
 use kassa_broker::Broker;
+use kassa_store::Store;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use std::sync::OnceLock;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -346,9 +348,10 @@ fn register_all() {
 }
 
 /// `/healthz` (the process answers), `/readyz` (the broker is connected and the topology
-/// declared) and `/metrics`, for a process that takes no webhooks: the ingress's router is not
-/// mounted there, so `POST /webhooks/stripe` is a 404.
-pub fn health_router(broker: Broker) -> Router {
+/// declared, and PostgreSQL answers when the process uses it) and `/metrics`, for a process that
+/// takes no webhooks: the ingress's router is not mounted there, so `POST /webhooks/stripe` is a
+/// 404.
+pub fn health_router(broker: Broker, store: Option<Store>) -> Router {
     let metrics = prometheus();
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -362,19 +365,41 @@ pub fn health_router(broker: Broker) -> Router {
                 )
             }),
         )
-        .with_state(broker)
+        .with_state(Readiness { broker, store })
 }
 
-async fn readyz(State(broker): State<Broker>) -> impl IntoResponse {
-    if broker.is_ready() {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "broker": "connected"})),
-        )
+/// What `/readyz` asks: the broker, and PostgreSQL when the process uses it.
+#[derive(Clone)]
+struct Readiness {
+    broker: Broker,
+    store: Option<Store>,
+}
+
+/// How long `/readyz` waits for PostgreSQL to answer before it says the database is unavailable:
+/// under Kubernetes' default probe timeout (1 s), and far under the pool's acquire timeout.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+async fn readyz(State(ready): State<Readiness>) -> impl IntoResponse {
+    let broker = ready.broker.is_ready();
+    // No database: messages wait in RabbitMQ (nothing is acked before its commit) until it is back.
+    let database = match &ready.store {
+        None => None,
+        Some(store) => Some(matches!(
+            tokio::time::timeout(DATABASE_PROBE_TIMEOUT, store.ping()).await,
+            Ok(Ok(()))
+        )),
+    };
+    let status = if broker && database != Some(false) {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "broker": "disconnected"})),
-        )
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "broker": if broker { "connected" } else { "disconnected" },
+    });
+    if let Some(up) = database {
+        body["database"] = json!(if up { "connected" } else { "unavailable" });
     }
+    (status, Json(body))
 }

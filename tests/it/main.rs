@@ -11,6 +11,7 @@ mod commit_cut;
 mod connector;
 mod consumer;
 mod customers;
+mod database_outage;
 mod deploy;
 mod ingress;
 mod official_library;

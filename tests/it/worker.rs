@@ -27,7 +27,7 @@ async fn completed_session(app: &TestApp) -> (String, serde_json::Value) {
 }
 
 /// Asserts the end state both sides must agree on, and returns (customer, card).
-async fn assert_card_saved(app: &TestApp, session_id: &str) -> (String, String) {
+pub(crate) async fn assert_card_saved(app: &TestApp, session_id: &str) -> (String, String) {
     let record = eventually(
         Duration::from_secs(20),
         "the session to be fulfilled",

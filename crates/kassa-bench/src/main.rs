@@ -11,7 +11,9 @@
 //! RabbitMQ flags), [`procfs`] (CPU and memory of processes) and [`report`] (latency figures, JSON).
 //!
 //! It never touches a database or a queue it did not create, except that `soak` restarts the
-//! RabbitMQ node behind `KASSA_AMQP_URL` once (and starts it again however the run ends).
+//! RabbitMQ node behind `KASSA_AMQP_URL` once (and starts it again however the run ends), or with
+//! `--cluster` SIGKILLs nodes of `scripts/rabbitmq-cluster`, and with `--postgres-crash` crashes the
+//! PostgreSQL of `scripts/postgres-scratch` (never the machine's own).
 
 mod import;
 mod ingress;

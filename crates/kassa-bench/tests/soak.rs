@@ -5,6 +5,10 @@
 //! (events processed exactly once, at most one succeeded PaymentIntent per charge over the whole
 //! run, nothing stranded, no unexpected dead letter) must pass.
 //!
+//! PostgreSQL crashes once too (`--postgres-crash`: the PostgreSQL of `scripts/postgres-scratch`,
+//! started for the run; never the machine's own): a worker's `/readyz` must say so, messages must
+//! wait in RabbitMQ, and the same processes must recover.
+//!
 //! This restarts RabbitMQ (`rabbitmqctl stop_app` / `start_app`, the node of
 //! KASSA_SOAK_RABBITMQ_NODE or the local default), so it is a test binary of its own: cargo runs
 //! test binaries one after another, never beside this one. kassa-bench has cargo bring the `kassa`
@@ -25,11 +29,14 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
              set KASSA_SOAK_RABBITMQ_NODE to the node behind it"
         );
     }
+    // The soak starts the crashable PostgreSQL when it is down; stopped again after if so.
+    let postgres_was_running = postgres_scratch("status").starts_with("running");
     let dir = std::env::temp_dir().join(format!("kassa-soak-test-{}", std::process::id()));
     let output = dir.join("soak.json");
     let run = Command::new(env!("CARGO_BIN_EXE_kassa-bench"))
         .args(["soak", "--events", "1000", "--charges", "200"])
         .args(["--load-secs", "40", "--deadline-secs", "280"])
+        .arg("--postgres-crash")
         .arg("--output")
         .arg(&output)
         .arg("--log-dir")
@@ -38,6 +45,9 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
         .env("KASSA_SOAK_RABBITMQ_NODE", &node)
         .output()
         .expect("running kassa-bench soak");
+    if !postgres_was_running {
+        postgres_scratch("stop");
+    }
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     println!("{stdout}");
@@ -82,6 +92,13 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
     assert!(chaos["worker_kills"].as_u64().unwrap() >= 3, "{report:#}");
     assert_eq!(chaos["ingress_kills"], 1);
     assert_eq!(chaos["rabbitmq_restarts"], 1);
+    let crash = &chaos["postgres_crash"];
+    assert_eq!(crash["readyz_said_unavailable"], true, "{report:#}");
+    assert!(
+        crash["most_messages_waiting"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert_eq!(crash["same_processes"], true, "{report:#}");
     let faults = &report["faults"];
     assert!(faults["duplicate_webhooks_sent"].as_u64().unwrap() > 0);
     assert!(faults["answered_500"].as_u64().unwrap() > 0);
@@ -94,4 +111,15 @@ fn the_crash_soak_loses_nothing_and_charges_nothing_twice() {
         "the CI-size soak took {elapsed:?}, over five minutes"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `scripts/postgres-scratch COMMAND`'s output.
+fn postgres_scratch(command: &str) -> String {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres-scratch");
+    let output = Command::new(script)
+        .arg(command)
+        .output()
+        .expect("running scripts/postgres-scratch");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

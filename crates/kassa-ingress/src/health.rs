@@ -15,8 +15,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long `/readyz` waits for one check before it counts as failed.
-pub const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/readyz` waits for one check before it counts as failed: under Kubernetes' default
+/// probe timeout (1 s), so a database that does not answer is reported, not a timed-out probe.
+pub const READINESS_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// A dependency besides the broker that `/readyz` reports (e.g. the process's database); this
 /// crate never touches it itself.

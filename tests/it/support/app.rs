@@ -1,6 +1,7 @@
 //! [`TestApp`]: the whole Kassa stack in-process — embedded Stripe simulator, a fresh database,
 //! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
 
+use super::pg_proxy::PgCutProxy;
 use super::sim::{self, TEST_API_KEY};
 use super::{binary, init_test_logging, services};
 use kassa::stack::{Stack, StackConfig, StripeTarget};
@@ -40,6 +41,8 @@ struct AppOptions {
     stripe_endpoint_rps: Option<std::num::NonZeroU32>,
     /// The merchant pages' limit per client address.
     public_rate_limit: kassa_api::PublicRateLimit,
+    /// The stack reaches PostgreSQL through this proxy (the test's own reads go direct).
+    database_proxy: Option<Arc<PgCutProxy>>,
 }
 
 impl Default for AppOptions {
@@ -61,6 +64,7 @@ impl Default for AppOptions {
                 per_second: std::num::NonZeroU32::new(1000).unwrap(),
                 burst: std::num::NonZeroU32::new(1000).unwrap(),
             },
+            database_proxy: None,
         }
     }
 }
@@ -160,6 +164,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The stack's connections to PostgreSQL go through `proxy` (which can cut them).
+    pub fn database_through(mut self, proxy: Arc<PgCutProxy>) -> Self {
+        self.options.database_proxy = Some(proxy);
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -231,7 +241,10 @@ impl TestApp {
             webhooks: true,
             broker,
             http: kassa_ingress::HttpLimits::default(),
-            database_url: Some(database_url.clone()),
+            database_url: Some(match &options.database_proxy {
+                Some(proxy) => proxy.database_url(&database_url),
+                None => database_url.clone(),
+            }),
             db_max_connections: 20,
             stripe: Some(stripe),
             stripe_max_rps: None,

@@ -1,7 +1,8 @@
 //! What the integration tests share: [`app::TestApp`] (the whole stack in-process, built with
 //! `TestApp::builder()`), [`ingress::TestIngress`] (the webhook ingress alone), [`binary`] (the
 //! `kassa` binary, started one way), [`sim`] (every HTTP call to the Stripe simulator),
-//! [`services`] (where PostgreSQL and RabbitMQ are), a TCP [`proxy`], an SMTP sink
+//! [`services`] (where PostgreSQL and RabbitMQ are), a TCP [`proxy`], a PostgreSQL proxy that cuts a
+//! commit ([`pg_proxy`]), an SMTP sink
 //! ([`smtp_sink`]), and what many tests use: polling with a deadline, event bodies, test logs.
 //!
 //! Logs of the code under test are hidden; `TEST_LOG=1 cargo test …` shows them (at `RUST_LOG`,
@@ -10,6 +11,7 @@
 pub mod app;
 pub mod binary;
 pub mod ingress;
+pub mod pg_proxy;
 pub mod proxy;
 pub mod services;
 pub mod sim;

@@ -80,6 +80,12 @@ async fn database_server() -> url::Url {
     url::Url::parse(&server.0).expect("KASSA_DATABASE_URL parses")
 }
 
+/// `host:port` of the PostgreSQL server tests use (for a proxy in front of it).
+pub async fn database_server_address() -> String {
+    let url = database_server().await;
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+}
+
 /// A URL naming a database that does not exist yet (Kassa creates and migrates it).
 pub async fn fresh_database_url() -> String {
     let mut url = database_server().await;

@@ -1,12 +1,16 @@
 //! The chaos controller: while the load runs and until the run has settled, it SIGKILLs a random
 //! worker every few seconds (and starts it again), SIGKILLs an ingress once, injects the
-//! permanent failures once, restarts RabbitMQ once, and has the simulator rate-limit in bursts.
+//! permanent failures once, restarts RabbitMQ once (with `--cluster`: SIGKILLs two of its nodes,
+//! one after the other), crashes PostgreSQL once (`--postgres-crash`), and has the simulator
+//! rate-limit in bursts.
 
 use super::checks::settle_state;
 use super::cluster::{Cluster, Launch};
 use super::load::{Load, Run};
+use super::outages::{NodeKill, NodeKills, PgCrash, PostgresCrash};
 use super::SoakArgs;
 use anyhow::{bail, Context};
+use kassa_broker::Broker;
 use kassa_stripe_sim::Faults;
 use rand::Rng;
 use std::process::Stdio;
@@ -32,6 +36,10 @@ pub struct Chaos {
     pub ingress_kills: u32,
     pub rabbitmq_restarts: u32,
     pub rabbitmq_down_secs: f64,
+    /// `--cluster`: the RabbitMQ nodes SIGKILLed and started again.
+    pub node_kills: Vec<NodeKill>,
+    /// `--postgres-crash`: what the crash showed.
+    pub postgres: Option<PostgresCrash>,
     /// Why the run did not settle, if it did not.
     pub errors: Vec<String>,
     /// How long the load took to feed in.
@@ -44,7 +52,12 @@ struct Controller<'a> {
     run: &'a Run,
     cluster: &'a mut Cluster,
     launch: &'a Launch,
+    broker: &'a Broker,
     chaos: Chaos,
+    /// `--cluster`: node kills instead of the app restart.
+    node_kills: Option<NodeKills>,
+    /// `--postgres-crash`.
+    pg_crash: Option<PgCrash>,
     load_started: Instant,
     next_kill: Instant,
     ingress_kill_at: Instant,
@@ -58,11 +71,13 @@ struct Controller<'a> {
 
 /// Runs the chaos from `load_started` until the load is fed in, every one-off fault is done and everything sent is
 /// processed (three checks in a row), or until `deadline` (recorded in [`Chaos::errors`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_until_settled(
     args: &SoakArgs,
     run: &Run,
     cluster: &mut Cluster,
     launch: &Launch,
+    broker: &Broker,
     mut load: Load,
     load_started: Instant,
     deadline: Instant,
@@ -74,7 +89,17 @@ pub async fn run_until_settled(
         run,
         cluster,
         launch,
+        broker,
         chaos: Chaos::default(),
+        node_kills: args.cluster.then(|| {
+            NodeKills::new(
+                vec![at(0.35), at(0.7)],
+                Duration::from_secs(args.node_down_secs),
+            )
+        }),
+        pg_crash: args
+            .postgres_crash
+            .then(|| PgCrash::new(at(0.45), args.postgres_down_secs)),
         load_started,
         next_kill: Instant::now() + jitter(args.kill_every_ms),
         ingress_kill_at: at(0.3),
@@ -131,7 +156,15 @@ pub async fn run_until_settled(
             }
         }
     }
-    Ok(controller.chaos)
+    let mut chaos = controller.chaos;
+    if let Some(kills) = controller.node_kills {
+        chaos.node_kills = kills.done;
+    }
+    chaos.postgres = controller
+        .pg_crash
+        .filter(PgCrash::finished)
+        .map(|crash| crash.report);
+    Ok(chaos)
 }
 
 impl Controller<'_> {
@@ -139,6 +172,26 @@ impl Controller<'_> {
     async fn step(&mut self, guard: &mut StartAppOnDrop) -> anyhow::Result<()> {
         let now = Instant::now();
         self.rate_limit_bursts(now);
+        // PostgreSQL, once: the worker kills pause until every worker is ready again, so the
+        // workers that lived through the crash are the ones that must recover.
+        if let Some(crash) = &mut self.pg_crash {
+            crash
+                .step(
+                    self.load_started,
+                    self.cluster,
+                    &self.run.http,
+                    self.broker,
+                    &self.run.topology,
+                )
+                .await?;
+            if crash.in_progress() {
+                self.next_kill = Instant::now() + jitter(self.args.kill_every_ms);
+            }
+        }
+        // Cluster nodes, one after the other.
+        if let Some(kills) = &mut self.node_kills {
+            kills.step(self.load_started).await?;
+        }
         // A random worker, every few seconds, until the run settles.
         if now >= self.next_kill {
             let victim = rand::rng().random_range(0..self.cluster.workers.len());
@@ -167,8 +220,11 @@ impl Controller<'_> {
             }
             self.poisoned = true;
         }
-        // RabbitMQ, once.
-        if self.chaos.rabbitmq_restarts == 0 && now >= self.rabbit_restart_at {
+        // RabbitMQ, once (a single node: its cluster mode kills nodes instead).
+        if self.node_kills.is_none()
+            && self.chaos.rabbitmq_restarts == 0
+            && now >= self.rabbit_restart_at
+        {
             self.restart_rabbitmq(guard).await?;
         }
         Ok(())
@@ -215,9 +271,14 @@ impl Controller<'_> {
     }
 
     fn one_offs_done(&self) -> bool {
+        let broker_done = match &self.node_kills {
+            Some(kills) => kills.finished(),
+            None => self.chaos.rabbitmq_restarts == 1,
+        };
         self.poisoned
             && self.load_done
-            && self.chaos.rabbitmq_restarts == 1
+            && broker_done
+            && self.pg_crash.as_ref().is_none_or(PgCrash::finished)
             && self.chaos.ingress_kills == 1
     }
 }

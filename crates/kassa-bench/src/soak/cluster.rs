@@ -74,8 +74,14 @@ impl Proc {
         Ok(proc)
     }
 
-    fn pid(&self) -> Option<u32> {
+    /// Its pid (`None` once it has exited).
+    pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// The port of its HTTP listener (`/readyz`).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Notes the resident set size now.
@@ -257,6 +263,15 @@ impl Cluster {
             wait_ready(http, *port).await?;
         }
         Ok(cluster)
+    }
+
+    /// The pid of every process (ingresses, then workers).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.ingresses
+            .iter()
+            .chain(&self.workers)
+            .map(Proc::pid)
+            .collect()
     }
 
     /// Every process.

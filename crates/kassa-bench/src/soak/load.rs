@@ -158,11 +158,16 @@ impl Run {
 
     /// Submits charge `i` for a random customer with a saved card, as the back-office API does
     /// (`POST /api/charges` calls the same `submit_charge`).
+    /// While PostgreSQL is away (`--postgres-crash`) the back office's submissions fail; like a
+    /// client of `POST /api/charges`, it tries again under the same reference for up to a minute.
     pub async fn charge(&self, i: usize, route: &kassa_store::JobRoute) -> anyhow::Result<()> {
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
         let cards = loop {
-            let cards = self.saved_cards().await?;
-            if !cards.is_empty() {
-                break cards;
+            match self.saved_cards().await {
+                Ok(cards) if !cards.is_empty() => break cards,
+                Ok(_) => {}
+                Err(error) if std::time::Instant::now() > give_up => return Err(error),
+                Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
@@ -177,7 +182,15 @@ impl Run {
             metadata: json!({}),
             livemode: false,
         };
-        let (record, _) = self.store.submit_charge(route, &charge).await?;
+        let record = loop {
+            match self.store.submit_charge(route, &charge).await {
+                Ok((record, _)) => break record,
+                Err(error) if error.is_transient() && std::time::Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         lock(&self.charges).push((record.id, declining));
         Ok(())
     }

@@ -20,8 +20,13 @@
 //!
 //! It prints a table, writes JSON, and exits nonzero if a check fails.
 //!
+//! `--cluster` runs it on the three RabbitMQ nodes of `scripts/rabbitmq-cluster` and SIGKILLs two
+//! of them one after the other instead of the app restart; `--postgres-crash` runs it on the
+//! PostgreSQL of `scripts/postgres-scratch` and crashes that once (`pg_ctl stop -m immediate`).
+//!
 //! Modules: [`cluster`] (the processes and the load balancer), [`load`] (sessions, charges and
 //! injected failures), [`chaos`] (the kills, the broker restart, the rate-limit bursts),
+//! [`outages`] (the cluster nodes killed, PostgreSQL crashed),
 //! [`day_after`], [`checks`] (what Stripe, PostgreSQL and RabbitMQ say happened) and [`summary`]
 //! (the tables and the JSON).
 
@@ -30,6 +35,7 @@ mod checks;
 mod cluster;
 mod day_after;
 mod load;
+mod outages;
 mod summary;
 
 use crate::report::write_report;
@@ -96,6 +102,23 @@ pub struct SoakArgs {
     /// the local broker). It must be the broker at KASSA_AMQP_URL.
     #[arg(long, env = "KASSA_SOAK_RABBITMQ_NODE", default_value = "")]
     pub rabbitmq_node: String,
+    /// Run against the three RabbitMQ nodes of `scripts/rabbitmq-cluster` (started if they are
+    /// not running; KASSA_AMQP_URL becomes their URLs) and, instead of the app restart, SIGKILL
+    /// one node's Erlang VM at 35 % of the load and another's at 70 %, each left down
+    /// --node-down-secs, then started again to rejoin.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Seconds a SIGKILLed cluster node stays down before it is started again.
+    #[arg(long, default_value_t = 10)]
+    pub node_down_secs: u64,
+    /// Run on the PostgreSQL of `scripts/postgres-scratch` (started if it is not running;
+    /// KASSA_DATABASE_URL is not used) and crash it once at 45 % of the load: `pg_ctl stop -m
+    /// immediate`, --postgres-down-secs down, started again.
+    #[arg(long)]
+    pub postgres_crash: bool,
+    /// Seconds the crashed PostgreSQL stays down.
+    #[arg(long, default_value_t = 5)]
+    pub postgres_down_secs: u64,
     /// PostgreSQL server; a scratch database `kassa_soak_…` is created on it and dropped after.
     #[arg(long, env = "KASSA_DATABASE_URL", default_value = kassa_store::DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
@@ -110,24 +133,45 @@ pub struct SoakArgs {
 }
 
 /// Runs the soak: a scratch database and topology, the run, then both removed again.
-pub async fn run(args: SoakArgs, kassa: &Path) -> anyhow::Result<()> {
+pub async fn run(mut args: SoakArgs, kassa: &Path) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.declining_share) {
         bail!("--declining-share must be within 0..=1");
     }
     let started = Instant::now();
+    if args.cluster {
+        outages::run_script("rabbitmq-cluster", &["start"]).await?;
+        args.broker.amqp_url = outages::run_script("rabbitmq-cluster", &["urls"])
+            .await?
+            .trim()
+            .to_owned();
+    }
+    if args.postgres_crash {
+        outages::run_script("postgres-scratch", &["start"]).await?;
+        args.database_url = outages::run_script("postgres-scratch", &["url"])
+            .await?
+            .trim()
+            .to_owned();
+    }
     println!(
         "kassa-bench soak: {} setup sessions and {} charges over {} s (about {} events); \
          2 ingress + 2 worker processes; a worker SIGKILLed every ~{} ms, an ingress SIGKILLed once, \
-         RabbitMQ restarted once{}",
+         {}{}",
         load::sessions_wanted(&args),
         args.charges,
         args.load_secs,
         args.events,
         args.kill_every_ms,
-        if args.rabbitmq_node.is_empty() {
-            String::new()
+        if args.cluster {
+            "two of the three RabbitMQ cluster nodes SIGKILLed, one after the other".to_owned()
+        } else if args.rabbitmq_node.is_empty() {
+            "RabbitMQ restarted once".to_owned()
         } else {
-            format!(" (node {})", args.rabbitmq_node)
+            format!("RabbitMQ restarted once (node {})", args.rabbitmq_node)
+        },
+        if args.postgres_crash {
+            ", PostgreSQL crashed once"
+        } else {
+            ""
         }
     );
     let run_id = scratch::run_id();
@@ -231,6 +275,7 @@ impl Scene<'_> {
             &run,
             &mut cluster,
             &launch,
+            self.broker,
             load,
             load_started,
             deadline,

@@ -215,15 +215,53 @@ impl Outcome<'_> {
             "0".into(),
             self.figures.gave_up == 0,
         );
-        t.row(
-            "chaos done: worker kills / ingress kills / RabbitMQ restarts",
-            format!(
-                "{} / {} / {}",
-                chaos.worker_kills, chaos.ingress_kills, chaos.rabbitmq_restarts
-            ),
-            "≥ 1 / 1 / 1".into(),
-            chaos.worker_kills >= 1 && chaos.ingress_kills == 1 && chaos.rabbitmq_restarts == 1,
-        );
+        if self.args.cluster {
+            let nodes: Vec<&str> = chaos.node_kills.iter().map(|k| k.node.as_str()).collect();
+            let distinct = nodes.iter().collect::<std::collections::HashSet<_>>().len();
+            t.row(
+                "chaos done: worker kills / ingress kills / RabbitMQ nodes SIGKILLed and rejoined (distinct)",
+                format!(
+                    "{} / {} / {} ({distinct})",
+                    chaos.worker_kills,
+                    chaos.ingress_kills,
+                    nodes.len()
+                ),
+                "≥ 1 / 1 / 2 (2)".into(),
+                chaos.worker_kills >= 1
+                    && chaos.ingress_kills == 1
+                    && nodes.len() == 2
+                    && distinct == 2,
+            );
+        } else {
+            t.row(
+                "chaos done: worker kills / ingress kills / RabbitMQ restarts",
+                format!(
+                    "{} / {} / {}",
+                    chaos.worker_kills, chaos.ingress_kills, chaos.rabbitmq_restarts
+                ),
+                "≥ 1 / 1 / 1".into(),
+                chaos.worker_kills >= 1 && chaos.ingress_kills == 1 && chaos.rabbitmq_restarts == 1,
+            );
+        }
+        if self.args.postgres_crash {
+            let pg = chaos.postgres.clone().unwrap_or_default();
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            t.row(
+                "PostgreSQL crashed and back / a worker's /readyz said \"database\": \"disconnected\" meanwhile / messages waited in RabbitMQ / same ingress and worker processes after",
+                format!(
+                    "{} / {} / {} / {}",
+                    u8::from(chaos.postgres.is_some()),
+                    yes(pg.readyz_said_unavailable),
+                    pg.most_messages_waiting,
+                    yes(pg.same_processes)
+                ),
+                "1 / yes / > 0 / yes".into(),
+                chaos.postgres.is_some()
+                    && pg.readyz_said_unavailable
+                    && pg.most_messages_waiting > 0
+                    && pg.same_processes,
+            );
+        }
     }
 
     /// Day-after charges that ended as Stripe says, paid at most once.
@@ -256,10 +294,36 @@ impl Outcome<'_> {
             self.load_secs(),
             f.settled_after.as_secs_f64()
         );
-        println!(
-            "| worker SIGKILLs / ingress SIGKILLs / RabbitMQ restarts (app down) | {} / {} / {} ({:.1} s) |",
-            chaos.worker_kills, chaos.ingress_kills, chaos.rabbitmq_restarts, chaos.rabbitmq_down_secs
-        );
+        if self.args.cluster {
+            let kills: Vec<String> = chaos
+                .node_kills
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{} at t+{:.0} s, down {:.1} s, rejoined in {:.1} s",
+                        k.node, k.at_secs, k.down_secs, k.rejoin_secs
+                    )
+                })
+                .collect();
+            println!(
+                "| worker SIGKILLs / ingress SIGKILLs / RabbitMQ nodes SIGKILLed | {} / {} / {} ({}) |",
+                chaos.worker_kills,
+                chaos.ingress_kills,
+                chaos.node_kills.len(),
+                kills.join("; ")
+            );
+        } else {
+            println!(
+                "| worker SIGKILLs / ingress SIGKILLs / RabbitMQ restarts (app down) | {} / {} / {} ({:.1} s) |",
+                chaos.worker_kills, chaos.ingress_kills, chaos.rabbitmq_restarts, chaos.rabbitmq_down_secs
+            );
+        }
+        if let Some(pg) = &chaos.postgres {
+            println!(
+                "| PostgreSQL crash: at / down (stop -m immediate → accepting again) / workers ready again after / most messages waiting in RabbitMQ | t+{:.0} s / {:.1} s / {:.1} s / {} |",
+                pg.at_secs, pg.down_secs, pg.ready_again_secs, pg.most_messages_waiting
+            );
+        }
         println!(
             "| process starts: ingress / worker | {} / {} |",
             f.ingress_starts, f.worker_starts
@@ -313,7 +377,16 @@ impl Outcome<'_> {
                         "settled_after_load_start": f.settled_after.as_secs_f64()},
             "chaos": {"worker_kills": chaos.worker_kills, "ingress_kills": chaos.ingress_kills,
                       "rabbitmq_restarts": chaos.rabbitmq_restarts, "rabbitmq_down_seconds": chaos.rabbitmq_down_secs,
-                      "ingress_starts": f.ingress_starts, "worker_starts": f.worker_starts},
+                      "ingress_starts": f.ingress_starts, "worker_starts": f.worker_starts,
+                      "rabbitmq_node_kills": chaos.node_kills.iter().map(|k| json!({
+                          "node": k.node, "at_seconds": k.at_secs, "down_seconds": k.down_secs,
+                          "rejoin_seconds": k.rejoin_secs})).collect::<Vec<_>>(),
+                      "postgres_crash": chaos.postgres.as_ref().map(|pg| json!({
+                          "at_seconds": pg.at_secs, "down_seconds": pg.down_secs,
+                          "workers_ready_again_seconds": pg.ready_again_secs,
+                          "readyz_said_unavailable": pg.readyz_said_unavailable,
+                          "most_messages_waiting": pg.most_messages_waiting,
+                          "same_processes": pg.same_processes}))},
             "faults": {"duplicate_webhooks_sent": f.duplicates, "failed_delivery_attempts": f.failed_deliveries,
                        "deliveries_given_up": f.gave_up, "load_balancer_failovers": f.failovers,
                        "stripe_requests": f.stripe_requests, "answered_500": f.answered_500, "answered_429": f.answered_429,
@@ -345,6 +418,7 @@ impl Outcome<'_> {
                 "seconds": d.seconds,
             })),
             "worker_concurrency": args.worker_concurrency,
+            "cluster": args.cluster,
         })
     }
 }

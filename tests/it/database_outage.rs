@@ -1,0 +1,112 @@
+//! PostgreSQL unreachable under a running `kassa worker`: its `/readyz` says so, an event that
+//! arrives meanwhile waits in RabbitMQ, and once the database answers again the same process
+//! reconnects and handles it — no restart.
+
+use crate::support::app::TestApp;
+use crate::support::binary::{free_port, KassaProcess};
+use crate::support::eventually;
+use crate::support::proxy::TcpProxy;
+use crate::support::services;
+use crate::worker::assert_card_saved;
+use kassa_broker::Topology;
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_worker_without_its_database_is_not_ready_and_resumes_by_itself() {
+    let app = TestApp::builder()
+        .without_ingress()
+        .without_worker()
+        .spawn()
+        .await;
+    let mut proxy = TcpProxy::start(&services::database_server_address().await).await;
+    let mut through = url::Url::parse(&app.database_url).unwrap();
+    through.set_ip_host(proxy.address.ip()).unwrap();
+    through.set_port(Some(proxy.address.port())).unwrap();
+    let mut command = app.kassa_command(&["worker"]);
+    command
+        .env("KASSA_DATABASE_URL", through.as_str())
+        .env("RUST_LOG", "info");
+    let worker = KassaProcess::start(command, free_port(), Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let readyz = || async {
+        let answer = http
+            .get(format!("{}/readyz", worker.base))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json::<Value>().await.unwrap())
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(
+        (status, &body["database"]),
+        (200, &Value::from("connected")),
+        "{body}"
+    );
+
+    proxy.down().await;
+    let body = eventually(Duration::from_secs(10), "/readyz to say 503", || async {
+        let (status, body) = readyz().await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert_eq!(body["database"], "disconnected", "{body}");
+    assert_eq!(body["broker"], "connected", "{body}");
+
+    // A completed session's event arrives while the database is away: nothing is recorded.
+    let session = app
+        .create_setup_session(&format!("c{}@example.com", uuid::Uuid::new_v4().simple()))
+        .await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = completed["id"].as_str().unwrap().to_owned();
+    app.publish_event(&completed).await;
+    // The worker took it, waited for a connection (the pool's 10 s), could not claim it in the
+    // inbox and put it back on the retry ladder: it waits in RabbitMQ.
+    let waiting = Topology::new(app.topology.prefix()).events_retry_queue("5s");
+    eventually(
+        Duration::from_secs(30),
+        "the event to wait on the retry ladder",
+        || async { (messages_in(&app, &waiting).await > 0).then_some(()) },
+    )
+    .await;
+    assert!(
+        app.store().event(&event_id).await.unwrap().is_none(),
+        "nothing recorded while PostgreSQL is unreachable"
+    );
+
+    proxy.up().await;
+    eventually(
+        Duration::from_secs(20),
+        "/readyz to say 200 again",
+        || async { (readyz().await.0 == 200).then_some(()) },
+    )
+    .await;
+    let processed = app.processed(&event_id).await;
+    assert!(processed.processed_at.is_some());
+    assert_card_saved(&app, &session).await;
+    // The same process all along: it exits cleanly on SIGTERM.
+    worker.stop(Duration::from_secs(30)).await;
+    app.cleanup().await;
+}
+
+/// Messages in `queue` now (ready ones; a message on a retry queue is never consumed).
+async fn messages_in(app: &TestApp, queue: &str) -> u32 {
+    let channel = app.stack.broker.open_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, Default::default())
+        .await
+    {
+        Ok(declared) => declared.message_count(),
+        Err(_) => 0,
+    }
+}

@@ -18,6 +18,8 @@
 //!   ([`fields`]), before anything is sent or recorded.
 //! - [`notify`]: alerts and the connector's notifications, queued through the outbox;
 //!   [`mail`]: the e-mails' words, from askama templates escaped by [`html`].
+//! - [`settings`]: the Stripe keys, webhook secrets, SMTP connections and admin token Kassa may
+//!   keep in PostgreSQL, sealed under the master key.
 //!
 //! Every function here reads Stripe's current state before it acts, sends every Stripe POST
 //! with a deterministic Idempotency-Key, and writes in the caller's transaction. It never
@@ -36,5 +38,6 @@ pub mod keys;
 pub mod mail;
 pub mod notify;
 pub mod records;
+pub mod settings;
 
 pub use error::Error;

@@ -3,7 +3,7 @@
 //! exactly-once effects ([`events`]), and one module per table family: [`customers`] (customers
 //! and their payment methods) with the cursor of their backfill ([`customer_sync`]),
 //! [`checkout_sessions`], back-office [`charges`] of saved cards, the [`outbox`] of messages to
-//! publish, and the [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
+//! publish, the sealed [`settings`], and the [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
@@ -26,6 +26,7 @@ pub mod installation;
 pub mod outbox;
 pub mod payments;
 mod pool;
+pub mod settings;
 
 pub use charge_jobs::{ChargeJob, JobRoute};
 pub use charges::{ChargeRecord, ChargeStatus, NewCharge, PaymentIntentOutcome};
@@ -36,6 +37,7 @@ pub use error::StoreError;
 pub use events::{EventClaim, EventTx, StoredEvent};
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
+pub use settings::{NewSealedSetting, SealedSetting, SettingsRewrite};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
 
 /// Re-exported so callers name the same connection and timestamp types as the store.

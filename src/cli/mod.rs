@@ -8,4 +8,5 @@ pub mod dlq;
 pub mod outbox;
 pub mod reconcile;
 pub mod serve;
+pub mod settings;
 pub mod status;

@@ -2,7 +2,7 @@
 //! worker in one process), `kassa ingress`, `kassa worker`, `kassa migrate`, `kassa stripe-sim`.
 //! Each reads its configuration (crate::config) and starts a [`Stack`] until SIGINT/SIGTERM.
 
-use crate::config::{self, IngressArgs, ServeArgs, StoreArgs, WorkerCommandArgs};
+use crate::config::{self, IngressArgs, ServeArgs, StoreArgs, StoredSettings, WorkerCommandArgs};
 use anyhow::Context;
 use kassa::stack::{Stack, StackConfig, StripeTarget};
 use std::time::Duration;
@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Runs `kassa serve`.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let stored = StoredSettings::load(&args.store.database_url, args.master_key.key()?).await?;
+    args.apply_stored(&stored);
     let config = args.stack_config()?;
     match &config.stripe {
         Some(StripeTarget::Embedded(_)) => info!(
@@ -32,7 +34,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `kassa ingress`.
-pub async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
+pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
+    if args.reads_stored_settings() {
+        let stored = StoredSettings::load(&args.api.database_url, args.master_key.key()?).await?;
+        args.apply_stored(&stored);
+    }
     let config = args.stack_config()?;
     let apis = config.admin_token.is_some();
     let mut stack = Stack::start(config.clone()).await?;
@@ -53,7 +59,9 @@ pub async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `kassa worker`.
-pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let stored = StoredSettings::load(&args.store.database_url, args.master_key.key()?).await?;
+    args.apply_stored(&stored);
     let db_max_connections = args
         .worker
         .pool_use()

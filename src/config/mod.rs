@@ -4,9 +4,11 @@
 //! rule that sizes the database pool in [`pool`].
 
 mod pool;
+mod settings;
 mod worker;
 
 pub use pool::PoolUse;
+pub use settings::{require_key, MasterKeyArgs, SettingsReloadArgs, StoredSettings};
 pub use worker::{parse_duration, parse_lookback, WorkerArgs};
 
 use anyhow::{bail, Context};
@@ -148,7 +150,7 @@ impl HttpArgs {
 }
 
 /// A duration above zero (`10s`, `1m`).
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
         return Err("must be more than 0".into());
@@ -239,6 +241,10 @@ pub struct IngressArgs {
     pub webhook: WebhookArgs,
     #[command(flatten)]
     pub api: IngressApiArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub reload: SettingsReloadArgs,
 }
 
 /// What `kassa ingress` needs for the APIs (read only when `KASSA_ADMIN_TOKEN` is set).
@@ -273,6 +279,32 @@ pub struct IngressApiArgs {
 }
 
 impl IngressArgs {
+    /// Whether this ingress reads the stored settings: with the APIs (which use PostgreSQL
+    /// anyway) or a master key; an ingress of webhooks only needs no database.
+    pub fn reads_stored_settings(&self) -> bool {
+        self.master_key.is_set()
+            || self
+                .api
+                .admin_token
+                .as_deref()
+                .is_some_and(|t| !t.trim().is_empty())
+    }
+
+    /// Fills every setting the environment left unset from the stored settings.
+    pub fn apply_stored(&mut self, stored: &StoredSettings) {
+        use kassa_core::settings::SettingName;
+        stored.fill(SettingName::StripeApiKey, &mut self.webhook.stripe_api_key);
+        stored.fill(
+            SettingName::StripePublishableKey,
+            &mut self.api.publishable_key,
+        );
+        stored.fill_list(
+            SettingName::StripeWebhookSecrets,
+            &mut self.webhook.webhook_secrets,
+        );
+        stored.fill(SettingName::AdminToken, &mut self.api.admin_token);
+    }
+
     /// The process's configuration: webhooks only, or webhooks and the APIs.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
         let verifier = self.webhook.webhook_verifier()?;
@@ -429,6 +461,19 @@ pub struct WorkerCommandArgs {
     pub stripe: StripeArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub reload: SettingsReloadArgs,
+}
+
+impl WorkerCommandArgs {
+    /// Fills every setting the environment left unset from the stored settings.
+    pub fn apply_stored(&mut self, stored: &StoredSettings) {
+        use kassa_core::settings::SettingName;
+        stored.fill(SettingName::StripeApiKey, &mut self.stripe.stripe_api_key);
+        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url);
+    }
 }
 
 /// `kassa serve` and `kassa demo`: ingress and worker in one process.
@@ -453,9 +498,26 @@ pub struct ServeArgs {
     pub publishable_key: Option<String>,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub reload: SettingsReloadArgs,
 }
 
 impl ServeArgs {
+    /// Fills every setting the environment left unset from the stored settings.
+    pub fn apply_stored(&mut self, stored: &StoredSettings) {
+        use kassa_core::settings::SettingName;
+        stored.fill(SettingName::StripeApiKey, &mut self.ingress.stripe_api_key);
+        stored.fill(SettingName::StripePublishableKey, &mut self.publishable_key);
+        stored.fill_list(
+            SettingName::StripeWebhookSecrets,
+            &mut self.ingress.webhook_secrets,
+        );
+        stored.fill(SettingName::AdminToken, &mut self.admin_token);
+        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url);
+    }
+
     /// Stripe from the key, or the embedded simulator when none is set.
     pub fn stripe_target(&self) -> anyhow::Result<StripeTarget> {
         let args = StripeArgs {

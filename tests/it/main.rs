@@ -15,6 +15,7 @@ mod ingress;
 mod official_library;
 mod outbox;
 mod secrets;
+mod settings;
 mod stripe_cli;
 mod support;
 mod topology;

@@ -37,8 +37,8 @@ pub use error::StoreError;
 pub use events::{EventClaim, EventTx, StoredEvent};
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
-pub use settings::{NewSealedSetting, SealedSetting, SettingsRewrite};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
+pub use settings::{NewSealedSetting, SealedSetting, SettingsRewrite};
 
 /// Re-exported so callers name the same connection and timestamp types as the store.
 pub use sqlx::{types::time::OffsetDateTime, PgConnection};

@@ -46,7 +46,10 @@ impl Store {
     }
 
     /// Stores (or replaces) one setting, stamped now.
-    pub async fn put_sealed_setting(&self, setting: NewSealedSetting<'_>) -> Result<(), StoreError> {
+    pub async fn put_sealed_setting(
+        &self,
+        setting: NewSealedSetting<'_>,
+    ) -> Result<(), StoreError> {
         sqlx::query!(
             "INSERT INTO settings (name, mode, sealed, nonce, set_at) VALUES ($1, $2, $3, $4, now())
              ON CONFLICT (name) DO UPDATE

@@ -295,7 +295,10 @@ impl Vault {
                 .await?;
         }
         rewrite.commit().await?;
-        tracing::info!(settings = rows.len(), "settings re-sealed under the new master key");
+        tracing::info!(
+            settings = rows.len(),
+            "settings re-sealed under the new master key"
+        );
         Ok(rows.len())
     }
 }

@@ -144,18 +144,30 @@ mod tests {
     fn a_sealed_value_opens_under_its_key_and_name_only() {
         let value = SecretString::from("sk_live_51Hsecretvalue4f2a".to_owned());
         let sealed = seal(&key(1), "KASSA_STRIPE_API_KEY", &value);
-        assert!(!sealed
-            .ciphertext
-            .windows(8)
-            .any(|w| w == b"sk_live_"));
-        let opened = open(&key(1), "KASSA_STRIPE_API_KEY", &sealed.ciphertext, &sealed.nonce)
-            .unwrap();
+        assert!(!sealed.ciphertext.windows(8).any(|w| w == b"sk_live_"));
+        let opened = open(
+            &key(1),
+            "KASSA_STRIPE_API_KEY",
+            &sealed.ciphertext,
+            &sealed.nonce,
+        )
+        .unwrap();
         assert_eq!(opened.expose_secret(), value.expose_secret());
-        let moved = open(&key(1), "KASSA_ADMIN_TOKEN", &sealed.ciphertext, &sealed.nonce);
+        let moved = open(
+            &key(1),
+            "KASSA_ADMIN_TOKEN",
+            &sealed.ciphertext,
+            &sealed.nonce,
+        );
         assert!(
             matches!(moved, Err(SettingsError::CannotOpen { ref name }) if name == "KASSA_ADMIN_TOKEN")
         );
-        let wrong_key = open(&key(2), "KASSA_STRIPE_API_KEY", &sealed.ciphertext, &sealed.nonce);
+        let wrong_key = open(
+            &key(2),
+            "KASSA_STRIPE_API_KEY",
+            &sealed.ciphertext,
+            &sealed.nonce,
+        );
         assert!(matches!(wrong_key, Err(SettingsError::CannotOpen { .. })));
     }
 

@@ -74,6 +74,9 @@ pub struct StackConfig {
     /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to merchants' payment forms; its mode must match
     /// the secret key's.
     pub publishable_key: Option<String>,
+    /// `KASSA_MASTER_KEY`: the admin API's `/api/settings` seal and open with it, and the
+    /// settings reload opens the stored settings with it.
+    pub master_key: Option<kassa_core::settings::MasterKey>,
 }
 
 /// The publishable key of the embedded simulator's test mode.
@@ -362,5 +365,6 @@ fn api_config(
         public_url,
         publishable_key,
         product: ShopProduct::demo().context("the shop's demo product")?,
+        master_key: config.master_key.clone(),
     })
 }

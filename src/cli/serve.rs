@@ -84,6 +84,7 @@ pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
         admin_token: None,
         public_url: String::new(),
         publishable_key: None,
+        master_key: None,
     };
     let mut stack = Stack::start(config).await?;
     info!(

@@ -359,6 +359,7 @@ impl IngressArgs {
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
+            master_key: self.master_key.key()?,
         })
     }
 }
@@ -581,6 +582,7 @@ impl ServeArgs {
                 .trim_end_matches('/')
                 .to_owned(),
             publishable_key: non_empty(self.publishable_key.as_deref()),
+            master_key: self.master_key.key()?,
         })
     }
 }

@@ -8,6 +8,7 @@
 use crate::support::binary::{free_port, kassa, run, text, KassaProcess};
 use crate::support::services;
 use crate::support::smtp_sink::SmtpSink;
+use crate::support::{app::TestApp, assert_error};
 use kassa_stripe_sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 use std::process::Stdio;
@@ -404,4 +405,86 @@ async fn values_come_from_stdin_and_bad_ones_are_refused_without_echo() {
     )
     .await;
     services::drop_database(&database_url).await;
+}
+
+const ADMIN: &str = "settings-admin-token-0123456789";
+
+#[tokio::test]
+async fn the_settings_api_stores_sealed_and_never_answers_a_value() {
+    let app = TestApp::builder()
+        .admin_token(ADMIN)
+        .master_key(KEY_A)
+        .without_worker()
+        .spawn()
+        .await;
+    let put = |name: &str, value: &str, token: Option<&'static str>| {
+        app.call(reqwest::Method::PUT, &format!("/api/settings/{name}"))
+            .token(token)
+            .json(&json!({ "value": value }))
+            .send()
+    };
+    let secret = "sk_live_APIstoredsecretkey4f2a";
+    let (status, _) = put("KASSA_STRIPE_API_KEY", secret, None).await;
+    assert_eq!(status, 401);
+    let (status, answer) = put("KASSA_DATABASE_URL", "postgres://x", Some(ADMIN)).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_error(&answer, "unknown_setting", "a setting Kassa does not store");
+    let (status, answer) = put(
+        "KASSA_STRIPE_API_KEY",
+        "pk_live_APIrefusedpublishable",
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_error(
+        &answer,
+        "invalid_setting",
+        "a publishable key as the secret key",
+    );
+    assert!(!answer.to_string().contains("APIrefused"), "{answer}");
+    let (status, answer) = app
+        .call(reqwest::Method::PUT, "/api/settings/KASSA_ADMIN_TOKEN")
+        .token(Some(ADMIN))
+        .json(&json!({ "value": "a-long-enough-admin-token", "note": "x" }))
+        .send()
+        .await;
+    assert_eq!(status, 400, "an unknown field is refused: {answer}");
+
+    let (status, answer) = put("KASSA_STRIPE_API_KEY", secret, Some(ADMIN)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["name"], "KASSA_STRIPE_API_KEY");
+    assert_eq!(answer["mode"], "live");
+    assert_eq!(answer["masked"], "sk_live_…4f2a");
+    assert!(!answer.to_string().contains("APIstored"), "{answer}");
+
+    let (status, listing) = app.get("/api/settings").token(Some(ADMIN)).send().await;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["data"].as_array().unwrap().len(), 1, "{listing}");
+    assert_eq!(listing["data"][0]["masked"], "sk_live_…4f2a");
+    assert!(!listing.to_string().contains("APIstored"), "{listing}");
+    assert!(listing["storable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "KASSA_SMTP_CONNECTIONS"));
+    // Sealed in the row: what the API stored opens only under the master key.
+    let stored = app.store().sealed_settings().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(!String::from_utf8_lossy(&stored[0].sealed).contains("APIstored"));
+    app.cleanup().await;
+
+    let keyless = TestApp::builder()
+        .admin_token(ADMIN)
+        .without_worker()
+        .spawn()
+        .await;
+    let (status, answer) = keyless
+        .call(reqwest::Method::PUT, "/api/settings/KASSA_ADMIN_TOKEN")
+        .token(Some(ADMIN))
+        .json(&json!({ "value": "a-long-enough-admin-token" }))
+        .send()
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert_error(&answer, "master_key_required", "no master key");
+    keyless.cleanup().await;
 }

@@ -7,6 +7,7 @@
 //!   payment confirmation (`/api/checkout-sessions`, `/api/payment-intents`).
 //! - [`connector`]: small Stripe operations for back-office tools (`/api/customers`,
 //!   `/api/products`, `/api/legacy-charges`).
+//! - [`settings`]: the sealed settings, listed masked and set (`/api/settings`).
 //! - [`auth`] (the Bearer `KASSA_ADMIN_TOKEN`), [`idempotency`] (the caller's
 //!   `Idempotency-Key`), [`error`] (the one [`ApiError`], `{"error": {"code", "message"}}`).
 //!
@@ -21,6 +22,7 @@ pub mod connector;
 pub mod error;
 pub mod idempotency;
 pub mod pages;
+pub mod settings;
 
 pub use error::ApiError;
 pub use pages::ShopProduct;
@@ -57,6 +59,8 @@ pub struct ApiConfig {
     pub publishable_key: Option<String>,
     /// What the demo shop sells.
     pub product: ShopProduct,
+    /// `KASSA_MASTER_KEY`: `GET/PUT /api/settings` seal and open with it.
+    pub master_key: Option<kassa_core::settings::MasterKey>,
 }
 
 /// Settings the routes read.
@@ -80,6 +84,7 @@ pub struct ApiState {
     token: Arc<SecretString>,
     settings: Arc<Settings>,
     page_calls: Arc<Semaphore>,
+    master_key: Option<kassa_core::settings::MasterKey>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -115,6 +120,7 @@ impl ApiState {
                 product: config.product,
             }),
             page_calls: Arc::new(Semaphore::new(PAGE_CALLS_IN_FLIGHT)),
+            master_key: config.master_key,
         }
     }
 
@@ -153,8 +159,9 @@ pub fn app(config: ApiConfig) -> Router {
         router = router
             .merge(admin::router())
             .merge(checkout::router())
-            .merge(connector::router());
-        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges");
+            .merge(connector::router())
+            .merge(settings::router());
+        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/settings");
     }
     router.with_state(ApiState::new(config))
 }

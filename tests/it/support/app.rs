@@ -36,6 +36,8 @@ struct AppOptions {
     /// A simulator shared with other apps (another installation on the same Stripe account),
     /// signing webhooks with `DEFAULT_WEBHOOK_SECRET`; `None`: an embedded one of its own.
     shared_sim: Option<Arc<Simulator>>,
+    /// `KASSA_MASTER_KEY`: `/api/settings` seals and opens with it.
+    master_key: Option<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,7 @@ impl Default for AppOptions {
             notify_email: None,
             events_poller: None,
             shared_sim: None,
+            master_key: None,
         }
     }
 }
@@ -113,6 +116,12 @@ impl TestAppBuilder {
     /// Mounts the back-office, checkout and connector APIs with this token (`KASSA_ADMIN_TOKEN`).
     pub fn admin_token(mut self, token: &'static str) -> Self {
         self.options.admin_token = Some(token);
+        self
+    }
+
+    /// Seals and opens stored settings with this master key (`KASSA_MASTER_KEY`).
+    pub fn master_key(mut self, key: &'static str) -> Self {
+        self.options.master_key = Some(key);
         self
     }
 
@@ -228,6 +237,10 @@ impl TestApp {
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
             publishable_key: None,
+            master_key: options.master_key.map(|key| {
+                kassa_core::settings::MasterKey::parse(&secrecy::SecretString::from(key.to_owned()))
+                    .expect("a master key")
+            }),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

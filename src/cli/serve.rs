@@ -60,7 +60,8 @@ pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
 
 /// Runs `kassa worker`.
 pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
-    let stored = StoredSettings::load(&args.store.database_url, args.master_key.key()?).await?;
+    let master_key = args.master_key.key()?;
+    let stored = StoredSettings::load(&args.store.database_url, master_key.clone()).await?;
     args.apply_stored(&stored);
     let db_max_connections = args
         .worker
@@ -84,7 +85,16 @@ pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
         admin_token: None,
         public_url: String::new(),
         publishable_key: None,
-        master_key: None,
+        settings_reload: args.reload.reload(
+            master_key.as_ref(),
+            &args.from_env,
+            &[
+                kassa_core::settings::SettingName::SmtpUrl,
+                kassa_core::settings::SettingName::SmtpConnections,
+            ],
+            args.worker.mailer_options(),
+        ),
+        master_key,
     };
     let mut stack = Stack::start(config).await?;
     info!(

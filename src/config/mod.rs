@@ -245,6 +245,9 @@ pub struct IngressArgs {
     pub master_key: MasterKeyArgs,
     #[command(flatten)]
     pub reload: SettingsReloadArgs,
+    /// The storable settings the environment (or a flag) gave, filled by `apply_stored`.
+    #[arg(skip)]
+    pub from_env: std::collections::HashSet<kassa_core::settings::SettingName>,
 }
 
 /// What `kassa ingress` needs for the APIs (read only when `KASSA_ADMIN_TOKEN` is set).
@@ -293,20 +296,28 @@ impl IngressArgs {
     /// Fills every setting the environment left unset from the stored settings.
     pub fn apply_stored(&mut self, stored: &StoredSettings) {
         use kassa_core::settings::SettingName;
-        stored.fill(SettingName::StripeApiKey, &mut self.webhook.stripe_api_key);
+        let env = &mut self.from_env;
+        stored.fill(
+            SettingName::StripeApiKey,
+            &mut self.webhook.stripe_api_key,
+            env,
+        );
         stored.fill(
             SettingName::StripePublishableKey,
             &mut self.api.publishable_key,
+            env,
         );
         stored.fill_list(
             SettingName::StripeWebhookSecrets,
             &mut self.webhook.webhook_secrets,
+            env,
         );
-        stored.fill(SettingName::AdminToken, &mut self.api.admin_token);
+        stored.fill(SettingName::AdminToken, &mut self.api.admin_token, env);
     }
 
     /// The process's configuration: webhooks only, or webhooks and the APIs.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
+        let master_key = self.master_key.key()?;
         let verifier = self.webhook.webhook_verifier()?;
         let admin_token = parse_admin_token(self.api.admin_token.as_deref())?;
         let stripe = match &admin_token {
@@ -359,7 +370,14 @@ impl IngressArgs {
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
-            master_key: self.master_key.key()?,
+            // Only with the APIs does this process keep a database to read again.
+            settings_reload: self.reload.reload(
+                master_key.as_ref(),
+                &self.from_env,
+                &[kassa_core::settings::SettingName::StripeWebhookSecrets],
+                Default::default(),
+            ),
+            master_key,
         })
     }
 }
@@ -466,14 +484,27 @@ pub struct WorkerCommandArgs {
     pub master_key: MasterKeyArgs,
     #[command(flatten)]
     pub reload: SettingsReloadArgs,
+    /// The storable settings the environment (or a flag) gave, filled by `apply_stored`.
+    #[arg(skip)]
+    pub from_env: std::collections::HashSet<kassa_core::settings::SettingName>,
 }
 
 impl WorkerCommandArgs {
     /// Fills every setting the environment left unset from the stored settings.
     pub fn apply_stored(&mut self, stored: &StoredSettings) {
         use kassa_core::settings::SettingName;
-        stored.fill(SettingName::StripeApiKey, &mut self.stripe.stripe_api_key);
-        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url);
+        let env = &mut self.from_env;
+        stored.fill(
+            SettingName::StripeApiKey,
+            &mut self.stripe.stripe_api_key,
+            env,
+        );
+        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url, env);
+        stored.fill(
+            SettingName::SmtpConnections,
+            &mut self.worker.smtp_connections,
+            env,
+        );
     }
 }
 
@@ -503,20 +534,38 @@ pub struct ServeArgs {
     pub master_key: MasterKeyArgs,
     #[command(flatten)]
     pub reload: SettingsReloadArgs,
+    /// The storable settings the environment (or a flag) gave, filled by `apply_stored`.
+    #[arg(skip)]
+    pub from_env: std::collections::HashSet<kassa_core::settings::SettingName>,
 }
 
 impl ServeArgs {
     /// Fills every setting the environment left unset from the stored settings.
     pub fn apply_stored(&mut self, stored: &StoredSettings) {
         use kassa_core::settings::SettingName;
-        stored.fill(SettingName::StripeApiKey, &mut self.ingress.stripe_api_key);
-        stored.fill(SettingName::StripePublishableKey, &mut self.publishable_key);
+        let env = &mut self.from_env;
+        stored.fill(
+            SettingName::StripeApiKey,
+            &mut self.ingress.stripe_api_key,
+            env,
+        );
+        stored.fill(
+            SettingName::StripePublishableKey,
+            &mut self.publishable_key,
+            env,
+        );
         stored.fill_list(
             SettingName::StripeWebhookSecrets,
             &mut self.ingress.webhook_secrets,
+            env,
         );
-        stored.fill(SettingName::AdminToken, &mut self.admin_token);
-        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url);
+        stored.fill(SettingName::AdminToken, &mut self.admin_token, env);
+        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url, env);
+        stored.fill(
+            SettingName::SmtpConnections,
+            &mut self.worker.smtp_connections,
+            env,
+        );
     }
 
     /// Stripe from the key, or the embedded simulator when none is set.
@@ -543,6 +592,21 @@ impl ServeArgs {
         let db_max_connections =
             pool.pool_size("kassa serve", self.store.database_max_connections)?;
         let stripe = self.stripe_target()?;
+        let master_key = self.master_key.key()?;
+        let reloadable: Vec<kassa_core::settings::SettingName> = {
+            use kassa_core::settings::SettingName;
+            match &stripe {
+                // The embedded simulator signs with a fresh secret of its own.
+                StripeTarget::Embedded(_) => {
+                    vec![SettingName::SmtpUrl, SettingName::SmtpConnections]
+                }
+                StripeTarget::Api { .. } => vec![
+                    SettingName::StripeWebhookSecrets,
+                    SettingName::SmtpUrl,
+                    SettingName::SmtpConnections,
+                ],
+            }
+        };
         let webhook_secrets = match &stripe {
             StripeTarget::Embedded(_) => Vec::new(),
             StripeTarget::Api { .. } => {
@@ -582,7 +646,13 @@ impl ServeArgs {
                 .trim_end_matches('/')
                 .to_owned(),
             publishable_key: non_empty(self.publishable_key.as_deref()),
-            master_key: self.master_key.key()?,
+            settings_reload: self.reload.reload(
+                master_key.as_ref(),
+                &self.from_env,
+                &reloadable,
+                self.worker.mailer_options(),
+            ),
+            master_key,
         })
     }
 }

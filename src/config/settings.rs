@@ -8,7 +8,7 @@ use clap::Args;
 use kassa_core::settings::{MasterKey, SettingName, Vault};
 use kassa_store::Store;
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,6 +65,29 @@ pub struct SettingsReloadArgs {
     pub settings_reload: Duration,
 }
 
+impl SettingsReloadArgs {
+    /// What a running process reads again: the settings of `reloadable` the environment did
+    /// not give (`from_env`), when there is a master key to open them.
+    pub fn reload(
+        &self,
+        master_key: Option<&MasterKey>,
+        from_env: &HashSet<SettingName>,
+        reloadable: &[SettingName],
+        mailer_options: kassa_worker::smtp::MailerOptions,
+    ) -> Option<kassa::stack::SettingsReload> {
+        master_key?;
+        Some(kassa::stack::SettingsReload {
+            every: self.settings_reload,
+            settings: reloadable
+                .iter()
+                .copied()
+                .filter(|name| !from_env.contains(name))
+                .collect(),
+            mailer_options,
+        })
+    }
+}
+
 /// The stored settings, opened.
 #[derive(Default)]
 pub struct StoredSettings {
@@ -95,10 +118,18 @@ impl StoredSettings {
     }
 
     /// Fills `slot` (what the environment or a flag gave) from the stored value when it is
-    /// unset, and logs which source the setting came from.
-    pub fn fill(&self, name: SettingName, slot: &mut Option<String>) {
+    /// unset, and logs which source the setting came from; remembers the settings the
+    /// environment gave in `from_env`.
+    pub fn fill(
+        &self,
+        name: SettingName,
+        slot: &mut Option<String>,
+        from_env: &mut HashSet<SettingName>,
+    ) {
+        let env = from_env;
         let from_env = slot.as_deref().is_some_and(|v| !v.trim().is_empty());
         let source = if from_env {
+            env.insert(name);
             "environment"
         } else if let Some(stored) = self.get(name) {
             *slot = Some(stored.expose_secret().to_owned());
@@ -110,10 +141,15 @@ impl StoredSettings {
     }
 
     /// [`StoredSettings::fill`] for a comma-separated list setting.
-    pub fn fill_list(&self, name: SettingName, slot: &mut Vec<String>) {
+    pub fn fill_list(
+        &self,
+        name: SettingName,
+        slot: &mut Vec<String>,
+        from_env: &mut HashSet<SettingName>,
+    ) {
         let mut joined =
             Some(slot.join(",")).filter(|s| s.split(',').any(|e| !e.trim().is_empty()));
-        self.fill(name, &mut joined);
+        self.fill(name, &mut joined, from_env);
         *slot = joined
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default();

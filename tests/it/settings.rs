@@ -488,3 +488,115 @@ async fn the_settings_api_stores_sealed_and_never_answers_a_value() {
     assert_error(&answer, "master_key_required", "no master key");
     keyless.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_running_kassa_verifies_webhooks_with_changed_stored_secrets_within_the_reload_interval()
+{
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let database_url = services::fresh_database_url().await;
+    let amqp_url = services::amqp_url().await;
+    let topology = kassa_broker::Topology::unique();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let old_secret = format!("whsec_old{unique}");
+    let new_secret = format!("whsec_new{unique}");
+    set(
+        &database_url,
+        KEY_A,
+        "KASSA_STRIPE_API_KEY",
+        "sk_test_reloadingkassa",
+    )
+    .await;
+    set(
+        &database_url,
+        KEY_A,
+        "KASSA_STRIPE_WEBHOOK_SECRETS",
+        &old_secret,
+    )
+    .await;
+
+    let port = free_port();
+    let mut command = serve_command(
+        &database_url,
+        &amqp_url,
+        topology.prefix(),
+        &sim.base_url(),
+        Some(KEY_A),
+    );
+    command.env("KASSA_SETTINGS_RELOAD", "1s");
+    let process = KassaProcess::start(command, port, Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    let post_signed = |secret: String, n: u32| {
+        let http = http.clone();
+        let url = format!("{}/webhooks/stripe", process.base);
+        let body = json!({
+            "id": format!("evt_reload_{unique}_{n}"),
+            "object": "event",
+            "type": "customer.created",
+            "livemode": false,
+            "created": 1_700_000_000,
+            "data": {"object": {"id": "cus_reload", "object": "customer"}},
+        })
+        .to_string();
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let header = kassa_stripe_sim::signature_header(&secret, now, body.as_bytes());
+            http.post(url)
+                .header("Stripe-Signature", header)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post_signed(old_secret.clone(), 1).await,
+        200,
+        "the stored secret verifies"
+    );
+    assert_eq!(
+        post_signed(new_secret.clone(), 2).await,
+        400,
+        "not yet the new one"
+    );
+
+    let started = std::time::Instant::now();
+    set(
+        &database_url,
+        KEY_A,
+        "KASSA_STRIPE_WEBHOOK_SECRETS",
+        &new_secret,
+    )
+    .await;
+    let mut n = 3;
+    crate::support::eventually(
+        Duration::from_secs(15),
+        "the new stored secret to verify",
+        || {
+            n += 1;
+            let attempt = post_signed(new_secret.clone(), n);
+            async move { (attempt.await == 200).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "applied within the reload interval"
+    );
+    assert_eq!(
+        post_signed(old_secret.clone(), 99).await,
+        400,
+        "the old secret is gone"
+    );
+
+    let log = process.stop(Duration::from_secs(30)).await;
+    assert!(log.contains("stored setting changed: applied"), "{log}");
+    assert!(!log.contains(&new_secret) && !log.contains(&old_secret));
+    let _ = topology.delete_at(&amqp_url).await;
+    services::drop_database(&database_url).await;
+}

@@ -5,10 +5,9 @@
 //!
 //! A redelivery can send an e-mail twice (at least once, like every message here).
 
-use crate::smtp::{Mailer, PaymentEmail, PaymentEmailKind, RepayEmail};
+use crate::smtp::{MailConnections, Mailer, PaymentEmail, PaymentEmailKind, RepayEmail};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn, Instrument};
 
@@ -41,15 +40,16 @@ struct PaymentAlert {
 
 /// Sends the e-mails of alerts.
 pub struct AlertEmails {
-    mailer: Option<Arc<Mailer>>,
+    mail: MailConnections,
     notify: Option<String>,
 }
 
 impl AlertEmails {
-    /// A mailer over `mailer`, or one that only acknowledges when SMTP is not configured;
-    /// `notify` (`KASSA_NOTIFY_EMAIL`) gets a notification of each payment.
-    pub fn new(mailer: Option<Arc<Mailer>>, notify: Option<String>) -> Self {
-        Self { mailer, notify }
+    /// A mailer over the connections of `mail` (as they are when each alert arrives), which
+    /// only acknowledges while there is none; `notify` (`KASSA_NOTIFY_EMAIL`) gets a
+    /// notification of each payment.
+    pub fn new(mail: MailConnections, notify: Option<String>) -> Self {
+        Self { mail, notify }
     }
 
     /// The merchant's notification and the customer's receipt of a `payment.succeeded` alert.
@@ -158,7 +158,8 @@ impl MessageHandler for AlertEmails {
         let span =
             tracing::info_span!("alert_email", alert = %message.message_id, kind = %message.kind);
         async {
-            match (&self.mailer, message.kind.as_str()) {
+            let connections = self.mail.current();
+            match (&connections.default, message.kind.as_str()) {
                 (Some(mailer), "customer.repay_requested") => self.send(mailer, &message.body).await,
                 (Some(mailer), kassa_core::fulfil::payment::PAYMENT_SUCCEEDED) => {
                     self.send_payment(mailer, &message.body).await

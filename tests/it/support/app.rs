@@ -222,11 +222,13 @@ impl TestApp {
             worker: options.worker.then(|| WorkerConfig {
                 prefetch: 16,
                 concurrency: 8,
-                mailer: options.smtp_url.as_deref().map(|url| {
-                    std::sync::Arc::new(
-                        kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL"),
-                    )
-                }),
+                mail: kassa_worker::smtp::MailConnections::default_only(
+                    options.smtp_url.as_deref().map(|url| {
+                        std::sync::Arc::new(
+                            kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL"),
+                        )
+                    }),
+                ),
                 events_poller: options.events_poller.clone(),
                 notify_email: options.notify_email.map(str::to_owned),
                 ..WorkerConfig::default()
@@ -237,6 +239,7 @@ impl TestApp {
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
             publishable_key: None,
+            settings_reload: None,
             master_key: options.master_key.map(|key| {
                 kassa_core::settings::MasterKey::parse(&secrecy::SecretString::from(key.to_owned()))
                     .expect("a master key")

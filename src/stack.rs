@@ -80,6 +80,8 @@ pub struct StackConfig {
     /// `KASSA_MASTER_KEY`: the admin API's `/api/settings` seal and open with it, and the
     /// settings reload opens the stored settings with it.
     pub master_key: Option<kassa_core::settings::MasterKey>,
+    /// `KASSA_DEFAULT_CURRENCY`: the currency of an API request that names none.
+    pub default_currency: kassa_stripe::money::Currency,
     /// Read the stored settings again while running (`KASSA_SETTINGS_RELOAD`); needs
     /// `master_key` and the database.
     pub settings_reload: Option<SettingsReload>,
@@ -505,5 +507,6 @@ fn api_config(
         publishable_key,
         product: ShopProduct::demo().context("the shop's demo product")?,
         master_key: config.master_key.clone(),
+        default_currency: config.default_currency,
     })
 }

@@ -85,6 +85,7 @@ pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
         admin_token: None,
         public_url: String::new(),
         publishable_key: None,
+        default_currency: kassa_stripe::money::Currency::usd(),
         settings_reload: args.reload.reload(
             master_key.as_ref(),
             &args.from_env,

@@ -149,6 +149,13 @@ impl HttpArgs {
     }
 }
 
+/// `KASSA_DEFAULT_CURRENCY`: a currency Stripe charges in (kassa-stripe's money table).
+fn parse_default_currency(code: &str) -> Result<kassa_stripe::money::Currency, String> {
+    kassa_stripe::money::Currency::parse(code).map_err(|_| {
+        format!("KASSA_DEFAULT_CURRENCY={code:?} is not a 3-letter ISO code of a currency Stripe charges in")
+    })
+}
+
 /// A duration above zero (`10s`, `1m`).
 pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
@@ -279,6 +286,9 @@ pub struct IngressApiArgs {
     /// must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    /// Currency of an API request that names none (3-letter ISO code Stripe charges in).
+    #[arg(long, env = "KASSA_DEFAULT_CURRENCY", default_value = "usd", value_parser = parse_default_currency)]
+    pub default_currency: kassa_stripe::money::Currency,
 }
 
 impl IngressArgs {
@@ -370,6 +380,7 @@ impl IngressArgs {
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
+            default_currency: self.api.default_currency,
             // Only with the APIs does this process keep a database to read again.
             settings_reload: self.reload.reload(
                 master_key.as_ref(),
@@ -528,6 +539,9 @@ pub struct ServeArgs {
     /// `POST /api/payment-intents`; must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    /// Currency of an API request that names none (3-letter ISO code Stripe charges in).
+    #[arg(long, env = "KASSA_DEFAULT_CURRENCY", default_value = "usd", value_parser = parse_default_currency)]
+    pub default_currency: kassa_stripe::money::Currency,
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
@@ -646,6 +660,7 @@ impl ServeArgs {
                 .trim_end_matches('/')
                 .to_owned(),
             publishable_key: non_empty(self.publishable_key.as_deref()),
+            default_currency: self.default_currency,
             settings_reload: self.reload.reload(
                 master_key.as_ref(),
                 &self.from_env,

@@ -14,6 +14,7 @@ mod deploy;
 mod ingress;
 mod official_library;
 mod outbox;
+mod payment_options;
 mod secrets;
 mod settings;
 mod stripe_cli;

@@ -51,7 +51,10 @@ async fn create_checkout_session(
     // A session in payment mode is paid by the customer: a retry without the caller's key
     // would make a second payable session.
     let key = idempotency::required(&headers, state.installation(), "checkout")?;
-    let request = json_body(body)?;
+    let mut request = json_body(body)?;
+    if request.currency.is_none() {
+        request.currency = Some(state.settings.default_currency.code().to_owned());
+    }
     let plan = plan_checkout(&request)?;
     let session = create_session(
         &state.stripe,
@@ -86,7 +89,10 @@ async fn payment_intent(
     // A PaymentIntent is what the customer pays: a retry without the caller's key would make a
     // second one.
     let key = idempotency::required(&headers, state.installation(), "payment_intent")?;
-    let request = json_body(body)?;
+    let mut request = json_body(body)?;
+    if request.currency.is_none() {
+        request.currency = Some(state.settings.default_currency.code().to_owned());
+    }
     let intent = create_payment_intent(&state.stripe, &request, &key).await?;
     info!(payment_intent = %intent.id, amount = intent.amount, currency = %intent.currency, "payment intent created");
     Ok((

@@ -61,6 +61,8 @@ pub struct ApiConfig {
     pub product: ShopProduct,
     /// `KASSA_MASTER_KEY`: `GET/PUT /api/settings` seal and open with it.
     pub master_key: Option<kassa_core::settings::MasterKey>,
+    /// `KASSA_DEFAULT_CURRENCY`: the currency of a request that names none.
+    pub default_currency: kassa_stripe::money::Currency,
 }
 
 /// Settings the routes read.
@@ -72,6 +74,8 @@ pub struct Settings {
     pub publishable_key: Option<String>,
     /// What the demo shop sells.
     pub product: ShopProduct,
+    /// `KASSA_DEFAULT_CURRENCY`.
+    pub default_currency: kassa_stripe::money::Currency,
 }
 
 /// What every route shares; cheap to clone.
@@ -118,6 +122,7 @@ impl ApiState {
                 public_url: config.public_url,
                 publishable_key: config.publishable_key,
                 product: config.product,
+                default_currency: config.default_currency,
             }),
             page_calls: Arc::new(Semaphore::new(PAGE_CALLS_IN_FLIGHT)),
             master_key: config.master_key,

@@ -38,6 +38,8 @@ struct AppOptions {
     shared_sim: Option<Arc<Simulator>>,
     /// `KASSA_MASTER_KEY`: `/api/settings` seals and opens with it.
     master_key: Option<&'static str>,
+    /// `KASSA_DEFAULT_CURRENCY`.
+    default_currency: &'static str,
 }
 
 impl Default for AppOptions {
@@ -53,6 +55,7 @@ impl Default for AppOptions {
             events_poller: None,
             shared_sim: None,
             master_key: None,
+            default_currency: "usd",
         }
     }
 }
@@ -116,6 +119,12 @@ impl TestAppBuilder {
     /// Mounts the back-office, checkout and connector APIs with this token (`KASSA_ADMIN_TOKEN`).
     pub fn admin_token(mut self, token: &'static str) -> Self {
         self.options.admin_token = Some(token);
+        self
+    }
+
+    /// The currency of an API request that names none (`KASSA_DEFAULT_CURRENCY`).
+    pub fn default_currency(mut self, code: &'static str) -> Self {
+        self.options.default_currency = code;
         self
     }
 
@@ -239,6 +248,8 @@ impl TestApp {
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
             publishable_key: None,
+            default_currency: kassa_stripe::money::Currency::parse(options.default_currency)
+                .expect("a currency"),
             settings_reload: None,
             master_key: options.master_key.map(|key| {
                 kassa_core::settings::MasterKey::parse(&secrecy::SecretString::from(key.to_owned()))

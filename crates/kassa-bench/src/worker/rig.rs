@@ -48,6 +48,7 @@ impl Rig {
             admin_token: None,
             public_url: "http://127.0.0.1:8080".into(),
             publishable_key: None,
+            default_currency: kassa_stripe::money::Currency::usd(),
             settings_reload: None,
             master_key: None,
         };

@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use kassa_core::checkout::{
     create_payment_intent, create_session, plan_checkout, CheckoutRequest, PaymentIntentRequest,
 };
-use kassa_core::fulfil::PageOutcome;
+use kassa_core::fulfil::{MailOptions, PageOutcome};
 use kassa_stripe::money::format_amount;
 use kassa_stripe::objects::CheckoutMode;
 use serde_json::{json, Value};
@@ -108,11 +108,40 @@ async fn payment_intent(
     ))
 }
 
+/// The confirmation's optional body: what becomes of the payment's e-mails when this call
+/// records the payment; empty or `{}` keeps Kassa's defaults.
+fn mail_options(body: &[u8]) -> Result<MailOptions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(MailOptions::default());
+    }
+    let options: MailOptions = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the confirmation body: {e}"))
+    })?;
+    if let Some(address) = &options.notify_email {
+        kassa_core::fields::email(address, "notify_email")?;
+    }
+    if let Some(name) = &options.mail_connection {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(ApiError::from(kassa_core::fields::field_error(
+                "mail_connection",
+                "the name of a KASSA_SMTP_CONNECTIONS connection (letters, digits, - and _)",
+            )));
+        }
+    }
+    Ok(options)
+}
+
 async fn confirm_payment_intent(
     _: Admin,
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let mail = mail_options(&body)?;
     // No Idempotency-Key here: this route sends Stripe nothing (it reads the PaymentIntent) and
     // records a payment once by its PaymentIntent id, whoever asks how often.
     if !id.starts_with("pi_") || id.len() > 255 {
@@ -134,7 +163,7 @@ async fn confirm_payment_intent(
     let span = tracing::info_span!("payment_confirmation", payment_intent = %id);
     let outcome = state
         .fulfilment
-        .payment_intent(&id)
+        .payment_intent_with(&id, &mail)
         .instrument(span)
         .await
         .map_err(|e| ApiError::from_fulfil(&e))?;
@@ -149,6 +178,8 @@ async fn confirm_payment_intent(
             "status": "succeeded",
             "recorded": true,
             "recorded_now": first,
+            // The e-mail options take effect only in the call that records the payment.
+            "mail_options_applied": first && !mail.is_default(),
             "amount": amount,
             "currency": currency,
         }),

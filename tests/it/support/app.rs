@@ -40,6 +40,8 @@ struct AppOptions {
     master_key: Option<&'static str>,
     /// `KASSA_DEFAULT_CURRENCY`.
     default_currency: &'static str,
+    /// `KASSA_SMTP_CONNECTIONS`: named SMTP connections.
+    smtp_connections: Vec<(&'static str, String)>,
 }
 
 impl Default for AppOptions {
@@ -56,6 +58,7 @@ impl Default for AppOptions {
             shared_sim: None,
             master_key: None,
             default_currency: "usd",
+            smtp_connections: Vec::new(),
         }
     }
 }
@@ -119,6 +122,13 @@ impl TestAppBuilder {
     /// Mounts the back-office, checkout and connector APIs with this token (`KASSA_ADMIN_TOKEN`).
     pub fn admin_token(mut self, token: &'static str) -> Self {
         self.options.admin_token = Some(token);
+        self
+    }
+
+    /// A named SMTP connection (`KASSA_SMTP_CONNECTIONS`), e.g. for a confirmation's
+    /// `mail_connection`.
+    pub fn smtp_connection(mut self, name: &'static str, url: String) -> Self {
+        self.options.smtp_connections.push((name, url));
         self
     }
 
@@ -231,13 +241,22 @@ impl TestApp {
             worker: options.worker.then(|| WorkerConfig {
                 prefetch: 16,
                 concurrency: 8,
-                mail: kassa_worker::smtp::MailConnections::default_only(
-                    options.smtp_url.as_deref().map(|url| {
+                mail: kassa_worker::smtp::MailConnections::new(kassa_worker::smtp::ConnectionSet {
+                    default: options.smtp_url.as_deref().map(|url| {
                         std::sync::Arc::new(
                             kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL"),
                         )
                     }),
-                ),
+                    named: options
+                        .smtp_connections
+                        .iter()
+                        .map(|(name, url)| {
+                            let mailer =
+                                kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL");
+                            ((*name).to_owned(), std::sync::Arc::new(mailer))
+                        })
+                        .collect(),
+                }),
                 events_poller: options.events_poller.clone(),
                 notify_email: options.notify_email.map(str::to_owned),
                 ..WorkerConfig::default()

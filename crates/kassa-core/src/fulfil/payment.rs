@@ -94,11 +94,38 @@ pub async fn record_paid_session(
         livemode: session.livemode,
         recorded_by,
     };
-    let recorded = record_and_announce(conn, topology, &payment).await?;
+    let recorded = record_and_announce(conn, topology, &payment, &MailOptions::default()).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id,
         recorded,
     })
+}
+
+/// Per-call choices of a payment confirmation about the payment's e-mails, carried in the
+/// `payment.succeeded` alert (`"mail"`); unset fields keep Kassa's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailOptions {
+    /// The merchant's notification goes to this address instead of `KASSA_NOTIFY_EMAIL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_email: Option<String>,
+    /// `false`: no merchant notification for this payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_notification: Option<bool>,
+    /// `false`: no receipt to the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_customer: Option<bool>,
+    /// The named SMTP connection (`KASSA_SMTP_CONNECTIONS`) both e-mails go through; unset:
+    /// `KASSA_SMTP_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_connection: Option<String>,
+}
+
+impl MailOptions {
+    /// Whether every choice is Kassa's default.
+    pub fn is_default(&self) -> bool {
+        self == &MailOptions::default()
+    }
 }
 
 /// Records the PaymentIntent `payment_intent_id` if Stripe says it succeeded and it is not a
@@ -109,6 +136,26 @@ pub async fn record_payment_intent(
     topology: &Topology,
     payment_intent_id: &str,
     recorded_by: RecordedBy,
+) -> Result<PaymentState, Error> {
+    record_payment_intent_with(
+        stripe,
+        conn,
+        topology,
+        payment_intent_id,
+        recorded_by,
+        &MailOptions::default(),
+    )
+    .await
+}
+
+/// [`record_payment_intent`] with the e-mails as `mail` says, if this call records it.
+pub async fn record_payment_intent_with(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    topology: &Topology,
+    payment_intent_id: &str,
+    recorded_by: RecordedBy,
+    mail: &MailOptions,
 ) -> Result<PaymentState, Error> {
     let intent = stripe
         .payment_intents()
@@ -148,7 +195,7 @@ pub async fn record_payment_intent(
             .or(details.email)
             .or(session.customer_email);
     }
-    let recorded = record_and_announce(conn, topology, &payment).await?;
+    let recorded = record_and_announce(conn, topology, &payment, mail).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id: intent.id.clone(),
         recorded,
@@ -166,7 +213,7 @@ pub async fn record_intent(
         Ok(payment) => payment,
         Err(state) => return Ok(state),
     };
-    let recorded = record_and_announce(conn, topology, &payment).await?;
+    let recorded = record_and_announce(conn, topology, &payment, &MailOptions::default()).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id: intent.id.clone(),
         recorded,
@@ -220,6 +267,7 @@ async fn record_and_announce(
     conn: &mut PgConnection,
     topology: &Topology,
     payment: &NewPayment,
+    mail: &MailOptions,
 ) -> Result<bool, Error> {
     // Serialises the paths (and a payment_intent.succeeded racing checkout.session.completed):
     // the second waits for the first's commit and then finds the row.
@@ -242,6 +290,7 @@ async fn record_and_announce(
         "receipt_email": payment.receipt_email,
         "livemode": payment.livemode,
         "recorded_by": payment.recorded_by.as_str(),
+        "mail": (!mail.is_default()).then_some(mail),
     });
     let message = OutboxMessage {
         exchange: topology.alerts_exchange(),

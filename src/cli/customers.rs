@@ -46,7 +46,7 @@ enum CustomersCommand {
         #[arg(long)]
         description: Option<String>,
         #[command(flatten)]
-        address: AddressArgs,
+        address: Box<AddressArgs>,
         /// key=value, repeatable.
         #[arg(long)]
         metadata: Vec<String>,

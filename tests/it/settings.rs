@@ -600,3 +600,100 @@ async fn a_running_kassa_verifies_webhooks_with_changed_stored_secrets_within_th
     let _ = topology.delete_at(&amqp_url).await;
     services::drop_database(&database_url).await;
 }
+
+#[tokio::test]
+async fn a_running_kassa_mails_through_a_changed_stored_smtp_url_within_the_reload_interval() {
+    let database_url = services::fresh_database_url().await;
+    let amqp_url = services::amqp_url().await;
+    let topology = kassa_broker::Topology::unique();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let first = SmtpSink::start().await;
+    let second = SmtpSink::start().await;
+    set(
+        &database_url,
+        KEY_A,
+        "KASSA_STRIPE_API_KEY",
+        "sk_test_reloadingsmtp",
+    )
+    .await;
+    set(
+        &database_url,
+        KEY_A,
+        "KASSA_STRIPE_WEBHOOK_SECRETS",
+        kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET,
+    )
+    .await;
+    set(&database_url, KEY_A, "KASSA_ADMIN_TOKEN", ADMIN).await;
+    set(&database_url, KEY_A, "KASSA_SMTP_URL", &first.url()).await;
+
+    let port = free_port();
+    let mut command = serve_command(
+        &database_url,
+        &amqp_url,
+        topology.prefix(),
+        &sim.base_url(),
+        Some(KEY_A),
+    );
+    command.env("KASSA_SETTINGS_RELOAD", "1s");
+    let process = KassaProcess::start(command, port, Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    // A payment on the merchant's form, confirmed: Kassa e-mails the receipt.
+    let pay = |n: u32| {
+        let http = http.clone();
+        let base = process.base.clone();
+        let sim_base = sim.base_url();
+        async move {
+            let intent: Value = http
+                .post(format!("{base}/api/payment-intents"))
+                .bearer_auth(ADMIN)
+                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .json(&json!({"amount": 1000, "receipt_email": format!("buyer{n}@example.com")}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = intent["id"].as_str().expect("a PaymentIntent").to_owned();
+            let paid = crate::support::sim::post_form(
+                &sim_base,
+                &format!("/v1/payment_intents/{id}/confirm"),
+                &[("payment_method", "pm_card_visa")],
+            )
+            .await;
+            assert_eq!(paid["status"], "succeeded", "{paid}");
+            let confirmed = http
+                .post(format!("{base}/api/payment-intents/{id}/confirmation"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(confirmed.status(), 200);
+        }
+    };
+    pay(0).await;
+    let mail = first.wait_for(1).await;
+    assert!(mail[0].rcpt_to.iter().any(|r| r.contains("buyer0@")));
+
+    set(&database_url, KEY_A, "KASSA_SMTP_URL", &second.url()).await;
+    let mut n = 0;
+    crate::support::eventually(
+        Duration::from_secs(20),
+        "a receipt through the new SMTP server",
+        || {
+            n += 1;
+            let payment = pay(n);
+            let second = &second;
+            async move {
+                payment.await;
+                let received = second.received.lock().unwrap().len();
+                (received > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let log = process.stop(Duration::from_secs(30)).await;
+    assert!(log.contains("stored setting changed: applied"), "{log}");
+    let _ = topology.delete_at(&amqp_url).await;
+    services::drop_database(&database_url).await;
+}

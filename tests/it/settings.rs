@@ -3,7 +3,9 @@
 //! the stored settings alone and works (a Stripe call with the stored key, the API with the
 //! stored admin token), also after `kassa settings rotate-master-key`; a wrong or missing master
 //! key, or a sealed value moved into another setting's row, makes Kassa refuse to start, naming
-//! the setting that could not be opened.
+//! the setting that could not be opened. An environment variable wins over a stored value, and a
+//! running Kassa applies changed webhook secrets and SMTP URLs within `KASSA_SETTINGS_RELOAD`;
+//! the admin API lists and sets settings without ever answering a value.
 
 use crate::support::binary::{free_port, kassa, run, text, KassaProcess};
 use crate::support::services;
@@ -514,6 +516,7 @@ async fn a_running_kassa_verifies_webhooks_with_changed_stored_secrets_within_th
     )
     .await;
 
+    set(&database_url, KEY_A, "KASSA_ADMIN_TOKEN", ADMIN).await;
     let port = free_port();
     let mut command = serve_command(
         &database_url,
@@ -522,9 +525,21 @@ async fn a_running_kassa_verifies_webhooks_with_changed_stored_secrets_within_th
         &sim.base_url(),
         Some(KEY_A),
     );
-    command.env("KASSA_SETTINGS_RELOAD", "1s");
+    command
+        .env("KASSA_SETTINGS_RELOAD", "1s")
+        .env("KASSA_ADMIN_TOKEN", "an-admin-token-from-the-environment");
     let process = KassaProcess::start(command, port, Duration::from_secs(60)).await;
     let http = reqwest::Client::new();
+    // The environment wins over the stored admin token.
+    for (token, status) in [("an-admin-token-from-the-environment", 200), (ADMIN, 401)] {
+        let answer = http
+            .get(format!("{}/api/charges", process.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status, "token {token}");
+    }
     let post_signed = |secret: String, n: u32| {
         let http = http.clone();
         let url = format!("{}/webhooks/stripe", process.base);
@@ -597,6 +612,12 @@ async fn a_running_kassa_verifies_webhooks_with_changed_stored_secrets_within_th
     let log = process.stop(Duration::from_secs(30)).await;
     assert!(log.contains("stored setting changed: applied"), "{log}");
     assert!(!log.contains(&new_secret) && !log.contains(&old_secret));
+    assert!(
+        log.lines().any(|l| l.contains("setting source")
+            && l.contains("KASSA_ADMIN_TOKEN")
+            && l.contains("environment")),
+        "the log says the admin token came from the environment:\n{log}"
+    );
     let _ = topology.delete_at(&amqp_url).await;
     services::drop_database(&database_url).await;
 }

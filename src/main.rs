@@ -7,7 +7,9 @@ mod config;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cli::{charges, connector, customers, demo, dlq, outbox, reconcile, serve, status, widgets};
+use cli::{
+    charges, connector, customers, demo, dlq, outbox, reconcile, serve, settings, status, widgets,
+};
 use config::{IngressArgs, ServeArgs, StoreArgs, WorkerCommandArgs};
 use kassa::telemetry::{self, LogFormat};
 
@@ -60,6 +62,8 @@ enum Command {
     Sync(customers::SyncArgs),
     /// One pass over Stripe's /v1/events: publish what webhooks missed and report it.
     Reconcile(reconcile::ReconcileArgs),
+    /// Settings kept sealed in PostgreSQL: set (value from stdin), list (masked), rotate-master-key.
+    Settings(settings::SettingsArgs),
     /// Run the Stripe simulator that tests and the demo use instead of api.stripe.com.
     StripeSim(config::StripeSimArgs),
 }
@@ -89,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             Command::LegacyCharge(args) => connector::legacy_charge(args).await,
             Command::Sync(args) => customers::run_sync_alias(args).await,
             Command::Reconcile(args) => reconcile::run(args).await,
+            Command::Settings(args) => settings::run(args).await,
             Command::StripeSim(args) => serve::stripe_sim(args).await,
         }
     })

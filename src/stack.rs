@@ -9,13 +9,16 @@ use axum::Router;
 use kassa_api::{ApiConfig, ShopProduct};
 use kassa_broker::connection::redact_url;
 use kassa_broker::{Broker, BrokerConfig};
+use kassa_core::settings::{SettingName, Vault};
 use kassa_ingress::IngressState;
+use kassa_ingress::Verifier;
 use kassa_store::Store;
 use kassa_stripe::webhook::WebhookVerifier;
 use kassa_stripe::{Client, ClientConfig};
 use kassa_stripe_sim::{SimConfig, Simulator};
+use kassa_worker::smtp::{MailConnections, Mailer, MailerOptions};
 use kassa_worker::{Worker, WorkerConfig};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -85,6 +88,27 @@ pub struct StackConfig {
     pub public_rate_limit: Option<kassa_api::PublicRateLimit>,
     /// `KASSA_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the customer.
     pub trusted_proxies: Vec<kassa_api::IpNet>,
+    /// `KASSA_MASTER_KEY`: the admin API's `/api/settings` seal and open with it, and the
+    /// settings reload opens the stored settings with it.
+    pub master_key: Option<kassa_core::settings::MasterKey>,
+    /// `KASSA_DEFAULT_CURRENCY`: the currency of an API request that names none.
+    pub default_currency: kassa_stripe::money::Currency,
+    /// Read the stored settings again while running (`KASSA_SETTINGS_RELOAD`); needs
+    /// `master_key` and the database.
+    pub settings_reload: Option<SettingsReload>,
+}
+
+/// What a running process reads again from the stored settings, and how often.
+#[derive(Clone, Debug)]
+pub struct SettingsReload {
+    /// `KASSA_SETTINGS_RELOAD`.
+    pub every: Duration,
+    /// The settings applied when their stored value changes: webhook secrets (the ingress's
+    /// verifier), `KASSA_SMTP_URL` and `KASSA_SMTP_CONNECTIONS` (the worker's mail). Never
+    /// those the environment gave, which win over stored values.
+    pub settings: Vec<SettingName>,
+    /// The sender and time limit of reloaded SMTP connections.
+    pub mailer_options: MailerOptions,
 }
 
 /// The publishable key of the embedded simulator's test mode.
@@ -169,13 +193,16 @@ impl Stack {
 
         let http_shutdown = CancellationToken::new();
         let mut http = JoinSet::new();
+        let mut verifier = None;
         if let (Some(listener), Some(address)) = (listener, address) {
             let parts = Parts {
                 stripe: stripe.client.as_ref(),
                 store: store.as_ref(),
                 broker: &broker,
             };
-            let router = http_router(&config, &stripe.webhook_secrets, parts, address)?;
+            let (router, webhook_verifier) =
+                http_router(&config, &stripe.webhook_secrets, parts, address)?;
+            verifier = webhook_verifier;
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
@@ -204,6 +231,21 @@ impl Stack {
 
         let work_shutdown = CancellationToken::new();
         let mut work = JoinSet::new();
+        if let (Some(reload), Some(key), Some(store)) =
+            (&config.settings_reload, &config.master_key, &store)
+        {
+            let targets = ReloadTargets {
+                verifier,
+                tolerance: config.webhook_tolerance,
+                mail: config.worker.as_ref().map(|w| w.mail.clone()),
+            };
+            work.spawn(reload_settings(
+                Vault::new(store.clone(), Some(key.clone())),
+                reload.clone(),
+                targets,
+                work_shutdown.clone(),
+            ));
+        }
         if let Some(worker_config) = config.worker {
             let stripe = (stripe.client.clone())
                 .context("the worker needs Stripe (KASSA_STRIPE_API_KEY)")?;
@@ -362,11 +404,11 @@ fn http_router(
     webhook_secrets: &[SecretString],
     parts: Parts<'_>,
     address: SocketAddr,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<(Router, Option<Verifier>)> {
     if !config.webhooks {
         info!(listen = %address, "health listening (/healthz, /readyz)");
         let router = telemetry::health_router(parts.broker.clone(), parts.store.cloned());
-        return Ok(kassa_ingress::with_json_fallbacks(router));
+        return Ok((kassa_ingress::with_json_fallbacks(router), None));
     }
     let verifier =
         WebhookVerifier::new(webhook_secrets.to_vec()).with_tolerance(config.webhook_tolerance);
@@ -374,13 +416,114 @@ fn http_router(
     if let Some(store) = parts.store {
         state = state.with_readiness(Arc::new(telemetry::DatabaseReadiness(store.clone())));
     }
+    let verifier = state.verifier.clone();
     let mut router = kassa_ingress::router(state);
     if let (Some(stripe), Some(store)) = (parts.stripe, parts.store) {
         let api = api_config(config, stripe, store, parts.broker, address)?;
         router = router.merge(kassa_api::app(api));
     }
     info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
-    Ok(kassa_ingress::with_json_fallbacks(router))
+    Ok((kassa_ingress::with_json_fallbacks(router), Some(verifier)))
+}
+
+/// What the settings reload replaces.
+struct ReloadTargets {
+    /// The ingress's webhook verifier, when this process receives webhooks.
+    verifier: Option<Verifier>,
+    /// The signature tolerance of a new verifier.
+    tolerance: Duration,
+    /// The worker's SMTP connections, when this process runs the worker.
+    mail: Option<MailConnections>,
+}
+
+/// Every `reload.every`, opens the stored settings and applies those of `reload.settings`
+/// whose value changed since the last look (the first look applies them all, which changes
+/// nothing that was read at start). A setting that cannot be opened or used is logged and the
+/// one in use kept.
+async fn reload_settings(
+    vault: Vault,
+    reload: SettingsReload,
+    targets: ReloadTargets,
+    shutdown: CancellationToken,
+) {
+    let mut seen: std::collections::HashMap<SettingName, SecretString> = Default::default();
+    let mut ticks = tokio::time::interval(reload.every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let opened = match vault.open_all().await {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::warn!(%error, "reading the stored settings failed; keeping the settings in use");
+                continue;
+            }
+        };
+        for setting in opened {
+            if !reload.settings.contains(&setting.name) {
+                continue;
+            }
+            let unchanged = seen
+                .get(&setting.name)
+                .is_some_and(|old| old.expose_secret() == setting.value.expose_secret());
+            if unchanged {
+                continue;
+            }
+            match apply_setting(setting.name, &setting.value, &reload, &targets) {
+                Ok(true) => info!(
+                    setting = setting.name.as_str(),
+                    "stored setting changed: applied"
+                ),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(setting = setting.name.as_str(), %error, "stored setting changed but cannot be used; keeping the one in use")
+                }
+            }
+            seen.insert(setting.name, setting.value);
+        }
+    }
+}
+
+/// Puts one reloaded setting to use; `Ok(false)` when this process has no use for it.
+fn apply_setting(
+    name: SettingName,
+    value: &SecretString,
+    reload: &SettingsReload,
+    targets: &ReloadTargets,
+) -> anyhow::Result<bool> {
+    match (name, &targets.verifier, &targets.mail) {
+        (SettingName::StripeWebhookSecrets, Some(verifier), _) => {
+            let secrets: Vec<SecretString> = value
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned()))
+                .collect();
+            if secrets.is_empty() {
+                anyhow::bail!("no webhook secret");
+            }
+            verifier.replace(WebhookVerifier::new(secrets).with_tolerance(targets.tolerance));
+            Ok(true)
+        }
+        (SettingName::SmtpUrl, _, Some(mail)) => {
+            let mailer =
+                Mailer::from_url_with(value.expose_secret(), reload.mailer_options.clone())?;
+            mail.replace_default(Some(std::sync::Arc::new(mailer)));
+            Ok(true)
+        }
+        (SettingName::SmtpConnections, _, Some(mail)) => {
+            let named = kassa_worker::smtp::parse_connections(
+                value.expose_secret(),
+                &reload.mailer_options,
+            )?;
+            mail.replace_named(named);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// The merchant's HTTP of `config`: where Checkout sends customers back to (`KASSA_PUBLIC_URL`,
@@ -420,5 +563,7 @@ fn api_config(
         trusted_proxies: config.trusted_proxies.clone(),
         product: ShopProduct::demo().context("the shop's demo product")?,
         public_rate_limit: config.public_rate_limit,
+        master_key: config.master_key.clone(),
+        default_currency: config.default_currency,
     })
 }

@@ -8,5 +8,6 @@ pub mod dlq;
 pub mod outbox;
 pub mod reconcile;
 pub mod serve;
+pub mod settings;
 pub mod status;
 pub mod widgets;

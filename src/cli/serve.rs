@@ -2,16 +2,45 @@
 //! worker in one process), `kassa ingress`, `kassa worker`, `kassa migrate`, `kassa stripe-sim`.
 //! Each reads its configuration (crate::config) and starts a [`Stack`] until SIGINT/SIGTERM.
 
-use crate::config::{self, IngressArgs, ServeArgs, StoreArgs, WorkerCommandArgs};
+use crate::config::{self, IngressArgs, ServeArgs, StoreArgs, StoredSettings, WorkerCommandArgs};
 use anyhow::Context;
 use kassa::stack::{Stack, StackConfig, StripeTarget};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// The process's configuration with the stored settings filled in. A configuration the
+/// environment alone makes invalid fails first, before PostgreSQL is asked anything — unless a
+/// master key is set, when the stored settings may be what completes it. A valid one is checked
+/// against the stored settings too: one that cannot be opened refuses the start.
+async fn with_stored_settings<A>(
+    args: &mut A,
+    database_url: &str,
+    master_key: Option<kassa_core::settings::MasterKey>,
+    apply: impl Fn(&mut A, &StoredSettings),
+    build: impl Fn(&A) -> anyhow::Result<StackConfig>,
+) -> anyhow::Result<StackConfig> {
+    let from_environment = build(args);
+    if from_environment.is_err() && master_key.is_none() {
+        return from_environment;
+    }
+    let stored = StoredSettings::load(database_url, master_key).await?;
+    apply(args, &stored);
+    build(args)
+}
+
 /// Runs `kassa serve`.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.stack_config()?;
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let database_url = args.store.database_url.clone();
+    let master_key = args.master_key.key()?;
+    let config = with_stored_settings(
+        &mut args,
+        &database_url,
+        master_key,
+        ServeArgs::apply_stored,
+        ServeArgs::stack_config,
+    )
+    .await?;
     match &config.stripe {
         Some(StripeTarget::Embedded(_)) => info!(
             "kassa serve: no KASSA_STRIPE_API_KEY, so running in TEST MODE on the embedded Stripe simulator, which delivers webhooks to this process"
@@ -32,8 +61,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `kassa ingress`.
-pub async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
-    let config = args.stack_config()?;
+pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
+    let config = if args.reads_stored_settings() {
+        let database_url = args.api.database_url.clone();
+        let master_key = args.master_key.key()?;
+        with_stored_settings(
+            &mut args,
+            &database_url,
+            master_key,
+            IngressArgs::apply_stored,
+            IngressArgs::stack_config,
+        )
+        .await?
+    } else {
+        args.stack_config()?
+    };
     let apis = config.admin_token.is_some();
     let mut stack = Stack::start(config.clone()).await?;
     let address = stack.address.context("the ingress has an address")?;
@@ -52,8 +94,8 @@ pub async fn ingress(args: IngressArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `kassa worker`.
-pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+/// `kassa worker`'s configuration from its flags and variables.
+fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> {
     let db_max_connections = args
         .worker
         .pool_use()
@@ -61,7 +103,8 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     let stripe = args.stripe.target()?.context(
         "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;
-    let config = StackConfig {
+    let master_key = args.master_key.key()?;
+    Ok(StackConfig {
         listen: Some(args.listen),
         metrics_listen: Some(args.metrics_listen),
         webhooks: false,
@@ -80,7 +123,33 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
         publishable_key: None,
         public_rate_limit: None,
         trusted_proxies: Vec::new(),
-    };
+        default_currency: kassa_stripe::money::Currency::usd(),
+        settings_reload: args.reload.reload(
+            master_key.as_ref(),
+            &args.from_env,
+            &[
+                kassa_core::settings::SettingName::SmtpUrl,
+                kassa_core::settings::SettingName::SmtpConnections,
+            ],
+            args.worker.mailer_options(),
+        ),
+        master_key,
+    })
+}
+
+/// Runs `kassa worker`.
+pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let database_url = args.store.database_url.clone();
+    let master_key = args.master_key.key()?;
+    let config = with_stored_settings(
+        &mut args,
+        &database_url,
+        master_key,
+        WorkerCommandArgs::apply_stored,
+        worker_stack_config,
+    )
+    .await?;
+    let db_max_connections = config.db_max_connections;
     let mut stack = Stack::start(config).await?;
     info!(
         health = %format!("http://{}/healthz", stack.address.map_or_else(|| args.listen.to_string(), |a| a.to_string())),

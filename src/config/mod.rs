@@ -4,9 +4,11 @@
 //! rule that sizes the database pool in [`pool`].
 
 mod pool;
+mod settings;
 mod worker;
 
 pub use pool::PoolUse;
+pub use settings::{require_key, MasterKeyArgs, SettingsReloadArgs, StoredSettings};
 pub use worker::{parse_duration, parse_lookback, WorkerArgs};
 
 use anyhow::{bail, Context};
@@ -147,8 +149,15 @@ impl HttpArgs {
     }
 }
 
+/// `KASSA_DEFAULT_CURRENCY`: a currency Stripe charges in (kassa-stripe's money table).
+fn parse_default_currency(code: &str) -> Result<kassa_stripe::money::Currency, String> {
+    kassa_stripe::money::Currency::parse(code).map_err(|_| {
+        format!("KASSA_DEFAULT_CURRENCY={code:?} is not a 3-letter ISO code of a currency Stripe charges in")
+    })
+}
+
 /// A duration above zero (`10s`, `1m`).
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
         return Err("must be more than 0".into());
@@ -268,6 +277,13 @@ pub struct IngressArgs {
     pub webhook: WebhookArgs,
     #[command(flatten)]
     pub api: IngressApiArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub reload: SettingsReloadArgs,
+    /// The storable settings the environment (or a flag) gave, filled by `apply_stored`.
+    #[arg(skip)]
+    pub from_env: std::collections::HashSet<kassa_core::settings::SettingName>,
 }
 
 /// What `kassa ingress` needs for the APIs (read only when `KASSA_ADMIN_TOKEN` is set).
@@ -304,11 +320,48 @@ pub struct IngressApiArgs {
     /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
     #[arg(long, env = "KASSA_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Currency of an API request that names none (3-letter ISO code Stripe charges in).
+    #[arg(long, env = "KASSA_DEFAULT_CURRENCY", default_value = "usd", value_parser = parse_default_currency)]
+    pub default_currency: kassa_stripe::money::Currency,
 }
 
 impl IngressArgs {
+    /// Whether this ingress reads the stored settings: with the APIs (which use PostgreSQL
+    /// anyway) or a master key; an ingress of webhooks only needs no database.
+    pub fn reads_stored_settings(&self) -> bool {
+        self.master_key.is_set()
+            || self
+                .api
+                .admin_token
+                .as_deref()
+                .is_some_and(|t| !t.trim().is_empty())
+    }
+
+    /// Fills every setting the environment left unset from the stored settings.
+    pub fn apply_stored(&mut self, stored: &StoredSettings) {
+        use kassa_core::settings::SettingName;
+        let env = &mut self.from_env;
+        stored.fill(
+            SettingName::StripeApiKey,
+            &mut self.webhook.stripe_api_key,
+            env,
+        );
+        stored.fill(
+            SettingName::StripePublishableKey,
+            &mut self.api.publishable_key,
+            env,
+        );
+        stored.fill_list(
+            SettingName::StripeWebhookSecrets,
+            &mut self.webhook.webhook_secrets,
+            env,
+        );
+        stored.fill(SettingName::AdminToken, &mut self.api.admin_token, env);
+    }
+
     /// The process's configuration: webhooks only, or webhooks and the APIs.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
+        let master_key = self.master_key.key()?;
         let verifier = self.webhook.webhook_verifier()?;
         let admin_token = parse_admin_token(self.api.admin_token.as_deref())?;
         let stripe = match &admin_token {
@@ -365,6 +418,15 @@ impl IngressArgs {
             publishable_key: non_empty(self.api.publishable_key.as_deref()),
             public_rate_limit: self.api.public_rate.limit(),
             trusted_proxies: trusted_proxies(&self.api.trusted_proxies)?,
+            default_currency: self.api.default_currency,
+            // Only with the APIs does this process keep a database to read again.
+            settings_reload: self.reload.reload(
+                master_key.as_ref(),
+                &self.from_env,
+                &[kassa_core::settings::SettingName::StripeWebhookSecrets],
+                Default::default(),
+            ),
+            master_key,
         })
     }
 }
@@ -510,6 +572,32 @@ pub struct WorkerCommandArgs {
     pub stripe: StripeArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub reload: SettingsReloadArgs,
+    /// The storable settings the environment (or a flag) gave, filled by `apply_stored`.
+    #[arg(skip)]
+    pub from_env: std::collections::HashSet<kassa_core::settings::SettingName>,
+}
+
+impl WorkerCommandArgs {
+    /// Fills every setting the environment left unset from the stored settings.
+    pub fn apply_stored(&mut self, stored: &StoredSettings) {
+        use kassa_core::settings::SettingName;
+        let env = &mut self.from_env;
+        stored.fill(
+            SettingName::StripeApiKey,
+            &mut self.stripe.stripe_api_key,
+            env,
+        );
+        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url, env);
+        stored.fill(
+            SettingName::SmtpConnections,
+            &mut self.worker.smtp_connections,
+            env,
+        );
+    }
 }
 
 /// `kassa serve` and `kassa demo`: ingress and worker in one process.
@@ -537,11 +625,49 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<String>,
     #[command(flatten)]
     pub public_rate: PublicRateArgs,
+    /// Currency of an API request that names none (3-letter ISO code Stripe charges in).
+    #[arg(long, env = "KASSA_DEFAULT_CURRENCY", default_value = "usd", value_parser = parse_default_currency)]
+    pub default_currency: kassa_stripe::money::Currency,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+    #[command(flatten)]
+    pub reload: SettingsReloadArgs,
+    /// The storable settings the environment (or a flag) gave, filled by `apply_stored`.
+    #[arg(skip)]
+    pub from_env: std::collections::HashSet<kassa_core::settings::SettingName>,
 }
 
 impl ServeArgs {
+    /// Fills every setting the environment left unset from the stored settings.
+    pub fn apply_stored(&mut self, stored: &StoredSettings) {
+        use kassa_core::settings::SettingName;
+        let env = &mut self.from_env;
+        stored.fill(
+            SettingName::StripeApiKey,
+            &mut self.ingress.stripe_api_key,
+            env,
+        );
+        stored.fill(
+            SettingName::StripePublishableKey,
+            &mut self.publishable_key,
+            env,
+        );
+        stored.fill_list(
+            SettingName::StripeWebhookSecrets,
+            &mut self.ingress.webhook_secrets,
+            env,
+        );
+        stored.fill(SettingName::AdminToken, &mut self.admin_token, env);
+        stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url, env);
+        stored.fill(
+            SettingName::SmtpConnections,
+            &mut self.worker.smtp_connections,
+            env,
+        );
+    }
+
     /// Stripe from the key, or the embedded simulator when none is set.
     pub fn stripe_target(&self) -> anyhow::Result<StripeTarget> {
         let args = StripeArgs {
@@ -566,6 +692,21 @@ impl ServeArgs {
         let db_max_connections =
             pool.pool_size("kassa serve", self.store.database_max_connections)?;
         let stripe = self.stripe_target()?;
+        let master_key = self.master_key.key()?;
+        let reloadable: Vec<kassa_core::settings::SettingName> = {
+            use kassa_core::settings::SettingName;
+            match &stripe {
+                // The embedded simulator signs with a fresh secret of its own.
+                StripeTarget::Embedded(_) => {
+                    vec![SettingName::SmtpUrl, SettingName::SmtpConnections]
+                }
+                StripeTarget::Api { .. } => vec![
+                    SettingName::StripeWebhookSecrets,
+                    SettingName::SmtpUrl,
+                    SettingName::SmtpConnections,
+                ],
+            }
+        };
         let webhook_secrets = match &stripe {
             StripeTarget::Embedded(_) => Vec::new(),
             StripeTarget::Api { .. } => {
@@ -609,6 +750,14 @@ impl ServeArgs {
             publishable_key: non_empty(self.publishable_key.as_deref()),
             public_rate_limit: self.public_rate.limit(),
             trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
+            default_currency: self.default_currency,
+            settings_reload: self.reload.reload(
+                master_key.as_ref(),
+                &self.from_env,
+                &reloadable,
+                self.worker.mailer_options(),
+            ),
+            master_key,
         })
     }
 }

@@ -26,6 +26,11 @@ pub struct WorkerArgs {
     /// `smtp://host:port?tls=none` (a local sink). Not set: alerts are not e-mailed.
     #[arg(long, env = "KASSA_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
+    /// More SMTP connections, by name: `billing=smtps://user:pass@host,ops=smtp://…` (a comma
+    /// in a URL is written %2C). A payment confirmation's `mail_connection` picks one; without
+    /// one, mail goes through KASSA_SMTP_URL.
+    #[arg(long, env = "KASSA_SMTP_CONNECTIONS", hide_env_values = true)]
+    pub smtp_connections: Option<String>,
     /// The sender of Kassa's e-mails.
     #[arg(long, env = "KASSA_MAIL_FROM", default_value = kassa_worker::smtp::DEFAULT_FROM)]
     pub mail_from: String,
@@ -141,25 +146,41 @@ impl WorkerArgs {
         }
     }
 
+    /// The sender and time limit of every SMTP connection.
+    pub fn mailer_options(&self) -> kassa_worker::smtp::MailerOptions {
+        kassa_worker::smtp::MailerOptions {
+            from: self.mail_from.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The worker configuration these flags describe; a bad SMTP setting fails here.
     pub fn config(&self) -> anyhow::Result<WorkerConfig> {
         let mailer = match self.smtp_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => {
-                let options = kassa_worker::smtp::MailerOptions {
-                    from: self.mail_from.clone(),
-                    ..Default::default()
-                };
-                let mailer = kassa_worker::smtp::Mailer::from_url_with(url, options)
+                let mailer = kassa_worker::smtp::Mailer::from_url_with(url, self.mailer_options())
                     .map_err(|e| anyhow::anyhow!("KASSA_SMTP_URL / KASSA_MAIL_FROM: {e}"))?;
                 Some(std::sync::Arc::new(mailer))
             }
             None => None,
         };
+        let named = match self
+            .smtp_connections
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
+            Some(text) => kassa_worker::smtp::parse_connections(text, &self.mailer_options())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => Default::default(),
+        };
         Ok(WorkerConfig {
             prefetch: self.worker_prefetch,
             concurrency: self.worker_concurrency as usize,
             public_url: self.public_url.as_str().trim_end_matches('/').to_owned(),
-            mailer,
+            mail: kassa_worker::smtp::MailConnections::new(kassa_worker::smtp::ConnectionSet {
+                default: mailer,
+                named,
+            }),
             notify_email: match self.notify_email.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(address) => {

@@ -1,6 +1,7 @@
 //! No secret in any log line at any level: the real `kassa serve` binary runs with
 //! `RUST_LOG=trace` and distinctive secrets — the Stripe API key, two webhook signing secrets,
-//! the admin token and the SMTP password — through the whole flow: a signed webhook fulfils a
+//! the admin token and the SMTP password, all stored sealed with `kassa settings set` (also at
+//! trace level), and the master key that opens them — through the whole flow: a signed webhook fulfils a
 //! setup session, a back-office charge is declined (402), the customer gets the re-pay e-mail
 //! (over SMTP with AUTH PLAIN). Refused requests (a bad signature, a wrong admin token) are in
 //! the run too. Then neither stdout nor stderr may hold any secret, in clear or in the base64
@@ -100,26 +101,59 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
     let topology = Topology::unique();
     let amqp_url = services::amqp_url().await;
     let database_url = services::fresh_database_url().await;
-    let mut command = kassa(&["serve"]);
-    command
-        .env("KASSA_AMQP_URL", &amqp_url)
-        .env("KASSA_AMQP_PREFIX", topology.prefix())
-        .env("KASSA_DATABASE_URL", &database_url)
-        .env("KASSA_STRIPE_API_KEY", &api_key)
-        .env("KASSA_STRIPE_API_BASE", sim.base_url())
+    let master_key = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
+    // Every secret but the master key is stored sealed; the settings commands' own output is
+    // checked with the server's.
+    let mut settings_output = String::new();
+    for (name, value) in [
+        ("KASSA_STRIPE_API_KEY", api_key.clone()),
         // Mid-rotation: the old secret and the new one the simulator signs with.
-        .env(
+        (
             "KASSA_STRIPE_WEBHOOK_SECRETS",
             format!("{old_webhook_secret},{webhook_secret}"),
-        )
-        .env("KASSA_ADMIN_TOKEN", &admin_token)
-        .env(
+        ),
+        ("KASSA_ADMIN_TOKEN", admin_token.clone()),
+        (
             "KASSA_SMTP_URL",
             format!(
                 "smtp://{smtp_user}:{smtp_password}@127.0.0.1:{}?tls=none",
                 sink.port
             ),
-        )
+        ),
+    ] {
+        let mut command = kassa(&["settings", "set", name]);
+        command
+            .env("KASSA_DATABASE_URL", &database_url)
+            .env("KASSA_MASTER_KEY", &master_key)
+            .env("RUST_LOG", "trace")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, value.as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        settings_output.push_str(&String::from_utf8_lossy(&out.stdout));
+        settings_output.push_str(&String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "settings set {name}: {settings_output}"
+        );
+    }
+    let mut command = kassa(&["serve"]);
+    command
+        .env("KASSA_AMQP_URL", &amqp_url)
+        .env("KASSA_AMQP_PREFIX", topology.prefix())
+        .env("KASSA_DATABASE_URL", &database_url)
+        .env("KASSA_MASTER_KEY", &master_key)
+        .env("KASSA_STRIPE_API_BASE", sim.base_url())
         .env("KASSA_PUBLIC_URL", &base)
         .env("RUST_LOG", "trace")
         .env_remove("KASSA_LOG_FORMAT");
@@ -236,7 +270,10 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         .any(|r| r.path.starts_with("/v1/payment_intents")));
 
     // Stop kassa and read everything it wrote.
-    let log = process.stop(Duration::from_secs(30)).await;
+    let log = format!(
+        "{settings_output}\n{}",
+        process.stop(Duration::from_secs(30)).await
+    );
     // The run was logged at trace level (so the check saw every level).
     assert!(log.contains("TRACE"), "no trace lines in the log");
     assert!(log.lines().count() > 100, "too little log to judge");
@@ -248,6 +285,7 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         ("webhook secret", &webhook_secret),
         ("KASSA_ADMIN_TOKEN", &admin_token),
         ("SMTP password", &smtp_password),
+        ("KASSA_MASTER_KEY", &master_key),
     ] {
         for form in forms_of(secret) {
             forms.push((name.to_owned(), form));

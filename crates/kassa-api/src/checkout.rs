@@ -23,11 +23,10 @@ use axum::{Json, Router};
 use kassa_core::checkout::{
     create_payment_intent, create_session, plan_checkout, CheckoutRequest, PaymentIntentRequest,
 };
-use kassa_core::fulfil::PageOutcome;
+use kassa_core::fulfil::{MailOptions, PageOutcome};
 use kassa_core::widgets::check_client_secret;
 use kassa_stripe::money::format_amount;
 use kassa_stripe::objects::CheckoutMode;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tracing::{info, Instrument};
@@ -50,11 +49,6 @@ pub fn confirmation_router() -> Router<ApiState> {
         .layer(axum::middleware::map_response(crate::widgets::any_origin))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ConfirmationBody {
-    client_secret: Option<String>,
-}
-
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b)
         .map_err(|e| ApiError::from_json_rejection(&e))
@@ -68,7 +62,10 @@ async fn create_checkout_session(
     // A session in payment mode is paid by the customer: a retry without the caller's key
     // would make a second payable session.
     let key = idempotency::required(&headers, state.installation(), "checkout")?;
-    let request = json_body(body)?;
+    let mut request = json_body(body)?;
+    if request.currency.is_none() {
+        request.currency = Some(state.settings.default_currency.code().to_owned());
+    }
     let plan = plan_checkout(&request)?;
     let session = create_session(
         &state.stripe,
@@ -103,7 +100,10 @@ async fn payment_intent(
     // A PaymentIntent is what the customer pays: a retry without the caller's key would make a
     // second one.
     let key = idempotency::required(&headers, state.installation(), "payment_intent")?;
-    let request = json_body(body)?;
+    let mut request = json_body(body)?;
+    if request.currency.is_none() {
+        request.currency = Some(state.settings.default_currency.code().to_owned());
+    }
     let intent = create_payment_intent(&state.stripe, &request, &key).await?;
     info!(payment_intent = %intent.id, amount = intent.amount, currency = %intent.currency, "payment intent created");
     Ok((
@@ -119,6 +119,47 @@ async fn payment_intent(
     ))
 }
 
+/// The confirmation's optional body: the PaymentIntent's `client_secret` (a browser's
+/// authority) and what becomes of the payment's e-mails when this call records the payment;
+/// empty or `{}` keeps Kassa's defaults. Any other field is refused by name.
+fn confirmation_body(body: &[u8]) -> Result<(Option<String>, MailOptions), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, MailOptions::default()));
+    }
+    let invalid = |e: serde_json::Error| {
+        ApiError::bad_request("invalid_json", format!("the confirmation body: {e}"))
+    };
+    let mut fields: serde_json::Map<String, Value> =
+        serde_json::from_slice(body).map_err(invalid)?;
+    let client_secret = match fields.remove("client_secret") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(secret)) => Some(secret).filter(|s| !s.is_empty()),
+        Some(_) => {
+            return Err(ApiError::from(kassa_core::fields::field_error(
+                "client_secret",
+                "must be a string",
+            )))
+        }
+    };
+    let options: MailOptions = serde_json::from_value(Value::Object(fields)).map_err(invalid)?;
+    if let Some(address) = &options.notify_email {
+        kassa_core::fields::email(address, "notify_email")?;
+    }
+    if let Some(name) = &options.mail_connection {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(ApiError::from(kassa_core::fields::field_error(
+                "mail_connection",
+                "the name of a KASSA_SMTP_CONNECTIONS connection (letters, digits, - and _)",
+            )));
+        }
+    }
+    Ok((client_secret, options))
+}
+
 async fn confirm_payment_intent(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -127,30 +168,30 @@ async fn confirm_payment_intent(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let admin = check_bearer(&state.token, &headers).is_ok();
+    let (client_secret, mail) = confirmation_body(&body)?;
     let client_secret = if admin {
         None
     } else {
         state
             .public_limits
             .check_ip(crate::widgets::customer_ip(&state, peer, &headers))?;
-        let body: ConfirmationBody = if body.is_empty() {
-            ConfirmationBody::default()
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("the body is not the JSON expected: {e}"),
-                )
-            })?
-        };
-        match body.client_secret {
-            Some(secret) if !secret.is_empty() => Some(secret),
-            _ => return Err(ApiError::new(
+        if client_secret.is_none() {
+            return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid Bearer KASSA_ADMIN_TOKEN or the PaymentIntent's client_secret is required",
-            )),
+            ));
         }
+        // Where the merchant's mail goes is the merchant's choice: a browser holding only the
+        // client secret may confirm, not redirect or silence the e-mails.
+        if !mail.is_default() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_token_required",
+                "notify_email, send_notification, email_customer and mail_connection need the admin token",
+            ));
+        }
+        client_secret
     };
     // No Idempotency-Key here: this route sends Stripe nothing (it reads the PaymentIntent) and
     // records a payment once by its PaymentIntent id, whoever asks how often.
@@ -178,7 +219,7 @@ async fn confirm_payment_intent(
     }
     let outcome = state
         .fulfilment
-        .payment_intent(&id)
+        .payment_intent_with(&id, &mail)
         .instrument(span)
         .await
         .map_err(|e| ApiError::from_fulfil(&e))?;
@@ -193,6 +234,8 @@ async fn confirm_payment_intent(
             "status": "succeeded",
             "recorded": true,
             "recorded_now": first,
+            // The e-mail options take effect only in the call that records the payment.
+            "mail_options_applied": first && !mail.is_default(),
             "amount": amount,
             "currency": currency,
         }),

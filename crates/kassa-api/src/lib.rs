@@ -12,6 +12,7 @@
 //!   `/save-card/{token}` (a fresh setup-mode Checkout Session each time).
 //! - [`connector`]: small Stripe operations for back-office tools (`/api/customers`,
 //!   `/api/products`, `/api/legacy-charges`).
+//! - [`settings`]: the sealed settings, listed masked and set (`/api/settings`).
 //! - [`auth`] (the Bearer `KASSA_ADMIN_TOKEN`, a route layer over every route but the
 //!   [`PUBLIC_ROUTES`]), [`idempotency`] (the caller's
 //!   `Idempotency-Key`), [`error`] (the one [`ApiError`], `{"error": {"code", "message"}}`).
@@ -29,6 +30,7 @@ pub mod idempotency;
 pub mod pages;
 pub mod rate_limit;
 pub mod save_card;
+pub mod settings;
 pub mod widgets;
 
 pub use error::ApiError;
@@ -97,6 +99,10 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// What the demo shop sells.
     pub product: ShopProduct,
+    /// `KASSA_MASTER_KEY`: `GET/PUT /api/settings` seal and open with it.
+    pub master_key: Option<kassa_core::settings::MasterKey>,
+    /// `KASSA_DEFAULT_CURRENCY`: the currency of a request that names none.
+    pub default_currency: kassa_stripe::money::Currency,
     /// The limit per client address of the [`PUBLIC_ROUTES`]; `None`: not limited.
     pub public_rate_limit: Option<PublicRateLimit>,
 }
@@ -125,6 +131,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// What the demo shop sells.
     pub product: ShopProduct,
+    /// `KASSA_DEFAULT_CURRENCY`.
+    pub default_currency: kassa_stripe::money::Currency,
 }
 
 /// What every route shares; cheap to clone.
@@ -138,6 +146,7 @@ pub struct ApiState {
     settings: Arc<Settings>,
     page_calls: Arc<Semaphore>,
     public_limits: Arc<widgets::PublicLimits>,
+    master_key: Option<kassa_core::settings::MasterKey>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -173,9 +182,11 @@ impl ApiState {
                 stripe_js_url: config.stripe_js_url,
                 trusted_proxies: config.trusted_proxies,
                 product: config.product,
+                default_currency: config.default_currency,
             }),
             page_calls: Arc::new(Semaphore::new(PAGE_CALLS_IN_FLIGHT)),
             public_limits: Arc::new(widgets::PublicLimits::default()),
+            master_key: config.master_key,
         }
     }
 
@@ -239,12 +250,13 @@ pub fn app(config: ApiConfig) -> Router {
             .merge(connector::router())
             .merge(widgets::admin_router())
             .merge(save_card::admin_router())
+            .merge(settings::router())
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_admin,
             ));
         router = router.merge(private);
-        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/widgets, /api/customers/{{id}}/save-card-links");
+        info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/widgets, /api/customers/{{id}}/save-card-links, /api/settings");
     }
     router.with_state(state)
 }

@@ -443,6 +443,117 @@ pub struct PaymentIntentRequest {
     pub description: Option<String>,
     /// Where the receipt goes.
     pub receipt_email: Option<String>,
+    /// More PaymentIntent parameters passed to Stripe, from [`CUSTOM_PROPS`] only.
+    pub custom_props: Option<Value>,
+}
+
+/// The PaymentIntent parameters `custom_props` may carry; any other is refused by name.
+pub const CUSTOM_PROPS: [&str; 5] = [
+    "description",
+    "metadata",
+    "statement_descriptor_suffix",
+    "setup_future_usage",
+    "receipt_email",
+];
+
+/// `custom_props`, checked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CustomProps {
+    /// Shown in Stripe and on the receipt.
+    pub description: Option<String>,
+    /// The caller's metadata, merged with Kassa's own.
+    pub metadata: Metadata,
+    /// Appended to the account's statement descriptor.
+    pub statement_descriptor_suffix: Option<String>,
+    /// `on_session` or `off_session`: save the card for later.
+    pub setup_future_usage: Option<String>,
+    /// Where Kassa sends the receipt.
+    pub receipt_email: Option<String>,
+}
+
+/// Checks `custom_props` against [`CUSTOM_PROPS`] and Stripe's limits for each parameter.
+pub fn custom_props(value: Option<&Value>) -> Result<CustomProps, FieldError> {
+    let map = match value {
+        None | Some(Value::Null) => return Ok(CustomProps::default()),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(field_error("custom_props", "must be an object")),
+    };
+    if let Some(unknown) = map.keys().find(|k| !CUSTOM_PROPS.contains(&k.as_str())) {
+        return Err(field_error(
+            format!("custom_props.{unknown}"),
+            format!(
+                "not a PaymentIntent parameter Kassa passes on (allowed: {})",
+                CUSTOM_PROPS.join(", ")
+            ),
+        ));
+    }
+    let text = |name: &str| {
+        fields::optional_text(&map.get(name).cloned(), &format!("custom_props.{name}"))
+    };
+    let mut props = CustomProps {
+        description: text("description")?,
+        ..CustomProps::default()
+    };
+    let metadata = fields::metadata(&map.get("metadata").cloned())
+        .map_err(|e| field_error("custom_props.metadata", e.to_string()))?;
+    // Stripe: "up to 50 keys, with key names up to 40 characters long and values up to 500
+    // characters long" (API reference, Metadata).
+    if metadata.len() > 50 {
+        return Err(field_error(
+            "custom_props.metadata",
+            "at most 50 keys (Stripe's limit)",
+        ));
+    }
+    for (key, value) in &metadata {
+        if key.is_empty() || key.chars().count() > 40 || key.contains(['[', ']']) {
+            return Err(field_error(
+                format!("custom_props.metadata.{key}"),
+                "keys are 1 to 40 characters without [ or ] (Stripe's limit)",
+            ));
+        }
+        if key.starts_with("kassa_") {
+            return Err(field_error(
+                format!("custom_props.metadata.{key}"),
+                "keys starting with kassa_ are Kassa's own",
+            ));
+        }
+        if value.chars().count() > 500 {
+            return Err(field_error(
+                format!("custom_props.metadata.{key}"),
+                "values are at most 500 characters (Stripe's limit)",
+            ));
+        }
+    }
+    props.metadata = metadata;
+    if let Some(suffix) = text("statement_descriptor_suffix")? {
+        // Stripe: the suffix holds at least one letter, none of < > \ ' " *, and with the
+        // account's prefix at most 22 characters.
+        if suffix.chars().count() > 22
+            || !suffix.chars().any(|c| c.is_ascii_alphabetic())
+            || suffix.contains(['<', '>', '\\', '\'', '"', '*'])
+        {
+            return Err(field_error(
+                "custom_props.statement_descriptor_suffix",
+                "at most 22 characters, at least one letter, none of < > \\ ' \" *",
+            ));
+        }
+        props.statement_descriptor_suffix = Some(suffix);
+    }
+    props.setup_future_usage = match text("setup_future_usage")?.as_deref() {
+        None => None,
+        Some(usage @ ("on_session" | "off_session")) => Some(usage.to_owned()),
+        Some(_) => {
+            return Err(field_error(
+                "custom_props.setup_future_usage",
+                "must be on_session or off_session",
+            ))
+        }
+    };
+    if let Some(email) = text("receipt_email")? {
+        fields::email(&email, "custom_props.receipt_email")?;
+        props.receipt_email = Some(email);
+    }
+    Ok(props)
 }
 
 /// Checks `request` and creates its PaymentIntent under `key` (the caller's).
@@ -453,6 +564,7 @@ pub async fn create_payment_intent(
 ) -> Result<PaymentIntent, CheckoutError> {
     let currency = fields::currency(request.currency.as_deref().unwrap_or("usd"), "currency")?;
     let amount = fields::chargeable_amount(request.amount.as_ref(), &currency, "amount")?;
+    let props = custom_props(request.custom_props.as_ref())?;
     let receipt_email = match request.receipt_email.as_deref().map(str::trim) {
         Some(email) if !email.is_empty() => {
             fields::email(email, "receipt_email")?;
@@ -460,11 +572,19 @@ pub async fn create_payment_intent(
         }
         _ => None,
     };
+    if receipt_email.is_some() && props.receipt_email.is_some() {
+        return Err(field_error("custom_props.receipt_email", "give receipt_email once").into());
+    }
+    if request.description.is_some() && props.description.is_some() {
+        return Err(field_error("custom_props.description", "give description once").into());
+    }
+    let receipt_email = receipt_email.or(props.receipt_email);
     let customer = match request.customer.as_deref().map(str::trim) {
         Some(id) if !id.is_empty() => Some(existing_customer(stripe, id).await?),
         _ => None,
     };
-    let mut metadata = source_metadata(API_SOURCE);
+    let mut metadata = props.metadata;
+    metadata.extend(source_metadata(API_SOURCE));
     if let Some(email) = receipt_email {
         // Kassa sends the receipt (KASSA_SMTP_URL). Stripe's own `receipt_email` would make
         // Stripe send one too in live mode "regardless of your email settings" (API reference,
@@ -476,8 +596,10 @@ pub async fn create_payment_intent(
         currency: currency.code().to_owned(),
         customer,
         payment_method_types: Some(vec!["card".into()]),
-        description: request.description.clone(),
+        description: request.description.clone().or(props.description),
         metadata: Some(metadata),
+        statement_descriptor_suffix: props.statement_descriptor_suffix,
+        setup_future_usage: props.setup_future_usage,
         ..Default::default()
     };
     Ok(stripe.payment_intents().create(&params, key).await?)

@@ -22,6 +22,8 @@
 //!   load, and the customer's choices put on it before the browser confirms.
 //! - [`notify`]: alerts and the connector's notifications, queued through the outbox;
 //!   [`mail`]: the e-mails' words, from askama templates escaped by [`html`].
+//! - [`settings`]: the Stripe keys, webhook secrets, SMTP connections and admin token Kassa may
+//!   keep in PostgreSQL, sealed under the master key.
 //!
 //! Every function here reads Stripe's current state before it acts, sends every Stripe POST
 //! with a deterministic Idempotency-Key, and writes in the caller's transaction. It never
@@ -41,6 +43,7 @@ pub mod mail;
 pub mod notify;
 pub mod records;
 pub mod save_card;
+pub mod settings;
 pub mod widgets;
 
 pub use error::Error;

@@ -24,7 +24,7 @@ pub mod webhook;
 use axum::Router;
 use kassa_broker::{Broker, ConfirmedPublisher};
 use kassa_stripe::webhook::WebhookVerifier;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use tower_http::trace::TraceLayer;
 
 pub use server::{serve, HttpLimits};
@@ -39,8 +39,8 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 /// Everything the ingress's handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct IngressState {
-    /// Verifies `Stripe-Signature` against every configured secret.
-    pub verifier: Arc<WebhookVerifier>,
+    /// Verifies `Stripe-Signature` against every configured secret; replaceable while running.
+    pub verifier: Verifier,
     /// The supervised broker connection (readiness).
     pub broker: Broker,
     /// Publishes events with confirms.
@@ -67,7 +67,7 @@ impl IngressState {
     /// State over `broker` with `verifier`.
     pub fn new(verifier: WebhookVerifier, broker: Broker) -> Self {
         Self {
-            verifier: Arc::new(verifier),
+            verifier: Verifier::new(verifier),
             publisher: broker.publisher(),
             broker,
             readiness: Vec::new(),
@@ -78,6 +78,31 @@ impl IngressState {
     pub fn with_readiness(mut self, check: Arc<dyn health::ReadinessCheck>) -> Self {
         self.readiness.push(check);
         self
+    }
+}
+
+/// The webhook verifier, replaceable while the ingress runs (new secrets from the stored
+/// settings): each webhook is verified against the secrets current when it arrives. Clones share.
+#[derive(Clone, Debug)]
+pub struct Verifier(Arc<RwLock<Arc<WebhookVerifier>>>);
+
+impl Verifier {
+    /// Starts with `verifier`.
+    pub fn new(verifier: WebhookVerifier) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(verifier))))
+    }
+
+    /// The verifier now.
+    pub fn current(&self) -> Arc<WebhookVerifier> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Verifies later webhooks with `verifier`.
+    pub fn replace(&self, verifier: WebhookVerifier) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
     }
 }
 

@@ -70,6 +70,7 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
     state
         .verifier
+        .current()
         .verify(signature, &body, unix_now())
         .map_err(|error| {
             metrics::counter!("kassa_webhook_signature_failures_total", "reason" => error.code())

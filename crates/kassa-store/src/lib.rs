@@ -3,8 +3,8 @@
 //! exactly-once effects ([`events`]), and one module per table family: [`customers`] (customers
 //! and their payment methods) with the cursor of their backfill ([`customer_sync`]),
 //! [`checkout_sessions`], back-office [`charges`] of saved cards, the [`outbox`] of messages to
-//! publish, payment [`widgets`], [`save_card_links`], and the [`installation`] id that
-//! Kassa's Idempotency-Keys and Stripe metadata carry.
+//! publish, payment [`widgets`], [`save_card_links`], the sealed [`settings`], and the
+//! [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
@@ -30,6 +30,7 @@ pub mod own_writes;
 pub mod payments;
 mod pool;
 pub mod save_card_links;
+pub mod settings;
 pub mod widgets;
 
 pub use charge_jobs::{ChargeJob, JobRoute};
@@ -44,6 +45,7 @@ pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};
 pub use pool::{Store, DEFAULT_CLAIM_LOCK_TIMEOUT, DEFAULT_DATABASE_URL};
 pub use save_card_links::{NewSaveCardLink, SaveCardLinkRecord};
+pub use settings::{NewSealedSetting, SealedSetting, SettingsRewrite};
 pub use widgets::{NewWidget, WidgetProduct, WidgetRecord};
 
 /// Re-exported so callers name the same connection and timestamp types as the store.

@@ -316,6 +316,12 @@ impl Currency {
             })
     }
 
+    /// US dollars: Kassa's default currency (`KASSA_DEFAULT_CURRENCY` unset).
+    pub fn usd() -> Self {
+        // `usd` is in the table (a test below says so); the fallback is never taken.
+        Currency::parse("usd").unwrap_or(Currency(&CURRENCIES[0]))
+    }
+
     /// Every currency this module knows, sorted by code.
     pub fn all() -> impl Iterator<Item = Currency> {
         CURRENCIES.iter().map(Currency)
@@ -457,6 +463,11 @@ pub fn format_amount(amount: i64, currency: &Currency) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_currency_is_us_dollars() {
+        assert_eq!(Currency::usd().code(), "usd");
+    }
 
     fn cur(code: &str) -> Currency {
         Currency::parse(code).expect("known currency")

@@ -5,10 +5,11 @@
 //!
 //! A redelivery can send an e-mail twice (at least once, like every message here).
 
-use crate::smtp::{Mailer, PaymentEmail, PaymentEmailKind, RepayEmail};
+use crate::smtp::{
+    ConnectionSet, MailConnections, Mailer, PaymentEmail, PaymentEmailKind, RepayEmail,
+};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn, Instrument};
 
@@ -37,6 +38,9 @@ struct PaymentAlert {
     amount_display: String,
     description: Option<String>,
     receipt_email: Option<String>,
+    /// The confirmation's choices about these e-mails, when it made any.
+    #[serde(default)]
+    mail: Option<kassa_core::fulfil::MailOptions>,
     /// False when the payment's widget says the merchant is not told (absent: told).
     #[serde(default = "told")]
     notify_merchant: bool,
@@ -48,23 +52,35 @@ fn told() -> bool {
 
 /// Sends the e-mails of alerts.
 pub struct AlertEmails {
-    mailer: Option<Arc<Mailer>>,
+    mail: MailConnections,
     notify: Option<String>,
 }
 
 impl AlertEmails {
-    /// A mailer over `mailer`, or one that only acknowledges when SMTP is not configured;
-    /// `notify` (`KASSA_NOTIFY_EMAIL`) gets a notification of each payment.
-    pub fn new(mailer: Option<Arc<Mailer>>, notify: Option<String>) -> Self {
-        Self { mailer, notify }
+    /// A mailer over the connections of `mail` (as they are when each alert arrives), which
+    /// only acknowledges while there is none; `notify` (`KASSA_NOTIFY_EMAIL`) gets a
+    /// notification of each payment.
+    pub fn new(mail: MailConnections, notify: Option<String>) -> Self {
+        Self { mail, notify }
     }
 
     /// The merchant's notification and the customer's receipt of a `payment.succeeded` alert.
     /// A redelivery after a failure may repeat the first (at least once, like every alert).
-    async fn send_payment(&self, mailer: &Mailer, body: &[u8]) -> Outcome {
+    async fn send_payment(&self, connections: &ConnectionSet, body: &[u8]) -> Outcome {
         let alert: PaymentAlert = match serde_json::from_slice(body) {
             Ok(alert) => alert,
             Err(error) => return Outcome::DeadLetter(format!("not a payment alert: {error}")),
+        };
+        let options = alert.mail.clone().unwrap_or_default();
+        let mailer = match connections.mailer(options.mail_connection.as_deref()) {
+            Ok(Some(mailer)) => mailer,
+            Ok(None) => {
+                debug!("KASSA_SMTP_URL is not set: payment e-mails not sent");
+                return Outcome::Done;
+            }
+            // Configuration, not the message: up the ladder, so a connection added by a
+            // settings reload still sends it; a dead letter after the last retry names it.
+            Err(error) => return Outcome::Retry(format!("payment e-mail not sent: {error}")),
         };
         let mut emails = Vec::new();
         let email = |kind, to: &String| PaymentEmail {
@@ -78,10 +94,17 @@ impl AlertEmails {
         };
         // The customer's receipt first: a redelivery repeats what was sent before a failure,
         // and a second notification to the merchant is the smaller harm.
-        if let Some(to) = &alert.receipt_email {
+        if let Some(to) = alert
+            .receipt_email
+            .as_ref()
+            .filter(|_| options.email_customer != Some(false))
+        {
             emails.push(email(PaymentEmailKind::Receipt, to));
         }
-        if let (Some(notify), true) = (&self.notify, alert.notify_merchant) {
+        let notify = options.notify_email.as_ref().or(self.notify.as_ref());
+        if let Some(notify) =
+            notify.filter(|_| options.send_notification != Some(false) && alert.notify_merchant)
+        {
             emails.push(email(PaymentEmailKind::Notification, notify));
         }
         for email in &emails {
@@ -165,10 +188,11 @@ impl MessageHandler for AlertEmails {
         let span =
             tracing::info_span!("alert_email", alert = %message.message_id, kind = %message.kind);
         async {
-            match (&self.mailer, message.kind.as_str()) {
+            let connections = self.mail.current();
+            match (&connections.default, message.kind.as_str()) {
                 (Some(mailer), "customer.repay_requested") => self.send(mailer, &message.body).await,
-                (Some(mailer), kassa_core::fulfil::payment::PAYMENT_SUCCEEDED) => {
-                    self.send_payment(mailer, &message.body).await
+                (_, kassa_core::fulfil::payment::PAYMENT_SUCCEEDED) => {
+                    self.send_payment(&connections, &message.body).await
                 }
                 (None, "customer.repay_requested") => {
                     debug!("KASSA_SMTP_URL is not set: re-pay link not e-mailed (the alert is on kassa.alerts)");

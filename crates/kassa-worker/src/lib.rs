@@ -45,9 +45,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `KASSA_PUBLIC_URL`: where re-pay links send customers back to.
     pub public_url: String,
-    /// `KASSA_SMTP_URL`'s mailer: re-pay links, payment notifications and receipts are e-mailed
-    /// when set.
-    pub mailer: Option<Arc<smtp::Mailer>>,
+    /// The SMTP connections (`KASSA_SMTP_URL` and `KASSA_SMTP_CONNECTIONS`): re-pay links,
+    /// payment notifications and receipts are e-mailed when there is one; replaceable while
+    /// running.
+    pub mail: smtp::MailConnections,
     /// `KASSA_NOTIFY_EMAIL`: the merchant's address for "payment received" notifications.
     pub notify_email: Option<String>,
     /// `KASSA_EVENTS_POLL_INTERVAL`: poll `/v1/events` for missed webhooks; `None` does not.
@@ -62,7 +63,7 @@ impl Default for WorkerConfig {
             prefetch: 32,
             concurrency: 16,
             public_url: "http://127.0.0.1:8080".into(),
-            mailer: None,
+            mail: smtp::MailConnections::default(),
             notify_email: None,
             events_poller: None,
             relay: relay::RelayConfig::default(),
@@ -138,7 +139,7 @@ impl Worker {
                 self.broker.clone(),
                 consumer(WorkQueue::AlertEmails, "kassa-worker-mail"),
                 Arc::new(alert_emails::AlertEmails::new(
-                    self.config.mailer.clone(),
+                    self.config.mail.clone(),
                     self.config.notify_email.clone()
                 )),
                 shutdown.clone()

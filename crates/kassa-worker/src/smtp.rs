@@ -11,7 +11,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 pub use kassa_core::mail::{PaymentEmail, PaymentEmailKind, RepayEmail};
@@ -123,6 +125,107 @@ impl Default for MailerOptions {
             timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
+}
+
+/// The SMTP connections mail goes through: the default one (`KASSA_SMTP_URL`) and named ones
+/// (`KASSA_SMTP_CONNECTIONS`), replaceable while Kassa runs (a changed stored setting). Cheap to
+/// clone; clones share the connections.
+#[derive(Clone, Debug, Default)]
+pub struct MailConnections(Arc<RwLock<Arc<ConnectionSet>>>);
+
+/// The connections at one moment.
+#[derive(Debug, Default)]
+pub struct ConnectionSet {
+    /// `KASSA_SMTP_URL`'s mailer, used when a message names no connection.
+    pub default: Option<Arc<Mailer>>,
+    /// `KASSA_SMTP_CONNECTIONS`: mailers by name.
+    pub named: BTreeMap<String, Arc<Mailer>>,
+}
+
+impl ConnectionSet {
+    /// The mailer of the connection `name`, or the default one; `Err` names an unknown
+    /// connection.
+    pub fn mailer(&self, name: Option<&str>) -> Result<Option<&Arc<Mailer>>, MailError> {
+        match name {
+            None => Ok(self.default.as_ref()),
+            Some(name) => self.named.get(name).map(Some).ok_or_else(|| {
+                MailError::Config(format!(
+                    "no SMTP connection named {name:?} in KASSA_SMTP_CONNECTIONS"
+                ))
+            }),
+        }
+    }
+}
+
+impl MailConnections {
+    /// Connections starting as `set`.
+    pub fn new(set: ConnectionSet) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(set))))
+    }
+
+    /// Only the default connection (none when `mailer` is `None`).
+    pub fn default_only(mailer: Option<Arc<Mailer>>) -> Self {
+        Self::new(ConnectionSet {
+            default: mailer,
+            named: BTreeMap::new(),
+        })
+    }
+
+    /// The connections now; a message uses the same ones from start to end.
+    pub fn current(&self) -> Arc<ConnectionSet> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the default connection; messages already being sent finish on the old one.
+    pub fn replace_default(&self, mailer: Option<Arc<Mailer>>) {
+        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let named = guard.named.clone();
+        *guard = Arc::new(ConnectionSet {
+            default: mailer,
+            named,
+        });
+    }
+
+    /// Replaces the named connections.
+    pub fn replace_named(&self, named: BTreeMap<String, Arc<Mailer>>) {
+        let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let default = guard.default.clone();
+        *guard = Arc::new(ConnectionSet { default, named });
+    }
+}
+
+/// Reads `KASSA_SMTP_CONNECTIONS`: `name=smtp://…,name=smtps://…` (a comma inside a URL is
+/// written `%2C`). Errors name the connection, never its URL.
+pub fn parse_connections(
+    text: &str,
+    options: &MailerOptions,
+) -> Result<BTreeMap<String, Arc<Mailer>>, MailError> {
+    let mut named = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, url)) = entry.split_once('=') else {
+            return Err(MailError::Config(
+                "KASSA_SMTP_CONNECTIONS: entries are name=smtp://… separated by commas".into(),
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(MailError::Config(
+                "KASSA_SMTP_CONNECTIONS: a connection's name is letters, digits, - and _".into(),
+            ));
+        }
+        let mailer = Mailer::from_url_with(url.trim(), options.clone()).map_err(|e| {
+            MailError::Config(format!("KASSA_SMTP_CONNECTIONS, connection {name}: {e}"))
+        })?;
+        named.insert(name.to_owned(), Arc::new(mailer));
+    }
+    Ok(named)
 }
 
 /// Sends Kassa's e-mails over SMTP.

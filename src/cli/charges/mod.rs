@@ -481,7 +481,7 @@ fn print_charge(charge: &ChargeRecord) {
 }
 
 /// `2026-11-24 17:33:05 UTC (25 h ago)`.
-fn time_for_people(unix: i64, now: i64) -> String {
+pub(crate) fn time_for_people(unix: i64, now: i64) -> String {
     let Ok(t) = kassa_store::OffsetDateTime::from_unix_timestamp(unix) else {
         return unix.to_string();
     };

@@ -43,6 +43,12 @@ struct AppOptions {
     public_rate_limit: kassa_api::PublicRateLimit,
     /// The stack reaches PostgreSQL through this proxy (the test's own reads go direct).
     database_proxy: Option<Arc<PgCutProxy>>,
+    /// `KASSA_MASTER_KEY`: `/api/settings` seals and opens with it.
+    master_key: Option<&'static str>,
+    /// `KASSA_DEFAULT_CURRENCY`.
+    default_currency: &'static str,
+    /// `KASSA_SMTP_CONNECTIONS`: named SMTP connections.
+    smtp_connections: Vec<(&'static str, String)>,
 }
 
 impl Default for AppOptions {
@@ -65,6 +71,9 @@ impl Default for AppOptions {
                 burst: std::num::NonZeroU32::new(1000).unwrap(),
             },
             database_proxy: None,
+            master_key: None,
+            default_currency: "usd",
+            smtp_connections: Vec::new(),
         }
     }
 }
@@ -128,6 +137,25 @@ impl TestAppBuilder {
     /// Mounts the back-office, checkout and connector APIs with this token (`KASSA_ADMIN_TOKEN`).
     pub fn admin_token(mut self, token: &'static str) -> Self {
         self.options.admin_token = Some(token);
+        self
+    }
+
+    /// A named SMTP connection (`KASSA_SMTP_CONNECTIONS`), e.g. for a confirmation's
+    /// `mail_connection`.
+    pub fn smtp_connection(mut self, name: &'static str, url: String) -> Self {
+        self.options.smtp_connections.push((name, url));
+        self
+    }
+
+    /// The currency of an API request that names none (`KASSA_DEFAULT_CURRENCY`).
+    pub fn default_currency(mut self, code: &'static str) -> Self {
+        self.options.default_currency = code;
+        self
+    }
+
+    /// Seals and opens stored settings with this master key (`KASSA_MASTER_KEY`).
+    pub fn master_key(mut self, key: &'static str) -> Self {
+        self.options.master_key = Some(key);
         self
     }
 
@@ -254,10 +282,21 @@ impl TestApp {
             worker: options.worker.then(|| WorkerConfig {
                 prefetch: 16,
                 concurrency: 8,
-                mailer: options.smtp_url.as_deref().map(|url| {
-                    std::sync::Arc::new(
-                        kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL"),
-                    )
+                mail: kassa_worker::smtp::MailConnections::new(kassa_worker::smtp::ConnectionSet {
+                    default: options.smtp_url.as_deref().map(|url| {
+                        std::sync::Arc::new(
+                            kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL"),
+                        )
+                    }),
+                    named: options
+                        .smtp_connections
+                        .iter()
+                        .map(|(name, url)| {
+                            let mailer =
+                                kassa_worker::smtp::Mailer::from_url(url).expect("SMTP URL");
+                            ((*name).to_owned(), std::sync::Arc::new(mailer))
+                        })
+                        .collect(),
                 }),
                 events_poller: options.events_poller.clone(),
                 notify_email: options.notify_email.map(str::to_owned),
@@ -271,6 +310,13 @@ impl TestApp {
             publishable_key: None,
             public_rate_limit: Some(options.public_rate_limit),
             trusted_proxies: Vec::new(),
+            default_currency: kassa_stripe::money::Currency::parse(options.default_currency)
+                .expect("a currency"),
+            settings_reload: None,
+            master_key: options.master_key.map(|key| {
+                kassa_core::settings::MasterKey::parse(&secrecy::SecretString::from(key.to_owned()))
+                    .expect("a master key")
+            }),
         };
         let stack = Stack::start(config).await.expect("stack starts");
         stack

@@ -52,6 +52,9 @@ impl Rig {
             publishable_key: None,
             public_rate_limit: None,
             trusted_proxies: Vec::new(),
+            default_currency: kassa_stripe::money::Currency::usd(),
+            settings_reload: None,
+            master_key: None,
         };
         let stack = Stack::start(config).await?;
         stack

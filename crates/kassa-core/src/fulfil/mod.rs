@@ -11,7 +11,7 @@ pub mod checkout_session;
 pub mod payment;
 
 pub use checkout_session::{fulfil_checkout_session, Fulfilled, Fulfiller, SavedCard};
-pub use payment::{record_payment_intent, PaymentState};
+pub use payment::{record_payment_intent, record_payment_intent_with, MailOptions, PaymentState};
 
 use crate::keys::KeyScope;
 use crate::Error;
@@ -96,13 +96,25 @@ impl Fulfilment {
 
     /// Records the PaymentIntent `payment_intent_id` if it succeeded, as the confirmation call.
     pub async fn payment_intent(&self, payment_intent_id: &str) -> Result<PageOutcome, Error> {
+        self.payment_intent_with(payment_intent_id, &MailOptions::default())
+            .await
+    }
+
+    /// [`Fulfilment::payment_intent`], the e-mails sent as `mail` says when this call is the
+    /// one that records the payment (`first`).
+    pub async fn payment_intent_with(
+        &self,
+        payment_intent_id: &str,
+        mail: &MailOptions,
+    ) -> Result<PageOutcome, Error> {
         let mut tx = self.store.begin().await?;
-        let state = record_payment_intent(
+        let state = record_payment_intent_with(
             &self.stripe,
             &mut tx,
             &self.topology,
             payment_intent_id,
             RecordedBy::Confirmation,
+            mail,
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;

@@ -95,11 +95,39 @@ pub async fn record_paid_session(
         livemode: session.livemode,
         recorded_by,
     };
-    let recorded = record_and_announce(conn, topology, &payment, true).await?;
+    let recorded =
+        record_and_announce(conn, topology, &payment, true, &MailOptions::default()).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id,
         recorded,
     })
+}
+
+/// Per-call choices of a payment confirmation about the payment's e-mails, carried in the
+/// `payment.succeeded` alert (`"mail"`); unset fields keep Kassa's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailOptions {
+    /// The merchant's notification goes to this address instead of `KASSA_NOTIFY_EMAIL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_email: Option<String>,
+    /// `false`: no merchant notification for this payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_notification: Option<bool>,
+    /// `false`: no receipt to the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_customer: Option<bool>,
+    /// The named SMTP connection (`KASSA_SMTP_CONNECTIONS`) both e-mails go through; unset:
+    /// `KASSA_SMTP_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_connection: Option<String>,
+}
+
+impl MailOptions {
+    /// Whether every choice is Kassa's default.
+    pub fn is_default(&self) -> bool {
+        self == &MailOptions::default()
+    }
 }
 
 /// Records the PaymentIntent `payment_intent_id` if Stripe says it succeeded and it is not a
@@ -110,6 +138,26 @@ pub async fn record_payment_intent(
     topology: &Topology,
     payment_intent_id: &str,
     recorded_by: RecordedBy,
+) -> Result<PaymentState, Error> {
+    record_payment_intent_with(
+        stripe,
+        conn,
+        topology,
+        payment_intent_id,
+        recorded_by,
+        &MailOptions::default(),
+    )
+    .await
+}
+
+/// [`record_payment_intent`] with the e-mails as `mail` says, if this call records it.
+pub async fn record_payment_intent_with(
+    stripe: &Client,
+    conn: &mut PgConnection,
+    topology: &Topology,
+    payment_intent_id: &str,
+    recorded_by: RecordedBy,
+    mail: &MailOptions,
 ) -> Result<PaymentState, Error> {
     let intent = stripe
         .payment_intents()
@@ -149,7 +197,7 @@ pub async fn record_payment_intent(
             .or(details.email)
             .or(session.customer_email);
     }
-    let recorded = record_and_announce(conn, topology, &payment, notifies(&intent)).await?;
+    let recorded = record_and_announce(conn, topology, &payment, notifies(&intent), mail).await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id: intent.id.clone(),
         recorded,
@@ -167,7 +215,14 @@ pub async fn record_intent(
         Ok(payment) => payment,
         Err(state) => return Ok(state),
     };
-    let recorded = record_and_announce(conn, topology, &payment, notifies(intent)).await?;
+    let recorded = record_and_announce(
+        conn,
+        topology,
+        &payment,
+        notifies(intent),
+        &MailOptions::default(),
+    )
+    .await?;
     Ok(PaymentState::Succeeded {
         payment_intent_id: intent.id.clone(),
         recorded,
@@ -227,6 +282,7 @@ async fn record_and_announce(
     topology: &Topology,
     payment: &NewPayment,
     notify_merchant: bool,
+    mail: &MailOptions,
 ) -> Result<bool, Error> {
     // Serialises the paths (and a payment_intent.succeeded racing checkout.session.completed):
     // the second waits for the first's commit and then finds the row.
@@ -250,6 +306,7 @@ async fn record_and_announce(
         "livemode": payment.livemode,
         "recorded_by": payment.recorded_by.as_str(),
         "notify_merchant": notify_merchant,
+        "mail": (!mail.is_default()).then_some(mail),
     });
     let message = OutboxMessage {
         exchange: topology.alerts_exchange(),

@@ -240,6 +240,10 @@ pub fn create(ctx: &mut Ctx, p: &Params) -> Result<Obj, ApiError> {
     if let Some(m) = p.str("confirmation_method") {
         extra["confirmation_method"] = json!(m);
     }
+    // Kept as given: Stripe appends it to the account's statement descriptor prefix.
+    if let Some(suffix) = p.str("statement_descriptor_suffix") {
+        extra["statement_descriptor_suffix"] = json!(suffix);
+    }
     if extra != *pi {
         pi = ctx.put(extra);
     }

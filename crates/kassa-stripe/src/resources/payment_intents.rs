@@ -37,6 +37,8 @@ pub struct CreatePaymentIntent {
     pub receipt_email: Option<String>,
     /// Key-value pairs.
     pub metadata: Option<Metadata>,
+    /// Appended to the account's statement descriptor prefix on the card statement.
+    pub statement_descriptor_suffix: Option<String>,
 }
 
 /// Fields to update on a PaymentIntent.

@@ -562,6 +562,7 @@ async fn payment_intent_api_and_confirmation_record_the_payment_once() {
     .await;
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
+    let client_secret = body["client_secret"].as_str().unwrap().to_owned();
     assert!(body["client_secret"]
         .as_str()
         .unwrap()
@@ -590,6 +591,19 @@ async fn payment_intent_api_and_confirmation_record_the_payment_once() {
     let card = [("payment_method", "pm_card_visa")];
     let paid = sim::post_form(&app.sim().base_url(), &confirm, &card).await;
     assert_eq!(paid["status"], "succeeded", "{paid}");
+
+    // A browser holding only the client secret may confirm, but not choose where the
+    // merchant's e-mails go: refused before anything is recorded.
+    let (status, refused) = post_api(
+        &app,
+        &confirmation,
+        None,
+        json!({"client_secret": client_secret, "notify_email": "attacker@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "admin_token_required");
+    assert_eq!(app.store().count_payments().await.unwrap(), 0);
 
     // The page's confirmation and the webhook race; twice more for good measure.
     let mut recorded_now = 0;

@@ -3,7 +3,8 @@
 //! writes its figures as JSON (under `target/bench/` by default; docs/PERFORMANCE.md and
 //! docs/RELIABILITY.md quote them). Nothing of Kassa depends on this crate.
 //!
-//! Modules: [`ingress`] (signed webhooks through `kassa ingress` vs raw lapin publishes),
+//! Modules: [`ingress`] (signed webhooks through `kassa ingress` vs raw lapin publishes and vs
+//! [`bridge`], a minimal HTTP → AMQP process),
 //! [`worker`] (sessions and charges through the whole pipeline vs bare Stripe calls), [`import`]
 //! (`kassa charges import` vs an insert loop), [`soak`] (two ingress and two worker processes under
 //! SIGKILLs and a broker restart: load, chaos, checks), and what they share: [`kassa_binary`] (the
@@ -13,6 +14,7 @@
 //! It never touches a database or a queue it did not create, except that `soak` restarts the
 //! RabbitMQ node behind `KASSA_AMQP_URL` once (and starts it again however the run ends).
 
+mod bridge;
 mod import;
 mod ingress;
 mod kassa_binary;
@@ -56,6 +58,9 @@ enum Benchmark {
     /// Crash soak: two ingress and two worker processes under SIGKILLs, a RabbitMQ restart,
     /// duplicated and shuffled webhooks and Stripe 500s/429s; checks nothing is lost or doubled.
     Soak(soak::SoakArgs),
+    /// The minimal HTTP → AMQP bridge `ingress` measures Kassa against (started by `ingress`).
+    #[command(hide = true)]
+    Bridge(bridge::BridgeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             Benchmark::Worker(args) => worker::run(args).await,
             Benchmark::Import(args) => import::run(args, &kassa()?).await,
             Benchmark::Soak(args) => soak::run(args, &kassa()?).await,
+            Benchmark::Bridge(args) => bridge::run(args).await,
         }
     })
 }

@@ -6,7 +6,8 @@
 //! Modules: [`ingress`] (signed webhooks through `kassa ingress` vs raw lapin publishes and vs
 //! [`bridge`], a minimal HTTP → AMQP process),
 //! [`worker`] (sessions and charges through the whole pipeline vs bare Stripe calls), [`import`]
-//! (`kassa charges import` vs an insert loop), [`soak`] (two ingress and two worker processes under
+//! (`kassa charges import` vs plain inserts), [`inbox`] (the inbox's cost per event as
+//! `stripe_events` grows), [`soak`] (two ingress and two worker processes under
 //! SIGKILLs and a broker restart: load, chaos, checks), and what they share: [`kassa_binary`] (the
 //! `kassa` executable they start), [`scratch`] (throwaway databases, queue prefixes, ports, the
 //! RabbitMQ flags), [`procfs`] (CPU and memory of processes) and [`report`] (latency figures, JSON).
@@ -16,6 +17,7 @@
 
 mod bridge;
 mod import;
+mod inbox;
 mod ingress;
 mod kassa_binary;
 mod procfs;
@@ -55,6 +57,9 @@ enum Benchmark {
     /// `kassa charges import` of a generated CSV file (child process: rows/s, peak RSS) vs a
     /// plain in-process insert loop.
     Import(import::ImportBenchArgs),
+    /// The inbox's time per event with 0, 1 M and 5 M processed rows already in `stripe_events`
+    /// (a scratch database filled by PostgreSQL), against the empty table.
+    Inbox(inbox::InboxBenchArgs),
     /// Crash soak: two ingress and two worker processes under SIGKILLs, a RabbitMQ restart,
     /// duplicated and shuffled webhooks and Stripe 500s/429s; checks nothing is lost or doubled.
     Soak(soak::SoakArgs),
@@ -83,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             Benchmark::Ingress(args) => ingress::run(args, &kassa()?).await,
             Benchmark::Worker(args) => worker::run(args).await,
             Benchmark::Import(args) => import::run(args, &kassa()?).await,
+            Benchmark::Inbox(args) => inbox::run(args).await,
             Benchmark::Soak(args) => soak::run(args, &kassa()?).await,
             Benchmark::Bridge(args) => bridge::run(args).await,
         }

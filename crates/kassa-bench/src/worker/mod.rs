@@ -161,6 +161,9 @@ fn report(
         "| paced charges: Stripe calls/s ÷ L / busiest endpoint ÷ E | {:.3} / {:.3} | |",
         charges.global_ratio, charges.endpoint_ratio
     );
+    for (endpoint, per_charge) in &charges.calls_per_charge {
+        println!("| — `{endpoint}` per charge | {per_charge:.2} | |");
+    }
     println!(
         "| paced: charges failed / answered 429 | {} / {} | 0 failed |",
         charges.failed, charges.answered_429
@@ -226,7 +229,7 @@ fn report(
                       "claim_to_commit_p50_ms": p50, "claim_to_commit_p99_ms": p99,
                       "cpu_us_per_event": {"kassa_with_simulator": kassa_us, "rabbitmq": rabbit_us, "postgres_at_least": postgres_us}, "cores_busy": u.busy},
         "paced_charges": {"charges": charges.charges, "rate_limit": charges.limit.get(), "endpoint_rate_limit": charges.endpoint_limit.get(),
-                          "calls_ratio_to_limit": charges.global_ratio, "busiest_endpoint_ratio_to_endpoint_limit": charges.endpoint_ratio, "seconds": charges.seconds, "per_second": charges.per_second,
+                          "calls_ratio_to_limit": charges.global_ratio, "stripe_calls_per_charge_by_endpoint": charges.calls_per_charge, "busiest_endpoint_ratio_to_endpoint_limit": charges.endpoint_ratio, "seconds": charges.seconds, "per_second": charges.per_second,
                           "ratio_to_min_limit": charges.ratio, "answered_429": charges.answered_429, "failed": charges.failed},
         "baseline_bare_client": {"phase": u.baseline.phase, "stripe_calls_per_session": baseline_calls,
                                  "stripe_calls_per_session_by_endpoint": u.baseline.calls_per_session,

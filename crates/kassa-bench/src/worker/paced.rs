@@ -87,6 +87,8 @@ pub struct ChargePhase {
     /// Stripe calls/s ÷ L, and the busiest endpoint's calls/s ÷ E.
     pub global_ratio: f64,
     pub endpoint_ratio: f64,
+    /// Stripe calls answered (not 429) per charge, per endpoint.
+    pub calls_per_charge: super::unlimited::CallsPerUnit,
     pub seconds: f64,
     pub per_second: f64,
     pub ratio: f64,
@@ -167,6 +169,14 @@ pub async fn charges(rig: &Rig, args: &WorkerBenchArgs, pace: Pace) -> anyhow::R
         endpoint_limit: pace.endpoint,
         global_ratio,
         endpoint_ratio,
+        calls_per_charge: super::unlimited::calls_per_unit(
+            &calls
+                .iter()
+                .filter(|c| c.status != 429)
+                .cloned()
+                .collect::<Vec<_>>(),
+            args.paced_charges,
+        ),
         seconds,
         per_second,
         ratio: per_second / f64::from(pace.global.get().min(pace.endpoint.get())),

@@ -4,7 +4,7 @@
 use super::WorkerBenchArgs;
 use crate::scratch::{self, ScratchDatabase};
 use anyhow::{bail, Context};
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 use kassa::stack::{Stack, StackConfig, StripeTarget};
 use kassa_broker::Topology;
 use kassa_stripe::objects::CheckoutMode;
@@ -114,7 +114,8 @@ impl Rig {
     /// Creates and completes `n` setup sessions; returns when their webhooks are all accepted.
     pub async fn load(&self, n: usize, tag: &str) -> anyhow::Result<Vec<String>> {
         let client = Arc::new(self.client(None)?);
-        let ids = join_all((0..n).map(|i| {
+        // 64 creates in flight: unbounded, 10 000 sessions would open 10 000 sockets at once.
+        let ids = futures_util::stream::iter((0..n).map(|i| {
             let client = client.clone();
             let tag = tag.to_owned();
             async move {
@@ -129,6 +130,8 @@ impl Rig {
                 anyhow::Ok(client.checkout_sessions().create(&params, &key).await?.id)
             }
         }))
+        .buffered(64)
+        .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;

@@ -3,9 +3,11 @@
 //! writes its figures as JSON (under `target/bench/` by default; docs/PERFORMANCE.md and
 //! docs/RELIABILITY.md quote them). Nothing of Kassa depends on this crate.
 //!
-//! Modules: [`ingress`] (signed webhooks through `kassa ingress` vs raw lapin publishes),
+//! Modules: [`ingress`] (signed webhooks through `kassa ingress` vs raw lapin publishes and vs
+//! [`bridge`], a minimal HTTP → AMQP process),
 //! [`worker`] (sessions and charges through the whole pipeline vs bare Stripe calls), [`import`]
-//! (`kassa charges import` vs an insert loop), [`soak`] (two ingress and two worker processes under
+//! (`kassa charges import` vs plain inserts), [`inbox`] (the inbox's cost per event as
+//! `stripe_events` grows), [`soak`] (two ingress and two worker processes under
 //! SIGKILLs and a broker restart: load, chaos, checks), and what they share: [`kassa_binary`] (the
 //! `kassa` executable they start), [`scratch`] (throwaway databases, queue prefixes, ports, the
 //! RabbitMQ flags), [`procfs`] (CPU and memory of processes) and [`report`] (latency figures, JSON).
@@ -15,7 +17,9 @@
 //! `--cluster` SIGKILLs nodes of `scripts/rabbitmq-cluster`, and with `--postgres-crash` crashes the
 //! PostgreSQL of `scripts/postgres-scratch` (never the machine's own).
 
+mod bridge;
 mod import;
+mod inbox;
 mod ingress;
 mod kassa_binary;
 mod procfs;
@@ -55,9 +59,15 @@ enum Benchmark {
     /// `kassa charges import` of a generated CSV file (child process: rows/s, peak RSS) vs a
     /// plain in-process insert loop.
     Import(import::ImportBenchArgs),
+    /// The inbox's time per event with 0, 1 M and 5 M processed rows already in `stripe_events`
+    /// (a scratch database filled by PostgreSQL), against the empty table.
+    Inbox(inbox::InboxBenchArgs),
     /// Crash soak: two ingress and two worker processes under SIGKILLs, a RabbitMQ restart,
     /// duplicated and shuffled webhooks and Stripe 500s/429s; checks nothing is lost or doubled.
     Soak(soak::SoakArgs),
+    /// The minimal HTTP → AMQP bridge `ingress` measures Kassa against (started by `ingress`).
+    #[command(hide = true)]
+    Bridge(bridge::BridgeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,7 +90,9 @@ fn main() -> anyhow::Result<()> {
             Benchmark::Ingress(args) => ingress::run(args, &kassa()?).await,
             Benchmark::Worker(args) => worker::run(args).await,
             Benchmark::Import(args) => import::run(args, &kassa()?).await,
+            Benchmark::Inbox(args) => inbox::run(args).await,
             Benchmark::Soak(args) => soak::run(args, &kassa()?).await,
+            Benchmark::Bridge(args) => bridge::run(args).await,
         }
     })
 }

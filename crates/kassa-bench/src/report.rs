@@ -38,12 +38,28 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted.get(rank - 1).copied().unwrap_or(0.0)
 }
 
-/// Writes the JSON report and says where.
+/// Writes the JSON report, with the machine's cores and load average (1, 5, 15 min, from
+/// /proc/loadavg) at the end of the run under `machine`, and says where.
 pub fn write_report(path: &Path, report: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    std::fs::write(path, serde_json::to_vec_pretty(report)?)
+    let mut report = report.clone();
+    let load: Vec<f64> = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cores} cores, load average (1/5/15 min) {load:?}");
+    if let Some(fields) = report.as_object_mut() {
+        fields.insert(
+            "machine".into(),
+            serde_json::json!({"cores": cores, "load_average_1_5_15_min": load}),
+        );
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!("\nwrote {}", path.display());
     Ok(())

@@ -2,7 +2,7 @@
 //! Kassa paces itself at L. Completed sessions through the worker, then back-office charges
 //! through the charge executor.
 
-use super::rig::{wait_for_webhooks, Rig};
+use super::rig::{wait_for_webhooks, Pace, Rig};
 use super::WorkerBenchArgs;
 use anyhow::{bail, Context};
 use kassa_stripe::resources::CustomerParams;
@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 /// Figures of the paced session phase.
 pub struct PacedSessions {
     pub limit: NonZeroU32,
+    pub endpoint_limit: NonZeroU32,
+    /// The busiest endpoint's calls/s ÷ the endpoint limit.
+    pub endpoint_ratio: f64,
     pub served: usize,
     pub limited: usize,
     pub seconds: f64,
@@ -30,18 +33,16 @@ pub struct PacedSessions {
 pub async fn sessions(
     rig: &Rig,
     args: &WorkerBenchArgs,
-    limit: NonZeroU32,
+    pace: Pace,
 ) -> anyhow::Result<PacedSessions> {
+    let limit = pace.global;
     let ids = rig.load(args.paced_sessions, "paced").await?;
     wait_for_webhooks(rig.sim(), ids.len()).await?;
     let before = rig.sim().requests().len();
-    rig.sim().set_faults(Faults {
-        rate_limit_per_sec: Some(limit.get()),
-        ..Faults::default()
-    });
+    rig.sim().set_faults(pace.faults());
     let elapsed = rig
         .drain(
-            rig.client(Some(limit))?,
+            rig.client(Some(pace))?,
             &ids,
             args.concurrency,
             Duration::from_secs(3600),
@@ -57,14 +58,16 @@ pub async fn sessions(
         .await?
         .len();
     let achieved = served as f64 / elapsed.as_secs_f64();
-    let ratio = achieved / f64::from(limit.get());
+    let (ratio, endpoint_ratio) = pace.ratios(&calls, elapsed.as_secs_f64());
     rig.sim().set_faults(Faults::default());
     println!(
-        "  paced: {served} Stripe calls in {:.1} s = {achieved:.2}/s against L = {limit}/s → ratio {ratio:.3}; {limited} answered 429; {failed_by_429} events failed by 429; {dead} dead letters",
-        elapsed.as_secs_f64()
+        "  paced: {served} Stripe calls in {:.1} s = {achieved:.2}/s against L = {limit}/s → ratio {ratio:.3}, busiest endpoint ÷ E = {}/s {endpoint_ratio:.3}; {limited} answered 429; {failed_by_429} events failed by 429; {dead} dead letters",
+        elapsed.as_secs_f64(), pace.endpoint
     );
     Ok(PacedSessions {
         limit,
+        endpoint_limit: pace.endpoint,
+        endpoint_ratio,
         served,
         limited,
         seconds: elapsed.as_secs_f64(),
@@ -78,6 +81,14 @@ pub async fn sessions(
 /// Figures of the paced charge phase.
 pub struct ChargePhase {
     pub charges: usize,
+    /// The account limit L and the endpoint limit E the phase ran against.
+    pub limit: NonZeroU32,
+    pub endpoint_limit: NonZeroU32,
+    /// Stripe calls/s ÷ L, and the busiest endpoint's calls/s ÷ E.
+    pub global_ratio: f64,
+    pub endpoint_ratio: f64,
+    /// Stripe calls answered (not 429) per charge, per endpoint.
+    pub calls_per_charge: super::unlimited::CallsPerUnit,
     pub seconds: f64,
     pub per_second: f64,
     pub ratio: f64,
@@ -85,24 +96,18 @@ pub struct ChargePhase {
     pub failed: i64,
 }
 
-/// Back-office charges of one saved card, the executor paced at L against a simulator limited
-/// to L: charges executed per second ÷ L. The card is given with each charge, so each charge is
+/// Back-office charges of one saved card, the executor paced at L and E against a simulator
+/// limited to L per account and E per endpoint: charges executed per second ÷ min(L, E) (all
+/// charges use one endpoint, `POST /v1/payment_intents`, so E binds whenever E < L). The card is given with each charge, so each charge is
 /// exactly one Stripe call (the PaymentIntent); only the charge consumer and the outbox relay
 /// run, so event handling does not share the budget.
-pub async fn charges(
-    rig: &Rig,
-    args: &WorkerBenchArgs,
-    limit: NonZeroU32,
-) -> anyhow::Result<ChargePhase> {
+pub async fn charges(rig: &Rig, args: &WorkerBenchArgs, pace: Pace) -> anyhow::Result<ChargePhase> {
     let store = submit_charges(rig, args.paced_charges).await?;
     let before = rig.sim().requests().len();
-    rig.sim().set_faults(Faults {
-        rate_limit_per_sec: Some(limit.get()),
-        ..Faults::default()
-    });
+    rig.sim().set_faults(pace.faults());
     let shutdown = CancellationToken::new();
     let executor = kassa_worker::ChargeJobs::new(
-        rig.client(Some(limit))?,
+        rig.client(Some(pace))?,
         store.clone(),
         rig.topology.clone(),
         kassa_worker::RecheckoutPages {
@@ -156,12 +161,25 @@ pub async fn charges(
     let _ = tokio::join!(running, relay);
     let calls = rig.sim().requests().split_off(before);
     let per_second = args.paced_charges as f64 / seconds;
+    let (global_ratio, endpoint_ratio) = pace.ratios(&calls, seconds);
     rig.sim().set_faults(Faults::default());
     Ok(ChargePhase {
         charges: args.paced_charges,
+        limit: pace.global,
+        endpoint_limit: pace.endpoint,
+        global_ratio,
+        endpoint_ratio,
+        calls_per_charge: super::unlimited::calls_per_unit(
+            &calls
+                .iter()
+                .filter(|c| c.status != 429)
+                .cloned()
+                .collect::<Vec<_>>(),
+            args.paced_charges,
+        ),
         seconds,
         per_second,
-        ratio: per_second / f64::from(limit.get()),
+        ratio: per_second / f64::from(pace.global.get().min(pace.endpoint.get())),
         answered_429: calls.iter().filter(|c| c.status == 429).count(),
         failed: settled("failed").await?,
     })

@@ -4,7 +4,7 @@
 use super::WorkerBenchArgs;
 use crate::scratch::{self, ScratchDatabase};
 use anyhow::{bail, Context};
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 use kassa::stack::{Stack, StackConfig, StripeTarget};
 use kassa_broker::Topology;
 use kassa_stripe::objects::CheckoutMode;
@@ -17,6 +17,41 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// Stripe's two limits, as the simulator enforces them and Kassa paces itself
+/// (`KASSA_STRIPE_MAX_RPS`, `KASSA_STRIPE_ENDPOINT_RPS`): requests/s per account and per endpoint.
+#[derive(Clone, Copy)]
+pub struct Pace {
+    pub global: NonZeroU32,
+    pub endpoint: NonZeroU32,
+}
+
+impl Pace {
+    /// The simulator's faults enforcing these limits (429 `rate_limit` above either).
+    pub fn faults(self) -> kassa_stripe_sim::Faults {
+        kassa_stripe_sim::Faults {
+            rate_limit_per_sec: Some(self.global.get()),
+            endpoint_rate_limit_per_sec: Some(self.endpoint.get()),
+            ..kassa_stripe_sim::Faults::default()
+        }
+    }
+
+    /// Calls/s achieved ÷ the account limit, and the busiest endpoint's calls/s ÷ the endpoint
+    /// limit, for the requests answered (not 429) in `seconds`.
+    pub fn ratios(self, calls: &[kassa_stripe_sim::RecordedRequest], seconds: f64) -> (f64, f64) {
+        let mut per_endpoint = std::collections::BTreeMap::<&str, usize>::new();
+        for call in calls.iter().filter(|c| c.status != 429) {
+            *per_endpoint.entry(call.operation.as_str()).or_default() += 1;
+        }
+        let served: usize = per_endpoint.values().sum();
+        let busiest = per_endpoint.values().copied().max().unwrap_or(0);
+        let seconds = seconds.max(1e-9);
+        (
+            served as f64 / seconds / f64::from(self.global.get()),
+            busiest as f64 / seconds / f64::from(self.endpoint.get()),
+        )
+    }
+}
 
 /// The in-process stack (embedded simulator, ingress, broker, database) a phase runs on.
 pub struct Rig {
@@ -73,17 +108,20 @@ impl Rig {
         self.stack.sim.as_ref().expect("embedded simulator")
     }
 
-    pub fn client(&self, max_rps: Option<NonZeroU32>) -> anyhow::Result<Client> {
+    /// A client of the embedded simulator, paced at `pace` when given.
+    pub fn client(&self, pace: Option<Pace>) -> anyhow::Result<Client> {
         let mut config = ClientConfig::new(SecretString::from("sk_test_kassa_bench".to_owned()));
         config.api_base = self.sim().base_url();
-        config.max_requests_per_second = max_rps;
+        config.max_requests_per_second = pace.map(|p| p.global);
+        config.max_requests_per_second_per_endpoint = pace.map(|p| p.endpoint);
         Ok(Client::new(config)?)
     }
 
     /// Creates and completes `n` setup sessions; returns when their webhooks are all accepted.
     pub async fn load(&self, n: usize, tag: &str) -> anyhow::Result<Vec<String>> {
         let client = Arc::new(self.client(None)?);
-        let ids = join_all((0..n).map(|i| {
+        // 64 creates in flight: unbounded, 10 000 sessions would open 10 000 sockets at once.
+        let ids = futures_util::stream::iter((0..n).map(|i| {
             let client = client.clone();
             let tag = tag.to_owned();
             async move {
@@ -98,6 +136,8 @@ impl Rig {
                 anyhow::Ok(client.checkout_sessions().create(&params, &key).await?.id)
             }
         }))
+        .buffered(64)
+        .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;

@@ -1,6 +1,7 @@
 //! Phase B, unlimited: sessions/s and events/s end to end (simulator → webhook → ingress →
-//! RabbitMQ → worker → Stripe → PostgreSQL) and where the time goes, against the same Stripe
-//! calls made by a bare client.
+//! RabbitMQ → worker → Stripe → PostgreSQL) and where the time goes, against a bare client making
+//! the same Stripe calls on a simulator of its own (whose webhooks go nowhere), with one
+//! PostgreSQL transaction per session.
 
 use super::rig::{wait_for_webhooks, Rig};
 use super::WorkerBenchArgs;
@@ -8,21 +9,49 @@ use crate::procfs::{cpu_seconds, cpu_seconds_of_all, rabbitmq_pid};
 use crate::report::{quantile, Phase};
 use anyhow::Context;
 use futures_util::future::join_all;
+use kassa_core::fulfil::checkout_session::SESSION_EXPAND;
 use kassa_stripe::objects::CheckoutMode;
 use kassa_stripe::resources::{CreateCheckoutSession, CustomerParams};
-use kassa_stripe::{Client, IdempotencyKey};
+use kassa_stripe::{Client, ClientConfig, IdempotencyKey};
+use kassa_stripe_sim::{RecordedRequest, SimConfig, Simulator};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Stripe requests per endpoint (`GET /v1/checkout/sessions/{id}`, …) divided by `units`.
+pub type CallsPerUnit = BTreeMap<String, f64>;
+
+/// Counts `requests` per endpoint as Stripe names it for rate limits, per unit of work.
+pub fn calls_per_unit(requests: &[RecordedRequest], units: usize) -> CallsPerUnit {
+    let mut counts = BTreeMap::new();
+    for request in requests {
+        *counts.entry(request.operation.clone()).or_insert(0.0) += 1.0;
+    }
+    for count in counts.values_mut() {
+        *count /= units.max(1) as f64;
+    }
+    counts
+}
+
+/// Figures of the bare-client baseline.
+pub struct Baseline {
+    pub phase: Phase,
+    pub calls_per_session: CallsPerUnit,
+}
+
 /// Figures of the unlimited phase.
 pub struct Unlimited {
-    pub baseline: Phase,
+    pub baseline: Baseline,
     pub sessions: usize,
     pub events: i64,
     pub loaded: Duration,
     pub delivered: Duration,
     pub worker_time: Duration,
-    pub worker_calls: usize,
+    /// Kassa's Stripe requests while the worker ran, per endpoint, per session (from the
+    /// simulator's request log only).
+    pub calls_per_session: CallsPerUnit,
     /// Claim → commit per `checkout.session.completed` (ms), p50 and p99.
     pub handling_ms: (f64, f64),
     /// CPU µs per event of this process (worker + simulator), RabbitMQ, PostgreSQL (a lower bound).
@@ -39,22 +68,30 @@ impl Unlimited {
     pub fn events_per_second(&self) -> f64 {
         self.events as f64 / self.worker_time.as_secs_f64()
     }
+
+    pub fn events_per_session(&self) -> f64 {
+        self.events as f64 / self.sessions.max(1) as f64
+    }
 }
 
 /// Phase B: unlimited, end to end, against the bare-client baseline.
 pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited> {
-    let baseline =
-        bare_client_baseline(&rig.client(None)?, args.sessions, args.concurrency).await?;
+    let store = rig.stack.store.as_ref().context("database")?;
+    let baseline = bare_client_baseline(store.pool(), args.sessions, args.concurrency).await?;
     println!(
-        "  baseline (bare client, 5 Stripe calls per session, concurrency {}): {:.0} sessions/s",
-        args.concurrency, baseline.per_second
+        "  baseline (bare client on its own simulator, {:.1} Stripe calls and one transaction per session, concurrency {}): {:.0} sessions/s",
+        baseline.calls_per_session.values().sum::<f64>(),
+        args.concurrency,
+        baseline.phase.per_second
     );
-    let before = rig.sim().requests().len();
     let started = Instant::now();
     let ids = rig.load(args.sessions, "open").await?;
     let loaded = started.elapsed();
     wait_for_webhooks(rig.sim(), ids.len()).await?;
     let delivered = started.elapsed();
+    // Everything logged from here on is the worker's: the load's creates are before, and
+    // completing a session is an in-process call that is never logged.
+    let before = rig.sim().requests().len();
     let rabbit = rabbitmq_pid();
     let cpu = || {
         (
@@ -73,7 +110,7 @@ pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited>
         )
         .await?;
     let cpu_after = cpu();
-    let store = rig.stack.store.as_ref().context("database")?;
+    let calls = rig.sim().requests().split_off(before);
     let events: i64 =
         sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE processed_at IS NOT NULL")
             .fetch_one(store.pool())
@@ -92,8 +129,7 @@ pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited>
         loaded,
         delivered,
         worker_time,
-        // Minus the load's create + complete of each session.
-        worker_calls: rig.sim().requests().len() - before - 2 * args.sessions,
+        calls_per_session: calls_per_unit(&calls, ids.len()),
         handling_ms: (quantile(&handling_ms, 0.5), quantile(&handling_ms, 0.99)),
         // Backends that ended during the phase are not counted: PostgreSQL's is a lower bound.
         cpu_us: (
@@ -115,18 +151,34 @@ pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited>
     Ok(figures)
 }
 
-/// The Stripe side of fulfilment without Kassa: for each session the worker's five calls
-/// (retrieve session, create customer, retrieve card, attach, set default), at the same concurrency.
+/// The Stripe side of fulfilment without Kassa, on a simulator of its own so that the events of
+/// its writes never reach the pipeline's ingress: completed setup sessions, then for each, timed, the
+/// calls Kassa makes at the floor (the session read with its card expanded, create customer,
+/// attach, set default) and one PostgreSQL transaction recording the result, at the same
+/// concurrency, with no queue, inbox or re-fetch.
 async fn bare_client_baseline(
-    client: &Client,
+    pool: &sqlx::PgPool,
     sessions: usize,
     concurrency: usize,
-) -> anyhow::Result<Phase> {
+) -> anyhow::Result<Baseline> {
+    let sim = Simulator::start(SimConfig::default())
+        .await
+        .context("starting the baseline's simulator")?;
+    let mut config = ClientConfig::new(SecretString::from("sk_test_kassa_bench_base".to_owned()));
+    config.api_base = sim.base_url();
+    let client = Client::new(config)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_baseline_cards (session_id text PRIMARY KEY, \
+         customer_id text NOT NULL, payment_method_id text NOT NULL, saved_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(pool)
+    .await?;
     let mut ids = Vec::with_capacity(sessions);
     for i in 0..sessions {
         let params = CreateCheckoutSession {
             mode: CheckoutMode::Setup,
             currency: Some("usd".into()),
+            customer_email: Some(format!("base-{i}@example.com")),
             success_url: Some("http://127.0.0.1/s".into()),
             ..Default::default()
         };
@@ -135,54 +187,64 @@ async fn bare_client_baseline(
             .create(&params, &IdempotencyKey::new(format!("base:{i}"))?)
             .await?
             .id;
+        sim.complete_checkout_session(&id, "pm_card_visa")
+            .map_err(|e| anyhow::anyhow!("completing {id}: {e}"))?;
         ids.push(id);
     }
-    let sim_ids = Arc::new(ids);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let before = sim.requests().len();
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks = (0..concurrency).map(|_| {
-        let (client, ids, next) = (client.clone(), sim_ids.clone(), next.clone());
+        let (client, ids, next, pool) = (client.clone(), ids.clone(), next.clone(), pool.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(i) else {
                     return anyhow::Ok(latencies);
                 };
                 let t = Instant::now();
-                let session = client
-                    .checkout_sessions()
-                    .retrieve(id, &["setup_intent"])
-                    .await?;
+                let session = client.checkout_sessions().retrieve(id, SESSION_EXPAND).await?;
+                let card = session
+                    .setup_intent
+                    .as_ref()
+                    .and_then(|intent| intent.as_object())
+                    .and_then(|intent| intent.payment_method.as_ref())
+                    .map(|card| card.id().to_owned())
+                    .with_context(|| format!("{id} has no card"))?;
                 let customer = client
                     .customers()
                     .create(
-                        &CustomerParams::default(),
+                        &CustomerParams {
+                            email: session.customer_details.as_ref().and_then(|d| d.email.clone()),
+                            ..CustomerParams::default()
+                        },
                         &IdempotencyKey::new(format!("base:{i}:c"))?,
                     )
                     .await?;
-                // An open session has no card yet: use a test card id for the card calls.
-                let card = client
+                client
                     .payment_methods()
-                    .retrieve("pm_card_visa", &[])
-                    .await?;
-                let attached = client
-                    .payment_methods()
-                    .attach(
-                        &card.id,
-                        &customer.id,
-                        &IdempotencyKey::new(format!("base:{i}:a"))?,
-                    )
+                    .attach(&card, &customer.id, &IdempotencyKey::new(format!("base:{i}:a"))?)
                     .await?;
                 client
                     .customers()
                     .set_default_payment_method(
                         &customer.id,
-                        &attached.id,
+                        &card,
                         &IdempotencyKey::new(format!("base:{i}:d"))?,
                     )
                     .await?;
-                let _ = session;
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO bench_baseline_cards (session_id, customer_id, payment_method_id) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(&customer.id)
+                .bind(&card)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 latencies.push(t.elapsed());
             }
         })
@@ -191,5 +253,11 @@ async fn bare_client_baseline(
     for task in join_all(tasks).await {
         latencies.extend(task??);
     }
-    Ok(Phase::new(latencies, started.elapsed()))
+    let phase = Phase::new(latencies, started.elapsed());
+    let calls = sim.requests().split_off(before);
+    sim.shutdown().await;
+    Ok(Baseline {
+        phase,
+        calls_per_session: calls_per_unit(&calls, sessions),
+    })
 }

@@ -21,7 +21,7 @@ use axum::{Form, Router};
 use kassa_core::checkout::{create_session, CheckoutPlan, CheckoutRecord, CheckoutRequest};
 use kassa_core::fulfil::PageOutcome;
 use kassa_stripe::money::{format_amount, Currency};
-use kassa_stripe::objects::{CheckoutMode, CheckoutSession as CheckoutSessionUrl};
+use kassa_stripe::objects::CheckoutMode;
 use serde::Deserialize;
 use tracing::{info, Instrument};
 
@@ -111,7 +111,19 @@ async fn save_your_card_start(
         customer_email: form.email.filter(|e| !e.trim().is_empty()),
         ..Default::default()
     };
-    let key = match kassa_core::keys::fresh(state.installation(), "shop_save_card") {
+    start_checkout(&state, "shop_save_card", &plan, &request).await
+}
+
+/// Creates the Checkout Session of a demo-shop form under a fresh key (each click is a new
+/// session; `scope` names the form) and sends the customer to it: 303 to Checkout, or an error
+/// page.
+async fn start_checkout(
+    state: &ApiState,
+    scope: &'static str,
+    plan: &CheckoutPlan,
+    request: &CheckoutRequest,
+) -> Response {
+    let key = match kassa_core::keys::fresh(state.installation(), scope) {
         Ok(key) => key,
         Err(error) => return html_error(&error.into()),
     };
@@ -120,20 +132,25 @@ async fn save_your_card_start(
         &state.store,
         state.installation(),
         &state.settings.public_url,
-        &plan,
-        &request,
+        plan,
+        request,
         &key,
     )
-    .instrument(tracing::info_span!("shop_save_card"))
+    .instrument(tracing::info_span!("shop_checkout", form = scope))
     .await
     .map_err(ApiError::from);
     match created {
-        Ok(CheckoutSessionUrl { url: Some(url), .. }) => Redirect::to(&url).into_response(),
-        Ok(_) => html_error(&ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "stripe_error",
-            "Stripe returned a session without a URL",
-        )),
+        Ok(session) => match session.url {
+            Some(url) => {
+                info!(checkout_session = %session.id, "customer sent to Stripe Checkout");
+                Redirect::to(&url).into_response()
+            }
+            None => html_error(&ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "stripe_error",
+                "Stripe returned a session without a URL",
+            )),
+        },
         Err(error) => html_error(&error),
     }
 }
@@ -273,37 +290,7 @@ async fn buy(State(state): State<ApiState>, Form(form): Form<BuyForm>) -> Respon
         customer_email: form.email.filter(|e| !e.trim().is_empty()),
         ..Default::default()
     };
-    // A fresh key per click: each Buy is a new session.
-    let key = match kassa_core::keys::fresh(state.installation(), "shop") {
-        Ok(key) => key,
-        Err(error) => return html_error(&error.into()),
-    };
-    let created = create_session(
-        &state.stripe,
-        &state.store,
-        state.installation(),
-        &state.settings.public_url,
-        &plan,
-        &request,
-        &key,
-    )
-    .instrument(tracing::info_span!("shop_buy"))
-    .await
-    .map_err(ApiError::from);
-    match created {
-        Ok(session) => match session.url {
-            Some(url) => {
-                info!(checkout_session = %session.id, "customer sent to Stripe Checkout");
-                Redirect::to(&url).into_response()
-            }
-            None => html_error(&ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "stripe_error",
-                "Stripe returned a session without a URL",
-            )),
-        },
-        Err(error) => html_error(&error),
-    }
+    start_checkout(&state, "shop", &plan, &request).await
 }
 
 /// `?session_id=cs_…`.

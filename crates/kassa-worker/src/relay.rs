@@ -184,36 +184,34 @@ async fn failed(store: &Store, entry: &OutboxEntry, error: &PublishError) {
 
 /// Deletes published messages older than `retention`, a batch at a time.
 async fn sweep(store: &Store, retention: Duration, shutdown: &CancellationToken) {
-    let mut deleted = 0;
-    while !shutdown.is_cancelled() {
-        match store.delete_published_outbox(retention, SWEEP_BATCH).await {
-            Ok(n) => {
-                deleted += n;
-                if n < u64::from(SWEEP_BATCH) {
-                    break;
-                }
-            }
-            Err(error) => {
-                warn!(%error, "deleting old published outbox messages failed; trying again later");
-                break;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-    if deleted > 0 {
-        info!(
-            deleted,
-            retention = ?retention,
-            "deleted published outbox messages past the retention"
-        );
-    }
+    sweep_batches("published outbox messages", retention, shutdown, || {
+        store.delete_published_outbox(retention, SWEEP_BATCH)
+    })
+    .await;
 }
 
 /// Deletes processed inbox rows older than `retention`, a batch at a time.
 async fn sweep_inbox(store: &Store, retention: Duration, shutdown: &CancellationToken) {
+    sweep_batches("processed inbox rows", retention, shutdown, || {
+        store.delete_processed_events(retention, SWEEP_BATCH)
+    })
+    .await;
+}
+
+/// Runs `delete_batch` (which deletes at most [`SWEEP_BATCH`] rows of `what`) until a batch comes
+/// back short, a deletion fails (tried again at the next sweep) or shutdown.
+async fn sweep_batches<F, Fut>(
+    what: &str,
+    retention: Duration,
+    shutdown: &CancellationToken,
+    mut delete_batch: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, kassa_store::StoreError>>,
+{
     let mut deleted = 0;
     while !shutdown.is_cancelled() {
-        match store.delete_processed_events(retention, SWEEP_BATCH).await {
+        match delete_batch().await {
             Ok(n) => {
                 deleted += n;
                 if n < u64::from(SWEEP_BATCH) {
@@ -221,18 +219,14 @@ async fn sweep_inbox(store: &Store, retention: Duration, shutdown: &Cancellation
                 }
             }
             Err(error) => {
-                warn!(%error, "deleting old processed inbox rows failed; trying again later");
+                warn!(%error, "deleting old {what} failed; trying again later");
                 break;
             }
         }
         tokio::task::yield_now().await;
     }
     if deleted > 0 {
-        info!(
-            deleted,
-            retention = ?retention,
-            "deleted processed inbox rows past the retention"
-        );
+        info!(deleted, retention = ?retention, "deleted {what} past the retention");
     }
 }
 

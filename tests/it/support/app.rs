@@ -4,7 +4,7 @@
 use super::pg_proxy::PgCutProxy;
 use super::sim::{self, TEST_API_KEY};
 use super::{binary, init_test_logging, services};
-use kassa::stack::{Stack, StackConfig, StripeTarget};
+use kassa::stack::{Stack, StackConfig, StripeKeys, StripeTarget, WebhookSecrets};
 use kassa_broker::{BrokerConfig, OutgoingMessage, RetryRung, Topology};
 use kassa_store::Store;
 use kassa_stripe::objects::CheckoutMode;
@@ -254,14 +254,18 @@ impl TestApp {
         let (stripe, webhook_secrets) = match &options.shared_sim {
             Some(shared) => (
                 StripeTarget::Api {
-                    key: secrecy::SecretString::from(TEST_API_KEY.to_owned()),
+                    keys: StripeKeys::single(secrecy::SecretString::from(TEST_API_KEY.to_owned()))
+                        .expect("a test key"),
                     api_base: shared.base_url(),
                 },
-                vec![secrecy::SecretString::from(
+                WebhookSecrets::test(vec![secrecy::SecretString::from(
                     kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET.to_owned(),
-                )],
+                )]),
             ),
-            None => (StripeTarget::Embedded(Box::new(sim)), Vec::new()),
+            None => (
+                StripeTarget::Embedded(Box::new(sim)),
+                WebhookSecrets::default(),
+            ),
         };
         let config = StackConfig {
             listen: options.ingress.then(|| "127.0.0.1:0".parse().unwrap()),
@@ -307,7 +311,7 @@ impl TestApp {
                 .map(|t| secrecy::SecretString::from(t.to_owned())),
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
-            publishable_key: None,
+            publishable_keys: Default::default(),
             public_rate_limit: Some(options.public_rate_limit),
             trusted_proxies: Vec::new(),
             default_currency: kassa_stripe::money::Currency::parse(options.default_currency)

@@ -455,7 +455,7 @@ impl IngressArgs {
             settings_reload: self.reload.reload(
                 master_key.as_ref(),
                 &self.from_env,
-                &WEBHOOK_SECRET_SETTINGS,
+                &[&WEBHOOK_SECRET_SETTINGS[..], &API_SETTINGS[..]].concat(),
                 Default::default(),
                 legacy_modes,
             ),
@@ -469,6 +469,14 @@ const WEBHOOK_SECRET_SETTINGS: [kassa_core::settings::SettingName; 3] = [
     kassa_core::settings::SettingName::StripeWebhookSecrets,
     kassa_core::settings::SettingName::StripeTestWebhookSecrets,
     kassa_core::settings::SettingName::StripeLiveWebhookSecrets,
+];
+
+/// The stored settings of the merchant's HTTP a running process takes without a restart.
+const API_SETTINGS: [kassa_core::settings::SettingName; 4] = [
+    kassa_core::settings::SettingName::AdminToken,
+    kassa_core::settings::SettingName::StripePublishableKey,
+    kassa_core::settings::SettingName::StripeTestPublishableKey,
+    kassa_core::settings::SettingName::StripeLivePublishableKey,
 ];
 
 /// Fills the per-mode secret keys from the stored settings.
@@ -832,7 +840,11 @@ impl ServeArgs {
                         test: publishable,
                         live: None,
                     },
-                    vec![SettingName::SmtpUrl, SettingName::SmtpConnections],
+                    vec![
+                        SettingName::AdminToken,
+                        SettingName::SmtpUrl,
+                        SettingName::SmtpConnections,
+                    ],
                 )
             }
             Some(keys) => {
@@ -858,7 +870,7 @@ impl ServeArgs {
                     keys,
                 )?;
                 modes::warn_standard_keys(&keys.keys);
-                let mut reloadable = WEBHOOK_SECRET_SETTINGS.to_vec();
+                let mut reloadable = [&WEBHOOK_SECRET_SETTINGS[..], &API_SETTINGS[..]].concat();
                 reloadable.extend([SettingName::SmtpUrl, SettingName::SmtpConnections]);
                 (secrets, legacy_modes, publishable, reloadable)
             }

@@ -641,25 +641,29 @@ impl StripePaceArgs {
 impl StripeArgs {
     /// The default mode's Stripe client, for a command that needs one: a key is required.
     pub fn client(&self) -> anyhow::Result<kassa_stripe::Client> {
+        Ok(self.modes()?.default_client().clone())
+    }
+
+    /// The Stripe client of every configured mode (each paced alike), for a command that needs
+    /// Stripe: a key is required.
+    pub fn modes(&self) -> anyhow::Result<kassa_stripe::Modes> {
         let Some(keys) = self.keys()? else {
             bail!("KASSA_STRIPE_API_KEY (or KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) is required (a sk_test_/sk_live_ or rk_ key)");
         };
         api_target(Some(keys.clone()), &self.stripe_api_base)?;
-        let mode = match keys.keys.default {
-            Some(mode) => mode,
-            None if keys.keys.test.is_some() => Mode::Test,
-            None => Mode::Live,
+        let client = |mode: Mode| -> anyhow::Result<Option<kassa_stripe::Client>> {
+            let Some(key) = keys.keys.get(mode) else {
+                return Ok(None);
+            };
+            let mut config = kassa_stripe::ClientConfig::new(key.clone());
+            config.api_base = self.stripe_api_base.clone();
+            self.pace.apply(&mut config);
+            let client = kassa_stripe::Client::new(config)
+                .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))?;
+            Ok(Some(client))
         };
-        let key = keys
-            .keys
-            .get(mode)
-            .cloned()
-            .context("the default mode has a key")?;
-        let mut config = kassa_stripe::ClientConfig::new(key);
-        config.api_base = self.stripe_api_base.clone();
-        self.pace.apply(&mut config);
-        kassa_stripe::Client::new(config)
-            .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))
+        kassa_stripe::Modes::new(client(Mode::Test)?, client(Mode::Live)?, keys.keys.default)
+            .context("the Stripe keys")
     }
 
     /// The keys of each mode, if any is set; refused as [`modes::secret_keys`] says.

@@ -6,15 +6,15 @@
 use crate::telemetry;
 use anyhow::Context;
 use axum::Router;
-use kassa_api::{ApiConfig, ShopProduct};
+use kassa_api::{ApiConfig, PublishableKeys, ReloadableSettings, ShopProduct};
 use kassa_broker::connection::redact_url;
 use kassa_broker::{Broker, BrokerConfig};
 use kassa_core::settings::{SettingName, Vault};
 use kassa_ingress::IngressState;
-use kassa_ingress::Verifier;
+use kassa_ingress::{ModeVerifiers, Verifier};
 use kassa_store::Store;
 use kassa_stripe::webhook::WebhookVerifier;
-use kassa_stripe::{Client, ClientConfig};
+use kassa_stripe::{Client, ClientConfig, Mode, Modes};
 use kassa_stripe_sim::{SimConfig, Simulator};
 use kassa_worker::smtp::{MailConnections, Mailer, MailerOptions};
 use kassa_worker::{Worker, WorkerConfig};
@@ -34,15 +34,111 @@ pub const EMBEDDED_SIM_KEY: &str = "sk_test_kassa_embedded_simulator";
 /// Where Stripe is.
 #[derive(Clone)]
 pub enum StripeTarget {
-    /// A real (or external simulated) Stripe: key and API base.
+    /// A real (or external simulated) Stripe: the key of each configured mode and the API base.
     Api {
-        /// `sk_…` or `rk_…`.
-        key: SecretString,
+        /// `sk_…` or `rk_…` per mode, and the default mode.
+        keys: StripeKeys,
         /// e.g. `https://api.stripe.com`.
         api_base: String,
     },
     /// Start the simulator in this process and have it deliver webhooks to our own ingress.
     Embedded(Box<SimConfig>),
+}
+
+/// The secret (`sk_…`) or restricted (`rk_…`) key of each configured mode — at least one — and
+/// the mode a call that names none uses (`KASSA_DEFAULT_MODE`; required with both).
+#[derive(Clone)]
+pub struct StripeKeys {
+    /// Test mode's key.
+    pub test: Option<SecretString>,
+    /// Live mode's key.
+    pub live: Option<SecretString>,
+    /// The default mode; `None` with one mode (that one is the default).
+    pub default: Option<Mode>,
+}
+
+impl StripeKeys {
+    /// One key, filed under its own mode (read from its prefix): a single-mode deployment.
+    pub fn single(key: SecretString) -> Result<Self, kassa_stripe::KeyError> {
+        let mode = kassa_stripe::ApiKey::parse(key.clone())?.mode;
+        Ok(match mode {
+            Mode::Test => StripeKeys {
+                test: Some(key),
+                live: None,
+                default: None,
+            },
+            Mode::Live => StripeKeys {
+                test: None,
+                live: Some(key),
+                default: None,
+            },
+        })
+    }
+
+    /// The key of `mode`, if configured.
+    pub fn get(&self, mode: Mode) -> Option<&SecretString> {
+        match mode {
+            Mode::Test => self.test.as_ref(),
+            Mode::Live => self.live.as_ref(),
+        }
+    }
+}
+
+/// The webhook signing secrets (`whsec_…`) of each mode: an event is verified against its own
+/// mode's only, and a mode with none takes no events.
+#[derive(Clone, Default)]
+pub struct WebhookSecrets {
+    /// The test endpoint's secrets (two during a rotation).
+    pub test: Vec<SecretString>,
+    /// The live endpoint's secrets.
+    pub live: Vec<SecretString>,
+}
+
+impl WebhookSecrets {
+    /// The same secrets for events of either mode: secrets whose mode nobody said (an ingress
+    /// given only `KASSA_STRIPE_WEBHOOK_SECRETS` and no key).
+    pub fn any_mode(secrets: Vec<SecretString>) -> Self {
+        WebhookSecrets {
+            test: secrets.clone(),
+            live: secrets,
+        }
+    }
+
+    /// Test-mode secrets only.
+    pub fn test(secrets: Vec<SecretString>) -> Self {
+        WebhookSecrets {
+            test: secrets,
+            live: Vec::new(),
+        }
+    }
+
+    /// The secrets of `mode`.
+    pub fn get(&self, mode: Mode) -> &[SecretString] {
+        match mode {
+            Mode::Test => &self.test,
+            Mode::Live => &self.live,
+        }
+    }
+
+    /// `mode`'s secrets, to fill.
+    pub fn get_mut(&mut self, mode: Mode) -> &mut Vec<SecretString> {
+        match mode {
+            Mode::Test => &mut self.test,
+            Mode::Live => &mut self.live,
+        }
+    }
+
+    /// The verifiers these secrets make, with `tolerance`.
+    pub fn verifiers(&self, tolerance: Duration) -> ModeVerifiers {
+        let verifier = |secrets: &[SecretString]| {
+            (!secrets.is_empty())
+                .then(|| WebhookVerifier::new(secrets.to_vec()).with_tolerance(tolerance))
+        };
+        ModeVerifiers {
+            test: verifier(&self.test),
+            live: verifier(&self.live),
+        }
+    }
 }
 
 /// Everything one process needs.
@@ -70,8 +166,9 @@ pub struct StackConfig {
     /// Requests per second this process sends to any one Stripe endpoint at most (its share of
     /// `KASSA_STRIPE_ENDPOINT_RPS`).
     pub stripe_endpoint_rps: Option<NonZeroU32>,
-    /// Webhook secrets (ignored with the embedded simulator, which gets a fresh one).
-    pub webhook_secrets: Vec<SecretString>,
+    /// Webhook secrets of each mode (ignored with the embedded simulator, which gets a fresh
+    /// one).
+    pub webhook_secrets: WebhookSecrets,
     /// Signature tolerance.
     pub webhook_tolerance: Duration,
     /// Run the worker with this configuration.
@@ -81,9 +178,9 @@ pub struct StackConfig {
     /// `KASSA_PUBLIC_URL`: where Checkout sends customers back to (the merchant pages); empty:
     /// this process's own bound address.
     pub public_url: String,
-    /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to merchants' payment forms; its mode must match
-    /// the secret key's.
-    pub publishable_key: Option<String>,
+    /// The publishable key of each mode, handed to merchants' payment forms; each of a mode
+    /// with a secret key (checked at start).
+    pub publishable_keys: PublishableKeys,
     /// `KASSA_PUBLIC_RATE_LIMIT…`: the merchant pages' limit per client address; `None`: none.
     pub public_rate_limit: Option<kassa_api::PublicRateLimit>,
     /// `KASSA_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the customer.
@@ -104,9 +201,12 @@ pub struct SettingsReload {
     /// `KASSA_SETTINGS_RELOAD`.
     pub every: Duration,
     /// The settings applied when their stored value changes: webhook secrets (the ingress's
-    /// verifier), `KASSA_SMTP_URL` and `KASSA_SMTP_CONNECTIONS` (the worker's mail). Never
-    /// those the environment gave, which win over stored values.
+    /// verifiers), the admin token and publishable keys (the merchant's HTTP), `KASSA_SMTP_URL`
+    /// and `KASSA_SMTP_CONNECTIONS` (the worker's mail). Never those the environment gave, which
+    /// win over stored values.
     pub settings: Vec<SettingName>,
+    /// The modes `KASSA_STRIPE_WEBHOOK_SECRETS` stands for in this process (its key's mode).
+    pub webhook_secrets_modes: Vec<Mode>,
     /// The sender and time limit of reloaded SMTP connections.
     pub mailer_options: MailerOptions,
 }
@@ -115,20 +215,27 @@ pub struct SettingsReload {
 pub const EMBEDDED_SIM_PUBLISHABLE_KEY: &str = "pk_test_kassa_embedded_simulator";
 
 /// Test and live never mix: a publishable key must be of the secret key's mode.
-pub fn check_publishable_key(publishable: &str, mode: kassa_stripe::Mode) -> anyhow::Result<()> {
-    let publishable_mode = if publishable.starts_with("pk_test_") {
-        kassa_stripe::Mode::Test
-    } else if publishable.starts_with("pk_live_") {
-        kassa_stripe::Mode::Live
-    } else {
-        anyhow::bail!("KASSA_STRIPE_PUBLISHABLE_KEY must start with pk_test_ or pk_live_");
-    };
+pub fn check_publishable_key(publishable: &str, mode: Mode) -> anyhow::Result<()> {
+    let publishable_mode = publishable_mode(publishable).ok_or_else(|| {
+        anyhow::anyhow!("KASSA_STRIPE_PUBLISHABLE_KEY must start with pk_test_ or pk_live_")
+    })?;
     if publishable_mode != mode {
         anyhow::bail!(
             "KASSA_STRIPE_PUBLISHABLE_KEY is a {publishable_mode} key but KASSA_STRIPE_API_KEY is a {mode} key: test and live never mix"
         );
     }
     Ok(())
+}
+
+/// The mode of a publishable key (`pk_test_…`/`pk_live_…`), if it is one.
+pub fn publishable_mode(publishable: &str) -> Option<Mode> {
+    if publishable.starts_with("pk_test_") {
+        Some(Mode::Test)
+    } else if publishable.starts_with("pk_live_") {
+        Some(Mode::Live)
+    } else {
+        None
+    }
 }
 
 /// A running process.
@@ -139,8 +246,10 @@ pub struct Stack {
     pub metrics_address: Option<SocketAddr>,
     /// The embedded simulator, when there is one.
     pub sim: Option<Simulator>,
-    /// The Stripe client, when Stripe is configured.
+    /// The default mode's Stripe client, when Stripe is configured.
     pub stripe: Option<Client>,
+    /// The Stripe clients of every configured mode, when Stripe is configured.
+    pub modes: Option<Modes>,
     /// The database, when configured.
     pub store: Option<Store>,
     /// The broker connection.
@@ -193,16 +302,15 @@ impl Stack {
 
         let http_shutdown = CancellationToken::new();
         let mut http = JoinSet::new();
-        let mut verifier = None;
+        let mut reload_targets = HttpReloadTargets::default();
         if let (Some(listener), Some(address)) = (listener, address) {
             let parts = Parts {
-                stripe: stripe.client.as_ref(),
+                stripe: stripe.modes.as_ref(),
                 store: store.as_ref(),
                 broker: &broker,
             };
-            let (router, webhook_verifier) =
-                http_router(&config, &stripe.webhook_secrets, parts, address)?;
-            verifier = webhook_verifier;
+            let (router, targets) = http_router(&config, &stripe.webhook_secrets, parts, address)?;
+            reload_targets = targets;
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
@@ -235,7 +343,8 @@ impl Stack {
             (&config.settings_reload, &config.master_key, &store)
         {
             let targets = ReloadTargets {
-                verifier,
+                verifier: reload_targets.verifier,
+                api: reload_targets.api,
                 tolerance: config.webhook_tolerance,
                 mail: config.worker.as_ref().map(|w| w.mail.clone()),
             };
@@ -247,8 +356,8 @@ impl Stack {
             ));
         }
         if let Some(worker_config) = config.worker {
-            let stripe = (stripe.client.clone())
-                .context("the worker needs Stripe (KASSA_STRIPE_API_KEY)")?;
+            let stripe = (stripe.modes.clone())
+                .context("the worker needs Stripe (KASSA_STRIPE_TEST_SECRET_KEY, KASSA_STRIPE_LIVE_SECRET_KEY or KASSA_STRIPE_API_KEY)")?;
             let store =
                 (store.clone()).context("the worker needs PostgreSQL (KASSA_DATABASE_URL)")?;
             let worker = Worker::new(stripe, store, broker.clone(), worker_config);
@@ -258,7 +367,8 @@ impl Stack {
             address,
             metrics_address,
             sim: stripe.sim,
-            stripe: stripe.client,
+            stripe: stripe.modes.as_ref().map(|m| m.default_client().clone()),
+            modes: stripe.modes,
             store,
             broker,
             http_shutdown,
@@ -310,16 +420,16 @@ impl Stack {
     }
 }
 
-/// Stripe as configured: the client, and with the embedded simulator the simulator itself and
-/// the fresh webhook secret it signs with.
+/// Stripe as configured: the client of each mode, and with the embedded simulator the simulator
+/// itself and the fresh webhook secret it signs with.
 struct StripeParts {
-    client: Option<Client>,
+    modes: Option<Modes>,
     sim: Option<Simulator>,
-    webhook_secrets: Vec<SecretString>,
+    webhook_secrets: WebhookSecrets,
 }
 
-/// The Stripe client of `config`, starting the embedded simulator (delivering webhooks to this
-/// process's `address`) when asked to.
+/// The Stripe clients of `config` (one per configured mode, each paced alike), starting the
+/// embedded simulator (delivering webhooks to this process's `address`) when asked to.
 async fn connect_stripe(
     config: &StackConfig,
     address: Option<SocketAddr>,
@@ -333,20 +443,34 @@ async fn connect_stripe(
     };
     match config.stripe.clone() {
         None => Ok(StripeParts {
-            client: None,
+            modes: None,
             sim: None,
             webhook_secrets: config.webhook_secrets.clone(),
         }),
-        Some(StripeTarget::Api { key, api_base }) => Ok(StripeParts {
-            client: Some(
-                client(key, api_base).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")?,
-            ),
-            sim: None,
-            webhook_secrets: config.webhook_secrets.clone(),
-        }),
+        Some(StripeTarget::Api { keys, api_base }) => {
+            let mut clients = [None, None];
+            for (slot, mode) in clients.iter_mut().zip([Mode::Test, Mode::Live]) {
+                if let Some(key) = keys.get(mode) {
+                    *slot = Some(client(key.clone(), api_base.clone()).with_context(|| {
+                        format!(
+                            "KASSA_STRIPE_{}_SECRET_KEY / KASSA_STRIPE_API_BASE",
+                            mode.to_string().to_uppercase()
+                        )
+                    })?);
+                }
+            }
+            let [test, live] = clients;
+            let modes = Modes::new(test, live, keys.default).context("the Stripe keys")?;
+            Ok(StripeParts {
+                modes: Some(modes),
+                sim: None,
+                webhook_secrets: config.webhook_secrets.clone(),
+            })
+        }
         Some(StripeTarget::Embedded(sim_config)) => {
             let mut sim_config = *sim_config;
-            // A fresh secret per run: shared with our own verifier, never printed.
+            // A fresh secret per run: shared with our own verifier, never printed. The
+            // simulator's live mode is left unused: a demo moves no real money.
             let secret = format!("whsec_{:032x}", rand::random::<u128>());
             sim_config.webhook_secret = secret.clone();
             if let Some(address) = address {
@@ -361,9 +485,9 @@ async fn connect_stripe(
             let client = client(key, sim.base_url())
                 .context("configuring the Stripe client for the simulator")?;
             Ok(StripeParts {
-                client: Some(client),
+                modes: Some(Modes::single(client)),
                 sim: Some(sim),
-                webhook_secrets: vec![SecretString::from(secret)],
+                webhook_secrets: WebhookSecrets::test(vec![SecretString::from(secret)]),
             })
         }
     }
@@ -392,7 +516,7 @@ async fn connect_store(config: &StackConfig) -> anyhow::Result<Option<Store>> {
 /// The connections the HTTP server's routes use.
 #[derive(Clone, Copy)]
 struct Parts<'a> {
-    stripe: Option<&'a Client>,
+    stripe: Option<&'a Modes>,
     store: Option<&'a Store>,
     broker: &'a Broker,
 }
@@ -401,35 +525,55 @@ struct Parts<'a> {
 /// (webhooks, health — `/readyz` includes PostgreSQL when the process has it) and, with Stripe and PostgreSQL, the merchant's HTTP.
 fn http_router(
     config: &StackConfig,
-    webhook_secrets: &[SecretString],
+    webhook_secrets: &WebhookSecrets,
     parts: Parts<'_>,
     address: SocketAddr,
-) -> anyhow::Result<(Router, Option<Verifier>)> {
+) -> anyhow::Result<(Router, HttpReloadTargets)> {
     if !config.webhooks {
         info!(listen = %address, "health listening (/healthz, /readyz)");
         let router = telemetry::health_router(parts.broker.clone(), parts.store.cloned());
-        return Ok((kassa_ingress::with_json_fallbacks(router), None));
+        return Ok((
+            kassa_ingress::with_json_fallbacks(router),
+            HttpReloadTargets::default(),
+        ));
     }
-    let verifier =
-        WebhookVerifier::new(webhook_secrets.to_vec()).with_tolerance(config.webhook_tolerance);
+    let verifier = webhook_secrets.verifiers(config.webhook_tolerance);
     let mut state = IngressState::new(verifier, parts.broker.clone());
     if let Some(store) = parts.store {
         state = state.with_readiness(Arc::new(telemetry::DatabaseReadiness(store.clone())));
     }
     let verifier = state.verifier.clone();
     let mut router = kassa_ingress::router(state);
+    let mut api_settings = None;
     if let (Some(stripe), Some(store)) = (parts.stripe, parts.store) {
         let api = api_config(config, stripe, store, parts.broker, address)?;
-        router = router.merge(kassa_api::app(api));
+        let (api, settings) = kassa_api::app_with_settings(api);
+        router = router.merge(api);
+        api_settings = Some(settings);
     }
     info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
-    Ok((kassa_ingress::with_json_fallbacks(router), Some(verifier)))
+    Ok((
+        kassa_ingress::with_json_fallbacks(router),
+        HttpReloadTargets {
+            verifier: Some(verifier),
+            api: api_settings,
+        },
+    ))
+}
+
+/// What of the HTTP server the settings reload can replace.
+#[derive(Default)]
+struct HttpReloadTargets {
+    verifier: Option<Verifier>,
+    api: Option<ReloadableSettings>,
 }
 
 /// What the settings reload replaces.
 struct ReloadTargets {
     /// The ingress's webhook verifier, when this process receives webhooks.
     verifier: Option<Verifier>,
+    /// The admin token and publishable keys of the merchant's HTTP, when this process serves it.
+    api: Option<ReloadableSettings>,
     /// The signature tolerance of a new verifier.
     tolerance: Duration,
     /// The worker's SMTP connections, when this process runs the worker.
@@ -494,7 +638,13 @@ fn apply_setting(
     targets: &ReloadTargets,
 ) -> anyhow::Result<bool> {
     match (name, &targets.verifier, &targets.mail) {
-        (SettingName::StripeWebhookSecrets, Some(verifier), _) => {
+        (
+            SettingName::StripeWebhookSecrets
+            | SettingName::StripeTestWebhookSecrets
+            | SettingName::StripeLiveWebhookSecrets,
+            Some(verifier),
+            _,
+        ) => {
             let secrets: Vec<SecretString> = value
                 .expose_secret()
                 .split(',')
@@ -505,9 +655,49 @@ fn apply_setting(
             if secrets.is_empty() {
                 anyhow::bail!("no webhook secret");
             }
-            verifier.replace(WebhookVerifier::new(secrets).with_tolerance(targets.tolerance));
-            Ok(true)
+            let modes = match name.mode() {
+                Some(mode) => vec![mode],
+                None => reload.webhook_secrets_modes.clone(),
+            };
+            // Only a mode that takes events already: a new mode needs its key, and a restart.
+            let current = verifier.current();
+            let modes: Vec<Mode> = modes
+                .into_iter()
+                .filter(|mode| current.get(*mode).is_some())
+                .collect();
+            for mode in &modes {
+                verifier.replace(
+                    *mode,
+                    WebhookVerifier::new(secrets.clone()).with_tolerance(targets.tolerance),
+                );
+            }
+            Ok(!modes.is_empty())
         }
+        (SettingName::AdminToken, _, _) => match &targets.api {
+            Some(api) => {
+                api.replace_admin_token(value.clone())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        (
+            SettingName::StripePublishableKey
+            | SettingName::StripeTestPublishableKey
+            | SettingName::StripeLivePublishableKey,
+            _,
+            _,
+        ) => match &targets.api {
+            Some(api) => {
+                let key = value.expose_secret();
+                let mode = name
+                    .mode()
+                    .or_else(|| publishable_mode(key))
+                    .context("a publishable key starts with pk_test_ or pk_live_")?;
+                api.replace_publishable_key(mode, key)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
         (SettingName::SmtpUrl, _, Some(mail)) => {
             let mailer =
                 Mailer::from_url_with(value.expose_secret(), reload.mailer_options.clone())?;
@@ -531,18 +721,24 @@ fn apply_setting(
 /// secret key's mode.
 fn api_config(
     config: &StackConfig,
-    stripe: &Client,
+    stripe: &Modes,
     store: &Store,
     broker: &Broker,
     address: SocketAddr,
 ) -> anyhow::Result<ApiConfig> {
-    let publishable_key = match (&config.publishable_key, &config.stripe) {
-        (Some(key), _) => Some(key.clone()),
-        (None, Some(StripeTarget::Embedded(_))) => Some(EMBEDDED_SIM_PUBLISHABLE_KEY.to_owned()),
-        (None, _) => None,
-    };
-    if let Some(key) = &publishable_key {
-        check_publishable_key(key, stripe.mode())?;
+    let mut publishable_keys = config.publishable_keys.clone();
+    if let (None, Some(StripeTarget::Embedded(_))) = (&publishable_keys.test, &config.stripe) {
+        publishable_keys.test = Some(EMBEDDED_SIM_PUBLISHABLE_KEY.to_owned());
+    }
+    for mode in [Mode::Test, Mode::Live] {
+        if let Some(key) = publishable_keys.get(mode) {
+            if publishable_mode(key) != Some(mode) || !stripe.has(mode) {
+                anyhow::bail!(
+                    "KASSA_STRIPE_{upper}_PUBLISHABLE_KEY must be a pk_{mode}_ key of a mode with a secret key (KASSA_STRIPE_{upper}_SECRET_KEY): test and live never mix",
+                    upper = mode.to_string().to_uppercase()
+                );
+            }
+        }
     }
     let public_url = match config.public_url.trim_end_matches('/') {
         "" if address.ip().is_unspecified() => anyhow::bail!(
@@ -558,8 +754,8 @@ fn api_config(
         topology: broker.topology().clone(),
         admin_token: config.admin_token.clone(),
         public_url,
-        publishable_key,
-        stripe_js_url: kassa_api::stripe_js_url(stripe.api_base()),
+        publishable_keys,
+        stripe_js_url: kassa_api::stripe_js_url(stripe.default_client().api_base()),
         trusted_proxies: config.trusted_proxies.clone(),
         product: ShopProduct::demo().context("the shop's demo product")?,
         public_rate_limit: config.public_rate_limit,

@@ -43,7 +43,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     match &config.stripe {
         Some(StripeTarget::Embedded(_)) => info!(
-            "kassa serve: no KASSA_STRIPE_API_KEY, so running in TEST MODE on the embedded Stripe simulator, which delivers webhooks to this process"
+            "kassa serve: no Stripe key (KASSA_STRIPE_API_KEY, KASSA_STRIPE_TEST_SECRET_KEY, KASSA_STRIPE_LIVE_SECRET_KEY), so running in TEST MODE on the embedded Stripe simulator, which delivers webhooks to this process"
         ),
         _ => info!(api_base = %args.stripe_api_base, "kassa serve: using Stripe at KASSA_STRIPE_API_BASE"),
     }
@@ -83,7 +83,8 @@ pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
         listen = %address,
         webhook_url = %format!("http://{address}/webhooks/stripe"),
         secret_source = %args.webhook.secret_source(),
-        secrets = config.webhook_secrets.len(),
+        test_secrets = config.webhook_secrets.test.len(),
+        live_secrets = config.webhook_secrets.live.len(),
         amqp_url = %kassa_broker::connection::redact_url(&args.webhook.broker.amqp_url),
         apis,
         "kassa ingress listening"
@@ -101,8 +102,11 @@ fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> 
         .pool_use()
         .pool_size("kassa worker", args.store.database_max_connections)?;
     let stripe = args.stripe.target()?.context(
-        "KASSA_STRIPE_API_KEY is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
+        "KASSA_STRIPE_API_KEY (or KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) is required for `kassa worker` (`kassa serve` without a key runs on the embedded simulator)",
     )?;
+    if let Some(keys) = args.stripe.keys()? {
+        config::warn_standard_keys(&keys.keys);
+    }
     let master_key = args.master_key.key()?;
     Ok(StackConfig {
         listen: Some(args.listen),
@@ -115,12 +119,12 @@ fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> 
         stripe: Some(stripe),
         stripe_max_rps: args.stripe.pace.stripe_max_rps,
         stripe_endpoint_rps: args.stripe.pace.endpoint_rps(),
-        webhook_secrets: Vec::new(),
+        webhook_secrets: Default::default(),
         webhook_tolerance: Duration::from_secs(300),
         worker: Some(args.worker.config()?),
         admin_token: None,
         public_url: String::new(),
-        publishable_key: None,
+        publishable_keys: Default::default(),
         public_rate_limit: None,
         trusted_proxies: Vec::new(),
         default_currency: kassa_stripe::money::Currency::usd(),
@@ -132,6 +136,7 @@ fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> 
                 kassa_core::settings::SettingName::SmtpConnections,
             ],
             args.worker.mailer_options(),
+            Vec::new(),
         ),
         master_key,
     })

@@ -3,9 +3,14 @@
 //! webhooks, the process commands); the worker's settings and durations are in [`worker`], the
 //! rule that sizes the database pool in [`pool`].
 
+mod modes;
 mod pool;
 mod settings;
 mod worker;
+
+pub use modes::{
+    warn_standard_keys, ModeKeyArgs, ModePublishableArgs, ModeWebhookArgs, ResolvedKeys,
+};
 
 pub use pool::PoolUse;
 pub use settings::{require_key, MasterKeyArgs, SettingsReloadArgs, StoredSettings};
@@ -13,9 +18,9 @@ pub use worker::{parse_duration, parse_lookback, WorkerArgs};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kassa::stack::{StackConfig, StripeTarget};
+use kassa::stack::{StackConfig, StripeTarget, WebhookSecrets};
 use kassa_broker::{BrokerConfig, Topology};
-use kassa_stripe::webhook::WebhookVerifier;
+use kassa_stripe::Mode;
 use kassa_stripe_sim::SimConfig;
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -204,7 +209,8 @@ pub struct WebhookArgs {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub http: HttpArgs,
-    /// Webhook signing secrets (`whsec_…`), comma-separated; two during a rotation.
+    /// Webhook signing secrets (`whsec_…`) of a single-mode deployment's endpoint,
+    /// comma-separated; two during a rotation.
     #[arg(
         long,
         env = "KASSA_STRIPE_WEBHOOK_SECRETS",
@@ -215,9 +221,14 @@ pub struct WebhookArgs {
     /// Seconds a signature timestamp may be away from now (Stripe's libraries use 300).
     #[arg(long, env = "KASSA_WEBHOOK_TOLERANCE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub webhook_tolerance_secs: u64,
-    /// Stripe secret or restricted key; the ingress only reads its mode (live keys require real secrets).
+    /// Stripe secret or restricted key of a single-mode deployment (its mode is read from the
+    /// key); the ingress only reads its mode (live keys require real secrets).
     #[arg(long, env = "KASSA_STRIPE_API_KEY", hide_env_values = true)]
     pub stripe_api_key: Option<String>,
+    #[command(flatten)]
+    pub mode_keys: ModeKeyArgs,
+    #[command(flatten)]
+    pub mode_secrets: ModeWebhookArgs,
     /// With no KASSA_STRIPE_WEBHOOK_SECRETS, accept webhooks signed with the well-known
     /// development secret instead of refusing to start. Never in production: anyone can sign with it.
     #[arg(long, env = "KASSA_ALLOW_DEVELOPMENT_SECRET")]
@@ -227,44 +238,53 @@ pub struct WebhookArgs {
 impl WebhookArgs {
     /// Where the webhook secrets come from, for the first log line.
     pub fn secret_source(&self) -> &'static str {
-        if self.webhook_secrets.iter().any(|s| !s.trim().is_empty()) {
-            "KASSA_STRIPE_WEBHOOK_SECRETS"
+        if self.webhook_secrets.iter().any(|s| !s.trim().is_empty()) || self.mode_secrets.any() {
+            "KASSA_STRIPE_WEBHOOK_SECRETS / KASSA_STRIPE_TEST_WEBHOOK_SECRETS / KASSA_STRIPE_LIVE_WEBHOOK_SECRETS"
         } else {
-            "built-in development secret (test mode only; set KASSA_STRIPE_WEBHOOK_SECRETS)"
+            "built-in development secret (test mode only; set KASSA_STRIPE_TEST_WEBHOOK_SECRETS)"
         }
     }
 
-    /// The verifier for the configured secrets, refusing bad or missing ones.
-    pub fn webhook_verifier(&self) -> anyhow::Result<WebhookVerifier> {
-        let mut secrets = Vec::new();
-        for (i, secret) in self.webhook_secrets.iter().map(|s| s.trim()).enumerate() {
-            if secret.is_empty() {
-                continue;
+    /// The keys of each mode, if any is set (an ingress of webhooks only reads their modes).
+    pub fn keys(&self) -> anyhow::Result<Option<ResolvedKeys>> {
+        modes::secret_keys(self.stripe_api_key.as_deref(), &self.mode_keys)
+    }
+
+    /// The webhook secrets of each mode and the modes KASSA_STRIPE_WEBHOOK_SECRETS stands for,
+    /// refusing bad or missing ones: every mode with a key needs its endpoint's secrets (test
+    /// mode may fall back to the development secret when allowed); without any key, some secret.
+    pub fn webhook_secrets(
+        &self,
+        keys: Option<&ResolvedKeys>,
+    ) -> anyhow::Result<(WebhookSecrets, Vec<Mode>)> {
+        let (mut secrets, legacy_modes) =
+            modes::webhook_secrets(&self.webhook_secrets, &self.mode_secrets, keys)?;
+        let test_needs_one = match keys {
+            Some(keys) => {
+                if keys.keys.live.is_some() && secrets.live.is_empty() {
+                    if keys.legacy_mode == Some(Mode::Live) {
+                        bail!("KASSA_STRIPE_WEBHOOK_SECRETS is required with a live KASSA_STRIPE_API_KEY");
+                    }
+                    bail!("KASSA_STRIPE_LIVE_WEBHOOK_SECRETS is required with KASSA_STRIPE_LIVE_SECRET_KEY (the live endpoint's whsec_ secrets)");
+                }
+                keys.keys.test.is_some() && secrets.test.is_empty()
             }
-            if !secret.starts_with("whsec_") || secret.len() < 10 {
-                bail!("KASSA_STRIPE_WEBHOOK_SECRETS: entry {} is not a webhook signing secret (they start with whsec_)", i + 1);
-            }
-            secrets.push(SecretString::from(secret.to_owned()));
-        }
-        if secrets.is_empty() {
-            let live = self
-                .stripe_api_key
-                .as_deref()
-                .is_some_and(|k| k.starts_with("sk_live_") || k.starts_with("rk_live_"));
-            if live {
-                bail!("KASSA_STRIPE_WEBHOOK_SECRETS is required with a live KASSA_STRIPE_API_KEY");
-            }
+            None => secrets.test.is_empty() && secrets.live.is_empty(),
+        };
+        if test_needs_one {
             if !self.allow_development_secret {
                 bail!(
-                    "KASSA_STRIPE_WEBHOOK_SECRETS is not set: give the endpoint's whsec_ secret(s), or \
+                    "KASSA_STRIPE_WEBHOOK_SECRETS is not set: give the endpoint's whsec_ secret(s) \
+                     (KASSA_STRIPE_TEST_WEBHOOK_SECRETS / KASSA_STRIPE_LIVE_WEBHOOK_SECRETS per mode), or \
                      --allow-development-secret (KASSA_ALLOW_DEVELOPMENT_SECRET=true) to accept the well-known \
-                     development secret {DEVELOPMENT_WEBHOOK_SECRET} for local testing"
+                     development secret {DEVELOPMENT_WEBHOOK_SECRET} in test mode for local testing"
                 );
             }
-            secrets.push(SecretString::from(DEVELOPMENT_WEBHOOK_SECRET.to_owned()));
+            secrets
+                .test
+                .push(SecretString::from(DEVELOPMENT_WEBHOOK_SECRET.to_owned()));
         }
-        Ok(WebhookVerifier::new(secrets)
-            .with_tolerance(Duration::from_secs(self.webhook_tolerance_secs)))
+        Ok((secrets, legacy_modes))
     }
 }
 
@@ -315,6 +335,8 @@ pub struct IngressApiArgs {
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
     #[command(flatten)]
+    pub publishable: ModePublishableArgs,
+    #[command(flatten)]
     pub public_rate: PublicRateArgs,
     /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
     /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
@@ -356,31 +378,41 @@ impl IngressArgs {
             &mut self.webhook.webhook_secrets,
             env,
         );
+        fill_mode_keys(stored, &mut self.webhook.mode_keys, env);
+        fill_mode_publishable(stored, &mut self.api.publishable, env);
+        fill_mode_secrets(stored, &mut self.webhook.mode_secrets, env);
         stored.fill(SettingName::AdminToken, &mut self.api.admin_token, env);
     }
 
     /// The process's configuration: webhooks only, or webhooks and the APIs.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
         let master_key = self.master_key.key()?;
-        let verifier = self.webhook.webhook_verifier()?;
+        let keys = self.webhook.keys()?;
+        let (webhook_secrets, legacy_modes) = self.webhook.webhook_secrets(keys.as_ref())?;
         let admin_token = parse_admin_token(self.api.admin_token.as_deref())?;
         let stripe = match &admin_token {
             None => None,
             Some(_) => Some(
-                StripeArgs {
-                    stripe_api_key: self.webhook.stripe_api_key.clone(),
-                    stripe_api_base: self.api.stripe_api_base.clone(),
-                    pace: self.api.pace.clone(),
-                }
-                .target()?
-                .ok_or_else(|| {
+                api_target(keys.clone(), &self.api.stripe_api_base)?.ok_or_else(|| {
                     anyhow::anyhow!(
                         "KASSA_ADMIN_TOKEN makes `kassa ingress` serve the back-office, checkout \
-                         and connector APIs, which call Stripe: set KASSA_STRIPE_API_KEY too"
+                         and connector APIs, which call Stripe: set KASSA_STRIPE_API_KEY (or \
+                         KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) too"
                     )
                 })?,
             ),
         };
+        let publishable_keys = match &keys {
+            Some(keys) => modes::publishable_keys(
+                self.api.publishable_key.as_deref(),
+                &self.api.publishable,
+                keys,
+            )?,
+            None => Default::default(),
+        };
+        if let (Some(keys), Some(_)) = (&keys, &admin_token) {
+            modes::warn_standard_keys(&keys.keys);
+        }
         let pool = PoolUse {
             worker: None,
             pages: admin_token.is_some(),
@@ -405,7 +437,7 @@ impl IngressArgs {
             stripe,
             stripe_max_rps: self.api.pace.stripe_max_rps,
             stripe_endpoint_rps: self.api.pace.endpoint_rps(),
-            webhook_secrets: verifier.secrets().to_vec(),
+            webhook_secrets,
             webhook_tolerance: Duration::from_secs(self.webhook.webhook_tolerance_secs),
             worker: None,
             admin_token,
@@ -415,7 +447,7 @@ impl IngressArgs {
                 .as_ref()
                 .map(|url| url.as_str().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
-            publishable_key: non_empty(self.api.publishable_key.as_deref()),
+            publishable_keys,
             public_rate_limit: self.api.public_rate.limit(),
             trusted_proxies: trusted_proxies(&self.api.trusted_proxies)?,
             default_currency: self.api.default_currency,
@@ -423,12 +455,98 @@ impl IngressArgs {
             settings_reload: self.reload.reload(
                 master_key.as_ref(),
                 &self.from_env,
-                &[kassa_core::settings::SettingName::StripeWebhookSecrets],
+                &[&WEBHOOK_SECRET_SETTINGS[..], &API_SETTINGS[..]].concat(),
                 Default::default(),
+                legacy_modes,
             ),
             master_key,
         })
     }
+}
+
+/// The stored settings that hold webhook secrets (reloaded while running).
+const WEBHOOK_SECRET_SETTINGS: [kassa_core::settings::SettingName; 3] = [
+    kassa_core::settings::SettingName::StripeWebhookSecrets,
+    kassa_core::settings::SettingName::StripeTestWebhookSecrets,
+    kassa_core::settings::SettingName::StripeLiveWebhookSecrets,
+];
+
+/// The stored settings of the merchant's HTTP a running process takes without a restart.
+const API_SETTINGS: [kassa_core::settings::SettingName; 4] = [
+    kassa_core::settings::SettingName::AdminToken,
+    kassa_core::settings::SettingName::StripePublishableKey,
+    kassa_core::settings::SettingName::StripeTestPublishableKey,
+    kassa_core::settings::SettingName::StripeLivePublishableKey,
+];
+
+/// Fills the per-mode secret keys from the stored settings.
+fn fill_mode_keys(
+    stored: &StoredSettings,
+    keys: &mut ModeKeyArgs,
+    env: &mut std::collections::HashSet<kassa_core::settings::SettingName>,
+) {
+    use kassa_core::settings::SettingName;
+    stored.fill(
+        SettingName::StripeTestSecretKey,
+        &mut keys.stripe_test_secret_key,
+        env,
+    );
+    stored.fill(
+        SettingName::StripeLiveSecretKey,
+        &mut keys.stripe_live_secret_key,
+        env,
+    );
+}
+
+/// Fills the per-mode publishable keys from the stored settings.
+fn fill_mode_publishable(
+    stored: &StoredSettings,
+    keys: &mut ModePublishableArgs,
+    env: &mut std::collections::HashSet<kassa_core::settings::SettingName>,
+) {
+    use kassa_core::settings::SettingName;
+    stored.fill(
+        SettingName::StripeTestPublishableKey,
+        &mut keys.stripe_test_publishable_key,
+        env,
+    );
+    stored.fill(
+        SettingName::StripeLivePublishableKey,
+        &mut keys.stripe_live_publishable_key,
+        env,
+    );
+}
+
+/// Fills the per-mode webhook secrets from the stored settings.
+fn fill_mode_secrets(
+    stored: &StoredSettings,
+    secrets: &mut ModeWebhookArgs,
+    env: &mut std::collections::HashSet<kassa_core::settings::SettingName>,
+) {
+    use kassa_core::settings::SettingName;
+    stored.fill_list(
+        SettingName::StripeTestWebhookSecrets,
+        &mut secrets.stripe_test_webhook_secrets,
+        env,
+    );
+    stored.fill_list(
+        SettingName::StripeLiveWebhookSecrets,
+        &mut secrets.stripe_live_webhook_secrets,
+        env,
+    );
+}
+
+/// Stripe at `api_base` with `keys`, if any; a bad base URL fails here, naming the variable.
+fn api_target(keys: Option<ResolvedKeys>, api_base: &str) -> anyhow::Result<Option<StripeTarget>> {
+    let Some(keys) = keys else {
+        return Ok(None);
+    };
+    url::Url::parse(api_base)
+        .map_err(|e| anyhow::anyhow!("KASSA_STRIPE_API_BASE={api_base:?}: {e}"))?;
+    Ok(Some(StripeTarget::Api {
+        keys: keys.keys,
+        api_base: api_base.to_owned(),
+    }))
 }
 
 /// `KASSA_TRUSTED_PROXIES`, each an address or a network.
@@ -471,9 +589,13 @@ pub struct StoreArgs {
 /// Where Stripe is.
 #[derive(Args, Clone, Debug)]
 pub struct StripeArgs {
-    /// Stripe secret (`sk_…`) or restricted (`rk_…`) key. Not set: `serve` and `demo` start the embedded simulator.
+    /// Stripe secret (`sk_…`) or restricted (`rk_…`) key of a single-mode deployment (its mode
+    /// is read from the key). Not set, nor a per-mode key: `serve` and `demo` start the embedded
+    /// simulator.
     #[arg(long, env = "KASSA_STRIPE_API_KEY", hide_env_values = true)]
     pub stripe_api_key: Option<String>,
+    #[command(flatten)]
+    pub mode_keys: ModeKeyArgs,
     /// Stripe's API base URL (a simulator's URL in tests).
     #[arg(long, env = "KASSA_STRIPE_API_BASE", default_value = kassa_stripe::DEFAULT_API_BASE)]
     pub stripe_api_base: String,
@@ -517,37 +639,41 @@ impl StripePaceArgs {
 }
 
 impl StripeArgs {
-    /// The Stripe client for a command that needs one: KASSA_STRIPE_API_KEY is required.
+    /// The default mode's Stripe client, for a command that needs one: a key is required.
     pub fn client(&self) -> anyhow::Result<kassa_stripe::Client> {
-        let Some(StripeTarget::Api { key, api_base }) = self.target()? else {
-            bail!("KASSA_STRIPE_API_KEY is required (a sk_test_/sk_live_ or rk_ key)");
+        Ok(self.modes()?.default_client().clone())
+    }
+
+    /// The Stripe client of every configured mode (each paced alike), for a command that needs
+    /// Stripe: a key is required.
+    pub fn modes(&self) -> anyhow::Result<kassa_stripe::Modes> {
+        let Some(keys) = self.keys()? else {
+            bail!("KASSA_STRIPE_API_KEY (or KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) is required (a sk_test_/sk_live_ or rk_ key)");
         };
-        let mut config = kassa_stripe::ClientConfig::new(key);
-        config.api_base = api_base;
-        self.pace.apply(&mut config);
-        kassa_stripe::Client::new(config).context("KASSA_STRIPE_API_KEY / KASSA_STRIPE_API_BASE")
+        api_target(Some(keys.clone()), &self.stripe_api_base)?;
+        let client = |mode: Mode| -> anyhow::Result<Option<kassa_stripe::Client>> {
+            let Some(key) = keys.keys.get(mode) else {
+                return Ok(None);
+            };
+            let mut config = kassa_stripe::ClientConfig::new(key.clone());
+            config.api_base = self.stripe_api_base.clone();
+            self.pace.apply(&mut config);
+            let client = kassa_stripe::Client::new(config)
+                .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))?;
+            Ok(Some(client))
+        };
+        kassa_stripe::Modes::new(client(Mode::Test)?, client(Mode::Live)?, keys.keys.default)
+            .context("the Stripe keys")
+    }
+
+    /// The keys of each mode, if any is set; refused as [`modes::secret_keys`] says.
+    pub fn keys(&self) -> anyhow::Result<Option<ResolvedKeys>> {
+        modes::secret_keys(self.stripe_api_key.as_deref(), &self.mode_keys)
     }
 
     /// The configured Stripe, if a key is set; a bad key fails here, naming the variable.
     pub fn target(&self) -> anyhow::Result<Option<StripeTarget>> {
-        let Some(key) = self
-            .stripe_api_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-        else {
-            return Ok(None);
-        };
-        let key = SecretString::from(key.to_owned());
-        kassa_stripe::ApiKey::parse(key.clone())
-            .map_err(|e| anyhow::anyhow!("KASSA_STRIPE_API_KEY: {e}"))?;
-        url::Url::parse(&self.stripe_api_base).map_err(|e| {
-            anyhow::anyhow!("KASSA_STRIPE_API_BASE={:?}: {e}", self.stripe_api_base)
-        })?;
-        Ok(Some(StripeTarget::Api {
-            key,
-            api_base: self.stripe_api_base.clone(),
-        }))
+        api_target(self.keys()?, &self.stripe_api_base)
     }
 }
 
@@ -591,6 +717,7 @@ impl WorkerCommandArgs {
             &mut self.stripe.stripe_api_key,
             env,
         );
+        fill_mode_keys(stored, &mut self.stripe.mode_keys, env);
         stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url, env);
         stored.fill(
             SettingName::SmtpConnections,
@@ -619,6 +746,8 @@ pub struct ServeArgs {
     /// `POST /api/payment-intents`; must be of the API key's mode.
     #[arg(long, env = "KASSA_STRIPE_PUBLISHABLE_KEY")]
     pub publishable_key: Option<String>,
+    #[command(flatten)]
+    pub publishable: ModePublishableArgs,
     /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
     /// the customer for the public endpoints' rate limits; not set: the TCP peer's address.
     #[arg(long, env = "KASSA_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -659,6 +788,9 @@ impl ServeArgs {
             &mut self.ingress.webhook_secrets,
             env,
         );
+        fill_mode_keys(stored, &mut self.ingress.mode_keys, env);
+        fill_mode_publishable(stored, &mut self.publishable, env);
+        fill_mode_secrets(stored, &mut self.ingress.mode_secrets, env);
         stored.fill(SettingName::AdminToken, &mut self.admin_token, env);
         stored.fill(SettingName::SmtpUrl, &mut self.worker.smtp_url, env);
         stored.fill(
@@ -668,21 +800,19 @@ impl ServeArgs {
         );
     }
 
-    /// Stripe from the key, or the embedded simulator when none is set.
+    /// Stripe from the keys, or the embedded simulator when none is set.
     pub fn stripe_target(&self) -> anyhow::Result<StripeTarget> {
-        let args = StripeArgs {
-            stripe_api_key: self.ingress.stripe_api_key.clone(),
-            stripe_api_base: self.stripe_api_base.clone(),
-            pace: self.pace.clone(),
-        };
-        Ok(match args.target()? {
-            Some(target) => target,
-            None => StripeTarget::Embedded(Box::default()),
-        })
+        Ok(
+            match api_target(self.ingress.keys()?, &self.stripe_api_base)? {
+                Some(target) => target,
+                None => StripeTarget::Embedded(Box::default()),
+            },
+        )
     }
 
     /// The whole stack's configuration.
     pub fn stack_config(&self) -> anyhow::Result<StackConfig> {
+        use kassa_core::settings::SettingName;
         let admin_token = parse_admin_token(self.admin_token.as_deref())?;
         let pool = PoolUse {
             pages: true,
@@ -691,36 +821,62 @@ impl ServeArgs {
         };
         let db_max_connections =
             pool.pool_size("kassa serve", self.store.database_max_connections)?;
+        let keys = self.ingress.keys()?;
         let stripe = self.stripe_target()?;
         let master_key = self.master_key.key()?;
-        let reloadable: Vec<kassa_core::settings::SettingName> = {
-            use kassa_core::settings::SettingName;
-            match &stripe {
-                // The embedded simulator signs with a fresh secret of its own.
-                StripeTarget::Embedded(_) => {
-                    vec![SettingName::SmtpUrl, SettingName::SmtpConnections]
-                }
-                StripeTarget::Api { .. } => vec![
-                    SettingName::StripeWebhookSecrets,
-                    SettingName::SmtpUrl,
-                    SettingName::SmtpConnections,
-                ],
+        let (webhook_secrets, legacy_modes, publishable_keys, reloadable) = match &keys {
+            // The embedded simulator signs with a fresh secret of its own, in test mode.
+            None => {
+                let publishable = match (
+                    non_empty(self.publishable_key.as_deref()),
+                    non_empty(self.publishable.stripe_test_publishable_key.as_deref()),
+                ) {
+                    (Some(key), _) | (None, Some(key)) => {
+                        kassa::stack::check_publishable_key(&key, Mode::Test)?;
+                        Some(key)
+                    }
+                    (None, None) => None,
+                };
+                (
+                    WebhookSecrets::default(),
+                    Vec::new(),
+                    kassa_api::PublishableKeys {
+                        test: publishable,
+                        live: None,
+                    },
+                    vec![
+                        SettingName::AdminToken,
+                        SettingName::SmtpUrl,
+                        SettingName::SmtpConnections,
+                    ],
+                )
             }
-        };
-        let webhook_secrets = match &stripe {
-            StripeTarget::Embedded(_) => Vec::new(),
-            StripeTarget::Api { .. } => {
-                if self
-                    .ingress
-                    .webhook_secrets
-                    .iter()
-                    .all(|s| s.trim().is_empty())
-                {
-                    bail!(
-                        "KASSA_STRIPE_WEBHOOK_SECRETS is required when KASSA_STRIPE_API_KEY is set"
-                    );
+            Some(keys) => {
+                let (secrets, legacy_modes) = modes::webhook_secrets(
+                    &self.ingress.webhook_secrets,
+                    &self.ingress.mode_secrets,
+                    Some(keys),
+                )?;
+                for mode in keys.modes() {
+                    if secrets.get(mode).is_empty() {
+                        if keys.legacy_mode == Some(mode) {
+                            bail!("KASSA_STRIPE_WEBHOOK_SECRETS is required when KASSA_STRIPE_API_KEY is set");
+                        }
+                        bail!(
+                            "KASSA_STRIPE_{upper}_WEBHOOK_SECRETS is required when KASSA_STRIPE_{upper}_SECRET_KEY is set (the {mode} endpoint's whsec_ secrets)",
+                            upper = modes::upper(mode)
+                        );
+                    }
                 }
-                self.ingress.webhook_verifier()?.secrets().to_vec()
+                let publishable = modes::publishable_keys(
+                    self.publishable_key.as_deref(),
+                    &self.publishable,
+                    keys,
+                )?;
+                modes::warn_standard_keys(&keys.keys);
+                let mut reloadable = [&WEBHOOK_SECRET_SETTINGS[..], &API_SETTINGS[..]].concat();
+                reloadable.extend([SettingName::SmtpUrl, SettingName::SmtpConnections]);
+                (secrets, legacy_modes, publishable, reloadable)
             }
         };
         Ok(StackConfig {
@@ -747,7 +903,7 @@ impl ServeArgs {
                 .as_str()
                 .trim_end_matches('/')
                 .to_owned(),
-            publishable_key: non_empty(self.publishable_key.as_deref()),
+            publishable_keys,
             public_rate_limit: self.public_rate.limit(),
             trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
             default_currency: self.default_currency,
@@ -756,6 +912,7 @@ impl ServeArgs {
                 &self.from_env,
                 &reloadable,
                 self.worker.mailer_options(),
+                legacy_modes,
             ),
             master_key,
         })

@@ -59,8 +59,8 @@ impl MasterKeyArgs {
 /// How often a running Kassa reads the stored settings again.
 #[derive(Args, Clone, Debug)]
 pub struct SettingsReloadArgs {
-    /// How often a running Kassa reads the stored settings again and applies a changed SMTP
-    /// connection or webhook secret (30s, 1m).
+    /// How often a running Kassa reads the stored settings again and applies a changed webhook
+    /// secret of a mode it serves, admin token, publishable key or SMTP connection (30s, 1m).
     #[arg(long, env = "KASSA_SETTINGS_RELOAD", default_value = "30s", value_parser = super::parse_positive_duration)]
     pub settings_reload: Duration,
 }
@@ -74,6 +74,7 @@ impl SettingsReloadArgs {
         from_env: &HashSet<SettingName>,
         reloadable: &[SettingName],
         mailer_options: kassa_worker::smtp::MailerOptions,
+        webhook_secrets_modes: Vec<kassa_stripe::Mode>,
     ) -> Option<kassa::stack::SettingsReload> {
         master_key?;
         Some(kassa::stack::SettingsReload {
@@ -84,6 +85,7 @@ impl SettingsReloadArgs {
                 .filter(|name| !from_env.contains(name))
                 .collect(),
             mailer_options,
+            webhook_secrets_modes,
         })
     }
 }

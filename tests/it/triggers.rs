@@ -212,10 +212,11 @@ async fn a_webhook_dropped_on_the_way_is_found_by_the_poller_and_published_once(
         "{undelivered}"
     );
 
-    // The cursor is saved, and later polls (which list the same second again) publish nothing new.
+    // The test mode's cursor is saved, and later polls (which list the same second again)
+    // publish nothing new.
     let cursor = eventually(Duration::from_secs(10), "the poll cursor", || async {
         app.store()
-            .poll_cursor(kassa_worker::poller::POLLER_CURSOR)
+            .poll_cursor(kassa_worker::poller::cursor_name(kassa_stripe::Mode::Test))
             .await
             .unwrap()
     })

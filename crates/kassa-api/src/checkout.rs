@@ -111,7 +111,7 @@ async fn payment_intent(
         Json(json!({
             "id": intent.id,
             "client_secret": intent.client_secret,
-            "publishable_key": state.settings.publishable_key,
+            "publishable_key": state.publishable_key(),
             "amount": intent.amount,
             "currency": intent.currency,
             "status": intent.status,
@@ -167,7 +167,7 @@ async fn confirm_payment_intent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let admin = check_bearer(&state.token, &headers).is_ok();
+    let admin = check_bearer(&state.admin_token(), &headers).is_ok();
     let (client_secret, mail) = confirmation_body(&body)?;
     let client_secret = if admin {
         None

@@ -29,6 +29,7 @@ pub mod error;
 pub mod idempotency;
 pub mod pages;
 pub mod rate_limit;
+pub mod reloadable;
 pub mod save_card;
 pub mod settings;
 pub mod widgets;
@@ -37,12 +38,13 @@ pub use error::ApiError;
 pub use ipnet::IpNet;
 pub use pages::ShopProduct;
 pub use rate_limit::PublicRateLimit;
+pub use reloadable::{ReloadError, ReloadableSettings};
 
 use axum::Router;
 use kassa_broker::Topology;
 use kassa_core::fulfil::Fulfilment;
 use kassa_store::{JobRoute, Store};
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Modes};
 use secrecy::SecretString;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -76,11 +78,31 @@ pub const PUBLIC_ROUTES: &[&str] = &[
 /// answered 503.
 pub const PAGE_CALLS_IN_FLIGHT: usize = 16;
 
+/// The publishable key (`pk_test_…`/`pk_live_…`) of each mode, handed to merchants' payment
+/// forms; each is of its own mode (checked at start).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishableKeys {
+    /// `KASSA_STRIPE_TEST_PUBLISHABLE_KEY`.
+    pub test: Option<String>,
+    /// `KASSA_STRIPE_LIVE_PUBLISHABLE_KEY`.
+    pub live: Option<String>,
+}
+
+impl PublishableKeys {
+    /// The publishable key of `mode`, if one is configured.
+    pub fn get(&self, mode: kassa_stripe::Mode) -> Option<&str> {
+        match mode {
+            kassa_stripe::Mode::Test => self.test.as_deref(),
+            kassa_stripe::Mode::Live => self.live.as_deref(),
+        }
+    }
+}
+
 /// What the API is built from.
 #[derive(Clone)]
 pub struct ApiConfig {
-    /// Stripe.
-    pub stripe: Client,
+    /// Stripe: the client of each configured mode and the default mode.
+    pub stripe: Modes,
     /// PostgreSQL.
     pub store: Store,
     /// Where charge jobs and alerts go.
@@ -89,8 +111,8 @@ pub struct ApiConfig {
     pub admin_token: Option<SecretString>,
     /// `KASSA_PUBLIC_URL` without a trailing slash: the default success and cancel pages.
     pub public_url: String,
-    /// `KASSA_STRIPE_PUBLISHABLE_KEY`, handed to the merchant's payment form.
-    pub publishable_key: Option<String>,
+    /// The publishable key of each mode, handed to the merchant's payment form.
+    pub publishable_keys: PublishableKeys,
     /// Where browsers load Stripe.js from: `https://js.stripe.com/v3` with Stripe's API, the
     /// simulator's stand-in (`{simulator}/v3`) otherwise ([`stripe_js_url`]).
     pub stripe_js_url: String,
@@ -123,8 +145,6 @@ pub fn stripe_js_url(api_base: &str) -> String {
 pub struct Settings {
     /// `KASSA_PUBLIC_URL` without a trailing slash.
     pub public_url: String,
-    /// `KASSA_STRIPE_PUBLISHABLE_KEY`.
-    pub publishable_key: Option<String>,
     /// Where browsers load Stripe.js from.
     pub stripe_js_url: String,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
@@ -138,11 +158,13 @@ pub struct Settings {
 /// What every route shares; cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The default mode's client.
     stripe: Client,
+    modes: Modes,
     store: Store,
     route: JobRoute,
     fulfilment: Fulfilment,
-    token: Arc<SecretString>,
+    reloadable: ReloadableSettings,
     settings: Arc<Settings>,
     page_calls: Arc<Semaphore>,
     public_limits: Arc<widgets::PublicLimits>,
@@ -161,24 +183,21 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of `config`'s routes.
     pub fn new(config: ApiConfig) -> Self {
+        let stripe = config.stripe.default_client().clone();
+        // No token: an empty one, which admits nobody.
+        let reloadable =
+            ReloadableSettings::new(config.admin_token, config.publishable_keys, |mode| {
+                config.stripe.has(mode)
+            });
         Self {
             route: kassa_core::charges::job_route(&config.topology),
-            fulfilment: Fulfilment::new(
-                config.stripe.clone(),
-                config.store.clone(),
-                config.topology,
-            ),
-            stripe: config.stripe,
+            fulfilment: Fulfilment::new(stripe.clone(), config.store.clone(), config.topology),
+            stripe,
+            modes: config.stripe,
             store: config.store,
-            // No token: an empty one, which admits nobody.
-            token: Arc::new(
-                config
-                    .admin_token
-                    .unwrap_or_else(|| SecretString::from(String::new())),
-            ),
+            reloadable,
             settings: Arc::new(Settings {
                 public_url: config.public_url,
-                publishable_key: config.publishable_key,
                 stripe_js_url: config.stripe_js_url,
                 trusted_proxies: config.trusted_proxies,
                 product: config.product,
@@ -188,6 +207,28 @@ impl ApiState {
             public_limits: Arc::new(widgets::PublicLimits::default()),
             master_key: config.master_key,
         }
+    }
+
+    /// The Stripe clients of the configured modes and the default mode.
+    pub fn modes(&self) -> &Modes {
+        &self.modes
+    }
+
+    /// The admin token now (it may change while running).
+    pub fn admin_token(&self) -> Arc<SecretString> {
+        self.reloadable.admin_token()
+    }
+
+    /// The publishable key of each mode now (they may change while running).
+    pub fn publishable_keys(&self) -> Arc<PublishableKeys> {
+        self.reloadable.publishable_keys()
+    }
+
+    /// The default mode's publishable key now.
+    pub fn publishable_key(&self) -> Option<String> {
+        self.publishable_keys()
+            .get(self.modes.default_mode())
+            .map(str::to_owned)
     }
 
     /// This installation's id, part of every Idempotency-Key the routes send.
@@ -212,10 +253,16 @@ fn page_permit(state: &ApiState) -> Option<OwnedSemaphorePermit> {
 /// could pay real money for a demo product), and with an admin token the back-office, checkout
 /// and connector APIs.
 pub fn app(config: ApiConfig) -> Router {
+    app_with_settings(config).0
+}
+
+/// [`app`], and the handle that changes its admin token and publishable keys while it runs.
+pub fn app_with_settings(config: ApiConfig) -> (Router, ReloadableSettings) {
     let apis = config.admin_token.is_some();
-    let live = config.stripe.mode().is_live();
+    let live = config.stripe.default_mode().is_live();
     let public_rate_limit = config.public_rate_limit;
     let state = ApiState::new(config);
+    let reloadable = state.reloadable.clone();
     let mut public = pages::router().merge(save_card::public_router());
     if live {
         info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
@@ -258,5 +305,5 @@ pub fn app(config: ApiConfig) -> Router {
         router = router.merge(private);
         info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/widgets, /api/customers/{{id}}/save-card-links, /api/settings");
     }
-    router.with_state(state)
+    (router.with_state(state), reloadable)
 }

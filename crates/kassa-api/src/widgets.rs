@@ -317,7 +317,7 @@ async fn start_payment(
         "client_secret": intent.client_secret,
         "status": intent.status,
         "amount": intent.amount,
-        "publishable_key": state.settings.publishable_key,
+        "publishable_key": state.publishable_key(),
         "stripe_js": state.settings.stripe_js_url,
         "return_url": return_url,
     })))

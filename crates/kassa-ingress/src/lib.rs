@@ -1,7 +1,8 @@
 //! kassa-ingress: Kassa's front door for Stripe's webhooks.
 //!
-//! - [`webhook`]: `POST /webhooks/stripe` verifies Stripe's signature over the raw body
-//!   (kassa-stripe's verifier), reads only the event envelope ([`envelope`]), publishes the
+//! - [`webhook`]: `POST /webhooks/stripe` reads only the event envelope ([`envelope`]), verifies
+//!   Stripe's signature over the raw body against the secrets of the mode the event claims
+//!   (kassa-stripe's verifier; test and live never mix), publishes the
 //!   untouched body to RabbitMQ and answers 200 only after the broker's confirm — so a 2xx to
 //!   Stripe always means the event is durable.
 //! - [`health`]: `/healthz`, `/readyz` (the broker is connected); `/metrics`, rendered from the
@@ -24,6 +25,7 @@ pub mod webhook;
 use axum::Router;
 use kassa_broker::{Broker, ConfirmedPublisher};
 use kassa_stripe::webhook::WebhookVerifier;
+use kassa_stripe::Mode;
 use std::sync::{Arc, PoisonError, RwLock};
 use tower_http::trace::TraceLayer;
 
@@ -39,7 +41,8 @@ pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 /// Everything the ingress's handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct IngressState {
-    /// Verifies `Stripe-Signature` against every configured secret; replaceable while running.
+    /// Verifies `Stripe-Signature` against the configured secrets of the event's mode;
+    /// replaceable while running.
     pub verifier: Verifier,
     /// The supervised broker connection (readiness).
     pub broker: Broker,
@@ -64,8 +67,9 @@ impl std::fmt::Debug for IngressState {
 }
 
 impl IngressState {
-    /// State over `broker` with `verifier`.
-    pub fn new(verifier: WebhookVerifier, broker: Broker) -> Self {
+    /// State over `broker` with the verifiers of each mode (a single [`WebhookVerifier`] serves
+    /// events of both modes, see [`ModeVerifiers::any_mode`]).
+    pub fn new(verifier: impl Into<ModeVerifiers>, broker: Broker) -> Self {
         Self {
             verifier: Verifier::new(verifier),
             publisher: broker.publisher(),
@@ -81,28 +85,75 @@ impl IngressState {
     }
 }
 
-/// The webhook verifier, replaceable while the ingress runs (new secrets from the stored
-/// settings): each webhook is verified against the secrets current when it arrives. Clones share.
-#[derive(Clone, Debug)]
-pub struct Verifier(Arc<RwLock<Arc<WebhookVerifier>>>);
+/// The webhook verifier of each mode: a Stripe endpoint belongs to one mode and signs only that
+/// mode's events, so an event is verified against the secrets of the mode it claims and only
+/// those. A mode without a verifier takes no events.
+#[derive(Clone, Debug, Default)]
+pub struct ModeVerifiers {
+    /// Test-mode events (`livemode: false`).
+    pub test: Option<WebhookVerifier>,
+    /// Live-mode events (`livemode: true`).
+    pub live: Option<WebhookVerifier>,
+}
 
-impl Verifier {
-    /// Starts with `verifier`.
-    pub fn new(verifier: WebhookVerifier) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(verifier))))
+impl ModeVerifiers {
+    /// One verifier for events of either mode: secrets whose mode nobody said (an ingress given
+    /// only `KASSA_STRIPE_WEBHOOK_SECRETS` and no key).
+    pub fn any_mode(verifier: WebhookVerifier) -> Self {
+        Self {
+            test: Some(verifier.clone()),
+            live: Some(verifier),
+        }
     }
 
-    /// The verifier now.
-    pub fn current(&self) -> Arc<WebhookVerifier> {
+    /// The verifier of `mode`'s events, if that mode takes any.
+    pub fn get(&self, mode: Mode) -> Option<&WebhookVerifier> {
+        match mode {
+            Mode::Test => self.test.as_ref(),
+            Mode::Live => self.live.as_ref(),
+        }
+    }
+
+    /// `mode`'s verifier slot.
+    pub fn slot(&mut self, mode: Mode) -> &mut Option<WebhookVerifier> {
+        match mode {
+            Mode::Test => &mut self.test,
+            Mode::Live => &mut self.live,
+        }
+    }
+}
+
+impl From<WebhookVerifier> for ModeVerifiers {
+    fn from(verifier: WebhookVerifier) -> Self {
+        Self::any_mode(verifier)
+    }
+}
+
+/// The webhook verifiers, replaceable while the ingress runs (new secrets from the stored
+/// settings): each webhook is verified against the secrets current when it arrives. Clones share.
+#[derive(Clone, Debug)]
+pub struct Verifier(Arc<RwLock<Arc<ModeVerifiers>>>);
+
+impl Verifier {
+    /// Starts with `verifiers`.
+    pub fn new(verifiers: impl Into<ModeVerifiers>) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(verifiers.into()))))
+    }
+
+    /// The verifiers now.
+    pub fn current(&self) -> Arc<ModeVerifiers> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Verifies later webhooks with `verifier`.
-    pub fn replace(&self, verifier: WebhookVerifier) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(verifier);
+    /// Verifies later webhooks of `mode` with `verifier`; the other mode's stay as they are.
+    pub fn replace(&self, mode: Mode, verifier: WebhookVerifier) {
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = ModeVerifiers::clone(&current);
+        *next.slot(mode) = Some(verifier);
+        *current = Arc::new(next);
     }
 }
 

@@ -1,4 +1,10 @@
-//! `POST /webhooks/stripe`: verify, read the envelope, publish with confirm, then 200.
+//! `POST /webhooks/stripe`: read the envelope, verify against the secrets of the event's mode,
+//! publish with confirm, then 200.
+//!
+//! A Stripe webhook endpoint belongs to one mode, and its secret signs only that mode's events;
+//! so a live event is verified against the live endpoint's secrets only, and one signed with the
+//! test endpoint's secret is refused (`signature_invalid`). A mode with no secrets takes no events
+//! (`mode_not_configured`, naming the mode).
 //!
 //! Stripe treats any non-2xx (and time-outs) as a failed delivery and re-sends for up to three
 //! days in live mode, so answering 503 while RabbitMQ is away loses nothing; answering 200 before
@@ -13,7 +19,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use kassa_broker::OutgoingMessage;
-use kassa_stripe::webhook::SIGNATURE_HEADER;
+use kassa_stripe::webhook::{SignatureError, SIGNATURE_HEADER};
+use kassa_stripe::Mode;
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn, Instrument};
@@ -68,21 +75,49 @@ async fn accept(state: &IngressState, headers: &HeaderMap, body: Body) -> Result
     let signature = headers
         .get(SIGNATURE_HEADER)
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    state
-        .verifier
-        .current()
-        .verify(signature, &body, unix_now())
-        .map_err(|error| {
-            metrics::counter!("kassa_webhook_signature_failures_total", "reason" => error.code())
-                .increment(1);
-            warn!(reason = error.code(), "webhook refused: {error}");
-            IngressError::bad_request(error.code(), error.to_string())
-        })?;
-
-    let envelope = read_envelope(&body).map_err(|error| {
+    let verifiers = state.verifier.current();
+    let refused = |error: SignatureError| {
+        metrics::counter!("kassa_webhook_signature_failures_total", "reason" => error.code())
+            .increment(1);
         warn!(reason = error.code(), "webhook refused: {error}");
         IngressError::bad_request(error.code(), error.to_string())
-    })?;
+    };
+    // The envelope first (one pass, `data` skipped): it says which mode's secrets apply.
+    let envelope = match read_envelope(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            // No mode to go by: a body is only told it is not an event once some configured
+            // secret shows it came from Stripe; anything else is a signature refusal, as for
+            // every unsigned request.
+            let mut signed = Err(SignatureError::Missing);
+            let modes = [Mode::Test, Mode::Live].into_iter();
+            for verifier in modes.filter_map(|mode| verifiers.get(mode)) {
+                signed = verifier.verify(signature, &body, unix_now());
+                if signed.is_ok() {
+                    break;
+                }
+            }
+            signed.map_err(refused)?;
+            warn!(reason = error.code(), "webhook refused: {error}");
+            return Err(IngressError::bad_request(error.code(), error.to_string()));
+        }
+    };
+    let mode = Mode::from_livemode(envelope.livemode);
+    let Some(verifier) = verifiers.get(mode) else {
+        metrics::counter!("kassa_webhook_signature_failures_total", "reason" => "mode_not_configured")
+            .increment(1);
+        warn!(%mode, event_id = %envelope.id, "webhook refused: no webhook secret for its mode");
+        return Err(IngressError::bad_request(
+            "mode_not_configured",
+            format!(
+                "this endpoint takes no {mode}-mode events: no {mode} webhook secret is configured (KASSA_STRIPE_{}_WEBHOOK_SECRETS)",
+                mode.to_string().to_uppercase()
+            ),
+        ));
+    };
+    verifier
+        .verify(signature, &body, unix_now())
+        .map_err(refused)?;
 
     let span = tracing::info_span!("stripe_event", event_id = %envelope.id, event_type = %envelope.kind, livemode = envelope.livemode);
     async {

@@ -6,7 +6,7 @@
 use kassa_broker::{Incoming, MessageHandler, Outcome, Topology};
 use kassa_core::charges::{ChargeExecutor, RecheckoutPages};
 use kassa_store::{ChargeJob, Store};
-use kassa_stripe::Client;
+use kassa_stripe::Modes;
 use tracing::{warn, Instrument};
 
 /// Executes charge jobs from `kassa.charges.execute`.
@@ -17,10 +17,10 @@ pub struct ChargeJobs {
 }
 
 impl ChargeJobs {
-    /// Charge jobs executed over this client, store and topology; `retries` is the retry
-    /// ladder's length.
+    /// Charge jobs executed over these clients (each charge with the client of its own mode),
+    /// store and topology; `retries` is the retry ladder's length.
     pub fn new(
-        stripe: Client,
+        stripe: impl Into<Modes>,
         store: Store,
         topology: Topology,
         pages: RecheckoutPages,

@@ -20,7 +20,7 @@ use kassa_core::{notify, records, Error};
 use kassa_store::payments::RecordedBy;
 use kassa_store::{EventClaim, PgConnection, Store};
 use kassa_stripe::objects::Event;
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Modes};
 use std::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
@@ -68,7 +68,7 @@ pub fn handles(kind: &str) -> bool {
 
 /// Handles Stripe events from `kassa.events.fulfillment`.
 pub struct EventHandler {
-    stripe: Client,
+    stripe: Modes,
     store: Store,
     charges: ChargeExecutor,
     /// Rungs of the retry ladder: a transient failure on the last one ends in the dead letters.
@@ -76,10 +76,16 @@ pub struct EventHandler {
 }
 
 impl EventHandler {
-    /// A handler over this client and store; `retries` is the length of the retry ladder.
-    pub fn new(stripe: Client, store: Store, charges: ChargeExecutor, retries: u32) -> Self {
+    /// A handler over these clients (each event served by the client of its own mode) and
+    /// store; `retries` is the length of the retry ladder.
+    pub fn new(
+        stripe: impl Into<Modes>,
+        store: Store,
+        charges: ChargeExecutor,
+        retries: u32,
+    ) -> Self {
         Self {
-            stripe,
+            stripe: stripe.into(),
             store,
             charges,
             retries,
@@ -93,22 +99,17 @@ impl EventHandler {
             metrics::counter!("kassa_events_total", "outcome" => "ignored_type").increment(1);
             return Outcome::Done;
         };
-        let key_mode = self.stripe.mode();
-        if event.livemode != key_mode.is_live() {
-            let reason = format!(
-                "livemode mismatch: the event has livemode={} but the API key is a {key_mode} key; test and live never mix",
-                event.livemode
-            );
-            if let Err(error) = self
-                .store
-                .record_event_failure(&event.id, &event.type_, event.livemode, &reason, true)
-                .await
-            {
-                warn!(%error, "could not record the failure");
+        // Test and live never mix: an event is served by its own mode's client or not at all.
+        let stripe = match self.stripe.for_livemode(event.livemode) {
+            Ok(stripe) => stripe,
+            Err(not_configured) => {
+                let reason = format!(
+                    "livemode={}: {not_configured}; the other mode's key is never used",
+                    event.livemode
+                );
+                return self.mode_not_configured(&event, reason).await;
             }
-            metrics::counter!("kassa_events_total", "outcome" => "dead_lettered").increment(1);
-            return Outcome::DeadLetter(reason);
-        }
+        };
         let mut claimed = match self
             .store
             .claim_event(&event.id, &event.type_, event.livemode)
@@ -137,7 +138,7 @@ impl EventHandler {
                 // order.
                 match kassa_store::events::lock_stripe_object(conn, &object_id).await {
                     Ok(()) => {
-                        self.dispatch(handled, conn, &event, &object_id, &keys)
+                        self.dispatch(stripe, handled, conn, &event, &object_id, &keys)
                             .await
                     }
                     Err(error) => Err(error.into()),
@@ -181,9 +182,26 @@ impl EventHandler {
         records::is_recorded_echo(conn, self.store.installation_id(), event, object_id).await
     }
 
-    /// Hands the event to kassa-core by type, in the inbox transaction `conn`.
+    /// Records an event of a mode this deployment has no key for as failed and dead-letters it,
+    /// without a Stripe call.
+    async fn mode_not_configured(&self, event: &Event, reason: String) -> Outcome {
+        warn!(%reason, "event of a mode without a key; dead-lettering");
+        if let Err(error) = self
+            .store
+            .record_event_failure(&event.id, &event.type_, event.livemode, &reason, true)
+            .await
+        {
+            warn!(%error, "could not record the failure");
+        }
+        metrics::counter!("kassa_events_total", "outcome" => "dead_lettered").increment(1);
+        Outcome::DeadLetter(reason)
+    }
+
+    /// Hands the event to kassa-core by type, in the inbox transaction `conn`, with `stripe`,
+    /// the client of the event's mode.
     async fn dispatch(
         &self,
+        stripe: &Client,
         handled: Handled,
         conn: &mut PgConnection,
         event: &Event,
@@ -194,7 +212,7 @@ impl EventHandler {
         match handled {
             Handled::SessionCompleted => {
                 let how = Fulfiller {
-                    stripe: &self.stripe,
+                    stripe,
                     topology: self.charges.topology(),
                     recorded_by: RecordedBy::Webhook,
                     installation,
@@ -215,27 +233,30 @@ impl EventHandler {
                 }
             }
             Handled::SessionExpired => {
-                match records::record_checkout_session(&self.stripe, conn, object_id, installation)
-                    .await
+                match records::record_checkout_session(stripe, conn, object_id, installation).await
                 {
                     Ok(()) => self.charges.recheckout_expired(conn, object_id).await,
                     Err(error) => Err(error),
                 }
             }
-            Handled::PaymentIntent => match self.charges.settle(conn, object_id).await {
-                // Not a back-office charge: a payment made on the merchant's pages.
-                Ok(false) if event.type_ == "payment_intent.succeeded" => record_payment_intent(
-                    &self.stripe,
-                    conn,
-                    self.charges.topology(),
-                    object_id,
-                    RecordedBy::Webhook,
-                )
-                .await
-                .map(|_| ()),
-                Ok(_) => Ok(()),
-                Err(error) => Err(error),
-            },
+            Handled::PaymentIntent => {
+                match self.charges.settle(conn, event.livemode, object_id).await {
+                    // Not a back-office charge: a payment made on the merchant's pages.
+                    Ok(false) if event.type_ == "payment_intent.succeeded" => {
+                        record_payment_intent(
+                            stripe,
+                            conn,
+                            self.charges.topology(),
+                            object_id,
+                            RecordedBy::Webhook,
+                        )
+                        .await
+                        .map(|_| ())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
             // A SetupIntent that succeeded attaches its card to its customer, if it names one,
             // and Stripe sends `payment_method.attached` for that (docs: SetupIntent `customer`,
             // "the SetupIntent's payment method will be attached to the Customer on successful
@@ -243,17 +264,15 @@ impl EventHandler {
             // session is fulfilled. Either way the card is recorded by other events: nothing to
             // read here.
             Handled::SetupIntent => Ok(()),
-            Handled::PaymentMethod => {
-                records::record_payment_method(&self.stripe, conn, object_id).await
-            }
-            Handled::Customer => records::record_customer(&self.stripe, conn, object_id).await,
+            Handled::PaymentMethod => records::record_payment_method(stripe, conn, object_id).await,
+            Handled::Customer => records::record_customer(stripe, conn, object_id).await,
             Handled::NewCharge => {
                 let topology = self.charges.topology();
-                notify::announce_charge(&self.stripe, conn, topology, event, object_id).await
+                notify::announce_charge(stripe, conn, topology, event, object_id).await
             }
             Handled::NewRefund => {
                 let topology = self.charges.topology();
-                notify::announce_refund(&self.stripe, conn, topology, event, object_id).await
+                notify::announce_refund(stripe, conn, topology, event, object_id).await
             }
         }
     }

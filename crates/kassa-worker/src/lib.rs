@@ -27,7 +27,7 @@ pub mod smtp;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};
 use kassa_store::Store;
-use kassa_stripe::Client;
+use kassa_stripe::Modes;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -71,10 +71,11 @@ impl Default for WorkerConfig {
     }
 }
 
-/// The worker: consumers over one Stripe client, one database pool and one broker connection.
+/// The worker: consumers over the Stripe clients of the configured modes (each event and charge
+/// served by the client of its own mode), one database pool and one broker connection.
 #[derive(Clone)]
 pub struct Worker {
-    stripe: Client,
+    stripe: Modes,
     store: Store,
     broker: Broker,
     config: WorkerConfig,
@@ -85,10 +86,16 @@ pub struct Worker {
 const QUEUE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Worker {
-    /// A worker over these connections.
-    pub fn new(stripe: Client, store: Store, broker: Broker, config: WorkerConfig) -> Self {
+    /// A worker over these connections (`stripe`: one client per configured mode, or a single
+    /// client).
+    pub fn new(
+        stripe: impl Into<Modes>,
+        store: Store,
+        broker: Broker,
+        config: WorkerConfig,
+    ) -> Self {
         Self {
-            stripe,
+            stripe: stripe.into(),
             store,
             broker,
             config,

@@ -12,8 +12,9 @@
 //! webhook is also in flight is claimed once by the worker; the other copy is acked as a
 //! duplicate. So effects and notifications happen once per event whichever path brings it.
 //!
-//! [`run_poller`] repeats the pass ([`poll_once`]) every interval from a cursor kept in
-//! PostgreSQL (`event_poll_cursor`), so a restart resumes where it stopped. Every worker runs it,
+//! [`run_poller`] repeats the pass ([`poll_once`]) every interval for each configured mode, with
+//! that mode's client and a cursor of that mode kept in PostgreSQL (`event_poll_cursor`, one row
+//! per mode, [`cursor_name`]), so a restart resumes where it stopped. Every worker runs it,
 //! but only the leader polls: the process holding the advisory lock [`POLLER_LEADERSHIP`]
 //! ([`kassa_store::leadership`]) on a connection of its own. The others try for it every
 //! interval, and one of them takes over when the leader's session ends (the process died, or its
@@ -26,14 +27,24 @@ use kassa_store::events::PollCursor;
 use kassa_store::{Leadership, Store, StoreError};
 use kassa_stripe::objects::Event;
 use kassa_stripe::resources::{ListEvents, RangeQuery};
-use kassa_stripe::{Client, StripeError};
+use kassa_stripe::{Client, Mode, Modes, StripeError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// The name of the background poller's cursor row.
+/// The name of the cursor row of a deployment's only mode before cursors were kept per mode;
+/// a mode without a cursor of its own starts from it.
 pub const POLLER_CURSOR: &str = "events";
+
+/// The name of `mode`'s cursor row: each mode's events are listed with its own key, so each has
+/// its own cursor.
+pub fn cursor_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Test => "events.test",
+        Mode::Live => "events.live",
+    }
+}
 
 /// Stripe's page size limit for lists ("limit can range between 1 and 100").
 const PAGE: u8 = 100;
@@ -206,10 +217,11 @@ async fn publish(
         })
 }
 
-/// Runs a pass every `config.interval` until `shutdown`, resuming from the cursor in PostgreSQL
-/// (or `first_lookback` ago the first time) and moving it to the newest event listed.
+/// Runs a pass for each configured mode every `config.interval` until `shutdown`, resuming from
+/// that mode's cursor in PostgreSQL (or `first_lookback` ago the first time) and moving it to the
+/// newest event listed.
 pub async fn run_poller(
-    stripe: Client,
+    stripe: impl Into<Modes>,
     store: Store,
     broker: Broker,
     config: PollerConfig,
@@ -219,6 +231,7 @@ pub async fn run_poller(
         interval_s = config.interval.as_secs_f64(),
         "polling /v1/events for missed webhooks when this process leads"
     );
+    let modes = stripe.into();
     let settle = i64::try_from(config.settle.as_secs()).unwrap_or(0);
     let lookback = i64::try_from(config.first_lookback.as_secs()).unwrap_or(0);
     let mut leadership: Option<Leadership> = None;
@@ -237,39 +250,26 @@ pub async fn run_poller(
             }
             continue;
         }
-        let outcome = async {
-            let since = match store.poll_cursor(POLLER_CURSOR).await? {
-                // `gte` the newest seen: events of that same second listed after the last pass
-                // are not skipped (those seen already are in the inbox, or in flight).
-                Some(cursor) => cursor.last_created,
-                None => unix_now() - lookback,
-            };
-            let until = unix_now() - settle;
-            if until < since {
-                return Ok(None);
-            }
-            let report = poll_once(&stripe, &store, &broker, since, until).await?;
-            if let Some(newest) = &report.newest {
-                store.advance_poll_cursor(POLLER_CURSOR, newest).await?;
-            }
-            Ok::<_, PollError>(Some(report))
-        }
-        .await;
-        match outcome {
-            Ok(Some(report)) => {
-                metrics::counter!("kassa_events_polls_total", "outcome" => "ok").increment(1);
-                if !report.missing.is_empty() {
-                    warn!(
-                        missing = report.missing.len(),
-                        listed = report.listed,
-                        "events poller published events whose webhooks never arrived"
-                    );
+        for (mode, client) in modes.iter() {
+            let outcome = poll_mode(mode, client, &store, &broker, lookback, settle).await;
+            match outcome {
+                Ok(Some(report)) => {
+                    metrics::counter!("kassa_events_polls_total", "outcome" => "ok").increment(1);
+                    if !report.missing.is_empty() {
+                        warn!(
+                            %mode,
+                            missing = report.missing.len(),
+                            listed = report.listed,
+                            "events poller published events whose webhooks never arrived"
+                        );
+                    }
                 }
-            }
-            Ok(None) => {}
-            Err(error) => {
-                metrics::counter!("kassa_events_polls_total", "outcome" => "failed").increment(1);
-                warn!(%error, "events poll failed; trying again next interval");
+                Ok(None) => {}
+                Err(error) => {
+                    metrics::counter!("kassa_events_polls_total", "outcome" => "failed")
+                        .increment(1);
+                    warn!(%mode, %error, "events poll failed; trying again next interval");
+                }
             }
         }
         tokio::select! {
@@ -281,6 +281,37 @@ pub async fn run_poller(
         // Let another process take over now rather than when this connection times out.
         leadership.release().await;
     }
+}
+
+/// One pass over `mode`'s events with its `client`, from its cursor (or the cursor kept before
+/// cursors were per mode, or `lookback` seconds ago) to `settle` seconds ago; moves its cursor.
+async fn poll_mode(
+    mode: Mode,
+    client: &Client,
+    store: &Store,
+    broker: &Broker,
+    lookback: i64,
+    settle: i64,
+) -> Result<Option<PollReport>, PollError> {
+    let cursor = match store.poll_cursor(cursor_name(mode)).await? {
+        Some(cursor) => Some(cursor),
+        None => store.poll_cursor(POLLER_CURSOR).await?,
+    };
+    let since = match cursor {
+        // `gte` the newest seen: events of that same second listed after the last pass are not
+        // skipped (those seen already are in the inbox, or in flight).
+        Some(cursor) => cursor.last_created,
+        None => unix_now() - lookback,
+    };
+    let until = unix_now() - settle;
+    if until < since {
+        return Ok(None);
+    }
+    let report = poll_once(client, store, broker, since, until).await?;
+    if let Some(newest) = &report.newest {
+        store.advance_poll_cursor(cursor_name(mode), newest).await?;
+    }
+    Ok(Some(report))
 }
 
 /// The advisory lock that makes one process of the deployment the poller.

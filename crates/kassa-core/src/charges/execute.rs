@@ -92,7 +92,7 @@ impl ChargeExecutor {
             charge.attempt,
             &card,
             key.as_str(),
-            self.stripe.mode().is_live(),
+            charge.livemode,
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -123,7 +123,7 @@ impl ChargeExecutor {
             }
         }
         let customer = self
-            .stripe
+            .stripe(charge.livemode)?
             .customers()
             .retrieve(&charge.customer_id, &[])
             .await?;
@@ -159,7 +159,9 @@ impl ChargeExecutor {
         });
         let stale = key_age >= keys::KEY_REUSE_LIMIT_SECS;
         if sent_before || stale {
-            match find_attempt_intent(&self.stripe, self.installation(), &charge).await {
+            match find_attempt_intent(self.stripe(charge.livemode)?, self.installation(), &charge)
+                .await
+            {
                 Ok(Some(intent)) => {
                     metrics::counter!("kassa_charge_lookups_total", "outcome" => "found")
                         .increment(1);
@@ -240,7 +242,12 @@ impl ChargeExecutor {
         };
         // Held until this transaction ends, so the create's echo waits for the settled charge.
         own_writes::lock_own_key(tx, key.as_str()).await?;
-        match self.stripe.payment_intents().create(&params, &key).await {
+        match self
+            .stripe(charge.livemode)?
+            .payment_intents()
+            .create(&params, &key)
+            .await
+        {
             Ok(intent) if self.names_attempt(charge, &intent) => {
                 self.settle_attempt(tx, charge, &intent).await?;
                 if intent.status == PaymentIntentStatus::Succeeded {
@@ -320,7 +327,7 @@ impl ChargeExecutor {
         let installation = self.installation();
         // Stripe may have made the PaymentIntent: what it has decides, never this answer.
         warn!(%error, timeout = error.is_timeout(), "Stripe's answer leaves the outcome open; looking the attempt up");
-        match find_attempt_intent(&self.stripe, installation, charge).await {
+        match find_attempt_intent(self.stripe(charge.livemode)?, installation, charge).await {
             Ok(Some(intent)) => {
                 metrics::counter!("kassa_charge_lookups_total", "outcome" => "found").increment(1);
                 info!(payment_intent = %intent.id, "found the attempt's PaymentIntent on Stripe; settling from it");

@@ -62,7 +62,7 @@ use crate::{notify, Error};
 use kassa_broker::Topology;
 use kassa_store::{ChargeRecord, JobRoute, PgConnection, Store};
 use kassa_stripe::money::{format_amount, Currency};
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Modes};
 use serde_json::{json, Value};
 
 /// The route of charge jobs in `topology` (its `kassa.charges` exchange and routing key), as the
@@ -116,21 +116,28 @@ pub struct RecheckoutPages {
     pub public_url: String,
 }
 
-/// Executes, settles, re-checks-out and resolves back-office charges over one Stripe client, one
-/// database and one topology (where alerts and jobs go).
+/// Executes, settles, re-checks-out and resolves back-office charges over the Stripe clients of
+/// the deployment's modes (each charge with the client of its own `livemode`), one database and
+/// one topology (where alerts and jobs go).
 #[derive(Debug, Clone)]
 pub struct ChargeExecutor {
-    stripe: Client,
+    modes: Modes,
     store: Store,
     topology: Topology,
     pages: RecheckoutPages,
 }
 
 impl ChargeExecutor {
-    /// An executor over this client, store and topology; re-pay links point at `pages`.
-    pub fn new(stripe: Client, store: Store, topology: Topology, pages: RecheckoutPages) -> Self {
+    /// An executor over these clients (one per configured mode, or a single client), store and
+    /// topology; re-pay links point at `pages`.
+    pub fn new(
+        stripe: impl Into<Modes>,
+        store: Store,
+        topology: Topology,
+        pages: RecheckoutPages,
+    ) -> Self {
         Self {
-            stripe,
+            modes: stripe.into(),
             store,
             topology,
             pages,
@@ -145,6 +152,14 @@ impl ChargeExecutor {
 
     fn installation(&self) -> &str {
         self.store.installation_id()
+    }
+
+    /// The Stripe client of an object of `livemode` (a charge's row, a PaymentIntent's event):
+    /// never the other mode's, so a mode without a key is a permanent error.
+    fn stripe(&self, livemode: bool) -> Result<&Client, Error> {
+        self.modes
+            .for_livemode(livemode)
+            .map_err(|e| Error::Permanent(e.to_string()))
     }
 
     /// The topology alerts and jobs go to.

@@ -83,7 +83,7 @@ impl ChargeExecutor {
         };
         let key = keys::recheckout(self.installation(), charge.id, charge.attempt, reminder)?;
         let session = self
-            .stripe
+            .stripe(charge.livemode)?
             .checkout_sessions()
             .create(&params, &key)
             .await?;
@@ -130,7 +130,7 @@ impl ChargeExecutor {
         )
         .await?;
         let customer = self
-            .stripe
+            .stripe(charge.livemode)?
             .customers()
             .retrieve(&charge.customer_id, &[])
             .await?;

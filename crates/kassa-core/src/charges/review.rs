@@ -111,7 +111,7 @@ impl ChargeExecutor {
         payment_intent_id: &str,
     ) -> Result<(), ResolveError> {
         let intent = self
-            .stripe
+            .stripe(charge.livemode)?
             .payment_intents()
             .retrieve(payment_intent_id, &[])
             .await
@@ -174,15 +174,19 @@ impl ChargeExecutor {
         tx: &mut PgConnection,
         charge: &ChargeRecord,
     ) -> Result<(), ResolveError> {
-        let found = find_attempt_intent(&self.stripe, self.installation_id(), charge)
-            .await
-            .map_err(|e| {
-                ResolveError::Contradicted(format!(
-                    "Stripe could not be asked whether attempt {} was charged ({e}); \
+        let found = find_attempt_intent(
+            self.stripe(charge.livemode)?,
+            self.installation_id(),
+            charge,
+        )
+        .await
+        .map_err(|e| {
+            ResolveError::Contradicted(format!(
+                "Stripe could not be asked whether attempt {} was charged ({e}); \
                      nothing recorded — check the Dashboard and try again",
-                    charge.attempt
-                ))
-            })?;
+                charge.attempt
+            ))
+        })?;
         if let Some(intent) = found.filter(|pi| {
             matches!(
                 pi.status,

@@ -18,13 +18,15 @@ impl ChargeExecutor {
     /// its create; a charge `processing` under an earlier PaymentIntent (made before metadata
     /// named attempts) is found by its PaymentIntent. Returns whether the PaymentIntent belongs
     /// to a back-office charge (of any installation): those are not merchant payments.
+    /// `livemode` is the event's: the PaymentIntent is read with the client of that mode.
     pub async fn settle(
         &self,
         tx: &mut PgConnection,
+        livemode: bool,
         payment_intent_id: &str,
     ) -> Result<bool, Error> {
         let intent = self
-            .stripe
+            .stripe(livemode)?
             .payment_intents()
             .retrieve(payment_intent_id, &[])
             .await?;

@@ -9,6 +9,7 @@ mod seal;
 pub use seal::{mask, open, seal, MasterKey, Sealed, NONCE_LEN};
 
 use kassa_store::{NewSealedSetting, OffsetDateTime, Store, StoreError};
+use kassa_stripe::Mode;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Every setting that may be stored sealed, named by the `KASSA_*` variable it stands for.
@@ -26,14 +27,34 @@ pub enum SettingName {
     SmtpConnections,
     /// `KASSA_ADMIN_TOKEN`: the bearer token of the back-office APIs.
     AdminToken,
+    /// `KASSA_STRIPE_TEST_SECRET_KEY`: test mode's secret (`sk_test_…`) or restricted
+    /// (`rk_test_…`) key.
+    StripeTestSecretKey,
+    /// `KASSA_STRIPE_TEST_PUBLISHABLE_KEY`: test mode's `pk_test_…` key.
+    StripeTestPublishableKey,
+    /// `KASSA_STRIPE_TEST_WEBHOOK_SECRETS`: the test endpoint's `whsec_…` secrets.
+    StripeTestWebhookSecrets,
+    /// `KASSA_STRIPE_LIVE_SECRET_KEY`: live mode's secret (`sk_live_…`) or restricted
+    /// (`rk_live_…`) key.
+    StripeLiveSecretKey,
+    /// `KASSA_STRIPE_LIVE_PUBLISHABLE_KEY`: live mode's `pk_live_…` key.
+    StripeLivePublishableKey,
+    /// `KASSA_STRIPE_LIVE_WEBHOOK_SECRETS`: the live endpoint's `whsec_…` secrets.
+    StripeLiveWebhookSecrets,
 }
 
 impl SettingName {
     /// Every storable setting, in the order listings show them.
-    pub const ALL: [SettingName; 6] = [
+    pub const ALL: [SettingName; 12] = [
         SettingName::StripeApiKey,
         SettingName::StripePublishableKey,
         SettingName::StripeWebhookSecrets,
+        SettingName::StripeTestSecretKey,
+        SettingName::StripeTestPublishableKey,
+        SettingName::StripeTestWebhookSecrets,
+        SettingName::StripeLiveSecretKey,
+        SettingName::StripeLivePublishableKey,
+        SettingName::StripeLiveWebhookSecrets,
         SettingName::SmtpUrl,
         SettingName::SmtpConnections,
         SettingName::AdminToken,
@@ -48,6 +69,26 @@ impl SettingName {
             SettingName::SmtpUrl => "KASSA_SMTP_URL",
             SettingName::SmtpConnections => "KASSA_SMTP_CONNECTIONS",
             SettingName::AdminToken => "KASSA_ADMIN_TOKEN",
+            SettingName::StripeTestSecretKey => "KASSA_STRIPE_TEST_SECRET_KEY",
+            SettingName::StripeTestPublishableKey => "KASSA_STRIPE_TEST_PUBLISHABLE_KEY",
+            SettingName::StripeTestWebhookSecrets => "KASSA_STRIPE_TEST_WEBHOOK_SECRETS",
+            SettingName::StripeLiveSecretKey => "KASSA_STRIPE_LIVE_SECRET_KEY",
+            SettingName::StripeLivePublishableKey => "KASSA_STRIPE_LIVE_PUBLISHABLE_KEY",
+            SettingName::StripeLiveWebhookSecrets => "KASSA_STRIPE_LIVE_WEBHOOK_SECRETS",
+        }
+    }
+
+    /// The mode a per-mode setting is filed under (`KASSA_STRIPE_LIVE_…` → live); `None` for
+    /// the others, whose value may say its mode ([`mode_of`]).
+    pub fn mode(self) -> Option<Mode> {
+        match self {
+            SettingName::StripeTestSecretKey
+            | SettingName::StripeTestPublishableKey
+            | SettingName::StripeTestWebhookSecrets => Some(Mode::Test),
+            SettingName::StripeLiveSecretKey
+            | SettingName::StripeLivePublishableKey
+            | SettingName::StripeLiveWebhookSecrets => Some(Mode::Live),
+            _ => None,
         }
     }
 
@@ -73,16 +114,37 @@ impl SettingName {
             return Err(invalid("the value has leading or trailing whitespace"));
         }
         match self {
-            SettingName::StripeApiKey => {
-                kassa_stripe::ApiKey::parse(SecretString::from(value.to_owned()))
+            SettingName::StripeApiKey
+            | SettingName::StripeTestSecretKey
+            | SettingName::StripeLiveSecretKey => {
+                let key = kassa_stripe::ApiKey::parse(SecretString::from(value.to_owned()))
                     .map_err(|e| invalid(&e.to_string()))?;
-            }
-            SettingName::StripePublishableKey => {
-                if !(value.starts_with("pk_test_") || value.starts_with("pk_live_")) {
-                    return Err(invalid("must start with pk_test_ or pk_live_"));
+                if let Some(filed) = self.mode().filter(|filed| *filed != key.mode) {
+                    return Err(invalid(&format!(
+                        "a {} key filed as the {filed} key: test and live never mix",
+                        key.mode
+                    )));
                 }
             }
-            SettingName::StripeWebhookSecrets => {
+            SettingName::StripePublishableKey
+            | SettingName::StripeTestPublishableKey
+            | SettingName::StripeLivePublishableKey => {
+                let mode = if value.starts_with("pk_test_") {
+                    Mode::Test
+                } else if value.starts_with("pk_live_") {
+                    Mode::Live
+                } else {
+                    return Err(invalid("must start with pk_test_ or pk_live_"));
+                };
+                if let Some(filed) = self.mode().filter(|filed| *filed != mode) {
+                    return Err(invalid(&format!(
+                        "a {mode} publishable key filed as the {filed} one: test and live never mix"
+                    )));
+                }
+            }
+            SettingName::StripeWebhookSecrets
+            | SettingName::StripeTestWebhookSecrets
+            | SettingName::StripeLiveWebhookSecrets => {
                 if value
                     .split(',')
                     .any(|s| !s.trim().starts_with("whsec_") || s.trim().len() < 10)
@@ -143,11 +205,16 @@ pub fn mode_of(value: &str) -> Option<&'static str> {
     }
 }
 
+/// Every storable name, comma-separated, for messages.
+fn storable_names() -> String {
+    SettingName::ALL.map(SettingName::as_str).join(", ")
+}
+
 /// What went wrong with a stored setting. Never carries a value or a key.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// Not a setting that may be stored.
-    #[error("{0} is not a setting Kassa stores (storable: KASSA_STRIPE_API_KEY, KASSA_STRIPE_PUBLISHABLE_KEY, KASSA_STRIPE_WEBHOOK_SECRETS, KASSA_SMTP_URL, KASSA_SMTP_CONNECTIONS, KASSA_ADMIN_TOKEN)")]
+    #[error("{0} is not a setting Kassa stores (storable: {names})", names = storable_names())]
     UnknownName(String),
     /// The value is refused.
     #[error("{name}: {reason}")]
@@ -238,7 +305,11 @@ impl Vault {
         self.store
             .put_sealed_setting(NewSealedSetting {
                 name: name.as_str(),
-                mode: mode_of(value.expose_secret()),
+                mode: match name.mode() {
+                    Some(Mode::Test) => Some("test"),
+                    Some(Mode::Live) => Some("live"),
+                    None => mode_of(value.expose_secret()),
+                },
                 sealed: &sealed.ciphertext,
                 nonce: &sealed.nonce,
             })
@@ -340,6 +411,34 @@ mod tests {
         assert!(SettingName::SmtpConnections
             .validate("smtp://127.0.0.1:25")
             .is_err());
+    }
+
+    #[test]
+    fn a_per_mode_setting_refuses_the_other_modes_key() {
+        let error = SettingName::StripeTestSecretKey
+            .validate("sk_live_abcdef123")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("KASSA_STRIPE_TEST_SECRET_KEY:"),
+            "{error}"
+        );
+        assert!(error.contains("never mix"), "{error}");
+        assert!(!error.contains("sk_live_abcdef123"), "{error}");
+        assert!(SettingName::StripeLiveSecretKey
+            .validate("rk_live_abcdef123")
+            .is_ok());
+        assert!(SettingName::StripeLivePublishableKey
+            .validate("pk_test_abc")
+            .is_err());
+        assert!(SettingName::StripeTestPublishableKey
+            .validate("pk_test_abc")
+            .is_ok());
+        assert_eq!(
+            SettingName::StripeLiveWebhookSecrets.mode(),
+            Some(Mode::Live)
+        );
+        assert_eq!(SettingName::StripeWebhookSecrets.mode(), None);
     }
 
     #[test]

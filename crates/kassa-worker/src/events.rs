@@ -6,8 +6,11 @@
 //! | `checkout.session.completed`, `….async_payment_succeeded` | [`kassa_core::fulfil::checkout_session`] (then a re-pay session's charge goes again, [`kassa_core::charges::recheckout`]) |
 //! | `checkout.session.expired` | [`kassa_core::records`], then [`kassa_core::charges::recheckout`] (reminder or failure) |
 //! | `payment_intent.succeeded`, `.payment_failed`, `.processing` | [`kassa_core::charges::settle`], else [`kassa_core::fulfil::payment`] (no call for the echo of a charge's create that succeeded) |
-//! | `payment_method.*`, `customer.*` | [`kassa_core::records`] (no call for an echo of Kassa's own recorded write) |
+//! | `payment_method.*`, `customer.*` | [`kassa_core::records`] (no call for an echo of Kassa's own recorded write, nor for a `payment_method.attached` whose attachment Kassa recorded from Stripe's answer) |
 //! | `setup_intent.*` | nothing to read: the card it attaches has its own `payment_method.attached` |
+//!
+//! Echoes whose write is recorded and `setup_intent.*` are settled in one round trip, before any
+//! claim ([`crate::without_call`]).
 //! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 
 use kassa_broker::{Incoming, MessageHandler, Outcome};
@@ -21,6 +24,7 @@ use kassa_store::payments::RecordedBy;
 use kassa_store::{EventClaim, PgConnection, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::Client;
+use crate::without_call::{self, WithoutCall};
 use std::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
@@ -109,6 +113,9 @@ impl EventHandler {
             metrics::counter!("kassa_events_total", "outcome" => "dead_lettered").increment(1);
             return Outcome::DeadLetter(reason);
         }
+        if let Some(outcome) = self.settle_without_call(handled, &event).await {
+            return outcome;
+        }
         let mut claimed = match self
             .store
             .claim_event(&event.id, &event.type_, event.livemode)
@@ -130,7 +137,13 @@ impl EventHandler {
         let result = match self.echo(handled, conn, &event, &object_id).await {
             Ok(true) => {
                 info!("echo of Kassa's own write, already recorded: not re-fetched");
+                without_call::count(&event.type_);
                 Ok(())
+            }
+            // The fulfilment takes the session's lock itself (the success page calls it too).
+            Ok(false) if handled == Handled::SessionCompleted => {
+                self.dispatch(handled, conn, &event, &object_id, &keys)
+                    .await
             }
             Ok(false) => {
                 // Before the re-fetch: concurrent events about one object then commit in fetch
@@ -161,6 +174,24 @@ impl EventHandler {
             },
             Err(error) => self.failed(error, attempt, Some(claimed)).await,
         }
+    }
+
+    /// Settles an event that needs no Stripe call in one round trip, when it is one
+    /// ([`without_call`]); `None`: handle it the usual way.
+    async fn settle_without_call(&self, handled: Handled, event: &Event) -> Option<Outcome> {
+        let how = match handled {
+            Handled::SetupIntent if records::nothing_to_read(&event.type_) => {
+                WithoutCall::NothingToRead
+            }
+            Handled::Customer | Handled::PaymentMethod | Handled::PaymentIntent => {
+                WithoutCall::Echo {
+                    key: records::own_key(self.store.installation_id(), event)?,
+                }
+            }
+            _ => return None,
+        };
+        let object_id = event.object_id()?;
+        without_call::settle(&self.store, event, object_id, how).await
     }
 
     /// Whether the event is an echo of one of this installation's writes to a customer, a card
@@ -244,6 +275,11 @@ impl EventHandler {
             // read here.
             Handled::SetupIntent => Ok(()),
             Handled::PaymentMethod => {
+                if records::is_recorded_attachment(conn, event, object_id).await? {
+                    info!("attachment already recorded from Stripe's answer: not re-fetched");
+                    without_call::count(&event.type_);
+                    return Ok(());
+                }
                 records::record_payment_method(&self.stripe, conn, object_id).await
             }
             Handled::Customer => records::record_customer(&self.stripe, conn, object_id).await,

@@ -260,7 +260,11 @@ async fn a_session_whose_customer_stripe_attached_the_card_to_costs_two_calls() 
     let from = app.sim().requests().len();
 
     // The session first: its read (card expanded) shows the card attached to the customer.
-    handle(&app, &stripe_event(&app, "checkout.session.completed", &session).await).await;
+    handle(
+        &app,
+        &stripe_event(&app, "checkout.session.completed", &session).await,
+    )
+    .await;
     let card = app
         .store()
         .checkout_session(&session)
@@ -270,8 +274,16 @@ async fn a_session_whose_customer_stripe_attached_the_card_to_costs_two_calls() 
         .expect("the session's card is recorded");
     // Then Checkout's attach (not Kassa's write): the record, from Stripe's answer after the
     // attach, already holds it. The set-default's echo and the SetupIntent need nothing either.
-    handle(&app, &stripe_event(&app, "payment_method.attached", &card).await).await;
-    handle(&app, &stripe_event(&app, "customer.updated", &customer).await).await;
+    handle(
+        &app,
+        &stripe_event(&app, "payment_method.attached", &card).await,
+    )
+    .await;
+    handle(
+        &app,
+        &stripe_event(&app, "customer.updated", &customer).await,
+    )
+    .await;
     let intent = app.stripe_events("setup_intent.succeeded").await;
     handle(&app, intent.first().expect("a setup_intent.succeeded")).await;
 
@@ -303,14 +315,21 @@ async fn an_attachment_handled_before_kassa_read_the_card_is_re_fetched() {
         .into_iter()
         .find(|e| e["data"]["object"]["customer"] == customer.as_str())
         .expect("Checkout's payment_method.attached");
-    let card = attached["data"]["object"]["id"].as_str().unwrap().to_owned();
+    let card = attached["data"]["object"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     handle(&app, &attached).await;
     assert_eq!(
         kassas_since(&app, from),
         counts(&[("GET /v1/payment_methods/{id}", 1)]),
         "the attachment is re-fetched"
     );
-    handle(&app, &stripe_event(&app, "checkout.session.completed", &session).await).await;
+    handle(
+        &app,
+        &stripe_event(&app, "checkout.session.completed", &session).await,
+    )
+    .await;
 
     assert_eq!(
         kassas_since(&app, from),

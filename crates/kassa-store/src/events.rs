@@ -177,7 +177,8 @@ impl Store {
         own_write: Option<(&str, &str)>,
     ) -> Result<Settled, StoreError> {
         let (key, object) = own_write.unzip();
-        let timeout_ms = i32::try_from(self.claim_lock_timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+        let timeout_ms =
+            i32::try_from(self.claim_lock_timeout.as_millis().max(1)).unwrap_or(i32::MAX);
         let outcome = sqlx::query_scalar!(
             r#"SELECT kassa_settle_without_effects($1, $2, $3, $4, $5, $6) AS "outcome!""#,
             id,

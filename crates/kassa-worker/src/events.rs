@@ -13,6 +13,7 @@
 //! claim ([`crate::without_call`]).
 //! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 
+use crate::without_call::{self, WithoutCall};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use kassa_core::charges::ChargeExecutor;
 use kassa_core::fulfil::{
@@ -24,7 +25,6 @@ use kassa_store::payments::RecordedBy;
 use kassa_store::{EventClaim, PgConnection, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::Client;
-use crate::without_call::{self, WithoutCall};
 use std::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 

@@ -31,7 +31,12 @@ async fn an_event_with_nothing_to_read_is_processed_once() {
         .await
         .unwrap();
     assert!(matches!(claim, EventClaim::AlreadyProcessed), "{claim:?}");
-    let stored = db.store.event("evt_si").await.unwrap().expect("in the inbox");
+    let stored = db
+        .store
+        .event("evt_si")
+        .await
+        .unwrap()
+        .expect("in the inbox");
     assert!(stored.processed_at.is_some());
     assert_eq!(stored.attempts, 1);
 }
@@ -55,7 +60,9 @@ async fn an_echo_is_settled_only_when_its_write_is_recorded() {
     tx.abandon().await.unwrap();
 
     let mut tx = db.store.begin().await.unwrap();
-    own_writes::record_own_write(&mut tx, KEY, "cus_1").await.unwrap();
+    own_writes::record_own_write(&mut tx, KEY, "cus_1")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let other_object = db
         .store
@@ -86,16 +93,22 @@ async fn an_echo_waits_for_the_transaction_of_its_write() {
             .await
             .unwrap()
     });
-    wait_until(Duration::from_secs(10), "the echo waits for the writer", || {
-        someone_waits_for_a_lock(&db.store)
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the echo waits for the writer",
+        || someone_waits_for_a_lock(&db.store),
+    )
     .await;
     assert!(!echo.is_finished());
     own_writes::record_own_write(&mut writer, KEY, "cus_1")
         .await
         .unwrap();
     writer.commit().await.unwrap();
-    assert_eq!(echo.await.unwrap(), Settled::Settled, "the committed note is seen");
+    assert_eq!(
+        echo.await.unwrap(),
+        Settled::Settled,
+        "the committed note is seen"
+    );
 }
 
 #[tokio::test]
@@ -112,9 +125,11 @@ async fn a_settle_waits_for_a_claim_of_the_same_event_and_then_finds_it_processe
             .await
             .unwrap()
     });
-    wait_until(Duration::from_secs(10), "the settle waits for the claim", || {
-        someone_waits_for_a_lock(&db.store)
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the settle waits for the claim",
+        || someone_waits_for_a_lock(&db.store),
+    )
     .await;
     assert!(!settle.is_finished());
     claimed.complete().await.unwrap();

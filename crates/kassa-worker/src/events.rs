@@ -8,10 +8,10 @@
 //! | `payment_intent.succeeded`, `.payment_failed`, `.processing` | [`kassa_core::charges::settle`], else [`kassa_core::fulfil::payment`] (no call for the echo of a charge's create that succeeded) |
 //! | `payment_method.*`, `customer.*` | [`kassa_core::records`] (no call for an echo of Kassa's own recorded write, nor for a `payment_method.attached` whose attachment Kassa recorded from Stripe's answer) |
 //! | `setup_intent.*` | nothing to read: the card it attaches has its own `payment_method.attached` |
+//! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 //!
 //! Echoes whose write is recorded and `setup_intent.*` are settled in one round trip, before any
 //! claim ([`crate::without_call`]).
-//! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 
 use crate::without_call::{self, WithoutCall};
 use kassa_broker::{Incoming, MessageHandler, Outcome};

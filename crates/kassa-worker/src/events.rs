@@ -11,7 +11,7 @@
 //! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 //!
 //! Echoes whose write is recorded and `setup_intent.*` are settled in one round trip, before any
-//! claim ([`crate::without_call`]).
+//! claim (the module `without_call`).
 
 use crate::without_call::{self, WithoutCall};
 use kassa_broker::{Incoming, MessageHandler, Outcome};

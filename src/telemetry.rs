@@ -194,6 +194,21 @@ pub const METRICS: &[MetricSpec] = &[
         ],
     ),
     spec(
+        "kassa_events_without_stripe_call_total",
+        Kind::Counter,
+        "Stripe events processed without calling Stripe, by event type: echoes of Kassa's own \
+         recorded writes, events with nothing to read, and attachments already recorded.",
+        Some("type"),
+        &[
+            "customer.created",
+            "customer.updated",
+            "payment_method.attached",
+            "payment_intent.succeeded",
+            "setup_intent.succeeded",
+            "setup_intent.setup_failed",
+        ],
+    ),
+    spec(
         "kassa_event_handling_seconds",
         Kind::Histogram,
         "Time to handle one event that was processed.",

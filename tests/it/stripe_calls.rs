@@ -1,8 +1,9 @@
 //! What one unit of work costs in Stripe calls, counted in the simulator's request log per
 //! endpoint: a completed setup session (4 calls when Kassa creates the customer, 2 when Stripe
-//! attached the card to the session's customer), the events that echo Kassa's own writes (none),
-//! an event caused by anyone else (re-fetched), one back-office charge (1 call), and the
-//! per-endpoint pace (a burst meets Stripe's endpoint limit with no 429).
+//! attached the card to the session's customer and the session is handled first), the events
+//! that echo Kassa's own writes (none), an event caused by anyone else or newer than what Kassa
+//! read (re-fetched), one back-office charge (1 call), and the per-endpoint pace (a burst meets
+//! Stripe's endpoint limit with no 429).
 
 use crate::charges::{charge, customer_with_card, settled};
 use crate::support::app::TestApp;
@@ -142,8 +143,46 @@ async fn a_setup_session_costs_four_calls_and_the_echoes_of_its_writes_none() {
 }
 
 #[tokio::test]
-async fn a_session_whose_customer_stripe_attached_the_card_to_costs_two_calls() {
+async fn an_event_under_an_own_key_whose_answer_kassa_never_recorded_is_re_fetched() {
     let app = TestApp::spawn().await;
+    // A write under one of this installation's keys whose record never committed (as when the
+    // transaction that sent it rolled back): its event is not an echo of anything recorded.
+    let installation = app.store().installation_id().to_owned();
+    let own_key = kassa_stripe::IdempotencyKey::new(format!(
+        "kassa:{installation}:evt_rolled_back:create_customer"
+    ))
+    .unwrap();
+    let email = format!("c{}@example.com", uuid::Uuid::new_v4().simple());
+    let customer = app
+        .stripe()
+        .customers()
+        .create(
+            &CustomerParams {
+                email: Some(email.clone()),
+                ..Default::default()
+            },
+            &own_key,
+        )
+        .await
+        .unwrap();
+    let from = app.sim().requests().len();
+    let delivered = all_handled_events_processed(&app, &["customer.created"]).await;
+    let recorded = app.store().customer(&customer.id).await.unwrap();
+    assert_eq!(
+        recorded.and_then(|c| c.email).as_deref(),
+        Some(email.as_str()),
+        "recorded from the re-fetch"
+    );
+    assert_eq!(
+        per_endpoint(&app.sim().requests()[from..]),
+        counts(&[("GET /v1/customers/{id}", 1)]),
+        "re-fetched: {delivered:?}"
+    );
+    app.cleanup().await;
+}
+
+/// A customer made by the test (not by Kassa) and an open setup session naming it.
+async fn session_naming_a_customer(app: &TestApp) -> (String, String) {
     let customer = app
         .stripe()
         .customers()
@@ -171,44 +210,137 @@ async fn a_session_whose_customer_stripe_attached_the_card_to_costs_two_calls() 
         .await
         .unwrap()
         .id;
-    // The test's own customer.created is not Kassa's write: re-fetched before counting starts.
-    all_handled_events_processed(&app, &["customer.created"]).await;
-    let from = app.sim().requests().len();
-    app.complete(&session, "pm_card_visa");
+    (customer.id, session)
+}
 
-    all_handled_events_processed(
+/// Stripe's event of `kind` about `object_id` (the simulator's `/v1/events`).
+async fn stripe_event(app: &TestApp, kind: &str, object_id: &str) -> serde_json::Value {
+    app.stripe_events(kind)
+        .await
+        .into_iter()
+        .find(|e| e["data"]["object"]["id"] == object_id)
+        .unwrap_or_else(|| panic!("a {kind} event about {object_id}"))
+}
+
+/// Kassa's requests since `from`: the test's own reads of `/v1/events` left out (the events
+/// poller is off in these tests, so Kassa makes none).
+fn kassas_since(app: &TestApp, from: usize) -> BTreeMap<String, usize> {
+    let mut calls = per_endpoint(&app.sim().requests()[from..]);
+    calls.remove("GET /v1/events");
+    calls
+}
+
+/// Hands `event` to the worker, as the ingress would, and waits until it is processed.
+async fn handle(app: &TestApp, event: &serde_json::Value) {
+    app.publish_event(event).await;
+    app.processed(event["id"].as_str().unwrap()).await;
+}
+
+/// The card Stripe attached to the session's customer, as recorded: attached, the default.
+async fn assert_default_card(app: &TestApp, customer: &str, card: &str) {
+    let (recorded, default) = app
+        .store()
+        .customer_with_default_card(customer)
+        .await
+        .unwrap()
+        .expect("the customer is recorded");
+    assert!(!recorded.deleted);
+    let default = default.expect("its default card is recorded");
+    assert_eq!(default.id, card);
+    assert!(default.attached);
+    assert_eq!(default.last4.as_deref(), Some("4242"));
+}
+
+#[tokio::test]
+async fn a_session_whose_customer_stripe_attached_the_card_to_costs_two_calls() {
+    // Webhooks are dropped: the test hands the session's events over in the order it tests.
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
+    let (customer, session) = session_naming_a_customer(&app).await;
+    app.complete(&session, "pm_card_visa");
+    let from = app.sim().requests().len();
+
+    // The session first: its read (card expanded) shows the card attached to the customer.
+    handle(
         &app,
-        &[
-            "setup_intent.succeeded",
-            "payment_method.attached",
-            "checkout.session.completed",
-            "customer.updated",
-        ],
+        &stripe_event(&app, "checkout.session.completed", &session).await,
     )
     .await;
-    let kassas = app.sim().requests()[from..].to_vec();
-    eprintln!(
-        "one setup session naming a customer: {:?}",
-        per_endpoint(&kassas)
-    );
+    let card = app
+        .store()
+        .checkout_session(&session)
+        .await
+        .unwrap()
+        .and_then(|s| s.payment_method_id)
+        .expect("the session's card is recorded");
+    // Then Checkout's attach (not Kassa's write): the record, from Stripe's answer after the
+    // attach, already holds it. The set-default's echo and the SetupIntent need nothing either.
+    handle(
+        &app,
+        &stripe_event(&app, "payment_method.attached", &card).await,
+    )
+    .await;
+    handle(
+        &app,
+        &stripe_event(&app, "customer.updated", &customer).await,
+    )
+    .await;
+    let intent = app.stripe_events("setup_intent.succeeded").await;
+    handle(&app, intent.first().expect("a setup_intent.succeeded")).await;
+
+    let kassas = kassas_since(&app, from);
+    eprintln!("one setup session naming a customer: {kassas:?}");
     assert_eq!(
-        per_endpoint(&kassas),
+        kassas,
         counts(&[
             ("GET /v1/checkout/sessions/{id}", 1),
             ("POST /v1/customers/{id}", 1),
-            // Checkout attached the card, not Kassa: that event is re-fetched.
-            ("GET /v1/payment_methods/{id}", 1),
         ]),
-        "the fulfilment: retrieve and set default; plus the re-fetch of Stripe's own attach"
+        "the fulfilment: retrieve (card expanded) and set default; nothing for its events"
     );
-    let (recorded, card) = app
-        .store()
-        .customer_with_default_card(&customer.id)
-        .await
+    assert_default_card(&app, &customer, &card).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_attachment_handled_before_kassa_read_the_card_is_re_fetched() {
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
+    let (customer, session) = session_naming_a_customer(&app).await;
+    app.complete(&session, "pm_card_visa");
+    let from = app.sim().requests().len();
+
+    // Checkout's attach first: Kassa holds no answer of Stripe's given after it, so the event
+    // is newer than anything Kassa read about the card: re-fetched.
+    let attached = app.stripe_events("payment_method.attached").await;
+    let attached = attached
+        .into_iter()
+        .find(|e| e["data"]["object"]["customer"] == customer.as_str())
+        .expect("Checkout's payment_method.attached");
+    let card = attached["data"]["object"]["id"]
+        .as_str()
         .unwrap()
-        .expect("recorded");
-    assert!(!recorded.deleted);
-    assert!(card.is_some_and(|c| c.attached), "default card recorded");
+        .to_owned();
+    handle(&app, &attached).await;
+    assert_eq!(
+        kassas_since(&app, from),
+        counts(&[("GET /v1/payment_methods/{id}", 1)]),
+        "the attachment is re-fetched"
+    );
+    handle(
+        &app,
+        &stripe_event(&app, "checkout.session.completed", &session).await,
+    )
+    .await;
+
+    assert_eq!(
+        kassas_since(&app, from),
+        counts(&[
+            ("GET /v1/payment_methods/{id}", 1),
+            ("GET /v1/checkout/sessions/{id}", 1),
+            ("POST /v1/customers/{id}", 1),
+        ]),
+        "the re-fetch, then the fulfilment"
+    );
+    assert_default_card(&app, &customer, &card).await;
     app.cleanup().await;
 }
 

@@ -45,19 +45,64 @@ pub async fn is_recorded_echo(
     event: &Event,
     object_id: &str,
 ) -> Result<bool, Error> {
-    let Some(key) = event
-        .request
-        .as_ref()
-        .and_then(|request| request.idempotency_key.as_deref())
-    else {
+    let Some(key) = own_key(installation, event) else {
         return Ok(false);
     };
-    if !keys::is_own_key(installation, key) {
-        return Ok(false);
-    }
     // A write still in flight holds its key: wait for its transaction to end.
     own_writes::lock_own_key(conn, key).await?;
     Ok(own_writes::own_write_recorded(conn, key, object_id).await?)
+}
+
+/// The Idempotency-Key of the request that caused `event` when it is one of `installation`'s
+/// own keys (`request.idempotency_key`, see [`keys::is_own_key`]): the event may echo a write
+/// whose answer Kassa recorded ([`is_recorded_echo`]).
+pub fn own_key<'e>(installation: &str, event: &'e Event) -> Option<&'e str> {
+    event
+        .request
+        .as_ref()
+        .and_then(|request| request.idempotency_key.as_deref())
+        .filter(|key| keys::is_own_key(installation, key))
+}
+
+/// Whether the event types of `kind` have nothing for Kassa to read or record:
+/// `setup_intent.*` (the card it attaches has its own `payment_method.attached`, and a Checkout
+/// setup is fulfilled from `checkout.session.completed`).
+pub fn nothing_to_read(kind: &str) -> bool {
+    kind.starts_with("setup_intent.")
+}
+
+/// Whether `payment_method.attached` for `payment_method_id` has nothing to teach Kassa: its
+/// record of the card already shows it attached to the customer the event names.
+///
+/// That record was written from Stripe's own answer — the Checkout Session read with the card
+/// expanded, Kassa's attach, or a re-fetch — given after the attach (a card reads as attached
+/// only once it is), so it is at least as new as the event's object. Stripe attaches a card once
+/// in its life (docs, detach a PaymentMethod: "Detachment is permanent and irreversible — once
+/// detached, a PaymentMethod can no longer be used for payments or re-attached to a Customer"),
+/// so no later attach can
+/// hide behind this one. Any later change — detach, update — has its own event, re-fetched under
+/// the card's lock whenever it arrives. A record that is missing, unattached (read before the
+/// attach, or detached) or names another customer proves nothing: the event is re-fetched. See
+/// docs/ARCHITECTURE.md, "A card Stripe attached at checkout". Call it under the card's lock.
+pub async fn is_recorded_attachment(
+    conn: &mut PgConnection,
+    event: &Event,
+    payment_method_id: &str,
+) -> Result<bool, Error> {
+    if event.type_ != "payment_method.attached" {
+        return Ok(false);
+    }
+    // The payload only names whom the attach was to; the card's state comes from the record.
+    let Some(owner) = event
+        .data
+        .object
+        .get("customer")
+        .and_then(|customer| customer.as_str().or_else(|| customer.get("id")?.as_str()))
+    else {
+        return Ok(false);
+    };
+    let record = customers::payment_method(&mut *conn, payment_method_id).await?;
+    Ok(record.is_some_and(|card| card.attached && card.customer_id.as_deref() == Some(owner)))
 }
 
 /// payment_method.attached / detached: attached to someone → recorded; attached to nobody →

@@ -32,6 +32,18 @@ pub enum EventClaim {
     Claimed(EventTx),
 }
 
+/// The outcome of [`Store::settle_without_effects`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Marked processed now: ack.
+    Settled,
+    /// Processed before: ack and do nothing.
+    Duplicate,
+    /// The echo's write has no note (its transaction rolled back, or the note was pruned):
+    /// nothing was marked; handle the event the usual way.
+    NotRecorded,
+}
+
 /// A claimed event: an open transaction holding the event's inbox row locked.
 ///
 /// Dropping it without [`EventTx::complete`] rolls everything back, as a crash would: the event
@@ -146,6 +158,46 @@ impl Store {
             livemode,
             previous_attempts: row.attempts,
         }))
+    }
+
+    /// Settles event `id` when its handling needs no Stripe call and writes nothing but the inbox
+    /// mark, in one round trip and one transaction (`kassa_settle_without_effects`, migration
+    /// 0018): an echo whose write's answer is recorded (`own_write` = the write's key and object;
+    /// see [`crate::own_writes`]), or an event with nothing to read (`own_write` = `None`).
+    ///
+    /// Takes the same locks in the same order as [`Store::claim_event`] and the echo check, so it
+    /// never runs alongside another handling of the same event. Its commit does not wait for the
+    /// disk (`synchronous_commit = off`): a crash can lose the mark but no work, since the event
+    /// wrote nothing else; see docs/ARCHITECTURE.md, "Events that need no Stripe call".
+    pub async fn settle_without_effects(
+        &self,
+        id: &str,
+        kind: &str,
+        livemode: bool,
+        own_write: Option<(&str, &str)>,
+    ) -> Result<Settled, StoreError> {
+        let (key, object) = own_write.unzip();
+        let timeout_ms =
+            i32::try_from(self.claim_lock_timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+        let outcome = sqlx::query_scalar!(
+            r#"SELECT kassa_settle_without_effects($1, $2, $3, $4, $5, $6) AS "outcome!""#,
+            id,
+            kind,
+            livemode,
+            key,
+            object,
+            timeout_ms,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        match outcome.as_str() {
+            "settled" => Ok(Settled::Settled),
+            "duplicate" => Ok(Settled::Duplicate),
+            "not_recorded" => Ok(Settled::NotRecorded),
+            other => Err(StoreError::Permanent(sqlx::Error::Protocol(format!(
+                "kassa_settle_without_effects answered {other:?}"
+            )))),
+        }
     }
 
     /// Records a failed attempt at `id` in its own short transaction: `attempts + 1`,

@@ -42,6 +42,30 @@ pub async fn record_own_write(
     Ok(())
 }
 
+/// [`record_own_write`] for several writes in one statement: `writes` are (key, object) pairs.
+pub async fn record_own_writes(
+    conn: &mut PgConnection,
+    writes: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let (keys, objects): (Vec<String>, Vec<String>) = writes
+        .iter()
+        .map(|(key, object)| ((*key).to_owned(), (*object).to_owned()))
+        .unzip();
+    sqlx::query!(
+        "INSERT INTO stripe_own_writes (idempotency_key, object_id)
+         SELECT * FROM unnest($1::text[], $2::text[])
+         ON CONFLICT DO NOTHING",
+        &keys,
+        &objects,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Whether the answer of the write sent under `idempotency_key` about `object_id` is in Kassa's
 /// records (see the [module documentation](self)). Take [`lock_own_key`] first.
 pub async fn own_write_recorded(

@@ -6,10 +6,14 @@
 //! | `checkout.session.completed`, `….async_payment_succeeded` | [`kassa_core::fulfil::checkout_session`] (then a re-pay session's charge goes again, [`kassa_core::charges::recheckout`]) |
 //! | `checkout.session.expired` | [`kassa_core::records`], then [`kassa_core::charges::recheckout`] (reminder or failure) |
 //! | `payment_intent.succeeded`, `.payment_failed`, `.processing` | [`kassa_core::charges::settle`], else [`kassa_core::fulfil::payment`] (no call for the echo of a charge's create that succeeded) |
-//! | `payment_method.*`, `customer.*` | [`kassa_core::records`] (no call for an echo of Kassa's own recorded write) |
+//! | `payment_method.*`, `customer.*` | [`kassa_core::records`] (no call for an echo of Kassa's own recorded write, nor for a `payment_method.attached` whose attachment Kassa recorded from Stripe's answer) |
 //! | `setup_intent.*` | nothing to read: the card it attaches has its own `payment_method.attached` |
 //! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
+//!
+//! Echoes whose write is recorded and `setup_intent.*` are settled in one round trip, before any
+//! claim (the module `without_call`).
 
+use crate::without_call::{self, WithoutCall};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use kassa_core::charges::ChargeExecutor;
 use kassa_core::fulfil::{
@@ -110,6 +114,9 @@ impl EventHandler {
                 return self.mode_not_configured(&event, reason).await;
             }
         };
+        if let Some(outcome) = self.settle_without_call(handled, &event).await {
+            return outcome;
+        }
         let mut claimed = match self
             .store
             .claim_event(&event.id, &event.type_, event.livemode)
@@ -131,7 +138,13 @@ impl EventHandler {
         let result = match self.echo(handled, conn, &event, &object_id).await {
             Ok(true) => {
                 info!("echo of Kassa's own write, already recorded: not re-fetched");
+                without_call::count(&event.type_);
                 Ok(())
+            }
+            // The fulfilment takes the session's lock itself (the success page calls it too).
+            Ok(false) if handled == Handled::SessionCompleted => {
+                self.dispatch(stripe, handled, conn, &event, &object_id, &keys)
+                    .await
             }
             Ok(false) => {
                 // Before the re-fetch: concurrent events about one object then commit in fetch
@@ -162,6 +175,24 @@ impl EventHandler {
             },
             Err(error) => self.failed(error, attempt, Some(claimed)).await,
         }
+    }
+
+    /// Settles an event that needs no Stripe call in one round trip, when it is one
+    /// ([`without_call`]); `None`: handle it the usual way.
+    async fn settle_without_call(&self, handled: Handled, event: &Event) -> Option<Outcome> {
+        let how = match handled {
+            Handled::SetupIntent if records::nothing_to_read(&event.type_) => {
+                WithoutCall::NothingToRead
+            }
+            Handled::Customer | Handled::PaymentMethod | Handled::PaymentIntent => {
+                WithoutCall::Echo {
+                    key: records::own_key(self.store.installation_id(), event)?,
+                }
+            }
+            _ => return None,
+        };
+        let object_id = event.object_id()?;
+        without_call::settle(&self.store, event, object_id, how).await
     }
 
     /// Whether the event is an echo of one of this installation's writes to a customer, a card
@@ -264,7 +295,14 @@ impl EventHandler {
             // session is fulfilled. Either way the card is recorded by other events: nothing to
             // read here.
             Handled::SetupIntent => Ok(()),
-            Handled::PaymentMethod => records::record_payment_method(stripe, conn, object_id).await,
+            Handled::PaymentMethod => {
+                if records::is_recorded_attachment(conn, event, object_id).await? {
+                    info!("attachment already recorded from Stripe's answer: not re-fetched");
+                    without_call::count(&event.type_);
+                    return Ok(());
+                }
+                records::record_payment_method(stripe, conn, object_id).await
+            }
             Handled::Customer => records::record_customer(stripe, conn, object_id).await,
             Handled::NewCharge => {
                 let topology = self.charges.topology();

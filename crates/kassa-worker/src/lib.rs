@@ -24,6 +24,7 @@ pub mod events;
 pub mod poller;
 pub mod relay;
 pub mod smtp;
+mod without_call;
 
 use kassa_broker::{run_consumer, Broker, ConsumerConfig, WorkQueue};
 use kassa_store::Store;

@@ -149,6 +149,20 @@ impl Rig {
         Ok(ids)
     }
 
+    /// Sessions of this rig's database with a saved card: one scan, no parameters. The rig's
+    /// database holds only its own phase's sessions, so this reaches `ids.len()` exactly when
+    /// [`Rig::fulfilled`] would, at a fraction of the cost (that one binds every id, 10 000 of
+    /// them at 10 000 sessions).
+    async fn cards_saved(&self) -> anyhow::Result<usize> {
+        let store = self.stack.store.as_ref().context("database")?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM checkout_sessions WHERE payment_method_id IS NOT NULL",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        Ok(count as usize)
+    }
+
     pub async fn fulfilled(&self, ids: &[String]) -> anyhow::Result<usize> {
         let store = self.stack.store.as_ref().context("database")?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM checkout_sessions WHERE id = ANY($1) AND payment_method_id IS NOT NULL")
@@ -199,8 +213,14 @@ impl Rig {
         );
         let started = Instant::now();
         let running = tokio::spawn(worker.run(shutdown.clone()));
+        // The poll is the benchmark's own load on PostgreSQL, in the timed phase: a cheap count
+        // every 50 ms (at most 50 ms added to a phase of seconds), and the exact check by id
+        // only once it says done.
         loop {
-            if self.fulfilled(ids).await? == ids.len() && self.queue_empty().await {
+            if self.cards_saved().await? >= ids.len()
+                && self.fulfilled(ids).await? == ids.len()
+                && self.queue_empty().await
+            {
                 break;
             }
             if started.elapsed() > deadline {
@@ -211,7 +231,7 @@ impl Rig {
                     ids.len()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let elapsed = started.elapsed();
         shutdown.cancel();

@@ -229,9 +229,11 @@ async fn save_card(
         &payment_method_record(&payment_method, Some(&customer_id)),
     )
     .await?;
-    for (key, object_id) in &recorded_writes {
-        own_writes::record_own_write(conn, key.as_str(), object_id).await?;
-    }
+    let notes: Vec<(&str, &str)> = recorded_writes
+        .iter()
+        .map(|(key, object_id)| (key.as_str(), object_id.as_str()))
+        .collect();
+    own_writes::record_own_writes(conn, &notes).await?;
     let charge_id = charge_id_of(session, how.installation);
     checkout_sessions::upsert_checkout_session(
         conn,

@@ -8,4 +8,5 @@ mod customers;
 mod events;
 mod leadership;
 mod outbox;
+mod settle;
 mod test_db;

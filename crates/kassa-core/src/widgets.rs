@@ -75,6 +75,9 @@ pub struct WidgetRequest {
     pub description: Option<String>,
     /// `test` or `live`; default the server's mode.
     pub mode: Option<String>,
+    /// The same as `mode`, as every other JSON body of the API names a mode (`true`: live);
+    /// given with `mode`, both must agree.
+    pub livemode: Option<bool>,
     /// Ask the customer for an e-mail address (default false).
     pub collect_email: Option<bool>,
     /// E-mail the customer a receipt when they gave an address (default true).
@@ -128,16 +131,28 @@ pub fn plan_widget(request: &WidgetRequest, server_mode: Mode) -> Result<NewWidg
             ))
         }
     };
-    let livemode = match request.mode.as_deref().map(str::trim) {
-        None | Some("") => server_mode.is_live(),
-        Some("test") => false,
-        Some("live") => true,
+    let named = match request.mode.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some("test") => Some(false),
+        Some("live") => Some(true),
         Some(other) => {
             return Err(field_error(
                 "mode",
                 format!("{other:?}: must be test or live"),
             ))
         }
+    };
+    let livemode = match (named, request.livemode) {
+        (Some(mode), Some(livemode)) if mode != livemode => {
+            return Err(field_error(
+                "livemode",
+                format!(
+                    "{livemode} contradicts \"mode\": {:?} (give one of them)",
+                    request.mode.as_deref().unwrap_or_default()
+                ),
+            ))
+        }
+        (named, livemode) => livemode.or(named).unwrap_or(server_mode.is_live()),
     };
     let success_url = match request.success_url.as_deref().map(str::trim) {
         None | Some("") => None,

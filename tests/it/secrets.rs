@@ -1,9 +1,10 @@
 //! No secret in any log line at any level: the real `kassa serve` binary runs with
-//! `RUST_LOG=trace` and distinctive secrets — the Stripe API key, two webhook signing secrets,
-//! the admin token and the SMTP password, all stored sealed with `kassa settings set` (also at
-//! trace level), and the master key that opens them — through the whole flow: a signed webhook fulfils a
-//! setup session, a back-office charge is declined (402), the customer gets the re-pay e-mail
-//! (over SMTP with AUTH PLAIN). Refused requests (a bad signature, a wrong admin token) are in
+//! `RUST_LOG=trace` and distinctive secrets — test mode's API key and two webhook signing
+//! secrets, live mode's key and webhook secret (test and live side by side), the admin token and
+//! the SMTP password, all stored sealed with `kassa settings set` (also at trace level), and the
+//! master key that opens them — through the whole flow: a signed webhook fulfils a setup session,
+//! a back-office charge is declined (402), the customer gets the re-pay e-mail (over SMTP with
+//! AUTH PLAIN), and a live-mode session is fulfilled with the live key. Refused requests (a bad signature, a wrong admin token) are in
 //! the run too. Then neither stdout nor stderr may hold any secret, in clear or in the base64
 //! forms it travels in (Basic auth, AUTH PLAIN).
 
@@ -80,6 +81,8 @@ fn the_leak_check_finds_secrets_in_clear_and_in_base64() {
 async fn no_secret_appears_in_any_log_line_at_trace_level() {
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let api_key = format!("sk_test_SECRETapikey{unique}");
+    let live_key = format!("sk_live_SECRETlivekey{unique}");
+    let live_webhook_secret = format!("whsec_SECRETlive{unique}");
     let old_webhook_secret = format!("whsec_SECRETold{unique}");
     let webhook_secret = format!("whsec_SECRETnew{unique}");
     let admin_token = format!("SECRETadmintoken{unique}");
@@ -91,6 +94,8 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
     let sim = Simulator::start(SimConfig {
         webhook_endpoints: vec![format!("{base}/webhooks/stripe")],
         webhook_secret: webhook_secret.clone(),
+        live_webhook_endpoints: vec![format!("{base}/webhooks/stripe")],
+        live_webhook_secret: live_webhook_secret.clone(),
         webhook_retry_base: Duration::from_millis(200),
         webhook_max_attempts: 8,
         ..SimConfig::default()
@@ -115,6 +120,11 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         (
             "KASSA_STRIPE_WEBHOOK_SECRETS",
             format!("{old_webhook_secret},{webhook_secret}"),
+        ),
+        ("KASSA_STRIPE_LIVE_SECRET_KEY", live_key.clone()),
+        (
+            "KASSA_STRIPE_LIVE_WEBHOOK_SECRETS",
+            live_webhook_secret.clone(),
         ),
         ("KASSA_ADMIN_TOKEN", admin_token.clone()),
         (
@@ -155,6 +165,7 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         .env("KASSA_MASTER_KEY", &master_key)
         .env("KASSA_STRIPE_API_BASE", sim.base_url())
         .env("KASSA_PUBLIC_URL", &base)
+        .env("KASSA_DEFAULT_MODE", "test")
         .env("RUST_LOG", "trace")
         .env_remove("KASSA_LOG_FORMAT");
     let process = KassaProcess::start(command, port, Duration::from_secs(60)).await;
@@ -269,6 +280,43 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         .iter()
         .any(|r| r.path.starts_with("/v1/payment_intents")));
 
+    // A live-mode customer saves a card: the live webhook (signed with the live endpoint's
+    // secret) is verified and the worker creates the customer with the live key.
+    let mut config = ClientConfig::new(SecretString::from(live_key.clone()));
+    config.api_base = sim.base_url();
+    let live = Client::new(config).unwrap();
+    let live_email = format!("secrets-live-{unique}@example.com");
+    let live_session = live
+        .checkout_sessions()
+        .create(
+            &CreateCheckoutSession {
+                mode: CheckoutMode::Setup,
+                currency: Some("usd".into()),
+                customer_email: Some(live_email.clone()),
+                success_url: Some(format!("{base}/success")),
+                cancel_url: Some(format!("{base}/cancel")),
+                ..Default::default()
+            },
+            &key("live-session"),
+        )
+        .await
+        .unwrap();
+    sim.complete_checkout_session(&live_session.id, "pm_card_simulatorLive")
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the worker to create the live customer",
+        || async {
+            let params = ListCustomers {
+                email: Some(live_email.clone()),
+                ..Default::default()
+            };
+            let list = live.customers().list(&params).await.ok()?;
+            list.data.first().map(|c| c.id.clone())
+        },
+    )
+    .await;
+
     // Stop kassa and read everything it wrote.
     let log = format!(
         "{settings_output}\n{}",
@@ -283,6 +331,8 @@ async fn no_secret_appears_in_any_log_line_at_trace_level() {
         ("KASSA_STRIPE_API_KEY", &api_key),
         ("old webhook secret", &old_webhook_secret),
         ("webhook secret", &webhook_secret),
+        ("KASSA_STRIPE_LIVE_SECRET_KEY", &live_key),
+        ("KASSA_STRIPE_LIVE_WEBHOOK_SECRETS", &live_webhook_secret),
         ("KASSA_ADMIN_TOKEN", &admin_token),
         ("SMTP password", &smtp_password),
         ("KASSA_MASTER_KEY", &master_key),

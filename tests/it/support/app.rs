@@ -2,7 +2,7 @@
 //! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
 
 use super::pg_proxy::PgCutProxy;
-use super::sim::{self, TEST_API_KEY};
+use super::sim::{self, LIVE_API_KEY, TEST_API_KEY};
 use super::{binary, init_test_logging, services};
 use kassa::stack::{Stack, StackConfig, StripeKeys, StripeTarget, WebhookSecrets};
 use kassa_broker::{BrokerConfig, OutgoingMessage, RetryRung, Topology};
@@ -49,6 +49,9 @@ struct AppOptions {
     default_currency: &'static str,
     /// `KASSA_SMTP_CONNECTIONS`: named SMTP connections.
     smtp_connections: Vec<(&'static str, String)>,
+    /// Both modes: a simulator of the app's own, a test and a live key (test the default), each
+    /// mode's webhooks signed with its own endpoint's secret.
+    two_modes: bool,
 }
 
 impl Default for AppOptions {
@@ -74,6 +77,7 @@ impl Default for AppOptions {
             master_key: None,
             default_currency: "usd",
             smtp_connections: Vec::new(),
+            two_modes: false,
         }
     }
 }
@@ -198,6 +202,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// Test and live side by side: a simulator of the app's own, [`TEST_API_KEY`] and
+    /// [`LIVE_API_KEY`] (test is `KASSA_DEFAULT_MODE`), each mode's webhooks delivered to the
+    /// ingress signed with that mode's endpoint secret.
+    pub fn two_modes(mut self) -> Self {
+        self.options.two_modes = true;
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -251,16 +263,37 @@ impl TestApp {
             webhook_max_attempts: options.webhook_retries.1,
             ..SimConfig::default()
         };
-        let (stripe, webhook_secrets) = match &options.shared_sim {
-            Some(shared) => (
+        let shared_sim = match (&options.shared_sim, options.two_modes) {
+            (Some(shared), _) => Some(shared.clone()),
+            (None, true) => Some(Arc::new(
+                Simulator::start(sim.clone())
+                    .await
+                    .expect("simulator starts"),
+            )),
+            (None, false) => None,
+        };
+        let secret = |s: &str| secrecy::SecretString::from(s.to_owned());
+        let (stripe, webhook_secrets) = match &shared_sim {
+            Some(shared) if options.two_modes => (
                 StripeTarget::Api {
-                    keys: StripeKeys::single(secrecy::SecretString::from(TEST_API_KEY.to_owned()))
-                        .expect("a test key"),
+                    keys: StripeKeys {
+                        test: Some(secret(TEST_API_KEY)),
+                        live: Some(secret(LIVE_API_KEY)),
+                        default: Some(kassa_stripe::Mode::Test),
+                    },
                     api_base: shared.base_url(),
                 },
-                WebhookSecrets::test(vec![secrecy::SecretString::from(
-                    kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET.to_owned(),
-                )]),
+                WebhookSecrets {
+                    test: vec![secret(kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET)],
+                    live: vec![secret(kassa_stripe_sim::DEFAULT_LIVE_WEBHOOK_SECRET)],
+                },
+            ),
+            Some(shared) => (
+                StripeTarget::Api {
+                    keys: StripeKeys::single(secret(TEST_API_KEY)).expect("a test key"),
+                    api_base: shared.base_url(),
+                },
+                WebhookSecrets::test(vec![secret(kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET)]),
             ),
             None => (
                 StripeTarget::Embedded(Box::new(sim)),
@@ -328,11 +361,17 @@ impl TestApp {
             .wait_ready(Duration::from_secs(20))
             .await
             .expect("broker ready");
-        if let (Some(shared), Some(base)) = (&options.shared_sim, stack.base_url()) {
+        if let (Some(shared), Some(base)) = (&shared_sim, stack.base_url()) {
             shared.add_webhook_endpoint(format!("{base}/webhooks/stripe"));
+            if options.two_modes {
+                shared.add_webhook_endpoint_in(
+                    kassa_stripe_sim::Mode::Live,
+                    format!("{base}/webhooks/stripe"),
+                );
+            }
         }
         Self {
-            shared_sim: options.shared_sim.clone(),
+            shared_sim,
             stack,
             topology,
             database_url,
@@ -393,12 +432,31 @@ impl TestApp {
         self.stack.stripe.as_ref().unwrap()
     }
 
+    /// The app's Stripe client of `mode`.
+    pub fn stripe_in(&self, mode: kassa_stripe::Mode) -> &kassa_stripe::Client {
+        self.stack
+            .modes
+            .as_ref()
+            .unwrap()
+            .client(mode)
+            .expect("the mode is configured")
+    }
+
     pub fn store(&self) -> &Store {
         self.stack.store.as_ref().unwrap()
     }
 
     /// Creates an open setup-mode Checkout Session, as a merchant's page would.
     pub async fn create_setup_session(&self, email: &str) -> String {
+        self.create_setup_session_with(self.stripe(), email).await
+    }
+
+    /// Creates an open setup-mode Checkout Session with `stripe` (of the session's mode).
+    pub async fn create_setup_session_with(
+        &self,
+        stripe: &kassa_stripe::Client,
+        email: &str,
+    ) -> String {
         let params = CreateCheckoutSession {
             mode: CheckoutMode::Setup,
             currency: Some("usd".into()),
@@ -408,7 +466,7 @@ impl TestApp {
             ..Default::default()
         };
         let key = IdempotencyKey::new(format!("test:{}", uuid::Uuid::new_v4())).unwrap();
-        self.stripe()
+        stripe
             .checkout_sessions()
             .create(&params, &key)
             .await

@@ -8,6 +8,10 @@ use serde_json::Value;
 /// The API key tests use against a simulator (any `sk_test_` key works there).
 pub const TEST_API_KEY: &str = "sk_test_kassa_tests";
 
+/// The live-mode key tests use against a simulator: a restricted one, as recommended (any
+/// `sk_live_`/`rk_live_` key opens the simulator's live mode).
+pub const LIVE_API_KEY: &str = "rk_live_kassa_tests";
+
 /// Sends a `/v1` request as the test's Stripe account; Stripe's JSON answer.
 async fn as_account(request: reqwest::RequestBuilder) -> Value {
     let response = request.bearer_auth(TEST_API_KEY).send().await.unwrap();

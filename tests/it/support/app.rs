@@ -2,7 +2,7 @@
 //! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
 
 use super::pg_proxy::PgCutProxy;
-use super::sim::{self, LIVE_API_KEY, TEST_API_KEY};
+use super::sim::{self, LIVE_API_KEY, LIVE_PUBLISHABLE_KEY, TEST_API_KEY, TEST_PUBLISHABLE_KEY};
 use super::{binary, init_test_logging, services};
 use kassa::stack::{Stack, StackConfig, StripeKeys, StripeTarget, WebhookSecrets};
 use kassa_broker::{BrokerConfig, OutgoingMessage, RetryRung, Topology};
@@ -52,6 +52,8 @@ struct AppOptions {
     /// Both modes: a simulator of the app's own, a test and a live key (test the default), each
     /// mode's webhooks signed with its own endpoint's secret.
     two_modes: bool,
+    /// `KASSA_DEFAULT_MODE` with [`AppOptions::two_modes`] (test when not set).
+    default_mode: Option<kassa_stripe::Mode>,
 }
 
 impl Default for AppOptions {
@@ -78,6 +80,7 @@ impl Default for AppOptions {
             default_currency: "usd",
             smtp_connections: Vec::new(),
             two_modes: false,
+            default_mode: None,
         }
     }
 }
@@ -210,6 +213,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// With [`TestAppBuilder::two_modes`]: the mode a call that names none uses.
+    pub fn default_mode(mut self, mode: kassa_stripe::Mode) -> Self {
+        self.options.default_mode = Some(mode);
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -279,7 +288,7 @@ impl TestApp {
                     keys: StripeKeys {
                         test: Some(secret(TEST_API_KEY)),
                         live: Some(secret(LIVE_API_KEY)),
-                        default: Some(kassa_stripe::Mode::Test),
+                        default: Some(options.default_mode.unwrap_or(kassa_stripe::Mode::Test)),
                     },
                     api_base: shared.base_url(),
                 },
@@ -344,7 +353,14 @@ impl TestApp {
                 .map(|t| secrecy::SecretString::from(t.to_owned())),
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
-            publishable_keys: Default::default(),
+            publishable_keys: if options.two_modes {
+                kassa_api::PublishableKeys {
+                    test: Some(TEST_PUBLISHABLE_KEY.to_owned()),
+                    live: Some(LIVE_PUBLISHABLE_KEY.to_owned()),
+                }
+            } else {
+                Default::default()
+            },
             public_rate_limit: Some(options.public_rate_limit),
             trusted_proxies: Vec::new(),
             default_currency: kassa_stripe::money::Currency::parse(options.default_currency)

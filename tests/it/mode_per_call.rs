@@ -573,3 +573,73 @@ async fn the_preview_creates_test_sessions_while_the_live_pages_create_live_ones
     }
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn without_test_keys_the_preview_says_so_and_a_test_call_is_refused() {
+    let app = TestApp::builder()
+        .live_only()
+        .admin_token(TOKEN)
+        .without_worker()
+        .spawn()
+        .await;
+    let base = app.stack.base_url().unwrap();
+    let http = no_redirects();
+    for (method, path) in [
+        (reqwest::Method::GET, "/preview/"),
+        (
+            reqwest::Method::GET,
+            "/preview/success?session_id=cs_test_1",
+        ),
+        (reqwest::Method::POST, "/preview/create-checkout-session"),
+    ] {
+        let page = http
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 404, "{method} {path}");
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("The preview uses Stripe&#39;s test mode")
+                && html.contains("KASSA_STRIPE_TEST_SECRET_KEY"),
+            "{method} {path}: {html}"
+        );
+    }
+    assert!(
+        session_creates(&app).is_empty(),
+        "no session, and never with the live key"
+    );
+    // The default is live: a PaymentIntent naming no mode is a live one with the live
+    // publishable key; one asking for test mode is refused by name.
+    let (status, intent) = app
+        .post("/api/payment-intents")
+        .token(Some(TOKEN))
+        .idempotency_key(Some(&format!("live-only-{}", uuid::Uuid::new_v4())))
+        .json(&json!({"amount": 800, "currency": "usd"}))
+        .send()
+        .await;
+    assert_eq!(status, 201, "{intent}");
+    assert_eq!(
+        (
+            intent["livemode"].as_bool(),
+            intent["publishable_key"].as_str()
+        ),
+        (Some(true), Some(LIVE_PUBLISHABLE_KEY))
+    );
+    let before = app.sim().requests().len();
+    let (status, refused) = app
+        .post("/api/payment-intents")
+        .token(Some(TOKEN))
+        .idempotency_key(Some(&format!("test-refused-{}", uuid::Uuid::new_v4())))
+        .json(&json!({"amount": 800, "currency": "usd", "livemode": false}))
+        .send()
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_error(&refused, "mode_not_configured", "test mode without keys");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("test mode is not configured"));
+    assert_eq!(app.sim().requests().len(), before, "nothing sent to Stripe");
+    app.cleanup().await;
+}

@@ -54,6 +54,8 @@ struct AppOptions {
     two_modes: bool,
     /// `KASSA_DEFAULT_MODE` with [`AppOptions::two_modes`] (test when not set).
     default_mode: Option<kassa_stripe::Mode>,
+    /// With [`AppOptions::two_modes`]: the live key only (no test key, secrets or publishable key).
+    live_only: bool,
 }
 
 impl Default for AppOptions {
@@ -81,6 +83,7 @@ impl Default for AppOptions {
             smtp_connections: Vec::new(),
             two_modes: false,
             default_mode: None,
+            live_only: false,
         }
     }
 }
@@ -213,6 +216,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// A live-only deployment on a simulator of the app's own: [`LIVE_API_KEY`] and its
+    /// publishable key and webhook secret, no test key.
+    pub fn live_only(mut self) -> Self {
+        self.options.two_modes = true;
+        self.options.live_only = true;
+        self.options.default_mode = Some(kassa_stripe::Mode::Live);
+        self
+    }
+
     /// With [`TestAppBuilder::two_modes`]: the mode a call that names none uses.
     pub fn default_mode(mut self, mode: kassa_stripe::Mode) -> Self {
         self.options.default_mode = Some(mode);
@@ -286,14 +298,18 @@ impl TestApp {
             Some(shared) if options.two_modes => (
                 StripeTarget::Api {
                     keys: StripeKeys {
-                        test: Some(secret(TEST_API_KEY)),
+                        test: (!options.live_only).then(|| secret(TEST_API_KEY)),
                         live: Some(secret(LIVE_API_KEY)),
                         default: Some(options.default_mode.unwrap_or(kassa_stripe::Mode::Test)),
                     },
                     api_base: shared.base_url(),
                 },
                 WebhookSecrets {
-                    test: vec![secret(kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET)],
+                    test: if options.live_only {
+                        Vec::new()
+                    } else {
+                        vec![secret(kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET)]
+                    },
                     live: vec![secret(kassa_stripe_sim::DEFAULT_LIVE_WEBHOOK_SECRET)],
                 },
             ),
@@ -355,7 +371,7 @@ impl TestApp {
             public_url: String::new(),
             publishable_keys: if options.two_modes {
                 kassa_api::PublishableKeys {
-                    test: Some(TEST_PUBLISHABLE_KEY.to_owned()),
+                    test: (!options.live_only).then(|| TEST_PUBLISHABLE_KEY.to_owned()),
                     live: Some(LIVE_PUBLISHABLE_KEY.to_owned()),
                 }
             } else {

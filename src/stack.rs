@@ -6,7 +6,7 @@
 use crate::telemetry;
 use anyhow::Context;
 use axum::Router;
-use kassa_api::{ApiConfig, PublishableKeys, ShopProduct};
+use kassa_api::{ApiConfig, PublishableKeys, ReloadableSettings, ShopProduct};
 use kassa_broker::connection::redact_url;
 use kassa_broker::{Broker, BrokerConfig};
 use kassa_core::settings::{SettingName, Vault};
@@ -201,8 +201,9 @@ pub struct SettingsReload {
     /// `KASSA_SETTINGS_RELOAD`.
     pub every: Duration,
     /// The settings applied when their stored value changes: webhook secrets (the ingress's
-    /// verifiers), `KASSA_SMTP_URL` and `KASSA_SMTP_CONNECTIONS` (the worker's mail). Never
-    /// those the environment gave, which win over stored values.
+    /// verifiers), the admin token and publishable keys (the merchant's HTTP), `KASSA_SMTP_URL`
+    /// and `KASSA_SMTP_CONNECTIONS` (the worker's mail). Never those the environment gave, which
+    /// win over stored values.
     pub settings: Vec<SettingName>,
     /// The modes `KASSA_STRIPE_WEBHOOK_SECRETS` stands for in this process (its key's mode).
     pub webhook_secrets_modes: Vec<Mode>,
@@ -301,16 +302,15 @@ impl Stack {
 
         let http_shutdown = CancellationToken::new();
         let mut http = JoinSet::new();
-        let mut verifier = None;
+        let mut reload_targets = HttpReloadTargets::default();
         if let (Some(listener), Some(address)) = (listener, address) {
             let parts = Parts {
                 stripe: stripe.modes.as_ref(),
                 store: store.as_ref(),
                 broker: &broker,
             };
-            let (router, webhook_verifier) =
-                http_router(&config, &stripe.webhook_secrets, parts, address)?;
-            verifier = webhook_verifier;
+            let (router, targets) = http_router(&config, &stripe.webhook_secrets, parts, address)?;
+            reload_targets = targets;
             let shutdown = http_shutdown.clone();
             http.spawn(async move {
                 if let Err(error) =
@@ -343,7 +343,8 @@ impl Stack {
             (&config.settings_reload, &config.master_key, &store)
         {
             let targets = ReloadTargets {
-                verifier,
+                verifier: reload_targets.verifier,
+                api: reload_targets.api,
                 tolerance: config.webhook_tolerance,
                 mail: config.worker.as_ref().map(|w| w.mail.clone()),
             };
@@ -527,11 +528,14 @@ fn http_router(
     webhook_secrets: &WebhookSecrets,
     parts: Parts<'_>,
     address: SocketAddr,
-) -> anyhow::Result<(Router, Option<Verifier>)> {
+) -> anyhow::Result<(Router, HttpReloadTargets)> {
     if !config.webhooks {
         info!(listen = %address, "health listening (/healthz, /readyz)");
         let router = telemetry::health_router(parts.broker.clone(), parts.store.cloned());
-        return Ok((kassa_ingress::with_json_fallbacks(router), None));
+        return Ok((
+            kassa_ingress::with_json_fallbacks(router),
+            HttpReloadTargets::default(),
+        ));
     }
     let verifier = webhook_secrets.verifiers(config.webhook_tolerance);
     let mut state = IngressState::new(verifier, parts.broker.clone());
@@ -540,18 +544,36 @@ fn http_router(
     }
     let verifier = state.verifier.clone();
     let mut router = kassa_ingress::router(state);
+    let mut api_settings = None;
     if let (Some(stripe), Some(store)) = (parts.stripe, parts.store) {
         let api = api_config(config, stripe, store, parts.broker, address)?;
-        router = router.merge(kassa_api::app(api));
+        let (api, settings) = kassa_api::app_with_settings(api);
+        router = router.merge(api);
+        api_settings = Some(settings);
     }
     info!(listen = %address, webhook_url = %format!("http://{address}/webhooks/stripe"), "HTTP server listening");
-    Ok((kassa_ingress::with_json_fallbacks(router), Some(verifier)))
+    Ok((
+        kassa_ingress::with_json_fallbacks(router),
+        HttpReloadTargets {
+            verifier: Some(verifier),
+            api: api_settings,
+        },
+    ))
+}
+
+/// What of the HTTP server the settings reload can replace.
+#[derive(Default)]
+struct HttpReloadTargets {
+    verifier: Option<Verifier>,
+    api: Option<ReloadableSettings>,
 }
 
 /// What the settings reload replaces.
 struct ReloadTargets {
     /// The ingress's webhook verifier, when this process receives webhooks.
     verifier: Option<Verifier>,
+    /// The admin token and publishable keys of the merchant's HTTP, when this process serves it.
+    api: Option<ReloadableSettings>,
     /// The signature tolerance of a new verifier.
     tolerance: Duration,
     /// The worker's SMTP connections, when this process runs the worker.
@@ -651,6 +673,31 @@ fn apply_setting(
             }
             Ok(!modes.is_empty())
         }
+        (SettingName::AdminToken, _, _) => match &targets.api {
+            Some(api) => {
+                api.replace_admin_token(value.clone())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        (
+            SettingName::StripePublishableKey
+            | SettingName::StripeTestPublishableKey
+            | SettingName::StripeLivePublishableKey,
+            _,
+            _,
+        ) => match &targets.api {
+            Some(api) => {
+                let key = value.expose_secret();
+                let mode = name
+                    .mode()
+                    .or_else(|| publishable_mode(key))
+                    .context("a publishable key starts with pk_test_ or pk_live_")?;
+                api.replace_publishable_key(mode, key)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
         (SettingName::SmtpUrl, _, Some(mail)) => {
             let mailer =
                 Mailer::from_url_with(value.expose_secret(), reload.mailer_options.clone())?;

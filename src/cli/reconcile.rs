@@ -1,12 +1,13 @@
-//! `kassa reconcile --since 24h`: one pass of the events poller over Stripe's `/v1/events` — the events of
-//! the window that Kassa handles but whose webhooks never reached the inbox are published to
-//! `kassa.events` (the worker then handles each once), and listed here.
+//! `kassa reconcile --since 24h`: one pass of the events poller over Stripe's `/v1/events` of every
+//! configured mode, each listed with its own key — the events of the window that Kassa handles but
+//! whose webhooks never reached the inbox are published to `kassa.events` (the worker then handles
+//! each once), and listed here.
 
 use crate::config::{parse_duration, parse_lookback, BrokerArgs, StoreArgs, StripeArgs};
 use anyhow::Context;
 use clap::Args;
 use kassa_broker::Broker;
-use kassa_worker::poller::{poll_once, unix_now};
+use kassa_worker::poller::{poll_once, unix_now, PollReport};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
@@ -31,7 +32,7 @@ pub struct ReconcileArgs {
 
 /// Runs `kassa reconcile`.
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
-    let stripe = args.stripe.client()?;
+    let stripe = args.stripe.modes()?;
     let store = kassa_store::Store::connect(&args.store.database_url, 2)
         .await
         .with_context(|| {
@@ -49,15 +50,36 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let now = unix_now();
     let since = now - i64::try_from(args.since.as_secs()).unwrap_or(0);
     let until = now - i64::try_from(args.settle.as_secs()).unwrap_or(0);
-    let result = poll_once(&stripe, &store, &broker, since, until).await;
+    let mut result = Ok(PollReport::default());
+    for (mode, client) in stripe.iter() {
+        let pass = poll_once(client, &store, &broker, since, until)
+            .await
+            .with_context(|| format!("reconciling {mode}-mode Stripe events with the inbox"));
+        result = match (result, pass) {
+            (Ok(mut report), Ok(pass)) => {
+                report.listed += pass.listed;
+                report.handled += pass.handled;
+                report.missing.extend(pass.missing);
+                Ok(report)
+            }
+            (Err(error), _) | (_, Err(error)) => Err(error),
+        };
+        if result.is_err() {
+            break;
+        }
+    }
     shutdown.cancel();
     store.close().await;
-    let report = result.context("reconciling Stripe events with the inbox")?;
+    let report = result?;
+    let modes = match stripe.iter().count() {
+        1 => String::new(),
+        _ => " (test and live mode)".to_owned(),
+    };
 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Stripe events of the last {}: {} listed, {} of types Kassa handles, {} missing from the inbox",
+        "Stripe events of the last {}{modes}: {} listed, {} of types Kassa handles, {} missing from the inbox",
         humanize(args.since),
         report.listed,
         report.handled,

@@ -144,8 +144,8 @@ async fn broker(
     Ok(healthy)
 }
 
-/// Stripe: the key's mode and whether it may list PaymentIntents, into `report`; whether Stripe
-/// answered (or no key is set).
+/// Stripe: each configured key's mode and whether it may list PaymentIntents, into `report`;
+/// whether Stripe answered every key (or no key is set).
 async fn stripe(
     args: &StatusArgs,
     report: &mut serde_json::Map<String, Value>,
@@ -155,39 +155,59 @@ async fn stripe(
         None => {
             report.insert(
                 "stripe".into(),
-                json!({"configured": false, "note": "KASSA_STRIPE_API_KEY is not set"}),
+                json!({"configured": false, "note": "no Stripe key is set (KASSA_STRIPE_API_KEY, KASSA_STRIPE_TEST_SECRET_KEY, KASSA_STRIPE_LIVE_SECRET_KEY)"}),
             );
         }
         Some(_) => {
-            let client = args.stripe.client()?;
-            let key = client.api_key();
-            let params = ListPaymentIntents {
-                limit: Some(1),
-                ..Default::default()
-            };
-            let answered =
-                tokio::time::timeout(PART_TIMEOUT, client.payment_intents().list(&params)).await;
-            let (reachable, error) = match answered {
-                Ok(Ok(_)) => (true, None),
-                Ok(Err(error)) => (false, Some(error.to_string())),
-                Err(_) => (false, Some(format!("no answer within {PART_TIMEOUT:?}"))),
-            };
-            healthy &= reachable;
-            report.insert(
-                "stripe".into(),
-                json!({
-                    "configured": true,
-                    "mode": client.mode().to_string(),
-                    "restricted_key": key.restricted,
-                    "api_base": args.stripe.stripe_api_base,
-                    "can_list_payment_intents": reachable,
-                    "error": error,
-                }),
-            );
+            // Each configured mode's key is checked on its own; the top-level fields are the
+            // default mode's.
+            let modes = args.stripe.modes()?;
+            let mut per_mode = serde_json::Map::new();
+            for (mode, client) in modes.iter() {
+                let (reachable, check) = check_key(client, &args.stripe.stripe_api_base).await;
+                healthy &= reachable;
+                per_mode.insert(mode.to_string(), check);
+            }
+            let mut summary = per_mode
+                .get(&modes.default_mode().to_string())
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            if let Some(summary) = summary.as_object_mut() {
+                summary.insert(
+                    "default_mode".into(),
+                    json!(modes.default_mode().to_string()),
+                );
+                summary.insert("modes".into(), Value::Object(per_mode));
+            }
+            report.insert("stripe".into(), summary);
         }
     }
 
     Ok(healthy)
+}
+
+/// Whether `client`'s key may list PaymentIntents, and what `kassa status` says of it.
+async fn check_key(client: &kassa_stripe::Client, api_base: &str) -> (bool, Value) {
+    let key = client.api_key();
+    let params = ListPaymentIntents {
+        limit: Some(1),
+        ..Default::default()
+    };
+    let answered = tokio::time::timeout(PART_TIMEOUT, client.payment_intents().list(&params)).await;
+    let (reachable, error) = match answered {
+        Ok(Ok(_)) => (true, None),
+        Ok(Err(error)) => (false, Some(error.to_string())),
+        Err(_) => (false, Some(format!("no answer within {PART_TIMEOUT:?}"))),
+    };
+    let check = json!({
+        "configured": true,
+        "mode": client.mode().to_string(),
+        "restricted_key": key.restricted,
+        "api_base": api_base,
+        "can_list_payment_intents": reachable,
+        "error": error,
+    });
+    (reachable, check)
 }
 
 /// An error and its causes, `a: b: c`.

@@ -455,7 +455,7 @@ impl IngressArgs {
             settings_reload: self.reload.reload(
                 master_key.as_ref(),
                 &self.from_env,
-                &WEBHOOK_SECRET_SETTINGS,
+                &[&WEBHOOK_SECRET_SETTINGS[..], &API_SETTINGS[..]].concat(),
                 Default::default(),
                 legacy_modes,
             ),
@@ -469,6 +469,14 @@ const WEBHOOK_SECRET_SETTINGS: [kassa_core::settings::SettingName; 3] = [
     kassa_core::settings::SettingName::StripeWebhookSecrets,
     kassa_core::settings::SettingName::StripeTestWebhookSecrets,
     kassa_core::settings::SettingName::StripeLiveWebhookSecrets,
+];
+
+/// The stored settings of the merchant's HTTP a running process takes without a restart.
+const API_SETTINGS: [kassa_core::settings::SettingName; 4] = [
+    kassa_core::settings::SettingName::AdminToken,
+    kassa_core::settings::SettingName::StripePublishableKey,
+    kassa_core::settings::SettingName::StripeTestPublishableKey,
+    kassa_core::settings::SettingName::StripeLivePublishableKey,
 ];
 
 /// Fills the per-mode secret keys from the stored settings.
@@ -660,11 +668,6 @@ impl ModeArgs {
 }
 
 impl StripeArgs {
-    /// The default mode's Stripe client, for a command that needs one: a key is required.
-    pub fn client(&self) -> anyhow::Result<kassa_stripe::Client> {
-        self.client_for(None)
-    }
-
     /// The mode a command runs in: `mode` when given, else the default mode of the configured
     /// keys (test without any key).
     pub fn mode_for(&self, mode: Option<Mode>) -> anyhow::Result<Mode> {
@@ -685,17 +688,45 @@ impl StripeArgs {
         };
         api_target(Some(keys.clone()), &self.stripe_api_base)?;
         let mode = mode.unwrap_or_else(|| default_mode(&keys));
-        let Some(key) = keys.keys.get(mode).cloned() else {
+        if keys.keys.get(mode).is_none() {
             bail!(
                 "{mode} mode is not configured: KASSA_STRIPE_{}_SECRET_KEY is not set (nothing was sent to Stripe)",
                 modes::upper(mode)
             );
+        }
+        Ok(self.client_of(&keys, mode)?.context("the mode has a key")?)
+    }
+
+    /// The client of `mode`'s key in `keys`, paced as configured; `None` without one.
+    fn client_of(
+        &self,
+        keys: &ResolvedKeys,
+        mode: Mode,
+    ) -> anyhow::Result<Option<kassa_stripe::Client>> {
+        let Some(key) = keys.keys.get(mode) else {
+            return Ok(None);
         };
-        let mut config = kassa_stripe::ClientConfig::new(key);
+        let mut config = kassa_stripe::ClientConfig::new(key.clone());
         config.api_base = self.stripe_api_base.clone();
         self.pace.apply(&mut config);
-        kassa_stripe::Client::new(config)
-            .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))
+        let client = kassa_stripe::Client::new(config)
+            .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))?;
+        Ok(Some(client))
+    }
+
+    /// The Stripe client of every configured mode (each paced alike), for a command that needs
+    /// Stripe: a key is required.
+    pub fn modes(&self) -> anyhow::Result<kassa_stripe::Modes> {
+        let Some(keys) = self.keys()? else {
+            bail!("KASSA_STRIPE_API_KEY (or KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) is required (a sk_test_/sk_live_ or rk_ key)");
+        };
+        api_target(Some(keys.clone()), &self.stripe_api_base)?;
+        kassa_stripe::Modes::new(
+            self.client_of(&keys, Mode::Test)?,
+            self.client_of(&keys, Mode::Live)?,
+            keys.keys.default,
+        )
+        .context("the Stripe keys")
     }
 
     /// The keys of each mode, if any is set; refused as [`modes::secret_keys`] says.
@@ -885,7 +916,11 @@ impl ServeArgs {
                         test: publishable,
                         live: None,
                     },
-                    vec![SettingName::SmtpUrl, SettingName::SmtpConnections],
+                    vec![
+                        SettingName::AdminToken,
+                        SettingName::SmtpUrl,
+                        SettingName::SmtpConnections,
+                    ],
                 )
             }
             Some(keys) => {
@@ -911,7 +946,7 @@ impl ServeArgs {
                     keys,
                 )?;
                 modes::warn_standard_keys(&keys.keys);
-                let mut reloadable = WEBHOOK_SECRET_SETTINGS.to_vec();
+                let mut reloadable = [&WEBHOOK_SECRET_SETTINGS[..], &API_SETTINGS[..]].concat();
                 reloadable.extend([SettingName::SmtpUrl, SettingName::SmtpConnections]);
                 (secrets, legacy_modes, publishable, reloadable)
             }

@@ -59,8 +59,8 @@ impl MasterKeyArgs {
 /// How often a running Kassa reads the stored settings again.
 #[derive(Args, Clone, Debug)]
 pub struct SettingsReloadArgs {
-    /// How often a running Kassa reads the stored settings again and applies a changed SMTP
-    /// connection or webhook secret of a mode it serves (30s, 1m).
+    /// How often a running Kassa reads the stored settings again and applies a changed webhook
+    /// secret of a mode it serves, admin token, publishable key or SMTP connection (30s, 1m).
     #[arg(long, env = "KASSA_SETTINGS_RELOAD", default_value = "30s", value_parser = super::parse_positive_duration)]
     pub settings_reload: Duration,
 }

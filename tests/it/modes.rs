@@ -420,3 +420,115 @@ async fn a_standard_secret_key_is_warned_about_once_and_never_shown() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn the_poller_finds_each_modes_missed_events_with_its_own_key_and_cursor() {
+    let app = TestApp::builder()
+        .two_modes()
+        .dropping_webhooks()
+        .events_poller(kassa_worker::poller::PollerConfig {
+            interval: Duration::from_millis(200),
+            first_lookback: Duration::from_secs(3600),
+            settle: Duration::ZERO,
+        })
+        .spawn()
+        .await;
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let mut sessions = Vec::new();
+    for mode in [Mode::Test, Mode::Live] {
+        let email = format!("polled-{mode}-{unique}@example.com");
+        let id = app
+            .create_setup_session_with(app.stripe_in(mode), &email)
+            .await;
+        app.complete(&id, card_of(mode));
+        sessions.push((mode, id));
+    }
+    // Every webhook is lost: only the poller, listing each mode's events, brings them.
+    for (mode, id) in &sessions {
+        let record = eventually(
+            Duration::from_secs(30),
+            "the poller to bring the session's event",
+            || async {
+                app.store()
+                    .checkout_session(id)
+                    .await
+                    .unwrap()
+                    .filter(|s| s.status == "complete" && s.payment_method_id.is_some())
+            },
+        )
+        .await;
+        assert_eq!(record.livemode, mode.is_live());
+        let cursor = eventually(Duration::from_secs(10), "the mode's cursor", || async {
+            app.store()
+                .poll_cursor(kassa_worker::poller::cursor_name(*mode))
+                .await
+                .unwrap()
+        })
+        .await;
+        assert!(cursor.last_created > 0);
+    }
+    let lists = app.calls("GET", "/v1/events");
+    for mode in [Mode::Test, Mode::Live] {
+        let by_mode = lists
+            .iter()
+            .filter(|r| r.key_fingerprint.as_deref() == Some(fingerprint_of(mode).as_str()))
+            .count();
+        assert!(by_mode > 0, "no {mode}-mode listing: {lists:?}");
+    }
+    assert!(
+        lists.iter().all(|r| r.status == 200),
+        "every listing answered: {lists:?}"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn kassa_reconcile_publishes_each_modes_missing_events() {
+    let app = TestApp::builder()
+        .two_modes()
+        .dropping_webhooks()
+        .spawn()
+        .await;
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let mut sessions = Vec::new();
+    for mode in [Mode::Test, Mode::Live] {
+        let email = format!("reconciled-{mode}-{unique}@example.com");
+        let id = app
+            .create_setup_session_with(app.stripe_in(mode), &email)
+            .await;
+        app.complete(&id, card_of(mode));
+        sessions.push((mode, id));
+    }
+    let mut command = app.kassa_command(&["reconcile", "--since", "1h", "--settle", "0s"]);
+    command
+        .env("KASSA_STRIPE_LIVE_SECRET_KEY", LIVE_API_KEY)
+        .env("KASSA_DEFAULT_MODE", "test");
+    let out = crate::support::binary::run(command).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("(test and live mode)"), "{stdout}");
+    for (mode, id) in &sessions {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("the {mode} session {id} not reported: {stdout}"));
+        assert!(
+            line.contains("checkout.session.completed") && line.contains("published"),
+            "{line}"
+        );
+        let record = eventually(
+            Duration::from_secs(30),
+            "the published event to be handled",
+            || async {
+                app.store()
+                    .checkout_session(id)
+                    .await
+                    .unwrap()
+                    .filter(|s| s.status == "complete" && s.payment_method_id.is_some())
+            },
+        )
+        .await;
+        assert_eq!(record.livemode, mode.is_live());
+    }
+    app.cleanup().await;
+}

@@ -108,6 +108,13 @@ fn serve_command(
         "KASSA_STRIPE_API_KEY",
         "KASSA_STRIPE_PUBLISHABLE_KEY",
         "KASSA_STRIPE_WEBHOOK_SECRETS",
+        "KASSA_STRIPE_TEST_SECRET_KEY",
+        "KASSA_STRIPE_TEST_PUBLISHABLE_KEY",
+        "KASSA_STRIPE_TEST_WEBHOOK_SECRETS",
+        "KASSA_STRIPE_LIVE_SECRET_KEY",
+        "KASSA_STRIPE_LIVE_PUBLISHABLE_KEY",
+        "KASSA_STRIPE_LIVE_WEBHOOK_SECRETS",
+        "KASSA_DEFAULT_MODE",
         "KASSA_SMTP_URL",
         "KASSA_ADMIN_TOKEN",
         "KASSA_MASTER_KEY",
@@ -617,6 +624,114 @@ async fn a_running_kassa_verifies_webhooks_with_changed_stored_secrets_within_th
             && l.contains("KASSA_ADMIN_TOKEN")
             && l.contains("environment")),
         "the log says the admin token came from the environment:\n{log}"
+    );
+    let _ = topology.delete_at(&amqp_url).await;
+    services::drop_database(&database_url).await;
+}
+
+#[tokio::test]
+async fn a_running_kassa_takes_a_changed_stored_admin_token_and_publishable_key_within_the_reload_interval(
+) {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let database_url = services::fresh_database_url().await;
+    let amqp_url = services::amqp_url().await;
+    let topology = kassa_broker::Topology::unique();
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let old_token = format!("old-admin-token-{unique}");
+    let new_token = format!("new-admin-token-{unique}");
+    let old_publishable = format!("pk_test_old{unique}");
+    let new_publishable = format!("pk_test_new{unique}");
+    for (name, value) in [
+        ("KASSA_STRIPE_TEST_SECRET_KEY", "rk_test_reloadingtoken"),
+        ("KASSA_STRIPE_TEST_WEBHOOK_SECRETS", "whsec_reloadingtoken"),
+        (
+            "KASSA_STRIPE_TEST_PUBLISHABLE_KEY",
+            old_publishable.as_str(),
+        ),
+        ("KASSA_ADMIN_TOKEN", old_token.as_str()),
+    ] {
+        set(&database_url, KEY_A, name, value).await;
+    }
+    let port = free_port();
+    let mut command = serve_command(
+        &database_url,
+        &amqp_url,
+        topology.prefix(),
+        &sim.base_url(),
+        Some(KEY_A),
+    );
+    command.env("KASSA_SETTINGS_RELOAD", "1s");
+    let process = KassaProcess::start(command, port, Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    let charges_with = |token: String| {
+        let request = http
+            .get(format!("{}/api/charges", process.base))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let publishable_key_handed_out = |token: String| {
+        let request = http
+            .post(format!("{}/api/payment-intents", process.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&json!({"amount": 1500, "currency": "usd"}));
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status().as_u16(), 201);
+            let body: Value = answer.json().await.unwrap();
+            body["publishable_key"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(charges_with(old_token.clone()).await, 200);
+    assert_eq!(charges_with(new_token.clone()).await, 401, "not yet");
+    assert_eq!(
+        publishable_key_handed_out(old_token.clone()).await,
+        old_publishable
+    );
+
+    let started = std::time::Instant::now();
+    set(&database_url, KEY_A, "KASSA_ADMIN_TOKEN", &new_token).await;
+    set(
+        &database_url,
+        KEY_A,
+        "KASSA_STRIPE_TEST_PUBLISHABLE_KEY",
+        &new_publishable,
+    )
+    .await;
+    crate::support::eventually(
+        Duration::from_secs(15),
+        "the new stored admin token to be taken",
+        || {
+            let status = charges_with(new_token.clone());
+            async move { (status.await == 200).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "applied within the reload interval"
+    );
+    assert_eq!(
+        charges_with(old_token.clone()).await,
+        401,
+        "the old token is gone"
+    );
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "the new publishable key to be handed out",
+        || {
+            let key = publishable_key_handed_out(new_token.clone());
+            let expected = new_publishable.clone();
+            async move { (key.await == expected).then_some(()) }
+        },
+    )
+    .await;
+
+    let log = process.stop(Duration::from_secs(30)).await;
+    assert!(log.contains("stored setting changed: applied"), "{log}");
+    assert!(
+        !log.contains(&new_token) && !log.contains(&old_token),
+        "{log}"
     );
     let _ = topology.delete_at(&amqp_url).await;
     services::drop_database(&database_url).await;

@@ -18,7 +18,7 @@ pub async fn require_admin(
     request: Request,
     next: Next,
 ) -> Response {
-    match check_bearer(&state.token, request.headers()) {
+    match check_bearer(&state.admin_token(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
     }

@@ -133,7 +133,7 @@ async fn payment_intent(
             "client_secret": intent.client_secret,
             // The form confirms with Stripe.js under the key of the PaymentIntent's own mode:
             // a PaymentIntent is invisible to the other mode's keys.
-            "publishable_key": state.settings.publishable_keys.get(mode),
+            "publishable_key": state.publishable_keys().get(mode).map(str::to_owned),
             "livemode": mode.is_live(),
             "amount": intent.amount,
             "currency": intent.currency,
@@ -200,7 +200,7 @@ async fn confirm_payment_intent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let admin = check_bearer(&state.token, &headers).is_ok();
+    let admin = check_bearer(&state.admin_token(), &headers).is_ok();
     let (client_secret, livemode, mail) = confirmation_body(&body)?;
     let client_secret = if admin {
         None

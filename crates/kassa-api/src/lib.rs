@@ -30,6 +30,7 @@ pub mod error;
 pub mod idempotency;
 pub mod pages;
 pub mod rate_limit;
+pub mod reloadable;
 pub mod save_card;
 pub mod settings;
 pub mod widgets;
@@ -38,6 +39,7 @@ pub use error::ApiError;
 pub use ipnet::IpNet;
 pub use pages::ShopProduct;
 pub use rate_limit::PublicRateLimit;
+pub use reloadable::{ReloadError, ReloadableSettings};
 
 use axum::Router;
 use kassa_broker::Topology;
@@ -152,10 +154,6 @@ pub fn stripe_js_url(api_base: &str) -> String {
 pub struct Settings {
     /// `KASSA_PUBLIC_URL` without a trailing slash.
     pub public_url: String,
-    /// The default mode's publishable key.
-    pub publishable_key: Option<String>,
-    /// The publishable key of each mode.
-    pub publishable_keys: PublishableKeys,
     /// Where browsers load Stripe.js from.
     pub stripe_js_url: String,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
@@ -173,7 +171,7 @@ pub struct ApiState {
     store: Store,
     route: JobRoute,
     fulfilment: Fulfilment,
-    token: Arc<SecretString>,
+    reloadable: ReloadableSettings,
     settings: Arc<Settings>,
     page_calls: Arc<Semaphore>,
     public_limits: Arc<widgets::PublicLimits>,
@@ -192,7 +190,11 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of `config`'s routes.
     pub fn new(config: ApiConfig) -> Self {
-        let default_mode = config.stripe.default_mode();
+        // No token: an empty one, which admits nobody.
+        let reloadable =
+            ReloadableSettings::new(config.admin_token, config.publishable_keys, |mode| {
+                config.stripe.has(mode)
+            });
         Self {
             route: kassa_core::charges::job_route(&config.topology),
             fulfilment: Fulfilment::new(
@@ -202,16 +204,9 @@ impl ApiState {
             ),
             modes: config.stripe,
             store: config.store,
-            // No token: an empty one, which admits nobody.
-            token: Arc::new(
-                config
-                    .admin_token
-                    .unwrap_or_else(|| SecretString::from(String::new())),
-            ),
+            reloadable,
             settings: Arc::new(Settings {
                 public_url: config.public_url,
-                publishable_key: config.publishable_keys.get(default_mode).map(str::to_owned),
-                publishable_keys: config.publishable_keys,
                 stripe_js_url: config.stripe_js_url,
                 trusted_proxies: config.trusted_proxies,
                 product: config.product,
@@ -243,6 +238,23 @@ impl ApiState {
         Ok((mode, client))
     }
 
+    /// The admin token now (it may change while running).
+    pub fn admin_token(&self) -> Arc<SecretString> {
+        self.reloadable.admin_token()
+    }
+
+    /// The publishable key of each mode now (they may change while running).
+    pub fn publishable_keys(&self) -> Arc<PublishableKeys> {
+        self.reloadable.publishable_keys()
+    }
+
+    /// The default mode's publishable key now.
+    pub fn publishable_key(&self) -> Option<String> {
+        self.publishable_keys()
+            .get(self.modes.default_mode())
+            .map(str::to_owned)
+    }
+
     /// This installation's id, part of every Idempotency-Key the routes send.
     pub fn installation(&self) -> &str {
         self.store.installation_id()
@@ -265,11 +277,17 @@ fn page_permit(state: &ApiState) -> Option<OwnedSemaphorePermit> {
 /// could pay real money for a demo product), and with an admin token the back-office, checkout
 /// and connector APIs.
 pub fn app(config: ApiConfig) -> Router {
+    app_with_settings(config).0
+}
+
+/// [`app`], and the handle that changes its admin token and publishable keys while it runs.
+pub fn app_with_settings(config: ApiConfig) -> (Router, ReloadableSettings) {
     let apis = config.admin_token.is_some();
     let live = config.stripe.default_mode().is_live();
     let test_configured = config.stripe.has(Mode::Test);
     let public_rate_limit = config.public_rate_limit;
     let state = ApiState::new(config);
+    let reloadable = state.reloadable.clone();
     let mut public = pages::router()
         .merge(pages::preview_router(test_configured))
         .merge(save_card::public_router());
@@ -319,5 +337,5 @@ pub fn app(config: ApiConfig) -> Router {
         router = router.merge(private);
         info!("APIs mounted (Bearer KASSA_ADMIN_TOKEN): /api/charges, /api/checkout-sessions, /api/payment-intents, /api/customers, /api/products, /api/legacy-charges, /api/widgets, /api/customers/{{id}}/save-card-links, /api/settings");
     }
-    router.with_state(state)
+    (router.with_state(state), reloadable)
 }

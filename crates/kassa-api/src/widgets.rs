@@ -338,7 +338,10 @@ async fn start_payment(
         "client_secret": intent.client_secret,
         "status": intent.status,
         "amount": intent.amount,
-        "publishable_key": state.settings.publishable_keys.get(Mode::from_livemode(widget.livemode)),
+        "publishable_key": state
+            .publishable_keys()
+            .get(Mode::from_livemode(widget.livemode))
+            .map(str::to_owned),
         "livemode": widget.livemode,
         "stripe_js": state.settings.stripe_js_url,
         "return_url": return_url,

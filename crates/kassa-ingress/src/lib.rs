@@ -121,12 +121,6 @@ impl ModeVerifiers {
             Mode::Live => &mut self.live,
         }
     }
-
-    /// Every configured secret of both modes (each once).
-    pub fn secret_count(&self) -> usize {
-        self.test.as_ref().map_or(0, WebhookVerifier::secret_count)
-            + self.live.as_ref().map_or(0, WebhookVerifier::secret_count)
-    }
 }
 
 impl From<WebhookVerifier> for ModeVerifiers {

@@ -243,7 +243,40 @@ async fn live_and_test_charges_are_paid_with_their_own_keys_listed_by_mode_and_n
         .await;
     assert_eq!(status, 400, "{crossed}");
     assert_error(&crossed, "mode_mismatch", "a live customer in a test link");
+    let (status, crossed) = app
+        .post("/api/legacy-charges")
+        .token(Some(TOKEN))
+        .idempotency_key(Some(&format!("crossed-legacy-{unique}")))
+        .json(&json!({"amount": 900, "currency": "usd", "customer": live_customer, "livemode": false}))
+        .send()
+        .await;
+    assert_eq!(status, 400, "{crossed}");
+    assert_error(
+        &crossed,
+        "mode_mismatch",
+        "a live customer in a test legacy charge",
+    );
+    let (status, crossed) = app
+        .get(&format!("/api/customers/{test_customer}?livemode=true"))
+        .token(Some(TOKEN))
+        .send()
+        .await;
+    assert_eq!(status, 404, "{crossed}");
+    assert_error(
+        &crossed,
+        "customer_not_found",
+        "a test customer looked up in live mode",
+    );
     assert_eq!(app.sim().requests().len(), before, "no Stripe call");
+    let (status, found) = app
+        .get(&format!("/api/customers/{test_customer}?livemode=false"))
+        .token(Some(TOKEN))
+        .send()
+        .await;
+    assert_eq!(
+        (status, found["id"].as_str()),
+        (200, Some(test_customer.as_str()))
+    );
 
     // The command line: `charges list --live` shows the live charge only, with its mode;
     // `charge --live` records a live charge of the live customer, refused for the test one.

@@ -540,6 +540,38 @@ mod tests {
     }
 
     #[test]
+    fn livemode_names_the_mode_as_every_body_does_and_must_agree_with_mode() {
+        let planned = |body: Value, default: Mode| plan_widget(&request(body), default);
+        let w = planned(
+            json!({"amount": 500, "description": "x", "livemode": true}),
+            Mode::Test,
+        )
+        .unwrap();
+        assert!(w.livemode);
+        let w = planned(
+            json!({"amount": 500, "description": "x", "livemode": false}),
+            Mode::Live,
+        )
+        .unwrap();
+        assert!(!w.livemode);
+        let w = planned(json!({"amount": 500, "description": "x"}), Mode::Live).unwrap();
+        assert!(w.livemode, "neither: the default mode");
+        let w = planned(
+            json!({"amount": 500, "description": "x", "mode": "live", "livemode": true}),
+            Mode::Test,
+        )
+        .unwrap();
+        assert!(w.livemode);
+        let e = planned(
+            json!({"amount": 500, "description": "x", "mode": "test", "livemode": true}),
+            Mode::Test,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "livemode");
+        assert!(e.message.contains("contradicts"), "{}", e.message);
+    }
+
+    #[test]
     fn jpy_amounts_are_whole_yen() {
         let w = plan_widget(
             &request(json!({"amount": 1000, "currency": "jpy", "description": "Tea"})),

@@ -694,7 +694,7 @@ impl StripeArgs {
                 modes::upper(mode)
             );
         }
-        Ok(self.client_of(&keys, mode)?.context("the mode has a key")?)
+        self.client_of(&keys, mode)?.context("the mode has a key")
     }
 
     /// The client of `mode`'s key in `keys`, paced as configured; `None` without one.

@@ -34,6 +34,13 @@ pub fn init_tracing(format: LogFormat) {
     // sqlx logs PostgreSQL's notices (e.g. "relation _sqlx_migrations already exists") at info.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // lapin logs a message the broker returned (unroutable) with its whole body: a Stripe event,
+    // with the customer's name, e-mail and address. Kassa reports the failed publish itself
+    // (without the body), so lapin's line is kept out whatever RUST_LOG says.
+    let filter = match "lapin::returned_messages=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -4,7 +4,7 @@
 //! validate input the same way the API does (kassa-core's `connector`), send keys that carry the
 //! installation id (read from KASSA_DATABASE_URL), and print Stripe's object as JSON.
 
-use crate::config::{StoreArgs, StripeArgs};
+use crate::config::{ModeArgs, StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kassa_core::connector::{
@@ -140,6 +140,8 @@ pub struct ProductsArgs {
     command: ProductsCommand,
     #[command(flatten)]
     stripe: StripeArgs,
+    #[command(flatten)]
+    mode: ModeArgs,
 }
 
 #[derive(Subcommand)]
@@ -165,7 +167,7 @@ enum ProductsCommand {
 
 /// Runs `kassa products …`.
 pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
-    let stripe = args.stripe.client()?;
+    let stripe = args.stripe.client_for(args.mode.mode())?;
     match args.command {
         ProductsCommand::Create {
             name,
@@ -179,6 +181,7 @@ pub async fn products(args: ProductsArgs) -> anyhow::Result<()> {
                 description: text(description.clone()),
                 product_code: text(product_code.clone()),
                 metadata: metadata(&pairs)?,
+                livemode: Some(stripe.mode().is_live()),
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             let metadata_args = pairs.join("\n");
@@ -251,6 +254,8 @@ pub struct LegacyChargeArgs {
     key: KeyArgs,
     #[command(flatten)]
     stripe: StripeArgs,
+    #[command(flatten)]
+    mode: ModeArgs,
 }
 
 impl LegacyChargeArgs {
@@ -289,9 +294,10 @@ pub async fn legacy_charge(args: LegacyChargeArgs) -> anyhow::Result<()> {
         description: args.description.clone().map(Value::String),
         metadata: None,
         shipping: args.shipping(),
+        livemode: args.mode.livemode(),
     };
     let params = validate_legacy_charge(&request).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let stripe = args.stripe.client()?;
+    let stripe = args.stripe.client_for(args.mode.mode())?;
     // The validated parameters, not the raw flags: `--currency USD` and `--currency usd` are
     // the same charge.
     let amount = params.amount.to_string();

@@ -11,7 +11,7 @@
 //!   `kassa sync customers` is the same command under its former name.
 
 use super::connector::{metadata, print, text, AddressArgs, KeyArgs};
-use crate::config::{StoreArgs, StripeArgs};
+use crate::config::{ModeArgs, StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -57,6 +57,8 @@ enum CustomersCommand {
         key: KeyArgs,
         #[command(flatten)]
         stripe: StripeArgs,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// Find customers by exact e-mail (Stripe's customer list, which sees new customers at once),
     /// or one customer by its id (exit code 1 and "not found" when there is none).
@@ -69,6 +71,8 @@ enum CustomersCommand {
         id: Option<String>,
         #[command(flatten)]
         stripe: StripeArgs,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// A save-card link for a customer: `{KASSA_PUBLIC_URL}/save-card/{token}`, which opens a
     /// fresh setup-mode Checkout Session each time until it expires or is revoked.
@@ -83,6 +87,8 @@ enum CustomersCommand {
         public_url: String,
         #[command(flatten)]
         stripe: StripeArgs,
+        #[command(flatten)]
+        mode: ModeArgs,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -117,8 +123,9 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
             metadata: pairs,
             key,
             stripe,
+            mode,
         } => {
-            let stripe = stripe.client()?;
+            let stripe = stripe.client_for(mode.mode())?;
             let metadata_args = pairs.join("\n");
             let params = customer_params(&CustomerRequest {
                 email: text(email.clone()),
@@ -127,6 +134,7 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
                 description: text(description),
                 address: address.json(),
                 metadata: metadata(&pairs)?,
+                livemode: Some(stripe.mode().is_live()),
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             let address_arg = params
@@ -157,9 +165,10 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
         CustomersCommand::Find {
             id: Some(id),
             stripe,
+            mode,
             ..
         } => {
-            let stripe = stripe.client()?;
+            let stripe = stripe.client_for(mode.mode())?;
             match stripe.customers().retrieve(&id, &[]).await {
                 Ok(customer) if !customer.deleted => print(&customer),
                 Ok(_) => bail!("customer {id} not found (it was deleted)"),
@@ -169,8 +178,13 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
                 Err(error) => Err(error).context("retrieving the customer"),
             }
         }
-        CustomersCommand::Find { email, stripe, .. } => {
-            let stripe = stripe.client()?;
+        CustomersCommand::Find {
+            email,
+            stripe,
+            mode,
+            ..
+        } => {
+            let stripe = stripe.client_for(mode.mode())?;
             let list = stripe
                 .customers()
                 .list(&ListCustomers {
@@ -187,11 +201,12 @@ pub async fn run(args: CustomersArgs) -> anyhow::Result<()> {
             expires,
             public_url,
             stripe,
+            mode,
             store,
         } => {
             let ttl = kassa_core::save_card::parse_ttl(&expires, "--expires")
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let stripe = stripe.client()?;
+            let stripe = stripe.client_for(mode.mode())?;
             let store = connect_store(&store).await?;
             let link =
                 kassa_core::save_card::create_link(&stripe, &store, &public_url, &customer, ttl)
@@ -245,6 +260,9 @@ pub struct SyncCustomersArgs {
     quiet: bool,
     #[command(flatten)]
     stripe: StripeArgs,
+    /// The mode whose customers are recorded (`--live`/`--test`; default: the default mode).
+    #[command(flatten)]
+    mode: ModeArgs,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -276,9 +294,10 @@ async fn sync(args: SyncCustomersArgs) -> anyhow::Result<()> {
         concurrency,
         quiet,
         stripe,
+        mode,
         store: store_args,
     } = args;
-    let stripe = stripe.client()?;
+    let stripe = stripe.client_for(mode.mode())?;
     let store = Store::connect(&store_args.database_url, 2)
         .await
         .with_context(|| {

@@ -3,7 +3,7 @@
 //! printed as JSON with the snippet that embeds them.
 
 use super::connector::print;
-use crate::config::StoreArgs;
+use crate::config::{ModeArgs, StoreArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kassa_core::fields::amount_from_text;
@@ -30,6 +30,9 @@ enum WidgetsCommand {
         limit: i64,
         #[command(flatten)]
         store: StoreArgs,
+        /// Only live (`--live`) or test (`--test`) widgets; default both.
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// One widget, with the HTML that embeds it.
     Show {
@@ -55,9 +58,12 @@ struct CreateArgs {
     /// ISO currency code.
     #[arg(long, default_value = "usd")]
     currency: String,
-    /// test or live (the mode of the Stripe key that will serve it).
-    #[arg(long, default_value = "test")]
-    mode: String,
+    /// test or live (the mode of the Stripe key that will serve it); default test. `--live` or
+    /// `--test` say the same.
+    #[arg(long)]
+    mode: Option<String>,
+    #[command(flatten)]
+    live_or_test: ModeArgs,
     /// Ask the customer for an e-mail address.
     #[arg(long)]
     collect_email: bool,
@@ -124,7 +130,8 @@ pub async fn run(args: WidgetsArgs) -> anyhow::Result<()> {
                 currency: Some(args.currency),
                 products: (!products.is_empty()).then_some(products),
                 description: Some(args.description),
-                mode: Some(args.mode),
+                mode: args.mode,
+                livemode: args.live_or_test.livemode(),
                 collect_email: Some(args.collect_email),
                 send_receipt: Some(!args.no_receipt),
                 notify_merchant: Some(!args.no_notification),
@@ -139,9 +146,12 @@ pub async fn run(args: WidgetsArgs) -> anyhow::Result<()> {
             store.close().await;
             print(&with_snippet(&record, &args.public_url))
         }
-        WidgetsCommand::List { limit, store } => {
+        WidgetsCommand::List { limit, store, mode } => {
             let store = connect(&store).await?;
-            let widgets = store.widgets(limit).await.context("listing widgets")?;
+            let widgets = store
+                .widgets(mode.livemode(), limit)
+                .await
+                .context("listing widgets")?;
             store.close().await;
             print(&json!({"data": widgets.iter().map(widget_json).collect::<Vec<_>>()}))
         }

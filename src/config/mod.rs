@@ -638,10 +638,80 @@ impl StripePaceArgs {
     }
 }
 
+/// `--live` / `--test`: the mode of a command's Stripe calls and of the rows it writes (absent:
+/// the default mode, `KASSA_DEFAULT_MODE` or the only configured one); for a listing, a filter
+/// (absent: both modes).
+#[derive(Args, Clone, Debug, Default)]
+pub struct ModeArgs {
+    /// Live mode: live keys, live rows (a listing shows live rows only).
+    #[arg(long, conflicts_with = "test")]
+    pub live: bool,
+    /// Test mode: test keys, test rows (a listing shows test rows only).
+    #[arg(long)]
+    pub test: bool,
+}
+
+impl ModeArgs {
+    /// The mode asked for, if any.
+    pub fn mode(&self) -> Option<Mode> {
+        match (self.live, self.test) {
+            (true, _) => Some(Mode::Live),
+            (_, true) => Some(Mode::Test),
+            _ => None,
+        }
+    }
+
+    /// The mode asked for as a `livemode` filter (`None`: both modes).
+    pub fn livemode(&self) -> Option<bool> {
+        self.mode().map(Mode::is_live)
+    }
+}
+
 impl StripeArgs {
-    /// The default mode's Stripe client, for a command that needs one: a key is required.
-    pub fn client(&self) -> anyhow::Result<kassa_stripe::Client> {
-        Ok(self.modes()?.default_client().clone())
+    /// The mode a command runs in: `mode` when given, else the default mode of the configured
+    /// keys (test without any key).
+    pub fn mode_for(&self, mode: Option<Mode>) -> anyhow::Result<Mode> {
+        if let Some(mode) = mode {
+            return Ok(mode);
+        }
+        Ok(match self.keys()? {
+            Some(keys) => default_mode(&keys),
+            None => Mode::Test,
+        })
+    }
+
+    /// The Stripe client of `mode` (else of the default mode): its key is required, and a mode
+    /// without one is refused, naming the variable — never served with the other mode's key.
+    pub fn client_for(&self, mode: Option<Mode>) -> anyhow::Result<kassa_stripe::Client> {
+        let Some(keys) = self.keys()? else {
+            bail!("KASSA_STRIPE_API_KEY (or KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) is required (a sk_test_/sk_live_ or rk_ key)");
+        };
+        api_target(Some(keys.clone()), &self.stripe_api_base)?;
+        let mode = mode.unwrap_or_else(|| default_mode(&keys));
+        if keys.keys.get(mode).is_none() {
+            bail!(
+                "{mode} mode is not configured: KASSA_STRIPE_{}_SECRET_KEY is not set (nothing was sent to Stripe)",
+                modes::upper(mode)
+            );
+        }
+        self.client_of(&keys, mode)?.context("the mode has a key")
+    }
+
+    /// The client of `mode`'s key in `keys`, paced as configured; `None` without one.
+    fn client_of(
+        &self,
+        keys: &ResolvedKeys,
+        mode: Mode,
+    ) -> anyhow::Result<Option<kassa_stripe::Client>> {
+        let Some(key) = keys.keys.get(mode) else {
+            return Ok(None);
+        };
+        let mut config = kassa_stripe::ClientConfig::new(key.clone());
+        config.api_base = self.stripe_api_base.clone();
+        self.pace.apply(&mut config);
+        let client = kassa_stripe::Client::new(config)
+            .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))?;
+        Ok(Some(client))
     }
 
     /// The Stripe client of every configured mode (each paced alike), for a command that needs
@@ -651,19 +721,12 @@ impl StripeArgs {
             bail!("KASSA_STRIPE_API_KEY (or KASSA_STRIPE_TEST_SECRET_KEY / KASSA_STRIPE_LIVE_SECRET_KEY) is required (a sk_test_/sk_live_ or rk_ key)");
         };
         api_target(Some(keys.clone()), &self.stripe_api_base)?;
-        let client = |mode: Mode| -> anyhow::Result<Option<kassa_stripe::Client>> {
-            let Some(key) = keys.keys.get(mode) else {
-                return Ok(None);
-            };
-            let mut config = kassa_stripe::ClientConfig::new(key.clone());
-            config.api_base = self.stripe_api_base.clone();
-            self.pace.apply(&mut config);
-            let client = kassa_stripe::Client::new(config)
-                .with_context(|| format!("{} / KASSA_STRIPE_API_BASE", keys.variable(mode)))?;
-            Ok(Some(client))
-        };
-        kassa_stripe::Modes::new(client(Mode::Test)?, client(Mode::Live)?, keys.keys.default)
-            .context("the Stripe keys")
+        kassa_stripe::Modes::new(
+            self.client_of(&keys, Mode::Test)?,
+            self.client_of(&keys, Mode::Live)?,
+            keys.keys.default,
+        )
+        .context("the Stripe keys")
     }
 
     /// The keys of each mode, if any is set; refused as [`modes::secret_keys`] says.
@@ -674,6 +737,15 @@ impl StripeArgs {
     /// The configured Stripe, if a key is set; a bad key fails here, naming the variable.
     pub fn target(&self) -> anyhow::Result<Option<StripeTarget>> {
         api_target(self.keys()?, &self.stripe_api_base)
+    }
+}
+
+/// The default mode of `keys`: `KASSA_DEFAULT_MODE`, else the only configured one.
+fn default_mode(keys: &ResolvedKeys) -> Mode {
+    match keys.keys.default {
+        Some(mode) => mode,
+        None if keys.keys.test.is_some() => Mode::Test,
+        None => Mode::Live,
     }
 }
 

@@ -473,7 +473,7 @@ async fn the_back_office_api_validates_records_once_and_charges() {
     }
     assert!(
         app.store()
-            .list_charges(None, 10, None)
+            .list_charges(None, None, 10, None)
             .await
             .unwrap()
             .is_empty(),

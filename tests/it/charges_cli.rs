@@ -366,3 +366,64 @@ async fn charge_and_import_refuse_a_prefix_whose_exchange_does_not_exist() {
     std::fs::remove_file(&file).ok();
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn import_and_charge_record_in_the_mode_named_and_refuse_customers_of_the_other() {
+    // The customer is recorded in test mode; no Stripe key is set, so nothing can be asked.
+    let db = CliDb::new().await;
+    let cus = &db.customer;
+    let file = std::env::temp_dir().join(format!("kassa-import-{}.csv", uuid::Uuid::new_v4()));
+    write(
+        &file,
+        &format!("customer,amount,currency,reference\n{cus},1999,usd,mode-1\n"),
+    );
+    let path = file.to_str().unwrap();
+
+    let out = db.kassa(&["charges", "import", "--live", path]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "line 2: customer: customer {cus} is a test-mode customer; this call is in live mode"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM charges").await, 0);
+
+    let out = db.kassa(&["charges", "import", "--test", path]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = db
+        .kassa(&[
+            "charge",
+            "--test",
+            "--customer",
+            cus,
+            "--amount",
+            "500",
+            "--currency",
+            "usd",
+            "--reference",
+            "mode-2",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        db.count("SELECT count(*) FROM charges WHERE NOT livemode")
+            .await,
+        2,
+        "both recorded in test mode"
+    );
+    // A live-only listing has nothing; a test-only one has both, each saying its mode.
+    let live = text(&db.kassa(&["charges", "list", "--live"]).await.stdout);
+    assert!(live.contains("no charges"), "{live}");
+    let test = text(&db.kassa(&["charges", "list", "--test"]).await.stdout);
+    assert!(
+        test.lines()
+            .filter(|l| l.contains("mode-") && l.contains(" test "))
+            .count()
+            == 2,
+        "{test}"
+    );
+    let _ = std::fs::remove_file(&file);
+    db.cleanup().await;
+}

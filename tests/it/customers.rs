@@ -158,7 +158,7 @@ async fn kassa_charge_charges_a_customer_kassa_never_saw_exactly_once() {
     );
     assert_eq!(
         app.store()
-            .list_charges(None, 10, None)
+            .list_charges(None, None, 10, None)
             .await
             .unwrap()
             .len(),

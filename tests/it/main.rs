@@ -14,6 +14,7 @@ mod customers;
 mod database_outage;
 mod deploy;
 mod ingress;
+mod mode_per_call;
 mod modes;
 mod official_library;
 mod outbox;

@@ -276,6 +276,7 @@
             // Recorded once, whoever is first (this call, the success page or Stripe's webhook).
             return post("/api/payment-intents/" + encodeURIComponent(intent.id) + "/confirmation", {
               client_secret: start.client_secret,
+              livemode: start.livemode,
             })
               .catch(function () {
                 return null;

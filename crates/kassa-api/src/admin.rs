@@ -5,7 +5,9 @@
 //! `reference` again answers 200 with the existing charge and creates nothing, and a reference
 //! already used for another charge is 409 `reference_in_use` (kassa-core's
 //! [`kassa_core::charges::submit`], which `kassa charge` and `kassa charges import` use too).
-//! `GET /api/charges/{id}` and `GET /api/charges?status=…&after=…&limit=…` read them back.
+//! `GET /api/charges/{id}` and `GET /api/charges?status=…&livemode=…&after=…&limit=…` read them
+//! back. A charge is in the mode its body names (`"livemode": true|false`, else the default
+//! mode): its row says so, and it is executed with that mode's key.
 //! The `reference` is the charge's idempotency handle, so this route needs no `Idempotency-Key`
 //! header and ignores one.
 
@@ -17,7 +19,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kassa_core::charges::charge_json;
-use kassa_core::charges::submit::{submit_charge, ChargeRequest, Submitted};
+use kassa_core::charges::submit::{submit_charge, ChargeMode, ChargeRequest, Submitted};
 use kassa_store::ChargeStatus;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -34,8 +36,12 @@ async fn create_charge(
     body: Result<Json<ChargeRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::from_json_rejection(&e))?;
-    let submitted =
-        submit_charge(&state.store, Some(&state.stripe), &state.route, &request).await?;
+    let (mode, stripe) = state.stripe_for(request.livemode)?;
+    let mode = ChargeMode {
+        mode,
+        stripe: Some(stripe),
+    };
+    let submitted = submit_charge(&state.store, mode, &state.route, &request).await?;
     Ok(match submitted {
         Submitted::Created(record) => (StatusCode::ACCEPTED, Json(charge_json(&record))),
         Submitted::Existed(record) => (StatusCode::OK, Json(charge_json(&record))),
@@ -67,6 +73,8 @@ async fn get_charge(
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     status: Option<String>,
+    /// Only charges of this mode; absent: both modes (each charge says its `livemode`).
+    livemode: Option<bool>,
     after: Option<i64>,
     limit: Option<u32>,
 }
@@ -88,7 +96,7 @@ async fn list_charges(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let charges = state
         .store
-        .list_charges(status, limit, query.after)
+        .list_charges(status, query.livemode, limit, query.after)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
     let next = (charges.len() as u32 == limit)

@@ -4,7 +4,13 @@
 //! - `POST /api/checkout-sessions`: a Checkout Session from records (name, unit amount, quantity,
 //!   optional product code) → `{id, url, expires_at}` (kassa-core's [`kassa_core::checkout`]).
 //! - `POST /api/payment-intents`: a PaymentIntent for the merchant's own payment form →
-//!   `{id, client_secret, publishable_key}`.
+//!   `{id, client_secret, publishable_key, livemode}`, the publishable key of the
+//!   PaymentIntent's own mode.
+//!
+//! Each body takes an optional `"livemode": true|false` (absent: the default mode); a mode with
+//! no key is 400 `mode_not_configured`, and a customer Kassa holds in the other mode is 400
+//! `mode_mismatch`, both before anything is sent to Stripe. The confirmation names the
+//! PaymentIntent's mode the same way.
 //! - `POST /api/payment-intents/{id}/confirmation`: the merchant page says it was paid; Kassa reads
 //!   Stripe's state and records the payment once, through the same code as the webhooks
 //!   ([`kassa_core::fulfil`]), so whichever path arrives first acts and the others find it done.
@@ -23,6 +29,7 @@ use axum::{Json, Router};
 use kassa_core::checkout::{
     create_payment_intent, create_session, plan_checkout, CheckoutRequest, PaymentIntentRequest,
 };
+use kassa_core::customers::check_customer_mode;
 use kassa_core::fulfil::{MailOptions, PageOutcome};
 use kassa_core::widgets::check_client_secret;
 use kassa_stripe::money::format_amount;
@@ -67,8 +74,14 @@ async fn create_checkout_session(
         request.currency = Some(state.settings.default_currency.code().to_owned());
     }
     let plan = plan_checkout(&request)?;
+    let (mode, stripe) = state.stripe_for(request.livemode)?;
+    if let Some(customer) = request.customer.as_deref().filter(|c| !c.trim().is_empty()) {
+        check_customer_mode(&state.store, customer, mode, "customer")
+            .await
+            .map_err(|e| ApiError::from_store(&e))??;
+    }
     let session = create_session(
-        &state.stripe,
+        stripe,
         &state.store,
         state.installation(),
         &state.settings.public_url,
@@ -88,6 +101,7 @@ async fn create_checkout_session(
             "mode": match plan.mode { CheckoutMode::Setup => "setup", _ => "payment" },
             "amount_total": session.amount_total,
             "currency": plan.currency.code(),
+            "livemode": mode.is_live(),
         })),
     ))
 }
@@ -104,14 +118,23 @@ async fn payment_intent(
     if request.currency.is_none() {
         request.currency = Some(state.settings.default_currency.code().to_owned());
     }
-    let intent = create_payment_intent(&state.stripe, &request, &key).await?;
-    info!(payment_intent = %intent.id, amount = intent.amount, currency = %intent.currency, "payment intent created");
+    let (mode, stripe) = state.stripe_for(request.livemode)?;
+    if let Some(customer) = request.customer.as_deref().filter(|c| !c.trim().is_empty()) {
+        check_customer_mode(&state.store, customer, mode, "customer")
+            .await
+            .map_err(|e| ApiError::from_store(&e))??;
+    }
+    let intent = create_payment_intent(stripe, &request, &key).await?;
+    info!(payment_intent = %intent.id, amount = intent.amount, currency = %intent.currency, %mode, "payment intent created");
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "id": intent.id,
             "client_secret": intent.client_secret,
-            "publishable_key": state.publishable_key(),
+            // The form confirms with Stripe.js under the key of the PaymentIntent's own mode:
+            // a PaymentIntent is invisible to the other mode's keys.
+            "publishable_key": state.publishable_keys().get(mode).map(str::to_owned),
+            "livemode": mode.is_live(),
             "amount": intent.amount,
             "currency": intent.currency,
             "status": intent.status,
@@ -122,9 +145,9 @@ async fn payment_intent(
 /// The confirmation's optional body: the PaymentIntent's `client_secret` (a browser's
 /// authority) and what becomes of the payment's e-mails when this call records the payment;
 /// empty or `{}` keeps Kassa's defaults. Any other field is refused by name.
-fn confirmation_body(body: &[u8]) -> Result<(Option<String>, MailOptions), ApiError> {
+fn confirmation_body(body: &[u8]) -> Result<(Option<String>, Option<bool>, MailOptions), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, MailOptions::default()));
+        return Ok((None, None, MailOptions::default()));
     }
     let invalid = |e: serde_json::Error| {
         ApiError::bad_request("invalid_json", format!("the confirmation body: {e}"))
@@ -138,6 +161,16 @@ fn confirmation_body(body: &[u8]) -> Result<(Option<String>, MailOptions), ApiEr
             return Err(ApiError::from(kassa_core::fields::field_error(
                 "client_secret",
                 "must be a string",
+            )))
+        }
+    };
+    let livemode = match fields.remove("livemode") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(live)) => Some(live),
+        Some(_) => {
+            return Err(ApiError::from(kassa_core::fields::field_error(
+                "livemode",
+                "must be true or false",
             )))
         }
     };
@@ -157,7 +190,7 @@ fn confirmation_body(body: &[u8]) -> Result<(Option<String>, MailOptions), ApiEr
             )));
         }
     }
-    Ok((client_secret, options))
+    Ok((client_secret, livemode, options))
 }
 
 async fn confirm_payment_intent(
@@ -168,7 +201,7 @@ async fn confirm_payment_intent(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let admin = check_bearer(&state.admin_token(), &headers).is_ok();
-    let (client_secret, mail) = confirmation_body(&body)?;
+    let (client_secret, livemode, mail) = confirmation_body(&body)?;
     let client_secret = if admin {
         None
     } else {
@@ -211,15 +244,16 @@ async fn confirm_payment_intent(
             "too many payment confirmations and page requests at once; try again in a moment",
         ));
     };
-    let span = tracing::info_span!("payment_confirmation", payment_intent = %id, by_client_secret = client_secret.is_some());
+    let (mode, stripe) = state.stripe_for(livemode)?;
+    let span = tracing::info_span!("payment_confirmation", payment_intent = %id, %mode, by_client_secret = client_secret.is_some());
     if let Some(secret) = &client_secret {
-        check_client_secret(&state.stripe, &id, secret)
+        check_client_secret(stripe, &id, secret)
             .instrument(span.clone())
             .await?;
     }
     let outcome = state
         .fulfilment
-        .payment_intent_with(&id, &mail)
+        .payment_intent_with(mode, &id, &mail)
         .instrument(span)
         .await
         .map_err(|e| ApiError::from_fulfil(&e))?;

@@ -15,7 +15,11 @@
 //!   shipping?}` charges with the **legacy Charges API** (`POST /v1/charges`); `shipping` needs
 //!   `name` and `address.line1` (as Stripe does); see [`kassa_core::connector`].
 //!
-//! Every body refuses a field it does not know, naming it (`400 invalid_json`, `field`).
+//! Every body refuses a field it does not know, naming it (`400 invalid_json`, `field`). Every
+//! body (and the GET routes' query) takes an optional `livemode` (`true|false`; absent: the
+//! default mode): the call is made with that mode's key, a mode without one is 400
+//! `mode_not_configured`, and a customer Kassa holds in the other mode is refused before Stripe
+//! is asked.
 //!
 //! Unlike the webhook path these routes call Stripe, synchronously. Every POST to Stripe carries
 //! an Idempotency-Key: `kassa:{installation}:connector:{action}:{key}` where `key` is the
@@ -36,6 +40,7 @@ use kassa_core::connector::{
     customer_params, product_params, validate_legacy_charge, CustomerRequest, LegacyChargeRequest,
     ProductRequest,
 };
+use kassa_core::customers::check_customer_mode;
 use kassa_core::fields::{self, field_error};
 use kassa_stripe::resources::ListCustomers;
 use kassa_stripe::StripeError;
@@ -81,10 +86,11 @@ async fn create_customer(
     headers: HeaderMap,
     request: Result<Json<CustomerRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let params = customer_params(&body(request)?)?;
+    let request = body(request)?;
+    let params = customer_params(&request)?;
+    let (_, stripe) = state.stripe_for(request.livemode)?;
     let key = idempotency::optional(&headers, state.installation(), "connector:customer")?;
-    let customer = state
-        .stripe
+    let customer = stripe
         .customers()
         .create(&params, &key)
         .await
@@ -98,6 +104,15 @@ async fn create_customer(
 pub struct FindCustomers {
     /// Exact, case-sensitive (as Stripe compares) e-mail.
     pub email: Option<String>,
+    /// The mode whose customers are searched; absent, the default mode.
+    pub livemode: Option<bool>,
+}
+
+/// `GET /api/customers/{id}` query.
+#[derive(Debug, Deserialize)]
+pub struct ModeQuery {
+    /// The mode asked; absent, the default mode.
+    pub livemode: Option<bool>,
 }
 
 async fn find_customers(
@@ -112,8 +127,8 @@ async fn find_customers(
         .filter(|e| !e.is_empty())
         .ok_or_else(|| field_error("email", "required"))?;
     fields::email(email, "email")?;
-    let list = state
-        .stripe
+    let (_, stripe) = state.stripe_for(query.livemode)?;
+    let list = stripe
         .customers()
         .list(&ListCustomers {
             email: Some(email.to_owned()),
@@ -129,7 +144,10 @@ async fn find_customers(
 async fn customer_by_id(
     State(state): State<ApiState>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    query: Result<Query<ModeQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::from_query_rejection(&e))?;
+    let (mode, stripe) = state.stripe_for(query.livemode)?;
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -141,7 +159,12 @@ async fn customer_by_id(
     if !id.starts_with("cus_") || id.len() > 255 {
         return Err(not_found());
     }
-    match state.stripe.customers().retrieve(&id, &[]).await {
+    // A customer Kassa holds in the other mode is not this mode's: not asked of Stripe.
+    check_customer_mode(&state.store, &id, mode, "id")
+        .await
+        .map_err(|e| ApiError::from_store(&e))?
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "customer_not_found", e.message))?;
+    match stripe.customers().retrieve(&id, &[]).await {
         Ok(customer) if customer.deleted => Err(not_found()),
         Ok(customer) => Ok(Json(to_json(&customer))),
         Err(StripeError::InvalidRequest { status: 404, .. }) => Err(not_found()),
@@ -154,10 +177,11 @@ async fn create_product(
     headers: HeaderMap,
     request: Result<Json<ProductRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let params = product_params(&body(request)?)?;
+    let request = body(request)?;
+    let params = product_params(&request)?;
+    let (_, stripe) = state.stripe_for(request.livemode)?;
     let key = idempotency::optional(&headers, state.installation(), "connector:product")?;
-    let product = state
-        .stripe
+    let product = stripe
         .products()
         .create(&params, &key)
         .await
@@ -174,9 +198,15 @@ async fn create_legacy_charge(
     // A charge moves money: without the caller's key, a retry after a time-out would be a
     // second charge.
     let key = idempotency::required(&headers, state.installation(), "connector:legacy_charge")?;
-    let params = validate_legacy_charge(&body(request)?)?;
-    let charge = state
-        .stripe
+    let request = body(request)?;
+    let params = validate_legacy_charge(&request)?;
+    let (mode, stripe) = state.stripe_for(request.livemode)?;
+    if let Some(customer) = &params.customer {
+        check_customer_mode(&state.store, customer, mode, "customer")
+            .await
+            .map_err(|e| ApiError::from_store(&e))??;
+    }
+    let charge = stripe
         .charges()
         .create(&params, &key)
         .await

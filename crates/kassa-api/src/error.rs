@@ -11,7 +11,7 @@ use kassa_core::fields::FieldError;
 use kassa_core::keys::InvalidCallerKey;
 use kassa_core::widgets::WidgetError;
 use kassa_store::StoreError;
-use kassa_stripe::StripeError;
+use kassa_stripe::{ModeNotConfigured, StripeError};
 use serde_json::json;
 use std::borrow::Cow;
 use tracing::{error, warn};
@@ -203,6 +203,12 @@ impl ApiError {
 impl From<FieldError> for ApiError {
     fn from(error: FieldError) -> Self {
         Self::bad_request(error.code, error.message).with_field(error.field)
+    }
+}
+
+impl From<ModeNotConfigured> for ApiError {
+    fn from(error: ModeNotConfigured) -> Self {
+        Self::bad_request("mode_not_configured", error.to_string()).with_field("livemode")
     }
 }
 

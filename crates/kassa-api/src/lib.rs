@@ -1,7 +1,8 @@
 //! kassa-api: the merchant's HTTP — everything Kassa answers besides Stripe's webhooks.
 //!
 //! - [`pages`]: the pages customers see — `/success` (fulfils the Checkout Session at once),
-//!   `/cancel`, and in test mode the demo shop (`/`, `/create-checkout-session`).
+//!   `/cancel`, and in test mode the demo shop (`/`, `/create-checkout-session`); the same pages
+//!   under `/preview/` always in test mode.
 //! - [`admin`]: the back-office API, charges of saved cards (`/api/charges`).
 //! - [`checkout`]: Checkout Sessions and PaymentIntents for the merchant's own pages, and the
 //!   payment confirmation (`/api/checkout-sessions`, `/api/payment-intents`).
@@ -44,7 +45,7 @@ use axum::Router;
 use kassa_broker::Topology;
 use kassa_core::fulfil::Fulfilment;
 use kassa_store::{JobRoute, Store};
-use kassa_stripe::{Client, Modes};
+use kassa_stripe::{Client, Mode, Modes};
 use secrecy::SecretString;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -59,6 +60,14 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/save-your-card",
     "/success",
     "/cancel",
+    // The same pages previewed, always in test mode (without test keys, a page saying so).
+    "/preview",
+    "/preview/",
+    "/preview/create-checkout-session",
+    "/preview/save-your-card",
+    "/preview/success",
+    "/preview/cancel",
+    "/preview/{*page}",
     // A save-card link's page: the signed token is its authority.
     "/save-card/{token}",
     // The payment widget: its script, its page and the browser's calls (limited per client
@@ -158,8 +167,6 @@ pub struct Settings {
 /// What every route shares; cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The default mode's client.
-    stripe: Client,
     modes: Modes,
     store: Store,
     route: JobRoute,
@@ -183,7 +190,6 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of `config`'s routes.
     pub fn new(config: ApiConfig) -> Self {
-        let stripe = config.stripe.default_client().clone();
         // No token: an empty one, which admits nobody.
         let reloadable =
             ReloadableSettings::new(config.admin_token, config.publishable_keys, |mode| {
@@ -191,8 +197,11 @@ impl ApiState {
             });
         Self {
             route: kassa_core::charges::job_route(&config.topology),
-            fulfilment: Fulfilment::new(stripe.clone(), config.store.clone(), config.topology),
-            stripe,
+            fulfilment: Fulfilment::new(
+                config.stripe.clone(),
+                config.store.clone(),
+                config.topology,
+            ),
             modes: config.stripe,
             store: config.store,
             reloadable,
@@ -212,6 +221,21 @@ impl ApiState {
     /// The Stripe clients of the configured modes and the default mode.
     pub fn modes(&self) -> &Modes {
         &self.modes
+    }
+
+    /// The mode of a call: the one its body or query names (`livemode`), else the default.
+    pub fn mode(&self, livemode: Option<bool>) -> Mode {
+        livemode
+            .map(Mode::from_livemode)
+            .unwrap_or_else(|| self.modes.default_mode())
+    }
+
+    /// The Stripe client of a call's mode ([`ApiState::mode`]); a mode with no key is 400
+    /// `mode_not_configured` naming it, and nothing is sent to Stripe.
+    pub fn stripe_for(&self, livemode: Option<bool>) -> Result<(Mode, &Client), ApiError> {
+        let mode = self.mode(livemode);
+        let client = self.modes.client(mode).map_err(ApiError::from)?;
+        Ok((mode, client))
     }
 
     /// The admin token now (it may change while running).
@@ -260,10 +284,18 @@ pub fn app(config: ApiConfig) -> Router {
 pub fn app_with_settings(config: ApiConfig) -> (Router, ReloadableSettings) {
     let apis = config.admin_token.is_some();
     let live = config.stripe.default_mode().is_live();
+    let test_configured = config.stripe.has(Mode::Test);
     let public_rate_limit = config.public_rate_limit;
     let state = ApiState::new(config);
     let reloadable = state.reloadable.clone();
-    let mut public = pages::router().merge(save_card::public_router());
+    let mut public = pages::router()
+        .merge(pages::preview_router(test_configured))
+        .merge(save_card::public_router());
+    if test_configured {
+        info!(
+            "page preview mounted (always test mode): /preview/, /preview/success, /preview/cancel"
+        );
+    }
     if live {
         info!("merchant pages mounted: /success, /cancel (no demo shop in live mode)");
     } else {

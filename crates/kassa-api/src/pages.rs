@@ -7,6 +7,10 @@
 //! Checkout Session). `/success` serves only Checkout Sessions Kassa recorded (it records every
 //! session it creates): any other id is a 404 without a Stripe call.
 //!
+//! The pages use the deployment's default mode (`KASSA_DEFAULT_MODE`, or the only configured
+//! one); the same pages under `/preview/` ([`preview_router`]) always use test mode, like a page
+//! editor's preview, and `/success` reads each session with the key of its recorded mode.
+//!
 //! Plain HTML without JavaScript, one askama template per page (`templates/pages/`), every value
 //! escaped; no token (customers use these pages).
 
@@ -17,11 +21,13 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Form, Router};
 use kassa_core::checkout::{create_session, CheckoutPlan, CheckoutRecord, CheckoutRequest};
 use kassa_core::fulfil::PageOutcome;
 use kassa_stripe::money::{format_amount, Currency};
 use kassa_stripe::objects::CheckoutMode;
+use kassa_stripe::Mode;
 use serde::Deserialize;
 use tracing::{info, Instrument};
 
@@ -50,18 +56,55 @@ impl ShopProduct {
     }
 }
 
+/// Which pages a request is on: the merchant's own (the default mode) or the preview under
+/// [`PREVIEW_PREFIX`] (always test mode, like a page editor's preview: nothing a preview does
+/// moves real money).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageView {
+    /// `/`, `/success`, …: the deployment's default mode.
+    Merchant,
+    /// `/preview/`, `/preview/success`, …: test mode.
+    Preview,
+}
+
+/// Where the preview of the pages is mounted.
+pub const PREVIEW_PREFIX: &str = "/preview";
+
+impl PageView {
+    /// The mode the pages' Checkout Sessions are created in.
+    pub fn mode(self, state: &ApiState) -> Mode {
+        match self {
+            PageView::Merchant => state.modes.default_mode(),
+            PageView::Preview => Mode::Test,
+        }
+    }
+
+    /// The path the pages' links start with (`""` or [`PREVIEW_PREFIX`]).
+    pub fn base(self) -> &'static str {
+        match self {
+            PageView::Merchant => "",
+            PageView::Preview => PREVIEW_PREFIX,
+        }
+    }
+}
+
 /// The pages Checkout sends customers back to, `/success` and `/cancel`: the default
 /// `success_url`/`cancel_url` of every session Kassa creates, in test and live mode.
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/success", get(success))
         .route("/cancel", get(cancel))
+        .layer(Extension(PageView::Merchant))
 }
 
 /// The demo shop, `GET /` and `POST /create-checkout-session`, selling [`ShopProduct::demo`].
 /// Mount it in test mode only: in live mode anyone could pay real money for a demo product
 /// (and create it in the live catalogue).
 pub fn shop_router() -> Router<ApiState> {
+    shop_routes().layer(Extension(PageView::Merchant))
+}
+
+fn shop_routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(shop))
         .route("/create-checkout-session", post(buy))
@@ -71,19 +114,56 @@ pub fn shop_router() -> Router<ApiState> {
         )
 }
 
+/// The preview: the shop, save-your-card, success and cancel pages under [`PREVIEW_PREFIX`],
+/// always in test mode whatever the default mode. Without test keys every preview path is a
+/// 404 page saying so (nothing is ever previewed with live keys).
+pub fn preview_router(test_configured: bool) -> Router<ApiState> {
+    if !test_configured {
+        return Router::new()
+            .route("/preview", get(no_preview))
+            .route("/preview/", get(no_preview))
+            .route("/preview/{*page}", get(no_preview).post(no_preview));
+    }
+    Router::new()
+        .route("/preview", get(|| async { Redirect::to("/preview/") }))
+        .route("/preview/", get(shop))
+        .route("/preview/create-checkout-session", post(buy))
+        .route(
+            "/preview/save-your-card",
+            get(save_your_card).post(save_your_card_start),
+        )
+        .route("/preview/success", get(success))
+        .route("/preview/cancel", get(cancel))
+        .layer(Extension(PageView::Preview))
+}
+
+async fn no_preview() -> Response {
+    html_error(&ApiError::new(
+        StatusCode::NOT_FOUND,
+        "preview_unavailable",
+        "The preview uses Stripe's test mode, and this deployment has no test keys \
+         (KASSA_STRIPE_TEST_SECRET_KEY).",
+    ))
+}
+
 #[derive(Template)]
 #[template(path = "pages/save_your_card.html")]
 struct SaveYourCardPage {
     live: bool,
+    base: &'static str,
 }
 
 /// The demo shop's "save your card" page: the flow the service exists for — a card saved now,
 /// charged later by the back office.
-async fn save_your_card(State(state): State<ApiState>) -> Response {
+async fn save_your_card(
+    State(state): State<ApiState>,
+    Extension(view): Extension<PageView>,
+) -> Response {
     render(
         StatusCode::OK,
         &SaveYourCardPage {
-            live: state.stripe.mode().is_live(),
+            live: view.mode(&state).is_live(),
+            base: view.base(),
         },
     )
 }
@@ -96,6 +176,7 @@ struct SaveCardForm {
 
 async fn save_your_card_start(
     State(state): State<ApiState>,
+    Extension(view): Extension<PageView>,
     Form(form): Form<SaveCardForm>,
 ) -> Response {
     let Some(_permit) = page_permit(&state) else {
@@ -111,7 +192,7 @@ async fn save_your_card_start(
         customer_email: form.email.filter(|e| !e.trim().is_empty()),
         ..Default::default()
     };
-    start_checkout(&state, "shop_save_card", &plan, &request).await
+    start_checkout(&state, view, "shop_save_card", &plan, request).await
 }
 
 /// Creates the Checkout Session of a demo-shop form under a fresh key (each click is a new
@@ -119,24 +200,37 @@ async fn save_your_card_start(
 /// page.
 async fn start_checkout(
     state: &ApiState,
+    view: PageView,
     scope: &'static str,
     plan: &CheckoutPlan,
-    request: &CheckoutRequest,
+    mut request: CheckoutRequest,
 ) -> Response {
+    let mode = view.mode(state);
+    let stripe = match state.modes.client(mode) {
+        Ok(stripe) => stripe,
+        Err(error) => return html_error(&error.into()),
+    };
     let key = match kassa_core::keys::fresh(state.installation(), scope) {
         Ok(key) => key,
         Err(error) => return html_error(&error.into()),
     };
+    // Customers come back to the pages they started from: a preview's to the preview's.
+    let public = &state.settings.public_url;
+    let base = view.base();
+    request.success_url = Some(format!(
+        "{public}{base}/success?session_id={{CHECKOUT_SESSION_ID}}"
+    ));
+    request.cancel_url = Some(format!("{public}{base}/cancel"));
     let created = create_session(
-        &state.stripe,
+        stripe,
         &state.store,
         state.installation(),
-        &state.settings.public_url,
+        public,
         plan,
-        request,
+        &request,
         &key,
     )
-    .instrument(tracing::info_span!("shop_checkout", form = scope))
+    .instrument(tracing::info_span!("shop_checkout", form = scope, %mode))
     .await
     .map_err(ApiError::from);
     match created {
@@ -161,6 +255,7 @@ struct ShopPage<'a> {
     name: &'a str,
     price: &'a str,
     live: bool,
+    base: &'static str,
 }
 
 /// What `/success` found.
@@ -180,6 +275,7 @@ enum SuccessOutcome {
 struct SuccessPage {
     outcome: SuccessOutcome,
     shop_link: bool,
+    base: &'static str,
 }
 
 impl SuccessPage {
@@ -196,6 +292,7 @@ impl SuccessPage {
 #[template(path = "pages/cancel.html")]
 struct CancelPage {
     shop_link: bool,
+    base: &'static str,
 }
 
 #[derive(Template)]
@@ -215,9 +312,9 @@ pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
-/// Whether a page links back to the demo shop, which exists in test mode only.
-pub(crate) fn shop_link(state: &ApiState) -> bool {
-    !state.stripe.mode().is_live()
+/// Whether a page of `view` links back to the demo shop, which exists in test mode only.
+pub(crate) fn shop_link(state: &ApiState, view: PageView) -> bool {
+    !view.mode(state).is_live()
 }
 
 pub(crate) fn html_error(error: &ApiError) -> Response {
@@ -237,7 +334,7 @@ fn busy() -> Response {
     ))
 }
 
-async fn shop(State(state): State<ApiState>) -> Response {
+async fn shop(State(state): State<ApiState>, Extension(view): Extension<PageView>) -> Response {
     let product = &state.settings.product;
     let price = format_amount(product.unit_amount, &product.currency);
     render(
@@ -245,7 +342,8 @@ async fn shop(State(state): State<ApiState>) -> Response {
         &ShopPage {
             name: &product.name,
             price: &price,
-            live: state.stripe.mode().is_live(),
+            live: view.mode(&state).is_live(),
+            base: view.base(),
         },
     )
 }
@@ -257,7 +355,11 @@ struct BuyForm {
     quantity: Option<String>,
 }
 
-async fn buy(State(state): State<ApiState>, Form(form): Form<BuyForm>) -> Response {
+async fn buy(
+    State(state): State<ApiState>,
+    Extension(view): Extension<PageView>,
+    Form(form): Form<BuyForm>,
+) -> Response {
     let Some(_permit) = page_permit(&state) else {
         return busy();
     };
@@ -290,7 +392,7 @@ async fn buy(State(state): State<ApiState>, Form(form): Form<BuyForm>) -> Respon
         customer_email: form.email.filter(|e| !e.trim().is_empty()),
         ..Default::default()
     };
-    start_checkout(&state, "shop", &plan, &request).await
+    start_checkout(&state, view, "shop", &plan, request).await
 }
 
 /// `?session_id=cs_…`.
@@ -299,7 +401,11 @@ struct SuccessQuery {
     session_id: Option<String>,
 }
 
-async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery>) -> Response {
+async fn success(
+    State(state): State<ApiState>,
+    Extension(view): Extension<PageView>,
+    Query(query): Query<SuccessQuery>,
+) -> Response {
     let Some(session_id) = query
         .session_id
         .filter(|id| id.starts_with("cs_") && id.len() <= 255)
@@ -311,24 +417,28 @@ async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery
     };
     // Only sessions Kassa created (or was told of by a webhook) are looked up at Stripe: a
     // made-up id costs one indexed read here, never a Stripe call.
-    match state.store.checkout_session(&session_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return html_error(&ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such checkout session.",
-            ))
-        }
+    // The session is read with the key of its own recorded mode; a preview shows test-mode
+    // sessions only.
+    let not_found = || {
+        html_error(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such checkout session.",
+        ))
+    };
+    let mode = match state.store.checkout_session(&session_id).await {
+        Ok(Some(session)) if view == PageView::Preview && session.livemode => return not_found(),
+        Ok(Some(session)) => Mode::from_livemode(session.livemode),
+        Ok(None) => return not_found(),
         Err(error) => return html_error(&ApiError::from_store(&error)),
-    }
+    };
     let Some(_permit) = page_permit(&state) else {
         return busy();
     };
-    let span = tracing::info_span!("success_page", checkout_session = %session_id);
+    let span = tracing::info_span!("success_page", checkout_session = %session_id, %mode);
     let outcome = state
         .fulfilment
-        .checkout_session(&session_id)
+        .checkout_session(mode, &session_id)
         .instrument(span)
         .await;
     let outcome = match outcome {
@@ -349,7 +459,8 @@ async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery
     };
     let page = SuccessPage {
         outcome,
-        shop_link: shop_link(&state),
+        shop_link: shop_link(&state, view),
+        base: view.base(),
     };
     let mut response = render(StatusCode::OK, &page);
     // The outcome changes with time (not paid → paid): never cached.
@@ -360,11 +471,12 @@ async fn success(State(state): State<ApiState>, Query(query): Query<SuccessQuery
     response
 }
 
-async fn cancel(State(state): State<ApiState>) -> Response {
+async fn cancel(State(state): State<ApiState>, Extension(view): Extension<PageView>) -> Response {
     render(
         StatusCode::OK,
         &CancelPage {
-            shop_link: shop_link(&state),
+            shop_link: shop_link(&state, view),
+            base: view.base(),
         },
     )
 }
@@ -397,6 +509,7 @@ mod tests {
             name: "Tea & <b>cake</b>",
             price: "$20.00",
             live: false,
+            base: "/preview",
         }
         .render()
         .unwrap();
@@ -405,12 +518,17 @@ mod tests {
             "{shop}"
         );
         assert!(shop.contains("id=\"buy\"") && shop.contains("test mode: no real money moves"));
+        assert!(
+            shop.contains("action=\"/preview/create-checkout-session\""),
+            "a preview's form stays in the preview: {shop}"
+        );
         let success = SuccessPage {
             outcome: SuccessOutcome::Paid {
                 amount: "$40.00".into(),
                 payment_intent: "pi_1".into(),
             },
             shop_link: false,
+            base: "",
         }
         .render()
         .unwrap();

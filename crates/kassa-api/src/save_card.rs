@@ -1,7 +1,8 @@
 //! Save-card links ([`kassa_core::save_card`]).
 //!
 //! - `POST /api/customers/{id}/save-card-links` `{expires_in?: "7d"}` (Bearer
-//!   `KASSA_ADMIN_TOKEN`) → 201 `{id, url, customer, mode, expires_at}`;
+//!   `KASSA_ADMIN_TOKEN`, optional `"livemode": true|false`, else the default mode) → 201
+//!   `{id, url, customer, mode, livemode, expires_at}`;
 //!   `POST /api/save-card-links/{id}/revoke` withdraws one.
 //! - `GET /save-card/{token}` (customers, no token): 303 to a fresh setup-mode Checkout Session
 //!   for the link's customer; an expired, withdrawn or closed link is a page saying so (410), a
@@ -40,6 +41,8 @@ pub fn public_router() -> Router<ApiState> {
 struct LinkRequest {
     /// `7d`, `12h`, `30m`; default 7 days.
     expires_in: Option<String>,
+    /// The link's mode (`true`: live); absent, the default mode.
+    livemode: Option<bool>,
 }
 
 impl From<LinkError> for ApiError {
@@ -76,8 +79,9 @@ async fn create(
         None => DEFAULT_LINK_TTL,
         Some(text) => parse_ttl(text, "expires_in")?,
     };
+    let (_, stripe) = state.stripe_for(request.livemode)?;
     let link = create_link(
-        &state.stripe,
+        stripe,
         &state.store,
         &state.settings.public_url,
         &customer,
@@ -93,6 +97,7 @@ async fn create(
             "url": link.url,
             "customer": link.record.customer_id,
             "mode": if link.record.livemode { "live" } else { "test" },
+            "livemode": link.record.livemode,
             "expires_at": link.record.expires_at.unix_timestamp(),
         })),
     ))
@@ -176,7 +181,7 @@ async fn open(
         ));
     };
     let opened = open_link(
-        &state.stripe,
+        &state.modes,
         &state.store,
         &state.settings.public_url,
         &token,

@@ -40,6 +40,7 @@ use kassa_core::widgets::{
 };
 use kassa_store::WidgetRecord;
 use kassa_stripe::money::{format_amount, Currency};
+use kassa_stripe::Mode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -178,6 +179,17 @@ pub fn public_router() -> Router<ApiState> {
         .layer(axum::middleware::map_response(any_origin))
 }
 
+/// The Stripe client of `widget`'s own mode; a widget of a mode without keys is 409
+/// `widget_mode_unavailable` (nothing is sent to Stripe).
+fn widget_stripe<'a>(
+    state: &'a ApiState,
+    widget: &WidgetRecord,
+) -> Result<&'a kassa_stripe::Client, WidgetError> {
+    state.modes.for_livemode(widget.livemode).map_err(|e| {
+        WidgetError::WrongMode(format!("widget {} cannot take payments: {e}", widget.id))
+    })
+}
+
 /// Every public answer may be read by a script of any origin (the merchant's page).
 pub(crate) async fn any_origin(mut response: Response) -> Response {
     response.headers_mut().insert(
@@ -192,7 +204,9 @@ async fn create_widget(
     body: Result<Json<WidgetRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::from_json_rejection(&e))?;
-    let widget = plan_widget(&request, state.stripe.mode())?;
+    let widget = plan_widget(&request, state.modes.default_mode())?;
+    // A widget of a mode without keys could never take a payment: refused before it is stored.
+    state.modes.for_livemode(widget.livemode)?;
     let record = state
         .store
         .insert_widget(&widget)
@@ -205,6 +219,8 @@ async fn create_widget(
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     limit: Option<i64>,
+    /// Only widgets of this mode; absent: both (each says its `mode`).
+    livemode: Option<bool>,
 }
 
 async fn list_widgets(
@@ -214,7 +230,7 @@ async fn list_widgets(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let widgets = state
         .store
-        .widgets(limit)
+        .widgets(query.livemode, limit)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
     Ok(Json(json!({
@@ -304,9 +320,14 @@ async fn start_payment(
     };
     let token = request.token.unwrap_or_default();
     let span = tracing::info_span!("widget_payment_intent", widget = %widget.id);
-    let intent = page_intent(&state.stripe, &state.store, &widget, &token)
-        .instrument(span)
-        .await?;
+    let intent = page_intent(
+        widget_stripe(&state, &widget)?,
+        &state.store,
+        &widget,
+        &token,
+    )
+    .instrument(span)
+    .await?;
     let return_url = widget
         .success_url
         .clone()
@@ -317,7 +338,11 @@ async fn start_payment(
         "client_secret": intent.client_secret,
         "status": intent.status,
         "amount": intent.amount,
-        "publishable_key": state.publishable_key(),
+        "publishable_key": state
+            .publishable_keys()
+            .get(Mode::from_livemode(widget.livemode))
+            .map(str::to_owned),
+        "livemode": widget.livemode,
         "stripe_js": state.settings.stripe_js_url,
         "return_url": return_url,
     })))
@@ -346,7 +371,8 @@ async fn payment_details(
         return Err(busy());
     };
     let span = tracing::info_span!("widget_payment_details", widget = %widget.id, payment_intent = %intent_id);
-    let intent = set_details(&state.stripe, &state.store, &widget, &intent_id, &details)
+    let stripe = widget_stripe(&state, &widget)?;
+    let intent = set_details(stripe, &state.store, &widget, &intent_id, &details)
         .instrument(span)
         .await?;
     let amount_display = Currency::parse(&intent.currency)
@@ -452,7 +478,7 @@ async fn thanks_page(
     };
     let span = tracing::info_span!("widget_thanks", widget = %widget.id, payment_intent = %id);
     let checked = async {
-        let intent = check_client_secret(&state.stripe, &id, &secret).await?;
+        let intent = check_client_secret(widget_stripe(&state, &widget)?, &id, &secret).await?;
         if intent.metadata.get(WIDGET_METADATA) != Some(&widget.id) {
             return Err(WidgetError::NotFound(format!(
                 "PaymentIntent {id} is not one of widget {}",
@@ -466,7 +492,13 @@ async fn thanks_page(
     if let Err(error) = checked {
         return html_error(&ApiError::from(error));
     }
-    let outcome = match state.fulfilment.payment_intent(&id).instrument(span).await {
+    let mode = Mode::from_livemode(widget.livemode);
+    let outcome = match state
+        .fulfilment
+        .payment_intent(mode, &id)
+        .instrument(span)
+        .await
+    {
         Ok(PageOutcome::Paid {
             payment_intent_id,
             amount,

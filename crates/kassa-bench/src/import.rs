@@ -271,6 +271,7 @@ async fn record_customer(store: &Store) -> anyhow::Result<()> {
             exp_month: Some(12),
             exp_year: Some(2030),
             attached: true,
+            livemode: Some(false),
         },
     )
     .await?;

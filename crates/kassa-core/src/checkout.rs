@@ -77,6 +77,8 @@ pub struct CheckoutRequest {
     pub success_url: Option<String>,
     /// Default: Kassa's `/cancel`.
     pub cancel_url: Option<String>,
+    /// The session's mode (`true`: live); absent, the deployment's default mode.
+    pub livemode: Option<bool>,
 }
 
 /// One validated record.
@@ -445,6 +447,8 @@ pub struct PaymentIntentRequest {
     pub receipt_email: Option<String>,
     /// More PaymentIntent parameters passed to Stripe, from [`CUSTOM_PROPS`] only.
     pub custom_props: Option<Value>,
+    /// The PaymentIntent's mode (`true`: live); absent, the deployment's default mode.
+    pub livemode: Option<bool>,
 }
 
 /// The PaymentIntent parameters `custom_props` may carry; any other is refused by name.

@@ -34,6 +34,9 @@ pub struct CustomerRequest {
     pub address: Option<Value>,
     /// Key-value pairs.
     pub metadata: Option<Value>,
+    /// The mode it is made in (`true`: live); absent, the deployment's default mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
 }
 
 const ADDRESS_FIELDS: [&str; 6] = ["line1", "line2", "city", "state", "postal_code", "country"];
@@ -134,6 +137,9 @@ pub struct ProductRequest {
     pub product_code: Option<Value>,
     /// Key-value pairs.
     pub metadata: Option<Value>,
+    /// The mode it is made in (`true`: live); absent, the deployment's default mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
 }
 
 /// The Stripe parameters of a product request; the first problem names its field.
@@ -170,6 +176,9 @@ pub struct LegacyChargeRequest {
     pub metadata: Option<Value>,
     /// Where the goods go: `name` and `address.line1` required, `phone` optional.
     pub shipping: Option<Value>,
+    /// The mode it is made in (`true`: live); absent, the deployment's default mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
 }
 
 /// Checks a legacy charge request against Stripe's money rules; the first problem names its field.

@@ -16,6 +16,7 @@
 //! continues after the last page it recorded. Its requests go through the Stripe client, which
 //! paces them (`KASSA_STRIPE_MAX_RPS`) and retries Stripe's `429 rate_limit` with backoff.
 
+use crate::fields::FieldError;
 use crate::records::{customer_record, payment_method_record};
 use crate::Error;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -23,12 +24,21 @@ use kassa_store::customer_sync::advance_customer_sync;
 use kassa_store::{customers, Store, SyncCounts};
 use kassa_stripe::objects::{Customer, PaymentMethod};
 use kassa_stripe::resources::{ListCustomers, ListPaymentMethods};
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Mode};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The name of the customer sync's cursor row.
 pub const CUSTOMERS_SYNC: &str = "customers";
+
+/// The cursor row of the customer sync of `mode`: test mode keeps [`CUSTOMERS_SYNC`], live mode
+/// has its own, so a sync of one mode never resumes after the other mode's last page.
+pub fn customers_sync_cursor(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Test => CUSTOMERS_SYNC,
+        Mode::Live => "customers:live",
+    }
+}
 
 /// Stripe's largest page (`limit` "can range between 1 and 100").
 const PAGE: u8 = 100;
@@ -45,6 +55,30 @@ pub enum Imported {
     Deleted,
     /// Stripe has no such customer (`resource_missing`).
     Missing,
+}
+
+/// Refuses the customer `id`, named in `field` by a call in `mode`, when Kassa holds it in the
+/// other mode: an object id never crosses modes, and no Stripe call is made for it. An id Kassa
+/// does not hold is left to Stripe (which knows each mode's objects apart).
+pub async fn check_customer_mode(
+    store: &Store,
+    id: &str,
+    mode: Mode,
+    field: &str,
+) -> Result<Result<(), FieldError>, kassa_store::StoreError> {
+    let Some(record) = store.customer(id.trim()).await? else {
+        return Ok(Ok(()));
+    };
+    if record.livemode == mode.is_live() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(crate::fields::other_mode(
+        field,
+        "customer",
+        id.trim(),
+        Mode::from_livemode(record.livemode),
+        mode,
+    )))
 }
 
 /// The customer's card payment methods, every page.
@@ -186,7 +220,13 @@ async fn record_page(
         page_counts.cards += recorded_cards;
         page_counts.new_cards += new_cards;
     }
-    advance_customer_sync(&mut tx, CUSTOMERS_SYNC, last, page_counts).await?;
+    advance_customer_sync(
+        &mut tx,
+        customers_sync_cursor(stripe.mode()),
+        last,
+        page_counts,
+    )
+    .await?;
     tx.commit().await.map_err(kassa_store::StoreError::from)?;
     Ok(page_counts)
 }
@@ -201,7 +241,8 @@ pub async fn sync_customers(
     progress: impl Fn(&SyncCounts),
     shutdown: &CancellationToken,
 ) -> Result<SyncReport, Error> {
-    let cursor = store.customer_sync(CUSTOMERS_SYNC).await?;
+    let cursor_name = customers_sync_cursor(stripe.mode());
+    let cursor = store.customer_sync(cursor_name).await?;
     let (mut starting_after, mut counts, resumed) = match cursor {
         Some(cursor) if cursor.finished_at.is_none() && !options.restart => {
             match cursor.starting_after {
@@ -219,7 +260,7 @@ pub async fn sync_customers(
         _ => (None, SyncCounts::default(), None),
     };
     if starting_after.is_none() {
-        store.restart_customer_sync(CUSTOMERS_SYNC).await?;
+        store.restart_customer_sync(cursor_name).await?;
     }
     progress(&counts);
     loop {
@@ -244,7 +285,7 @@ pub async fn sync_customers(
             // recording a customer twice changes nothing).
             Err(error) if error.is_resource_missing() && starting_after.is_some() => {
                 warn!(%error, "the sync's cursor no longer exists at Stripe; starting over");
-                store.restart_customer_sync(CUSTOMERS_SYNC).await?;
+                store.restart_customer_sync(cursor_name).await?;
                 starting_after = None;
                 counts = SyncCounts::default();
                 continue;
@@ -263,7 +304,7 @@ pub async fn sync_customers(
             break;
         }
     }
-    store.finish_customer_sync(CUSTOMERS_SYNC).await?;
+    store.finish_customer_sync(cursor_name).await?;
     info!(
         customers = counts.customers,
         cards = counts.cards,

@@ -32,6 +32,31 @@ pub fn field_error(field: impl Into<String>, why: impl Display) -> FieldError {
     }
 }
 
+impl FieldError {
+    /// The same refusal under a more precise code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+}
+
+/// An id (`what`, e.g. "customer") that Kassa holds in `object_mode`, named by a call in
+/// `call_mode`: an object id never crosses modes, so it is refused (code `mode_mismatch`)
+/// before anything is sent to Stripe.
+pub fn other_mode(
+    field: &str,
+    what: &str,
+    id: &str,
+    object_mode: kassa_stripe::Mode,
+    call_mode: kassa_stripe::Mode,
+) -> FieldError {
+    field_error(
+        field,
+        format!("{what} {id} is a {object_mode}-mode {what}; this call is in {call_mode} mode (test and live never mix: set \"livemode\" to the {what}'s mode)"),
+    )
+    .with_code("mode_mismatch")
+}
+
 /// An amount in integer minor units (a JSON number without a fraction; not a string).
 pub fn amount(value: Option<&Value>, field: &str) -> Result<i64, FieldError> {
     match value {

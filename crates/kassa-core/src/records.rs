@@ -255,5 +255,6 @@ pub fn payment_method_record(
         last4: card.map(|c| c.last4.clone()),
         exp_month: card.and_then(|c| i32::try_from(c.exp_month).ok()),
         exp_year: card.and_then(|c| i32::try_from(c.exp_year).ok()),
+        livemode: Some(payment_method.livemode),
     }
 }

@@ -24,7 +24,7 @@ use kassa_store::{
 };
 use kassa_stripe::objects::{CheckoutMode, Metadata};
 use kassa_stripe::resources::CreateCheckoutSession;
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Modes};
 use sha2::Sha256;
 use std::time::Duration;
 use tracing::info;
@@ -209,7 +209,7 @@ pub async fn issue_link(
 }
 
 /// A link for the existing Stripe customer `customer`, working for `ttl`, of the mode of
-/// `stripe`'s key.
+/// `stripe`'s key. A customer Kassa holds in the other mode is refused without asking Stripe.
 pub async fn create_link(
     stripe: &Client,
     store: &Store,
@@ -225,6 +225,7 @@ pub async fn create_link(
     {
         return Err(crate::fields::field_error("customer", "a Stripe customer id (cus_…)").into());
     }
+    crate::customers::check_customer_mode(store, customer, stripe.mode(), "customer").await??;
     match stripe.customers().retrieve(customer, &[]).await {
         Ok(found) if !found.deleted => {}
         Ok(_) => {
@@ -258,11 +259,11 @@ pub async fn create_link(
     .await?)
 }
 
-/// Opens the link of `token`: a fresh setup-mode Checkout Session for its customer, whose URL
-/// is returned; a forged, expired or revoked link (or a re-pay link whose charge no longer
-/// waits) is refused with why.
+/// Opens the link of `token`: a fresh setup-mode Checkout Session for its customer, made with
+/// the key of the link's own mode, whose URL is returned; a forged, expired or revoked link (or
+/// a re-pay link whose charge no longer waits) is refused with why.
 pub async fn open_link(
-    stripe: &Client,
+    modes: &Modes,
     store: &Store,
     public_url: &str,
     token: &str,
@@ -279,9 +280,12 @@ pub async fn open_link(
     let matches = link.customer_id == parsed.customer
         && link.livemode == parsed.livemode
         && link.expires_at.unix_timestamp() == parsed.expires;
-    if !matches || link.livemode != stripe.mode().is_live() {
+    if !matches {
         return Err(LinkError::Forged);
     }
+    let stripe = modes
+        .for_livemode(link.livemode)
+        .map_err(|e| LinkError::Failed(Error::Permanent(e.to_string())))?;
     if link.revoked_at.is_some() {
         return Err(LinkError::Revoked);
     }

@@ -75,6 +75,9 @@ pub struct WidgetRequest {
     pub description: Option<String>,
     /// `test` or `live`; default the server's mode.
     pub mode: Option<String>,
+    /// The same as `mode`, as every other JSON body of the API names a mode (`true`: live);
+    /// given with `mode`, both must agree.
+    pub livemode: Option<bool>,
     /// Ask the customer for an e-mail address (default false).
     pub collect_email: Option<bool>,
     /// E-mail the customer a receipt when they gave an address (default true).
@@ -128,16 +131,28 @@ pub fn plan_widget(request: &WidgetRequest, server_mode: Mode) -> Result<NewWidg
             ))
         }
     };
-    let livemode = match request.mode.as_deref().map(str::trim) {
-        None | Some("") => server_mode.is_live(),
-        Some("test") => false,
-        Some("live") => true,
+    let named = match request.mode.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some("test") => Some(false),
+        Some("live") => Some(true),
         Some(other) => {
             return Err(field_error(
                 "mode",
                 format!("{other:?}: must be test or live"),
             ))
         }
+    };
+    let livemode = match (named, request.livemode) {
+        (Some(mode), Some(livemode)) if mode != livemode => {
+            return Err(field_error(
+                "livemode",
+                format!(
+                    "{livemode} contradicts \"mode\": {:?} (give one of them)",
+                    request.mode.as_deref().unwrap_or_default()
+                ),
+            ))
+        }
+        (named, livemode) => livemode.or(named).unwrap_or(server_mode.is_live()),
     };
     let success_url = match request.success_url.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -522,6 +537,38 @@ mod tests {
         .unwrap();
         assert!(w.livemode);
         assert!(serde_json::from_value::<WidgetRequest>(json!({"amout": 5})).is_err());
+    }
+
+    #[test]
+    fn livemode_names_the_mode_as_every_body_does_and_must_agree_with_mode() {
+        let planned = |body: Value, default: Mode| plan_widget(&request(body), default);
+        let w = planned(
+            json!({"amount": 500, "description": "x", "livemode": true}),
+            Mode::Test,
+        )
+        .unwrap();
+        assert!(w.livemode);
+        let w = planned(
+            json!({"amount": 500, "description": "x", "livemode": false}),
+            Mode::Live,
+        )
+        .unwrap();
+        assert!(!w.livemode);
+        let w = planned(json!({"amount": 500, "description": "x"}), Mode::Live).unwrap();
+        assert!(w.livemode, "neither: the default mode");
+        let w = planned(
+            json!({"amount": 500, "description": "x", "mode": "live", "livemode": true}),
+            Mode::Test,
+        )
+        .unwrap();
+        assert!(w.livemode);
+        let e = planned(
+            json!({"amount": 500, "description": "x", "mode": "test", "livemode": true}),
+            Mode::Test,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "livemode");
+        assert!(e.message.contains("contradicts"), "{}", e.message);
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! Submitting a back-office charge on real PostgreSQL: the charge is recorded in the mode of the
-//! Stripe key it will be charged with, a refused field records nothing, and a reference reused
-//! for another charge is reported instead of answered with the first.
+//! Submitting a back-office charge on real PostgreSQL: the charge is recorded in its own mode, a
+//! customer of the other mode is refused without asking Stripe, a refused field records nothing,
+//! and a reference reused for another charge is reported instead of answered with the first.
 
 use kassa_broker::Topology;
 use kassa_core::charges::job_route;
-use kassa_core::charges::submit::{submit_charge, ChargeRequest, SubmitError, Submitted};
+use kassa_core::charges::submit::{
+    submit_charge, ChargeMode, ChargeRequest, SubmitError, Submitted,
+};
 use kassa_store::{customers, CustomerRecord, PaymentMethodRecord, Store};
-use kassa_stripe::{Client, ClientConfig};
+use kassa_stripe::{Client, ClientConfig, Mode};
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -63,7 +65,7 @@ fn request(reference: &str, amount: serde_json::Value) -> ChargeRequest {
 }
 
 #[tokio::test]
-async fn a_charge_is_recorded_in_its_keys_mode_and_bad_input_records_nothing() {
+async fn a_charge_is_recorded_in_its_mode_and_cross_mode_or_bad_input_records_nothing() {
     let name = format!("kassa_test_{}", uuid::Uuid::new_v4().simple());
     let _drop = DropDatabase(name.clone());
     let store = Store::connect(&database_url(&name), 4)
@@ -89,6 +91,7 @@ async fn a_charge_is_recorded_in_its_keys_mode_and_bad_input_records_nothing() {
             id: "pm_recorded".into(),
             customer_id: Some("cus_recorded".into()),
             attached: true,
+            livemode: Some(true),
             brand: Some("visa".into()),
             last4: Some("4242".into()),
             exp_month: Some(12),
@@ -100,60 +103,59 @@ async fn a_charge_is_recorded_in_its_keys_mode_and_bad_input_records_nothing() {
     tx.commit().await.unwrap();
     let route = job_route(&Topology::unique());
 
-    let live = stripe("sk_live_kassa_core_submit_test");
-    let Submitted::Created(charge) = submit_charge(
-        &store,
-        Some(&live),
-        &route,
-        &request("inv-live", json!(1999)),
-    )
-    .await
-    .unwrap() else {
+    let live_client = stripe("sk_live_kassa_core_submit_test");
+    let live = ChargeMode {
+        mode: Mode::Live,
+        stripe: Some(&live_client),
+    };
+    let Submitted::Created(charge) =
+        submit_charge(&store, live, &route, &request("inv-live", json!(1999)))
+            .await
+            .unwrap()
+    else {
         panic!("a new reference is a new charge");
     };
-    assert!(charge.livemode, "charged with a live key: a live charge");
+    assert!(charge.livemode, "a live charge of a live customer: live");
     assert_eq!((charge.amount, charge.currency.as_str()), (1999, "eur"));
 
-    let test = stripe("sk_test_kassa_core_submit_test");
-    let Submitted::Created(charge) = submit_charge(
-        &store,
-        Some(&test),
-        &route,
-        &request("inv-test", json!(500)),
-    )
-    .await
-    .unwrap() else {
-        panic!("a new reference is a new charge");
+    // The customer is recorded in live mode: a test-mode charge naming it is refused by name,
+    // without asking Stripe (the test client's address answers nothing: a call would be a
+    // lookup failure, not a refusal).
+    let test_client = stripe("sk_test_kassa_core_submit_test");
+    let test = ChargeMode {
+        mode: Mode::Test,
+        stripe: Some(&test_client),
     };
-    assert!(!charge.livemode, "charged with a test key: a test charge");
+    let crossed = submit_charge(&store, test, &route, &request("inv-test", json!(500)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(crossed, SubmitError::Invalid(ref e) if e.field == "customer" && e.code == "mode_mismatch" && e.message.contains("live-mode customer") && e.message.contains("test mode")),
+        "{crossed:?}"
+    );
+    assert!(store
+        .charge_by_reference("inv-test")
+        .await
+        .unwrap()
+        .is_none());
 
-    let again = submit_charge(
-        &store,
-        Some(&test),
-        &route,
-        &request("inv-test", json!(500)),
-    )
-    .await
-    .unwrap();
+    let again = submit_charge(&store, live, &route, &request("inv-live", json!(1999)))
+        .await
+        .unwrap();
     assert!(
         matches!(again, Submitted::Existed(ref c) if c.id == charge.id),
         "the same reference is the same charge: {again:?}"
     );
-    let reused = submit_charge(
-        &store,
-        Some(&test),
-        &route,
-        &request("inv-test", json!(501)),
-    )
-    .await
-    .unwrap_err();
+    let reused = submit_charge(&store, live, &route, &request("inv-live", json!(501)))
+        .await
+        .unwrap_err();
     assert!(
         matches!(reused, SubmitError::ReferenceInUse { ref existing } if existing.id == charge.id),
         "{reused:?}"
     );
 
     for (amount, why) in [(json!("19.99"), "a string"), (json!(19.5), "a fraction")] {
-        let refused = submit_charge(&store, Some(&test), &route, &request("inv-bad", amount))
+        let refused = submit_charge(&store, live, &route, &request("inv-bad", amount))
             .await
             .unwrap_err();
         assert!(

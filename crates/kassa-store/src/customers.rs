@@ -46,6 +46,9 @@ pub struct PaymentMethodRecord {
     pub exp_year: Option<i32>,
     /// Whether it is attached to `customer_id` now; false once detached, whatever comes later.
     pub attached: bool,
+    /// Whether it lives in live mode; `None` only for a row whose mode is not known yet (a
+    /// detach recorded before the card was seen).
+    pub livemode: Option<bool>,
 }
 
 /// Inserts or updates a customer. A `deleted` record only marks the row deleted (Stripe's
@@ -116,8 +119,9 @@ pub async fn upsert_payment_method(
     payment_method: &PaymentMethodRecord,
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query_scalar!(
-        "INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year, attached)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year, attached,
+                                      livemode)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET
              customer_id = COALESCE(EXCLUDED.customer_id, payment_methods.customer_id),
              brand = COALESCE(EXCLUDED.brand, payment_methods.brand),
@@ -126,6 +130,7 @@ pub async fn upsert_payment_method(
              exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year),
              attached = payment_methods.detached_at IS NULL
                  AND (payment_methods.attached OR EXCLUDED.attached),
+             livemode = COALESCE(EXCLUDED.livemode, payment_methods.livemode),
              updated_at = now()
          RETURNING (xmax = 0) AS \"inserted!\"",
         payment_method.id,
@@ -135,6 +140,7 @@ pub async fn upsert_payment_method(
         payment_method.exp_month,
         payment_method.exp_year,
         payment_method.attached,
+        payment_method.livemode,
     )
     .fetch_one(conn)
     .await?;
@@ -185,7 +191,8 @@ pub async fn customer_with_default_card<'e>(
     let row = sqlx::query!(
         r#"SELECT c.id, c.email, c.name, c.default_payment_method, c.deleted, c.livemode,
                   pm.id AS "pm_id?", pm.customer_id AS pm_customer_id, pm.brand, pm.last4,
-                  pm.exp_month, pm.exp_year, pm.attached AS "pm_attached?"
+                  pm.exp_month, pm.exp_year, pm.attached AS "pm_attached?",
+                  pm.livemode AS pm_livemode
            FROM customers c
            LEFT JOIN payment_methods pm
                   ON pm.id = c.default_payment_method AND pm.attached
@@ -203,6 +210,7 @@ pub async fn customer_with_default_card<'e>(
             exp_month: row.exp_month,
             exp_year: row.exp_year,
             attached: row.pm_attached.unwrap_or(false),
+            livemode: row.pm_livemode,
         });
         let customer = CustomerRecord {
             id: row.id,
@@ -224,7 +232,7 @@ pub async fn payment_methods_of<'e>(
 ) -> Result<Vec<PaymentMethodRecord>, StoreError> {
     let methods = sqlx::query_as!(
         PaymentMethodRecord,
-        "SELECT id, customer_id, brand, last4, exp_month, exp_year, attached
+        "SELECT id, customer_id, brand, last4, exp_month, exp_year, attached, livemode
          FROM payment_methods
          WHERE customer_id = $1 AND attached
          ORDER BY created_at, id",
@@ -242,7 +250,7 @@ pub async fn payment_method<'e>(
 ) -> Result<Option<PaymentMethodRecord>, StoreError> {
     let method = sqlx::query_as!(
         PaymentMethodRecord,
-        "SELECT id, customer_id, brand, last4, exp_month, exp_year, attached
+        "SELECT id, customer_id, brand, last4, exp_month, exp_year, attached, livemode
          FROM payment_methods WHERE id = $1",
         id,
     )

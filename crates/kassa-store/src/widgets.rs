@@ -177,14 +177,20 @@ impl Store {
         .transpose()
     }
 
-    /// Widgets, newest first, at most `limit`.
-    pub async fn widgets(&self, limit: i64) -> Result<Vec<WidgetRecord>, StoreError> {
+    /// Widgets, newest first, at most `limit`, only those of `livemode` when given.
+    pub async fn widgets(
+        &self,
+        livemode: Option<bool>,
+        limit: i64,
+    ) -> Result<Vec<WidgetRecord>, StoreError> {
         sqlx::query_as!(
             Row,
             "SELECT id, livemode, description, currency, amount, products, collect_email,
                     send_receipt, notify_merchant, success_url, created_at
-             FROM widgets ORDER BY created_at DESC, id LIMIT $1",
+             FROM widgets WHERE ($2::boolean IS NULL OR livemode = $2)
+             ORDER BY created_at DESC, id LIMIT $1",
             limit,
+            livemode,
         )
         .fetch_all(self.pool())
         .await?

@@ -7,9 +7,8 @@ use anyhow::{bail, Context};
 use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kassa_core::charges::csv_rows::{self, check_headers, read_row, unreadable};
-use kassa_core::charges::submit::ChargeRequest;
+use kassa_core::charges::submit::{ChargeMode, ChargeRequest};
 use kassa_store::{JobRoute, Store};
-use kassa_stripe::Client;
 use std::io::IsTerminal;
 
 /// What an import did.
@@ -30,7 +29,7 @@ type ReadRow = (u64, Result<ChargeRequest, String>);
 /// order) and records each good row; a database failure stops the import.
 pub(super) async fn import(
     store: &Store,
-    stripe: Option<&Client>,
+    mode: ChargeMode<'_>,
     route: &JobRoute,
     file: &std::path::Path,
     quiet: bool,
@@ -65,7 +64,7 @@ pub(super) async fn import(
     let mut outcomes = stream::iter(rows)
         .map(|(line, request)| async move {
             let outcome = match request {
-                Ok(request) => submit(store, stripe, route, &request).await,
+                Ok(request) => submit(store, mode, route, &request).await,
                 Err(message) => Ok(Outcome::Rejected(message)),
             };
             (line, outcome)

@@ -12,13 +12,15 @@
 
 mod import;
 
-use crate::config::{StoreArgs, StripeArgs};
+use crate::config::{ModeArgs, StoreArgs, StripeArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kassa_broker::Topology;
 use kassa_core::charges::charge_json;
 use kassa_core::charges::review::Resolution;
-use kassa_core::charges::submit::{submit_charge, ChargeRequest, SubmitError, Submitted};
+use kassa_core::charges::submit::{
+    submit_charge, ChargeMode, ChargeRequest, SubmitError, Submitted,
+};
 use kassa_core::fields::amount_from_text;
 use kassa_store::{ChargeRecord, ChargeStatus, JobRoute, Store};
 use kassa_stripe::Client;
@@ -73,14 +75,19 @@ impl JobArgs {
     }
 }
 
-/// Stripe, when a key is set: customers Kassa has not recorded are looked up there, and the
-/// charge is recorded in the key's mode (without one, an unrecorded customer is refused as
-/// unknown, and the charge is a test-mode one).
-fn stripe_for_lookup(stripe: &StripeArgs) -> anyhow::Result<Option<Client>> {
+/// The mode charges are recorded in (`--live`/`--test`, else the default mode; test without any
+/// key) and, when a key is set, that mode's client: customers Kassa has not recorded are looked
+/// up there (without one, an unrecorded customer is refused as unknown). A mode named with
+/// `--live`/`--test` that has no key is refused when keys are configured.
+fn stripe_for_lookup(
+    stripe: &StripeArgs,
+    mode: &ModeArgs,
+) -> anyhow::Result<(kassa_stripe::Mode, Option<Client>)> {
+    let chosen = stripe.mode_for(mode.mode())?;
     if stripe.target()?.is_none() {
-        return Ok(None);
+        return Ok((chosen, None));
     }
-    stripe.client().map(Some)
+    Ok((chosen, Some(stripe.client_for(Some(chosen))?)))
 }
 
 /// `kassa charge`: one charge of a saved card.
@@ -111,6 +118,8 @@ pub struct ChargeArgs {
     jobs: JobArgs,
     #[command(flatten)]
     stripe: StripeArgs,
+    #[command(flatten)]
+    mode: ModeArgs,
 }
 
 /// `kassa charges`.
@@ -137,6 +146,8 @@ enum ChargesCommand {
         /// Only charges with an id above this one (the next page).
         #[arg(long)]
         after: Option<i64>,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// Show one charge, every field, by id or by reference.
     Show {
@@ -189,6 +200,9 @@ enum ChargesCommand {
         concurrency: u32,
         #[command(flatten)]
         stripe: StripeArgs,
+        /// Every row's mode (`--live`/`--test`; default: the default mode).
+        #[command(flatten)]
+        mode: ModeArgs,
     },
 }
 
@@ -196,7 +210,7 @@ enum ChargesCommand {
 pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
     let route = args.jobs.checked_route().await?;
     let store = connect(&args.store, 2).await?;
-    let stripe = stripe_for_lookup(&args.stripe)?;
+    let (mode, stripe) = stripe_for_lookup(&args.stripe, &args.mode)?;
     let request = ChargeRequest {
         customer: Some(args.customer),
         amount: Some(amount_from_text(&args.amount)),
@@ -205,8 +219,13 @@ pub async fn charge(args: ChargeArgs) -> anyhow::Result<()> {
         description: args.description,
         reference: Some(args.reference),
         metadata: None,
+        livemode: Some(mode.is_live()),
     };
-    let result = submit(&store, stripe.as_ref(), &route, &request).await;
+    let mode = ChargeMode {
+        mode,
+        stripe: stripe.as_ref(),
+    };
+    let result = submit(&store, mode, &route, &request).await;
     store.close().await;
     match result? {
         Outcome::Created(record) => {
@@ -232,6 +251,7 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             status,
             limit,
             after,
+            mode,
         } => {
             let status = match status.as_deref() {
                 None | Some("") => None,
@@ -240,7 +260,9 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
                 })?),
             };
             let store = connect(&args.store, 1).await?;
-            let listed = store.list_charges(status, limit, after).await;
+            let listed = store
+                .list_charges(status, mode.livemode(), limit, after)
+                .await;
             store.close().await;
             list(&listed.context("listing charges")?, limit);
             Ok(())
@@ -267,9 +289,8 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
                 (None, false, true) => Resolution::Requeue,
                 _ => bail!("give exactly one of --succeeded-by PI, --failed, --requeue"),
             };
-            let client = stripe.client()?;
             let store = connect(&args.store, 2).await?;
-            let result = resolve(&store, client, &args.jobs, &charge, &resolution).await;
+            let result = resolve(&store, &stripe, &args.jobs, &charge, &resolution).await;
             store.close().await;
             let record = result?;
             println!(
@@ -284,13 +305,17 @@ pub async fn charges(args: ChargesArgs) -> anyhow::Result<()> {
             quiet,
             concurrency,
             stripe,
+            mode,
         } => {
             let route = args.jobs.checked_route().await?;
             let store = connect(&args.store, concurrency + 1).await?;
-            let stripe = stripe_for_lookup(&stripe)?;
+            let (mode, stripe) = stripe_for_lookup(&stripe, &mode)?;
             let imported = import::import(
                 &store,
-                stripe.as_ref(),
+                ChargeMode {
+                    mode,
+                    stripe: stripe.as_ref(),
+                },
                 &route,
                 &file,
                 quiet,
@@ -345,11 +370,11 @@ pub(super) enum Outcome {
 /// and charging nothing for it silently would be the wrong answer.
 pub(super) async fn submit(
     store: &Store,
-    stripe: Option<&Client>,
+    mode: ChargeMode<'_>,
     route: &JobRoute,
     request: &ChargeRequest,
 ) -> anyhow::Result<Outcome> {
-    match submit_charge(store, stripe, route, request).await {
+    match submit_charge(store, mode, route, request).await {
         Ok(Submitted::Created(record)) => Ok(Outcome::Created(record)),
         Ok(Submitted::Existed(record)) => Ok(Outcome::Existed(record)),
         Err(e @ (SubmitError::Invalid(_) | SubmitError::ReferenceInUse { .. })) => {
@@ -359,9 +384,10 @@ pub(super) async fn submit(
     }
 }
 
+/// Resolves a charge, checked against Stripe with the key of the charge's own mode.
 async fn resolve(
     store: &Store,
-    stripe: kassa_stripe::Client,
+    stripe: &StripeArgs,
     jobs: &JobArgs,
     id_or_reference: &str,
     resolution: &Resolution,
@@ -369,6 +395,7 @@ async fn resolve(
     let record = find(store, id_or_reference)
         .await?
         .with_context(|| format!("no charge with id or reference {id_or_reference:?}"))?;
+    let stripe = stripe.client_for(Some(kassa_stripe::Mode::from_livemode(record.livemode)))?;
     let executor = kassa_core::charges::ChargeExecutor::new(
         stripe,
         store.clone(),
@@ -401,8 +428,8 @@ fn list(charges: &[ChargeRecord], limit: u32) {
         return;
     }
     println!(
-        "{:>8}  {:<24}  {:<19}  {:>7}  {:>14}  customer",
-        "id", "reference", "status", "attempt", "amount"
+        "{:>8}  {:<4}  {:<24}  {:<19}  {:>7}  {:>14}  customer",
+        "id", "mode", "reference", "status", "attempt", "amount"
     );
     for charge in charges {
         let json = charge_json(charge);
@@ -411,8 +438,9 @@ fn list(charges: &[ChargeRecord], limit: u32) {
             str::to_owned,
         );
         println!(
-            "{:>8}  {:<24}  {:<19}  {:>7}  {:>14}  {}",
+            "{:>8}  {:<4}  {:<24}  {:<19}  {:>7}  {:>14}  {}",
             charge.id,
+            kassa_stripe::Mode::from_livemode(charge.livemode),
             charge.reference,
             charge.status.as_str(),
             charge.attempt,

@@ -2,7 +2,7 @@
 //! a fresh topology (short retry ladder), ingress and worker — torn down after the test.
 
 use super::pg_proxy::PgCutProxy;
-use super::sim::{self, LIVE_API_KEY, TEST_API_KEY};
+use super::sim::{self, LIVE_API_KEY, LIVE_PUBLISHABLE_KEY, TEST_API_KEY, TEST_PUBLISHABLE_KEY};
 use super::{binary, init_test_logging, services};
 use kassa::stack::{Stack, StackConfig, StripeKeys, StripeTarget, WebhookSecrets};
 use kassa_broker::{BrokerConfig, OutgoingMessage, RetryRung, Topology};
@@ -52,6 +52,10 @@ struct AppOptions {
     /// Both modes: a simulator of the app's own, a test and a live key (test the default), each
     /// mode's webhooks signed with its own endpoint's secret.
     two_modes: bool,
+    /// `KASSA_DEFAULT_MODE` with [`AppOptions::two_modes`] (test when not set).
+    default_mode: Option<kassa_stripe::Mode>,
+    /// With [`AppOptions::two_modes`]: the live key only (no test key, secrets or publishable key).
+    live_only: bool,
 }
 
 impl Default for AppOptions {
@@ -78,6 +82,8 @@ impl Default for AppOptions {
             default_currency: "usd",
             smtp_connections: Vec::new(),
             two_modes: false,
+            default_mode: None,
+            live_only: false,
         }
     }
 }
@@ -210,6 +216,21 @@ impl TestAppBuilder {
         self
     }
 
+    /// A live-only deployment on a simulator of the app's own: [`LIVE_API_KEY`] and its
+    /// publishable key and webhook secret, no test key.
+    pub fn live_only(mut self) -> Self {
+        self.options.two_modes = true;
+        self.options.live_only = true;
+        self.options.default_mode = Some(kassa_stripe::Mode::Live);
+        self
+    }
+
+    /// With [`TestAppBuilder::two_modes`]: the mode a call that names none uses.
+    pub fn default_mode(mut self, mode: kassa_stripe::Mode) -> Self {
+        self.options.default_mode = Some(mode);
+        self
+    }
+
     /// Starts the app: a fresh database, a fresh topology (short retry ladder), the stack.
     pub async fn spawn(self) -> TestApp {
         TestApp::start(self.options).await
@@ -277,14 +298,18 @@ impl TestApp {
             Some(shared) if options.two_modes => (
                 StripeTarget::Api {
                     keys: StripeKeys {
-                        test: Some(secret(TEST_API_KEY)),
+                        test: (!options.live_only).then(|| secret(TEST_API_KEY)),
                         live: Some(secret(LIVE_API_KEY)),
-                        default: Some(kassa_stripe::Mode::Test),
+                        default: Some(options.default_mode.unwrap_or(kassa_stripe::Mode::Test)),
                     },
                     api_base: shared.base_url(),
                 },
                 WebhookSecrets {
-                    test: vec![secret(kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET)],
+                    test: if options.live_only {
+                        Vec::new()
+                    } else {
+                        vec![secret(kassa_stripe_sim::DEFAULT_WEBHOOK_SECRET)]
+                    },
                     live: vec![secret(kassa_stripe_sim::DEFAULT_LIVE_WEBHOOK_SECRET)],
                 },
             ),
@@ -344,7 +369,14 @@ impl TestApp {
                 .map(|t| secrecy::SecretString::from(t.to_owned())),
             // Empty: the merchant pages' own bound address.
             public_url: String::new(),
-            publishable_keys: Default::default(),
+            publishable_keys: if options.two_modes {
+                kassa_api::PublishableKeys {
+                    test: (!options.live_only).then(|| TEST_PUBLISHABLE_KEY.to_owned()),
+                    live: Some(LIVE_PUBLISHABLE_KEY.to_owned()),
+                }
+            } else {
+                Default::default()
+            },
             public_rate_limit: Some(options.public_rate_limit),
             trusted_proxies: Vec::new(),
             default_currency: kassa_stripe::money::Currency::parse(options.default_currency)

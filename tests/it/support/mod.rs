@@ -66,6 +66,17 @@ pub async fn record_customer_with_card(
     card: &str,
     email: Option<&str>,
 ) {
+    record_customer_with_card_in(store, customer, card, email, false).await
+}
+
+/// [`record_customer_with_card`] in test (`livemode: false`) or live mode.
+pub async fn record_customer_with_card_in(
+    store: &kassa_store::Store,
+    customer: &str,
+    card: &str,
+    email: Option<&str>,
+    livemode: bool,
+) {
     let mut tx = store.begin().await.unwrap();
     let record = kassa_store::CustomerRecord {
         id: customer.to_owned(),
@@ -73,7 +84,7 @@ pub async fn record_customer_with_card(
         name: None,
         default_payment_method: Some(card.to_owned()),
         deleted: false,
-        livemode: false,
+        livemode,
     };
     kassa_store::customers::upsert_customer(&mut tx, &record)
         .await
@@ -86,6 +97,7 @@ pub async fn record_customer_with_card(
         exp_month: Some(12),
         exp_year: Some(2030),
         attached: true,
+        livemode: Some(livemode),
     };
     kassa_store::customers::upsert_payment_method(&mut tx, &card)
         .await

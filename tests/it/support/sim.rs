@@ -12,6 +12,12 @@ pub const TEST_API_KEY: &str = "sk_test_kassa_tests";
 /// `sk_live_`/`rk_live_` key opens the simulator's live mode).
 pub const LIVE_API_KEY: &str = "rk_live_kassa_tests";
 
+/// The publishable key of [`TEST_API_KEY`]'s mode that two-mode apps hand out.
+pub const TEST_PUBLISHABLE_KEY: &str = "pk_test_kassa_tests";
+
+/// The publishable key of [`LIVE_API_KEY`]'s mode that two-mode apps hand out.
+pub const LIVE_PUBLISHABLE_KEY: &str = "pk_live_kassa_tests";
+
 /// Sends a `/v1` request as the test's Stripe account; Stripe's JSON answer.
 async fn as_account(request: reqwest::RequestBuilder) -> Value {
     let response = request.bearer_auth(TEST_API_KEY).send().await.unwrap();

@@ -60,6 +60,8 @@ impl CsvRow {
             description: self.description,
             reference: self.reference,
             metadata: None,
+            // The file's mode is the command's (`--live`/`--test`), not a column.
+            livemode: None,
         }
     }
 }

@@ -13,7 +13,7 @@
 use crate::customers::{import_customer, Imported};
 use crate::fields::{self, field_error, FieldError};
 use kassa_store::{customers, ChargeRecord, JobRoute, NewCharge, Store, StoreError};
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Mode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -36,6 +36,20 @@ pub struct ChargeRequest {
     /// Key-value pairs kept with the charge.
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// The charge's mode (`true`: live); absent, the deployment's default mode. The caller
+    /// resolves it ([`ChargeMode`]) before submitting.
+    #[serde(default)]
+    pub livemode: Option<bool>,
+}
+
+/// The mode a charge is submitted in, and that mode's Stripe client when one is at hand (to
+/// look up a customer Kassa has not recorded).
+#[derive(Debug, Clone, Copy)]
+pub struct ChargeMode<'a> {
+    /// The charge's mode: its row says so, and it is executed with this mode's client.
+    pub mode: Mode,
+    /// The client of `mode`, if any.
+    pub stripe: Option<&'a Client>,
 }
 
 /// Why a charge was not submitted.
@@ -86,6 +100,13 @@ enum Unchargeable {
     NoDefaultCard,
     /// The given card is not recorded as a saved card of the customer.
     NotItsCard(String),
+    /// The customer is recorded in the other mode: an id never crosses modes.
+    OtherMode {
+        /// The customer's mode.
+        customer: Mode,
+        /// The charge's mode.
+        charge: Mode,
+    },
 }
 
 impl Unchargeable {
@@ -103,6 +124,10 @@ impl Unchargeable {
                 "payment_method",
                 format!("{pm} is not a saved card of {customer}"),
             ),
+            Unchargeable::OtherMode {
+                customer: customer_mode,
+                charge,
+            } => fields::other_mode("customer", "customer", customer, *customer_mode, *charge),
         }
     }
 }
@@ -111,6 +136,7 @@ impl Unchargeable {
 /// card) can go ahead as Kassa's records stand.
 async fn chargeable(
     store: &Store,
+    mode: Mode,
     customer: &str,
     payment_method: Option<&str>,
 ) -> Result<Result<String, Unchargeable>, StoreError> {
@@ -118,6 +144,12 @@ async fn chargeable(
     let Some((record, default_card)) = known else {
         return Ok(Err(Unchargeable::Unknown));
     };
+    if record.livemode != mode.is_live() {
+        return Ok(Err(Unchargeable::OtherMode {
+            customer: Mode::from_livemode(record.livemode),
+            charge: mode,
+        }));
+    }
     if record.deleted {
         return Ok(Err(Unchargeable::Deleted));
     }
@@ -139,16 +171,20 @@ async fn chargeable(
 /// chargeable then is refused.
 async fn customer_to_charge(
     store: &Store,
-    stripe: Option<&Client>,
+    mode: ChargeMode<'_>,
     customer: &str,
     payment_method: Option<&str>,
 ) -> Result<String, SubmitError> {
-    let unchargeable = match chargeable(store, customer, payment_method).await? {
+    let unchargeable = match chargeable(store, mode.mode, customer, payment_method).await? {
         Ok(id) => return Ok(id),
-        // Stripe never undeletes a customer: nothing to look up.
-        Err(Unchargeable::Deleted) => return Err(Unchargeable::Deleted.error(customer).into()),
+        // Stripe never undeletes a customer, and an id of one mode is never asked of the other
+        // mode's key: nothing to look up.
+        Err(why @ (Unchargeable::Deleted | Unchargeable::OtherMode { .. })) => {
+            return Err(why.error(customer).into())
+        }
         Err(why) => why,
     };
+    let stripe = mode.stripe;
     let Some(stripe) = stripe else {
         return Err(unchargeable.error(customer).into());
     };
@@ -176,7 +212,7 @@ async fn customer_to_charge(
             });
         }
     }
-    Ok(chargeable(store, customer, payment_method)
+    Ok(chargeable(store, mode.mode, customer, payment_method)
         .await?
         .map_err(|why| why.error(customer))?)
 }
@@ -277,10 +313,11 @@ pub fn check_text_limits(request: &ChargeRequest) -> Result<(), FieldError> {
 
 /// Checks a charge request against Stripe's money rules and Kassa's records (looking an
 /// unrecorded customer up on `stripe` first, when given); the first problem found is reported
-/// with its field. The charge is recorded in the mode of `stripe`'s key (test without one).
+/// with its field. The charge is recorded in `mode`: a customer recorded in the other mode is
+/// refused without asking Stripe.
 pub async fn validate_charge(
     store: &Store,
-    stripe: Option<&Client>,
+    mode: ChargeMode<'_>,
     request: &ChargeRequest,
 ) -> Result<NewCharge, SubmitError> {
     check_text_limits(request)?;
@@ -309,7 +346,7 @@ pub async fn validate_charge(
         Some(_) => return Err(field_error("metadata", "must be an object").into()),
     };
     let customer_id =
-        customer_to_charge(store, stripe, customer, request.payment_method.as_deref()).await?;
+        customer_to_charge(store, mode, customer, request.payment_method.as_deref()).await?;
     Ok(NewCharge {
         reference: reference.to_owned(),
         customer_id,
@@ -318,7 +355,7 @@ pub async fn validate_charge(
         currency: currency.code().to_owned(),
         description: request.description.clone(),
         metadata,
-        livemode: stripe.is_some_and(|s| s.mode().is_live()),
+        livemode: mode.mode.is_live(),
     })
 }
 
@@ -326,17 +363,18 @@ pub async fn validate_charge(
 /// one transaction. The same reference for the same charge again creates nothing.
 pub async fn submit_charge(
     store: &Store,
-    stripe: Option<&Client>,
+    mode: ChargeMode<'_>,
     route: &JobRoute,
     request: &ChargeRequest,
 ) -> Result<Submitted, SubmitError> {
-    let charge = validate_charge(store, stripe, request).await?;
+    let charge = validate_charge(store, mode, request).await?;
     let (record, created) = store.submit_charge(route, &charge).await?;
     if created {
         info!(charge_id = record.id, reference = %record.reference, "charge recorded and queued");
         return Ok(Submitted::Created(record));
     }
     let same = record.customer_id == charge.customer_id
+        && record.livemode == charge.livemode
         && record.amount == charge.amount
         && record.currency == charge.currency;
     if same {

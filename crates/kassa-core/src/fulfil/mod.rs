@@ -18,7 +18,7 @@ use crate::Error;
 use kassa_broker::Topology;
 use kassa_store::payments::RecordedBy;
 use kassa_store::{Store, StoreError};
-use kassa_stripe::Client;
+use kassa_stripe::{Client, Mode, Modes};
 
 /// What fulfilling found, for the page or the API answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,35 +43,48 @@ pub enum PageOutcome {
     NotPaid(String),
 }
 
-/// Fulfilment over Kassa's Stripe client, database and topology, for the success page and the
-/// payment confirmation.
+/// Fulfilment over Kassa's Stripe clients (one per configured mode), database and topology, for
+/// the success page and the payment confirmation. Each object is read with the client of its
+/// own mode, never the other's.
 #[derive(Clone, Debug)]
 pub struct Fulfilment {
-    stripe: Client,
+    modes: Modes,
     store: Store,
     topology: Topology,
 }
 
 impl Fulfilment {
     /// Fulfilment with these connections; alerts go to `topology`'s exchanges.
-    pub fn new(stripe: Client, store: Store, topology: Topology) -> Self {
+    pub fn new(stripe: impl Into<Modes>, store: Store, topology: Topology) -> Self {
         Self {
-            stripe,
+            modes: stripe.into(),
             store,
             topology,
         }
     }
 
-    /// The Stripe client (its mode decides what the pages offer).
-    pub fn stripe(&self) -> &Client {
-        &self.stripe
+    /// The Stripe clients of the configured modes.
+    pub fn modes(&self) -> &Modes {
+        &self.modes
     }
 
-    /// Fulfils the Checkout Session `session_id` as the success page.
-    pub async fn checkout_session(&self, session_id: &str) -> Result<PageOutcome, Error> {
+    /// The client of `mode`; a mode without a key is a permanent error (nothing is sent).
+    fn stripe(&self, mode: Mode) -> Result<&Client, Error> {
+        self.modes
+            .client(mode)
+            .map_err(|e| Error::Permanent(e.to_string()))
+    }
+
+    /// Fulfils the Checkout Session `session_id` of `mode` as the success page.
+    pub async fn checkout_session(
+        &self,
+        mode: Mode,
+        session_id: &str,
+    ) -> Result<PageOutcome, Error> {
+        let stripe = self.stripe(mode)?;
         let mut tx = self.store.begin().await?;
         let how = Fulfiller {
-            stripe: &self.stripe,
+            stripe,
             topology: &self.topology,
             recorded_by: RecordedBy::SuccessPage,
             installation: self.store.installation_id(),
@@ -94,9 +107,14 @@ impl Fulfilment {
         }
     }
 
-    /// Records the PaymentIntent `payment_intent_id` if it succeeded, as the confirmation call.
-    pub async fn payment_intent(&self, payment_intent_id: &str) -> Result<PageOutcome, Error> {
-        self.payment_intent_with(payment_intent_id, &MailOptions::default())
+    /// Records the PaymentIntent `payment_intent_id` of `mode` if it succeeded, as the
+    /// confirmation call.
+    pub async fn payment_intent(
+        &self,
+        mode: Mode,
+        payment_intent_id: &str,
+    ) -> Result<PageOutcome, Error> {
+        self.payment_intent_with(mode, payment_intent_id, &MailOptions::default())
             .await
     }
 
@@ -104,12 +122,14 @@ impl Fulfilment {
     /// one that records the payment (`first`).
     pub async fn payment_intent_with(
         &self,
+        mode: Mode,
         payment_intent_id: &str,
         mail: &MailOptions,
     ) -> Result<PageOutcome, Error> {
+        let stripe = self.stripe(mode)?;
         let mut tx = self.store.begin().await?;
         let state = record_payment_intent_with(
-            &self.stripe,
+            stripe,
             &mut tx,
             &self.topology,
             payment_intent_id,

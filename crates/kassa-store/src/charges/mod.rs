@@ -393,10 +393,11 @@ pub async fn charge_by_recheckout_session<'e>(
 }
 
 /// Up to `limit` charges with id above `after_id` (all when `None`), in id order, only those in
-/// `status` when given: pass the last id of a page to get the next.
+/// `status` and of `livemode` when given: pass the last id of a page to get the next.
 pub async fn list_charges<'e>(
     executor: impl PgExecutor<'e>,
     status: Option<ChargeStatus>,
+    livemode: Option<bool>,
     limit: u32,
     after_id: Option<i64>,
 ) -> Result<Vec<ChargeRecord>, StoreError> {
@@ -409,11 +410,13 @@ pub async fn list_charges<'e>(
                 attempt_key, attempt_key_generation, attempt_key_started_at, review_reason
          FROM charges
          WHERE ($1::text IS NULL OR status = $1) AND id > COALESCE($2::bigint, 0)
+           AND ($4::boolean IS NULL OR livemode = $4)
          ORDER BY id
          LIMIT $3",
         status.map(ChargeStatus::as_str),
         after_id,
         i64::from(limit),
+        livemode,
     )
     .fetch_all(executor)
     .await?;
@@ -490,10 +493,11 @@ impl Store {
     pub async fn list_charges(
         &self,
         status: Option<ChargeStatus>,
+        livemode: Option<bool>,
         limit: u32,
         after_id: Option<i64>,
     ) -> Result<Vec<ChargeRecord>, StoreError> {
-        list_charges(&self.pool, status, limit, after_id).await
+        list_charges(&self.pool, status, livemode, limit, after_id).await
     }
 }
 

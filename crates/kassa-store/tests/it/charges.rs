@@ -602,33 +602,41 @@ async fn charges_are_listed_by_status_a_page_at_a_time() {
     }
     let page_ids = |page: Vec<ChargeRecord>| page.into_iter().map(|c| c.id).collect::<Vec<_>>();
 
-    let all = db.store.list_charges(None, 10, None).await.unwrap();
+    let all = db.store.list_charges(None, None, 10, None).await.unwrap();
     assert_eq!(page_ids(all), ids);
 
     let succeeded = Some(ChargeStatus::Succeeded);
-    let first = db.store.list_charges(succeeded, 2, None).await.unwrap();
+    let first = db
+        .store
+        .list_charges(succeeded, None, 2, None)
+        .await
+        .unwrap();
     assert!(first.iter().all(|c| c.status == ChargeStatus::Succeeded));
     let after = first.last().map(|c| c.id);
     assert_eq!(page_ids(first), [ids[0], ids[2]]);
-    let second = db.store.list_charges(succeeded, 2, after).await.unwrap();
+    let second = db
+        .store
+        .list_charges(succeeded, None, 2, after)
+        .await
+        .unwrap();
     let after = second.last().map(|c| c.id);
     assert_eq!(page_ids(second), [ids[3]]);
     assert!(db
         .store
-        .list_charges(succeeded, 2, after)
+        .list_charges(succeeded, None, 2, after)
         .await
         .unwrap()
         .is_empty());
 
     let pending = db
         .store
-        .list_charges(Some(ChargeStatus::Pending), 10, Some(ids[1]))
+        .list_charges(Some(ChargeStatus::Pending), None, 10, Some(ids[1]))
         .await
         .unwrap();
     assert_eq!(page_ids(pending), [ids[4]]);
     assert!(db
         .store
-        .list_charges(Some(ChargeStatus::Retrying), 10, None)
+        .list_charges(Some(ChargeStatus::Retrying), None, 10, None)
         .await
         .unwrap()
         .is_empty());

@@ -26,6 +26,7 @@ fn card(id: &str, attached: bool) -> PaymentMethodRecord {
         exp_month: Some(12),
         exp_year: Some(2034),
         attached,
+        livemode: Some(false),
     }
 }
 

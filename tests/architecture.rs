@@ -26,7 +26,10 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Crates whose Kassa dependencies are fixed, not just lower.
 const ONLY: &[(&str, &[&str])] = &[
-    ("kassa-ingress", &["kassa-wire", "kassa-stripe", "kassa-broker"]),
+    (
+        "kassa-ingress",
+        &["kassa-wire", "kassa-stripe", "kassa-broker"],
+    ),
     (
         "kassa-core",
         &["kassa-wire", "kassa-stripe", "kassa-store", "kassa-broker"],

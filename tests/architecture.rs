@@ -1,8 +1,8 @@
 //! The crate map of docs/ARCHITECTURE.md, checked: Kassa's crates depend on each other only
-//! downwards (binary → ingress / api / worker → core → stripe, store, broker), kassa-ingress only
-//! on kassa-stripe and kassa-broker (it verifies and publishes: no database, no business logic),
-//! kassa-core only on kassa-stripe, kassa-store and kassa-broker, and the simulator on nothing of
-//! Kassa's. Read from `cargo metadata`, so a dependency added to any Cargo.toml is seen.
+//! downwards (binary → ingress / api / worker → core → stripe, store, broker → wire), kassa-ingress
+//! only on kassa-stripe, kassa-broker and kassa-wire (it verifies and publishes: no database, no
+//! business logic), kassa-core only on kassa-stripe, kassa-store, kassa-broker and kassa-wire,
+//! kassa-stripe only on kassa-wire, and the simulator and kassa-wire on nothing of Kassa's. Read from `cargo metadata`, so a dependency added to any Cargo.toml is seen.
 //! Dev-dependencies (tests driving the simulator) do not count.
 
 use serde_json::Value;
@@ -10,30 +10,35 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Each Kassa crate's layer: a crate may depend only on crates of lower layers.
 const LAYERS: &[(&str, u8)] = &[
-    ("kassa-stripe-sim", 0),
-    ("kassa-stripe", 0),
-    ("kassa-store", 0),
-    ("kassa-broker", 0),
-    ("kassa-core", 1),
-    ("kassa-ingress", 1),
-    ("kassa-api", 2),
-    ("kassa-worker", 2),
-    ("kassa", 3),
+    ("kassa-wire", 0),
+    ("kassa-stripe-sim", 1),
+    ("kassa-stripe", 1),
+    ("kassa-store", 1),
+    ("kassa-broker", 1),
+    ("kassa-core", 2),
+    ("kassa-ingress", 2),
+    ("kassa-api", 3),
+    ("kassa-worker", 3),
+    ("kassa", 4),
     // Benchmarks start whole processes through the binary's library (`kassa::stack`).
-    ("kassa-bench", 4),
+    ("kassa-bench", 5),
 ];
 
 /// Crates whose Kassa dependencies are fixed, not just lower.
 const ONLY: &[(&str, &[&str])] = &[
-    ("kassa-ingress", &["kassa-stripe", "kassa-broker"]),
+    (
+        "kassa-ingress",
+        &["kassa-wire", "kassa-stripe", "kassa-broker"],
+    ),
     (
         "kassa-core",
-        &["kassa-stripe", "kassa-store", "kassa-broker"],
+        &["kassa-wire", "kassa-stripe", "kassa-store", "kassa-broker"],
     ),
     ("kassa-stripe-sim", &[]),
-    ("kassa-stripe", &[]),
+    ("kassa-stripe", &["kassa-wire"]),
     ("kassa-store", &[]),
     ("kassa-broker", &[]),
+    ("kassa-wire", &[]),
 ];
 
 /// Every workspace package and the Kassa crates it depends on (normal and build dependencies).

@@ -1,4 +1,4 @@
-//! The charge CSV importer's parsing on any file: kassa-core's reader, header check and row
+//! The charge CSV importer's parsing on any file: kassa-wire's reader, header check and row
 //! reader (what `kassa charges import` runs before submitting a row) never panic; every row is
 //! a charge request or a refusal with a message, line numbers never go back, and a request carries
 //! exactly the cells of its row (trimmed).
@@ -6,7 +6,7 @@
 //! (from the repo root).
 #![no_main]
 
-use kassa_core::charges::csv_rows::{check_headers, read_row, reader};
+use kassa_wire::charge_csv::{check_headers, read_row, reader};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

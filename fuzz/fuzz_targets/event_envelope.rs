@@ -6,7 +6,7 @@
 //! (from the repo root).
 #![no_main]
 
-use kassa_ingress::envelope::{read_envelope, EnvelopeError};
+use kassa_wire::envelope::{read_envelope, EnvelopeError};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 

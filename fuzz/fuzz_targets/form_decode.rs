@@ -1,12 +1,12 @@
 //! The simulator's form decoder on any bytes: it answers a map or a FormError, never panics, and
 //! every leaf is a string (Stripe receives strings). What Kassa's own client encodes
-//! (`kassa_stripe::form::Form`) decodes back to the same fields, whatever the values hold
+//! (`kassa_wire::form::Form`, which kassa-stripe sends) decodes back to the same fields, whatever the values hold
 //! (`&`, `=`, `+`, `%`, brackets, any Unicode).
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run form_decode fuzz/corpus/form_decode fuzz/seeds/form_decode -- -max_total_time=60`
 //! (from the repo root).
 #![no_main]
 
-use kassa_stripe::form::Form;
+use kassa_wire::form::Form;
 use kassa_stripe_sim::form::decode;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};

@@ -2,7 +2,7 @@
 //! Run: `RUSTC_BOOTSTRAP=1 cargo fuzz run webhook_signature -- -max_total_time=60` (from the repo root).
 #![no_main]
 
-use kassa_stripe::webhook::{parse_signature_header, sign, WebhookVerifier};
+use kassa_wire::webhook::{parse_signature_header, sign, WebhookVerifier};
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 

@@ -7,6 +7,8 @@
 
 use crate::support::app::TestApp;
 use crate::support::eventually;
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 use std::process::Stdio;
@@ -94,6 +96,8 @@ pub async fn chromium(size: &str) -> BrowserSession {
         "goog:chromeOptions".into(),
         json!({
             "binary": program("KASSA_CHROMIUM", "/usr/bin/chromium"),
+            // As root in a container; no network beyond localhost here, so nothing in the
+            // background either.
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -120,10 +124,7 @@ pub async fn chromium(size: &str) -> BrowserSession {
 }
 
 /// Saves what the browser shows as `target/screenshots/{name}.png`.
-pub async fn screenshot(
-    browser: &fantoccini::Client,
-    name: &str,
-) -> Result<(), fantoccini::error::CmdError> {
+pub async fn screenshot(browser: &fantoccini::Client, name: &str) -> Result<(), CmdError> {
     let png = browser.screenshot().await?;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).expect("target/screenshots");
@@ -131,33 +132,55 @@ pub async fn screenshot(
     Ok(())
 }
 
+/// Waits for the `#outcome` of the page a payment or a saved card lands on (the merchant's
+/// success page, a widget's thanks page).
+pub async fn outcome(browser: &fantoccini::Client) -> Result<Element, CmdError> {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("outcome"))
+        .await
+}
+
+/// What a customer does on Stripe's (the simulator's) hosted Checkout page once it loads: types
+/// `email` when given, picks the test `card`, and submits; `shot` names a screenshot of the
+/// filled page. Answers the hosted page's URL.
+pub async fn pay_on_hosted_page(
+    browser: &fantoccini::Client,
+    email: Option<&str>,
+    card: &str,
+    shot: Option<&str>,
+) -> Result<url::Url, CmdError> {
+    let cards = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("select[name=payment_method]"))
+        .await?;
+    let hosted = browser.current_url().await?;
+    if let Some(email) = email {
+        browser
+            .find(Locator::Css("input[name=email]"))
+            .await?
+            .send_keys(email)
+            .await?;
+    }
+    cards.select_by_value(card).await?;
+    if let Some(shot) = shot {
+        screenshot(browser, shot).await?;
+    }
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    Ok(hosted)
+}
+
 #[tokio::test]
 async fn a_customer_buys_in_a_real_browser_and_the_payment_is_recorded() {
     let app = TestApp::spawn().await;
-    let driver = Driver::start().await;
-    let profile = std::env::temp_dir().join(format!("kassa-chromium-{}", uuid::Uuid::new_v4()));
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": program("KASSA_CHROMIUM", "/usr/bin/chromium"),
-            // As root in a container; no network beyond localhost here, so nothing in the
-            // background either.
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session");
-
+    let session = chromium("1280,900").await;
+    let browser = &session.browser;
     let result = async {
         let base = app.stack.base_url().unwrap();
         browser.goto(&format!("{base}/")).await?;
@@ -167,39 +190,20 @@ async fn a_customer_buys_in_a_real_browser_and_the_payment_is_recorded() {
             .send_keys("browser-buyer@example.com")
             .await?;
         browser.find(Locator::Id("buy")).await?.click().await?;
-
-        // Stripe's (the simulator's) hosted Checkout page.
-        let card = browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css("select[name=payment_method]"))
-            .await?;
-        let on_checkout = browser.current_url().await?;
+        let on_checkout = pay_on_hosted_page(browser, None, "pm_card_visa", None).await?;
         assert!(
             on_checkout.as_str().starts_with(&app.sim().base_url()),
             "{on_checkout}"
         );
-        card.select_by_value("pm_card_visa").await?;
-        browser
-            .find(Locator::Css("button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-
         // Back on the merchant's success page.
-        let outcome = browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Id("outcome"))
-            .await?;
+        let outcome = outcome(browser).await?;
         let landed = browser.current_url().await?;
         let text = outcome.text().await?;
         let status = outcome.attr("data-status").await?;
-        Ok::<_, fantoccini::error::CmdError>((landed, text, status))
+        Ok::<_, CmdError>((landed, text, status))
     }
     .await;
-    let _ = browser.close().await;
-    let _ = std::fs::remove_dir_all(&profile);
+    session.close().await;
     let (landed, text, status) = result.expect("the browser flow");
 
     assert_eq!(landed.path(), "/success", "{landed}");
@@ -231,6 +235,5 @@ async fn a_customer_buys_in_a_real_browser_and_the_payment_is_recorded() {
     .await;
     app.processed(event["id"].as_str().unwrap()).await;
     assert_eq!(app.store().count_payments().await.unwrap(), 1);
-    drop(driver);
     app.cleanup().await;
 }

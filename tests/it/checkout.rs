@@ -3,7 +3,7 @@
 //! page and the webhook racing record each payment once, with one notification and one receipt.
 
 use crate::support::app::TestApp;
-use crate::support::smtp_sink::SmtpSink;
+use crate::support::smtp_sink::{addressed_to, SmtpSink};
 use crate::support::{assert_error, sim};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -535,16 +535,13 @@ async fn success_page_and_webhook_racing_fulfil_each_payment_once() {
         assert_eq!(all.len(), mail.len().max(2 * BUYERS), "no e-mail twice");
         all
     };
-    let to_owner = mail
-        .iter()
-        .filter(|m| m.rcpt_to.iter().any(|r| r.contains(NOTIFY)))
-        .count();
-    assert_eq!(to_owner, BUYERS, "one notification per payment");
+    assert_eq!(
+        addressed_to(&mail, NOTIFY),
+        BUYERS,
+        "one notification per payment"
+    );
     for i in 0..BUYERS {
-        let receipts = mail
-            .iter()
-            .filter(|m| m.rcpt_to.iter().any(|r| r.contains(&format!("buyer{i}@"))))
-            .count();
+        let receipts = addressed_to(&mail, &format!("buyer{i}@"));
         assert_eq!(receipts, 1, "one receipt for buyer {i}");
     }
     app.cleanup().await;

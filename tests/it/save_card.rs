@@ -4,7 +4,7 @@
 //! after the first session expired still reaches a working page. In headless Chromium: a link →
 //! the hosted page → the card saved as the customer's default, and an expired link's page.
 
-use crate::browser::{chromium, screenshot};
+use crate::browser::{chromium, outcome, pay_on_hosted_page, screenshot};
 use crate::charges::{charge, customer_with_card, settled};
 use crate::support::app::TestApp;
 use crate::support::smtp_sink::SmtpSink;
@@ -239,31 +239,14 @@ async fn a_repay_e_mail_link_still_works_after_the_first_session_expired() {
     let browser = &session.browser;
     let flow = async {
         browser.goto(&format!("{base}{path}")).await?;
-        let card = browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css("select[name=payment_method]"))
-            .await?;
-        let hosted = browser.current_url().await?;
-        browser
-            .find(Locator::Css("input[name=email]"))
-            .await?
-            .send_keys("late@example.com")
-            .await?;
-        card.select_by_value("pm_card_visa").await?;
-        screenshot(browser, "repay-1-late-link-hosted-page").await?;
-        browser
-            .find(Locator::Css("button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        let outcome = browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Id("outcome"))
-            .await?
-            .attr("data-status")
-            .await?;
+        let hosted = pay_on_hosted_page(
+            browser,
+            Some("late@example.com"),
+            "pm_card_visa",
+            Some("repay-1-late-link-hosted-page"),
+        )
+        .await?;
+        let outcome = outcome(browser).await?.attr("data-status").await?;
         screenshot(browser, "repay-2-card-saved").await?;
         Ok::<_, fantoccini::error::CmdError>((hosted, outcome))
     }
@@ -300,29 +283,14 @@ async fn a_save_card_link_saves_the_card_in_a_real_browser() {
     let browser = &session.browser;
     let flow = async {
         browser.goto(&url).await?;
-        let card = browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css("select[name=payment_method]"))
-            .await?;
-        let hosted = browser.current_url().await?;
-        browser
-            .find(Locator::Css("input[name=email]"))
-            .await?
-            .send_keys("saver@example.com")
-            .await?;
-        card.select_by_value("pm_card_visa").await?;
-        screenshot(browser, "save-card-1-hosted-page").await?;
-        browser
-            .find(Locator::Css("button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        let outcome = browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Id("outcome"))
-            .await?;
+        let hosted = pay_on_hosted_page(
+            browser,
+            Some("saver@example.com"),
+            "pm_card_visa",
+            Some("save-card-1-hosted-page"),
+        )
+        .await?;
+        let outcome = outcome(browser).await?;
         screenshot(browser, "save-card-2-saved").await?;
         let saved = outcome.attr("data-status").await?;
         browser.goto(&expired).await?;

@@ -4,9 +4,9 @@
 //! — with the Visa test card, a declined card then another on the same PaymentIntent, and 3-D
 //! Secure completed or failed.
 
-use crate::browser::{chromium, screenshot};
+use crate::browser::{chromium, outcome, screenshot};
 use crate::support::app::TestApp;
-use crate::support::smtp_sink::SmtpSink;
+use crate::support::smtp_sink::{addressed_to, SmtpSink};
 use crate::support::{assert_error, eventually};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
@@ -415,11 +415,7 @@ async fn the_widget_pays_with_the_visa_test_card_on_a_merchant_page() {
             .await?
             .send_keys(&fantoccini::key::Key::Enter.to_string())
             .await?;
-        let outcome = browser
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("outcome"))
-            .await?;
+        let outcome = outcome(browser).await?;
         screenshot(browser, "widget-3-paid").await?;
         let landed = browser.current_url().await?;
         Ok::<_, fantoccini::error::CmdError>((
@@ -458,13 +454,11 @@ async fn the_widget_pays_with_the_visa_test_card_on_a_merchant_page() {
 
     // One receipt to the buyer, one notification to the merchant.
     let mails = smtp.wait_for(2).await;
-    let to = |who: &str| {
-        mails
-            .iter()
-            .filter(|m| m.rcpt_to.iter().any(|r| r.contains(who)))
-            .count()
-    };
-    assert_eq!((to(BUYER), to(NOTIFY)), (1, 1), "{mails:?}");
+    assert_eq!(
+        (addressed_to(&mails, BUYER), addressed_to(&mails, NOTIFY)),
+        (1, 1),
+        "{mails:?}"
+    );
 
     // Stripe's webhook arrives too and finds it recorded: still one payment, no more e-mail.
     let event = eventually(
@@ -555,13 +549,7 @@ async fn a_declined_card_then_another_and_3d_secure_in_the_widget() {
         screenshot(browser, "widget-4-declined").await?;
         type_card(browser, "4242 4242 4242 4242").await?;
         click_pay(browser).await?;
-        let paid = browser
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("outcome"))
-            .await?
-            .attr("data-status")
-            .await?;
+        let paid = outcome(browser).await?.attr("data-status").await?;
         let after_decline = browser.current_url().await?;
 
         // 3-D Secure, completed.
@@ -569,13 +557,7 @@ async fn a_declined_card_then_another_and_3d_secure_in_the_widget() {
         type_card(browser, "4000 0027 6000 3184").await?;
         click_pay(browser).await?;
         authenticate(browser, "complete", "widget-5-3ds-challenge").await?;
-        let authenticated = browser
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("outcome"))
-            .await?
-            .attr("data-status")
-            .await?;
+        let authenticated = outcome(browser).await?.attr("data-status").await?;
         screenshot(browser, "widget-6-3ds-paid").await?;
 
         // 3-D Secure, failed: the message, no payment.
@@ -722,13 +704,11 @@ async fn a_widget_without_notification_or_receipt_sends_only_what_it_says() {
     );
     // The quiet widget's receipt, and the other's notification: two e-mails, no more.
     let mails = smtp.wait_for(2).await;
-    let to = |who: &str| {
-        mails
-            .iter()
-            .filter(|m| m.rcpt_to.iter().any(|r| r.contains(who)))
-            .count()
-    };
-    assert_eq!((to(BUYER), to(NOTIFY)), (1, 1), "{mails:?}");
+    assert_eq!(
+        (addressed_to(&mails, BUYER), addressed_to(&mails, NOTIFY)),
+        (1, 1),
+        "{mails:?}"
+    );
     assert_eq!(app.store().count_payments().await.unwrap(), 2);
     app.cleanup().await;
 }

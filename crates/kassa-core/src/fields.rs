@@ -144,19 +144,7 @@ pub fn metadata(value: &Option<Value>) -> Result<Metadata, FieldError> {
     Ok(out)
 }
 
-/// A command-line amount as the API would receive it: an integer as a JSON number; a decimal
-/// too, so that [`amount`] refuses it as a fraction of a minor unit; anything else as the
-/// string it is, refused as not a number.
-pub fn amount_from_text(raw: &str) -> Value {
-    let raw = raw.trim();
-    if let Ok(n) = raw.parse::<i64>() {
-        return Value::from(n);
-    }
-    raw.parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or_else(|| Value::String(raw.to_owned()), Value::Number)
-}
+pub use kassa_wire::charge::amount_from_text;
 
 #[cfg(test)]
 mod tests {

@@ -227,27 +227,17 @@ fn display(amount: i64, currency: &str) -> String {
         .unwrap_or_else(|_| format!("{amount} {}", currency.to_uppercase()))
 }
 
-/// A widget as the admin API and the command line show it.
+/// A widget as the admin API and the command line show it: what a browser learns of it
+/// ([`public_json`]) and its settings.
 pub fn widget_json(widget: &WidgetRecord) -> Value {
-    json!({
-        "id": widget.id,
-        "object": "widget",
-        "mode": if widget.livemode { "live" } else { "test" },
-        "description": widget.description,
-        "currency": widget.currency,
-        "amount": widget.amount,
-        "amount_display": widget.amount.map(|a| display(a, &widget.currency)),
-        "products": widget.products.iter().map(|p| json!({
-            "name": p.name,
-            "amount": p.amount,
-            "amount_display": display(p.amount, &widget.currency),
-        })).collect::<Vec<_>>(),
-        "collect_email": widget.collect_email,
-        "send_receipt": widget.send_receipt,
-        "notify_merchant": widget.notify_merchant,
-        "success_url": widget.success_url,
-        "created": widget.created_at.unix_timestamp(),
-    })
+    let mut shown = public_json(widget);
+    shown["object"] = json!("widget");
+    shown["mode"] = json!(if widget.livemode { "live" } else { "test" });
+    shown["send_receipt"] = json!(widget.send_receipt);
+    shown["notify_merchant"] = json!(widget.notify_merchant);
+    shown["success_url"] = json!(widget.success_url);
+    shown["created"] = json!(widget.created_at.unix_timestamp());
+    shown
 }
 
 /// What a browser learns of a widget: what it sells and what to ask, nothing of its settings.
@@ -592,6 +582,36 @@ mod tests {
             created_at: kassa_store::OffsetDateTime::UNIX_EPOCH,
         };
         assert_eq!(public_json(&record)["amount_display"], "¥1,000");
+        // The browser sees what is sold and asked; the admin view adds the settings.
+        let public = public_json(&record);
+        let keys = |v: &Value| {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(
+            keys(&public),
+            [
+                "amount",
+                "amount_display",
+                "collect_email",
+                "currency",
+                "description",
+                "id",
+                "products"
+            ]
+        );
+        let admin = widget_json(&record);
+        for key in keys(&public) {
+            assert_eq!(admin[&key], public[&key], "{key}");
+        }
+        assert_eq!(admin["object"], "widget");
+        assert_eq!(admin["mode"], "test");
+        assert_eq!(admin["send_receipt"], true);
+        assert_eq!(admin["notify_merchant"], true);
+        assert_eq!(admin["success_url"], Value::Null);
+        assert_eq!(admin["created"], 0);
+        assert_eq!(keys(&admin).len(), 13);
     }
 
     #[test]

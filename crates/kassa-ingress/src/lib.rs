@@ -15,7 +15,7 @@
 //! It never calls Stripe and never touches the database: it verifies and publishes, and stays
 //! thin so it is fast and scales out. The merchant's HTTP (APIs, pages) is kassa-api's.
 
-pub mod envelope;
+pub use kassa_wire::envelope;
 pub mod error;
 pub mod health;
 pub mod prometheus;

@@ -46,42 +46,75 @@
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! Everything but [`form`] is the `server` feature (on by default): the fuzz targets build the
+//! decoder alone, without the HTTP stack.
 
 #![recursion_limit = "256"]
 #![warn(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod api;
+#[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
 pub mod cards;
+#[cfg(feature = "server")]
 pub mod clock;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod control;
+#[cfg(feature = "server")]
 pub mod currency;
+#[cfg(feature = "server")]
 pub mod debits;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
 pub mod expand;
+#[cfg(feature = "server")]
 pub mod faults;
 pub mod form;
+#[cfg(feature = "server")]
 pub mod hosted;
+#[cfg(feature = "server")]
 pub mod idempotency;
+#[cfg(feature = "server")]
 pub mod list;
+#[cfg(feature = "server")]
 pub mod mode;
+#[cfg(feature = "server")]
 pub mod params;
+#[cfg(feature = "server")]
 pub mod publishable;
+#[cfg(feature = "server")]
 pub mod resources;
+#[cfg(feature = "server")]
 pub mod sim;
+#[cfg(feature = "server")]
 pub mod state;
+#[cfg(feature = "server")]
 pub mod stripe_js;
+#[cfg(feature = "server")]
 pub mod webhooks;
 
+#[cfg(feature = "server")]
 pub use api::RecordedRequest;
+#[cfg(feature = "server")]
 pub use auth::{key_fingerprint, KeyKind};
+#[cfg(feature = "server")]
 pub use config::{
     Faults, SimConfig, DEFAULT_API_VERSION, DEFAULT_LIVE_WEBHOOK_SECRET, DEFAULT_WEBHOOK_SECRET,
     ENDPOINT_RATE_LIMIT, LIVE_MODE_RATE_LIMIT, TEST_MODE_RATE_LIMIT,
 };
+#[cfg(feature = "server")]
 pub use error::SimError;
+#[cfg(feature = "server")]
 pub use faults::RateLimited;
+#[cfg(feature = "server")]
 pub use mode::Mode;
+#[cfg(feature = "server")]
 pub use sim::{serve, Simulator};
+#[cfg(feature = "server")]
 pub use webhooks::{signature_header, DeliveryOutcome, WebhookDelivery};

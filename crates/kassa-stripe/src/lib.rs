@@ -30,14 +30,14 @@
 
 pub mod client;
 pub mod error;
-pub mod form;
+pub use kassa_wire::form;
 pub mod idempotency;
 pub mod key;
 pub mod modes;
 pub mod money;
 pub mod objects;
 pub mod resources;
-pub mod webhook;
+pub use kassa_wire::webhook;
 
 pub use client::{Client, ClientConfig, ConfigError, DEFAULT_API_BASE, STRIPE_VERSION};
 pub use error::StripeError;

@@ -16,6 +16,15 @@ pub struct Received {
     pub data: Vec<u8>,
 }
 
+/// How many of `mails` have a recipient whose address contains `who`.
+#[allow(dead_code)] // kassa-worker's tests/smtp.rs shares this file and counts no recipients
+pub fn addressed_to(mails: &[Received], who: &str) -> usize {
+    mails
+        .iter()
+        .filter(|m| m.rcpt_to.iter().any(|r| r.contains(who)))
+        .count()
+}
+
 /// An SMTP sink. Recipients starting with `refuse-5xx` get 550, with `busy-4xx` get 451.
 pub struct SmtpSink {
     pub port: u16,

@@ -50,13 +50,14 @@
 //! transactions); a session-level advisory lock would have needed a second pooled connection per
 //! charge in flight for nothing the row lock does not already give.
 
-pub mod csv_rows;
 pub mod execute;
 pub mod lookup;
 pub mod recheckout;
 pub mod review;
 pub mod settle;
 pub mod submit;
+
+pub use kassa_wire::charge_csv as csv_rows;
 
 use crate::{notify, Error};
 use kassa_broker::Topology;

@@ -14,33 +14,10 @@ use crate::customers::{import_customer, Imported};
 use crate::fields::{self, field_error, FieldError};
 use kassa_store::{customers, ChargeRecord, JobRoute, NewCharge, Store, StoreError};
 use kassa_stripe::{Client, Mode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-/// A charge request, as `POST /api/charges` takes it (JSON) and the commands build it.
-#[derive(Debug, Default, Deserialize)]
-pub struct ChargeRequest {
-    /// `cus_…`, a customer of the Stripe account with a saved card.
-    pub customer: Option<String>,
-    /// Minor units; must be an integer (JSON number without a fraction).
-    pub amount: Option<Value>,
-    /// ISO code, any case.
-    pub currency: Option<String>,
-    /// A card of that customer; default: the customer's default card at execution time.
-    pub payment_method: Option<String>,
-    /// Shown in Stripe.
-    pub description: Option<String>,
-    /// The caller's unique reference: the same reference twice is one charge.
-    pub reference: Option<String>,
-    /// Key-value pairs kept with the charge.
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    /// The charge's mode (`true`: live); absent, the deployment's default mode. The caller
-    /// resolves it ([`ChargeMode`]) before submitting.
-    #[serde(default)]
-    pub livemode: Option<bool>,
-}
+pub use kassa_wire::charge::ChargeRequest;
 
 /// The mode a charge is submitted in, and that mode's Stripe client when one is at hand (to
 /// look up a customer Kassa has not recorded).

@@ -93,7 +93,7 @@ impl Form {
     /// Percent-encodes the fields as `application/x-www-form-urlencoded` (brackets become `%5B`/`%5D`,
     /// as stripe-python sends them; Stripe decodes either form).
     pub fn encode(&self) -> String {
-        url::form_urlencoded::Serializer::new(String::new())
+        form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&self.pairs)
             .finish()
     }
@@ -294,7 +294,7 @@ mod tests {
             for (k, v) in &pairs {
                 form.push(k.clone(), v.clone());
             }
-            let decoded: Vec<(String, String)> = url::form_urlencoded::parse(form.encode().as_bytes())
+            let decoded: Vec<(String, String)> = form_urlencoded::parse(form.encode().as_bytes())
                 .into_owned()
                 .collect();
             prop_assert_eq!(decoded, pairs);
@@ -305,7 +305,7 @@ mod tests {
             metadata in proptest::collection::btree_map("[^\\[\\]]{1,40}", any::<String>(), 0..8)
         ) {
             let form = Form::from_params(&serde_json::json!({ "metadata": metadata })).unwrap();
-            let decoded: Vec<(String, String)> = url::form_urlencoded::parse(form.encode().as_bytes())
+            let decoded: Vec<(String, String)> = form_urlencoded::parse(form.encode().as_bytes())
                 .into_owned()
                 .collect();
             let expected: Vec<(String, String)> = metadata

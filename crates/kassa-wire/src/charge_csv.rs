@@ -1,12 +1,11 @@
 //! The CSV form of back-office charges, as `kassa charges import FILE.csv` reads it: a header
 //! row naming `customer,amount,currency,reference` and optionally `payment_method,description`
 //! (any order), then one charge per row. [`reader`] reads the file, [`check_headers`] judges the header row; [`read_row`]
-//! turns one record into the [`ChargeRequest`] that [`super::submit`] validates like any other,
+//! turns one record into the [`ChargeRequest`] that kassa-core validates like any other,
 //! or says why the row is not one. Every cell is text until validation says otherwise. Pure
 //! (no I/O), so the importer streams it and the fuzzer feeds it anything.
 
-use super::submit::ChargeRequest;
-use crate::fields::amount_from_text;
+use crate::charge::{amount_from_text, ChargeRequest};
 use csv::StringRecord;
 use serde::Deserialize;
 

@@ -419,6 +419,18 @@ async fn bad_inputs_are_4xx_json_and_create_nothing() {
             400,
             "invalid_query",
         ),
+        (
+            reqwest::Method::GET,
+            "/api/charges?livemode=maybe",
+            400,
+            "invalid_query",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/widgets?livemode=maybe",
+            400,
+            "invalid_query",
+        ),
     ] {
         let response = app
             .http

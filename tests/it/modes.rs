@@ -170,6 +170,89 @@ async fn a_live_charge_is_made_with_the_live_key() {
     app.cleanup().await;
 }
 
+/// A charge row of one mode naming a customer Kassa holds in the other (a row recorded before
+/// charges were recorded in their own mode, e.g. by `kassa charge` without a key): nothing is
+/// sent with either key; the charge waits for a person, saying why.
+#[tokio::test]
+async fn a_charge_whose_customer_is_of_the_other_mode_goes_to_review_unsent() {
+    let app = TestApp::builder().two_modes().spawn().await;
+    let live = app.stripe_in(Mode::Live);
+    let params = CustomerParams {
+        email: Some(format!("{}@example.com", uuid::Uuid::new_v4().simple())),
+        ..Default::default()
+    };
+    let customer = live
+        .customers()
+        .create(&params, &key("customer"))
+        .await
+        .unwrap();
+    let card = live
+        .payment_methods()
+        .attach(card_of(Mode::Live), &customer.id, &key("attach"))
+        .await
+        .unwrap();
+    live.customers()
+        .set_default_payment_method(&customer.id, &card.id, &key("default"))
+        .await
+        .unwrap();
+    // Kassa's records of them, as the webhooks write them.
+    let mut tx = app.store().begin().await.unwrap();
+    kassa_store::customers::upsert_customer(
+        &mut tx,
+        &kassa_store::CustomerRecord {
+            id: customer.id.clone(),
+            email: params.email.clone(),
+            name: None,
+            default_payment_method: Some(card.id.clone()),
+            deleted: false,
+            livemode: true,
+        },
+    )
+    .await
+    .unwrap();
+    kassa_store::customers::upsert_payment_method(
+        &mut tx,
+        &kassa_core::records::payment_method_record(&card, Some(&customer.id)),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let route = kassa_core::charges::job_route(&app.topology);
+    let (charge, _) = app
+        .store()
+        .submit_charge(
+            &route,
+            &NewCharge {
+                reference: format!("inv-old-{}", uuid::Uuid::new_v4().simple()),
+                customer_id: customer.id.clone(),
+                payment_method_id: None,
+                amount: 2500,
+                currency: "usd".into(),
+                description: None,
+                metadata: json!({}),
+                livemode: false,
+            },
+        )
+        .await
+        .unwrap();
+    let reviewed = eventually(Duration::from_secs(30), "the charge in review", || async {
+        app.store()
+            .charge(charge.id)
+            .await
+            .unwrap()
+            .filter(|c| c.status == ChargeStatus::NeedsReview)
+    })
+    .await;
+    let reason = reviewed.review_reason.unwrap_or_default();
+    assert!(
+        reason.contains("test-mode charge") && reason.contains("live-mode customer"),
+        "{reason}"
+    );
+    let creates = app.calls("POST", "/v1/payment_intents");
+    assert!(creates.is_empty(), "nothing sent: {creates:?}");
+    app.cleanup().await;
+}
+
 /// `POST /webhooks/stripe` of `app` with `body` signed by `secret`: status and JSON answer.
 async fn deliver(app: &TestApp, body: &str, secret: &str) -> (u16, Value) {
     let now = kassa_worker::poller::unix_now();

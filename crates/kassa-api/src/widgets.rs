@@ -26,7 +26,7 @@ use crate::pages::{html_error, render};
 use crate::{page_permit, ApiState};
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -225,8 +225,9 @@ struct ListQuery {
 
 async fn list_widgets(
     State(state): State<ApiState>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::from_query_rejection(&e))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let widgets = state
         .store

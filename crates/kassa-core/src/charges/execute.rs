@@ -81,6 +81,10 @@ impl ChargeExecutor {
         if charge.attempt_started_at.is_some() {
             return Ok(Start::AlreadyStarted);
         }
+        if self.customer_of_other_mode(&mut tx, &charge).await? {
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(Start::NothingToDo);
+        }
         let Some(card) = self.resolve_card(&mut tx, &charge).await? else {
             tx.commit().await.map_err(StoreError::from)?;
             return Ok(Start::NothingToDo);
@@ -98,6 +102,48 @@ impl ChargeExecutor {
         tx.commit().await.map_err(StoreError::from)?;
         info!(payment_method = %card, idempotency_key = %key, "attempt recorded; sending it");
         Ok(Start::Recorded)
+    }
+
+    /// Whether the charge's customer is one Kassa holds in the other mode than the charge's (a
+    /// row recorded before charges were recorded in their own mode): an id never crosses modes,
+    /// so nothing is sent with either key and the charge goes to `needs_review` (in `tx`, with
+    /// its alert), saying why. A customer Kassa does not hold is left to Stripe, asked in the
+    /// charge's own mode.
+    async fn customer_of_other_mode(
+        &self,
+        tx: &mut PgConnection,
+        charge: &ChargeRecord,
+    ) -> Result<bool, Error> {
+        let Some((customer, _)) =
+            customers::customer_with_default_card(&mut *tx, &charge.customer_id).await?
+        else {
+            return Ok(false);
+        };
+        if customer.livemode == charge.livemode {
+            return Ok(false);
+        }
+        let mode = |live: bool| if live { "live" } else { "test" };
+        let reason = format!(
+            "charge {} is a {}-mode charge but its customer {} is a {}-mode customer: test and live never mix, so nothing was sent; record the charge again in the customer's mode",
+            charge.id,
+            mode(charge.livemode),
+            charge.customer_id,
+            mode(customer.livemode),
+        );
+        warn!(%reason, "charge and customer of different modes; sent to review");
+        if store_charges::mark_charge_needs_review(tx, charge.id, charge.attempt, &reason).await? {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            self.alert_with_id(
+                tx,
+                charge,
+                "charge.needs_review",
+                json!({"reason": reason}),
+                format!("charge.needs_review:{}:{}:{now}", charge.id, charge.attempt),
+            )
+            .await?;
+            metrics::counter!("kassa_charges_total", "outcome" => "needs_review").increment(1);
+        }
+        Ok(true)
     }
 
     /// The card the charge names, else the customer's default card now. `None`: the customer

@@ -137,3 +137,51 @@ async fn a_settle_waits_for_a_claim_of_the_same_event_and_then_finds_it_processe
     let stored = db.store.event("evt_both").await.unwrap().unwrap();
     assert_eq!(stored.attempts, 1, "processed once");
 }
+
+#[tokio::test]
+async fn an_echo_whose_write_rolls_back_is_left_to_the_usual_path_unmarked() {
+    let db = TestDb::new().await;
+    // The write was sent under its key, but its transaction rolls back after the echo arrived:
+    // Kassa's records never took its answer, so the echo must be re-fetched, not marked.
+    let mut writer = db.store.begin().await.unwrap();
+    own_writes::lock_own_key(&mut writer, KEY).await.unwrap();
+    own_writes::record_own_write(&mut writer, KEY, "cus_1")
+        .await
+        .unwrap();
+    let store = db.store.clone();
+    let echo = tokio::spawn(async move {
+        store
+            .settle_without_effects("evt_rolled_back", ECHO, false, Some((KEY, "cus_1")))
+            .await
+            .unwrap()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the echo waits for the writer",
+        || someone_waits_for_a_lock(&db.store),
+    )
+    .await;
+    assert!(!echo.is_finished());
+    writer.rollback().await.unwrap();
+    assert_eq!(
+        echo.await.unwrap(),
+        Settled::NotRecorded,
+        "a rolled-back note is never seen"
+    );
+    let stored = db
+        .store
+        .event("evt_rolled_back")
+        .await
+        .unwrap()
+        .expect("noted in the inbox");
+    assert_eq!(stored.processed_at, None, "nothing marked");
+    let EventClaim::Claimed(tx) = db
+        .store
+        .claim_event("evt_rolled_back", ECHO, false)
+        .await
+        .unwrap()
+    else {
+        panic!("the usual path claims the event");
+    };
+    tx.abandon().await.unwrap();
+}

@@ -7,32 +7,16 @@
 
 use crate::support::app::TestApp;
 use crate::support::binary::{run, text};
+use crate::support::sim::{card_of, fingerprint_of};
 use crate::support::sim::{LIVE_API_KEY, LIVE_PUBLISHABLE_KEY, TEST_API_KEY, TEST_PUBLISHABLE_KEY};
 use crate::support::{assert_error, eventually, key};
 use kassa_store::ChargeStatus;
 use kassa_stripe::resources::CustomerParams;
 use kassa_stripe::Mode;
-use kassa_stripe_sim::key_fingerprint;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const TOKEN: &str = "mode-per-call-admin-token-0123456789";
-
-/// A card that pays in `mode` on the simulator: Stripe's test Visa, or the simulator's live card
-/// (Stripe declines test cards in live mode).
-fn card_of(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Test => "pm_card_visa",
-        Mode::Live => "pm_card_simulatorLive",
-    }
-}
-
-fn fingerprint_of(mode: Mode) -> String {
-    key_fingerprint(match mode {
-        Mode::Test => TEST_API_KEY,
-        Mode::Live => LIVE_API_KEY,
-    })
-}
 
 /// A customer of `mode` on the simulator with a default card, made with that mode's key (Kassa
 /// has not recorded it: a charge looks it up with the key of the charge's mode).

@@ -6,32 +6,15 @@
 
 use crate::support::app::TestApp;
 use crate::support::binary::{kassa, text};
-use crate::support::sim::{LIVE_API_KEY, TEST_API_KEY};
+use crate::support::sim::LIVE_API_KEY;
+use crate::support::sim::{card_of, fingerprint_of};
 use crate::support::{eventually, key, services};
 use kassa_store::charges::{ChargeStatus, NewCharge};
 use kassa_stripe::resources::CustomerParams;
 use kassa_stripe::Mode;
-use kassa_stripe_sim::{
-    key_fingerprint, signature_header, DEFAULT_LIVE_WEBHOOK_SECRET, DEFAULT_WEBHOOK_SECRET,
-};
+use kassa_stripe_sim::{signature_header, DEFAULT_LIVE_WEBHOOK_SECRET, DEFAULT_WEBHOOK_SECRET};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// A card that pays in `mode` on the simulator: Stripe's test Visa, or the simulator's live card
-/// (Stripe declines test cards in live mode).
-fn card_of(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Test => "pm_card_visa",
-        Mode::Live => "pm_card_simulatorLive",
-    }
-}
-
-fn fingerprint_of(mode: Mode) -> String {
-    key_fingerprint(match mode {
-        Mode::Test => TEST_API_KEY,
-        Mode::Live => LIVE_API_KEY,
-    })
-}
 
 #[tokio::test]
 async fn interleaved_test_and_live_sessions_are_each_fulfilled_with_their_own_key() {

@@ -70,3 +70,20 @@ pub async fn advance_clock(base: &str, seconds: u32) -> Value {
     assert_eq!(answer.status(), 200);
     answer.json().await.unwrap()
 }
+
+/// A card that pays in `mode` on the simulator: Stripe's test Visa, or the simulator's live card
+/// (Stripe declines test cards in live mode).
+pub fn card_of(mode: kassa_stripe::Mode) -> &'static str {
+    match mode {
+        kassa_stripe::Mode::Test => "pm_card_visa",
+        kassa_stripe::Mode::Live => "pm_card_simulatorLive",
+    }
+}
+
+/// The fingerprint the simulator's request log shows for the tests' key of `mode`.
+pub fn fingerprint_of(mode: kassa_stripe::Mode) -> String {
+    kassa_stripe_sim::key_fingerprint(match mode {
+        kassa_stripe::Mode::Test => TEST_API_KEY,
+        kassa_stripe::Mode::Live => LIVE_API_KEY,
+    })
+}

@@ -7,7 +7,7 @@ use anyhow::Context;
 use kassa::stack::{Stack, StackConfig, StripeTarget};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The process's configuration with the stored settings filled in. A configuration the
 /// environment alone makes invalid fails first, before PostgreSQL is asked anything — unless a
@@ -29,9 +29,48 @@ async fn with_stored_settings<A>(
     build(args)
 }
 
+/// Waits, with pauses growing to 10 s, until PostgreSQL at `database_url` accepts connections,
+/// so a long-running process started before its database (a host booting, a failover) waits for
+/// it instead of exiting. Any other answer (a database not created yet, wrong credentials) ends
+/// the wait: the start-up that follows creates the database or reports the error. `false`:
+/// SIGINT/SIGTERM came first.
+async fn wait_for_database(database_url: &str) -> bool {
+    use backon::BackoffBuilder;
+    let signal = CancellationToken::new();
+    let watcher = tokio::spawn(config::cancel_on_signal(signal.clone()));
+    let mut pauses = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .build();
+    let reachable = loop {
+        match kassa_store::Store::probe(database_url).await {
+            Err(kassa_store::StoreError::Unavailable(error)) => {
+                let pause = pauses.next().unwrap_or(Duration::from_secs(10));
+                warn!(
+                    %error,
+                    database = %kassa_broker::connection::redact_url(database_url),
+                    retry_in_ms = pause.as_millis() as u64,
+                    "PostgreSQL is unreachable; waiting for it before starting"
+                );
+                tokio::select! {
+                    _ = signal.cancelled() => break false,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            _ => break true,
+        }
+    };
+    watcher.abort();
+    reachable
+}
+
 /// Runs `kassa serve`.
 pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let database_url = args.store.database_url.clone();
+    if !wait_for_database(&database_url).await {
+        return Ok(());
+    }
     let master_key = args.master_key.key()?;
     let config = with_stored_settings(
         &mut args,
@@ -64,6 +103,9 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
     let config = if args.reads_stored_settings() {
         let database_url = args.api.database_url.clone();
+        if !wait_for_database(&database_url).await {
+            return Ok(());
+        }
         let master_key = args.master_key.key()?;
         with_stored_settings(
             &mut args,
@@ -77,6 +119,11 @@ pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
         args.stack_config()?
     };
     let apis = config.admin_token.is_some();
+    if let Some(database_url) = &config.database_url {
+        if !args.reads_stored_settings() && !wait_for_database(database_url).await {
+            return Ok(());
+        }
+    }
     let mut stack = Stack::start(config.clone()).await?;
     let address = stack.address.context("the ingress has an address")?;
     info!(
@@ -145,6 +192,9 @@ fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> 
 /// Runs `kassa worker`.
 pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
     let database_url = args.store.database_url.clone();
+    if !wait_for_database(&database_url).await {
+        return Ok(());
+    }
     let master_key = args.master_key.key()?;
     let config = with_stored_settings(
         &mut args,

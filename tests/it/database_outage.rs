@@ -1,6 +1,7 @@
 //! PostgreSQL unreachable under a running `kassa worker`: its `/readyz` says so, an event that
 //! arrives meanwhile waits in RabbitMQ, and once the database answers again the same process
-//! reconnects and handles it — no restart.
+//! reconnects and handles it — no restart. A worker started while PostgreSQL is unreachable waits
+//! for it rather than exiting.
 
 use crate::support::app::TestApp;
 use crate::support::binary::{free_port, KassaProcess};
@@ -92,6 +93,61 @@ async fn a_worker_without_its_database_is_not_ready_and_resumes_by_itself() {
     assert_card_saved(&app, &session).await;
     // The same process all along: it exits cleanly on SIGTERM.
     worker.stop(Duration::from_secs(30)).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_worker_started_before_its_database_waits_for_it_and_then_works() {
+    let app = TestApp::builder()
+        .without_ingress()
+        .without_worker()
+        .spawn()
+        .await;
+    // A port nothing listens on: the proxy accepts, cannot reach it and closes the connection,
+    // as a database host that is up while PostgreSQL is not yet.
+    let mut proxy = TcpProxy::start(&format!("127.0.0.1:{}", free_port())).await;
+    let mut through = url::Url::parse(&app.database_url).unwrap();
+    through.set_ip_host(proxy.address.ip()).unwrap();
+    through.set_port(Some(proxy.address.port())).unwrap();
+    let mut command = app.kassa_command(&["worker"]);
+    command
+        .env("KASSA_DATABASE_URL", through.as_str())
+        .env("RUST_LOG", "info");
+    let starting = tokio::spawn(KassaProcess::start(
+        command,
+        free_port(),
+        Duration::from_secs(90),
+    ));
+    // A worker that gave up would have tried once: three tries mean it is waiting.
+    eventually(
+        Duration::from_secs(30),
+        "the worker to try the database three times",
+        || async { (proxy.accepted() >= 3).then_some(()) },
+    )
+    .await;
+
+    proxy
+        .forward_to(&services::database_server_address().await)
+        .await;
+    let worker = starting.await.unwrap();
+    let session = app
+        .create_setup_session(&format!("w{}@example.com", uuid::Uuid::new_v4().simple()))
+        .await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = completed["id"].as_str().unwrap().to_owned();
+    app.publish_event(&completed).await;
+    let processed = app.processed(&event_id).await;
+    assert!(processed.processed_at.is_some());
+    assert_card_saved(&app, &session).await;
+    let logs = worker.stop(Duration::from_secs(30)).await;
+    assert!(
+        logs.contains("PostgreSQL is unreachable; waiting for it before starting"),
+        "{logs}"
+    );
     app.cleanup().await;
 }
 

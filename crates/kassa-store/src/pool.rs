@@ -7,8 +7,11 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use crate::{StoreError, MIGRATOR};
 
-/// The database URL the `kassa` binary uses when `KASSA_DATABASE_URL` is not set.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/kassa";
+/// The database URL the `kassa` binary uses when `KASSA_DATABASE_URL` is not set: the local
+/// server over loopback, without TLS (`sslmode=disable`). On loopback TLS protects nothing and
+/// costs CPU on both ends of every round trip; a server on another host should be reached with
+/// `sslmode=verify-full` in `KASSA_DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/kassa?sslmode=disable";
 
 /// How long a duplicate of an event being handled waits for the first claim before giving up
 /// with a transient error (the message then goes to the retry ladder).
@@ -82,6 +85,17 @@ impl Store {
             claim_lock_timeout: DEFAULT_CLAIM_LOCK_TIMEOUT,
             installation: installation.into(),
         })
+    }
+
+    /// Opens and closes one connection to the server at `url`: `Err(StoreError::Unavailable)`
+    /// while it cannot be reached (refused, reset, starting up, too many connections). A
+    /// database that does not exist yet is an error of another kind, which [`Store::connect`]
+    /// then handles by creating it.
+    pub async fn probe(url: &str) -> Result<(), StoreError> {
+        let options: PgConnectOptions = url.parse()?;
+        let conn = connect_once(&options).await?;
+        let _ = conn.close().await;
+        Ok(())
     }
 
     /// Sets how long [`Store::claim_event`] waits for a concurrent claim of the same event.

@@ -37,6 +37,10 @@ pub struct SimConfig {
     pub live_webhook_endpoints: Vec<String>,
     /// Secret that signs live-mode webhooks: a live endpoint's own secret, never the test one.
     pub live_webhook_secret: String,
+    /// The `enabled_events` of the endpoints above (default `["*"]`, every event). Stripe (API
+    /// reference, webhook endpoints): "The list of events to enable for this endpoint. You may
+    /// specify `['*']` to enable all events"; an endpoint is sent only events of those types.
+    pub webhook_enabled_events: Vec<String>,
     /// First retry delay of a failed delivery; attempt n waits `base × 2^(n-1)` (compressed time for tests).
     pub webhook_retry_base: Duration,
     /// Attempts per event and endpoint before giving up (default 4: Stripe's sandbox retries three times).
@@ -61,6 +65,7 @@ impl Default for SimConfig {
             webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
             live_webhook_endpoints: Vec::new(),
             live_webhook_secret: DEFAULT_LIVE_WEBHOOK_SECRET.to_owned(),
+            webhook_enabled_events: vec!["*".to_owned()],
             webhook_retry_base: Duration::from_millis(100),
             // Stripe: "In a sandbox, Stripe retries three times over a few hours" (docs: webhooks).
             webhook_max_attempts: 4,

@@ -117,4 +117,4 @@ pub use mode::Mode;
 #[cfg(feature = "server")]
 pub use sim::{serve, Simulator};
 #[cfg(feature = "server")]
-pub use webhooks::{signature_header, DeliveryOutcome, WebhookDelivery};
+pub use webhooks::{signature_header, DeliveryOutcome, EnabledEvents, WebhookDelivery};

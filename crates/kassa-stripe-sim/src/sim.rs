@@ -23,7 +23,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::mode::Mode;
 use crate::resources::{checkout, payment_intents};
 use crate::state::{Accounts, Ctx, Env, Origin};
-use crate::webhooks::{Deliverer, DeliverySettings, Outgoing, WebhookDelivery};
+use crate::webhooks::{Deliverer, DeliverySettings, EnabledEvents, Outgoing, WebhookDelivery};
 use crate::{control, hosted, stripe_js};
 
 /// State shared by every handler and background task of one instance.
@@ -55,14 +55,15 @@ impl Shared {
         origin: Origin,
         f: impl FnOnce(&mut Ctx<'_>) -> T,
     ) -> (T, bool) {
-        let endpoints = self.deliverer.endpoint_count(mode);
+        let endpoints = self.deliverer.enabled_events_of(mode);
+        let any_endpoint = !endpoints.is_empty();
         let (out, emitted, mutated) = {
             let mut accounts = self.store.lock().unwrap_or_else(PoisonError::into_inner);
             let mut ctx = Ctx::new(&mut accounts, mode, &self.env, origin, endpoints);
             let out = f(&mut ctx);
             (out, std::mem::take(&mut ctx.emitted), ctx.mutated)
         };
-        if endpoints > 0 {
+        if any_endpoint {
             for event in emitted {
                 let outgoing = Outgoing {
                     // Stripe sends events pretty-printed; receivers must verify the raw bytes either way.
@@ -153,11 +154,12 @@ impl Simulator {
             tasks.clone(),
         )
         .map_err(SimError::HttpClient)?;
+        let enabled = EnabledEvents::of(&config.webhook_enabled_events);
         for url in &config.webhook_endpoints {
-            deliverer.add_endpoint(Mode::Test, url.clone());
+            deliverer.add_endpoint_for(Mode::Test, url.clone(), enabled.clone());
         }
         for url in &config.live_webhook_endpoints {
-            deliverer.add_endpoint(Mode::Live, url.clone());
+            deliverer.add_endpoint_for(Mode::Live, url.clone(), enabled.clone());
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         tasks.spawn(Arc::clone(&deliverer).dispatch(events_rx));

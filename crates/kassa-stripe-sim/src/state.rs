@@ -278,8 +278,9 @@ pub struct Ctx<'a> {
     pub env: &'a Env,
     /// The request behind this execution.
     pub origin: Origin,
-    /// Webhook endpoints configured now (an event's initial `pending_webhooks`).
-    pub endpoints: usize,
+    /// The `enabled_events` of each webhook endpoint of this mode configured now (an event's
+    /// initial `pending_webhooks` counts those that include its type).
+    pub endpoints: Vec<crate::webhooks::EnabledEvents>,
     /// Events emitted, in order, to deliver as webhooks once the lock is released (none are kept when
     /// no endpoint is configured).
     pub emitted: Vec<Event>,
@@ -294,7 +295,7 @@ impl<'a> Ctx<'a> {
         mode: Mode,
         env: &'a Env,
         origin: Origin,
-        endpoints: usize,
+        endpoints: Vec<crate::webhooks::EnabledEvents>,
     ) -> Self {
         let (store, other) = accounts.split(mode);
         Ctx {
@@ -369,11 +370,15 @@ impl<'a> Ctx<'a> {
             created: self.now,
             object,
             previous,
-            pending_webhooks: self.endpoints as u64,
+            pending_webhooks: self
+                .endpoints
+                .iter()
+                .filter(|e| e.includes(event_type))
+                .count() as u64,
             origin: self.origin.clone(),
             mode: self.mode,
         };
-        if self.endpoints > 0 {
+        if event.pending_webhooks > 0 {
             self.emitted.push(event.clone());
         }
         self.mutated = true;

@@ -114,11 +114,40 @@ struct Job {
     duplicate: bool,
 }
 
+/// One endpoint: where its worker takes jobs, and the event types it is sent.
+struct Endpoint {
+    jobs: mpsc::UnboundedSender<Job>,
+    enabled_events: EnabledEvents,
+}
+
+/// An endpoint's `enabled_events`. Stripe (API reference, webhook endpoints): "The list of events
+/// to enable for this endpoint. You may specify `['*']` to enable all events"; an endpoint is sent
+/// only the events of those types.
+#[derive(Debug, Clone)]
+pub struct EnabledEvents(Arc<[String]>);
+
+impl EnabledEvents {
+    /// `['*']`: every event.
+    pub fn all() -> Self {
+        EnabledEvents(Arc::from(vec!["*".to_owned()]))
+    }
+
+    /// These types (`*` among them enables all).
+    pub fn of(types: &[String]) -> Self {
+        EnabledEvents(Arc::from(types.to_vec()))
+    }
+
+    /// Whether an event of type `event_type` is sent.
+    pub fn includes(&self, event_type: &str) -> bool {
+        self.0.iter().any(|t| t == "*" || t == event_type)
+    }
+}
+
 /// The delivery machinery shared by the dispatcher and the endpoint workers.
 pub struct Deliverer {
     settings: DeliverySettings,
     client: reqwest::Client,
-    endpoints: Mutex<HashMap<(Mode, String), mpsc::UnboundedSender<Job>>>,
+    endpoints: Mutex<HashMap<(Mode, String), Endpoint>>,
     test_count: AtomicUsize,
     live_count: AtomicUsize,
     log: Mutex<Vec<WebhookDelivery>>,
@@ -168,6 +197,17 @@ impl Deliverer {
         self.counter(mode).load(Ordering::Relaxed)
     }
 
+    /// The `enabled_events` of each endpoint of `mode`.
+    pub fn enabled_events_of(&self, mode: Mode) -> Vec<EnabledEvents> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|((m, _), _)| *m == mode)
+            .map(|(_, e)| e.enabled_events.clone())
+            .collect()
+    }
+
     /// The endpoint URLs of `mode`, sorted.
     pub fn endpoints(&self, mode: Mode) -> Vec<String> {
         let mut urls: Vec<String> = self
@@ -193,6 +233,16 @@ impl Deliverer {
     /// Adds an endpoint of `mode` (ignored if already there); it receives that mode's events created
     /// from now on. The same URL may be an endpoint of both modes, each signing with its own secret.
     pub fn add_endpoint(self: &Arc<Self>, mode: Mode, url: String) {
+        self.add_endpoint_for(mode, url, EnabledEvents::all());
+    }
+
+    /// [`Deliverer::add_endpoint`], sent only the events of the types `enabled_events` names.
+    pub fn add_endpoint_for(
+        self: &Arc<Self>,
+        mode: Mode,
+        url: String,
+        enabled_events: EnabledEvents,
+    ) {
         let mut endpoints = self
             .endpoints
             .lock()
@@ -201,8 +251,14 @@ impl Deliverer {
         if endpoints.contains_key(&key) {
             return;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        endpoints.insert(key, tx);
+        let (jobs, rx) = mpsc::unbounded_channel();
+        endpoints.insert(
+            key,
+            Endpoint {
+                jobs,
+                enabled_events,
+            },
+        );
         let count = endpoints.keys().filter(|(m, _)| *m == mode).count();
         self.counter(mode).store(count, Ordering::Relaxed);
         let me = Arc::clone(self);
@@ -242,21 +298,28 @@ impl Deliverer {
                 }
                 batch.shuffle(&mut rand::rng());
             }
-            let senders: Vec<(Mode, String, mpsc::UnboundedSender<Job>)> = self
+            let senders: Vec<(Mode, String, Endpoint)> = self
                 .endpoints
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .map(|((m, url), v)| (*m, url.clone(), v.clone()))
+                .map(|((m, url), e)| {
+                    let endpoint = Endpoint {
+                        jobs: e.jobs.clone(),
+                        enabled_events: e.enabled_events.clone(),
+                    };
+                    (*m, url.clone(), endpoint)
+                })
                 .collect();
             for event in batch {
                 let event = Arc::new(event);
                 let dropped = faults.drop_webhook_rate > 0.0
                     && rand::rng().random_bool(faults.drop_webhook_rate.clamp(0.0, 1.0));
-                for (mode, url, tx) in &senders {
-                    if *mode != event.mode {
+                for (mode, url, endpoint) in &senders {
+                    if *mode != event.mode || !endpoint.enabled_events.includes(&event.event_type) {
                         continue;
                     }
+                    let tx = &endpoint.jobs;
                     if dropped {
                         self.record(WebhookDelivery {
                             event_id: event.id.clone(),

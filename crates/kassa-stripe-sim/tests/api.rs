@@ -526,6 +526,53 @@ async fn webhooks_are_signed_retried_and_logged() {
     s.sim.shutdown().await;
 }
 
+/// Stripe: an endpoint's `enabled_events` lists the types it is sent (`['*']`: all); an event's
+/// `pending_webhooks` counts the endpoints it is sent to.
+#[tokio::test]
+async fn endpoints_are_sent_only_their_enabled_events() {
+    let (url, got) = flaky_receiver().await;
+    let s = Sim::start(SimConfig {
+        webhook_endpoints: vec![url],
+        webhook_enabled_events: vec!["customer.updated".to_owned()],
+        webhook_retry_base: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let cus = s
+        .post("/v1/customers", &[("email", "e@example.com")], None)
+        .await
+        .body;
+    let id = cus["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.post(&format!("/v1/customers/{id}"), &[("name", "E")], None)
+            .await
+            .status,
+        200
+    );
+    wait_for("the update delivered", || {
+        s.sim
+            .webhook_deliveries()
+            .iter()
+            .any(|d| d.outcome == DeliveryOutcome::Delivered)
+            .then_some(())
+    })
+    .await;
+    let log = s.sim.webhook_deliveries();
+    assert!(
+        log.iter().all(|d| d.event_type == "customer.updated"),
+        "only the enabled type is sent: {log:?}"
+    );
+    let received = got.lock().unwrap().clone();
+    assert!(received.iter().all(|(_, body)| {
+        serde_json::from_slice::<Value>(body).unwrap()["type"] == "customer.updated"
+    }));
+    // The creation's event is still listed, with no endpoint to wait for.
+    let events = s.get("/v1/events?type=customer.created").await.body;
+    assert_eq!(events["data"][0]["data"]["object"]["id"], id.as_str());
+    assert_eq!(events["data"][0]["pending_webhooks"], 0);
+    s.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn delivery_faults_drop_and_duplicate() {
     let (url, got) = flaky_receiver().await;

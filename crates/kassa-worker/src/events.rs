@@ -41,27 +41,45 @@ enum Handled {
     NewRefund,
 }
 
+/// Every event type Kassa acts on, and how. The types a merchant's webhook endpoint should enable
+/// (`enabled_events`); any other type is acked unread.
+const HANDLED: &[(&str, Handled)] = &[
+    ("checkout.session.completed", Handled::SessionCompleted),
+    (
+        "checkout.session.async_payment_succeeded",
+        Handled::SessionCompleted,
+    ),
+    ("checkout.session.expired", Handled::SessionExpired),
+    ("setup_intent.succeeded", Handled::SetupIntent),
+    ("setup_intent.setup_failed", Handled::SetupIntent),
+    ("payment_method.attached", Handled::PaymentMethod),
+    ("payment_method.detached", Handled::PaymentMethod),
+    ("payment_method.updated", Handled::PaymentMethod),
+    ("customer.created", Handled::Customer),
+    ("customer.updated", Handled::Customer),
+    ("customer.deleted", Handled::Customer),
+    ("payment_intent.succeeded", Handled::PaymentIntent),
+    ("payment_intent.payment_failed", Handled::PaymentIntent),
+    ("payment_intent.processing", Handled::PaymentIntent),
+    // The connector triggers; see kassa_core::notify for why these types.
+    ("charge.succeeded", Handled::NewCharge),
+    ("charge.pending", Handled::NewCharge),
+    ("charge.failed", Handled::NewCharge),
+    ("refund.created", Handled::NewRefund),
+];
+
 impl Handled {
     fn of(kind: &str) -> Option<Self> {
-        Some(match kind {
-            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-                Handled::SessionCompleted
-            }
-            "checkout.session.expired" => Handled::SessionExpired,
-            "setup_intent.succeeded" | "setup_intent.setup_failed" => Handled::SetupIntent,
-            "payment_method.attached" | "payment_method.detached" | "payment_method.updated" => {
-                Handled::PaymentMethod
-            }
-            "customer.created" | "customer.updated" | "customer.deleted" => Handled::Customer,
-            "payment_intent.succeeded"
-            | "payment_intent.payment_failed"
-            | "payment_intent.processing" => Handled::PaymentIntent,
-            // The connector triggers; see kassa_core::notify for why these types.
-            "charge.succeeded" | "charge.pending" | "charge.failed" => Handled::NewCharge,
-            "refund.created" => Handled::NewRefund,
-            _ => return None,
-        })
+        HANDLED
+            .iter()
+            .find(|(name, _)| *name == kind)
+            .map(|(_, handled)| *handled)
     }
+}
+
+/// The event types Kassa acts on: what a webhook endpoint for Kassa should enable.
+pub fn handled_types() -> impl Iterator<Item = &'static str> {
+    HANDLED.iter().map(|(name, _)| *name)
 }
 
 /// Whether Kassa acts on events of type `kind` (the others are acked unread and never enter the
@@ -358,5 +376,37 @@ impl MessageHandler for EventHandler {
         };
         let span = tracing::info_span!("stripe_event", event_id = %event.id, event_type = %event.type_, attempt = message.attempt);
         self.process(event, message.attempt).instrument(span).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handled_types;
+    use std::collections::BTreeSet;
+
+    /// The README's table of handled types (what merchants enable on their endpoint) is exactly
+    /// the list the worker acts on.
+    #[test]
+    fn the_readme_lists_exactly_the_handled_types() {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("| event type Kassa handles |")
+            .nth(1)
+            .expect("the README's table of handled types");
+        let mut listed = BTreeSet::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let first_column = row.split('|').nth(1).unwrap_or_default();
+            let mut prefix = "";
+            for name in first_column.split('`').skip(1).step_by(2) {
+                if let Some(rest) = name.strip_prefix('.') {
+                    listed.insert(format!("{prefix}.{rest}"));
+                } else {
+                    prefix = name.rsplit_once('.').map_or(name, |(head, _)| head);
+                    listed.insert(name.to_owned());
+                }
+            }
+        }
+        let handled: BTreeSet<String> = handled_types().map(str::to_owned).collect();
+        assert_eq!(listed, handled);
     }
 }

@@ -2,6 +2,8 @@
 //! "the broker is unreachable" real without stopping the broker other tests share.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
@@ -9,6 +11,7 @@ pub struct TcpProxy {
     pub address: SocketAddr,
     upstream: String,
     tasks: Option<JoinSet<()>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -18,6 +21,7 @@ impl TcpProxy {
             address: "127.0.0.1:0".parse().unwrap(),
             upstream: upstream.to_owned(),
             tasks: None,
+            accepted: Arc::default(),
         };
         proxy.up().await;
         proxy
@@ -31,10 +35,12 @@ impl TcpProxy {
         let listener = socket.listen(128).unwrap();
         self.address = listener.local_addr().unwrap();
         let upstream = self.upstream.clone();
+        let accepted = self.accepted.clone();
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let upstream = upstream.clone();
                 connections.spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(&upstream).await {
@@ -53,6 +59,18 @@ impl TcpProxy {
             // and so closes both sockets of each connection.
             tasks.shutdown().await;
         }
+    }
+
+    /// Connections accepted so far (an upstream that refuses closes them at once).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Forwards connections accepted from now on to `upstream` (`host:port`).
+    pub async fn forward_to(&mut self, upstream: &str) {
+        self.down().await;
+        self.upstream = upstream.to_owned();
+        self.up().await;
     }
 
     /// An AMQP URL through this proxy.

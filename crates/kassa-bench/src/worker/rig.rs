@@ -75,6 +75,11 @@ impl Rig {
             db_max_connections: u32::try_from(args.concurrency + 8).unwrap_or(40),
             stripe: Some(StripeTarget::Embedded(Box::new(SimConfig {
                 webhook_concurrency: 32,
+                // The endpoint enables the types Kassa acts on, as the README tells merchants to
+                // configure theirs: types it would only ack are not sent.
+                webhook_enabled_events: kassa_worker::events::handled_types()
+                    .map(str::to_owned)
+                    .collect(),
                 ..SimConfig::default()
             }))),
             stripe_max_rps: None,

@@ -718,7 +718,13 @@ mod tests {
             clock: Default::default(),
         };
         let mut accounts = Accounts::default();
-        let mut ctx = Ctx::new(&mut accounts, Mode::Test, &env, Origin::default(), 0);
+        let mut ctx = Ctx::new(
+            &mut accounts,
+            Mode::Test,
+            &env,
+            Origin::default(),
+            Vec::new(),
+        );
         let p = Params(form::decode(b"mode=setup&currency=usd").unwrap());
         let open = create(&mut ctx, &p).unwrap();
         let done = create(&mut ctx, &p).unwrap();

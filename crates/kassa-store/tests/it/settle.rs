@@ -316,7 +316,10 @@ async fn a_batch_does_not_wait_for_the_transaction_of_a_write_and_leaves_its_ech
     .expect("the batch answers while the writer still holds its key")
     .unwrap();
     assert_eq!(outcomes, [Settled::Busy, Settled::Settled]);
-    assert!(!is_processed(&db, "evt_echo").await, "a busy event is not marked");
+    assert!(
+        !is_processed(&db, "evt_echo").await,
+        "a busy event is not marked"
+    );
     assert!(is_processed(&db, "evt_si").await);
 
     // On its own, the echo waits for the writer and then sees its note.
@@ -384,11 +387,7 @@ async fn a_batch_that_meets_an_uncommitted_new_event_gives_up_whole_and_marks_no
     let db = TestDb::new().await;
     // A claim of a new event inserts its inbox row and holds it uncommitted: inserting the same
     // id waits for that transaction, and the batch gives up after its short lock timeout.
-    let EventClaim::Claimed(claimed) = db
-        .store
-        .claim_event("evt_new", ECHO, false)
-        .await
-        .unwrap()
+    let EventClaim::Claimed(claimed) = db.store.claim_event("evt_new", ECHO, false).await.unwrap()
     else {
         panic!("a new event is claimed");
     };

@@ -51,22 +51,24 @@ impl BatchSettler {
     }
 }
 
-/// The batching task: one batch at a time, until every [`BatchSettler`] is dropped.
+/// The batching task: one batch at a time, until every [`BatchSettler`] is dropped; then it logs
+/// what it did.
 async fn settle_batches(store: Store, mut queued: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let (mut batches, mut events, mut largest) = (0u64, 0u64, 0usize);
+    let mut tally = Tally::default();
     // Waits for the first request, then takes what is already queued, up to MAX_BATCH.
     while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();
         metrics::histogram!("kassa_settle_batch_size").record(size as f64);
-        batches += 1;
-        events += size as u64;
-        largest = largest.max(size);
+        tally.batches += 1;
+        tally.events += size as u64;
+        tally.largest = tally.largest.max(size);
         let (to_settle, replies): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.event, r.reply)).unzip();
         match store.settle_many_without_effects(&to_settle).await {
             Ok(outcomes) => {
                 debug!(size, "settled a batch of events without a Stripe call");
+                tally.busy += outcomes.iter().filter(|o| **o == Settled::Busy).count() as u64;
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A handler that went away (shutdown) leaves its message unacked: the
                     // redelivery finds the event processed.
@@ -75,6 +77,7 @@ async fn settle_batches(store: Store, mut queued: mpsc::Receiver<Request>) {
             }
             Err(error) => {
                 // The transaction rolled back: nothing of the batch was marked.
+                tally.failed += 1;
                 warn!(%error, size, "a batch of events could not be settled; settling them one by one");
                 for reply in replies {
                     let _ = reply.send(None);
@@ -82,13 +85,28 @@ async fn settle_batches(store: Store, mut queued: mpsc::Receiver<Request>) {
             }
         }
     }
-    if batches > 0 {
+    if tally.batches > 0 {
         info!(
-            batches,
-            events,
-            mean = events as f64 / batches as f64,
-            largest,
-            "batches of events settled without a Stripe call"
+            batches = tally.batches,
+            events = tally.events,
+            mean = tally.events as f64 / tally.batches as f64,
+            largest = tally.largest,
+            busy = tally.busy,
+            failed = tally.failed,
+            "batches of events settled without a Stripe call (busy events and failed batches \
+             were settled one by one)"
         );
     }
+}
+
+/// What the batching task did, for its last log line.
+#[derive(Default)]
+struct Tally {
+    batches: u64,
+    events: u64,
+    largest: usize,
+    /// Events another transaction held.
+    busy: u64,
+    /// Batches that rolled back whole.
+    failed: u64,
 }

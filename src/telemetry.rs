@@ -59,6 +59,9 @@ const AGE_BUCKETS: [f64; 14] = [
     1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 86400.0,
 ];
 
+/// Buckets (events) of `kassa_settle_batch_size`: powers of two up to the largest batch, 128.
+const BATCH_SIZE_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// What kind of metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -209,6 +212,14 @@ pub const METRICS: &[MetricSpec] = &[
         ],
     ),
     spec(
+        "kassa_settle_batch_size",
+        Kind::Histogram,
+        "Events settled together without a Stripe call, in one transaction (one observation \
+         per batch).",
+        None,
+        &[],
+    ),
+    spec(
         "kassa_event_handling_seconds",
         Kind::Histogram,
         "Time to handle one event that was processed.",
@@ -346,6 +357,12 @@ pub fn prometheus() -> PrometheusHandle {
                     Matcher::Full("kassa_message_age_seconds".into()),
                     &AGE_BUCKETS,
                 )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("kassa_settle_batch_size".into()),
+                        &BATCH_SIZE_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let handle = kassa_ingress::prometheus::install(builder);
             register_all();

@@ -427,3 +427,81 @@ async fn a_burst_of_charges_meets_the_endpoint_limit_without_a_429() {
     );
     app.cleanup().await;
 }
+
+/// The sum of `kassa_settle_batch_size` (events settled in batches) on the app's `/metrics`, if
+/// it is there. The recorder is the process's: tests running beside this one may add to it.
+async fn events_settled_in_batches(app: &TestApp) -> Option<f64> {
+    let metrics = app
+        .http
+        .get(app.stack.metrics_url().expect("a metrics listener"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kassa_settle_batch_size_sum "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn copies_of_the_events_that_need_no_call_delivered_at_once_are_settled_once_in_batches() {
+    const COPIES: usize = 4;
+    // Webhooks are dropped: the test delivers the session's events itself, several copies at once
+    // (Stripe delivers at least once; its retries and the events poller can overlap).
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
+    let email = format!("c{}@example.com", uuid::Uuid::new_v4().simple());
+    let session = app.create_setup_session(&email).await;
+    app.complete(&session, "pm_card_visa");
+    handle(
+        &app,
+        &stripe_event(&app, "checkout.session.completed", &session).await,
+    )
+    .await;
+    let from = app.sim().requests().len();
+    let batched_before = events_settled_in_batches(&app).await.unwrap_or(0.0);
+
+    // The echoes of Kassa's three writes and the SetupIntent's event.
+    let mut events = Vec::new();
+    for kind in [
+        "setup_intent.succeeded",
+        "customer.created",
+        "payment_method.attached",
+        "customer.updated",
+    ] {
+        let of_kind = app.stripe_events(kind).await;
+        assert!(!of_kind.is_empty(), "a {kind} event");
+        events.extend(of_kind);
+    }
+    let copies: Vec<_> = events
+        .iter()
+        .flat_map(|event| std::iter::repeat_n(event, COPIES))
+        .collect();
+    futures_util::future::join_all(copies.iter().map(|event| app.publish_event(event))).await;
+
+    for event in &events {
+        let stored = app.processed(event["id"].as_str().unwrap()).await;
+        assert_eq!(stored.attempts, 1, "{} processed once", stored.kind);
+    }
+    app.drained(&app.topology.fulfillment_queue()).await;
+    assert_eq!(
+        kassas_since(&app, from),
+        counts(&[]),
+        "no copy of an event that needs no call was re-fetched"
+    );
+    let letters = kassa_broker::dlq::list(&app.stack.broker, 10)
+        .await
+        .unwrap();
+    assert!(letters.is_empty(), "nothing dead-lettered: {letters:?}");
+    let batched = events_settled_in_batches(&app)
+        .await
+        .expect("kassa_settle_batch_size is on /metrics");
+    assert!(
+        batched - batched_before >= copies.len() as f64,
+        "every copy went through a batch: {batched} - {batched_before} < {}",
+        copies.len()
+    );
+    app.cleanup().await;
+}

@@ -42,7 +42,33 @@ pub enum Settled {
     /// The echo's write has no note (its transaction rolled back, or the note was pruned):
     /// nothing was marked; handle the event the usual way.
     NotRecorded,
+    /// Only from [`Store::settle_many_without_effects`]: another transaction holds the event's
+    /// inbox row or the write's key, and a batch never waits for them. Nothing was marked (the
+    /// event's inbox row may have been created); handle the event the way a single one is
+    /// handled ([`Store::settle_without_effects`], which waits, or the usual claim).
+    Busy,
 }
+
+/// One event for [`Store::settle_many_without_effects`]: the arguments of
+/// [`Store::settle_without_effects`], owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventToSettle {
+    /// Stripe's event id, `evt_…`.
+    pub id: String,
+    /// The event type.
+    pub kind: String,
+    /// Whether the event came from live mode.
+    pub livemode: bool,
+    /// The write an echo answers (its Idempotency-Key and object), or `None` for an event with
+    /// nothing to read.
+    pub own_write: Option<(String, String)>,
+}
+
+/// The longest a batch of [`Store::settle_many_without_effects`] waits for a lock (the claim lock
+/// timeout when that is shorter). A batch waits only in a rare case (a new event's inbox row
+/// inserted by another transaction that has not committed yet) and every event in it waits
+/// along, so it gives up early: the caller then settles the events one by one.
+pub const SETTLE_BATCH_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A claimed event: an open transaction holding the event's inbox row locked.
 ///
@@ -194,10 +220,83 @@ impl Store {
             "settled" => Ok(Settled::Settled),
             "duplicate" => Ok(Settled::Duplicate),
             "not_recorded" => Ok(Settled::NotRecorded),
-            other => Err(StoreError::Permanent(sqlx::Error::Protocol(format!(
+            other => Err(unexpected(format!(
                 "kassa_settle_without_effects answered {other:?}"
-            )))),
+            ))),
         }
+    }
+
+    /// Settles `events` as [`Store::settle_without_effects`] settles one, all in one round trip
+    /// and one transaction (`kassa_settle_without_effects_many`, migration 0020); returns one
+    /// outcome per event, in order.
+    ///
+    /// Never waits for a lock another handler holds: an event whose inbox row or write's key is
+    /// held elsewhere is [`Settled::Busy`]. A second copy of an id in `events` is
+    /// [`Settled::Duplicate`] when the first was settled, else gets the first's outcome. The
+    /// commit returns before the disk flush, as for a single event. An error (e.g. the rare lock
+    /// wait timed out, after [`SETTLE_BATCH_LOCK_TIMEOUT`]) rolls back the whole batch: nothing
+    /// is marked, and the caller settles each event on its own.
+    pub async fn settle_many_without_effects(
+        &self,
+        events: &[EventToSettle],
+    ) -> Result<Vec<Settled>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        let kinds: Vec<String> = events.iter().map(|e| e.kind.clone()).collect();
+        let livemodes: Vec<bool> = events.iter().map(|e| e.livemode).collect();
+        let keys: Vec<Option<String>> = events
+            .iter()
+            .map(|e| e.own_write.as_ref().map(|(key, _)| key.clone()))
+            .collect();
+        let objects: Vec<Option<String>> = events
+            .iter()
+            .map(|e| e.own_write.as_ref().map(|(_, object)| object.clone()))
+            .collect();
+        let timeout = self.claim_lock_timeout.min(SETTLE_BATCH_LOCK_TIMEOUT);
+        let timeout_ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+        let rows = sqlx::query!(
+            r#"SELECT ord AS "ord!", outcome AS "outcome!"
+               FROM kassa_settle_without_effects_many($1, $2, $3, $4, $5, $6)"#,
+            &ids,
+            &kinds,
+            &livemodes,
+            // `as _`: the check knows text[] only as Vec<String>; these hold NULLs (no write).
+            &keys as _,
+            &objects as _,
+            timeout_ms,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut outcomes = vec![None; events.len()];
+        for row in rows {
+            let slot = usize::try_from(row.ord)
+                .ok()
+                .and_then(|ord| ord.checked_sub(1))
+                .and_then(|i| outcomes.get_mut(i));
+            let Some(slot) = slot else {
+                return Err(unexpected(format!(
+                    "kassa_settle_without_effects_many answered for event {}",
+                    row.ord
+                )));
+            };
+            *slot = Some(match row.outcome.as_str() {
+                "settled" => Settled::Settled,
+                "duplicate" => Settled::Duplicate,
+                "not_recorded" => Settled::NotRecorded,
+                "busy" => Settled::Busy,
+                other => {
+                    return Err(unexpected(format!(
+                        "kassa_settle_without_effects_many answered {other:?}"
+                    )))
+                }
+            });
+        }
+        outcomes
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| unexpected("kassa_settle_without_effects_many left events out".into()))
     }
 
     /// Records a failed attempt at `id` in its own short transaction: `attempts + 1`,
@@ -473,6 +572,11 @@ fn begin_with_lock_timeout(timeout: std::time::Duration) -> String {
         "BEGIN; SET LOCAL lock_timeout = '{}ms'",
         timeout.as_millis().max(1)
     )
+}
+
+/// An answer of PostgreSQL that Kassa's functions never give.
+fn unexpected(what: String) -> StoreError {
+    StoreError::Permanent(sqlx::Error::Protocol(what))
 }
 
 /// The longest prefix of `text` within `max` bytes that ends on a character boundary.

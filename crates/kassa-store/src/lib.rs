@@ -39,7 +39,7 @@ pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
 pub use customer_sync::{SyncCounts, SyncCursor};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
-pub use events::{EventClaim, EventTx, Settled, StoredEvent};
+pub use events::{EventClaim, EventToSettle, EventTx, Settled, StoredEvent};
 pub use leadership::Leadership;
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};

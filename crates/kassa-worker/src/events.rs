@@ -10,9 +10,10 @@
 //! | `setup_intent.*` | nothing to read: the card it attaches has its own `payment_method.attached` |
 //! | `charge.succeeded`, `.pending`, `.failed`, `refund.created` | [`kassa_core::notify`] |
 //!
-//! Echoes whose write is recorded and `setup_intent.*` are settled in one round trip, before any
-//! claim (the module `without_call`).
+//! Echoes whose write is recorded and `setup_intent.*` are settled before any claim, in batches
+//! of one round trip and one transaction (the modules `without_call` and `settler`).
 
+use crate::settler::BatchSettler;
 use crate::without_call::{self, WithoutCall};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use kassa_core::charges::ChargeExecutor;
@@ -95,6 +96,9 @@ pub struct EventHandler {
     charges: ChargeExecutor,
     /// Rungs of the retry ladder: a transient failure on the last one ends in the dead letters.
     retries: u32,
+    /// Settles the events that need no Stripe call, in batches; started on first use (so on the
+    /// runtime that handles events), stopped when the handler is dropped.
+    settler: std::sync::OnceLock<BatchSettler>,
 }
 
 impl EventHandler {
@@ -111,6 +115,7 @@ impl EventHandler {
             store,
             charges,
             retries,
+            settler: std::sync::OnceLock::new(),
         }
     }
 
@@ -210,7 +215,10 @@ impl EventHandler {
             _ => return None,
         };
         let object_id = event.object_id()?;
-        without_call::settle(&self.store, event, object_id, how).await
+        let settler = self
+            .settler
+            .get_or_init(|| BatchSettler::start(self.store.clone()));
+        without_call::settle(&self.store, settler, event, object_id, how).await
     }
 
     /// Whether the event is an echo of one of this installation's writes to a customer, a card

@@ -23,6 +23,7 @@ pub mod charge_jobs;
 pub mod events;
 pub mod poller;
 pub mod relay;
+mod settler;
 pub mod smtp;
 mod without_call;
 

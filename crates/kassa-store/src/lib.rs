@@ -4,7 +4,8 @@
 //! and their payment methods) with the cursor of their backfill ([`customer_sync`]),
 //! [`checkout_sessions`], back-office [`charges`] of saved cards, the [`outbox`] of messages to
 //! publish, payment [`widgets`], [`save_card_links`], the sealed [`settings`], and the
-//! [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
+//! [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry; [`saved_cards`]
+//! writes everything a completed setup session saved in one statement.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
@@ -30,6 +31,7 @@ pub mod own_writes;
 pub mod payments;
 mod pool;
 pub mod save_card_links;
+pub mod saved_cards;
 pub mod settings;
 pub mod widgets;
 
@@ -39,7 +41,7 @@ pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
 pub use customer_sync::{SyncCounts, SyncCursor};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
-pub use events::{EventClaim, EventTx, Settled, StoredEvent};
+pub use events::{EventClaim, EventTx, InboxMark, InboxMarked, Settled, StoredEvent};
 pub use leadership::Leadership;
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};

@@ -8,8 +8,8 @@
 //! [`crate::EventTx::complete`]); here they are data-modifying `WITH` parts of one statement,
 //! which PostgreSQL runs exactly once each, to completion, whether or not the statement reads
 //! their output (docs: "Data-Modifying Statements in WITH"). They touch different tables, so the
-//! one snapshot they share changes nothing. One statement is atomic: either every record is
-//! written or none is, and the transaction decides when they become visible, as before.
+//! one snapshot they share changes nothing. One statement is atomic: every record is written or
+//! none is, and they become visible when the caller's transaction commits.
 
 use sqlx::PgConnection;
 

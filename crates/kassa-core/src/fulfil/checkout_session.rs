@@ -97,9 +97,10 @@ pub async fn fulfil_checkout_session_and_mark(
 /// The Idempotency-Keys a setup session's fulfilment may send writes under, all locked with
 /// the session's lock ([`WriteKeys::lock_with_session`]) before any of them is sent: an echo of
 /// one of these writes takes the key's lock before it looks for the write's note, so it waits
-/// for this transaction to end. Taking the four at once costs one round trip where taking each
-/// before its write cost three; a key locked but not sent under (a session that names its
-/// customer, or is already fulfilled) only makes an echo that cannot exist wait for nothing.
+/// for this transaction to end. The four are locked in the round trip that locks the session and
+/// reads its record. A key locked but then not sent under (the session names its customer, or
+/// is fulfilled already) holds up at most the echo of an earlier attempt's write under the same
+/// key, until this transaction ends; that echo then finds the note or not, as it would have.
 struct WriteKeys {
     /// The creation of the session's customer on a first attempt ([`keys::session_customer`]).
     session_customer: IdempotencyKey,
@@ -116,10 +117,10 @@ impl WriteKeys {
     /// Kassa's record of the session, in one round trip
     /// ([`checkout_sessions::lock_checkout_session`]).
     ///
-    /// Order: the session first, then the keys, as before each write. No path holds one of these
-    /// keys while it waits for a session lock: the keys belong to this attempt of this session
-    /// (or, for `session_customer`, to every first attempt at this session, each of which takes
-    /// the session's lock first), and an echo takes only its own inbox row, then the key.
+    /// Order: the session first, then the keys. No path holds one of these keys while it waits
+    /// for a session lock: the keys belong to this attempt at this session (`session_customer`
+    /// to every first attempt at it, each of which takes the session's lock first), and an echo
+    /// takes only its own inbox row, then the key.
     async fn lock_with_session(
         conn: &mut PgConnection,
         session_id: &str,
@@ -266,6 +267,8 @@ async fn save_card(
 
     // customer.* handlers re-fetch this customer under the same lock: they now wait for this
     // commit, or finished before, so none of them can record it without its new default card.
+    // Taken after the write keys: no path holds a customer's lock while it waits for a key (an
+    // echo checks its key before it takes its object's lock).
     kassa_store::events::lock_stripe_object(conn, &customer_id).await?;
 
     // Already attached to this customer counts as done; to another customer is an error that no

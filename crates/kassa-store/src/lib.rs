@@ -10,8 +10,9 @@
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
 //! It never calls Stripe or RabbitMQ, and it never commits the effects of a Stripe event without
-//! marking that event processed in the same transaction ([`EventTx::complete`]); messages leave
-//! through the outbox, which a relay elsewhere publishes.
+//! marking that event processed in the same transaction ([`EventTx::complete`], or a handler's
+//! last statement and [`EventTx::complete_marked`]); messages leave through the outbox, which a
+//! relay elsewhere publishes.
 //!
 //! Queries are checked at compile time against the offline data in this crate's `.sqlx/`
 //! (regenerate with `crates/kassa-store/scripts/sqlx-prepare` after changing a query or a

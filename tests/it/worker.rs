@@ -506,3 +506,79 @@ async fn a_500_stripe_saved_after_executing_is_replayed_to_the_same_key_and_the_
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn echoes_arriving_while_the_session_is_fulfilled_are_settled_after_its_commit_without_a_call(
+) {
+    let app = TestApp::spawn().await;
+    // Stripe attaches the card, sends `payment_method.attached`, and only then does its answer
+    // to Kassa's attach leave, 2 s later: that echo, and `customer.created` before it, reach the
+    // worker while the fulfilment's transaction is still open.
+    app.sim().set_faults(Faults {
+        latency_after: Duration::from_secs(2),
+        path_contains: Some("/attach".into()),
+        ..Faults::default()
+    });
+    let session = app.create_setup_session(&email()).await;
+    let from = app.sim().requests().len();
+    app.complete(&session, "pm_card_visa");
+
+    let installation = app.store().installation_id().to_owned();
+    let completed = app.stripe_events("checkout.session.completed").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fulfilled = app.processed(&completed).await;
+    let fulfilled_at = fulfilled.processed_at.unwrap();
+    let echo_of = |kind: &'static str, key: String| {
+        let app = &app;
+        async move {
+            let events = app.stripe_events(kind).await;
+            let echo = events
+                .iter()
+                .find(|e| e["request"]["idempotency_key"].as_str() == Some(key.as_str()))
+                .unwrap_or_else(|| panic!("a {kind} under {key}: {events:?}"));
+            echo["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let echoes = [
+        echo_of(
+            "customer.created",
+            format!("kassa:{installation}:checkout_session:{session}:create_customer"),
+        )
+        .await,
+        echo_of(
+            "payment_method.attached",
+            format!("kassa:{installation}:{completed}:attach_payment_method"),
+        )
+        .await,
+    ];
+    for echo in &echoes {
+        let settled = app.processed(echo).await;
+        assert!(
+            settled.received_at < fulfilled_at,
+            "{echo} reached the worker while the fulfilment was in flight: {settled:?}, fulfilled at {fulfilled_at}"
+        );
+        assert!(
+            settled.processed_at.unwrap() > fulfilled_at,
+            "{echo} is settled only after the fulfilment committed: {settled:?}, fulfilled at {fulfilled_at}"
+        );
+        assert_eq!(
+            (settled.attempts, settled.last_error.as_deref()),
+            (1, None),
+            "{echo} waited for the fulfilment instead of failing"
+        );
+    }
+    let reads: Vec<String> = app.sim().requests()[from..]
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && (r.path.starts_with("/v1/customers")
+                    || r.path.starts_with("/v1/payment_methods"))
+        })
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(reads, Vec::<String>::new(), "no echo was re-fetched");
+    assert_card_saved(&app, &session).await;
+    app.cleanup().await;
+}

@@ -139,6 +139,51 @@ pub async fn upsert_checkout_session(
     Ok(())
 }
 
+/// Takes the lock of Checkout Session `id` ([`crate::events::lock_stripe_object`]), then the
+/// locks of `own_keys` ([`crate::own_writes::lock_own_key`]), in that order, then reads the
+/// session: one round trip (`kassa_lock_checkout_session`, migration 0021). The read is a
+/// statement of its own after the locks, so it sees what the previous holder of the session's
+/// lock committed. All the locks are held until the caller's transaction ends.
+pub async fn lock_checkout_session(
+    conn: &mut PgConnection,
+    id: &str,
+    own_keys: &[&str],
+) -> Result<Option<CheckoutSessionRecord>, StoreError> {
+    let own_keys: Vec<String> = own_keys.iter().map(|key| (*key).to_owned()).collect();
+    let row = sqlx::query!(
+        r#"SELECT id AS "id!", mode AS "mode!", status AS "status!", livemode AS "livemode!",
+                  customer_id, purpose AS "purpose!", charge_id, setup_intent_id,
+                  payment_intent_id, payment_method_id, url, expires_at, completed_at
+           FROM kassa_lock_checkout_session($1, $2)"#,
+        id,
+        &own_keys,
+    )
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let purpose = row
+        .purpose
+        .parse()
+        .map_err(|e: UnknownPurpose| StoreError::Permanent(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(Some(CheckoutSessionRecord {
+        id: row.id,
+        mode: row.mode,
+        status: row.status,
+        livemode: row.livemode,
+        customer_id: row.customer_id,
+        purpose,
+        charge_id: row.charge_id,
+        setup_intent_id: row.setup_intent_id,
+        payment_intent_id: row.payment_intent_id,
+        payment_method_id: row.payment_method_id,
+        url: row.url,
+        expires_at: row.expires_at,
+        completed_at: row.completed_at,
+    }))
+}
+
 /// Checkout Session `id`, if known.
 pub async fn checkout_session<'e>(
     executor: impl PgExecutor<'e>,

@@ -4,13 +4,15 @@
 //! and their payment methods) with the cursor of their backfill ([`customer_sync`]),
 //! [`checkout_sessions`], back-office [`charges`] of saved cards, the [`outbox`] of messages to
 //! publish, payment [`widgets`], [`save_card_links`], the sealed [`settings`], and the
-//! [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry.
+//! [`installation`] id that Kassa's Idempotency-Keys and Stripe metadata carry; [`saved_cards`]
+//! writes everything a completed setup session saved in one statement.
 //! Writes are plain functions taking `&mut PgConnection`, so the worker runs them inside the
 //! transaction of the event being handled; reads are also methods on [`Store`].
 //!
 //! It never calls Stripe or RabbitMQ, and it never commits the effects of a Stripe event without
-//! marking that event processed in the same transaction ([`EventTx::complete`]); messages leave
-//! through the outbox, which a relay elsewhere publishes.
+//! marking that event processed in the same transaction ([`EventTx::complete`], or a handler's
+//! last statement and [`EventTx::complete_marked`]); messages leave through the outbox, which a
+//! relay elsewhere publishes.
 //!
 //! Queries are checked at compile time against the offline data in this crate's `.sqlx/`
 //! (regenerate with `crates/kassa-store/scripts/sqlx-prepare` after changing a query or a
@@ -30,6 +32,7 @@ pub mod own_writes;
 pub mod payments;
 mod pool;
 pub mod save_card_links;
+pub mod saved_cards;
 pub mod settings;
 pub mod widgets;
 
@@ -39,7 +42,9 @@ pub use checkout_sessions::{CheckoutPurpose, CheckoutSessionRecord};
 pub use customer_sync::{SyncCounts, SyncCursor};
 pub use customers::{CustomerRecord, PaymentMethodRecord};
 pub use error::StoreError;
-pub use events::{EventClaim, EventToSettle, EventTx, Settled, StoredEvent};
+pub use events::{
+    EventClaim, EventToSettle, EventTx, InboxMark, InboxMarked, Settled, StoredEvent,
+};
 pub use leadership::Leadership;
 pub use outbox::{OutboxEntry, OutboxMessage, PendingOutboxEntry};
 pub use payments::{NewPayment, PaymentRecord, RecordedBy};

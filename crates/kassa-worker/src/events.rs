@@ -18,12 +18,12 @@ use crate::without_call::{self, WithoutCall};
 use kassa_broker::{Incoming, MessageHandler, Outcome};
 use kassa_core::charges::ChargeExecutor;
 use kassa_core::fulfil::{
-    fulfil_checkout_session, record_payment_intent, Fulfilled, Fulfiller, SavedCard,
+    fulfil_checkout_session_and_mark, record_payment_intent, Fulfilled, Fulfiller, SavedCard,
 };
 use kassa_core::keys::KeyScope;
 use kassa_core::{notify, records, Error};
 use kassa_store::payments::RecordedBy;
-use kassa_store::{EventClaim, PgConnection, Store};
+use kassa_store::{EventClaim, InboxMark, InboxMarked, PgConnection, Store};
 use kassa_stripe::objects::Event;
 use kassa_stripe::{Client, Modes};
 use std::time::Instant;
@@ -156,17 +156,18 @@ impl EventHandler {
         let object_id = event.object_id().unwrap_or_default().to_owned();
         let installation = self.store.installation_id();
         let keys = KeyScope::new(installation, event.id.clone(), attempt);
+        let inbox = claimed.inbox_mark();
         let conn = claimed.conn();
         // Before the object's lock: the write an echo answers may hold it until it commits.
         let result = match self.echo(handled, conn, &event, &object_id).await {
             Ok(true) => {
                 info!("echo of Kassa's own write, already recorded: not re-fetched");
                 without_call::count(&event.type_);
-                Ok(())
+                Ok(None)
             }
             // The fulfilment takes the session's lock itself (the success page calls it too).
             Ok(false) if handled == Handled::SessionCompleted => {
-                self.dispatch(stripe, handled, conn, &event, &object_id, &keys)
+                self.dispatch(stripe, handled, conn, &event, &object_id, &keys, &inbox)
                     .await
             }
             Ok(false) => {
@@ -174,7 +175,7 @@ impl EventHandler {
                 // order.
                 match kassa_store::events::lock_stripe_object(conn, &object_id).await {
                     Ok(()) => {
-                        self.dispatch(stripe, handled, conn, &event, &object_id, &keys)
+                        self.dispatch(stripe, handled, conn, &event, &object_id, &keys, &inbox)
                             .await
                     }
                     Err(error) => Err(error.into()),
@@ -182,8 +183,15 @@ impl EventHandler {
             }
             Err(error) => Err(error),
         };
-        match result {
-            Ok(()) => match claimed.complete().await {
+        // A handler's last write may have set the inbox mark already (`marked`): then only the
+        // commit is left.
+        let completed = match result {
+            Ok(Some(marked)) => Ok(claimed.complete_marked(marked).await),
+            Ok(None) => Ok(claimed.complete().await),
+            Err(error) => Err((error, claimed)),
+        };
+        match completed {
+            Ok(completed) => match completed {
                 Ok(()) => {
                     metrics::counter!("kassa_events_total", "outcome" => "processed").increment(1);
                     metrics::histogram!("kassa_event_handling_seconds")
@@ -196,7 +204,7 @@ impl EventHandler {
                 }
                 Err(error) => self.failed(error.into(), attempt, None).await,
             },
-            Err(error) => self.failed(error, attempt, Some(claimed)).await,
+            Err((error, claimed)) => self.failed(error, attempt, Some(claimed)).await,
         }
     }
 
@@ -255,7 +263,9 @@ impl EventHandler {
     }
 
     /// Hands the event to kassa-core by type, in the inbox transaction `conn`, with `stripe`,
-    /// the client of the event's mode.
+    /// the client of the event's mode. `Some`: the handler's last write marked the event
+    /// processed (`inbox`), in this transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch(
         &self,
         stripe: &Client,
@@ -264,9 +274,10 @@ impl EventHandler {
         event: &Event,
         object_id: &str,
         keys: &KeyScope,
-    ) -> Result<(), Error> {
+        inbox: &InboxMark,
+    ) -> Result<Option<InboxMarked>, Error> {
         let installation = self.store.installation_id();
-        match handled {
+        let done = match handled {
             Handled::SessionCompleted => {
                 let how = Fulfiller {
                     stripe,
@@ -274,20 +285,26 @@ impl EventHandler {
                     recorded_by: RecordedBy::Webhook,
                     installation,
                 };
-                match fulfil_checkout_session(how, conn, object_id, keys).await {
-                    // A re-checkout: the new card is the default now; the charge goes again.
-                    Ok(Fulfilled::Card(SavedCard {
-                        charge_id: Some(charge_id),
-                        payment_method_id,
-                        ..
-                    })) => {
-                        self.charges
-                            .retry_after_recheckout(conn, charge_id, object_id, &payment_method_id)
-                            .await
-                    }
-                    Ok(_) => Ok(()),
+                return match fulfil_checkout_session_and_mark(how, conn, object_id, keys, inbox)
+                    .await
+                {
+                    // A re-checkout: the new card is the default now; the charge goes again, in
+                    // the same transaction (a failure rolls the mark back with the rest).
+                    Ok((
+                        Fulfilled::Card(SavedCard {
+                            charge_id: Some(charge_id),
+                            payment_method_id,
+                            ..
+                        }),
+                        marked,
+                    )) => self
+                        .charges
+                        .retry_after_recheckout(conn, charge_id, object_id, &payment_method_id)
+                        .await
+                        .map(|()| marked),
+                    Ok((_, marked)) => Ok(marked),
                     Err(error) => Err(error),
-                }
+                };
             }
             Handled::SessionExpired => {
                 match records::record_checkout_session(stripe, conn, object_id, installation).await
@@ -325,7 +342,7 @@ impl EventHandler {
                 if records::is_recorded_attachment(conn, event, object_id).await? {
                     info!("attachment already recorded from Stripe's answer: not re-fetched");
                     without_call::count(&event.type_);
-                    return Ok(());
+                    return Ok(None);
                 }
                 records::record_payment_method(stripe, conn, object_id).await
             }
@@ -338,7 +355,8 @@ impl EventHandler {
                 let topology = self.charges.topology();
                 notify::announce_refund(stripe, conn, topology, event, object_id).await
             }
-        }
+        };
+        done.map(|()| None)
     }
 
     /// Records the failure in the inbox and picks retry or dead letter.

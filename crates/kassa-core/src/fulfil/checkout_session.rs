@@ -11,8 +11,9 @@ use crate::records::{charge_id_of, payment_method_record, session_record, sessio
 use crate::Error;
 use kassa_broker::Topology;
 use kassa_store::payments::RecordedBy;
+use kassa_store::saved_cards::{self, SavedCardRecords};
 use kassa_store::{
-    checkout_sessions, customers, own_writes, CustomerRecord, OffsetDateTime, PgConnection,
+    checkout_sessions, CustomerRecord, InboxMark, InboxMarked, OffsetDateTime, PgConnection,
 };
 use kassa_stripe::objects::{
     CheckoutMode, CheckoutSession, CheckoutSessionStatus, SetupIntent, SetupIntentStatus,
@@ -74,9 +75,88 @@ pub async fn fulfil_checkout_session(
     session_id: &str,
     keys: &KeyScope,
 ) -> Result<Fulfilled, Error> {
+    let (fulfilled, _) = fulfil(how, conn, session_id, keys, None).await?;
+    Ok(fulfilled)
+}
+
+/// [`fulfil_checkout_session`] in the transaction of the claimed event `inbox`: when it saves a
+/// card, the event is marked processed by the same statement as the card's records, and the
+/// proof comes back for [`kassa_store::EventTx::complete_marked`]; otherwise (`None`) the caller
+/// marks it with [`kassa_store::EventTx::complete`]. Either way the mark commits with the
+/// records or not at all.
+pub async fn fulfil_checkout_session_and_mark(
+    how: Fulfiller<'_>,
+    conn: &mut PgConnection,
+    session_id: &str,
+    keys: &KeyScope,
+    inbox: &InboxMark,
+) -> Result<(Fulfilled, Option<InboxMarked>), Error> {
+    fulfil(how, conn, session_id, keys, Some(inbox)).await
+}
+
+/// The Idempotency-Keys a setup session's fulfilment may send writes under, all locked with
+/// the session's lock ([`WriteKeys::lock_with_session`]) before any of them is sent: an echo of
+/// one of these writes takes the key's lock before it looks for the write's note, so it waits
+/// for this transaction to end. The four are locked in the round trip that locks the session and
+/// reads its record. A key locked but then not sent under (the session names its customer, or
+/// is fulfilled already) holds up at most the echo of an earlier attempt's write under the same
+/// key, until this transaction ends; that echo then finds the note or not, as it would have.
+struct WriteKeys {
+    /// The creation of the session's customer on a first attempt ([`keys::session_customer`]).
+    session_customer: IdempotencyKey,
+    /// The creation of the customer under this attempt's own key, after a lookup.
+    create_customer: IdempotencyKey,
+    /// The attach of the card to the customer.
+    attach: IdempotencyKey,
+    /// The card made the customer's default.
+    set_default: IdempotencyKey,
+}
+
+impl WriteKeys {
+    /// Takes the lock of `session_id`, then of every write key of this attempt, then reads
+    /// Kassa's record of the session, in one round trip
+    /// ([`checkout_sessions::lock_checkout_session`]).
+    ///
+    /// Order: the session first, then the keys. No path holds one of these keys while it waits
+    /// for a session lock: the keys belong to this attempt at this session (`session_customer`
+    /// to every first attempt at it, each of which takes the session's lock first), and an echo
+    /// takes only its own inbox row, then the key.
+    async fn lock_with_session(
+        conn: &mut PgConnection,
+        session_id: &str,
+        keys: &KeyScope,
+    ) -> Result<(Self, Option<kassa_store::CheckoutSessionRecord>), Error> {
+        let write_keys = WriteKeys {
+            session_customer: keys::session_customer(keys.installation(), session_id)?,
+            create_customer: keys.key("create_customer")?,
+            attach: keys.key("attach_payment_method")?,
+            set_default: keys.key("set_default_payment_method")?,
+        };
+        let record = checkout_sessions::lock_checkout_session(
+            conn,
+            session_id,
+            &[
+                write_keys.session_customer.as_str(),
+                write_keys.create_customer.as_str(),
+                write_keys.attach.as_str(),
+                write_keys.set_default.as_str(),
+            ],
+        )
+        .await?;
+        Ok((write_keys, record))
+    }
+}
+
+async fn fulfil(
+    how: Fulfiller<'_>,
+    conn: &mut PgConnection,
+    session_id: &str,
+    keys: &KeyScope,
+    inbox: Option<&InboxMark>,
+) -> Result<(Fulfilled, Option<InboxMarked>), Error> {
     let stripe = how.stripe;
-    kassa_store::events::lock_stripe_object(conn, session_id).await?;
-    if let Some(done) = checkout_sessions::checkout_session(&mut *conn, session_id).await? {
+    let (write_keys, record) = WriteKeys::lock_with_session(conn, session_id, keys).await?;
+    if let Some(done) = record {
         if let (Some(customer_id), Some(payment_method_id), "setup", "complete") = (
             done.customer_id,
             done.payment_method_id,
@@ -84,11 +164,12 @@ pub async fn fulfil_checkout_session(
             done.status.as_str(),
         ) {
             info!(%customer_id, %payment_method_id, "setup session already fulfilled");
-            return Ok(Fulfilled::Card(SavedCard {
+            let card = SavedCard {
                 customer_id,
                 payment_method_id,
                 charge_id: done.charge_id,
-            }));
+            };
+            return Ok((Fulfilled::Card(card), None));
         }
     }
     // One call reads everything fulfilment needs: the SetupIntent with its card (whose owner
@@ -106,7 +187,7 @@ pub async fn fulfil_checkout_session(
         )
         .await?;
         let state = record_paid_session(conn, how.topology, &session, how.recorded_by).await?;
-        return Ok(Fulfilled::Payment(state));
+        return Ok((Fulfilled::Payment(state), None));
     }
     if session.mode != CheckoutMode::Setup || !complete {
         checkout_sessions::upsert_checkout_session(
@@ -114,7 +195,8 @@ pub async fn fulfil_checkout_session(
             &session_record(&session, how.installation, None, None),
         )
         .await?;
-        return Ok(Fulfilled::Nothing(session_status_name(&session).to_owned()));
+        let status = session_status_name(&session).to_owned();
+        return Ok((Fulfilled::Nothing(status), None));
     }
     let setup_intent = match &session.setup_intent {
         Some(Expandable::Object(intent)) => (**intent).clone(),
@@ -131,26 +213,29 @@ pub async fn fulfil_checkout_session(
             &session_record(&session, how.installation, None, None),
         )
         .await?;
-        return Ok(Fulfilled::Nothing(format!(
-            "setup intent {:?}",
-            setup_intent.status
-        )));
+        let status = format!("setup intent {:?}", setup_intent.status);
+        return Ok((Fulfilled::Nothing(status), None));
     }
-    save_card(how, conn, &session, &setup_intent, keys)
-        .await
-        .map(Fulfilled::Card)
+    let (card, marked) =
+        save_card(how, conn, &session, &setup_intent, keys, &write_keys, inbox).await?;
+    Ok((Fulfilled::Card(card), marked))
 }
 
 /// The card of a completed setup session (its SetupIntent succeeded) becomes the default payment
 /// method of the session's customer — found or created for it — and Kassa records the customer,
-/// the card and the session, in the caller's transaction.
+/// the card and the session, in the caller's transaction, in one statement that also marks the
+/// claimed event `inbox` processed, if there is one.
+///
+/// Every write is sent under one of `write_keys`, whose locks the caller holds.
 async fn save_card(
     how: Fulfiller<'_>,
     conn: &mut PgConnection,
     session: &CheckoutSession,
     setup_intent: &SetupIntent,
     keys: &KeyScope,
-) -> Result<SavedCard, Error> {
+    write_keys: &WriteKeys,
+    inbox: Option<&InboxMark>,
+) -> Result<(SavedCard, Option<InboxMarked>), Error> {
     let stripe = how.stripe;
     // The card as it was when the session was read (expanded there): its owner says whether an
     // earlier attempt, or Stripe itself (a session naming a customer), attached it already.
@@ -172,7 +257,7 @@ async fn save_card(
         Some(customer) => customer.id().to_owned(),
         None => {
             let (customer_id, created_with) =
-                find_or_create_customer(stripe, conn, session, keys).await?;
+                find_or_create_customer(stripe, session, keys, write_keys).await?;
             if let Some(key) = created_with {
                 recorded_writes.push((key, customer_id.clone()));
             }
@@ -182,6 +267,8 @@ async fn save_card(
 
     // customer.* handlers re-fetch this customer under the same lock: they now wait for this
     // commit, or finished before, so none of them can record it without its new default card.
+    // Taken after the write keys: no path holds a customer's lock while it waits for a key (an
+    // echo checks its key before it takes its object's lock).
     kassa_store::events::lock_stripe_object(conn, &customer_id).await?;
 
     // Already attached to this customer counts as done; to another customer is an error that no
@@ -194,63 +281,58 @@ async fn save_card(
             )))
         }
         None => {
-            let key = keys.key("attach_payment_method")?;
-            own_writes::lock_own_key(conn, key.as_str()).await?;
+            // Its key is locked: the echo, payment_method.attached, waits for this commit.
+            let key = &write_keys.attach;
             let attached = stripe
                 .payment_methods()
-                .attach(&payment_method_id, &customer_id, &key)
+                .attach(&payment_method_id, &customer_id, key)
                 .await?;
-            recorded_writes.push((key, payment_method_id.clone()));
+            recorded_writes.push((key.clone(), payment_method_id.clone()));
             attached
         }
     };
-    let key = keys.key("set_default_payment_method")?;
-    own_writes::lock_own_key(conn, key.as_str()).await?;
+    let key = &write_keys.set_default;
     let customer = stripe
         .customers()
-        .set_default_payment_method(&customer_id, &payment_method_id, &key)
+        .set_default_payment_method(&customer_id, &payment_method_id, key)
         .await?;
-    recorded_writes.push((key, customer_id.clone()));
+    recorded_writes.push((key.clone(), customer_id.clone()));
 
-    customers::upsert_customer(
-        conn,
-        &CustomerRecord {
-            id: customer.id.clone(),
-            email: customer.email.clone(),
-            name: customer.name.clone(),
-            default_payment_method: Some(payment_method_id.clone()),
-            deleted: false,
-            livemode: customer.livemode,
-        },
-    )
-    .await?;
-    customers::upsert_payment_method(
-        conn,
-        &payment_method_record(&payment_method, Some(&customer_id)),
-    )
-    .await?;
     let notes: Vec<(&str, &str)> = recorded_writes
         .iter()
         .map(|(key, object_id)| (key.as_str(), object_id.as_str()))
         .collect();
-    own_writes::record_own_writes(conn, &notes).await?;
     let charge_id = charge_id_of(session, how.installation);
-    checkout_sessions::upsert_checkout_session(
+    let marked = saved_cards::record_saved_card(
         conn,
-        &session_record(
-            session,
-            how.installation,
-            Some(&customer_id),
-            Some(&payment_method_id),
-        ),
+        &SavedCardRecords {
+            customer: &CustomerRecord {
+                id: customer.id.clone(),
+                email: customer.email.clone(),
+                name: customer.name.clone(),
+                default_payment_method: Some(payment_method_id.clone()),
+                deleted: false,
+                livemode: customer.livemode,
+            },
+            payment_method: &payment_method_record(&payment_method, Some(&customer_id)),
+            own_writes: &notes,
+            session: &session_record(
+                session,
+                how.installation,
+                Some(&customer_id),
+                Some(&payment_method_id),
+            ),
+        },
+        inbox,
     )
     .await?;
     info!(customer_id = %customer_id, payment_method_id = %payment_method_id, ?charge_id, "card saved as the customer's default");
-    Ok(SavedCard {
+    let card = SavedCard {
         customer_id,
         payment_method_id,
         charge_id,
-    })
+    };
+    Ok((card, marked))
 }
 
 /// Metadata key on customers Kassa creates, naming the Checkout Session they were created for.
@@ -269,9 +351,9 @@ pub const SESSION_METADATA: &str = "kassa_checkout_session";
 /// creation then goes under the attempt's own key.
 async fn find_or_create_customer(
     stripe: &Client,
-    conn: &mut PgConnection,
     session: &CheckoutSession,
     keys: &KeyScope,
+    write_keys: &WriteKeys,
 ) -> Result<(String, Option<IdempotencyKey>), Error> {
     let details = session.customer_details.clone().unwrap_or_default();
     let email = details.email.or_else(|| session.customer_email.clone());
@@ -295,10 +377,10 @@ async fn find_or_create_customer(
                 info!(customer_id = %customer.id, "customer already created for this session");
                 return Ok((customer.id.clone(), None));
             }
-            keys.key("create_customer")?
+            &write_keys.create_customer
         }
         // Without an e-mail there is no lookup: the one key for the session, on every attempt.
-        _ => keys::session_customer(keys.installation(), &session.id)?,
+        _ => &write_keys.session_customer,
     };
     let mut metadata = Metadata::new();
     metadata.insert(SESSION_METADATA.into(), session.id.clone());
@@ -308,9 +390,9 @@ async fn find_or_create_customer(
         metadata: Some(metadata),
         ..Default::default()
     };
-    // Held until the caller's transaction ends, so the creation's echo waits for its record.
-    own_writes::lock_own_key(conn, key.as_str()).await?;
-    let customer = stripe.customers().create(&params, &key).await?;
+    // The key is locked until the caller's transaction ends, so the creation's echo waits for
+    // its record.
+    let customer = stripe.customers().create(&params, key).await?;
     info!(customer_id = %customer.id, idempotency_key = %key, "customer created");
-    Ok((customer.id, Some(key)))
+    Ok((customer.id, Some(key.clone())))
 }

@@ -10,7 +10,9 @@
 pub mod checkout_session;
 pub mod payment;
 
-pub use checkout_session::{fulfil_checkout_session, Fulfilled, Fulfiller, SavedCard};
+pub use checkout_session::{
+    fulfil_checkout_session, fulfil_checkout_session_and_mark, Fulfilled, Fulfiller, SavedCard,
+};
 pub use payment::{record_payment_intent, record_payment_intent_with, MailOptions, PaymentState};
 
 use crate::keys::KeyScope;

@@ -8,5 +8,6 @@ mod customers;
 mod events;
 mod leadership;
 mod outbox;
+mod saved_cards;
 mod settle;
 mod test_db;

@@ -131,3 +131,14 @@ pub async fn count_rows(store: &Store, table: &str) -> i64 {
         .await
         .expect("count rows")
 }
+
+/// How many sessions on this test's database wait for a lock.
+pub async fn lock_waiters(store: &Store) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("query pg_stat_activity")
+}

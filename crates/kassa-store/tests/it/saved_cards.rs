@@ -1,0 +1,276 @@
+use std::time::Duration;
+
+use kassa_store::checkout_sessions::{self, lock_checkout_session, upsert_checkout_session};
+use kassa_store::saved_cards::{record_saved_card, SavedCardRecords};
+use kassa_store::{
+    customers, own_writes, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord, EventClaim,
+    OffsetDateTime, PaymentMethodRecord, PgConnection, Settled,
+};
+
+use crate::test_db::{lock_waiters, someone_waits_for_a_lock, wait_until, TestDb};
+
+const KIND: &str = "checkout.session.completed";
+const KEY: &str = "kassa:0123456789abcdef:evt_1:attach_payment_method";
+
+fn customer(id: &str) -> CustomerRecord {
+    CustomerRecord {
+        id: id.to_owned(),
+        email: Some("jenny@example.com".to_owned()),
+        name: Some("Jenny Rosen".to_owned()),
+        default_payment_method: Some(format!("pm_{id}")),
+        deleted: false,
+        livemode: false,
+    }
+}
+
+fn card(customer_id: &str) -> PaymentMethodRecord {
+    PaymentMethodRecord {
+        id: format!("pm_{customer_id}"),
+        customer_id: Some(customer_id.to_owned()),
+        brand: Some("visa".to_owned()),
+        last4: Some("4242".to_owned()),
+        exp_month: Some(12),
+        exp_year: Some(2034),
+        attached: true,
+        livemode: Some(false),
+    }
+}
+
+fn session(id: &str, customer_id: &str) -> CheckoutSessionRecord {
+    CheckoutSessionRecord {
+        id: id.to_owned(),
+        mode: "setup".to_owned(),
+        status: "complete".to_owned(),
+        livemode: false,
+        customer_id: Some(customer_id.to_owned()),
+        purpose: CheckoutPurpose::Setup,
+        charge_id: None,
+        setup_intent_id: Some(format!("seti_{id}")),
+        payment_intent_id: None,
+        payment_method_id: Some(format!("pm_{customer_id}")),
+        url: None,
+        expires_at: None,
+        completed_at: Some(OffsetDateTime::from_unix_timestamp(1_900_003_600).unwrap()),
+    }
+}
+
+/// What an earlier history left behind for `customer_id`: the customer deleted, the card
+/// detached, the session recorded open with its URL.
+async fn earlier_history(conn: &mut PgConnection, session_id: &str, customer_id: &str) {
+    customers::upsert_customer(
+        conn,
+        &CustomerRecord {
+            deleted: true,
+            ..customer(customer_id)
+        },
+    )
+    .await
+    .unwrap();
+    customers::mark_payment_method_detached(conn, &format!("pm_{customer_id}"))
+        .await
+        .unwrap();
+    upsert_checkout_session(
+        conn,
+        &CheckoutSessionRecord {
+            status: "open".to_owned(),
+            payment_method_id: None,
+            url: Some("https://checkout.stripe.com/c/pay/x".to_owned()),
+            completed_at: None,
+            ..session(session_id, customer_id)
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The rows Kassa keeps for `customer_id`, its card and `session_id`, ids left out.
+async fn rows(conn: &mut PgConnection, session_id: &str, customer_id: &str) -> String {
+    let customer = customers::customer(&mut *conn, customer_id).await.unwrap();
+    let card = customers::payment_method(&mut *conn, &format!("pm_{customer_id}"))
+        .await
+        .unwrap();
+    let session = checkout_sessions::checkout_session(&mut *conn, session_id)
+        .await
+        .unwrap();
+    format!("{customer:?} {card:?} {session:?}")
+        .replace(customer_id, "CUS")
+        .replace(session_id, "CS")
+}
+
+#[tokio::test]
+async fn saved_card_records_follow_the_per_table_rules_and_commit_with_the_inbox_mark() {
+    let db = TestDb::new().await;
+    // The same records over the same earlier history: one by the per-table functions, one in
+    // one statement with the inbox mark.
+    let mut tx = db.store.begin().await.unwrap();
+    earlier_history(&mut tx, "cs_a", "cus_a").await;
+    customers::upsert_customer(&mut tx, &customer("cus_a"))
+        .await
+        .unwrap();
+    customers::upsert_payment_method(&mut tx, &card("cus_a"))
+        .await
+        .unwrap();
+    own_writes::record_own_writes(&mut tx, &[("key_a", "pm_cus_a")])
+        .await
+        .unwrap();
+    upsert_checkout_session(&mut tx, &session("cs_a", "cus_a"))
+        .await
+        .unwrap();
+    earlier_history(&mut tx, "cs_b", "cus_b").await;
+    tx.commit().await.unwrap();
+
+    let EventClaim::Claimed(mut claimed) =
+        db.store.claim_event("evt_1", KIND, false).await.unwrap()
+    else {
+        panic!("a new event is claimed");
+    };
+    let inbox = claimed.inbox_mark();
+    let marked = record_saved_card(
+        claimed.conn(),
+        &SavedCardRecords {
+            customer: &customer("cus_b"),
+            payment_method: &card("cus_b"),
+            own_writes: &[(KEY, "pm_cus_b"), ("key_b", "cus_b")],
+            session: &session("cs_b", "cus_b"),
+        },
+        Some(&inbox),
+    )
+    .await
+    .unwrap()
+    .expect("the statement marked the event");
+    // Nothing is visible before the commit, the mark included.
+    let outside = db.store.event("evt_1").await.unwrap();
+    assert!(outside.is_none_or(|e| e.processed_at.is_none()));
+    assert!(db.store.customer("cus_b").await.unwrap().unwrap().deleted);
+    claimed.complete_marked(marked).await.unwrap();
+
+    let mut conn = db.store.begin().await.unwrap();
+    let per_table = rows(&mut conn, "cs_a", "cus_a").await;
+    assert_eq!(rows(&mut conn, "cs_b", "cus_b").await, per_table);
+    assert!(
+        per_table.contains("deleted: true") && per_table.contains("attached: false"),
+        "a deleted customer and a detached card stay so: {per_table}"
+    );
+    for (key, object) in [(KEY, "pm_cus_b"), ("key_b", "cus_b")] {
+        assert!(own_writes::own_write_recorded(&mut conn, key, object)
+            .await
+            .unwrap());
+    }
+    let stored = db.store.event("evt_1").await.unwrap().unwrap();
+    assert!(stored.processed_at.is_some());
+    assert_eq!(stored.attempts, 1);
+    let again = db.store.claim_event("evt_1", KIND, false).await.unwrap();
+    assert!(matches!(again, EventClaim::AlreadyProcessed), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_marked_event_that_fails_keeps_neither_its_records_nor_its_mark() {
+    let db = TestDb::new().await;
+    let EventClaim::Claimed(mut claimed) =
+        db.store.claim_event("evt_1", KIND, false).await.unwrap()
+    else {
+        panic!("a new event is claimed");
+    };
+    let inbox = claimed.inbox_mark();
+    let marked = record_saved_card(
+        claimed.conn(),
+        &SavedCardRecords {
+            customer: &customer("cus_1"),
+            payment_method: &card("cus_1"),
+            own_writes: &[(KEY, "pm_cus_1")],
+            session: &session("cs_1", "cus_1"),
+        },
+        Some(&inbox),
+    )
+    .await
+    .unwrap();
+    assert!(marked.is_some());
+    // A later step of the same handling fails: the claim is failed, not completed.
+    claimed.fail("the next step failed", false).await.unwrap();
+
+    let stored = db.store.event("evt_1").await.unwrap().unwrap();
+    assert_eq!(stored.processed_at, None);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(stored.last_error.as_deref(), Some("the next step failed"));
+    assert_eq!(db.store.customer("cus_1").await.unwrap(), None);
+    assert_eq!(db.store.checkout_session("cs_1").await.unwrap(), None);
+    // The echo of the write finds no note: it is not settled without a call.
+    assert_eq!(
+        db.store
+            .settle_without_effects(
+                "evt_echo",
+                "payment_method.attached",
+                false,
+                Some((KEY, "pm_cus_1"))
+            )
+            .await
+            .unwrap(),
+        Settled::NotRecorded
+    );
+    let EventClaim::Claimed(retry) = db.store.claim_event("evt_1", KIND, false).await.unwrap()
+    else {
+        panic!("the failed event is claimed again");
+    };
+    assert_eq!(retry.previous_attempts(), 1);
+}
+
+#[tokio::test]
+async fn a_session_and_its_keys_are_locked_before_its_record_is_read() {
+    let db = TestDb::new().await;
+    // A first fulfilment holds the session and records it, not committed yet.
+    let mut first = db.store.begin().await.unwrap();
+    assert_eq!(
+        lock_checkout_session(&mut first, "cs_1", &[KEY])
+            .await
+            .unwrap(),
+        None
+    );
+    upsert_checkout_session(&mut first, &session("cs_1", "cus_1"))
+        .await
+        .unwrap();
+    let store = db.store.clone();
+    let second = tokio::spawn(async move {
+        let mut second = store.begin().await.unwrap();
+        let record = lock_checkout_session(&mut second, "cs_1", &[])
+            .await
+            .unwrap();
+        second.commit().await.unwrap();
+        record
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the second fulfilment waits for the session's lock",
+        || someone_waits_for_a_lock(&db.store),
+    )
+    .await;
+    // An echo of a write under the first's key waits for it too.
+    let store = db.store.clone();
+    let echo = tokio::spawn(async move {
+        store
+            .settle_without_effects(
+                "evt_echo",
+                "payment_method.attached",
+                false,
+                Some((KEY, "pm_cus_1")),
+            )
+            .await
+            .unwrap()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the echo waits for the first fulfilment's key",
+        || async { lock_waiters(&db.store).await >= 2 },
+    )
+    .await;
+    own_writes::record_own_write(&mut first, KEY, "pm_cus_1")
+        .await
+        .unwrap();
+    assert!(!second.is_finished() && !echo.is_finished());
+    first.commit().await.unwrap();
+    let seen = second
+        .await
+        .unwrap()
+        .expect("the record committed while the second waited is read");
+    assert_eq!(seen, session("cs_1", "cus_1"));
+    assert_eq!(echo.await.unwrap(), Settled::Settled);
+}

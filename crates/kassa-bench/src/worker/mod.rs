@@ -217,6 +217,22 @@ fn report(
         u.busy,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    let (base_process_us, base_postgres_us) = u.baseline.cpu_us;
+    let base_cpu = u.baseline.cpu_us_per_session();
+    let pipeline_cpu = u.cpu_us_per_session();
+    let rabbit_per_session = rabbit_us * u.events_per_session();
+    // The throughput ratio both would reach if each used the same cores fully: load on the
+    // machine moves each phase's rate, but much less what a session costs.
+    let cpu_ratio = base_cpu / pipeline_cpu.max(1e-9);
+    // Were Kassa's process and PostgreSQL to cost no more than the baseline's, RabbitMQ's CPU per
+    // session alone would leave this ratio.
+    let rabbit_bound = base_cpu / (base_cpu + rabbit_per_session).max(1e-9);
+    println!(
+        "CPU per session: pipeline {pipeline_cpu:.0} µs (RabbitMQ {rabbit_per_session:.0}), baseline {base_cpu:.0} µs \
+         (process {base_process_us:.0}, PostgreSQL ≥ {base_postgres_us:.0}; {:.2} cores busy) → baseline ÷ pipeline \
+         {cpu_ratio:.2}; with RabbitMQ's share alone added to the baseline: {rabbit_bound:.2}",
+        u.baseline.busy
+    );
     let report = json!({
         "benchmark": "worker",
         "paced": {"sessions": args.paced_sessions, "rate_limit": limit.get(), "stripe_calls": served, "seconds": seconds,
@@ -233,7 +249,11 @@ fn report(
                           "ratio_to_min_limit": charges.ratio, "answered_429": charges.answered_429, "failed": charges.failed},
         "baseline_bare_client": {"phase": u.baseline.phase, "stripe_calls_per_session": baseline_calls,
                                  "stripe_calls_per_session_by_endpoint": u.baseline.calls_per_session,
-                                 "postgres_transactions_per_session": 1},
+                                 "postgres_transactions_per_session": 1,
+                                 "cpu_us_per_session": {"process_with_simulator": base_process_us, "postgres_at_least": base_postgres_us},
+                                 "cores_busy": u.baseline.busy},
+        "cpu_us_per_session": {"pipeline": pipeline_cpu, "pipeline_rabbitmq": rabbit_per_session, "baseline": base_cpu,
+                               "baseline_over_pipeline": cpu_ratio, "bound_from_rabbitmq_alone": rabbit_bound},
         "pipeline_over_baseline": ratio,
         "concurrency": args.concurrency,
         "goals": {"paced_ratio_min": 0.95, "events_failed_by_429": 0, "pipeline_over_baseline_min": 0.4, "stripe_calls_per_session_max": 4},

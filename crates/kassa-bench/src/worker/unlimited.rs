@@ -39,6 +39,26 @@ pub fn calls_per_unit(requests: &[RecordedRequest], units: usize) -> CallsPerUni
 pub struct Baseline {
     pub phase: Phase,
     pub calls_per_session: CallsPerUnit,
+    /// CPU µs per session of this process (client + its simulator) and PostgreSQL (a lower bound).
+    pub cpu_us: (f64, f64),
+    /// Cores busy during the timed loop.
+    pub busy: f64,
+}
+
+impl Baseline {
+    /// CPU µs per session, every process together.
+    pub fn cpu_us_per_session(&self) -> f64 {
+        self.cpu_us.0 + self.cpu_us.1
+    }
+}
+
+/// CPU seconds so far of this process, the local RabbitMQ node and every PostgreSQL process.
+fn cpu_now(rabbit: Option<u32>) -> (f64, f64, f64) {
+    (
+        cpu_seconds(std::process::id()).unwrap_or(0.0),
+        rabbit.and_then(cpu_seconds).unwrap_or(0.0),
+        cpu_seconds_of_all("postgres"),
+    )
 }
 
 /// Figures of the unlimited phase.
@@ -72,6 +92,12 @@ impl Unlimited {
     pub fn events_per_session(&self) -> f64 {
         self.events as f64 / self.sessions.max(1) as f64
     }
+
+    /// CPU µs per completed session, every process together (this process, RabbitMQ, PostgreSQL).
+    pub fn cpu_us_per_session(&self) -> f64 {
+        let (kassa, rabbit, postgres) = self.cpu_us;
+        (kassa + rabbit + postgres) * self.events_per_session()
+    }
 }
 
 /// Phase B: unlimited, end to end, against the bare-client baseline.
@@ -93,13 +119,7 @@ pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited>
     // completing a session is an in-process call that is never logged.
     let before = rig.sim().requests().len();
     let rabbit = rabbitmq_pid();
-    let cpu = || {
-        (
-            cpu_seconds(std::process::id()).unwrap_or(0.0),
-            rabbit.and_then(cpu_seconds).unwrap_or(0.0),
-            cpu_seconds_of_all("postgres"),
-        )
-    };
+    let cpu = || cpu_now(rabbit);
     let cpu_before = cpu();
     let worker_time = rig
         .drain(
@@ -194,6 +214,7 @@ async fn bare_client_baseline(
     let before = sim.requests().len();
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_now(None);
     let started = Instant::now();
     let tasks = (0..concurrency).map(|_| {
         let (client, ids, next, pool) = (client.clone(), ids.clone(), next.clone(), pool.clone());
@@ -253,11 +274,19 @@ async fn bare_client_baseline(
     for task in join_all(tasks).await {
         latencies.extend(task??);
     }
-    let phase = Phase::new(latencies, started.elapsed());
+    let elapsed = started.elapsed();
+    let cpu_after = cpu_now(None);
+    let phase = Phase::new(latencies, elapsed);
     let calls = sim.requests().split_off(before);
     sim.shutdown().await;
+    let per_session_us = |before: f64, after: f64| (after - before) / sessions.max(1) as f64 * 1e6;
     Ok(Baseline {
         phase,
         calls_per_session: calls_per_unit(&calls, sessions),
+        cpu_us: (
+            per_session_us(cpu_before.0, cpu_after.0),
+            per_session_us(cpu_before.2, cpu_after.2),
+        ),
+        busy: (cpu_after.0 - cpu_before.0 + cpu_after.2 - cpu_before.2) / elapsed.as_secs_f64(),
     })
 }

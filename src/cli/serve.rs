@@ -29,21 +29,32 @@ async fn with_stored_settings<A>(
     build(args)
 }
 
+/// Starts watching for SIGINT/SIGTERM for the whole life of a serving command: the token is
+/// cancelled by the first signal, whenever it comes. One watcher per process, installed before
+/// anything else: once a handler is installed a signal no longer ends the process by itself, so
+/// a signal that arrived while nobody watched (during start-up) would be lost.
+fn watch_signals() -> CancellationToken {
+    let signal = CancellationToken::new();
+    tokio::spawn(config::cancel_on_signal(signal.clone()));
+    signal
+}
+
 /// Waits, with pauses growing to 10 s, until PostgreSQL at `database_url` accepts connections,
 /// so a long-running process started before its database (a host booting, a failover) waits for
 /// it instead of exiting. Any other answer (a database not created yet, wrong credentials) ends
 /// the wait: the start-up that follows creates the database or reports the error. `false`:
-/// SIGINT/SIGTERM came first.
-async fn wait_for_database(database_url: &str) -> bool {
+/// SIGINT/SIGTERM came first (`signal`, from [`watch_signals`]).
+async fn wait_for_database(database_url: &str, signal: &CancellationToken) -> bool {
     use backon::BackoffBuilder;
-    let signal = CancellationToken::new();
-    let watcher = tokio::spawn(config::cancel_on_signal(signal.clone()));
     let mut pauses = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
         .without_max_times()
         .build();
-    let reachable = loop {
+    loop {
+        if signal.is_cancelled() {
+            return false;
+        }
         match kassa_store::Store::probe(database_url).await {
             Err(kassa_store::StoreError::Unavailable(error)) => {
                 let pause = pauses.next().unwrap_or(Duration::from_secs(10));
@@ -54,21 +65,29 @@ async fn wait_for_database(database_url: &str) -> bool {
                     "PostgreSQL is unreachable; waiting for it before starting"
                 );
                 tokio::select! {
-                    _ = signal.cancelled() => break false,
+                    _ = signal.cancelled() => return false,
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            _ => break true,
+            _ => return true,
         }
-    };
-    watcher.abort();
-    reachable
+    }
+}
+
+/// Whether SIGINT/SIGTERM came during start-up: then the process stops before it serves.
+fn stop_requested(signal: &CancellationToken) -> bool {
+    if signal.is_cancelled() {
+        info!("shutdown requested while starting: stopped before serving");
+        return true;
+    }
+    false
 }
 
 /// Runs `kassa serve`.
 pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let signal = watch_signals();
     let database_url = args.store.database_url.clone();
-    if !wait_for_database(&database_url).await {
+    if !wait_for_database(&database_url, &signal).await {
         return Ok(());
     }
     let master_key = args.master_key.key()?;
@@ -86,6 +105,9 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => info!(api_base = %args.stripe_api_base, "kassa serve: using Stripe at KASSA_STRIPE_API_BASE"),
     }
+    if stop_requested(&signal) {
+        return Ok(());
+    }
     let mut stack = Stack::start(config).await?;
     if let Some(sim) = &stack.sim {
         info!(stripe_api_base = %sim.base_url(), "embedded Stripe simulator listening (hosted checkout pages under /c/pay/)");
@@ -93,7 +115,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = stack.address {
         info!(shop = %format!("http://{address}/"), "the merchant page: Buy, pay on Checkout, land on /success");
     }
-    run_until_signal(&mut stack).await;
+    run_until_signal(&mut stack, &signal).await;
     stack.stop().await;
     info!("kassa serve stopped");
     Ok(())
@@ -101,9 +123,10 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 
 /// Runs `kassa ingress`.
 pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
+    let signal = watch_signals();
     let config = if args.reads_stored_settings() {
         let database_url = args.api.database_url.clone();
-        if !wait_for_database(&database_url).await {
+        if !wait_for_database(&database_url, &signal).await {
             return Ok(());
         }
         let master_key = args.master_key.key()?;
@@ -120,9 +143,12 @@ pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
     };
     let apis = config.admin_token.is_some();
     if let Some(database_url) = &config.database_url {
-        if !args.reads_stored_settings() && !wait_for_database(database_url).await {
+        if !args.reads_stored_settings() && !wait_for_database(database_url, &signal).await {
             return Ok(());
         }
+    }
+    if stop_requested(&signal) {
+        return Ok(());
     }
     let mut stack = Stack::start(config.clone()).await?;
     let address = stack.address.context("the ingress has an address")?;
@@ -136,7 +162,7 @@ pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
         apis,
         "kassa ingress listening"
     );
-    run_until_signal(&mut stack).await;
+    run_until_signal(&mut stack, &signal).await;
     stack.stop().await;
     info!("kassa ingress stopped");
     Ok(())
@@ -191,8 +217,9 @@ fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> 
 
 /// Runs `kassa worker`.
 pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let signal = watch_signals();
     let database_url = args.store.database_url.clone();
-    if !wait_for_database(&database_url).await {
+    if !wait_for_database(&database_url, &signal).await {
         return Ok(());
     }
     let master_key = args.master_key.key()?;
@@ -205,6 +232,9 @@ pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
     )
     .await?;
     let db_max_connections = config.db_max_connections;
+    if stop_requested(&signal) {
+        return Ok(());
+    }
     let mut stack = Stack::start(config).await?;
     info!(
         health = %format!("http://{}/healthz", stack.address.map_or_else(|| args.listen.to_string(), |a| a.to_string())),
@@ -214,7 +244,7 @@ pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
         stripe_api_base = %args.stripe.stripe_api_base,
         "kassa worker started"
     );
-    run_until_signal(&mut stack).await;
+    run_until_signal(&mut stack, &signal).await;
     stack.stop().await;
     info!("kassa worker stopped");
     Ok(())
@@ -246,10 +276,9 @@ pub async fn stripe_sim(args: config::StripeSimArgs) -> anyhow::Result<()> {
         .context("running the Stripe simulator")
 }
 
-/// Waits for SIGINT/SIGTERM (or a part failing on its own).
-async fn run_until_signal(stack: &mut Stack) {
-    let signal = CancellationToken::new();
-    tokio::spawn(config::cancel_on_signal(signal.clone()));
+/// Waits for SIGINT/SIGTERM (`signal`, from [`watch_signals`]; at once if one came during
+/// start-up) or a part failing on its own.
+async fn run_until_signal(stack: &mut Stack, signal: &CancellationToken) {
     tokio::select! {
         _ = signal.cancelled() => {}
         _ = stack.failed() => tracing::error!("a part of Kassa stopped unexpectedly; shutting down"),

@@ -166,3 +166,69 @@ async fn messages_in(app: &TestApp, queue: &str) -> u32 {
         Err(_) => 0,
     }
 }
+
+/// SIGTERM while the worker is still starting (here: its migrations wait for a lock another
+/// session holds, after PostgreSQL answered its first connection) stops it as soon as it can,
+/// with a clean exit, instead of being swallowed and leaving a worker running that was told
+/// to stop.
+#[tokio::test]
+async fn a_worker_told_to_stop_while_it_starts_stops() {
+    let app = TestApp::builder()
+        .without_ingress()
+        .without_worker()
+        .spawn()
+        .await;
+    // The migrator reads its table first: while this transaction holds it, start-up waits.
+    let mut holder = app.store().pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let logs = std::env::temp_dir().join(format!("kassa-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut command = app.kassa_command(&["worker"]);
+    let mut worker = command
+        .env("KASSA_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("KASSA_METRICS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(logs.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(logs.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the worker's migrations to wait for the table",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks
+                 WHERE relation = '_sqlx_migrations'::regclass AND NOT granted",
+            )
+            .fetch_one(app.store().pool())
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+
+    let pid = nix::unistd::Pid::from_raw(worker.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    holder.rollback().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
+    let printed = format!(
+        "{}\n{}",
+        std::fs::read_to_string(logs.join("stdout")).unwrap_or_default(),
+        std::fs::read_to_string(logs.join("stderr")).unwrap_or_default()
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+    let status = status
+        .unwrap_or_else(|_| panic!("the worker exits after SIGTERM during start-up\n{printed}"))
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}\n{printed}");
+    assert!(
+        !printed.contains("kassa worker started"),
+        "a worker told to stop does not start consuming\n{printed}"
+    );
+    app.cleanup().await;
+}

@@ -41,8 +41,8 @@ fn watch_signals() -> CancellationToken {
 
 /// Waits, with pauses growing to 10 s, until PostgreSQL at `database_url` accepts connections,
 /// so a long-running process started before its database (a host booting, a failover) waits for
-/// it instead of exiting. Any other answer (a database not created yet, wrong credentials) ends
-/// the wait: the start-up that follows creates the database or reports the error. `false`:
+/// it instead of exiting. Any other answer (a database not created yet, wrong credentials, a TLS
+/// failure) ends the wait: the start-up that follows creates the database or reports the error. `false`:
 /// SIGINT/SIGTERM came first (`signal`, from [`watch_signals`]).
 async fn wait_for_database(database_url: &str, signal: &CancellationToken) -> bool {
     use backon::BackoffBuilder;
@@ -56,7 +56,11 @@ async fn wait_for_database(database_url: &str, signal: &CancellationToken) -> bo
             return false;
         }
         match kassa_store::Store::probe(database_url).await {
-            Err(kassa_store::StoreError::Unavailable(error)) => {
+            // A TLS failure is a configuration to fix (sslmode against a server without TLS, a
+            // certificate), not a server still starting: the start-up that follows reports it.
+            Err(kassa_store::StoreError::Unavailable(error))
+                if !matches!(error, sqlx::Error::Tls(_)) =>
+            {
                 let pause = pauses.next().unwrap_or(Duration::from_secs(10));
                 warn!(
                     %error,

@@ -21,13 +21,7 @@ async fn a_worker_without_its_database_is_not_ready_and_resumes_by_itself() {
         .spawn()
         .await;
     let mut proxy = TcpProxy::start(&services::database_server_address().await).await;
-    let mut through = url::Url::parse(&app.database_url).unwrap();
-    through.set_ip_host(proxy.address.ip()).unwrap();
-    through.set_port(Some(proxy.address.port())).unwrap();
-    let mut command = app.kassa_command(&["worker"]);
-    command
-        .env("KASSA_DATABASE_URL", through.as_str())
-        .env("RUST_LOG", "info");
+    let command = worker_through(&app, &proxy);
     let worker = KassaProcess::start(command, free_port(), Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let readyz = || async {
@@ -57,16 +51,7 @@ async fn a_worker_without_its_database_is_not_ready_and_resumes_by_itself() {
     assert_eq!(body["broker"], "connected", "{body}");
 
     // A completed session's event arrives while the database is away: nothing is recorded.
-    let session = app
-        .create_setup_session(&format!("c{}@example.com", uuid::Uuid::new_v4().simple()))
-        .await;
-    app.complete(&session, "pm_card_visa");
-    let completed = app
-        .stripe_events("checkout.session.completed")
-        .await
-        .remove(0);
-    let event_id = completed["id"].as_str().unwrap().to_owned();
-    app.publish_event(&completed).await;
+    let (session, event_id) = publish_a_completed_session(&app).await;
     // The worker took it, waited for a connection (the pool's 10 s), could not claim it in the
     // inbox and put it back on the retry ladder: it waits in RabbitMQ.
     let waiting = Topology::new(app.topology.prefix()).events_retry_queue("5s");
@@ -106,13 +91,7 @@ async fn a_worker_started_before_its_database_waits_for_it_and_then_works() {
     // A port nothing listens on: the proxy accepts, cannot reach it and closes the connection,
     // as a database host that is up while PostgreSQL is not yet.
     let mut proxy = TcpProxy::start(&format!("127.0.0.1:{}", free_port())).await;
-    let mut through = url::Url::parse(&app.database_url).unwrap();
-    through.set_ip_host(proxy.address.ip()).unwrap();
-    through.set_port(Some(proxy.address.port())).unwrap();
-    let mut command = app.kassa_command(&["worker"]);
-    command
-        .env("KASSA_DATABASE_URL", through.as_str())
-        .env("RUST_LOG", "info");
+    let command = worker_through(&app, &proxy);
     let starting = tokio::spawn(KassaProcess::start(
         command,
         free_port(),
@@ -130,16 +109,7 @@ async fn a_worker_started_before_its_database_waits_for_it_and_then_works() {
         .forward_to(&services::database_server_address().await)
         .await;
     let worker = starting.await.unwrap();
-    let session = app
-        .create_setup_session(&format!("w{}@example.com", uuid::Uuid::new_v4().simple()))
-        .await;
-    app.complete(&session, "pm_card_visa");
-    let completed = app
-        .stripe_events("checkout.session.completed")
-        .await
-        .remove(0);
-    let event_id = completed["id"].as_str().unwrap().to_owned();
-    app.publish_event(&completed).await;
+    let (session, event_id) = publish_a_completed_session(&app).await;
     let processed = app.processed(&event_id).await;
     assert!(processed.processed_at.is_some());
     assert_card_saved(&app, &session).await;
@@ -149,6 +119,34 @@ async fn a_worker_started_before_its_database_waits_for_it_and_then_works() {
         "{logs}"
     );
     app.cleanup().await;
+}
+
+/// `kassa worker` with its database reached through `proxy`.
+fn worker_through(app: &TestApp, proxy: &TcpProxy) -> tokio::process::Command {
+    let mut through = url::Url::parse(&app.database_url).unwrap();
+    through.set_ip_host(proxy.address.ip()).unwrap();
+    through.set_port(Some(proxy.address.port())).unwrap();
+    let mut command = app.kassa_command(&["worker"]);
+    command
+        .env("KASSA_DATABASE_URL", through.as_str())
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// A setup session completed on the simulator, its `checkout.session.completed` published to the
+/// worker's queue: the session's id and the event's.
+async fn publish_a_completed_session(app: &TestApp) -> (String, String) {
+    let session = app
+        .create_setup_session(&format!("c{}@example.com", uuid::Uuid::new_v4().simple()))
+        .await;
+    app.complete(&session, "pm_card_visa");
+    let completed = app
+        .stripe_events("checkout.session.completed")
+        .await
+        .remove(0);
+    let event_id = completed["id"].as_str().unwrap().to_owned();
+    app.publish_event(&completed).await;
+    (session, event_id)
 }
 
 /// Messages in `queue` now (ready ones; a message on a retry queue is never consumed).

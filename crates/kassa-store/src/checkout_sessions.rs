@@ -92,6 +92,47 @@ pub struct CheckoutSessionRecord {
     pub completed_at: Option<OffsetDateTime>,
 }
 
+/// A `checkout_sessions` row as read, before its `purpose` is checked.
+struct SessionRow {
+    id: String,
+    mode: String,
+    status: String,
+    livemode: bool,
+    customer_id: Option<String>,
+    purpose: String,
+    charge_id: Option<i64>,
+    setup_intent_id: Option<String>,
+    payment_intent_id: Option<String>,
+    payment_method_id: Option<String>,
+    url: Option<String>,
+    expires_at: Option<OffsetDateTime>,
+    completed_at: Option<OffsetDateTime>,
+}
+
+impl SessionRow {
+    fn into_record(self) -> Result<CheckoutSessionRecord, StoreError> {
+        let purpose = self
+            .purpose
+            .parse()
+            .map_err(|e: UnknownPurpose| StoreError::Permanent(sqlx::Error::Decode(Box::new(e))))?;
+        Ok(CheckoutSessionRecord {
+            id: self.id,
+            mode: self.mode,
+            status: self.status,
+            livemode: self.livemode,
+            customer_id: self.customer_id,
+            purpose,
+            charge_id: self.charge_id,
+            setup_intent_id: self.setup_intent_id,
+            payment_intent_id: self.payment_intent_id,
+            payment_method_id: self.payment_method_id,
+            url: self.url,
+            expires_at: self.expires_at,
+            completed_at: self.completed_at,
+        })
+    }
+}
+
 /// Inserts or updates a Checkout Session under the rules in the [module documentation](self).
 pub async fn upsert_checkout_session(
     conn: &mut PgConnection,
@@ -150,7 +191,8 @@ pub async fn lock_checkout_session(
     own_keys: &[&str],
 ) -> Result<Option<CheckoutSessionRecord>, StoreError> {
     let own_keys: Vec<String> = own_keys.iter().map(|key| (*key).to_owned()).collect();
-    let row = sqlx::query!(
+    let row = sqlx::query_as!(
+        SessionRow,
         r#"SELECT id AS "id!", mode AS "mode!", status AS "status!", livemode AS "livemode!",
                   customer_id, purpose AS "purpose!", charge_id, setup_intent_id,
                   payment_intent_id, payment_method_id, url, expires_at, completed_at
@@ -160,28 +202,7 @@ pub async fn lock_checkout_session(
     )
     .fetch_optional(conn)
     .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let purpose = row
-        .purpose
-        .parse()
-        .map_err(|e: UnknownPurpose| StoreError::Permanent(sqlx::Error::Decode(Box::new(e))))?;
-    Ok(Some(CheckoutSessionRecord {
-        id: row.id,
-        mode: row.mode,
-        status: row.status,
-        livemode: row.livemode,
-        customer_id: row.customer_id,
-        purpose,
-        charge_id: row.charge_id,
-        setup_intent_id: row.setup_intent_id,
-        payment_intent_id: row.payment_intent_id,
-        payment_method_id: row.payment_method_id,
-        url: row.url,
-        expires_at: row.expires_at,
-        completed_at: row.completed_at,
-    }))
+    row.map(SessionRow::into_record).transpose()
 }
 
 /// Checkout Session `id`, if known.
@@ -189,7 +210,8 @@ pub async fn checkout_session<'e>(
     executor: impl PgExecutor<'e>,
     id: &str,
 ) -> Result<Option<CheckoutSessionRecord>, StoreError> {
-    let row = sqlx::query!(
+    let row = sqlx::query_as!(
+        SessionRow,
         "SELECT id, mode, status, livemode, customer_id, purpose, charge_id, setup_intent_id,
                 payment_intent_id, payment_method_id, url, expires_at, completed_at
          FROM checkout_sessions WHERE id = $1",
@@ -197,28 +219,7 @@ pub async fn checkout_session<'e>(
     )
     .fetch_optional(executor)
     .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let purpose = row
-        .purpose
-        .parse()
-        .map_err(|e: UnknownPurpose| StoreError::Permanent(sqlx::Error::Decode(Box::new(e))))?;
-    Ok(Some(CheckoutSessionRecord {
-        id: row.id,
-        mode: row.mode,
-        status: row.status,
-        livemode: row.livemode,
-        customer_id: row.customer_id,
-        purpose,
-        charge_id: row.charge_id,
-        setup_intent_id: row.setup_intent_id,
-        payment_intent_id: row.payment_intent_id,
-        payment_method_id: row.payment_method_id,
-        url: row.url,
-        expires_at: row.expires_at,
-        completed_at: row.completed_at,
-    }))
+    row.map(SessionRow::into_record).transpose()
 }
 
 impl Store {

@@ -10,23 +10,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The process's configuration with the stored settings filled in. A configuration the
-/// environment alone makes invalid fails first, before PostgreSQL is asked anything — unless a
-/// master key is set, when the stored settings may be what completes it. A valid one is checked
-/// against the stored settings too: one that cannot be opened refuses the start.
+/// environment alone makes invalid fails first, before PostgreSQL is asked anything (or waited
+/// for) — unless a master key is set, when the stored settings may be what completes it. A valid
+/// one is checked against the stored settings too: one that cannot be opened refuses the start.
+/// `None`: SIGINT/SIGTERM came while waiting for PostgreSQL ([`wait_for_database`]).
 async fn with_stored_settings<A>(
     args: &mut A,
     database_url: &str,
     master_key: Option<kassa_core::settings::MasterKey>,
+    signal: &CancellationToken,
     apply: impl Fn(&mut A, &StoredSettings),
     build: impl Fn(&A) -> anyhow::Result<StackConfig>,
-) -> anyhow::Result<StackConfig> {
+) -> anyhow::Result<Option<StackConfig>> {
     let from_environment = build(args);
     if from_environment.is_err() && master_key.is_none() {
-        return from_environment;
+        return from_environment.map(Some);
+    }
+    if !wait_for_database(database_url, signal).await {
+        return Ok(None);
     }
     let stored = StoredSettings::load(database_url, master_key).await?;
     apply(args, &stored);
-    build(args)
+    build(args).map(Some)
 }
 
 /// Starts watching for SIGINT/SIGTERM for the whole life of a serving command: the token is
@@ -91,18 +96,19 @@ fn stop_requested(signal: &CancellationToken) -> bool {
 pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let signal = watch_signals();
     let database_url = args.store.database_url.clone();
-    if !wait_for_database(&database_url, &signal).await {
-        return Ok(());
-    }
     let master_key = args.master_key.key()?;
-    let config = with_stored_settings(
+    let Some(config) = with_stored_settings(
         &mut args,
         &database_url,
         master_key,
+        &signal,
         ServeArgs::apply_stored,
         ServeArgs::stack_config,
     )
-    .await?;
+    .await?
+    else {
+        return Ok(());
+    };
     match &config.stripe {
         Some(StripeTarget::Embedded(_)) => info!(
             "kassa serve: no Stripe key (KASSA_STRIPE_API_KEY, KASSA_STRIPE_TEST_SECRET_KEY, KASSA_STRIPE_LIVE_SECRET_KEY), so running in TEST MODE on the embedded Stripe simulator, which delivers webhooks to this process"
@@ -130,18 +136,20 @@ pub async fn ingress(mut args: IngressArgs) -> anyhow::Result<()> {
     let signal = watch_signals();
     let config = if args.reads_stored_settings() {
         let database_url = args.api.database_url.clone();
-        if !wait_for_database(&database_url, &signal).await {
-            return Ok(());
-        }
         let master_key = args.master_key.key()?;
-        with_stored_settings(
+        let stored = with_stored_settings(
             &mut args,
             &database_url,
             master_key,
+            &signal,
             IngressArgs::apply_stored,
             IngressArgs::stack_config,
         )
-        .await?
+        .await?;
+        let Some(config) = stored else {
+            return Ok(());
+        };
+        config
     } else {
         args.stack_config()?
     };
@@ -223,18 +231,19 @@ fn worker_stack_config(args: &WorkerCommandArgs) -> anyhow::Result<StackConfig> 
 pub async fn worker(mut args: WorkerCommandArgs) -> anyhow::Result<()> {
     let signal = watch_signals();
     let database_url = args.store.database_url.clone();
-    if !wait_for_database(&database_url, &signal).await {
-        return Ok(());
-    }
     let master_key = args.master_key.key()?;
-    let config = with_stored_settings(
+    let Some(config) = with_stored_settings(
         &mut args,
         &database_url,
         master_key,
+        &signal,
         WorkerCommandArgs::apply_stored,
         worker_stack_config,
     )
-    .await?;
+    .await?
+    else {
+        return Ok(());
+    };
     let db_max_connections = config.db_max_connections;
     if stop_requested(&signal) {
         return Ok(());

@@ -9,42 +9,18 @@ use crate::support::app::TestApp;
 use crate::support::binary::{run, text};
 use crate::support::sim::{card_of, fingerprint_of};
 use crate::support::sim::{LIVE_API_KEY, LIVE_PUBLISHABLE_KEY, TEST_API_KEY, TEST_PUBLISHABLE_KEY};
-use crate::support::{assert_error, eventually, key};
+use crate::support::{assert_error, eventually};
 use kassa_store::ChargeStatus;
-use kassa_stripe::resources::CustomerParams;
 use kassa_stripe::Mode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const TOKEN: &str = "mode-per-call-admin-token-0123456789";
 
-/// A customer of `mode` on the simulator with a default card, made with that mode's key (Kassa
-/// has not recorded it: a charge looks it up with the key of the charge's mode).
+/// A customer of `mode` on the simulator with a default card (see
+/// [`TestApp::customer_with_card`]): its id.
 async fn customer_with_card(app: &TestApp, mode: Mode) -> String {
-    let stripe = app.stripe_in(mode);
-    let params = CustomerParams {
-        email: Some(format!(
-            "{mode}-{}@example.com",
-            uuid::Uuid::new_v4().simple()
-        )),
-        ..Default::default()
-    };
-    let customer = stripe
-        .customers()
-        .create(&params, &key("customer"))
-        .await
-        .unwrap();
-    let card = stripe
-        .payment_methods()
-        .attach(card_of(mode), &customer.id, &key("attach"))
-        .await
-        .unwrap();
-    stripe
-        .customers()
-        .set_default_payment_method(&customer.id, &card.id, &key("default"))
-        .await
-        .unwrap();
-    customer.id
+    app.customer_with_card(mode).await.0.id
 }
 
 /// Every request the simulator was sent whose path names `id`.

@@ -8,9 +8,8 @@ use crate::support::app::TestApp;
 use crate::support::binary::{kassa, text};
 use crate::support::sim::LIVE_API_KEY;
 use crate::support::sim::{card_of, fingerprint_of};
-use crate::support::{eventually, key, services};
+use crate::support::{eventually, services};
 use kassa_store::charges::{ChargeStatus, NewCharge};
-use kassa_stripe::resources::CustomerParams;
 use kassa_stripe::Mode;
 use kassa_stripe_sim::{signature_header, DEFAULT_LIVE_WEBHOOK_SECRET, DEFAULT_WEBHOOK_SECRET};
 use serde_json::{json, Value};
@@ -92,24 +91,7 @@ async fn interleaved_test_and_live_sessions_are_each_fulfilled_with_their_own_ke
 async fn a_live_charge_is_made_with_the_live_key() {
     let app = TestApp::builder().two_modes().spawn().await;
     let live = app.stripe_in(Mode::Live);
-    let params = CustomerParams {
-        email: Some(format!("{}@example.com", uuid::Uuid::new_v4().simple())),
-        ..Default::default()
-    };
-    let customer = live
-        .customers()
-        .create(&params, &key("customer"))
-        .await
-        .unwrap();
-    let card = live
-        .payment_methods()
-        .attach(card_of(Mode::Live), &customer.id, &key("attach"))
-        .await
-        .unwrap();
-    live.customers()
-        .set_default_payment_method(&customer.id, &card.id, &key("default"))
-        .await
-        .unwrap();
+    let (customer, _) = app.customer_with_card(Mode::Live).await;
     let route = kassa_core::charges::job_route(&app.topology);
     let (charge, _) = app
         .store()
@@ -159,32 +141,14 @@ async fn a_live_charge_is_made_with_the_live_key() {
 #[tokio::test]
 async fn a_charge_whose_customer_is_of_the_other_mode_goes_to_review_unsent() {
     let app = TestApp::builder().two_modes().spawn().await;
-    let live = app.stripe_in(Mode::Live);
-    let params = CustomerParams {
-        email: Some(format!("{}@example.com", uuid::Uuid::new_v4().simple())),
-        ..Default::default()
-    };
-    let customer = live
-        .customers()
-        .create(&params, &key("customer"))
-        .await
-        .unwrap();
-    let card = live
-        .payment_methods()
-        .attach(card_of(Mode::Live), &customer.id, &key("attach"))
-        .await
-        .unwrap();
-    live.customers()
-        .set_default_payment_method(&customer.id, &card.id, &key("default"))
-        .await
-        .unwrap();
+    let (customer, card) = app.customer_with_card(Mode::Live).await;
     // Kassa's records of them, as the webhooks write them.
     let mut tx = app.store().begin().await.unwrap();
     kassa_store::customers::upsert_customer(
         &mut tx,
         &kassa_store::CustomerRecord {
             id: customer.id.clone(),
-            email: params.email.clone(),
+            email: customer.email.clone(),
             name: None,
             default_payment_method: Some(card.id.clone()),
             deleted: false,

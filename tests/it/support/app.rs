@@ -464,6 +464,41 @@ impl TestApp {
         self.stack.stripe.as_ref().unwrap()
     }
 
+    /// A customer of `mode` on the simulator with a default card, made with that mode's key
+    /// (Kassa has not recorded them): the customer and the card as Stripe answered.
+    pub async fn customer_with_card(
+        &self,
+        mode: kassa_stripe::Mode,
+    ) -> (
+        kassa_stripe::objects::Customer,
+        kassa_stripe::objects::PaymentMethod,
+    ) {
+        let stripe = self.stripe_in(mode);
+        let params = kassa_stripe::resources::CustomerParams {
+            email: Some(format!(
+                "{mode}-{}@example.com",
+                uuid::Uuid::new_v4().simple()
+            )),
+            ..Default::default()
+        };
+        let customer = stripe
+            .customers()
+            .create(&params, &super::key("customer"))
+            .await
+            .unwrap();
+        let card = stripe
+            .payment_methods()
+            .attach(sim::card_of(mode), &customer.id, &super::key("attach"))
+            .await
+            .unwrap();
+        stripe
+            .customers()
+            .set_default_payment_method(&customer.id, &card.id, &super::key("default"))
+            .await
+            .unwrap();
+        (customer, card)
+    }
+
     /// The app's Stripe client of `mode`.
     pub fn stripe_in(&self, mode: kassa_stripe::Mode) -> &kassa_stripe::Client {
         self.stack

@@ -1,5 +1,6 @@
-//! The consumer's contract with RabbitMQ: ack after the handler, the retry ladder, dead letters
-//! with their reason, and no message lost when forwarding fails.
+//! The consumer's contract with RabbitMQ: ack after the handler (in shared frames, never before
+//! the handler is done), the retry ladder, dead letters with their reason, and no message lost
+//! when forwarding fails.
 
 use crate::support::{eventually, init_test_logging, services};
 use kassa_broker::consumer::{ATTEMPT_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER};
@@ -47,10 +48,24 @@ struct Rig {
     broker: Broker,
     topology: Topology,
     shutdown: CancellationToken,
+    /// Stops the consumer's connection alone (closed as in a crash of the process, for the
+    /// broker: what is not acked goes back to the queue).
+    connection: CancellationToken,
+    /// Stops the consumer alone, as a worker that is told to stop.
+    consumer: CancellationToken,
+    consuming: tokio::task::JoinHandle<()>,
 }
 
 impl Rig {
-    async fn start(handler: Arc<Scripted>) -> Self {
+    async fn start<H: MessageHandler>(handler: Arc<H>) -> Self {
+        Self::start_with(handler, 8, 4).await
+    }
+
+    async fn start_with<H: MessageHandler>(
+        handler: Arc<H>,
+        prefetch: u16,
+        concurrency: usize,
+    ) -> Self {
         init_test_logging();
         let ladder = vec![
             RetryRung {
@@ -66,25 +81,64 @@ impl Rig {
         let mut config = BrokerConfig::new(services::amqp_url().await);
         config.topology = topology.clone();
         let shutdown = CancellationToken::new();
-        let broker = Broker::start(config, shutdown.child_token());
+        let connection = shutdown.child_token();
+        let broker = Broker::start(config, connection.clone());
         broker.wait_ready(Duration::from_secs(20)).await.unwrap();
         let consumer = ConsumerConfig {
             work: WorkQueue::Events,
-            prefetch: 8,
-            concurrency: 4,
+            prefetch,
+            concurrency,
             tag: "test".into(),
         };
-        tokio::spawn(run_consumer(
-            broker.clone(),
-            consumer,
-            handler,
-            shutdown.child_token(),
-        ));
+        let stop = shutdown.child_token();
+        let consuming = tokio::spawn(run_consumer(broker.clone(), consumer, handler, stop.clone()));
         Self {
             broker,
             topology,
             shutdown,
+            connection,
+            consumer: stop,
+            consuming,
         }
+    }
+
+    /// Closes the consumer's connection and waits until RabbitMQ has put back what it had not
+    /// been told was done; then takes (and acks) every message left in the work queue, on a
+    /// connection of its own.
+    async fn close_connection_and_drain_queue(&self) -> Vec<String> {
+        self.connection.cancel();
+        let url = self.broker.config().url.clone();
+        let connection = kassa_broker::connection::connect_first(&url).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = self.topology.fulfillment_queue();
+        // The close is asynchronous: wait until the queue has no consumer left.
+        eventually(Duration::from_secs(20), "the consumer to be gone", || async {
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            (declared.consumer_count() == 0).then_some(())
+        })
+        .await;
+        let mut left = Vec::new();
+        while let Some(m) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let id = m.delivery.properties.message_id().as_ref().unwrap();
+            left.push(id.to_string());
+        }
+        let _ = connection.close(200, "test done".into()).await;
+        left
     }
 
     async fn publish_event(&self, id: &str) {
@@ -379,5 +433,97 @@ async fn a_consumer_whose_queue_was_deleted_declares_it_again_and_goes_on() {
         },
     )
     .await;
+    rig.cleanup().await;
+}
+
+/// Done at once, except the message named `slow`, which waits until `release`; counts what it
+/// finished.
+#[derive(Default)]
+struct Gated {
+    slow: String,
+    release: tokio::sync::Notify,
+    finished: std::sync::atomic::AtomicUsize,
+    seen: Mutex<Vec<String>>,
+}
+
+impl MessageHandler for Gated {
+    async fn handle(&self, message: Incoming) -> Outcome {
+        self.seen.lock().unwrap().push(message.message_id.clone());
+        if message.message_id == self.slow {
+            self.release.notified().await;
+        } else {
+            // Finish out of order: each message yields a number of times of its own.
+            let spins = message.message_id.bytes().map(usize::from).sum::<usize>() % 7;
+            for _ in 0..spins {
+                tokio::task::yield_now().await;
+            }
+        }
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Outcome::Done
+    }
+}
+
+#[tokio::test]
+async fn a_message_still_being_handled_is_never_acked_with_the_later_ones_done_before_it() {
+    let handler = Arc::new(Gated {
+        slow: "evt_slow".into(),
+        ..Default::default()
+    });
+    // Prefetch 8 for 4 handlers: up to 4 done messages may wait for the slow one.
+    let rig = Rig::start_with(handler.clone(), 8, 4).await;
+    rig.publish_event("evt_slow").await;
+    for n in 0..12 {
+        rig.publish_event(&format!("evt_fast_{n}")).await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "every message but the slow one handled",
+        || async {
+            (handler.finished.load(std::sync::atomic::Ordering::SeqCst) == 12).then_some(())
+        },
+    )
+    .await;
+    // The process "dies" while the slow message is still being handled.
+    let left = rig.close_connection_and_drain_queue().await;
+    handler.release.notify_one();
+    assert!(
+        left.contains(&"evt_slow".to_owned()),
+        "the message being handled went back to the queue: {left:?}"
+    );
+    assert!(
+        left.iter()
+            .all(|id| id == "evt_slow" || id.starts_with("evt_fast_")),
+        "{left:?}"
+    );
+    rig.cleanup().await;
+}
+
+#[tokio::test]
+async fn messages_done_out_of_order_are_all_acked_and_none_comes_back() {
+    let handler = Arc::new(Gated {
+        slow: "none".into(),
+        ..Default::default()
+    });
+    let mut rig = Rig::start_with(handler.clone(), 16, 4).await;
+    let ids: Vec<String> = (0..40).map(|n| format!("evt_order_{n}")).collect();
+    for id in &ids {
+        rig.publish_event(id).await;
+    }
+    eventually(Duration::from_secs(20), "all 40 handled", || async {
+        (handler.finished.load(std::sync::atomic::Ordering::SeqCst) == 40).then_some(())
+    })
+    .await;
+    // A worker told to stop: it waits for its handlers, sends every ack still waiting, and only
+    // then closes its channel.
+    rig.consumer.cancel();
+    (&mut rig.consuming).await.unwrap();
+    let left = rig.close_connection_and_drain_queue().await;
+    assert!(left.is_empty(), "every ack was sent: {left:?}");
+    let mut seen = handler.seen.lock().unwrap().clone();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "each message handled once");
     rig.cleanup().await;
 }

@@ -9,13 +9,18 @@
 //!
 //! If that publish fails the original is nacked with requeue, so nothing is ever dropped: the
 //! worst case is a redelivery, which the handlers' inbox makes harmless.
+//!
+//! Acks wait for nothing but the handler: a message is acked once its outcome is durable, in one
+//! frame with the others done by then when no earlier delivery is still being handled (`acks`).
+//! Up to `prefetch − concurrency` done messages wait for a slower one below them.
 
+use crate::acks::Acks;
 use crate::publisher::{OutgoingMessage, PublishError};
 use crate::topology::WorkQueue;
 use crate::Broker;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use std::future::Future;
@@ -71,7 +76,8 @@ pub trait MessageHandler: Send + Sync + 'static {
 pub struct ConsumerConfig {
     /// Which work queue (and ladder).
     pub work: WorkQueue,
-    /// Unacked messages the broker sends ahead (`basic.qos`).
+    /// Unacked messages the broker sends ahead (`basic.qos`). What it allows beyond
+    /// `concurrency` is how many done messages may wait for a slower one to share its ack frame.
     pub prefetch: u16,
     /// Messages handled at once by this process.
     pub concurrency: usize,
@@ -144,6 +150,8 @@ async fn consume_once<H: MessageHandler>(
         )
         .await?;
     info!(%queue, prefetch = config.prefetch, concurrency = config.concurrency, "consuming");
+    let slack = usize::from(config.prefetch).saturating_sub(config.concurrency.max(1));
+    let acks = Arc::new(Acks::new(slack));
     let result = loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -161,9 +169,11 @@ async fn consume_once<H: MessageHandler>(
             Some(Err(error)) => break Err(error),
             None => break Ok(()),
         };
+        acks.received(delivery.delivery_tag).await;
         let (broker, handler, work) = (broker.clone(), handler.clone(), config.work);
+        let acks = acks.clone();
         tokio::spawn(async move {
-            settle(&broker, work, &*handler, delivery).await;
+            settle(&broker, work, &*handler, &acks, delivery).await;
             drop(permit);
         });
     };
@@ -178,6 +188,10 @@ async fn consume_once<H: MessageHandler>(
     drop(slots.acquire_many(all).await);
     drop(deliveries);
     let _ = channel.close(200, "consumer stopped".into()).await;
+    let tally = acks.tally();
+    if tally.messages > 0 {
+        info!(%queue, messages = tally.messages, frames = tally.frames, "acks sent on this channel");
+    }
     result
 }
 
@@ -186,6 +200,7 @@ async fn settle<H: MessageHandler>(
     broker: &Broker,
     work: WorkQueue,
     handler: &H,
+    acks: &Acks,
     delivery: Delivery,
 ) {
     let incoming = Incoming {
@@ -231,26 +246,16 @@ async fn settle<H: MessageHandler>(
         }
         Outcome::DeadLetter(reason) => dead_letter(broker, work, &delivery, attempt, reason).await,
     };
-    let settled = match forwarded {
-        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+    let (tag, acker) = (delivery.delivery_tag, delivery.acker.clone());
+    match forwarded {
+        Ok(()) => {
+            acks.count_message();
+            acks.ack(tag, acker, &message_id).await;
+        }
         Err(error) => {
             error!(%message_id, %error, "could not forward the message; requeueing it");
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await
+            acks.requeue(tag, acker, &message_id).await;
         }
-    };
-    match settled {
-        Ok(true) => {}
-        // The channel is gone: the broker requeues the message itself, and the inbox makes the
-        // redelivery harmless.
-        Ok(false) => {
-            warn!(%message_id, "ack/nack not sent: the channel is closed; the broker will redeliver")
-        }
-        Err(error) => warn!(%message_id, %error, "ack/nack failed; the broker will redeliver"),
     }
 }
 

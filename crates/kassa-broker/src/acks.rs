@@ -1,0 +1,320 @@
+//! A consumer channel's acks, sent in as few frames as the order of completion allows.
+//!
+//! `basic.ack` with `multiple` set acks every delivery of the channel not yet acked, up to and
+//! including its tag (AMQP 0-9-1, `basic.ack`: "If the multiple field is 1, and the delivery tag is
+//! non-zero, this indicates acknowledgement of all outstanding messages up to and including the
+//! tag"). RabbitMQ turns one such frame into one settle command of the quorum queue, whatever the
+//! number of messages it covers. A delivery may be acked only once its handler is done (for the
+//! worker: after the database commit), so one frame can cover a run of done deliveries only when
+//! no delivery below that run is still being handled.
+//!
+//! Handlers finish out of order. A done delivery with a lower one still being handled **waits**;
+//! when the lowest one finishes, one frame acks it and every waiting delivery below the next one
+//! still being handled. At most `slack` deliveries wait: past that, the oldest waiting ones are
+//! acked one by one. A waiting delivery holds a place of the channel's prefetch, so the consumer
+//! sets `slack` to what its prefetch allows beyond its concurrency: the broker always has room to
+//! send a free handler its next message.
+//!
+//! Nothing is acked early: a frame's tag never has a delivery below it that is being handled
+//! (deliveries come in tag order, so every delivery not yet received has a higher tag), and a
+//! requeue (`basic.nack`) is sent before any later frame could cover its tag. A waiting ack lost
+//! with its channel is a redelivery, which the handlers' inbox makes harmless.
+
+use lapin::Acker;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+/// One ack frame to send: `multiple` covers every delivery up to `tag` that is not acked yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AckFrame<T> {
+    pub(crate) tag: u64,
+    pub(crate) multiple: bool,
+    /// What sends it (the delivery's acker; a placeholder in tests).
+    pub(crate) sender: T,
+}
+
+/// Which deliveries are being handled and which wait for their ack; no I/O.
+#[derive(Debug)]
+pub(crate) struct Window<T> {
+    handling: BTreeSet<u64>,
+    waiting: BTreeMap<u64, T>,
+    slack: usize,
+}
+
+impl<T> Window<T> {
+    pub(crate) fn new(slack: usize) -> Self {
+        Self {
+            handling: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            slack,
+        }
+    }
+
+    /// A delivery was handed to its handler.
+    pub(crate) fn received(&mut self, tag: u64) {
+        self.handling.insert(tag);
+    }
+
+    /// The handler of `tag` is done and the delivery may be acked: the frames to send now.
+    pub(crate) fn done(&mut self, tag: u64, sender: T) -> Vec<AckFrame<T>> {
+        self.handling.remove(&tag);
+        self.waiting.insert(tag, sender);
+        self.flush()
+    }
+
+    /// `tag` was settled otherwise (its `basic.nack` is sent): the frames it no longer holds back.
+    pub(crate) fn settled(&mut self, tag: u64) -> Vec<AckFrame<T>> {
+        self.handling.remove(&tag);
+        self.flush()
+    }
+
+    /// Deliveries received and not acked or settled yet (handled or waiting).
+    pub(crate) fn outstanding(&self) -> usize {
+        self.handling.len() + self.waiting.len()
+    }
+
+    fn flush(&mut self) -> Vec<AckFrame<T>> {
+        let mut frames = Vec::new();
+        // Every waiting delivery below the lowest one still being handled: one frame.
+        let floor = self.handling.first().copied().unwrap_or(u64::MAX);
+        let rest = self.waiting.split_off(&floor);
+        let covered = std::mem::replace(&mut self.waiting, rest);
+        let count = covered.len();
+        if let Some((tag, sender)) = covered.into_iter().next_back() {
+            frames.push(AckFrame {
+                tag,
+                multiple: count > 1,
+                sender,
+            });
+        }
+        // Too many waiting behind a slow handler: ack the oldest on their own.
+        while self.waiting.len() > self.slack {
+            let Some((tag, sender)) = self.waiting.pop_first() else {
+                break;
+            };
+            frames.push(AckFrame {
+                tag,
+                multiple: false,
+                sender,
+            });
+        }
+        frames
+    }
+}
+
+/// The window of one consumer channel, and the sending of its frames. Frames are sent while the
+/// window is locked, so they leave in the order the window chose them.
+#[derive(Debug)]
+pub(crate) struct Acks {
+    window: Mutex<Window<Acker>>,
+    tally: std::sync::Mutex<Tally>,
+}
+
+/// Messages acked and the frames that carried them, for the consumer's last log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) messages: u64,
+    pub(crate) frames: u64,
+}
+
+impl Acks {
+    pub(crate) fn new(slack: usize) -> Self {
+        Self {
+            window: Mutex::new(Window::new(slack)),
+            tally: std::sync::Mutex::new(Tally::default()),
+        }
+    }
+
+    /// A delivery was taken from the channel and handed to its handler.
+    pub(crate) async fn received(&self, tag: u64) {
+        self.window.lock().await.received(tag);
+    }
+
+    /// The delivery's handler is done and its outcome durable: ack it, now or with later ones.
+    pub(crate) async fn ack(&self, tag: u64, acker: Acker, message_id: &str) {
+        let mut window = self.window.lock().await;
+        let frames = window.done(tag, acker);
+        self.send(frames, message_id).await;
+    }
+
+    /// Puts the delivery back in its queue (`basic.nack` with requeue) at once.
+    pub(crate) async fn requeue(&self, tag: u64, acker: Acker, message_id: &str) {
+        let mut window = self.window.lock().await;
+        let options = BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        };
+        match acker.nack(options).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(%message_id, "nack not sent: the channel is closed; the broker will redeliver")
+            }
+            Err(error) => warn!(%message_id, %error, "nack failed; the broker will redeliver"),
+        }
+        let frames = window.settled(tag);
+        self.send(frames, message_id).await;
+    }
+
+    /// Messages acked and frames sent so far.
+    pub(crate) fn tally(&self) -> Tally {
+        self.tally.lock().map(|t| *t).unwrap_or_default()
+    }
+
+    async fn send(&self, frames: Vec<AckFrame<Acker>>, message_id: &str) {
+        for frame in frames {
+            let options = BasicAckOptions {
+                multiple: frame.multiple,
+            };
+            match frame.sender.ack(options).await {
+                Ok(true) => {
+                    debug!(tag = frame.tag, multiple = frame.multiple, "acked");
+                    if let Ok(mut tally) = self.tally.lock() {
+                        tally.frames += 1;
+                    }
+                }
+                // The channel is gone: the broker requeues what it had not been told, and the
+                // inbox makes each redelivery harmless.
+                Ok(false) => warn!(
+                    %message_id,
+                    tag = frame.tag,
+                    "ack not sent: the channel is closed; the broker will redeliver"
+                ),
+                Err(error) => {
+                    warn!(%message_id, tag = frame.tag, %error, "ack failed; the broker will redeliver")
+                }
+            }
+        }
+    }
+
+    /// Counts one message whose ack is now sent or waiting.
+    pub(crate) fn count_message(&self) {
+        if let Ok(mut tally) = self.tally.lock() {
+            tally.messages += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(tag: u64, multiple: bool) -> AckFrame<()> {
+        AckFrame {
+            tag,
+            multiple,
+            sender: (),
+        }
+    }
+
+    /// Acks every frame "sends", as a channel would: the tags each frame settles. Panics if a
+    /// frame would settle a delivery that is still being handled.
+    fn settle(handling: &BTreeSet<u64>, acked: &mut BTreeSet<u64>, frames: &[AckFrame<()>]) {
+        for f in frames {
+            if f.multiple {
+                let max_received = 1_000;
+                for tag in 1..=f.tag.min(max_received) {
+                    assert!(!handling.contains(&tag), "frame {f:?} acks {tag}, still handled");
+                    acked.insert(tag);
+                }
+            } else {
+                assert!(!handling.contains(&f.tag));
+                acked.insert(f.tag);
+            }
+        }
+    }
+
+    #[test]
+    fn in_order_completions_are_acked_at_once_one_by_one() {
+        let mut w = Window::new(8);
+        w.received(1);
+        w.received(2);
+        assert_eq!(w.done(1, ()), vec![frame(1, false)]);
+        assert_eq!(w.done(2, ()), vec![frame(2, false)]);
+        assert_eq!(w.outstanding(), 0);
+    }
+
+    #[test]
+    fn deliveries_done_above_a_slow_one_wait_then_go_in_one_frame() {
+        let mut w = Window::new(8);
+        for tag in 1..=5 {
+            w.received(tag);
+        }
+        assert!(w.done(2, ()).is_empty());
+        assert!(w.done(4, ()).is_empty());
+        assert!(w.done(3, ()).is_empty());
+        // 1 finishes: 1–4 in one frame; 5 is still handled, so the frame stops at 4.
+        assert_eq!(w.done(1, ()), vec![frame(4, true)]);
+        assert_eq!(w.done(5, ()), vec![frame(5, false)]);
+        assert_eq!(w.outstanding(), 0);
+    }
+
+    #[test]
+    fn past_the_slack_the_oldest_waiting_are_acked_on_their_own() {
+        let mut w = Window::new(2);
+        for tag in 1..=5 {
+            w.received(tag);
+        }
+        assert!(w.done(2, ()).is_empty());
+        assert!(w.done(3, ()).is_empty());
+        assert_eq!(w.done(4, ()), vec![frame(2, false)]);
+        assert_eq!(w.done(5, ()), vec![frame(3, false)]);
+        assert_eq!(w.done(1, ()), vec![frame(5, true)]);
+    }
+
+    #[test]
+    fn without_slack_only_a_run_from_the_lowest_shares_a_frame() {
+        let mut w = Window::new(0);
+        for tag in 1..=3 {
+            w.received(tag);
+        }
+        assert_eq!(w.done(3, ()), vec![frame(3, false)]);
+        assert_eq!(w.done(1, ()), vec![frame(1, false)]);
+        assert_eq!(w.done(2, ()), vec![frame(2, false)]);
+    }
+
+    #[test]
+    fn a_requeued_delivery_releases_the_ones_waiting_above_it() {
+        let mut w = Window::new(8);
+        for tag in 1..=3 {
+            w.received(tag);
+        }
+        assert!(w.done(2, ()).is_empty());
+        assert!(w.done(3, ()).is_empty());
+        // 1 is nacked (requeued) first, then 2–3 go in one frame that no longer covers 1.
+        assert_eq!(w.settled(1), vec![frame(3, true)]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of completion and the slack: no frame acks a delivery still being
+        /// handled, every delivery is acked once all are done, and nothing is left waiting.
+        #[test]
+        fn no_delivery_is_acked_before_it_is_done(
+            order in Just((1u64..=40).collect::<Vec<_>>()).prop_shuffle(),
+            slack in 0usize..10,
+            requeued in proptest::collection::btree_set(1u64..=40, 0..5),
+        ) {
+            let mut w = Window::new(slack);
+            let mut handling: BTreeSet<u64> = (1..=40).collect();
+            for tag in 1..=40 {
+                w.received(tag);
+            }
+            let mut acked = BTreeSet::new();
+            for tag in order {
+                handling.remove(&tag);
+                let frames = if requeued.contains(&tag) {
+                    acked.insert(tag); // the nack settles it
+                    w.settled(tag)
+                } else {
+                    w.done(tag, ())
+                };
+                settle(&handling, &mut acked, &frames);
+                prop_assert!(w.waiting.len() <= slack);
+            }
+            prop_assert_eq!(acked, (1..=40).collect::<BTreeSet<_>>());
+            prop_assert_eq!(w.outstanding(), 0);
+        }
+    }
+}

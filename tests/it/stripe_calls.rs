@@ -182,7 +182,7 @@ async fn an_event_under_an_own_key_whose_answer_kassa_never_recorded_is_re_fetch
 }
 
 /// A customer made by the test (not by Kassa) and an open setup session naming it.
-async fn session_naming_a_customer(app: &TestApp) -> (String, String) {
+pub(crate) async fn session_naming_a_customer(app: &TestApp) -> (String, String) {
     let customer = app
         .stripe()
         .customers()
@@ -214,7 +214,7 @@ async fn session_naming_a_customer(app: &TestApp) -> (String, String) {
 }
 
 /// Stripe's event of `kind` about `object_id` (the simulator's `/v1/events`).
-async fn stripe_event(app: &TestApp, kind: &str, object_id: &str) -> serde_json::Value {
+pub(crate) async fn stripe_event(app: &TestApp, kind: &str, object_id: &str) -> serde_json::Value {
     app.stripe_events(kind)
         .await
         .into_iter()
@@ -231,7 +231,7 @@ fn kassas_since(app: &TestApp, from: usize) -> BTreeMap<String, usize> {
 }
 
 /// Hands `event` to the worker, as the ingress would, and waits until it is processed.
-async fn handle(app: &TestApp, event: &serde_json::Value) {
+pub(crate) async fn handle(app: &TestApp, event: &serde_json::Value) {
     app.publish_event(event).await;
     app.processed(event["id"].as_str().unwrap()).await;
 }

@@ -2,8 +2,9 @@
 //! with a default card — in Stripe (the simulator) and in PostgreSQL — exactly once, whatever
 //! the duplicates, the order, the faults.
 
+use crate::stripe_calls::{handle, session_naming_a_customer, stripe_event};
 use crate::support::app::TestApp;
-use crate::support::eventually;
+use crate::support::{eventually, sim};
 use futures_util::future::join_all;
 use kassa_broker::dlq::{self, Selection};
 use kassa_stripe::IdempotencyKey;
@@ -580,5 +581,88 @@ async fn echoes_arriving_while_the_session_is_fulfilled_are_settled_after_its_co
         .collect();
     assert_eq!(reads, Vec::<String>::new(), "no echo was re-fetched");
     assert_card_saved(&app, &session).await;
+    app.cleanup().await;
+}
+
+/// Whether a connection to the app's database waits for a lock.
+async fn someone_waits_for_a_lock(app: &TestApp) -> bool {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(app.store().pool())
+    .await
+    .unwrap();
+    waiting > 0
+}
+
+#[tokio::test]
+async fn a_card_updated_while_its_session_is_fulfilled_keeps_its_new_expiry() {
+    // Webhooks are dropped: the test hands the events over in the order it tests.
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
+    let (customer, session) = session_naming_a_customer(&app).await;
+    app.complete(&session, "pm_card_visa");
+    let attached = app.stripe_events("payment_method.attached").await;
+    let card = attached[0]["data"]["object"]["id"]
+        .as_str()
+        .expect("Stripe attached the session's card")
+        .to_owned();
+
+    // The fulfilment reads the session (the card expanded, with its first expiry), then waits
+    // for the customer's lock, held here.
+    let mut customer_lock = app.store().begin().await.unwrap();
+    kassa_store::events::lock_stripe_object(&mut customer_lock, &customer)
+        .await
+        .unwrap();
+    let completed = stripe_event(&app, "checkout.session.completed", &session).await;
+    app.publish_event(&completed).await;
+    eventually(
+        Duration::from_secs(20),
+        "the fulfilment to wait for the customer's lock",
+        || async { someone_waits_for_a_lock(&app).await.then_some(()) },
+    )
+    .await;
+
+    // Meanwhile the bank extends the card; its payment_method.updated is handled and commits.
+    let updated = sim::post_form(
+        &app.sim().base_url(),
+        &format!("/v1/payment_methods/{card}"),
+        &[("card[exp_month]", "7"), ("card[exp_year]", "2041")],
+    )
+    .await;
+    assert_eq!(updated["card"]["exp_year"], 2041, "{updated}");
+    handle(
+        &app,
+        &stripe_event(&app, "payment_method.updated", &card).await,
+    )
+    .await;
+    let recorded = app.store().payment_method(&card).await.unwrap();
+    assert_eq!(
+        recorded.and_then(|c| c.exp_month.zip(c.exp_year)),
+        Some((7, 2041))
+    );
+    let fulfilled = app.store().event(completed["id"].as_str().unwrap()).await;
+    assert!(
+        fulfilled.unwrap().is_none_or(|e| e.processed_at.is_none()),
+        "the fulfilment still waits"
+    );
+
+    // The fulfilment goes on with the card it read before the update.
+    customer_lock.commit().await.unwrap();
+    app.processed(completed["id"].as_str().unwrap()).await;
+    let (_, default) = app
+        .store()
+        .customer_with_default_card(&customer)
+        .await
+        .unwrap()
+        .expect("the customer is recorded");
+    let default = default.expect("its default card is recorded");
+    assert_eq!(default.id, card);
+    assert!(default.attached);
+    assert_eq!(
+        (default.exp_month, default.exp_year),
+        (Some(7), Some(2041)),
+        "the newer expiry stays"
+    );
     app.cleanup().await;
 }

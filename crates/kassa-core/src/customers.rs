@@ -122,6 +122,9 @@ async fn record(
 
 /// Fetches customer `id` and its saved cards from Stripe and records them.
 pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result<Imported, Error> {
+    // Begun before the reads: the cards' details are recorded as observed at its start
+    // (`kassa_store::customers::upsert_payment_method`).
+    let mut tx = store.begin().await?;
     let customer = match stripe.customers().retrieve(id, &[]).await {
         Ok(customer) => customer,
         Err(error) if error.is_resource_missing() => return Ok(Imported::Missing),
@@ -139,7 +142,6 @@ pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result
             Err(error) => return Err(error),
         }
     };
-    let mut tx = store.begin().await?;
     record(&mut tx, &customer, &cards).await?;
     tx.commit().await.map_err(kassa_store::StoreError::from)?;
     if customer.deleted {
@@ -192,6 +194,9 @@ async fn record_page(
     last: &str,
     concurrency: usize,
 ) -> Result<SyncCounts, Error> {
+    // Begun before the card reads: their details are recorded as observed at its start
+    // (`kassa_store::customers::upsert_payment_method`).
+    let mut tx = store.begin().await?;
     let with_cards: Vec<(Customer, Option<Vec<PaymentMethod>>)> =
         stream::iter(page.into_iter().filter(|c| !c.deleted))
             .map(|customer| async move {
@@ -208,7 +213,6 @@ async fn record_page(
             .try_collect()
             .await?;
     let mut page_counts = SyncCounts::default();
-    let mut tx = store.begin().await?;
     for (customer, cards) in &with_cards {
         let Some(cards) = cards else {
             page_counts.skipped += 1;

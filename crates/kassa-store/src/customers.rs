@@ -1,8 +1,12 @@
 //! Customers and their saved payment methods (`customers`, `payment_methods`).
 //!
 //! Events arrive out of order and the worker writes the state it just fetched from Stripe, so
-//! writes are upserts where the last write wins, with two exceptions that only move one way
-//! (an older write arriving late cannot undo them):
+//! writes are upserts where the last write wins, with three exceptions (an older write arriving
+//! late cannot undo them):
+//! - a card's details (brand, last4, expiry) are replaced only by details observed at the same
+//!   time or later: `details_observed_at` is the start of the writing transaction, which every
+//!   writer begins before the Stripe read its record comes from (docs/ARCHITECTURE.md, "A card's
+//!   details: the newest observation wins");
 //! - a deleted customer stays deleted (Stripe cannot undelete one);
 //! - a detached payment method stays detached, and keeps the customer it was attached to (Stripe
 //!   never reattaches a detached payment method). `attached` becomes true by an upsert and false
@@ -111,23 +115,32 @@ pub async fn set_default_payment_method(
     Ok(done.rows_affected() > 0)
 }
 
-/// Inserts or updates a payment method: card details from the latest write, `customer_id` kept
-/// once known, `attached` as described in the [module documentation](self). Returns true when
-/// the payment method was not recorded before.
+/// Inserts or updates a payment method: card details from the newest observation (this
+/// transaction's start: begin it before the Stripe read `payment_method` comes from),
+/// `customer_id` kept once known, `attached` as described in the [module documentation](self).
+/// Returns true when the payment method was not recorded before.
 pub async fn upsert_payment_method(
     conn: &mut PgConnection,
     payment_method: &PaymentMethodRecord,
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query_scalar!(
         "INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year, attached,
-                                      livemode)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      livemode, details_observed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
          ON CONFLICT (id) DO UPDATE SET
              customer_id = COALESCE(EXCLUDED.customer_id, payment_methods.customer_id),
-             brand = COALESCE(EXCLUDED.brand, payment_methods.brand),
-             last4 = COALESCE(EXCLUDED.last4, payment_methods.last4),
-             exp_month = COALESCE(EXCLUDED.exp_month, payment_methods.exp_month),
-             exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year),
+             brand = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                 THEN payment_methods.brand ELSE COALESCE(EXCLUDED.brand, payment_methods.brand) END,
+             last4 = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                 THEN payment_methods.last4 ELSE COALESCE(EXCLUDED.last4, payment_methods.last4) END,
+             exp_month = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                 THEN payment_methods.exp_month
+                 ELSE COALESCE(EXCLUDED.exp_month, payment_methods.exp_month) END,
+             exp_year = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                 THEN payment_methods.exp_year
+                 ELSE COALESCE(EXCLUDED.exp_year, payment_methods.exp_year) END,
+             details_observed_at =
+                 GREATEST(payment_methods.details_observed_at, EXCLUDED.details_observed_at),
              attached = payment_methods.detached_at IS NULL
                  AND (payment_methods.attached OR EXCLUDED.attached),
              livemode = COALESCE(EXCLUDED.livemode, payment_methods.livemode),

@@ -64,14 +64,26 @@ pub async fn record_saved_card(
                RETURNING 1
            ), payment_method AS (
                INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year,
-                                            attached, livemode)
-               VALUES ($7, $8, $9, $10, $11, $12, $13, $14)
+                                            attached, livemode, details_observed_at)
+               VALUES ($7, $8, $9, $10, $11, $12, $13, $14, now())
                ON CONFLICT (id) DO UPDATE SET
                    customer_id = COALESCE(EXCLUDED.customer_id, payment_methods.customer_id),
-                   brand = COALESCE(EXCLUDED.brand, payment_methods.brand),
-                   last4 = COALESCE(EXCLUDED.last4, payment_methods.last4),
-                   exp_month = COALESCE(EXCLUDED.exp_month, payment_methods.exp_month),
-                   exp_year = COALESCE(EXCLUDED.exp_year, payment_methods.exp_year),
+                   brand = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                       THEN payment_methods.brand
+                       ELSE COALESCE(EXCLUDED.brand, payment_methods.brand) END,
+                   last4 = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                       THEN payment_methods.last4
+                       ELSE COALESCE(EXCLUDED.last4, payment_methods.last4) END,
+                   exp_month =
+                       CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                       THEN payment_methods.exp_month
+                       ELSE COALESCE(EXCLUDED.exp_month, payment_methods.exp_month) END,
+                   exp_year =
+                       CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
+                       THEN payment_methods.exp_year
+                       ELSE COALESCE(EXCLUDED.exp_year, payment_methods.exp_year) END,
+                   details_observed_at =
+                       GREATEST(payment_methods.details_observed_at, EXCLUDED.details_observed_at),
                    attached = payment_methods.detached_at IS NULL
                        AND (payment_methods.attached OR EXCLUDED.attached),
                    livemode = COALESCE(EXCLUDED.livemode, payment_methods.livemode),

@@ -1310,3 +1310,44 @@ async fn legacy_charge_shipping_needs_name_and_line1() {
     assert_eq!(ok.body["shipping"]["name"], "Ada");
     assert_eq!(ok.body["shipping"]["address"]["country"], "US");
 }
+
+#[tokio::test]
+async fn a_card_s_expiry_is_updated_with_its_event() {
+    let s = Sim::start(SimConfig::default()).await;
+    let customer = s.post("/v1/customers", &[], None).await.body;
+    let customer = customer["id"].as_str().unwrap();
+    let attached = s
+        .post(
+            "/v1/payment_methods/pm_card_visa/attach",
+            &[("customer", customer)],
+            None,
+        )
+        .await
+        .body;
+    let pm = attached["id"].as_str().unwrap();
+    let path = format!("/v1/payment_methods/{pm}");
+
+    let r = s
+        .post(
+            &path,
+            &[("card[exp_month]", "7"), ("card[exp_year]", "2041")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let card = &s.get(&path).await.body["card"];
+    assert_eq!(
+        (card["exp_month"].clone(), card["exp_year"].clone()),
+        (7.into(), 2041.into())
+    );
+    assert_eq!(card["last4"], "4242");
+    let events = s.get("/v1/events?type=payment_method.updated").await.body;
+    assert_eq!(
+        events["data"][0]["data"]["object"]["card"]["exp_year"],
+        2041
+    );
+
+    let r = s.post(&path, &[("card[exp_month]", "13")], None).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.body["error"]["code"], "invalid_expiry_month");
+}

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use kassa_store::checkout_sessions::{self, lock_checkout_session, upsert_checkout_session};
+use kassa_store::events::lock_stripe_object;
 use kassa_store::saved_cards::{record_saved_card, SavedCardRecords};
 use kassa_store::{
     customers, own_writes, CheckoutPurpose, CheckoutSessionRecord, CustomerRecord, EventClaim,
@@ -33,6 +34,17 @@ fn card(customer_id: &str) -> PaymentMethodRecord {
         exp_year: Some(2034),
         attached: true,
         livemode: Some(false),
+    }
+}
+
+/// The card as a re-fetch finds it after Stripe updated it (a reissued card: new number and
+/// expiry), newer than [`card`].
+fn updated_card(customer_id: &str) -> PaymentMethodRecord {
+    PaymentMethodRecord {
+        last4: Some("1881".to_owned()),
+        exp_month: Some(3),
+        exp_year: Some(2031),
+        ..card(customer_id)
     }
 }
 
@@ -273,4 +285,159 @@ async fn a_session_and_its_keys_are_locked_before_its_record_is_read() {
         .expect("the record committed while the second waited is read");
     assert_eq!(seen, session("cs_1", "cus_1"));
     assert_eq!(echo.await.unwrap(), Settled::Settled);
+}
+
+#[tokio::test]
+async fn a_fulfilment_never_overwrites_a_card_re_fetched_after_it_began() {
+    let db = TestDb::new().await;
+    // The fulfilment's transaction begins with its claim, before it reads the session and
+    // attaches the card.
+    let EventClaim::Claimed(mut fulfilment) =
+        db.store.claim_event("evt_1", KIND, false).await.unwrap()
+    else {
+        panic!("a new event is claimed");
+    };
+    let inbox = fulfilment.inbox_mark();
+    // Meanwhile the card is updated at Stripe: `payment_method.updated` is handled after the
+    // update, re-fetching the card under its lock, and commits first.
+    let mut handler = db.store.begin().await.unwrap();
+    lock_stripe_object(&mut handler, "pm_cus_1").await.unwrap();
+    customers::upsert_payment_method(&mut handler, &updated_card("cus_1"))
+        .await
+        .unwrap();
+    handler.commit().await.unwrap();
+    // The fulfilment then records its attach's answer, read before the update.
+    let marked = record_saved_card(
+        fulfilment.conn(),
+        &SavedCardRecords {
+            customer: &customer("cus_1"),
+            payment_method: &card("cus_1"),
+            own_writes: &[(KEY, "pm_cus_1")],
+            session: &session("cs_1", "cus_1"),
+        },
+        Some(&inbox),
+    )
+    .await
+    .unwrap()
+    .expect("the statement marked the event");
+    fulfilment.complete_marked(marked).await.unwrap();
+
+    let mut conn = db.store.begin().await.unwrap();
+    let stored = customers::payment_method(&mut *conn, "pm_cus_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        Some(updated_card("cus_1")),
+        "the card keeps the expiry and number of the newer re-fetch"
+    );
+    // The rest of the fulfilment is recorded as usual.
+    let recorded = checkout_sessions::checkout_session(&mut *conn, "cs_1")
+        .await
+        .unwrap();
+    assert_eq!(recorded, Some(session("cs_1", "cus_1")));
+    assert_eq!(
+        customers::customer(&mut *conn, "cus_1").await.unwrap(),
+        Some(customer("cus_1"))
+    );
+}
+
+/// How a card's records are written: in one statement, or by the per-table functions.
+#[derive(Clone, Copy, Debug)]
+enum Writer {
+    OneStatement,
+    PerTable,
+}
+
+/// The records of a saved card with `payment_method` as its details, written by `writer`.
+async fn write_saved_card(
+    conn: &mut PgConnection,
+    writer: Writer,
+    customer_id: &str,
+    payment_method: &PaymentMethodRecord,
+) {
+    let session_id = format!("cs_{customer_id}");
+    match writer {
+        Writer::OneStatement => {
+            let records = SavedCardRecords {
+                customer: &customer(customer_id),
+                payment_method,
+                own_writes: &[],
+                session: &session(&session_id, customer_id),
+            };
+            record_saved_card(conn, &records, None).await.unwrap();
+        }
+        Writer::PerTable => {
+            customers::upsert_customer(conn, &customer(customer_id))
+                .await
+                .unwrap();
+            customers::upsert_payment_method(conn, payment_method)
+                .await
+                .unwrap();
+            upsert_checkout_session(conn, &session(&session_id, customer_id))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A re-fetch of a card by a `payment_method.*` handler and a saved card's records written by
+/// `writer` race: the transaction that began first observed the card before Stripe updated it
+/// and writes last; the other, begun after the update, writes the updated card and commits
+/// first. `writer_began_first` says which is which.
+async fn race_with_a_re_fetch(
+    db: &TestDb,
+    writer: Writer,
+    customer_id: &str,
+    writer_began_first: bool,
+) {
+    let pm_id = format!("pm_{customer_id}");
+    let mut older = db.store.begin().await.unwrap();
+    let mut newer = db.store.begin().await.unwrap();
+    if writer_began_first {
+        lock_stripe_object(&mut newer, &pm_id).await.unwrap();
+        customers::upsert_payment_method(&mut newer, &updated_card(customer_id))
+            .await
+            .unwrap();
+        newer.commit().await.unwrap();
+        write_saved_card(&mut older, writer, customer_id, &card(customer_id)).await;
+        older.commit().await.unwrap();
+    } else {
+        write_saved_card(&mut newer, writer, customer_id, &updated_card(customer_id)).await;
+        newer.commit().await.unwrap();
+        lock_stripe_object(&mut older, &pm_id).await.unwrap();
+        customers::upsert_payment_method(&mut older, &card(customer_id))
+            .await
+            .unwrap();
+        older.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn both_ways_of_recording_a_card_keep_its_newest_observation_whichever_commits_last() {
+    let db = TestDb::new().await;
+    for writer_began_first in [true, false] {
+        let (one_statement, per_table) = if writer_began_first {
+            ("cus_a", "cus_b")
+        } else {
+            ("cus_c", "cus_d")
+        };
+        race_with_a_re_fetch(&db, Writer::OneStatement, one_statement, writer_began_first).await;
+        race_with_a_re_fetch(&db, Writer::PerTable, per_table, writer_began_first).await;
+
+        let mut conn = db.store.begin().await.unwrap();
+        let expected = rows(&mut conn, &format!("cs_{per_table}"), per_table).await;
+        let found = rows(&mut conn, &format!("cs_{one_statement}"), one_statement).await;
+        assert_eq!(found, expected, "writer began first: {writer_began_first}");
+        for customer_id in [one_statement, per_table] {
+            let stored = customers::payment_method(&mut *conn, &format!("pm_{customer_id}"))
+                .await
+                .unwrap();
+            assert_eq!(
+                stored,
+                Some(updated_card(customer_id)),
+                "writer began first: {writer_began_first}"
+            );
+        }
+    }
 }

@@ -291,11 +291,29 @@ pub fn retrieve(ctx: &mut Ctx, id: &str) -> Result<Obj, ApiError> {
     ctx.fetch("payment_method", "PaymentMethod", id, "id")
 }
 
-/// `POST /v1/payment_methods/{id}`: metadata and billing details.
+/// `POST /v1/payment_methods/{id}`: metadata, billing details and a card's expiry.
 pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["metadata", "billing_details", "allow_redisplay", "card"])?;
     let old = ctx.fetch("payment_method", "PaymentMethod", id, "id")?;
     let mut new = (*old).clone();
+    // Stripe (docs: update a PaymentMethod, `card`): a card's `exp_month` and `exp_year` can be
+    // updated, e.g. when the bank extends it; each keeps its value when not given.
+    let card = p.obj("card")?;
+    if old["type"] == "card" {
+        if let Some(month) = card.int("exp_month")? {
+            if !(1..=12).contains(&month) {
+                return Err(ApiError::card_error(
+                    "invalid_expiry_month",
+                    "Your card's expiration month is invalid.",
+                    Some("exp_month"),
+                ));
+            }
+            new["card"]["exp_month"] = json!(month);
+        }
+        if let Some(year) = card.int("exp_year")? {
+            new["card"]["exp_year"] = json!(year);
+        }
+    }
     if let Some(m) = p.metadata()? {
         merge_metadata(&mut new, m);
     }

@@ -91,7 +91,12 @@ impl Rig {
             tag: "test".into(),
         };
         let stop = shutdown.child_token();
-        let consuming = tokio::spawn(run_consumer(broker.clone(), consumer, handler, stop.clone()));
+        let consuming = tokio::spawn(run_consumer(
+            broker.clone(),
+            consumer,
+            handler,
+            stop.clone(),
+        ));
         Self {
             broker,
             topology,
@@ -112,20 +117,24 @@ impl Rig {
         let channel = connection.create_channel().await.unwrap();
         let queue = self.topology.fulfillment_queue();
         // The close is asynchronous: wait until the queue has no consumer left.
-        eventually(Duration::from_secs(20), "the consumer to be gone", || async {
-            let declared = channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await
-                .unwrap();
-            (declared.consumer_count() == 0).then_some(())
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the consumer to be gone",
+            || async {
+                let declared = channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        Default::default(),
+                    )
+                    .await
+                    .unwrap();
+                (declared.consumer_count() == 0).then_some(())
+            },
+        )
         .await;
         let mut left = Vec::new();
         while let Some(m) = channel
@@ -525,5 +534,41 @@ async fn messages_done_out_of_order_are_all_acked_and_none_comes_back() {
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(seen, expected, "each message handled once");
+    rig.cleanup().await;
+}
+
+/// Panics on a message's first attempt (a bug in a handler), then handles it.
+#[derive(Default)]
+struct PanicsOnce {
+    attempts: Mutex<Vec<u32>>,
+}
+
+impl MessageHandler for PanicsOnce {
+    async fn handle(&self, message: Incoming) -> Outcome {
+        self.attempts.lock().unwrap().push(message.attempt);
+        if message.attempt == 0 {
+            panic!("a bug in a handler");
+        }
+        Outcome::Done
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_handler_panics_is_retried_later_not_lost() {
+    let handler = Arc::new(PanicsOnce::default());
+    let mut rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_panics").await;
+    eventually(
+        Duration::from_secs(10),
+        "the retry after the panic",
+        || async { (handler.attempts.lock().unwrap().len() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(*handler.attempts.lock().unwrap(), vec![0, 1]);
+    assert!(rig.dead_letters().await.is_empty());
+    rig.consumer.cancel();
+    (&mut rig.consuming).await.unwrap();
+    let left = rig.close_connection_and_drain_queue().await;
+    assert!(left.is_empty(), "acked after the retry: {left:?}");
     rig.cleanup().await;
 }

@@ -20,8 +20,8 @@
 //! requeue (`basic.nack`) is sent before any later frame could cover its tag. A waiting ack lost
 //! with its channel is a redelivery, which the handlers' inbox makes harmless.
 
-use lapin::Acker;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Acker;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
@@ -71,6 +71,7 @@ impl<T> Window<T> {
     }
 
     /// Deliveries received and not acked or settled yet (handled or waiting).
+    #[cfg(test)]
     pub(crate) fn outstanding(&self) -> usize {
         self.handling.len() + self.waiting.len()
     }
@@ -135,8 +136,9 @@ impl Acks {
     /// The delivery's handler is done and its outcome durable: ack it, now or with later ones.
     pub(crate) async fn ack(&self, tag: u64, acker: Acker, message_id: &str) {
         let mut window = self.window.lock().await;
+        debug!(%message_id, tag, "done; acking");
         let frames = window.done(tag, acker);
-        self.send(frames, message_id).await;
+        self.send(frames).await;
     }
 
     /// Puts the delivery back in its queue (`basic.nack` with requeue) at once.
@@ -146,15 +148,23 @@ impl Acks {
             requeue: true,
             multiple: false,
         };
-        match acker.nack(options).await {
-            Ok(true) => {}
+        let sent = match acker.nack(options).await {
+            Ok(true) => true,
             Ok(false) => {
-                warn!(%message_id, "nack not sent: the channel is closed; the broker will redeliver")
+                warn!(%message_id, "nack not sent: the channel is closed; the broker will redeliver");
+                false
             }
-            Err(error) => warn!(%message_id, %error, "nack failed; the broker will redeliver"),
+            Err(error) => {
+                warn!(%message_id, %error, "nack failed; the broker will redeliver");
+                false
+            }
+        };
+        // A nack that was not sent leaves its delivery outstanding on the channel: it stays in
+        // the window as still being handled, so no later frame can cover (and ack) it.
+        if sent {
+            let frames = window.settled(tag);
+            self.send(frames).await;
         }
-        let frames = window.settled(tag);
-        self.send(frames, message_id).await;
     }
 
     /// Messages acked and frames sent so far.
@@ -162,14 +172,12 @@ impl Acks {
         self.tally.lock().map(|t| *t).unwrap_or_default()
     }
 
-    async fn send(&self, frames: Vec<AckFrame<Acker>>, message_id: &str) {
+    async fn send(&self, frames: Vec<AckFrame<Acker>>) {
         for frame in frames {
-            let options = BasicAckOptions {
-                multiple: frame.multiple,
-            };
-            match frame.sender.ack(options).await {
+            let (tag, multiple) = (frame.tag, frame.multiple);
+            match frame.sender.ack(BasicAckOptions { multiple }).await {
                 Ok(true) => {
-                    debug!(tag = frame.tag, multiple = frame.multiple, "acked");
+                    debug!(tag, multiple, "acked");
                     if let Ok(mut tally) = self.tally.lock() {
                         tally.frames += 1;
                     }
@@ -177,13 +185,16 @@ impl Acks {
                 // The channel is gone: the broker requeues what it had not been told, and the
                 // inbox makes each redelivery harmless.
                 Ok(false) => warn!(
-                    %message_id,
-                    tag = frame.tag,
-                    "ack not sent: the channel is closed; the broker will redeliver"
+                    tag,
+                    multiple,
+                    "ack not sent: the channel is closed; the broker will redeliver what it covered"
                 ),
-                Err(error) => {
-                    warn!(%message_id, tag = frame.tag, %error, "ack failed; the broker will redeliver")
-                }
+                Err(error) => warn!(
+                    tag,
+                    multiple,
+                    %error,
+                    "ack failed; the broker will redeliver what it covered"
+                ),
             }
         }
     }
@@ -209,19 +220,25 @@ mod tests {
         }
     }
 
-    /// Acks every frame "sends", as a channel would: the tags each frame settles. Panics if a
-    /// frame would settle a delivery that is still being handled.
-    fn settle(handling: &BTreeSet<u64>, acked: &mut BTreeSet<u64>, frames: &[AckFrame<()>]) {
+    /// Applies frames as a channel would: the tags each one settles. Panics if a frame would
+    /// settle a delivery still being handled, or ack a tag already settled (RabbitMQ closes the
+    /// channel for an unknown delivery tag).
+    fn settle(
+        handling: &BTreeSet<u64>,
+        received: u64,
+        acked: &mut BTreeSet<u64>,
+        frames: &[AckFrame<()>],
+    ) {
         for f in frames {
-            if f.multiple {
-                let max_received = 1_000;
-                for tag in 1..=f.tag.min(max_received) {
-                    assert!(!handling.contains(&tag), "frame {f:?} acks {tag}, still handled");
-                    acked.insert(tag);
-                }
-            } else {
-                assert!(!handling.contains(&f.tag));
-                acked.insert(f.tag);
+            assert!(f.tag <= received, "frame {f:?} for a tag not received");
+            assert!(!acked.contains(&f.tag), "frame {f:?} acks {} again", f.tag);
+            let tags = if f.multiple { 1..=f.tag } else { f.tag..=f.tag };
+            for tag in tags {
+                assert!(
+                    !handling.contains(&tag),
+                    "frame {f:?} acks {tag}, still handled"
+                );
+                acked.insert(tag);
             }
         }
     }
@@ -265,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn without_slack_only_a_run_from_the_lowest_shares_a_frame() {
+    fn without_slack_each_done_delivery_is_acked_on_its_own() {
         let mut w = Window::new(0);
         for tag in 1..=3 {
             w.received(tag);
@@ -288,32 +305,51 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever the order of completion and the slack: no frame acks a delivery still being
-        /// handled, every delivery is acked once all are done, and nothing is left waiting.
+        /// Whatever the order of receipts and completions and the slack: no frame acks a
+        /// delivery still being handled or one already settled, every delivery is settled once
+        /// all are done, and no more than `slack` wait.
         #[test]
         fn no_delivery_is_acked_before_it_is_done(
-            order in Just((1u64..=40).collect::<Vec<_>>()).prop_shuffle(),
+            steps in proptest::collection::vec(0usize..8, 1..200),
             slack in 0usize..10,
-            requeued in proptest::collection::btree_set(1u64..=40, 0..5),
+            requeue_every in 2u64..9,
         ) {
             let mut w = Window::new(slack);
-            let mut handling: BTreeSet<u64> = (1..=40).collect();
-            for tag in 1..=40 {
-                w.received(tag);
-            }
+            let mut handling = BTreeSet::new();
             let mut acked = BTreeSet::new();
-            for tag in order {
+            let mut received = 0u64;
+            // Each step receives a delivery (0–3) or finishes one of those being handled,
+            // picked by the step's value.
+            let step = |choice: usize,
+                            w: &mut Window<()>,
+                            handling: &mut BTreeSet<u64>,
+                            acked: &mut BTreeSet<u64>,
+                            received: &mut u64| {
+                if (choice < 4 && *received < 60) || handling.is_empty() {
+                    *received += 1;
+                    w.received(*received);
+                    handling.insert(*received);
+                    return;
+                }
+                let tag = *handling.iter().nth(choice % handling.len()).unwrap();
                 handling.remove(&tag);
-                let frames = if requeued.contains(&tag) {
-                    acked.insert(tag); // the nack settles it
+                let frames = if tag % requeue_every == 0 {
+                    acked.insert(tag); // its nack settled it
                     w.settled(tag)
                 } else {
                     w.done(tag, ())
                 };
-                settle(&handling, &mut acked, &frames);
+                settle(handling, *received, acked, &frames);
+            };
+            for choice in steps {
+                step(choice, &mut w, &mut handling, &mut acked, &mut received);
                 prop_assert!(w.waiting.len() <= slack);
             }
-            prop_assert_eq!(acked, (1..=40).collect::<BTreeSet<_>>());
+            // Then every delivery still being handled finishes.
+            while !handling.is_empty() {
+                step(7, &mut w, &mut handling, &mut acked, &mut received);
+            }
+            prop_assert_eq!(acked, (1..=received).collect::<BTreeSet<_>>());
             prop_assert_eq!(w.outstanding(), 0);
         }
     }

@@ -10,20 +10,22 @@
 //! If that publish fails the original is nacked with requeue, so nothing is ever dropped: the
 //! worst case is a redelivery, which the handlers' inbox makes harmless.
 //!
-//! Acks wait for nothing but the handler: a message is acked once its outcome is durable, in one
-//! frame with the others done by then when no earlier delivery is still being handled (`acks`).
-//! Up to `prefetch − concurrency` done messages wait for a slower one below them.
+//! A message is acked once its outcome is durable, in one frame with the others done by then when
+//! no earlier delivery is still being handled (`acks`): up to `prefetch − concurrency` done
+//! messages wait for a slower one below them. A handler that panics has its message retried later,
+//! up the ladder, like a transient failure.
 
 use crate::acks::Acks;
 use crate::publisher::{OutgoingMessage, PublishError};
 use crate::topology::WorkQueue;
 use crate::Broker;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -222,7 +224,18 @@ async fn settle<H: MessageHandler>(
     };
     let (message_id, attempt) = (incoming.message_id.clone(), incoming.attempt);
     crate::sampler::record_message_age(work, &delivery.properties, attempt);
-    let outcome = handler.handle(incoming).await;
+    // A panic must neither lose the message nor leave its delivery unsettled, which would hold
+    // back every later ack of the channel: it is retried later, like a transient failure.
+    let outcome = match AssertUnwindSafe(handler.handle(incoming))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            error!(%message_id, "the handler panicked; the message will be retried later");
+            Outcome::Retry("the handler panicked".into())
+        }
+    };
     let forwarded = match &outcome {
         Outcome::Done => Ok(()),
         Outcome::Retry(reason) => {

@@ -5,7 +5,8 @@
 //! connection and its confirm-mode channels are `live`), and publishes with publisher confirms
 //! ([`publisher`]): a publish returns `Ok` only once the broker has taken responsibility for the
 //! message. [`consumer`] runs a work queue with its retry ladder and dead letters ([`dlq`] reads and
-//! replays them), acking each message after its handler, in as few frames as it can (`acks`); [`probe`] and [`sampler`] look at exchanges and queue depths.
+//! replays them), acking each message after its handler, in as few frames as it can
+//! (`acks`); [`probe`] and [`sampler`] look at exchanges and queue depths.
 //!
 //! It never acknowledges on anyone's behalf and never retries a publish by itself: the caller
 //! decides (the ingress answers 503 and Stripe re-sends).

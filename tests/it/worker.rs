@@ -726,7 +726,10 @@ async fn a_customer_sync_that_read_the_old_default_card_never_brings_it_back() {
     assert_eq!(synced.counts.customers, 2, "{synced:?}");
 
     let new_card = app.default_card(&customer).await;
-    assert_ne!(new_card, old_card, "Stripe has the session's card as the default");
+    assert_ne!(
+        new_card, old_card,
+        "Stripe has the session's card as the default"
+    );
     let (recorded, default) = app
         .store()
         .customer_with_default_card(&customer)

@@ -493,8 +493,13 @@ async fn a_customer_read_without_its_lock_never_brings_back_an_older_default_car
         } else {
             ("cus_c", "cus_d")
         };
-        race_with_an_unlocked_read(&db, Writer::OneStatement, one_statement, unlocked_commits_last)
-            .await;
+        race_with_an_unlocked_read(
+            &db,
+            Writer::OneStatement,
+            one_statement,
+            unlocked_commits_last,
+        )
+        .await;
         race_with_an_unlocked_read(&db, Writer::PerTable, per_table, unlocked_commits_last).await;
 
         let mut conn = db.store.begin().await.unwrap();
@@ -505,10 +510,11 @@ async fn a_customer_read_without_its_lock_never_brings_back_an_older_default_car
             "unlocked read commits last: {unlocked_commits_last}"
         );
         for customer_id in [one_statement, per_table] {
-            let (stored, default_card) = customers::customer_with_default_card(&mut *conn, customer_id)
-                .await
-                .unwrap()
-                .unwrap();
+            let (stored, default_card) =
+                customers::customer_with_default_card(&mut *conn, customer_id)
+                    .await
+                    .unwrap()
+                    .unwrap();
             assert_eq!(
                 stored,
                 customer(customer_id),

@@ -296,6 +296,8 @@ pub async fn sync_customers(
             // recording a customer twice changes nothing).
             Err(error) if error.is_resource_missing() && starting_after.is_some() => {
                 warn!(%error, "the sync's cursor no longer exists at Stripe; starting over");
+                // Its connection back to the pool first: the restart needs one.
+                drop(tx);
                 store.restart_customer_sync(cursor_name).await?;
                 starting_after = None;
                 counts = SyncCounts::default();

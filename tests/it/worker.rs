@@ -4,12 +4,16 @@
 
 use crate::stripe_calls::{handle, session_naming_a_customer, stripe_event};
 use crate::support::app::TestApp;
-use crate::support::{eventually, sim};
+use crate::support::{eventually, key, sim};
 use futures_util::future::join_all;
 use kassa_broker::dlq::{self, Selection};
+use kassa_core::customers::{sync_customers, SyncOptions};
+use kassa_core::records;
+use kassa_stripe::resources::CustomerParams;
 use kassa_stripe::IdempotencyKey;
 use kassa_stripe_sim::Faults;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 fn email() -> String {
     format!("c{}@example.com", uuid::Uuid::new_v4().simple())
@@ -664,5 +668,79 @@ async fn a_card_updated_while_its_session_is_fulfilled_keeps_its_new_expiry() {
         (Some(7), Some(2041)),
         "the newer expiry stays"
     );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_customer_sync_that_read_the_old_default_card_never_brings_it_back() {
+    // Webhooks are dropped: the test hands the session's event over when it tests.
+    let app = TestApp::builder().dropping_webhooks().spawn().await;
+    let stripe = app.stripe().clone();
+    let (customer, session) = session_naming_a_customer(&app).await;
+    // The customer already pays with another card, saved on Stripe directly.
+    let old_card = stripe
+        .payment_methods()
+        .attach("pm_card_mastercard", &customer, &key("attach-old-card"))
+        .await
+        .unwrap()
+        .id;
+    stripe
+        .customers()
+        .set_default_payment_method(&customer, &old_card, &key("default-old-card"))
+        .await
+        .unwrap();
+    // A newer customer, listed (newest first) and so recorded first by the sync. The test
+    // inserts its row without committing: the sync, having read the whole page, waits for it.
+    let newer = stripe
+        .customers()
+        .create(&CustomerParams::default(), &key("newer-customer"))
+        .await
+        .unwrap();
+    let mut newer_row = app.store().begin().await.unwrap();
+    kassa_store::customers::upsert_customer(&mut newer_row, &records::customer_record(&newer))
+        .await
+        .unwrap();
+
+    let (options, shutdown) = (SyncOptions::default(), CancellationToken::new());
+    let sync = sync_customers(&stripe, app.store(), &options, |_| {}, &shutdown);
+    let meanwhile = async {
+        eventually(
+            Duration::from_secs(20),
+            "the sync to wait for the newer customer's row",
+            || async { someone_waits_for_a_lock(&app).await.then_some(()) },
+        )
+        .await;
+        // The customer completes the setup session: its card becomes the default, recorded by
+        // the fulfilment, which commits while the sync still holds its older read.
+        app.complete(&session, "pm_card_visa");
+        handle(
+            &app,
+            &stripe_event(&app, "checkout.session.completed", &session).await,
+        )
+        .await;
+        newer_row.rollback().await.unwrap();
+    };
+    let (synced, ()) = tokio::join!(sync, meanwhile);
+    let synced = synced.unwrap();
+    assert!(synced.finished, "{synced:?}");
+    assert_eq!(synced.counts.customers, 2, "{synced:?}");
+
+    let new_card = app.default_card(&customer).await;
+    assert_ne!(
+        new_card, old_card,
+        "Stripe has the session's card as the default"
+    );
+    let (recorded, default) = app
+        .store()
+        .customer_with_default_card(&customer)
+        .await
+        .unwrap()
+        .expect("the customer is recorded");
+    assert_eq!(
+        recorded.default_payment_method.as_deref(),
+        Some(new_card.as_str()),
+        "the sync's older read does not bring the old card back"
+    );
+    assert_eq!(default.map(|card| card.id), Some(new_card));
     app.cleanup().await;
 }

@@ -5,11 +5,13 @@
 //!
 //! Both read Stripe first — the customer (`GET /v1/customers/{id}`, or a page of
 //! `GET /v1/customers`) and its saved cards (`GET /v1/payment_methods?customer=…&type=card`,
-//! paged) — and then write what they read in one short transaction with the same upserts the
-//! webhooks use, so no database connection is held while Stripe answers, and a webhook about the
-//! same customer racing with them writes the same facts. Card removals are left to the
-//! `payment_method.detached` webhook: a card missing from a list read a moment ago may have been
-//! attached since, and a detach recorded here could never be undone.
+//! paged) — inside one transaction begun before those reads, and write what they read in it with
+//! the same rules the webhooks use. They read without the customer's lock, so their records are
+//! observed at that transaction's start: a webhook about the same customer racing with them, or a
+//! fulfilment making a new card its default, is never undone by their older read
+//! (docs/ARCHITECTURE.md, "A customer's record: the newest observation wins"). Card removals are
+//! left to the `payment_method.detached` webhook: a card missing from a list read a moment ago
+//! may have been attached since, and a detach recorded here could never be undone.
 //!
 //! The backfill walks Stripe's customer list (newest first) page by page with `starting_after`
 //! and records each page together with its cursor (`customer_sync`), so an interrupted sync
@@ -109,7 +111,10 @@ async fn record(
     customer: &Customer,
     cards: &[PaymentMethod],
 ) -> Result<(bool, i64, i64), Error> {
-    let new_customer = customers::upsert_customer(conn, &customer_record(customer)).await?;
+    // Read without the customer's lock (a `customer.*` re-fetch or a fulfilment may hold it):
+    // observed at the transaction's start, begun before the read.
+    let new_customer =
+        customers::upsert_customer_read_without_lock(conn, &customer_record(customer)).await?;
     let mut new_cards = 0;
     for card in cards {
         let record = payment_method_record(card, Some(&customer.id));
@@ -122,8 +127,8 @@ async fn record(
 
 /// Fetches customer `id` and its saved cards from Stripe and records them.
 pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result<Imported, Error> {
-    // Begun before the reads: the cards' details are recorded as observed at its start
-    // (`kassa_store::customers::upsert_payment_method`).
+    // Begun before the reads: the customer and its cards' details are recorded as observed at its
+    // start (`kassa_store::customers::upsert_customer_read_without_lock`, `upsert_payment_method`).
     let mut tx = store.begin().await?;
     let customer = match stripe.customers().retrieve(id, &[]).await {
         Ok(customer) => customer,
@@ -186,17 +191,15 @@ pub struct SyncReport {
 }
 
 /// Reads the cards of a page of customers (`concurrency` at once) and records the page with the
-/// sync's cursor moved past `last`, in one transaction; returns what the page recorded.
+/// sync's cursor moved past `last`, in `tx`, which began before the page was listed; returns what
+/// the page recorded.
 async fn record_page(
     stripe: &Client,
-    store: &Store,
+    mut tx: kassa_store::Transaction,
     page: Vec<Customer>,
     last: &str,
     concurrency: usize,
 ) -> Result<SyncCounts, Error> {
-    // Begun before the card reads: their details are recorded as observed at its start
-    // (`kassa_store::customers::upsert_payment_method`).
-    let mut tx = store.begin().await?;
     let with_cards: Vec<(Customer, Option<Vec<PaymentMethod>>)> =
         stream::iter(page.into_iter().filter(|c| !c.deleted))
             .map(|customer| async move {
@@ -275,6 +278,10 @@ pub async fn sync_customers(
                 finished: false,
             });
         }
+        // Begun before the page is listed: the customers and their cards are recorded as observed
+        // at its start (`kassa_store::customers::upsert_customer_read_without_lock`,
+        // `upsert_payment_method`).
+        let tx = store.begin().await?;
         let listed = stripe
             .customers()
             .list(&ListCustomers {
@@ -289,6 +296,8 @@ pub async fn sync_customers(
             // recording a customer twice changes nothing).
             Err(error) if error.is_resource_missing() && starting_after.is_some() => {
                 warn!(%error, "the sync's cursor no longer exists at Stripe; starting over");
+                // Its connection back to the pool first: the restart needs one.
+                drop(tx);
                 store.restart_customer_sync(cursor_name).await?;
                 starting_after = None;
                 counts = SyncCounts::default();
@@ -300,7 +309,7 @@ pub async fn sync_customers(
             break;
         };
         let has_more = page.has_more;
-        let page_counts = record_page(stripe, store, page.data, &last, options.concurrency).await?;
+        let page_counts = record_page(stripe, tx, page.data, &last, options.concurrency).await?;
         counts += page_counts;
         progress(&counts);
         starting_after = Some(last);

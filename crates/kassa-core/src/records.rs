@@ -133,7 +133,9 @@ pub async fn record_payment_method(
     Ok(())
 }
 
-/// customer.created / updated / deleted: record the customer as Stripe has it now.
+/// customer.created / updated / deleted: record the customer as Stripe has it now. Call it under
+/// the customer's lock (`lock_stripe_object`): the record is observed when it is written
+/// ([`customers::upsert_customer`]).
 pub async fn record_customer(
     stripe: &Client,
     conn: &mut PgConnection,

@@ -1,8 +1,13 @@
 //! Customers and their saved payment methods (`customers`, `payment_methods`).
 //!
 //! Events arrive out of order and the worker writes the state it just fetched from Stripe, so
-//! writes are upserts where the last write wins, with three exceptions (an older write arriving
+//! writes are upserts where the last write wins, with four exceptions (an older write arriving
 //! late cannot undo them):
+//! - a customer's e-mail, name and default payment method are replaced only by ones observed at
+//!   the same time or later: `observed_at` is when the writer wrote them, for a writer that read
+//!   the customer under its lock ([`upsert_customer`]), or the start of its transaction, begun
+//!   before the read, for one that did not ([`upsert_customer_read_without_lock`])
+//!   (docs/ARCHITECTURE.md, "A customer's record: the newest observation wins");
 //! - a card's details (brand, last4, expiry) are replaced only by details observed at the same
 //!   time or later: `details_observed_at` is the start of the writing transaction, which every
 //!   writer begins before the Stripe read its record comes from (docs/ARCHITECTURE.md, "A card's
@@ -55,21 +60,57 @@ pub struct PaymentMethodRecord {
     pub livemode: Option<bool>,
 }
 
-/// Inserts or updates a customer. A `deleted` record only marks the row deleted (Stripe's
-/// deleted-customer object carries nothing else); a deleted row never becomes undeleted.
-/// Returns true when the customer was not recorded before.
+/// Inserts or updates a customer read from Stripe under its lock
+/// ([`crate::events::lock_stripe_object`], taken before the read and held until commit): its
+/// e-mail, name and default payment method are observed now, and replace the recorded ones
+/// unless those were observed later (see the [module documentation](self)). A `deleted` record
+/// only marks the row deleted (Stripe's deleted-customer object carries nothing else); a deleted
+/// row never becomes undeleted. Returns true when the customer was not recorded before.
 pub async fn upsert_customer(
     conn: &mut PgConnection,
     customer: &CustomerRecord,
 ) -> Result<bool, StoreError> {
+    upsert_customer_observed(conn, customer, Observed::UnderLock).await
+}
+
+/// Like [`upsert_customer`], for a customer read from Stripe without its lock: observed at this
+/// transaction's start, so begin the transaction before the Stripe read `customer` comes from.
+pub async fn upsert_customer_read_without_lock(
+    conn: &mut PgConnection,
+    customer: &CustomerRecord,
+) -> Result<bool, StoreError> {
+    upsert_customer_observed(conn, customer, Observed::SinceTransactionStart).await
+}
+
+/// When a customer record was observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Observed {
+    /// Now (the statement's start): read under the customer's lock, which this transaction still
+    /// holds, so no other writer of the customer read it since.
+    UnderLock,
+    /// At the transaction's start (`now()`), begun before the unlocked Stripe read.
+    SinceTransactionStart,
+}
+
+async fn upsert_customer_observed(
+    conn: &mut PgConnection,
+    customer: &CustomerRecord,
+    observed: Observed,
+) -> Result<bool, StoreError> {
     let inserted = sqlx::query_scalar!(
-        "INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode,
+                                observed_at)
+         VALUES ($1, $2, $3, $4, $5, $6,
+                 CASE WHEN $5 THEN NULL WHEN $7::bool THEN statement_timestamp() ELSE now() END)
          ON CONFLICT (id) DO UPDATE SET
-             email = CASE WHEN EXCLUDED.deleted THEN customers.email ELSE EXCLUDED.email END,
-             name = CASE WHEN EXCLUDED.deleted THEN customers.name ELSE EXCLUDED.name END,
-             default_payment_method = CASE WHEN EXCLUDED.deleted
+             email = CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
+                 THEN customers.email ELSE EXCLUDED.email END,
+             name = CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
+                 THEN customers.name ELSE EXCLUDED.name END,
+             default_payment_method =
+                 CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
                  THEN customers.default_payment_method ELSE EXCLUDED.default_payment_method END,
+             observed_at = GREATEST(customers.observed_at, EXCLUDED.observed_at),
              deleted = customers.deleted OR EXCLUDED.deleted,
              livemode = EXCLUDED.livemode,
              updated_at = now()
@@ -80,6 +121,7 @@ pub async fn upsert_customer(
         customer.default_payment_method,
         customer.deleted,
         customer.livemode,
+        observed == Observed::UnderLock,
     )
     .fetch_one(conn)
     .await?;

@@ -19,7 +19,9 @@ use crate::{CheckoutSessionRecord, CustomerRecord, PaymentMethodRecord, StoreErr
 /// What a completed setup session saved, as Kassa records it.
 #[derive(Debug, Clone, Copy)]
 pub struct SavedCardRecords<'a> {
-    /// The customer, with the card as its default.
+    /// The customer, with the card as its default, as Stripe answered the set-default write
+    /// sent under the customer's lock, which the caller still holds: observed when written, as
+    /// [`crate::customers::upsert_customer`] records it.
     pub customer: &'a CustomerRecord,
     /// The card.
     pub payment_method: &'a PaymentMethodRecord,
@@ -50,14 +52,19 @@ pub async fn record_saved_card(
     let event_id = inbox.map(InboxMark::event_id);
     let marked = sqlx::query_scalar!(
         r#"WITH customer AS (
-               INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode)
-               VALUES ($1, $2, $3, $4, $5, $6)
+               INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode,
+                                      observed_at)
+               VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 THEN NULL ELSE statement_timestamp() END)
                ON CONFLICT (id) DO UPDATE SET
-                   email = CASE WHEN EXCLUDED.deleted THEN customers.email ELSE EXCLUDED.email END,
-                   name = CASE WHEN EXCLUDED.deleted THEN customers.name ELSE EXCLUDED.name END,
-                   default_payment_method = CASE WHEN EXCLUDED.deleted
+                   email = CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
+                       THEN customers.email ELSE EXCLUDED.email END,
+                   name = CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
+                       THEN customers.name ELSE EXCLUDED.name END,
+                   default_payment_method =
+                       CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
                        THEN customers.default_payment_method
                        ELSE EXCLUDED.default_payment_method END,
+                   observed_at = GREATEST(customers.observed_at, EXCLUDED.observed_at),
                    deleted = customers.deleted OR EXCLUDED.deleted,
                    livemode = EXCLUDED.livemode,
                    updated_at = now()

@@ -441,3 +441,111 @@ async fn both_ways_of_recording_a_card_keep_its_newest_observation_whichever_com
         }
     }
 }
+
+/// The customer as Stripe had it before the card of [`customer`] became its default: another
+/// card as the default, an older e-mail address.
+fn customer_before_the_new_default(id: &str) -> CustomerRecord {
+    CustomerRecord {
+        email: Some("jenny.rosen@old.example.com".to_owned()),
+        default_payment_method: Some(format!("pm_old_{id}")),
+        ..customer(id)
+    }
+}
+
+/// A read of the customer without its lock (the customer import or sync) races with `writer`
+/// holding the customer's lock (the fulfilment recording Stripe's answer to its set-default, or
+/// a `customer.*` re-fetch): the unlocked transaction begins after the locked one, reads the
+/// customer before the locked writer's change, and commits last or first
+/// (`unlocked_commits_last`).
+async fn race_with_an_unlocked_read(
+    db: &TestDb,
+    writer: Writer,
+    customer_id: &str,
+    unlocked_commits_last: bool,
+) {
+    let mut locked = db.store.begin().await.unwrap();
+    lock_stripe_object(&mut locked, customer_id).await.unwrap();
+    let mut unlocked = db.store.begin().await.unwrap();
+    let older = customer_before_the_new_default(customer_id);
+    if unlocked_commits_last {
+        write_saved_card(&mut locked, writer, customer_id, &card(customer_id)).await;
+        locked.commit().await.unwrap();
+        customers::upsert_customer_read_without_lock(&mut unlocked, &older)
+            .await
+            .unwrap();
+        unlocked.commit().await.unwrap();
+    } else {
+        customers::upsert_customer_read_without_lock(&mut unlocked, &older)
+            .await
+            .unwrap();
+        unlocked.commit().await.unwrap();
+        write_saved_card(&mut locked, writer, customer_id, &card(customer_id)).await;
+        locked.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_customer_read_without_its_lock_never_brings_back_an_older_default_card() {
+    let db = TestDb::new().await;
+    for unlocked_commits_last in [true, false] {
+        let (one_statement, per_table) = if unlocked_commits_last {
+            ("cus_a", "cus_b")
+        } else {
+            ("cus_c", "cus_d")
+        };
+        race_with_an_unlocked_read(
+            &db,
+            Writer::OneStatement,
+            one_statement,
+            unlocked_commits_last,
+        )
+        .await;
+        race_with_an_unlocked_read(&db, Writer::PerTable, per_table, unlocked_commits_last).await;
+
+        let mut conn = db.store.begin().await.unwrap();
+        let expected = rows(&mut conn, &format!("cs_{per_table}"), per_table).await;
+        let found = rows(&mut conn, &format!("cs_{one_statement}"), one_statement).await;
+        assert_eq!(
+            found, expected,
+            "unlocked read commits last: {unlocked_commits_last}"
+        );
+        for customer_id in [one_statement, per_table] {
+            let (stored, default_card) =
+                customers::customer_with_default_card(&mut *conn, customer_id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(
+                stored,
+                customer(customer_id),
+                "the new default card and e-mail stay (unlocked read commits last: {unlocked_commits_last})"
+            );
+            assert_eq!(
+                default_card.map(|card| card.id),
+                Some(format!("pm_{customer_id}")),
+                "a charge resolves the new default card (unlocked read commits last: {unlocked_commits_last})"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_customer_read_without_its_lock_after_a_change_replaces_the_older_record() {
+    let db = TestDb::new().await;
+    let mut locked = db.store.begin().await.unwrap();
+    lock_stripe_object(&mut locked, "cus_a").await.unwrap();
+    write_saved_card(&mut locked, Writer::OneStatement, "cus_a", &card("cus_a")).await;
+    locked.commit().await.unwrap();
+    // Begun after that commit, so its read saw the customer as changed since.
+    let changed = CustomerRecord {
+        email: Some("jenny.rosen@new.example.com".to_owned()),
+        default_payment_method: Some("pm_newer".to_owned()),
+        ..customer("cus_a")
+    };
+    let mut unlocked = db.store.begin().await.unwrap();
+    customers::upsert_customer_read_without_lock(&mut unlocked, &changed)
+        .await
+        .unwrap();
+    unlocked.commit().await.unwrap();
+    assert_eq!(db.store.customer("cus_a").await.unwrap(), Some(changed));
+}

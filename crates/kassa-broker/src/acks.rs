@@ -333,7 +333,7 @@ mod tests {
                 }
                 let tag = *handling.iter().nth(choice % handling.len()).unwrap();
                 handling.remove(&tag);
-                let frames = if tag % requeue_every == 0 {
+                let frames = if tag.is_multiple_of(requeue_every) {
                     acked.insert(tag); // its nack settled it
                     w.settled(tag)
                 } else {

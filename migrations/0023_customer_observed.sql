@@ -2,7 +2,7 @@
 -- the customer from Stripe under the customer's lock (a `customer.*` re-fetch, the fulfilment's
 -- set-default answer) observed it when it writes: the statement's start, while it still holds
 -- the lock. A writer that read it without the lock (the customer import and sync) observed it at
--- the start of its transaction, begun before that read. An upsert replaces those fields only with
+-- a time of the database's clock read before that read. An upsert replaces those fields only with
 -- ones observed at the same time or later, so a read that missed a change of the customer (Kassa's
 -- own set-default, or another program's) never overwrites the record written for that change,
 -- whichever commits last. See docs/ARCHITECTURE.md, "A customer's record: the newest observation

@@ -5,9 +5,10 @@
 //!
 //! Both read Stripe first — the customer (`GET /v1/customers/{id}`, or a page of
 //! `GET /v1/customers`) and its saved cards (`GET /v1/payment_methods?customer=…&type=card`,
-//! paged) — inside one transaction begun before those reads, and write what they read in it with
-//! the same rules the webhooks use. They read without the customer's lock, so their records are
-//! observed at that transaction's start: a webhook about the same customer racing with them, or a
+//! paged) — then write what they read in one short transaction, with the same rules the webhooks
+//! use (no connection is held across a Stripe call). They read without the customer's lock, so
+//! their records are observed at a time of the database's clock read before those reads
+//! (`Store::observation_time`): a webhook about the same customer racing with them, or a
 //! fulfilment making a new card its default, is never undone by their older read
 //! (docs/ARCHITECTURE.md, "A customer's record: the newest observation wins"). Card removals are
 //! left to the `payment_method.detached` webhook: a card missing from a list read a moment ago
@@ -23,7 +24,7 @@ use crate::records::{customer_record, payment_method_record};
 use crate::Error;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use kassa_store::customer_sync::advance_customer_sync;
-use kassa_store::{customers, Store, SyncCounts};
+use kassa_store::{customers, OffsetDateTime, Store, SyncCounts};
 use kassa_stripe::objects::{Customer, PaymentMethod};
 use kassa_stripe::resources::{ListCustomers, ListPaymentMethods};
 use kassa_stripe::{Client, Mode};
@@ -110,15 +111,17 @@ async fn record(
     conn: &mut kassa_store::PgConnection,
     customer: &Customer,
     cards: &[PaymentMethod],
+    observed_at: OffsetDateTime,
 ) -> Result<(bool, i64, i64), Error> {
     // Read without the customer's lock (a `customer.*` re-fetch or a fulfilment may hold it):
-    // observed at the transaction's start, begun before the read.
+    // observed at `observed_at`, read from the database's clock before the Stripe reads.
     let new_customer =
-        customers::upsert_customer_read_without_lock(conn, &customer_record(customer)).await?;
+        customers::upsert_customer_read_without_lock(conn, &customer_record(customer), observed_at)
+            .await?;
     let mut new_cards = 0;
     for card in cards {
         let record = payment_method_record(card, Some(&customer.id));
-        if customers::upsert_payment_method(conn, &record).await? {
+        if customers::upsert_payment_method_read_at(conn, &record, observed_at).await? {
             new_cards += 1;
         }
     }
@@ -127,9 +130,10 @@ async fn record(
 
 /// Fetches customer `id` and its saved cards from Stripe and records them.
 pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result<Imported, Error> {
-    // Begun before the reads: the customer and its cards' details are recorded as observed at its
-    // start (`kassa_store::customers::upsert_customer_read_without_lock`, `upsert_payment_method`).
-    let mut tx = store.begin().await?;
+    // Read before the Stripe reads, in a statement of its own: the customer and its cards are
+    // recorded as observed then (`kassa_store::customers::upsert_customer_read_without_lock`,
+    // `upsert_payment_method_read_at`), and no connection is held across a Stripe call.
+    let observed_at = store.observation_time().await?;
     let customer = match stripe.customers().retrieve(id, &[]).await {
         Ok(customer) => customer,
         Err(error) if error.is_resource_missing() => return Ok(Imported::Missing),
@@ -147,7 +151,8 @@ pub async fn import_customer(stripe: &Client, store: &Store, id: &str) -> Result
             Err(error) => return Err(error),
         }
     };
-    record(&mut tx, &customer, &cards).await?;
+    let mut tx = store.begin().await?;
+    record(&mut tx, &customer, &cards, observed_at).await?;
     tx.commit().await.map_err(kassa_store::StoreError::from)?;
     if customer.deleted {
         info!(customer = id, "customer looked up on Stripe: deleted");
@@ -191,11 +196,12 @@ pub struct SyncReport {
 }
 
 /// Reads the cards of a page of customers (`concurrency` at once) and records the page with the
-/// sync's cursor moved past `last`, in `tx`, which began before the page was listed; returns what
-/// the page recorded.
+/// sync's cursor moved past `last`, in one transaction begun after the reads, as observed at
+/// `observed_at` (read before the page was listed); returns what the page recorded.
 async fn record_page(
     stripe: &Client,
-    mut tx: kassa_store::Transaction,
+    store: &Store,
+    observed_at: OffsetDateTime,
     page: Vec<Customer>,
     last: &str,
     concurrency: usize,
@@ -216,12 +222,14 @@ async fn record_page(
             .try_collect()
             .await?;
     let mut page_counts = SyncCounts::default();
+    let mut tx = store.begin().await?;
     for (customer, cards) in &with_cards {
         let Some(cards) = cards else {
             page_counts.skipped += 1;
             continue;
         };
-        let (new_customer, recorded_cards, new_cards) = record(&mut tx, customer, cards).await?;
+        let (new_customer, recorded_cards, new_cards) =
+            record(&mut tx, customer, cards, observed_at).await?;
         page_counts.customers += 1;
         page_counts.new_customers += i64::from(new_customer);
         page_counts.cards += recorded_cards;
@@ -278,10 +286,10 @@ pub async fn sync_customers(
                 finished: false,
             });
         }
-        // Begun before the page is listed: the customers and their cards are recorded as observed
-        // at its start (`kassa_store::customers::upsert_customer_read_without_lock`,
-        // `upsert_payment_method`).
-        let tx = store.begin().await?;
+        // Read before the page is listed: its customers and their cards are recorded as observed
+        // then (`kassa_store::customers::upsert_customer_read_without_lock`,
+        // `upsert_payment_method_read_at`), and no connection is held across a Stripe call.
+        let observed_at = store.observation_time().await?;
         let listed = stripe
             .customers()
             .list(&ListCustomers {
@@ -296,8 +304,6 @@ pub async fn sync_customers(
             // recording a customer twice changes nothing).
             Err(error) if error.is_resource_missing() && starting_after.is_some() => {
                 warn!(%error, "the sync's cursor no longer exists at Stripe; starting over");
-                // Its connection back to the pool first: the restart needs one.
-                drop(tx);
                 store.restart_customer_sync(cursor_name).await?;
                 starting_after = None;
                 counts = SyncCounts::default();
@@ -309,7 +315,15 @@ pub async fn sync_customers(
             break;
         };
         let has_more = page.has_more;
-        let page_counts = record_page(stripe, tx, page.data, &last, options.concurrency).await?;
+        let page_counts = record_page(
+            stripe,
+            store,
+            observed_at,
+            page.data,
+            &last,
+            options.concurrency,
+        )
+        .await?;
         counts += page_counts;
         progress(&counts);
         starting_after = Some(last);

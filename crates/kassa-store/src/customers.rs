@@ -5,12 +5,13 @@
 //! late cannot undo them):
 //! - a customer's e-mail, name and default payment method are replaced only by ones observed at
 //!   the same time or later: `observed_at` is when the writer wrote them, for a writer that read
-//!   the customer under its lock ([`upsert_customer`]), or the start of its transaction, begun
-//!   before the read, for one that did not ([`upsert_customer_read_without_lock`])
+//!   the customer under its lock ([`upsert_customer`]), or a time of the database's clock read
+//!   before the Stripe read, for one that did not ([`upsert_customer_read_without_lock`])
 //!   (docs/ARCHITECTURE.md, "A customer's record: the newest observation wins");
 //! - a card's details (brand, last4, expiry) are replaced only by details observed at the same
 //!   time or later: `details_observed_at` is the start of the writing transaction, which every
-//!   writer begins before the Stripe read its record comes from (docs/ARCHITECTURE.md, "A card's
+//!   writer begins before the Stripe read its record comes from, or a time of the database's clock
+//!   read before that read ([`upsert_payment_method_read_at`]) (docs/ARCHITECTURE.md, "A card's
 //!   details: the newest observation wins");
 //! - a deleted customer stays deleted (Stripe cannot undelete one);
 //! - a detached payment method stays detached, and keeps the customer it was attached to (Stripe
@@ -19,7 +20,7 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
-use crate::{Store, StoreError};
+use crate::{OffsetDateTime, Store, StoreError};
 
 /// A Stripe customer as Kassa keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,23 +74,25 @@ pub async fn upsert_customer(
     upsert_customer_observed(conn, customer, Observed::UnderLock).await
 }
 
-/// Like [`upsert_customer`], for a customer read from Stripe without its lock: observed at this
-/// transaction's start, so begin the transaction before the Stripe read `customer` comes from.
+/// Like [`upsert_customer`], for a customer read from Stripe without its lock: observed at
+/// `observed_at`, a time of the database's clock read before the Stripe read `customer` comes
+/// from ([`crate::Store::observation_time`]).
 pub async fn upsert_customer_read_without_lock(
     conn: &mut PgConnection,
     customer: &CustomerRecord,
+    observed_at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    upsert_customer_observed(conn, customer, Observed::SinceTransactionStart).await
+    upsert_customer_observed(conn, customer, Observed::At(observed_at)).await
 }
 
 /// When a customer record was observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Observed {
     /// Now (the statement's start): read under the customer's lock, which this transaction still
-    /// holds, so no other writer of the customer read it since.
+    /// holds, so no other writer under that lock read it since.
     UnderLock,
-    /// At the transaction's start (`now()`), begun before the unlocked Stripe read.
-    SinceTransactionStart,
+    /// At this time of the database's clock, read before the unlocked Stripe read.
+    At(OffsetDateTime),
 }
 
 async fn upsert_customer_observed(
@@ -101,7 +104,7 @@ async fn upsert_customer_observed(
         "INSERT INTO customers (id, email, name, default_payment_method, deleted, livemode,
                                 observed_at)
          VALUES ($1, $2, $3, $4, $5, $6,
-                 CASE WHEN $5 THEN NULL WHEN $7::bool THEN statement_timestamp() ELSE now() END)
+                 CASE WHEN $5 THEN NULL ELSE COALESCE($7::timestamptz, statement_timestamp()) END)
          ON CONFLICT (id) DO UPDATE SET
              email = CASE WHEN EXCLUDED.deleted OR customers.observed_at > EXCLUDED.observed_at
                  THEN customers.email ELSE EXCLUDED.email END,
@@ -121,7 +124,10 @@ async fn upsert_customer_observed(
         customer.default_payment_method,
         customer.deleted,
         customer.livemode,
-        observed == Observed::UnderLock,
+        match observed {
+            Observed::UnderLock => None,
+            Observed::At(at) => Some(at),
+        },
     )
     .fetch_one(conn)
     .await?;
@@ -158,17 +164,37 @@ pub async fn set_default_payment_method(
 }
 
 /// Inserts or updates a payment method: card details from the newest observation (this
-/// transaction's start: begin it before the Stripe read `payment_method` comes from),
+/// transaction's start: begin it before the Stripe read `payment_method` comes from, or see
+/// [`upsert_payment_method_read_at`]),
 /// `customer_id` kept once known, `attached` as described in the [module documentation](self).
 /// Returns true when the payment method was not recorded before.
 pub async fn upsert_payment_method(
     conn: &mut PgConnection,
     payment_method: &PaymentMethodRecord,
 ) -> Result<bool, StoreError> {
+    upsert_payment_method_observed(conn, payment_method, None).await
+}
+
+/// Like [`upsert_payment_method`], for a card read from Stripe before this transaction began:
+/// its details observed at `observed_at`, a time of the database's clock read before that read
+/// ([`crate::Store::observation_time`]).
+pub async fn upsert_payment_method_read_at(
+    conn: &mut PgConnection,
+    payment_method: &PaymentMethodRecord,
+    observed_at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    upsert_payment_method_observed(conn, payment_method, Some(observed_at)).await
+}
+
+async fn upsert_payment_method_observed(
+    conn: &mut PgConnection,
+    payment_method: &PaymentMethodRecord,
+    observed_at: Option<OffsetDateTime>,
+) -> Result<bool, StoreError> {
     let inserted = sqlx::query_scalar!(
         "INSERT INTO payment_methods (id, customer_id, brand, last4, exp_month, exp_year, attached,
                                       livemode, details_observed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now()))
          ON CONFLICT (id) DO UPDATE SET
              customer_id = COALESCE(EXCLUDED.customer_id, payment_methods.customer_id),
              brand = CASE WHEN payment_methods.details_observed_at > EXCLUDED.details_observed_at
@@ -196,6 +222,7 @@ pub async fn upsert_payment_method(
         payment_method.exp_year,
         payment_method.attached,
         payment_method.livemode,
+        observed_at,
     )
     .fetch_one(conn)
     .await?;

@@ -114,6 +114,18 @@ impl Store {
         Ok(self.pool.begin().await?)
     }
 
+    /// The database's clock now, read in a statement of its own: the observation time of a
+    /// Stripe read made after it without the object's lock (the customer import and sync), so
+    /// that no connection is held across the read
+    /// ([`crate::customers::upsert_customer_read_without_lock`]).
+    pub async fn observation_time(&self) -> Result<crate::OffsetDateTime, StoreError> {
+        // A runtime query: nothing for the compile-time check to see.
+        let now = sqlx::query_scalar("SELECT statement_timestamp()")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(now)
+    }
+
     /// Checks that a connection can be had and answers, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;

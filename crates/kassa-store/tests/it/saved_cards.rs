@@ -454,9 +454,9 @@ fn customer_before_the_new_default(id: &str) -> CustomerRecord {
 
 /// A read of the customer without its lock (the customer import or sync) races with `writer`
 /// holding the customer's lock (the fulfilment recording Stripe's answer to its set-default, or
-/// a `customer.*` re-fetch): the unlocked transaction begins after the locked one, reads the
-/// customer before the locked writer's change, and commits last or first
-/// (`unlocked_commits_last`).
+/// a `customer.*` re-fetch): the unlocked reader takes its observation time after the locked
+/// writer took the lock, reads the customer before the locked writer's change, and commits last or
+/// first (`unlocked_commits_last`).
 async fn race_with_an_unlocked_read(
     db: &TestDb,
     writer: Writer,
@@ -465,17 +465,18 @@ async fn race_with_an_unlocked_read(
 ) {
     let mut locked = db.store.begin().await.unwrap();
     lock_stripe_object(&mut locked, customer_id).await.unwrap();
+    let observed_at = db.store.observation_time().await.unwrap();
     let mut unlocked = db.store.begin().await.unwrap();
     let older = customer_before_the_new_default(customer_id);
     if unlocked_commits_last {
         write_saved_card(&mut locked, writer, customer_id, &card(customer_id)).await;
         locked.commit().await.unwrap();
-        customers::upsert_customer_read_without_lock(&mut unlocked, &older)
+        customers::upsert_customer_read_without_lock(&mut unlocked, &older, observed_at)
             .await
             .unwrap();
         unlocked.commit().await.unwrap();
     } else {
-        customers::upsert_customer_read_without_lock(&mut unlocked, &older)
+        customers::upsert_customer_read_without_lock(&mut unlocked, &older, observed_at)
             .await
             .unwrap();
         unlocked.commit().await.unwrap();
@@ -536,14 +537,15 @@ async fn a_customer_read_without_its_lock_after_a_change_replaces_the_older_reco
     lock_stripe_object(&mut locked, "cus_a").await.unwrap();
     write_saved_card(&mut locked, Writer::OneStatement, "cus_a", &card("cus_a")).await;
     locked.commit().await.unwrap();
-    // Begun after that commit, so its read saw the customer as changed since.
+    // Observed after that commit, so its read saw the customer as changed since.
     let changed = CustomerRecord {
         email: Some("jenny.rosen@new.example.com".to_owned()),
         default_payment_method: Some("pm_newer".to_owned()),
         ..customer("cus_a")
     };
+    let observed_at = db.store.observation_time().await.unwrap();
     let mut unlocked = db.store.begin().await.unwrap();
-    customers::upsert_customer_read_without_lock(&mut unlocked, &changed)
+    customers::upsert_customer_read_without_lock(&mut unlocked, &changed, observed_at)
         .await
         .unwrap();
     unlocked.commit().await.unwrap();

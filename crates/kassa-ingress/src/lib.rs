@@ -50,6 +50,9 @@ pub struct IngressState {
     pub publisher: ConfirmedPublisher,
     /// What else `/readyz` reports (the process's database, when it has one).
     pub readiness: Vec<Arc<dyn health::ReadinessCheck>>,
+    /// The exchange events are published to, named once (the topology never changes while
+    /// the process runs).
+    events_exchange: Arc<str>,
 }
 
 impl std::fmt::Debug for IngressState {
@@ -73,6 +76,7 @@ impl IngressState {
         Self {
             verifier: Verifier::new(verifier),
             publisher: broker.publisher(),
+            events_exchange: broker.topology().events_exchange().into(),
             broker,
             readiness: Vec::new(),
         }

@@ -2,25 +2,29 @@
 //! passed on untouched.
 
 use serde::Deserialize;
+use std::borrow::Cow;
 
-/// `id`, `type`, `livemode`, `created` (and `api_version`) of a Stripe event.
+/// `id`, `type`, `livemode`, `created` (and `api_version`) of a Stripe event. `id` and `type` are
+/// borrowed from the body where their JSON strings have no escapes (always, for Stripe's ids and
+/// types) and unescaped copies otherwise; the optional fields are copies.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct EventEnvelope {
+pub struct EventEnvelope<'a> {
     /// `evt_…`
-    pub id: String,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
     /// Always `"event"` when present.
-    #[serde(default)]
-    pub object: Option<String>,
+    #[serde(default, borrow)]
+    pub object: Option<Cow<'a, str>>,
     /// The event type, e.g. `checkout.session.completed`; the routing key.
-    #[serde(rename = "type")]
-    pub kind: String,
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
     /// Whether the event comes from live mode.
     pub livemode: bool,
     /// Unix time the event was created.
     pub created: i64,
     /// API version the payload was rendered with.
-    #[serde(default)]
-    pub api_version: Option<String>,
+    #[serde(default, borrow)]
+    pub api_version: Option<Cow<'a, str>>,
 }
 
 /// Why a verified body is still not a Stripe event.
@@ -45,13 +49,14 @@ impl EnvelopeError {
 }
 
 /// Reads and checks the envelope of `body`.
-pub fn read_envelope(body: &[u8]) -> Result<EventEnvelope, EnvelopeError> {
+pub fn read_envelope(body: &[u8]) -> Result<EventEnvelope<'_>, EnvelopeError> {
     // One pass straight into the envelope: unknown fields (the whole `data`) are skipped without
     // building a tree. serde_json's error category tells "not JSON" from "JSON, not an event".
-    let envelope: EventEnvelope = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => EnvelopeError::NotEvent(e.to_string()),
-        _ => EnvelopeError::NotJson(e.to_string()),
-    })?;
+    let envelope: EventEnvelope<'_> =
+        serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => EnvelopeError::NotEvent(e.to_string()),
+            _ => EnvelopeError::NotJson(e.to_string()),
+        })?;
     if !envelope.id.starts_with("evt_") || envelope.id.len() > 255 {
         return Err(EnvelopeError::NotEvent("id must start with evt_".into()));
     }
@@ -81,6 +86,19 @@ mod tests {
         assert_eq!(envelope.id, "evt_1");
         assert_eq!(envelope.kind, "checkout.session.completed");
         assert!(!envelope.livemode);
+        // Read in place, not copied.
+        assert!(matches!(envelope.id, Cow::Borrowed(_)));
+        assert!(matches!(envelope.kind, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn reads_fields_whose_json_strings_have_escapes() {
+        // Borrowed where the string has no escapes; owned (unescaped) where it has.
+        let body = br#"{"id":"evt_\u0031","type":"customer.updated","livemode":true,"created":1}"#;
+        let envelope = read_envelope(body).unwrap();
+        assert_eq!(envelope.id, "evt_1");
+        assert_eq!(envelope.kind, "customer.updated");
+        assert!(envelope.livemode);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `kassa-bench ingress`: signed webhooks through a separate `kassa ingress` process against two
 //! floors in the same run, same payloads, same concurrency, same broker: raw lapin
 //! publish-with-confirms (no HTTP at all) and a minimal HTTP → AMQP bridge process
-//! ([`crate::bridge`]: the same HTTP hop and publisher settings, none of Kassa's work). Then two
-//! `kassa ingress` processes sharing the load, to show how throughput grows with processes.
+//! ([`crate::bridge`]: the same HTTP hop and publisher settings, none of Kassa's work). The bridge
+//! and `kassa ingress` are measured in several rounds of alternating order, and Kassa ÷ bridge is
+//! the median round's: one phase lasts seconds on a shared machine, so one pair says little. Then
+//! two `kassa ingress` processes sharing the load, to show how throughput grows with processes.
 
 use crate::procfs::{cpu_seconds, peak_rss_kib, rabbitmq_pid};
 use crate::report::{write_report, Phase};
@@ -32,6 +34,10 @@ pub struct IngressBenchArgs {
     /// Requests (or publishes) in flight at once, the same for both sides.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Rounds of one saturated bridge phase and one saturated `kassa ingress` phase, in
+    /// alternating order; Kassa ÷ bridge is the median round's.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Stripe's fixtures, whose objects become the event payloads.
     #[arg(long, default_value = "../shared/stripe/fixtures3.json")]
     fixtures: PathBuf,
@@ -148,24 +154,48 @@ struct Baseline {
     rabbit_cpu_us: f64,
 }
 
+/// One round: a saturated phase of the bridge and one of `kassa ingress`, back to back.
+struct Round {
+    kassa: Phase,
+    /// CPU µs per webhook: the ingress, this process (HTTP client, signing), RabbitMQ.
+    kassa_cpu_us: [f64; 3],
+    bridge: Phase,
+    /// CPU µs per message: the bridge, the load generator, RabbitMQ.
+    bridge_cpu_us: [f64; 3],
+}
+
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.kassa.per_second / self.bridge.per_second
+    }
+}
+
 /// The figures of the `kassa ingress` process.
 struct IngressFigures {
-    saturated: Phase,
+    /// Every round, in the order run.
+    rounds: Vec<Round>,
+    /// Index in `rounds` of the round with the median Kassa ÷ bridge.
+    median: usize,
     half_rate: f64,
     paced: Phase,
-    /// CPU µs per webhook at saturation: the ingress, this process (HTTP client, signing), RabbitMQ.
-    ingress_cpu_us: f64,
-    client_cpu_us: f64,
-    rabbit_cpu_us: f64,
     peak_rss_mib: f64,
     clean_exit: bool,
-    /// The minimal HTTP → AMQP bridge at saturation, and its CPU µs per message: the bridge,
-    /// the load generator, RabbitMQ.
-    bridge: Phase,
-    bridge_cpu_us: [f64; 3],
     /// Two `kassa ingress` processes sharing the load, and their CPU µs per message together.
     two_processes: Phase,
     two_processes_cpu_us: f64,
+}
+
+impl IngressFigures {
+    fn median_round(&self) -> &Round {
+        &self.rounds[self.median]
+    }
+}
+
+/// The index of the median of `values` (the lower one of the middle two for an even count).
+fn median_index(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order[(values.len().saturating_sub(1)) / 2]
 }
 
 /// CPU µs per message between two readings of a process's CPU seconds.
@@ -389,9 +419,11 @@ async fn saturate(
     ))
 }
 
-/// (b) Kassa: a separate `kassa ingress` process, signed webhooks over HTTP, at saturation and
-/// then at half the rate it reached; (c) the bridge at saturation; (d) two `kassa ingress`
-/// processes at saturation.
+/// (b) Kassa and (c) the bridge: a separate `kassa ingress` process and the bridge process, both
+/// started first, then `--rounds` rounds of one saturated phase each, in alternating order (so
+/// that whatever drifts during the run — RabbitMQ's files, the machine's other load — favours
+/// neither); then `kassa ingress` at half its median saturated rate (the median of its rounds'
+/// rates); (d) two `kassa ingress` processes at saturation.
 async fn through_kassa(
     args: &IngressBenchArgs,
     kassa: &Path,
@@ -401,20 +433,91 @@ async fn through_kassa(
     run_id: &str,
 ) -> anyhow::Result<IngressFigures> {
     let server = spawn_kassa(args, kassa, topology)?;
-    let (saturated, [ingress_cpu_us, client_cpu_us, rabbit_cpu_us]) =
-        saturate(args, &[&server], setup, topology, payloads, run_id, 0).await?;
-    println!(
-        "  kassa ingress (saturated):  {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
-        saturated.per_second, saturated.p50_ms, saturated.p99_ms
-    );
+    let bridge = spawn_bridge(args, topology)?;
+    let (kassa_servers, bridge_servers) = ([&server], [&bridge]);
+    let mut rounds = Vec::new();
+    let mut failed = None;
+    for round in 0..args.rounds.max(1) {
+        // Event ids stay unique over the whole run: each phase gets its own range.
+        let offset = |side: usize| 1_000_000_000 + (2 * round + side) * 200_000_000;
+        let kassa_phase = |side| {
+            saturate(
+                args,
+                &kassa_servers,
+                setup,
+                topology,
+                payloads,
+                run_id,
+                offset(side),
+            )
+        };
+        let bridge_phase = |side| {
+            saturate(
+                args,
+                &bridge_servers,
+                setup,
+                topology,
+                payloads,
+                run_id,
+                offset(side),
+            )
+        };
+        let measured = if round % 2 == 0 {
+            match bridge_phase(0).await {
+                Ok(b) => kassa_phase(1).await.map(|k| (k, b)),
+                Err(error) => Err(error),
+            }
+        } else {
+            match kassa_phase(0).await {
+                Ok(k) => bridge_phase(1).await.map(|b| (k, b)),
+                Err(error) => Err(error),
+            }
+        };
+        match measured {
+            Ok(((kassa, kassa_cpu_us), (bridge, bridge_cpu_us))) => {
+                let round = Round {
+                    kassa,
+                    kassa_cpu_us,
+                    bridge,
+                    bridge_cpu_us,
+                };
+                println!(
+                    "  round {}: bridge {:>8.0}/s, kassa ingress {:>8.0}/s, Kassa ÷ bridge {:.2}; CPU µs per message, server: {:.0} / {:.0}",
+                    rounds.len() + 1,
+                    round.bridge.per_second,
+                    round.kassa.per_second,
+                    round.ratio(),
+                    round.bridge_cpu_us[0],
+                    round.kassa_cpu_us[0],
+                );
+                rounds.push(round);
+            }
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    let _ = bridge.terminate().await;
+    if let Some(error) = failed {
+        let _ = server.terminate().await;
+        return Err(error);
+    }
+    let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+    let median = median_index(&ratios);
+    let median_kassa_rate = {
+        let rates: Vec<f64> = rounds.iter().map(|r| r.kassa.per_second).collect();
+        rates[median_index(&rates)]
+    };
+
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()?;
     let send = signed_webhooks(http, std::slice::from_ref(&server.base), payloads, run_id);
-    let half_rate = (saturated.per_second / 2.0).max(1.0);
+    let half_rate = (median_kassa_rate / 2.0).max(1.0);
     let paced_count = ((half_rate * 5.0) as usize).clamp(500, args.events);
-    let paced = open_loop(send, 2_000_000_000, paced_count, half_rate).await?;
+    let paced = open_loop(send, 200_000_000, paced_count, half_rate).await?;
     purge(setup, topology).await?;
     println!(
         "  kassa ingress at {:.0}/s:    {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
@@ -422,24 +525,6 @@ async fn through_kassa(
     );
     let peak_rss_kib = peak_rss_kib(server.pid).unwrap_or(0);
     let clean_exit = server.terminate().await?;
-
-    let bridge = spawn_bridge(args, topology)?;
-    let bridged = saturate(
-        args,
-        &[&bridge],
-        setup,
-        topology,
-        payloads,
-        run_id,
-        300_000_000,
-    )
-    .await;
-    let _ = bridge.terminate().await;
-    let (bridge_phase, [bridge_cpu_us, bridge_client_cpu_us, bridge_rabbit_cpu_us]) = bridged?;
-    println!(
-        "  HTTP→AMQP bridge (floor):   {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
-        bridge_phase.per_second, bridge_phase.p50_ms, bridge_phase.p99_ms
-    );
 
     let (first, second) = (
         spawn_kassa(args, kassa, topology)?,
@@ -463,16 +548,12 @@ async fn through_kassa(
         two_phase.per_second, two_phase.p50_ms, two_phase.p99_ms
     );
     Ok(IngressFigures {
-        saturated,
+        rounds,
+        median,
         half_rate,
         paced,
-        ingress_cpu_us,
-        client_cpu_us,
-        rabbit_cpu_us,
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
         clean_exit,
-        bridge: bridge_phase,
-        bridge_cpu_us: [bridge_cpu_us, bridge_client_cpu_us, bridge_rabbit_cpu_us],
         two_processes: two_phase,
         two_processes_cpu_us: two_cpu_us,
     })
@@ -521,16 +602,28 @@ fn report(
     baseline: &Baseline,
     ingress: &IngressFigures,
 ) -> anyhow::Result<()> {
-    let ratio = ingress.saturated.per_second / baseline.phase.per_second;
-    let bridge_ratio = ingress.saturated.per_second / ingress.bridge.per_second;
-    let growth = ingress.two_processes.per_second / ingress.saturated.per_second;
-    let (saturated, paced, bridge) = (&ingress.saturated, &ingress.paced, &ingress.bridge);
+    let round = ingress.median_round();
+    let (saturated, paced, bridge) = (&round.kassa, &ingress.paced, &round.bridge);
+    let bridge_ratio = round.ratio();
+    let ratios: Vec<f64> = ingress.rounds.iter().map(Round::ratio).collect();
+    let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let met = ratios.iter().filter(|&&r| r >= 0.9).count();
+    let ratio = saturated.per_second / baseline.phase.per_second;
+    let growth = ingress.two_processes.per_second / saturated.per_second;
+    println!();
+    println!(
+        "Kassa ÷ bridge over {} rounds: {} (median {bridge_ratio:.2}, lowest {lowest:.2}, highest {highest:.2}; ≥ 0.9 in {met} of {}); the table shows the median round",
+        ratios.len(),
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" / "),
+        ratios.len(),
+    );
     println!();
     println!("| measure | raw lapin | HTTP→AMQP bridge | kassa ingress | ratio / goal |");
     println!("|---|---|---|---|---|");
     println!(
-        "| messages/s, concurrency {} | {:.0} | {:.0} | {:.0} | **Kassa ÷ bridge {bridge_ratio:.2}** (goal ≥ 0.9); Kassa ÷ raw lapin {ratio:.2} |",
-        args.concurrency, baseline.phase.per_second, bridge.per_second, saturated.per_second
+        "| messages/s, concurrency {} | {:.0} | {:.0} | {:.0} | **Kassa ÷ bridge {bridge_ratio:.2}** (median of {} rounds; goal ≥ 0.9); Kassa ÷ raw lapin {ratio:.2} |",
+        args.concurrency, baseline.phase.per_second, bridge.per_second, saturated.per_second, ratios.len()
     );
     println!(
         "| p50 / p99 at saturation (ms) | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | |",
@@ -542,7 +635,7 @@ fn report(
         saturated.p99_ms
     );
     println!(
-        "| p50 / p99 at half the max rate, {:.0}/s (ms) | | | {:.2} / {:.2} | p99 goal < 10 ms |",
+        "| p50 / p99 at half the median saturated kassa ingress rate, {:.0}/s (ms) | | | {:.2} / {:.2} | p99 goal < 10 ms |",
         ingress.half_rate, paced.p50_ms, paced.p99_ms
     );
     println!(
@@ -563,24 +656,41 @@ fn report(
     );
     println!();
     println!(
-        "CPU µs per message at saturation (2 cores shared by all): server / load generator / RabbitMQ — \
+        "CPU µs per message at saturation, median round (2 cores shared by all): server / load generator / RabbitMQ — \
          kassa ingress {:.0} / {:.0} / {:.0}; bridge {:.0} / {:.0} / {:.0}; raw lapin publisher {:.0} / — / {:.0}; \
          two kassa ingress processes together {:.0}",
-        ingress.ingress_cpu_us,
-        ingress.client_cpu_us,
-        ingress.rabbit_cpu_us,
-        ingress.bridge_cpu_us[0],
-        ingress.bridge_cpu_us[1],
-        ingress.bridge_cpu_us[2],
+        round.kassa_cpu_us[0],
+        round.kassa_cpu_us[1],
+        round.kassa_cpu_us[2],
+        round.bridge_cpu_us[0],
+        round.bridge_cpu_us[1],
+        round.bridge_cpu_us[2],
         baseline.publisher_cpu_us,
         baseline.rabbit_cpu_us,
         ingress.two_processes_cpu_us
     );
+    let rounds: Vec<Value> = ingress
+        .rounds
+        .iter()
+        .map(|r| {
+            json!({
+                "bridge": r.bridge,
+                "kassa_ingress": r.kassa,
+                "ratio_to_bridge": r.ratio(),
+                "cpu_us_per_message_bridge": {"bridge": r.bridge_cpu_us[0], "load_generator": r.bridge_cpu_us[1], "rabbitmq": r.bridge_cpu_us[2]},
+                "cpu_us_per_webhook_ingress": {"ingress": r.kassa_cpu_us[0], "load_generator": r.kassa_cpu_us[1], "rabbitmq": r.kassa_cpu_us[2]},
+            })
+        })
+        .collect();
     let report = json!({
         "benchmark": "ingress",
         "events_per_phase": args.events,
         "concurrency": args.concurrency,
         "confirm_channels": args.broker.publish_channels(),
+        "rounds": rounds,
+        "median_round": ingress.median + 1,
+        "ratio_to_bridge_per_round": ratios,
+        "rounds_meeting_ratio_goal": met,
         "baseline_raw_lapin": baseline.phase,
         "baseline_http_amqp_bridge": bridge,
         "ingress_saturated": saturated,
@@ -592,8 +702,8 @@ fn report(
         "ratio_to_raw_lapin": ratio,
         "ingress_peak_rss_mib": ingress.peak_rss_mib,
         "ingress_clean_exit": ingress.clean_exit,
-        "cpu_us_per_webhook_at_saturation": {"ingress": ingress.ingress_cpu_us, "load_generator": ingress.client_cpu_us, "rabbitmq": ingress.rabbit_cpu_us},
-        "cpu_us_per_message_bridge": {"bridge": ingress.bridge_cpu_us[0], "load_generator": ingress.bridge_cpu_us[1], "rabbitmq": ingress.bridge_cpu_us[2]},
+        "cpu_us_per_webhook_at_saturation": {"ingress": round.kassa_cpu_us[0], "load_generator": round.kassa_cpu_us[1], "rabbitmq": round.kassa_cpu_us[2]},
+        "cpu_us_per_message_bridge": {"bridge": round.bridge_cpu_us[0], "load_generator": round.bridge_cpu_us[1], "rabbitmq": round.bridge_cpu_us[2]},
         "cpu_us_per_message_two_ingress_processes": ingress.two_processes_cpu_us,
         "cpu_us_per_message_baseline": {"publisher": baseline.publisher_cpu_us, "rabbitmq": baseline.rabbit_cpu_us},
         "goals": {"ratio_to_bridge_min": 0.9, "p99_ms_at_half_rate_max": 10.0, "rss_mib_max": 64.0},
@@ -698,4 +808,18 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_index;
+
+    #[test]
+    fn the_median_round_is_the_middle_one_by_ratio_not_by_order() {
+        assert_eq!(median_index(&[0.88, 0.62, 0.94, 0.87, 0.92]), 0);
+        assert_eq!(median_index(&[1.14, 0.89, 0.88, 0.95, 0.86]), 1);
+        // An even count takes the lower of the middle two: never the better-looking one.
+        assert_eq!(median_index(&[0.9, 0.7, 0.8, 1.0]), 2);
+        assert_eq!(median_index(&[0.5]), 0);
+    }
 }

@@ -1,22 +1,53 @@
 //! What a process costs, read from Linux's /proc: CPU seconds and resident memory.
 
+use std::collections::HashMap;
+
 /// Clock ticks per second of /proc's CPU times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU time (user + system) a process has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_and_start(pid).map(|(cpu, _)| cpu)
+}
+
+/// A process's CPU seconds so far and its start time (clock ticks since boot).
+fn cpu_and_start(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SECOND)
+    let start: u64 = fields.get(19)?.parse().ok()?;
+    Some(((utime + stime) / TICKS_PER_SECOND, start))
 }
 
-/// CPU seconds used so far by every process named `comm` (e.g. all PostgreSQL backends alive now).
-pub fn cpu_seconds_of_all(comm: &str) -> f64 {
-    processes_named(comm).filter_map(cpu_seconds).sum()
+/// CPU seconds so far of every process named `comm` alive now (e.g. all PostgreSQL backends),
+/// by process: pid and start time, so that a pid reused by a new process is a new process.
+#[derive(Debug, Clone, Default)]
+pub struct CpuByProcess(HashMap<(u32, u64), f64>);
+
+impl CpuByProcess {
+    /// Reads every process named `comm` now.
+    pub fn of_all(comm: &str) -> Self {
+        Self(
+            processes_named(comm)
+                .filter_map(|pid| cpu_and_start(pid).map(|(cpu, start)| ((pid, start), cpu)))
+                .collect(),
+        )
+    }
+
+    /// CPU seconds used since `before` was read: a process alive at both readings counts the
+    /// difference, one started in between counts all of its CPU, and one that ended in between
+    /// counts nothing — a lower bound, never the negative of an ended process's whole lifetime.
+    pub fn since(&self, before: &CpuByProcess) -> f64 {
+        self.0
+            .iter()
+            .map(|(process, after)| {
+                (after - before.0.get(process).copied().unwrap_or(0.0)).max(0.0)
+            })
+            .sum()
+    }
 }
 
 /// The local RabbitMQ node's process (beam.smp), if it runs on this machine.
@@ -55,4 +86,35 @@ fn processes_named(comm: &str) -> impl Iterator<Item = u32> + '_ {
             let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
             (name.trim() == comm).then_some(pid)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuByProcess;
+    use std::collections::HashMap;
+
+    #[test]
+    fn cpu_since_counts_only_what_processes_alive_at_the_end_used_in_between() {
+        let before = CpuByProcess(HashMap::from([
+            ((10, 1), 5.0),   // still alive: counts 0.5
+            ((11, 1), 100.0), // ended in between: counts nothing (not −100)
+            ((12, 1), 7.0),   // pid 12 ended and was reused by a new process (start 9)
+        ]));
+        let after = CpuByProcess(HashMap::from([
+            ((10, 1), 5.5),
+            ((12, 9), 0.25), // the new process: all of its CPU
+            ((13, 8), 1.0),  // started in between: all of its CPU
+        ]));
+        assert!((after.since(&before) - 1.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn this_process_is_read_with_its_start_time() {
+        let now = CpuByProcess(HashMap::from_iter(
+            super::cpu_and_start(std::process::id())
+                .map(|(cpu, start)| ((std::process::id(), start), cpu)),
+        ));
+        assert_eq!(now.0.len(), 1);
+        assert!(now.since(&CpuByProcess::default()) >= 0.0);
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::rig::{wait_for_webhooks, Rig};
 use super::WorkerBenchArgs;
-use crate::procfs::{cpu_seconds, cpu_seconds_of_all, rabbitmq_pid};
+use crate::procfs::{cpu_seconds, rabbitmq_pid, CpuByProcess};
 use crate::report::{quantile, Phase};
 use anyhow::Context;
 use futures_util::future::join_all;
@@ -53,11 +53,11 @@ impl Baseline {
 }
 
 /// CPU seconds so far of this process, the local RabbitMQ node and every PostgreSQL process.
-fn cpu_now(rabbit: Option<u32>) -> (f64, f64, f64) {
+fn cpu_now(rabbit: Option<u32>) -> (f64, f64, CpuByProcess) {
     (
         cpu_seconds(std::process::id()).unwrap_or(0.0),
         rabbit.and_then(cpu_seconds).unwrap_or(0.0),
-        cpu_seconds_of_all("postgres"),
+        CpuByProcess::of_all("postgres"),
     )
 }
 
@@ -142,6 +142,7 @@ pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited>
     .await?;
     handling_ms.sort_by(f64::total_cmp);
     let per_event_us = |before: f64, after: f64| (after - before) / events.max(1) as f64 * 1e6;
+    let postgres_seconds = cpu_after.2.since(&cpu_before.2);
     let figures = Unlimited {
         baseline,
         sessions: ids.len(),
@@ -155,10 +156,9 @@ pub async fn run(rig: &Rig, args: &WorkerBenchArgs) -> anyhow::Result<Unlimited>
         cpu_us: (
             per_event_us(cpu_before.0, cpu_after.0),
             per_event_us(cpu_before.1, cpu_after.1),
-            per_event_us(cpu_before.2, cpu_after.2),
+            per_event_us(0.0, postgres_seconds),
         ),
-        busy: (cpu_after.0 - cpu_before.0 + cpu_after.1 - cpu_before.1 + cpu_after.2
-            - cpu_before.2)
+        busy: (cpu_after.0 - cpu_before.0 + cpu_after.1 - cpu_before.1 + postgres_seconds)
             / worker_time.as_secs_f64(),
     };
     println!(
@@ -280,13 +280,14 @@ async fn bare_client_baseline(
     let calls = sim.requests().split_off(before);
     sim.shutdown().await;
     let per_session_us = |before: f64, after: f64| (after - before) / sessions.max(1) as f64 * 1e6;
+    let postgres_seconds = cpu_after.2.since(&cpu_before.2);
     Ok(Baseline {
         phase,
         calls_per_session: calls_per_unit(&calls, sessions),
         cpu_us: (
             per_session_us(cpu_before.0, cpu_after.0),
-            per_session_us(cpu_before.2, cpu_after.2),
+            per_session_us(0.0, postgres_seconds),
         ),
-        busy: (cpu_after.0 - cpu_before.0 + cpu_after.2 - cpu_before.2) / elapsed.as_secs_f64(),
+        busy: (cpu_after.0 - cpu_before.0 + postgres_seconds) / elapsed.as_secs_f64(),
     })
 }

@@ -402,7 +402,7 @@ impl Stack {
         while self.http.join_next().await.is_some() {}
         self.work_shutdown.cancel();
         while self.work.join_next().await.is_some() {}
-        self.broker_shutdown.cancel();
+        stop_broker(&self.broker, &self.broker_shutdown).await;
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
         }
@@ -418,6 +418,14 @@ impl Stack {
         }
         let _ = self.http.join_next().await;
     }
+}
+
+/// Cancels `shutdown` and waits, at most 2 s, until `broker`'s supervisor has closed its
+/// connection (its own close time-out is 1 s): without waiting, a process would exit first and
+/// RabbitMQ would log a connection dropped without a close.
+pub async fn stop_broker(broker: &Broker, shutdown: &CancellationToken) {
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), broker.stopped()).await;
 }
 
 /// Stripe as configured: the client of each mode, and with the embedded simulator the simulator

@@ -72,7 +72,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             Ok(())
         }
     };
-    shutdown.cancel();
+    kassa::stack::stop_broker(&broker, &shutdown).await;
     result
 }
 

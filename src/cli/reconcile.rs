@@ -68,7 +68,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    shutdown.cancel();
+    kassa::stack::stop_broker(&broker, &shutdown).await;
     store.close().await;
     let report = result?;
     let modes = match stripe.iter().count() {

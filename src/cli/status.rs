@@ -139,7 +139,7 @@ async fn broker(
             );
         }
     }
-    shutdown.cancel();
+    kassa::stack::stop_broker(&broker, &shutdown).await;
 
     Ok(healthy)
 }

@@ -97,6 +97,35 @@ async fn another_group_size_for_existing_queues_is_refused_by_name() {
 }
 
 #[tokio::test]
+async fn a_stopped_broker_has_closed_its_connection_before_it_says_so() {
+    let url = services::amqp_url().await;
+    let topology = Topology::unique();
+    let shutdown = CancellationToken::new();
+    let mut config = BrokerConfig::new(url.clone());
+    config.topology = topology.clone();
+    let broker = Broker::start(config, shutdown.clone());
+    broker.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let channel = broker.open_channel().await.unwrap();
+    assert!(channel.status().connected());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), broker.stopped())
+            .await
+            .is_err(),
+        "a running broker is not stopped"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), broker.stopped())
+        .await
+        .expect("the broker stops within its close time-out once shut down");
+    // RabbitMQ answered the connection's close: its channels are closed, not left on a socket
+    // that the process's exit would drop.
+    assert!(!channel.status().connected());
+    assert!(!broker.is_ready());
+    topology.delete_at(&url).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_node_that_does_not_answer_is_skipped() {
     let url = services::amqp_url().await;
     // Port 1 on loopback refuses connections at once: a node that is down.

@@ -130,6 +130,8 @@ struct Inner {
     ready: watch::Sender<bool>,
     /// Connections established so far (1 while the first one lasts).
     connections: AtomicU64,
+    /// Set once the supervisor has ended (after shutdown), its connection closed.
+    stopped: watch::Sender<bool>,
 }
 
 /// Handle to the supervised connection; cheap to clone.
@@ -152,12 +154,14 @@ impl Broker {
     /// (and comes back) on its own. Stops when `shutdown` is cancelled.
     pub fn start(config: BrokerConfig, shutdown: CancellationToken) -> Self {
         let (ready, _) = watch::channel(false);
+        let (stopped, _) = watch::channel(false);
         let broker = Self {
             inner: Arc::new(Inner {
                 config,
                 live: RwLock::new(None),
                 ready,
                 connections: AtomicU64::new(0),
+                stopped,
             }),
         };
         tokio::spawn(broker.clone().supervise(shutdown));
@@ -188,6 +192,14 @@ impl Broker {
     /// connection lasts, one more for each reconnection.
     pub fn connections_established(&self) -> u64 {
         self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the supervisor has stopped after its `shutdown` was cancelled, having closed
+    /// its connection (`connection.close` answered by RabbitMQ, or given up after 1 s). A process
+    /// that waits for this before it exits leaves RabbitMQ a clean close, not a dropped socket.
+    pub async fn stopped(&self) {
+        let mut stopped = self.inner.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
     /// Waits until [`Broker::is_ready`], at most `timeout`.
@@ -289,6 +301,7 @@ impl Broker {
             delay = (delay * 2).min(max);
         }
         self.set_live(None);
+        self.inner.stopped.send_replace(true);
     }
 }
 

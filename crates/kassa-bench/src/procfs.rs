@@ -109,12 +109,33 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_read_with_its_start_time() {
-        let now = CpuByProcess(HashMap::from_iter(
-            super::cpu_and_start(std::process::id())
-                .map(|(cpu, start)| ((std::process::id(), start), cpu)),
-        ));
-        assert_eq!(now.0.len(), 1);
-        assert!(now.since(&CpuByProcess::default()) >= 0.0);
+    fn a_process_read_twice_counts_the_cpu_it_used_in_between() {
+        let pid = std::process::id();
+        let read = || {
+            CpuByProcess(HashMap::from_iter(
+                super::cpu_and_start(pid).map(|(cpu, start)| ((pid, start), cpu)),
+            ))
+        };
+        let before = read();
+        assert_eq!(before.0.len(), 1, "this process is read from /proc");
+        // Burn CPU until /proc's 10 ms ticks move (a deadline, not a fixed wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut spin = 0u64;
+        let after = loop {
+            for i in 0..1_000_000u64 {
+                spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(i));
+            }
+            let after = read();
+            if after.since(&before) > 0.0 || std::time::Instant::now() > deadline {
+                break after;
+            }
+        };
+        // Same process, same key: the difference is counted, not the whole lifetime again.
+        assert_eq!(
+            after.0.keys().collect::<Vec<_>>(),
+            before.0.keys().collect::<Vec<_>>()
+        );
+        let used = after.since(&before);
+        assert!(used > 0.0 && used < 10.5, "used {used} s");
     }
 }

@@ -6,7 +6,7 @@
 //! the median round's: one phase lasts seconds on a shared machine, so one pair says little. Then
 //! two `kassa ingress` processes sharing the load, to show how throughput grows with processes.
 
-use crate::procfs::{cpu_seconds, peak_rss_kib, rabbitmq_pid};
+use crate::procfs::{cpu_seconds, peak_rss_kib, rabbitmq_pid, MachineTicks};
 use crate::report::{write_report, Phase};
 use crate::scratch::{self, BrokerArgs};
 use anyhow::{bail, Context};
@@ -35,8 +35,9 @@ pub struct IngressBenchArgs {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Rounds of one saturated bridge phase and one saturated `kassa ingress` phase, in
-    /// alternating order; Kassa ÷ bridge is the median round's.
-    #[arg(long, default_value_t = 5)]
+    /// alternating order; Kassa ÷ bridge is the median round's. RabbitMQ's cost per message moves
+    /// between phases (a third and more within one run), so a median of few rounds moves too.
+    #[arg(long, default_value_t = 15)]
     rounds: usize,
     /// Stripe's fixtures, whose objects become the event payloads.
     #[arg(long, default_value = "../shared/stripe/fixtures3.json")]
@@ -162,11 +163,22 @@ struct Round {
     bridge: Phase,
     /// CPU µs per message: the bridge, the load generator, RabbitMQ.
     bridge_cpu_us: [f64; 3],
+    /// The share of the machine's CPU time the hypervisor took during each phase (0–1).
+    kassa_stolen: f64,
+    bridge_stolen: f64,
 }
+
+/// A round whose phases lost at least this share of the machine's CPU time to the hypervisor
+/// is "stolen from": the two sides did not have the same machine.
+const STOLEN_ROUND: f64 = 0.01;
 
 impl Round {
     fn ratio(&self) -> f64 {
         self.kassa.per_second / self.bridge.per_second
+    }
+
+    fn stolen_from(&self) -> bool {
+        self.kassa_stolen.max(self.bridge_stolen) >= STOLEN_ROUND
     }
 }
 
@@ -375,7 +387,7 @@ async fn saturate(
     payloads: &Arc<Vec<Payload>>,
     run_id: &str,
     offset: usize,
-) -> anyhow::Result<(Phase, [f64; 3])> {
+) -> anyhow::Result<(Phase, [f64; 3], f64)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
@@ -405,9 +417,13 @@ async fn saturate(
             rabbit.and_then(cpu_seconds),
         )
     };
-    let before = cpu();
+    let (ticks_before, before) = (MachineTicks::now(), cpu());
     let phase = closed_loop(send, offset + 100_000_000, args.events, args.concurrency).await?;
-    let after = cpu();
+    let (after, ticks_after) = (cpu(), MachineTicks::now());
+    let stolen = match (ticks_before, ticks_after) {
+        (Some(before), Some(after)) => after.stolen_since(&before),
+        _ => 0.0,
+    };
     purge(setup, topology).await?;
     Ok((
         phase,
@@ -416,6 +432,7 @@ async fn saturate(
             cpu_us_per_message(before.1, after.1, args.events),
             cpu_us_per_message(before.2, after.2, args.events),
         ],
+        stolen,
     ))
 }
 
@@ -474,21 +491,25 @@ async fn through_kassa(
             }
         };
         match measured {
-            Ok(((kassa, kassa_cpu_us), (bridge, bridge_cpu_us))) => {
+            Ok(((kassa, kassa_cpu_us, kassa_stolen), (bridge, bridge_cpu_us, bridge_stolen))) => {
                 let round = Round {
                     kassa,
                     kassa_cpu_us,
                     bridge,
                     bridge_cpu_us,
+                    kassa_stolen,
+                    bridge_stolen,
                 };
                 println!(
-                    "  round {}: bridge {:>8.0}/s, kassa ingress {:>8.0}/s, Kassa ÷ bridge {:.2}; CPU µs per message, server: {:.0} / {:.0}",
+                    "  round {}: bridge {:>8.0}/s, kassa ingress {:>8.0}/s, Kassa ÷ bridge {:.2}; CPU µs per message, server: {:.0} / {:.0}; stolen by the hypervisor: {:.1} % / {:.1} %",
                     rounds.len() + 1,
                     round.bridge.per_second,
                     round.kassa.per_second,
                     round.ratio(),
                     round.bridge_cpu_us[0],
                     round.kassa_cpu_us[0],
+                    round.bridge_stolen * 100.0,
+                    round.kassa_stolen * 100.0,
                 );
                 rounds.push(round);
             }
@@ -542,7 +563,7 @@ async fn through_kassa(
     .await;
     let _ = first.terminate().await;
     let _ = second.terminate().await;
-    let (two_phase, [two_cpu_us, _, _]) = two?;
+    let (two_phase, [two_cpu_us, _, _], _) = two?;
     println!(
         "  two kassa ingress processes: {:>7.0}/s  p50 {:.2} ms  p99 {:.2} ms",
         two_phase.per_second, two_phase.p50_ms, two_phase.p99_ms
@@ -609,6 +630,13 @@ fn report(
     let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let highest = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let met = ratios.iter().filter(|&&r| r >= 0.9).count();
+    let unstolen: Vec<f64> = ingress
+        .rounds
+        .iter()
+        .filter(|r| !r.stolen_from())
+        .map(Round::ratio)
+        .collect();
+    let unstolen_median = (!unstolen.is_empty()).then(|| unstolen[median_index(&unstolen)]);
     let ratio = saturated.per_second / baseline.phase.per_second;
     let growth = ingress.two_processes.per_second / saturated.per_second;
     println!();
@@ -618,6 +646,23 @@ fn report(
         ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" / "),
         ratios.len(),
     );
+    let stolen_rounds = ratios.len() - unstolen.len();
+    match unstolen_median {
+        Some(median) if stolen_rounds > 0 => println!(
+            "the hypervisor took ≥ {:.0} % of the machine's CPU in a phase of {stolen_rounds} of {} rounds; median of the other {}: {median:.2}",
+            STOLEN_ROUND * 100.0,
+            ratios.len(),
+            unstolen.len()
+        ),
+        Some(_) => println!(
+            "the hypervisor took < {:.0} % of the machine's CPU in every phase",
+            STOLEN_ROUND * 100.0
+        ),
+        None => println!(
+            "the hypervisor took ≥ {:.0} % of the machine's CPU in a phase of every round: these rates do not compare",
+            STOLEN_ROUND * 100.0
+        ),
+    }
     println!();
     println!("| measure | raw lapin | HTTP→AMQP bridge | kassa ingress | ratio / goal |");
     println!("|---|---|---|---|---|");
@@ -679,6 +724,7 @@ fn report(
                 "ratio_to_bridge": r.ratio(),
                 "cpu_us_per_message_bridge": {"bridge": r.bridge_cpu_us[0], "load_generator": r.bridge_cpu_us[1], "rabbitmq": r.bridge_cpu_us[2]},
                 "cpu_us_per_webhook_ingress": {"ingress": r.kassa_cpu_us[0], "load_generator": r.kassa_cpu_us[1], "rabbitmq": r.kassa_cpu_us[2]},
+                "stolen_share": {"bridge": r.bridge_stolen, "kassa_ingress": r.kassa_stolen},
             })
         })
         .collect();
@@ -691,6 +737,9 @@ fn report(
         "median_round": ingress.median + 1,
         "ratio_to_bridge_per_round": ratios,
         "rounds_meeting_ratio_goal": met,
+        "stolen_round_min_share": STOLEN_ROUND,
+        "rounds_stolen_from": stolen_rounds,
+        "ratio_to_bridge_median_of_rounds_not_stolen_from": unstolen_median,
         "baseline_raw_lapin": baseline.phase,
         "baseline_http_amqp_bridge": bridge,
         "ingress_saturated": saturated,

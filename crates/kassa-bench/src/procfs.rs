@@ -1,9 +1,54 @@
-//! What a process costs, read from Linux's /proc: CPU seconds and resident memory.
+//! What a process costs, read from Linux's /proc: CPU seconds and resident memory; and the CPU
+//! time the hypervisor took from the machine.
 
 use std::collections::HashMap;
 
 /// Clock ticks per second of /proc's CPU times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The machine's CPU time so far, all cores, from the `cpu` line of `/proc/stat`: every state's
+/// ticks together, and those of `steal` (time a virtual machine's CPUs were ready to run but
+/// the hypervisor ran something else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineTicks {
+    pub total: u64,
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    /// Now, or `None` where `/proc/stat` cannot be read.
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// From the text of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal …`.
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // guest and guest_nice (the 9th and 10th) are already counted in user and nice.
+        let total = ticks.iter().take(8).sum();
+        Some(Self {
+            total,
+            steal: *ticks.get(7)?,
+        })
+    }
+
+    /// The share of the machine's CPU time since `before` that the hypervisor took (0–1).
+    pub fn stolen_since(&self, before: &MachineTicks) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        let steal = self.steal.saturating_sub(before.steal);
+        if total == 0 {
+            0.0
+        } else {
+            steal as f64 / total as f64
+        }
+    }
+}
 
 /// CPU time (user + system) a process has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -90,8 +135,29 @@ fn processes_named(comm: &str) -> impl Iterator<Item = u32> + '_ {
 
 #[cfg(test)]
 mod tests {
-    use super::CpuByProcess;
+    use super::{CpuByProcess, MachineTicks};
     use std::collections::HashMap;
+
+    #[test]
+    fn the_share_stolen_by_the_hypervisor_is_read_from_the_machine_cpu_line() {
+        // Linux's /proc/stat: the machine's line first, then one per core.
+        let before = MachineTicks::parse(
+            "cpu  1000 0 200 5000 10 0 5 100 0 0\ncpu0 500 0 100 2500 5 0 2 50 0 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            before,
+            MachineTicks {
+                total: 6315,
+                steal: 100
+            }
+        );
+        // 400 ticks later, 100 of them stolen.
+        let after = MachineTicks::parse("cpu  1200 0 250 5050 10 0 5 200 0 0\n").unwrap();
+        assert!((after.stolen_since(&before) - 0.25).abs() < 1e-9);
+        assert_eq!(before.stolen_since(&before), 0.0);
+        assert_eq!(MachineTicks::parse("intr 1 2 3\n"), None);
+    }
 
     #[test]
     fn cpu_since_counts_only_what_processes_alive_at_the_end_used_in_between() {

@@ -7,7 +7,7 @@ use crate::BrokerError;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -24,7 +24,9 @@ pub(crate) struct Live {
 
 /// One publishing channel: the channel in use, and a lock that lets one task at a time replace it.
 struct Slot {
-    channel: RwLock<Channel>,
+    /// Shared behind an `Arc`: a publish takes it with one count instead of cloning the
+    /// channel's many handles.
+    channel: RwLock<Arc<Channel>>,
     replacing: tokio::sync::Mutex<()>,
 }
 
@@ -53,7 +55,7 @@ impl PublishingChannels {
         let mut slots = Vec::with_capacity(count.max(1));
         for _ in 0..count.max(1) {
             slots.push(Slot {
-                channel: RwLock::new(confirm_channel(connection).await?),
+                channel: RwLock::new(Arc::new(confirm_channel(connection).await?)),
                 replacing: tokio::sync::Mutex::new(()),
             });
         }
@@ -69,12 +71,12 @@ impl PublishingChannels {
     }
 
     /// The next channel, round-robin, with its slot number.
-    pub(crate) fn next(&self) -> (usize, Channel) {
+    pub(crate) fn next(&self) -> (usize, Arc<Channel>) {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         (index, self.current(index))
     }
 
-    fn current(&self, index: usize) -> Channel {
+    fn current(&self, index: usize) -> Arc<Channel> {
         match self.slots[index].channel.read() {
             Ok(channel) => channel.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -89,7 +91,7 @@ impl PublishingChannels {
         if self.current(index).status().connected() {
             return Ok(());
         }
-        let channel = confirm_channel(connection).await?;
+        let channel = Arc::new(confirm_channel(connection).await?);
         match slot.channel.write() {
             Ok(mut current) => *current = channel,
             Err(poisoned) => *poisoned.into_inner() = channel,

@@ -58,7 +58,7 @@ fn connected(up: bool) -> Value {
 }
 
 /// The health routes.
-pub fn router() -> Router<IngressState> {
+pub fn router() -> Router<Arc<IngressState>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -86,7 +86,7 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<IngressState>) -> impl IntoResponse {
+async fn readyz(State(state): State<Arc<IngressState>>) -> impl IntoResponse {
     readiness(state.broker.is_ready(), &state.readiness).await
 }
 

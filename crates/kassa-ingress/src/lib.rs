@@ -38,7 +38,7 @@ pub const PUBLIC_ROUTES: &[&str] = &["/webhooks/stripe", "/healthz", "/readyz"];
 /// Stripe's webhook bodies are small; anything above this is refused with 413.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Everything the ingress's handlers share; cheap to clone.
+/// Everything the ingress's handlers share.
 #[derive(Clone)]
 pub struct IngressState {
     /// Verifies `Stripe-Signature` against the configured secrets of the event's mode;
@@ -167,7 +167,8 @@ pub fn router(state: IngressState) -> Router {
         .merge(webhook::router())
         .merge(health::router())
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        // Shared behind one `Arc`: each request takes the state with one count, not a copy.
+        .with_state(Arc::new(state))
 }
 
 /// Answers unknown routes (404 `not_found`) and wrong methods (405 `method_not_allowed`) with

@@ -102,7 +102,9 @@ pub async fn serve(
                 request.map(axum::body::Body::new)
             },
         ));
-        let closing = closing.clone();
+        // A token of the connection's own: the connection checks it each time it is polled, and
+        // a child's check takes only its own lock, not the one every connection would share.
+        let closing = closing.child_token();
         let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;

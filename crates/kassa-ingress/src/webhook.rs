@@ -22,11 +22,12 @@ use axum::Router;
 use kassa_broker::OutgoingMessage;
 use kassa_stripe::webhook::{SignatureError, SIGNATURE_HEADER};
 use kassa_stripe::Mode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn, Instrument};
 
 /// The webhook route.
-pub fn router() -> Router<IngressState> {
+pub fn router() -> Router<Arc<IngressState>> {
     Router::new().route("/webhooks/stripe", post(receive_stripe_webhook))
 }
 
@@ -34,7 +35,7 @@ pub fn router() -> Router<IngressState> {
 const RECEIVED: &str = r#"{"received":true}"#;
 
 async fn receive_stripe_webhook(
-    State(state): State<IngressState>,
+    State(state): State<Arc<IngressState>>,
     request: Request,
 ) -> Result<Response, IngressError> {
     // The headers are only read: taking them from the request spares a copy of the map.

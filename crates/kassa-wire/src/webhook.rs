@@ -59,9 +59,10 @@ impl SignatureError {
 pub struct SignatureHeader {
     /// The signed Unix timestamp.
     pub timestamp: i64,
-    /// Every `v1` signature, decoded from hex. Entries that are not valid hex are dropped
-    /// (they can match nothing) but still count as "a v1 was present".
-    pub v1: Vec<Vec<u8>>,
+    /// Every `v1` signature, decoded from hex. Entries that are not 64 hex digits (the 32 bytes
+    /// of an HMAC-SHA256) are dropped (they can match nothing) but still count as "a v1 was
+    /// present".
+    pub v1: Vec<[u8; 32]>,
     v1_present: bool,
 }
 
@@ -91,7 +92,8 @@ pub fn parse_signature_header(header: &str) -> Result<SignatureHeader, Signature
             }
             "v1" => {
                 v1_present = true;
-                if let Ok(bytes) = hex::decode(value.trim()) {
+                let mut bytes = [0; 32];
+                if hex::decode_to_slice(value.trim(), &mut bytes).is_ok() {
                     v1.push(bytes);
                 }
             }

@@ -163,9 +163,10 @@ struct Round {
     bridge: Phase,
     /// CPU µs per message: the bridge, the load generator, RabbitMQ.
     bridge_cpu_us: [f64; 3],
-    /// The share of the machine's CPU time the hypervisor took during each phase (0–1).
-    kassa_stolen: f64,
-    bridge_stolen: f64,
+    /// The share of the machine's CPU time the hypervisor took during each phase (0–1); `None`
+    /// where `/proc/stat` could not be read.
+    kassa_stolen: Option<f64>,
+    bridge_stolen: Option<f64>,
 }
 
 /// A round whose phases lost at least this share of the machine's CPU time to the hypervisor
@@ -177,8 +178,22 @@ impl Round {
         self.kassa.per_second / self.bridge.per_second
     }
 
-    fn stolen_from(&self) -> bool {
-        self.kassa_stolen.max(self.bridge_stolen) >= STOLEN_ROUND
+    /// Whether the hypervisor took at least [`STOLEN_ROUND`] in either phase; `None` when
+    /// neither phase's share is known and no known share reaches it.
+    fn stolen_from(&self) -> Option<bool> {
+        match (self.kassa_stolen, self.bridge_stolen) {
+            (None, None) => None,
+            (kassa, bridge) => {
+                let most = kassa.unwrap_or(0.0).max(bridge.unwrap_or(0.0));
+                if most >= STOLEN_ROUND {
+                    Some(true)
+                } else if kassa.is_none() || bridge.is_none() {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+        }
     }
 }
 
@@ -200,6 +215,23 @@ struct IngressFigures {
 impl IngressFigures {
     fn median_round(&self) -> &Round {
         &self.rounds[self.median]
+    }
+}
+
+/// `share` as a percentage, or "unknown".
+fn percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "unknown".into(), |s| format!("{:.1} %", s * 100.0))
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` for none.
+fn median_value(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
@@ -387,7 +419,7 @@ async fn saturate(
     payloads: &Arc<Vec<Payload>>,
     run_id: &str,
     offset: usize,
-) -> anyhow::Result<(Phase, [f64; 3], f64)> {
+) -> anyhow::Result<(Phase, [f64; 3], Option<f64>)> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
@@ -421,8 +453,8 @@ async fn saturate(
     let phase = closed_loop(send, offset + 100_000_000, args.events, args.concurrency).await?;
     let (after, ticks_after) = (cpu(), MachineTicks::now());
     let stolen = match (ticks_before, ticks_after) {
-        (Some(before), Some(after)) => after.stolen_since(&before),
-        _ => 0.0,
+        (Some(before), Some(after)) => Some(after.stolen_since(&before)),
+        _ => None,
     };
     purge(setup, topology).await?;
     Ok((
@@ -501,15 +533,15 @@ async fn through_kassa(
                     bridge_stolen,
                 };
                 println!(
-                    "  round {}: bridge {:>8.0}/s, kassa ingress {:>8.0}/s, Kassa ÷ bridge {:.2}; CPU µs per message, server: {:.0} / {:.0}; stolen by the hypervisor: {:.1} % / {:.1} %",
+                    "  round {}: bridge {:>8.0}/s, kassa ingress {:>8.0}/s, Kassa ÷ bridge {:.2}; CPU µs per message, server: {:.0} / {:.0}; stolen by the hypervisor: {} / {}",
                     rounds.len() + 1,
                     round.bridge.per_second,
                     round.kassa.per_second,
                     round.ratio(),
                     round.bridge_cpu_us[0],
                     round.kassa_cpu_us[0],
-                    round.bridge_stolen * 100.0,
-                    round.kassa_stolen * 100.0,
+                    percent(round.bridge_stolen),
+                    percent(round.kassa_stolen),
                 );
                 rounds.push(round);
             }
@@ -633,10 +665,15 @@ fn report(
     let unstolen: Vec<f64> = ingress
         .rounds
         .iter()
-        .filter(|r| !r.stolen_from())
+        .filter(|r| r.stolen_from() == Some(false))
         .map(Round::ratio)
         .collect();
-    let unstolen_median = (!unstolen.is_empty()).then(|| unstolen[median_index(&unstolen)]);
+    let unknown = ingress
+        .rounds
+        .iter()
+        .filter(|r| r.stolen_from().is_none())
+        .count();
+    let unstolen_median = median_value(&unstolen);
     let ratio = saturated.per_second / baseline.phase.per_second;
     let growth = ingress.two_processes.per_second / saturated.per_second;
     println!();
@@ -646,8 +683,12 @@ fn report(
         ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" / "),
         ratios.len(),
     );
-    let stolen_rounds = ratios.len() - unstolen.len();
+    let stolen_rounds = ratios.len() - unstolen.len() - unknown;
     match unstolen_median {
+        _ if unknown > 0 => println!(
+            "the hypervisor's share of the machine's CPU is unknown for {unknown} of {} rounds (/proc/stat could not be read)",
+            ratios.len()
+        ),
         Some(median) if stolen_rounds > 0 => println!(
             "the hypervisor took ≥ {:.0} % of the machine's CPU in a phase of {stolen_rounds} of {} rounds; median of the other {}: {median:.2}",
             STOLEN_ROUND * 100.0,
@@ -739,6 +780,7 @@ fn report(
         "rounds_meeting_ratio_goal": met,
         "stolen_round_min_share": STOLEN_ROUND,
         "rounds_stolen_from": stolen_rounds,
+        "rounds_stolen_share_unknown": unknown,
         "ratio_to_bridge_median_of_rounds_not_stolen_from": unstolen_median,
         "baseline_raw_lapin": baseline.phase,
         "baseline_http_amqp_bridge": bridge,
@@ -861,7 +903,43 @@ fn unix_now() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median_index;
+    use super::{median_index, median_value, Round, STOLEN_ROUND};
+    use crate::report::Phase;
+    use std::time::Duration;
+
+    fn round(kassa_stolen: Option<f64>, bridge_stolen: Option<f64>) -> Round {
+        let phase = || Phase::new(vec![Duration::from_millis(1)], Duration::from_secs(1));
+        Round {
+            kassa: phase(),
+            kassa_cpu_us: [0.0; 3],
+            bridge: phase(),
+            bridge_cpu_us: [0.0; 3],
+            kassa_stolen,
+            bridge_stolen,
+        }
+    }
+
+    #[test]
+    fn a_round_is_stolen_from_when_either_phase_lost_enough_and_unknown_when_unread() {
+        let little = Some(STOLEN_ROUND / 2.0);
+        let enough = Some(STOLEN_ROUND);
+        assert_eq!(round(little, little).stolen_from(), Some(false));
+        assert_eq!(round(little, enough).stolen_from(), Some(true));
+        assert_eq!(round(enough, little).stolen_from(), Some(true));
+        assert_eq!(round(enough, None).stolen_from(), Some(true));
+        assert_eq!(round(little, None).stolen_from(), None);
+        assert_eq!(round(None, None).stolen_from(), None);
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(
+            median_value(&[0.86, 0.81, 0.9, 0.7]),
+            Some((0.81 + 0.86) / 2.0)
+        );
+        assert_eq!(median_value(&[0.9, 0.7, 0.8]), Some(0.8));
+        assert_eq!(median_value(&[]), None);
+    }
 
     #[test]
     fn the_median_round_is_the_middle_one_by_ratio_not_by_order() {

@@ -286,6 +286,25 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_of_another_length_matches_nothing_but_counts_as_a_v1() {
+        let body = b"{\"id\":\"evt_3\"}";
+        let good = sign("whsec_a", NOW, body);
+        let v1 = good.split("v1=").nth(1).unwrap_or_default();
+        // The right signature with a byte cut off, or one added: valid hex, wrong length.
+        for wrong in [&v1[..62], &format!("{v1}00")[..]] {
+            let header = format!("t={NOW},v1={wrong}");
+            assert_eq!(
+                verify(Some(&header), body, &["whsec_a"]),
+                Err(SignatureError::NoMatch),
+                "{header}"
+            );
+        }
+        // Next to the right one it changes nothing.
+        let header = format!("t={NOW},v1={},v1={v1}", &v1[..62]);
+        assert_eq!(verify(Some(&header), body, &["whsec_a"]), Ok(()));
+    }
+
+    #[test]
     fn stale_and_future_timestamps_are_refused() {
         let body = b"{}";
         let stale = sign("s", NOW - 301, body);

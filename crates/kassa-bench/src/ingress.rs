@@ -178,8 +178,8 @@ impl Round {
         self.kassa.per_second / self.bridge.per_second
     }
 
-    /// Whether the hypervisor took at least [`STOLEN_ROUND`] in either phase; `None` when
-    /// neither phase's share is known and no known share reaches it.
+    /// Whether the hypervisor took at least [`STOLEN_ROUND`] in either phase; `None` when a
+    /// phase's share is unknown and no known share reaches it.
     fn stolen_from(&self) -> Option<bool> {
         match (self.kassa_stolen, self.bridge_stolen) {
             (None, None) => None,

@@ -744,3 +744,56 @@ async fn a_customer_sync_that_read_the_old_default_card_never_brings_it_back() {
     assert_eq!(default.map(|card| card.id), Some(new_card));
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_card_the_network_reissued_is_re_read_and_recorded_with_its_new_number_and_expiry() {
+    let app = TestApp::spawn().await;
+    let session = app.create_setup_session(&email()).await;
+    app.complete(&session, "pm_card_visa");
+    let (_, card_id) = assert_card_saved(&app, &session).await;
+    let reads_before = app
+        .calls("GET", &format!("/v1/payment_methods/{card_id}"))
+        .len();
+
+    // The bank reissues the card: the network updates it in place, with no request of Kassa's.
+    let update = kassa_stripe_sim::NetworkUpdate {
+        exp_month: Some(7),
+        exp_year: Some(2034),
+        last4: Some("0077".to_owned()),
+    };
+    app.sim().network_update_card(&card_id, &update).unwrap();
+    let event = eventually(
+        Duration::from_secs(10),
+        "the network's payment_method.automatically_updated",
+        || async {
+            app.stripe_events("payment_method.automatically_updated")
+                .await
+                .into_iter()
+                .find(|e| e["data"]["object"]["id"] == card_id.as_str())
+        },
+    )
+    .await;
+    assert!(event["request"]["idempotency_key"].is_null(), "{event}");
+    let event_id = event["id"].as_str().unwrap();
+    let stored = app.processed(event_id).await;
+    assert!(stored.dead_lettered_at.is_none(), "{:?}", stored.last_error);
+
+    // Not an echo of Kassa's own write: the card was read from Stripe again, once, and its new
+    // number and expiry replaced the recorded ones.
+    let card = app
+        .store()
+        .payment_method(&card_id)
+        .await
+        .unwrap()
+        .expect("the card is recorded");
+    assert_eq!(
+        (card.last4.as_deref(), card.exp_month, card.exp_year),
+        (Some("0077"), Some(7), Some(2034))
+    );
+    assert!(card.attached);
+    let reads_after = app
+        .calls("GET", &format!("/v1/payment_methods/{card_id}"))
+        .len();
+    assert_eq!(reads_after, reads_before + 1, "one re-read of the card");
+    app.cleanup().await;
+}

@@ -279,7 +279,13 @@ impl Broker {
                     }
                     self.set_live(None);
                     live.broken.cancel();
-                    let closing = live.connection.close(200, "kassa: reconnecting".into());
+                    // The reason RabbitMQ logs for the close: a stop, or a reconnect.
+                    let reason = if shutdown.is_cancelled() {
+                        "kassa: shutting down"
+                    } else {
+                        "kassa: reconnecting"
+                    };
+                    let closing = live.connection.close(200, reason.into());
                     let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
                     if shutdown.is_cancelled() {
                         break;

@@ -302,6 +302,27 @@ impl Simulator {
         result.map(Arc::unwrap_or_clone).map_err(|e| e.body())
     }
 
+    /// The card network updates the saved card `id` in place (see
+    /// [`control::network_update_card`]), emitting `payment_method.automatically_updated`.
+    /// `Err` is Stripe's error body (no such PaymentMethod, not a card, an invalid field).
+    pub fn network_update_card(
+        &self,
+        id: &str,
+        update: &control::NetworkUpdate,
+    ) -> Result<Value, Value> {
+        let mode = self.shared.mode_of(id).unwrap_or_default();
+        let (result, _) = self.shared.execute(mode, Origin::default(), |ctx| {
+            crate::resources::payment_methods::network_update(
+                ctx,
+                id,
+                update.exp_month,
+                update.exp_year,
+                update.last4.as_deref(),
+            )
+        });
+        result.map(Arc::unwrap_or_clone).map_err(|e| e.body())
+    }
+
     /// Stops serving, stops delivering webhooks, and waits (a few seconds at most) for tasks to end.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
@@ -390,6 +411,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/_sim/checkout/sessions/{id}/expire",
             post(control::expire_session),
+        )
+        .route(
+            "/_sim/payment_methods/{id}/network_update",
+            post(control::network_update_card),
         )
         .route("/c/pay/{id}", get(hosted::page).post(hosted::pay))
         .route("/v3", get(stripe_js::script))

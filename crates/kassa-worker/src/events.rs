@@ -56,6 +56,11 @@ const HANDLED: &[(&str, Handled)] = &[
     ("payment_method.attached", Handled::PaymentMethod),
     ("payment_method.detached", Handled::PaymentMethod),
     ("payment_method.updated", Handled::PaymentMethod),
+    // A card the network reissued or extended in place: re-read like any change not Kassa's.
+    (
+        "payment_method.automatically_updated",
+        Handled::PaymentMethod,
+    ),
     ("customer.created", Handled::Customer),
     ("customer.updated", Handled::Customer),
     ("customer.deleted", Handled::Customer),

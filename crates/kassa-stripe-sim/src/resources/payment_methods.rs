@@ -326,6 +326,51 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     Ok(ctx.update(&old, new, Some("payment_method.updated")))
 }
 
+/// The card network updates a saved card in place (no API request): Stripe (docs: event types,
+/// `payment_method.automatically_updated`: "Occurs whenever a payment method's details are
+/// automatically updated by the network"; How cards work: card networks reissue stored cards and
+/// update them in place for the Stripe user) changes the card's expiry or number and emits that
+/// event, whose `request` names no request and no idempotency key. `last4` given means a new
+/// number (a reissued card); each field not given keeps its value. Only cards are updated.
+pub fn network_update(
+    ctx: &mut Ctx,
+    id: &str,
+    exp_month: Option<i64>,
+    exp_year: Option<i64>,
+    last4: Option<&str>,
+) -> Result<Obj, ApiError> {
+    let old = ctx.fetch("payment_method", "PaymentMethod", id, "id")?;
+    if old["type"] != "card" {
+        return Err(ApiError::invalid(
+            format!("PaymentMethod {id} is not a card; only cards are updated by the network."),
+            None,
+        ));
+    }
+    let mut new = (*old).clone();
+    if let Some(month) = exp_month {
+        if !(1..=12).contains(&month) {
+            return Err(ApiError::invalid(
+                "exp_month must be 1 to 12.",
+                Some("exp_month"),
+            ));
+        }
+        new["card"]["exp_month"] = json!(month);
+    }
+    if let Some(year) = exp_year {
+        new["card"]["exp_year"] = json!(year);
+    }
+    if let Some(last4) = last4 {
+        if last4.len() != 4 || !last4.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::invalid(
+                "last4 must be four digits.",
+                Some("last4"),
+            ));
+        }
+        new["card"]["last4"] = json!(last4);
+    }
+    Ok(ctx.update(&old, new, Some("payment_method.automatically_updated")))
+}
+
 /// `POST /v1/payment_methods/{id}/attach` — attached to this customer already is success; to another, an error.
 pub fn attach(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     p.only(&["customer", "customer_account"])?;

@@ -6,7 +6,7 @@
 //! the median round's: one phase lasts seconds on a shared machine, so one pair says little. Then
 //! two `kassa ingress` processes sharing the load, to show how throughput grows with processes.
 
-use crate::procfs::{cpu_seconds, peak_rss_kib, rabbitmq_pid, MachineTicks};
+use crate::procfs::{cpu_seconds, peak_rss_kib, rabbitmq_pid, rabbitmq_quorum_wal, MachineTicks};
 use crate::report::{write_report, Phase};
 use crate::scratch::{self, BrokerArgs};
 use anyhow::{bail, Context};
@@ -205,6 +205,11 @@ struct IngressFigures {
     median: usize,
     half_rate: f64,
     paced: Phase,
+    /// The share of the machine's CPU the hypervisor took during the half-rate phase.
+    half_rate_stolen: Option<f64>,
+    /// How many times RabbitMQ's quorum write-ahead log rolled over during the half-rate phase
+    /// ([`rabbitmq_quorum_wal`]); `None` where the node's files cannot be read.
+    half_rate_wal_rollovers: Option<u64>,
     peak_rss_mib: f64,
     clean_exit: bool,
     /// Two `kassa ingress` processes sharing the load, and their CPU µs per message together.
@@ -570,11 +575,24 @@ async fn through_kassa(
     let send = signed_webhooks(http, std::slice::from_ref(&server.base), payloads, run_id);
     let half_rate = (median_kassa_rate / 2.0).max(1.0);
     let paced_count = ((half_rate * 5.0) as usize).clamp(500, args.events);
+    let rabbit = rabbitmq_pid();
+    let (ticks_before, wal_before) = (MachineTicks::now(), rabbit.and_then(rabbitmq_quorum_wal));
     let paced = open_loop(send, 200_000_000, paced_count, half_rate).await?;
+    let half_rate_stolen = ticks_before
+        .zip(MachineTicks::now())
+        .map(|(before, after)| after.stolen_since(&before));
+    let half_rate_wal_rollovers = wal_before
+        .zip(rabbit.and_then(rabbitmq_quorum_wal))
+        .map(|(before, after)| after.saturating_sub(before));
     purge(setup, topology).await?;
     println!(
-        "  kassa ingress at {:.0}/s:    {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
-        half_rate, paced.per_second, paced.p50_ms, paced.p99_ms
+        "  kassa ingress at {:.0}/s:    {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms; stolen by the hypervisor: {}; RabbitMQ WAL roll-overs: {}",
+        half_rate,
+        paced.per_second,
+        paced.p50_ms,
+        paced.p99_ms,
+        percent(half_rate_stolen),
+        half_rate_wal_rollovers.map_or_else(|| "unknown".into(), |n| n.to_string())
     );
     let peak_rss_kib = peak_rss_kib(server.pid).unwrap_or(0);
     let clean_exit = server.terminate().await?;
@@ -605,6 +623,8 @@ async fn through_kassa(
         median,
         half_rate,
         paced,
+        half_rate_stolen,
+        half_rate_wal_rollovers,
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
         clean_exit,
         two_processes: two_phase,
@@ -721,8 +741,14 @@ fn report(
         saturated.p99_ms
     );
     println!(
-        "| p50 / p99 at half the median saturated kassa ingress rate, {:.0}/s (ms) | | | {:.2} / {:.2} | p99 goal < 10 ms |",
-        ingress.half_rate, paced.p50_ms, paced.p99_ms
+        "| p50 / p99 at half the median saturated kassa ingress rate, {:.0}/s (ms); stolen; RabbitMQ WAL roll-overs | | | {:.2} / {:.2}; {}; {} | p99 goal < 10 ms |",
+        ingress.half_rate,
+        paced.p50_ms,
+        paced.p99_ms,
+        percent(ingress.half_rate_stolen),
+        ingress
+            .half_rate_wal_rollovers
+            .map_or_else(|| "unknown".into(), |n| n.to_string())
     );
     println!(
         "| two kassa ingress processes, messages/s | | | {:.0} | {growth:.2} × one process |",
@@ -787,6 +813,8 @@ fn report(
         "ingress_saturated": saturated,
         "ingress_half_rate": paced,
         "half_rate_per_second": ingress.half_rate,
+        "half_rate_stolen_share": ingress.half_rate_stolen,
+        "half_rate_rabbitmq_wal_rollovers": ingress.half_rate_wal_rollovers,
         "ingress_two_processes": ingress.two_processes,
         "two_processes_over_one": growth,
         "ratio_to_bridge": bridge_ratio,

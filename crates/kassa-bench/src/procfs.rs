@@ -100,6 +100,23 @@ pub fn rabbitmq_pid() -> Option<u32> {
     processes_named("beam.smp").next()
 }
 
+/// The number of the write-ahead log that the RabbitMQ node `pid` writes its quorum queues'
+/// commands to now (the file `…/quorum/…/NNNNNNNN.wal` the process holds open), if it can be read.
+/// The node starts the next file each time the log reaches `wal_max_size_bytes` (512 MiB by
+/// default) and writes the full one out to the queues' segment files, so the number grows by one
+/// per roll-over.
+pub fn rabbitmq_quorum_wal(pid: u32) -> Option<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|path| path.components().any(|c| c.as_os_str() == "quorum"))
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            name.strip_suffix(".wal")?.parse::<u64>().ok()
+        })
+        .max()
+}
+
 /// Resident set size of a process now (`VmRSS`), in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(&pid.to_string(), "VmRSS:")
@@ -137,6 +154,25 @@ fn processes_named(comm: &str) -> impl Iterator<Item = u32> + '_ {
 mod tests {
     use super::{CpuByProcess, MachineTicks};
     use std::collections::HashMap;
+
+    #[test]
+    fn the_quorum_wal_read_is_the_highest_quorum_log_the_process_holds_open() {
+        let dir = std::env::temp_dir().join(format!("kassa-bench-wal-{}", std::process::id()));
+        let quorum = dir.join("quorum").join("rabbit@localhost");
+        let coordination = dir.join("coordination").join("rabbit@localhost");
+        std::fs::create_dir_all(&quorum).unwrap();
+        std::fs::create_dir_all(&coordination).unwrap();
+        let open = |path: std::path::PathBuf| std::fs::File::create(path).unwrap();
+        // The coordination log is not the quorum queues' and counts for nothing.
+        let _other = open(coordination.join("00000099.wal"));
+        let _old = open(quorum.join("00000006.wal"));
+        let _now = open(quorum.join("00000007.wal"));
+        let _segment = open(quorum.join("00000123.segment"));
+        let read = super::rabbitmq_quorum_wal(std::process::id());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read, Some(7));
+        assert_eq!(super::rabbitmq_quorum_wal(u32::MAX), None);
+    }
 
     #[test]
     fn the_share_stolen_by_the_hypervisor_is_read_from_the_machine_cpu_line() {

@@ -80,6 +80,8 @@ impl Rig {
         let topology = Topology::unique().with_retry_ladder(ladder);
         let mut config = BrokerConfig::new(services::amqp_url().await);
         config.topology = topology.clone();
+        // Named after the topology, so a test can find its connection among RabbitMQ's.
+        config.connection_name = format!("kassa-test-{}", topology.prefix());
         let shutdown = CancellationToken::new();
         let connection = shutdown.child_token();
         let broker = Broker::start(config, connection.clone());
@@ -570,5 +572,112 @@ async fn a_message_whose_handler_panics_is_retried_later_not_lost() {
     (&mut rig.consuming).await.unwrap();
     let left = rig.close_connection_and_drain_queue().await;
     assert!(left.is_empty(), "acked after the retry: {left:?}");
+    rig.cleanup().await;
+}
+
+/// Holds the first delivery of `evt_held` until released; every delivery is counted by id.
+#[derive(Default)]
+struct HoldsTheFirst {
+    release: tokio::sync::Notify,
+    held: std::sync::atomic::AtomicBool,
+    handled: Mutex<HashMap<String, u32>>,
+}
+
+impl MessageHandler for HoldsTheFirst {
+    async fn handle(&self, message: Incoming) -> Outcome {
+        let first_hold = message.message_id == "evt_held"
+            && !self.held.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first_hold {
+            self.release.notified().await;
+        }
+        *self
+            .handled
+            .lock()
+            .unwrap()
+            .entry(message.message_id)
+            .or_default() += 1;
+        Outcome::Done
+    }
+}
+
+/// Closes the named connection from RabbitMQ's side, as a node that drops its clients does.
+fn close_connection_from_the_broker(name: &str) {
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "--no-table-headers",
+            "-q",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl lists the local broker's connections");
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    let pid = listing
+        .lines()
+        .find_map(|line| {
+            // The client-provided name is among the connection's client properties.
+            let (pid, properties) = line.split_once('\t')?;
+            properties
+                .contains(&format!("\"{name}\""))
+                .then(|| pid.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no connection named {name} in:\n{listing}"));
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "closed by the test"])
+        .output()
+        .unwrap();
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_whose_connection_the_broker_closes_mid_delivery_consumes_again_and_loses_nothing(
+) {
+    let handler = Arc::new(HoldsTheFirst::default());
+    let rig = Rig::start(handler.clone()).await;
+    rig.publish_event("evt_held").await;
+    eventually(
+        Duration::from_secs(10),
+        "evt_held in its handler",
+        || async {
+            handler
+                .held
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // RabbitMQ drops the connection while evt_held is being handled.
+    close_connection_from_the_broker(&rig.broker.config().connection_name);
+    eventually(Duration::from_secs(20), "a new connection", || async {
+        (rig.broker.connections_established() >= 2 && rig.broker.is_ready()).then_some(())
+    })
+    .await;
+    // The handler finishes; its ack has no channel left, so RabbitMQ delivers evt_held again.
+    handler.release.notify_one();
+    rig.publish_event("evt_after").await;
+
+    let handled = eventually(
+        Duration::from_secs(30),
+        "evt_held again and evt_after, on the new connection",
+        || async {
+            let handled = handler.handled.lock().unwrap().clone();
+            (handled.get("evt_held") >= Some(&2) && handled.get("evt_after") == Some(&1))
+                .then_some(handled)
+        },
+    )
+    .await;
+    assert_eq!(handled.len(), 2, "{handled:?}");
+    assert!(rig.dead_letters().await.is_empty());
+    let left = rig.close_connection_and_drain_queue().await;
+    assert!(
+        left.is_empty(),
+        "every message acked on the new connection: {left:?}"
+    );
     rig.cleanup().await;
 }

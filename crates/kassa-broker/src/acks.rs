@@ -23,8 +23,14 @@
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
+
+/// Longest wait for an ack or nack frame to be handed to the connection. An ack on a channel
+/// whose connection is gone may never complete; the window is locked while it is sent, so an
+/// unbounded wait would hold every later ack of the channel, and the consumer waiting for them.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One ack frame to send: `multiple` covers every delivery up to `tag` that is not acked yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,14 +154,18 @@ impl Acks {
             requeue: true,
             multiple: false,
         };
-        let sent = match acker.nack(options).await {
-            Ok(true) => true,
-            Ok(false) => {
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, acker.nack(options)).await {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
                 warn!(%message_id, "nack not sent: the channel is closed; the broker will redeliver");
                 false
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 warn!(%message_id, %error, "nack failed; the broker will redeliver");
+                false
+            }
+            Err(_) => {
+                warn!(%message_id, "nack not sent within {SEND_TIMEOUT:?}; the broker will redeliver");
                 false
             }
         };
@@ -175,8 +185,16 @@ impl Acks {
     async fn send(&self, frames: Vec<AckFrame<Acker>>) {
         for frame in frames {
             let (tag, multiple) = (frame.tag, frame.multiple);
-            match frame.sender.ack(BasicAckOptions { multiple }).await {
-                Ok(true) => {
+            let sent =
+                tokio::time::timeout(SEND_TIMEOUT, frame.sender.ack(BasicAckOptions { multiple }))
+                    .await;
+            match sent {
+                Err(_) => warn!(
+                    tag,
+                    multiple,
+                    "ack not sent within {SEND_TIMEOUT:?}: the channel is stuck or gone; the broker will redeliver what it covered"
+                ),
+                Ok(Ok(true)) => {
                     debug!(tag, multiple, "acked");
                     if let Ok(mut tally) = self.tally.lock() {
                         tally.frames += 1;
@@ -184,12 +202,12 @@ impl Acks {
                 }
                 // The channel is gone: the broker requeues what it had not been told, and the
                 // inbox makes each redelivery harmless.
-                Ok(false) => warn!(
+                Ok(Ok(false)) => warn!(
                     tag,
                     multiple,
                     "ack not sent: the channel is closed; the broker will redeliver what it covered"
                 ),
-                Err(error) => warn!(
+                Ok(Err(error)) => warn!(
                     tag,
                     multiple,
                     %error,

@@ -220,6 +220,21 @@ impl Broker {
             .map_err(BrokerError::amqp("channel.open"))
     }
 
+    /// A fresh channel on the live connection, and a token cancelled once that connection is
+    /// found broken (by the supervisor, or a publisher that met the failure). A consumer waits on
+    /// both: a delivery stream that does not end when its connection is lost cannot hold it.
+    pub(crate) async fn open_watched_channel(
+        &self,
+    ) -> Result<(Channel, CancellationToken), BrokerError> {
+        let live = self.live().ok_or(BrokerError::NotReady(Duration::ZERO))?;
+        let channel = live
+            .connection
+            .create_channel()
+            .await
+            .map_err(BrokerError::amqp("channel.open"))?;
+        Ok((channel, live.broken.clone()))
+    }
+
     /// Declares the topology again (after someone deleted a queue, say).
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
         let live = self.live().ok_or(BrokerError::NotReady(Duration::ZERO))?;

@@ -134,8 +134,8 @@ async fn consume_once<H: MessageHandler>(
     slots: &Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> Result<(), lapin::Error> {
-    let channel = match broker.open_channel().await {
-        Ok(channel) => channel,
+    let (channel, connection_lost) = match broker.open_watched_channel().await {
+        Ok(opened) => opened,
         Err(crate::BrokerError::Amqp { source, .. }) => return Err(source),
         Err(_) => return Ok(()),
     };
@@ -157,6 +157,10 @@ async fn consume_once<H: MessageHandler>(
     let result = loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
+            _ = connection_lost.cancelled() => {
+                lost(queue);
+                break Ok(());
+            }
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break Ok(()),
@@ -164,6 +168,10 @@ async fn consume_once<H: MessageHandler>(
         };
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
+            _ = connection_lost.cancelled() => {
+                lost(queue);
+                break Ok(());
+            }
             delivery = deliveries.next() => delivery,
         };
         let delivery = match delivery {
@@ -183,18 +191,33 @@ async fn consume_once<H: MessageHandler>(
     // in-flight handler has acked or nacked on it: closing it earlier would lose those acks and
     // redeliver work that is already done. Prefetched, unstarted deliveries go back to the
     // queue when the channel closes.
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), Default::default())
-        .await;
+    // On a lost connection neither frame can be answered: each waits a bounded time.
+    let _ = tokio::time::timeout(
+        CHANNEL_CLOSE_TIMEOUT,
+        channel.basic_cancel(tag.as_str().into(), Default::default()),
+    )
+    .await;
     let all = u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX);
     drop(slots.acquire_many(all).await);
     drop(deliveries);
-    let _ = channel.close(200, "consumer stopped".into()).await;
+    let _ = tokio::time::timeout(
+        CHANNEL_CLOSE_TIMEOUT,
+        channel.close(200, "consumer stopped".into()),
+    )
+    .await;
     let tally = acks.tally();
     if tally.messages > 0 {
         info!(%queue, messages = tally.messages, frames = tally.frames, "acks sent on this channel");
     }
     result
+}
+
+/// How long the consumer waits for RabbitMQ to answer the cancel and close of its channel.
+const CHANNEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Logs that the consumer's connection was lost; its deliveries not acked yet come back.
+fn lost(queue: &str) {
+    warn!(%queue, "the consumer's connection was lost; consuming again on the next one (deliveries not acked are redelivered)");
 }
 
 /// Runs the handler on one delivery and acts on its outcome.

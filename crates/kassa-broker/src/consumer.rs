@@ -155,7 +155,9 @@ async fn consume_once<H: MessageHandler>(
     let slack = usize::from(config.prefetch).saturating_sub(config.concurrency.max(1));
     let acks = Arc::new(Acks::new(slack));
     let result = loop {
+        // Biased: a stop that comes with its connection's close is a stop, not a lost connection.
         let permit = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break Ok(()),
             _ = connection_lost.cancelled() => {
                 lost(queue);
@@ -167,6 +169,7 @@ async fn consume_once<H: MessageHandler>(
             },
         };
         let delivery = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break Ok(()),
             _ = connection_lost.cancelled() => {
                 lost(queue);

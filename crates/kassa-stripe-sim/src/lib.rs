@@ -116,6 +116,7 @@ pub use error::SimError;
 pub use faults::RateLimited;
 #[cfg(feature = "server")]
 pub use mode::Mode;
+#[cfg(feature = "server")]
 pub use sim::{serve, Simulator};
 #[cfg(feature = "server")]
 pub use webhooks::{signature_header, DeliveryOutcome, EnabledEvents, WebhookDelivery};

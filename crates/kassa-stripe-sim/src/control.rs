@@ -23,7 +23,8 @@ use crate::error::ApiError;
 use crate::form;
 use crate::mode::Mode;
 use crate::params::Params;
-use crate::resources::{checkout, payment_intents, payment_methods};
+use crate::resources::payment_methods::{self, NetworkUpdate};
+use crate::resources::{checkout, payment_intents};
 use crate::sim::Shared;
 use crate::state::Origin;
 
@@ -249,47 +250,25 @@ pub async fn network_update_card(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let p = match body_params(&headers, &body) {
-        Ok(p) => p,
-        Err(e) => return error_response(&e),
-    };
-    let update = NetworkUpdate::from_params(&p);
-    let mode = shared.mode_of(&id).unwrap_or_default();
-    let (result, _) = shared.execute(mode, Origin::default(), |ctx| {
-        let update = update?;
-        payment_methods::network_update(
-            ctx,
-            &id,
-            update.exp_month,
-            update.exp_year,
-            update.last4.as_deref(),
-        )
-    });
-    match result {
+    let update = body_params(&headers, &body).and_then(|p| NetworkUpdate::from_params(&p));
+    match update.and_then(|update| update_card_from_network(&shared, &id, &update)) {
         Ok(payment_method) => Json(&*payment_method).into_response(),
         Err(e) => error_response(&e),
     }
 }
 
-/// What a card network changes on a saved card; each field not given keeps its value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetworkUpdate {
-    /// The new expiry month (1 to 12).
-    pub exp_month: Option<i64>,
-    /// The new expiry year.
-    pub exp_year: Option<i64>,
-    /// The last four digits of a reissued card's new number.
-    pub last4: Option<String>,
-}
-
-impl NetworkUpdate {
-    fn from_params(p: &Params) -> Result<Self, ApiError> {
-        Ok(Self {
-            exp_month: p.int("exp_month")?,
-            exp_year: p.int("exp_year")?,
-            last4: p.str("last4"),
-        })
-    }
+/// The card network updates the saved card `id`, in the card's own mode
+/// ([`payment_methods::network_update`]).
+pub fn update_card_from_network(
+    shared: &Shared,
+    id: &str,
+    update: &NetworkUpdate,
+) -> Result<crate::state::Obj, ApiError> {
+    let mode = shared.mode_of(id).unwrap_or_default();
+    let (result, _) = shared.execute(mode, Origin::default(), |ctx| {
+        payment_methods::network_update(ctx, id, update)
+    });
+    result
 }
 
 /// What advancing the clock did.

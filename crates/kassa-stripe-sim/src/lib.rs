@@ -109,13 +109,13 @@ pub use config::{
     ENDPOINT_RATE_LIMIT, LIVE_MODE_RATE_LIMIT, TEST_MODE_RATE_LIMIT,
 };
 #[cfg(feature = "server")]
-pub use control::NetworkUpdate;
-#[cfg(feature = "server")]
 pub use error::SimError;
 #[cfg(feature = "server")]
 pub use faults::RateLimited;
 #[cfg(feature = "server")]
 pub use mode::Mode;
+#[cfg(feature = "server")]
+pub use resources::payment_methods::NetworkUpdate;
 #[cfg(feature = "server")]
 pub use sim::{serve, Simulator};
 #[cfg(feature = "server")]

@@ -308,19 +308,11 @@ impl Simulator {
     pub fn network_update_card(
         &self,
         id: &str,
-        update: &control::NetworkUpdate,
+        update: &crate::NetworkUpdate,
     ) -> Result<Value, Value> {
-        let mode = self.shared.mode_of(id).unwrap_or_default();
-        let (result, _) = self.shared.execute(mode, Origin::default(), |ctx| {
-            crate::resources::payment_methods::network_update(
-                ctx,
-                id,
-                update.exp_month,
-                update.exp_year,
-                update.last4.as_deref(),
-            )
-        });
-        result.map(Arc::unwrap_or_clone).map_err(|e| e.body())
+        control::update_card_from_network(&self.shared, id, update)
+            .map(Arc::unwrap_or_clone)
+            .map_err(|e| e.body())
     }
 
     /// Stops serving, stops delivering webhooks, and waits (a few seconds at most) for tasks to end.

@@ -326,19 +326,35 @@ pub fn update(ctx: &mut Ctx, id: &str, p: &Params) -> Result<Obj, ApiError> {
     Ok(ctx.update(&old, new, Some("payment_method.updated")))
 }
 
+/// What a card network changes on a saved card; each field not given keeps its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkUpdate {
+    /// The new expiry month (1 to 12).
+    pub exp_month: Option<i64>,
+    /// The new expiry year.
+    pub exp_year: Option<i64>,
+    /// The last four digits of a reissued card's new number.
+    pub last4: Option<String>,
+}
+
+impl NetworkUpdate {
+    /// From the form of `POST /_sim/payment_methods/{id}/network_update`.
+    pub fn from_params(p: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            exp_month: p.int("exp_month")?,
+            exp_year: p.int("exp_year")?,
+            last4: p.str("last4"),
+        })
+    }
+}
+
 /// The card network updates a saved card in place (no API request): Stripe (docs: event types,
 /// `payment_method.automatically_updated`: "Occurs whenever a payment method's details are
 /// automatically updated by the network"; How cards work: card networks reissue stored cards and
 /// update them in place for the Stripe user) changes the card's expiry or number and emits that
 /// event, whose `request` names no request and no idempotency key. `last4` given means a new
 /// number (a reissued card); each field not given keeps its value. Only cards are updated.
-pub fn network_update(
-    ctx: &mut Ctx,
-    id: &str,
-    exp_month: Option<i64>,
-    exp_year: Option<i64>,
-    last4: Option<&str>,
-) -> Result<Obj, ApiError> {
+pub fn network_update(ctx: &mut Ctx, id: &str, update: &NetworkUpdate) -> Result<Obj, ApiError> {
     let old = ctx.fetch("payment_method", "PaymentMethod", id, "id")?;
     if old["type"] != "card" {
         return Err(ApiError::invalid(
@@ -347,7 +363,7 @@ pub fn network_update(
         ));
     }
     let mut new = (*old).clone();
-    if let Some(month) = exp_month {
+    if let Some(month) = update.exp_month {
         if !(1..=12).contains(&month) {
             return Err(ApiError::invalid(
                 "exp_month must be 1 to 12.",
@@ -356,10 +372,10 @@ pub fn network_update(
         }
         new["card"]["exp_month"] = json!(month);
     }
-    if let Some(year) = exp_year {
+    if let Some(year) = update.exp_year {
         new["card"]["exp_year"] = json!(year);
     }
-    if let Some(last4) = last4 {
+    if let Some(last4) = update.last4.as_deref() {
         if last4.len() != 4 || !last4.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ApiError::invalid(
                 "last4 must be four digits.",

@@ -1351,3 +1351,71 @@ async fn a_card_s_expiry_is_updated_with_its_event() {
     assert_eq!(r.status, 402);
     assert_eq!(r.body["error"]["code"], "invalid_expiry_month");
 }
+
+#[tokio::test]
+async fn the_card_network_updates_a_saved_card_over_the_control_route() {
+    let s = Sim::start(SimConfig::default()).await;
+    let customer = s.post("/v1/customers", &[], None).await.body;
+    let customer = customer["id"].as_str().unwrap();
+    let attached = s
+        .post(
+            "/v1/payment_methods/pm_card_visa/attach",
+            &[("customer", customer)],
+            None,
+        )
+        .await
+        .body;
+    let pm = attached["id"].as_str().unwrap();
+    let control = format!("/_sim/payment_methods/{pm}/network_update");
+
+    // A reissued card: new number and expiry, the same PaymentMethod and customer.
+    let r = s
+        .post(
+            &control,
+            &[("exp_month", "3"), ("exp_year", "2044"), ("last4", "1881")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["id"], pm);
+    let read = s.get(&format!("/v1/payment_methods/{pm}")).await.body;
+    assert_eq!(read["customer"], customer);
+    let card = &read["card"];
+    assert_eq!(
+        (
+            card["exp_month"].clone(),
+            card["exp_year"].clone(),
+            card["last4"].clone()
+        ),
+        (3.into(), 2044.into(), "1881".into())
+    );
+    // Its event carries the new card and names no request: the network made the change.
+    let events = s
+        .get("/v1/events?type=payment_method.automatically_updated")
+        .await
+        .body;
+    let events = events["data"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["object"]["card"]["last4"], "1881");
+    assert!(events[0]["request"]["id"].is_null(), "{}", events[0]);
+    assert!(events[0]["request"]["idempotency_key"].is_null());
+
+    // Bad input is refused with Stripe's error body and changes nothing.
+    for (form, param) in [
+        (&[("exp_month", "13")][..], "exp_month"),
+        (&[("last4", "12a4")][..], "last4"),
+    ] {
+        let r = s.post(&control, form, None).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.body["error"]["type"], "invalid_request_error");
+        assert_eq!(r.body["error"]["param"], param);
+    }
+    let r = s
+        .post("/_sim/payment_methods/pm_missing/network_update", &[], None)
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "resource_missing");
+    let card = &s.get(&format!("/v1/payment_methods/{pm}")).await.body["card"];
+    assert_eq!(card["last4"], "1881");
+    assert_eq!(card["exp_month"], 3);
+}

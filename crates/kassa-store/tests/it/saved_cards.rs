@@ -551,3 +551,393 @@ async fn a_customer_read_without_its_lock_after_a_change_replaces_the_older_reco
     unlocked.commit().await.unwrap();
     assert_eq!(db.store.customer("cus_a").await.unwrap(), Some(changed));
 }
+
+/// One earlier write to the customer, its card or its session, as some other handler makes it.
+#[derive(Clone, Debug)]
+enum EarlierWrite {
+    /// A customer record; observed under its lock (now) or, read without it, this many minutes
+    /// from now (before or after the saved card's write).
+    Customer {
+        record: CustomerShape,
+        read_at_minutes: Option<i64>,
+    },
+    /// A card record; observed at its transaction's start or at this many minutes from now.
+    Card {
+        record: CardShape,
+        read_at_minutes: Option<i64>,
+    },
+    Detached,
+    CustomerDeleted,
+    Session(SessionShape),
+    OwnWrite(u8),
+}
+
+#[derive(Clone, Debug)]
+struct CustomerShape {
+    variant: u8,
+    deleted: bool,
+    livemode: bool,
+}
+
+#[derive(Clone, Debug)]
+struct CardShape {
+    variant: u8,
+    customer_known: bool,
+    attached: bool,
+    livemode: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+struct SessionShape {
+    status: u8,
+    customer_known: bool,
+    card_known: bool,
+    url: bool,
+    completed: bool,
+}
+
+impl CustomerShape {
+    fn record(&self, customer_id: &str) -> CustomerRecord {
+        let v = self.variant;
+        CustomerRecord {
+            id: customer_id.to_owned(),
+            email: (!v.is_multiple_of(3)).then(|| format!("buyer{v}@example.com")),
+            name: v.is_multiple_of(2).then(|| format!("Buyer {v}")),
+            default_payment_method: match v % 3 {
+                0 => None,
+                1 => Some(format!("pm_{customer_id}")),
+                _ => Some(format!("pm_{customer_id}_other")),
+            },
+            deleted: self.deleted,
+            livemode: self.livemode,
+        }
+    }
+}
+
+impl CardShape {
+    fn record(&self, customer_id: &str) -> PaymentMethodRecord {
+        let v = i32::from(self.variant);
+        PaymentMethodRecord {
+            id: format!("pm_{customer_id}"),
+            customer_id: self.customer_known.then(|| customer_id.to_owned()),
+            brand: (v % 4 != 0)
+                .then(|| ["visa", "mastercard", "amex"][(v % 3) as usize].to_owned()),
+            last4: (v % 4 != 0).then(|| format!("{:04}", 4242 + v)),
+            exp_month: (v % 4 != 0).then_some(1 + v % 12),
+            exp_year: (v % 4 != 0).then_some(2030 + v),
+            attached: self.attached,
+            livemode: self.livemode,
+        }
+    }
+}
+
+impl SessionShape {
+    fn record(&self, session_id: &str, customer_id: &str) -> CheckoutSessionRecord {
+        CheckoutSessionRecord {
+            status: ["open", "complete", "expired"][usize::from(self.status % 3)].to_owned(),
+            customer_id: self.customer_known.then(|| customer_id.to_owned()),
+            payment_method_id: self.card_known.then(|| format!("pm_{customer_id}")),
+            url: self
+                .url
+                .then(|| format!("https://checkout.stripe.com/c/pay/{session_id}")),
+            completed_at: self
+                .completed
+                .then(|| OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap()),
+            ..session(session_id, customer_id)
+        }
+    }
+}
+
+fn customer_shape() -> impl proptest::strategy::Strategy<Value = CustomerShape> {
+    use proptest::prelude::*;
+    (0u8..6, any::<bool>(), any::<bool>()).prop_map(|(variant, deleted, livemode)| CustomerShape {
+        variant,
+        deleted,
+        livemode,
+    })
+}
+
+fn card_shape() -> impl proptest::strategy::Strategy<Value = CardShape> {
+    use proptest::prelude::*;
+    (0u8..8, any::<bool>(), any::<bool>(), any::<Option<bool>>()).prop_map(
+        |(variant, customer_known, attached, livemode)| CardShape {
+            variant,
+            customer_known,
+            attached,
+            livemode,
+        },
+    )
+}
+
+fn session_shape() -> impl proptest::strategy::Strategy<Value = SessionShape> {
+    use proptest::prelude::*;
+    (
+        0u8..3,
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(status, customer_known, card_known, url, completed)| SessionShape {
+                status,
+                customer_known,
+                card_known,
+                url,
+                completed,
+            },
+        )
+}
+
+fn earlier_write() -> impl proptest::strategy::Strategy<Value = EarlierWrite> {
+    use proptest::prelude::*;
+    let minutes = proptest::option::of(prop_oneof![-90i64..=-30, 30i64..=90]);
+    prop_oneof![
+        (customer_shape(), minutes.clone()).prop_map(|(record, read_at_minutes)| {
+            EarlierWrite::Customer {
+                record,
+                read_at_minutes,
+            }
+        }),
+        (card_shape(), minutes).prop_map(|(record, read_at_minutes)| EarlierWrite::Card {
+            record,
+            read_at_minutes,
+        }),
+        Just(EarlierWrite::Detached),
+        Just(EarlierWrite::CustomerDeleted),
+        session_shape().prop_map(EarlierWrite::Session),
+        (0u8..3).prop_map(EarlierWrite::OwnWrite),
+    ]
+}
+
+/// What a saved card writes at the end, over a history.
+#[derive(Clone, Debug)]
+struct SavedCardCase {
+    history: Vec<EarlierWrite>,
+    customer: CustomerShape,
+    card: CardShape,
+    session: SessionShape,
+    own_writes: Vec<u8>,
+}
+
+fn saved_card_case() -> impl proptest::strategy::Strategy<Value = SavedCardCase> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec(earlier_write(), 0..6),
+        customer_shape(),
+        card_shape(),
+        session_shape(),
+        proptest::collection::vec(0u8..3, 0..3),
+    )
+        .prop_map(
+            |(history, customer, card, session, own_writes)| SavedCardCase {
+                history,
+                customer,
+                card,
+                session,
+                own_writes,
+            },
+        )
+}
+
+fn own_key(n: u8, customer_id: &str) -> (String, String) {
+    (
+        format!("kassa:own:{n}:{customer_id}"),
+        format!("pm_{customer_id}"),
+    )
+}
+
+/// Applies `history` for `customer_id`'s records, one transaction per write; observation times
+/// are minutes from `now`.
+async fn apply_history(
+    db: &TestDb,
+    history: &[EarlierWrite],
+    session_id: &str,
+    customer_id: &str,
+    now: OffsetDateTime,
+) {
+    for write in history {
+        let mut tx = db.store.begin().await.unwrap();
+        let at = |minutes: i64| {
+            let span = Duration::from_secs(60 * minutes.unsigned_abs());
+            if minutes < 0 {
+                now - span
+            } else {
+                now + span
+            }
+        };
+        match write {
+            EarlierWrite::Customer {
+                record,
+                read_at_minutes: None,
+            } => {
+                customers::upsert_customer(&mut tx, &record.record(customer_id))
+                    .await
+                    .unwrap();
+            }
+            EarlierWrite::Customer {
+                record,
+                read_at_minutes: Some(minutes),
+            } => {
+                customers::upsert_customer_read_without_lock(
+                    &mut tx,
+                    &record.record(customer_id),
+                    at(*minutes),
+                )
+                .await
+                .unwrap();
+            }
+            EarlierWrite::Card {
+                record,
+                read_at_minutes: None,
+            } => {
+                customers::upsert_payment_method(&mut tx, &record.record(customer_id))
+                    .await
+                    .unwrap();
+            }
+            EarlierWrite::Card {
+                record,
+                read_at_minutes: Some(minutes),
+            } => {
+                customers::upsert_payment_method_read_at(
+                    &mut tx,
+                    &record.record(customer_id),
+                    at(*minutes),
+                )
+                .await
+                .unwrap();
+            }
+            EarlierWrite::Detached => {
+                customers::mark_payment_method_detached(&mut tx, &format!("pm_{customer_id}"))
+                    .await
+                    .unwrap();
+            }
+            EarlierWrite::CustomerDeleted => {
+                customers::mark_customer_deleted(&mut tx, customer_id)
+                    .await
+                    .unwrap();
+            }
+            EarlierWrite::Session(shape) => {
+                upsert_checkout_session(&mut tx, &shape.record(session_id, customer_id))
+                    .await
+                    .unwrap();
+            }
+            EarlierWrite::OwnWrite(n) => {
+                let (key, object) = own_key(*n, customer_id);
+                own_writes::record_own_writes(&mut tx, &[(&key, &object)])
+                    .await
+                    .unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+    }
+}
+
+/// The rows of [`rows`] and which of the case's own writes are recorded.
+async fn case_rows(db: &TestDb, session_id: &str, customer_id: &str) -> String {
+    let mut conn = db.store.begin().await.unwrap();
+    let mut seen = rows(&mut conn, session_id, customer_id).await;
+    for n in 0..3 {
+        let (key, object) = own_key(n, customer_id);
+        let recorded = own_writes::own_write_recorded(&mut conn, &key, &object)
+            .await
+            .unwrap();
+        seen.push_str(&format!(" own write {n}: {recorded}"));
+    }
+    seen
+}
+
+/// The saved card's one statement keeps the per-table functions' rules over any history: the
+/// same earlier writes, then the same records written both ways, leave the same rows.
+#[test]
+fn the_one_statement_and_the_per_table_functions_leave_the_same_rows_over_any_history() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::new());
+    let case_number = std::cell::Cell::new(0u32);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&saved_card_case(), |case| {
+        case_number.set(case_number.get() + 1);
+        let n = case_number.get();
+        let (per_table, one_statement) = runtime.block_on(async {
+            let now = OffsetDateTime::now_utc();
+            let (cs_a, cus_a) = (format!("cs_a{n}"), format!("cus_a{n}"));
+            let (cs_b, cus_b) = (format!("cs_b{n}"), format!("cus_b{n}"));
+            apply_history(&db, &case.history, &cs_a, &cus_a, now).await;
+            apply_history(&db, &case.history, &cs_b, &cus_b, now).await;
+
+            let mut tx = db.store.begin().await.unwrap();
+            customers::upsert_customer(&mut tx, &case.customer.record(&cus_a))
+                .await
+                .unwrap();
+            customers::upsert_payment_method(&mut tx, &case.card.record(&cus_a))
+                .await
+                .unwrap();
+            let keys_a: Vec<(String, String)> = case
+                .own_writes
+                .iter()
+                .map(|n| own_key(*n, &cus_a))
+                .collect();
+            let writes_a: Vec<(&str, &str)> = keys_a
+                .iter()
+                .map(|(k, o)| (k.as_str(), o.as_str()))
+                .collect();
+            own_writes::record_own_writes(&mut tx, &writes_a)
+                .await
+                .unwrap();
+            upsert_checkout_session(&mut tx, &case.session.record(&cs_a, &cus_a))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+
+            let mut tx = db.store.begin().await.unwrap();
+            let keys_b: Vec<(String, String)> = case
+                .own_writes
+                .iter()
+                .map(|n| own_key(*n, &cus_b))
+                .collect();
+            let writes_b: Vec<(&str, &str)> = keys_b
+                .iter()
+                .map(|(k, o)| (k.as_str(), o.as_str()))
+                .collect();
+            let marked = record_saved_card(
+                &mut tx,
+                &SavedCardRecords {
+                    customer: &case.customer.record(&cus_b),
+                    payment_method: &case.card.record(&cus_b),
+                    own_writes: &writes_b,
+                    session: &case.session.record(&cs_b, &cus_b),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+            assert!(marked.is_none(), "no inbox mark was asked for");
+            tx.commit().await.unwrap();
+
+            (
+                case_rows(&db, &cs_a, &cus_a).await,
+                case_rows(&db, &cs_b, &cus_b).await,
+            )
+        });
+        if per_table == one_statement {
+            Ok(())
+        } else {
+            Err(TestCaseError::fail(format!(
+                "per table: {per_table}\none statement: {one_statement}"
+            )))
+        }
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+}

@@ -146,23 +146,6 @@ pub async fn mark_customer_deleted(conn: &mut PgConnection, id: &str) -> Result<
     Ok(done.rows_affected() > 0)
 }
 
-/// Makes `payment_method_id` the default of `customer_id`. Returns false if the customer is
-/// unknown.
-pub async fn set_default_payment_method(
-    conn: &mut PgConnection,
-    customer_id: &str,
-    payment_method_id: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query!(
-        "UPDATE customers SET default_payment_method = $2, updated_at = now() WHERE id = $1",
-        customer_id,
-        payment_method_id,
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
-
 /// Inserts or updates a payment method: card details from the newest observation (this
 /// transaction's start: begin it before the Stripe read `payment_method` comes from, or see
 /// [`upsert_payment_method_read_at`]),

@@ -1311,20 +1311,26 @@ async fn legacy_charge_shipping_needs_name_and_line1() {
     assert_eq!(ok.body["shipping"]["address"]["country"], "US");
 }
 
-#[tokio::test]
-async fn a_card_s_expiry_is_updated_with_its_event() {
-    let s = Sim::start(SimConfig::default()).await;
+/// A new customer with `pm_card_visa` attached: (customer id, PaymentMethod id).
+async fn customer_with_a_saved_card(s: &Sim) -> (String, String) {
     let customer = s.post("/v1/customers", &[], None).await.body;
-    let customer = customer["id"].as_str().unwrap();
+    let customer = customer["id"].as_str().unwrap().to_owned();
     let attached = s
         .post(
             "/v1/payment_methods/pm_card_visa/attach",
-            &[("customer", customer)],
+            &[("customer", customer.as_str())],
             None,
         )
         .await
         .body;
-    let pm = attached["id"].as_str().unwrap();
+    (customer, attached["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_card_s_expiry_is_updated_with_its_event() {
+    let s = Sim::start(SimConfig::default()).await;
+    let (_, pm) = customer_with_a_saved_card(&s).await;
+    let pm = pm.as_str();
     let path = format!("/v1/payment_methods/{pm}");
 
     let r = s
@@ -1355,17 +1361,8 @@ async fn a_card_s_expiry_is_updated_with_its_event() {
 #[tokio::test]
 async fn the_card_network_updates_a_saved_card_over_the_control_route() {
     let s = Sim::start(SimConfig::default()).await;
-    let customer = s.post("/v1/customers", &[], None).await.body;
-    let customer = customer["id"].as_str().unwrap();
-    let attached = s
-        .post(
-            "/v1/payment_methods/pm_card_visa/attach",
-            &[("customer", customer)],
-            None,
-        )
-        .await
-        .body;
-    let pm = attached["id"].as_str().unwrap();
+    let (customer, pm) = customer_with_a_saved_card(&s).await;
+    let (customer, pm) = (customer.as_str(), pm.as_str());
     let control = format!("/_sim/payment_methods/{pm}/network_update");
 
     // A reissued card: new number and expiry, the same PaymentMethod and customer.

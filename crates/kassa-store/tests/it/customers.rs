@@ -1,6 +1,5 @@
 use kassa_store::customers::{
-    mark_customer_deleted, mark_payment_method_detached, set_default_payment_method,
-    upsert_customer, upsert_payment_method,
+    mark_customer_deleted, mark_payment_method_detached, upsert_customer, upsert_payment_method,
 };
 use kassa_store::{CustomerRecord, PaymentMethodRecord, Store};
 
@@ -142,12 +141,15 @@ async fn the_default_card_comes_with_the_customer() {
     assert_eq!(none, None, "no default yet");
 
     write(&db.store, async |c| {
-        assert!(set_default_payment_method(c, "cus_1", "pm_2")
-            .await
-            .unwrap());
-        assert!(!set_default_payment_method(c, "cus_unknown", "pm_2")
-            .await
-            .unwrap());
+        upsert_customer(
+            c,
+            &CustomerRecord {
+                default_payment_method: Some("pm_2".to_owned()),
+                ..customer("a@x.io")
+            },
+        )
+        .await
+        .unwrap();
     })
     .await;
     let (customer, default) = db

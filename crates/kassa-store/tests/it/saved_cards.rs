@@ -710,7 +710,27 @@ fn earlier_write() -> impl proptest::strategy::Strategy<Value = EarlierWrite> {
     ]
 }
 
-/// What a saved card writes at the end, over a history.
+/// A later read of the customer or the card, observed at a time before or after the saved card's
+/// write: whether it replaces the record depends on the observation times that write left.
+fn later_read() -> impl proptest::strategy::Strategy<Value = EarlierWrite> {
+    use proptest::prelude::*;
+    let minutes = prop_oneof![-90i64..=-30, 30i64..=90];
+    prop_oneof![
+        (customer_shape(), minutes.clone()).prop_map(|(record, minutes)| {
+            EarlierWrite::Customer {
+                record,
+                read_at_minutes: Some(minutes),
+            }
+        }),
+        (card_shape(), minutes).prop_map(|(record, minutes)| EarlierWrite::Card {
+            record,
+            read_at_minutes: Some(minutes),
+        }),
+    ]
+}
+
+/// What a saved card writes over a history, and what other handlers write after it (which shows
+/// the observation times the saved card's write left behind).
 #[derive(Clone, Debug)]
 struct SavedCardCase {
     history: Vec<EarlierWrite>,
@@ -718,6 +738,7 @@ struct SavedCardCase {
     card: CardShape,
     session: SessionShape,
     own_writes: Vec<u8>,
+    later: Vec<EarlierWrite>,
 }
 
 fn saved_card_case() -> impl proptest::strategy::Strategy<Value = SavedCardCase> {
@@ -728,14 +749,16 @@ fn saved_card_case() -> impl proptest::strategy::Strategy<Value = SavedCardCase>
         card_shape(),
         session_shape(),
         proptest::collection::vec(0u8..3, 0..3),
+        proptest::collection::vec(later_read(), 0..3),
     )
         .prop_map(
-            |(history, customer, card, session, own_writes)| SavedCardCase {
+            |(history, customer, card, session, own_writes, later)| SavedCardCase {
                 history,
                 customer,
                 card,
                 session,
                 own_writes,
+                later,
             },
         )
 }
@@ -848,7 +871,8 @@ async fn case_rows(db: &TestDb, session_id: &str, customer_id: &str) -> String {
 }
 
 /// The saved card's one statement keeps the per-table functions' rules over any history: the
-/// same earlier writes, then the same records written both ways, leave the same rows.
+/// same earlier writes, then the same records written both ways, then the same later writes
+/// (which an observation time left wrong would let through or hold back), leave the same rows.
 #[test]
 fn the_one_statement_and_the_per_table_functions_leave_the_same_rows_over_any_history() {
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -861,7 +885,7 @@ fn the_one_statement_and_the_per_table_functions_leave_the_same_rows_over_any_hi
     let db = runtime.block_on(TestDb::new());
     let case_number = std::cell::Cell::new(0u32);
     let mut runner = TestRunner::new(Config {
-        cases: 64,
+        cases: 128,
         failure_persistence: None,
         ..Config::default()
     });
@@ -923,6 +947,9 @@ fn the_one_statement_and_the_per_table_functions_leave_the_same_rows_over_any_hi
             .unwrap();
             assert!(marked.is_none(), "no inbox mark was asked for");
             tx.commit().await.unwrap();
+
+            apply_history(&db, &case.later, &cs_a, &cus_a, now).await;
+            apply_history(&db, &case.later, &cs_b, &cus_b, now).await;
 
             (
                 case_rows(&db, &cs_a, &cus_a).await,

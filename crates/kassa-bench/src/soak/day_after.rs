@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// A day and an hour, in seconds: past Stripe's 24 hours of Idempotency-Keys.
 pub const DAY_AND_AN_HOUR: u32 = 25 * 60 * 60;
 
+/// How long the answers of the phase's creates take to leave Stripe: the workers must be killed
+/// before.
+const ANSWER_DELAY: Duration = Duration::from_secs(60);
+
 /// "The day after": charges whose creates Stripe carries out but whose answers never reach Kassa,
 /// their jobs dead-lettered, and every dead letter replayed after 25 hours on Stripe's clock.
 pub struct DayAfter<'a> {
@@ -68,10 +72,28 @@ impl DayAfter<'_> {
         })
     }
 
+    /// The workers' launch with the events poller off.
+    fn without_poller(&self) -> Launch {
+        Launch {
+            events_poll_interval: Some("off"),
+            ..self.launch.clone()
+        }
+    }
+
     /// Submits the phase's charges while webhooks are held; Stripe carries out each create, and
     /// both workers die while the answers are on their way. Returns the charges' ids.
     async fn answers_lost(&self, workers: &mut [Proc; 2]) -> anyhow::Result<Vec<i64>> {
         let run = self.run;
+        // The events poller is off from here until `resume`. It would publish the held webhooks'
+        // events; their handlers wait for the locks of the charges in flight, holding the
+        // workers' slots meanwhile, so later creates could go out after earlier answers arrived
+        // (a charge that gets its answer is settled, not dead-lettered).
+        let without_poller = self.without_poller();
+        for worker in workers.iter_mut() {
+            worker
+                .kill_and_restart(&without_poller, Duration::ZERO)
+                .await?;
+        }
         let n = self
             .args
             .day_after_charges
@@ -81,8 +103,9 @@ impl DayAfter<'_> {
         self.hold_webhooks.store(true, Ordering::Relaxed);
         let since = run.sim.now();
         // Stripe carries out each create; its answer then takes a minute to leave.
+        let sent = Instant::now();
         run.sim.set_faults(Faults {
-            latency_after: Duration::from_secs(60),
+            latency_after: ANSWER_DELAY,
             path_contains: Some("/v1/payment_intents".into()),
             ..Faults::default()
         });
@@ -102,6 +125,17 @@ impl DayAfter<'_> {
         for worker in workers.iter_mut() {
             worker.kill().await?;
         }
+        // An answer that reached a worker before the kill settles its charge: the phase would
+        // then wait for a dead letter that never comes.
+        let waited = sent.elapsed();
+        if waited >= ANSWER_DELAY {
+            bail!(
+                "the workers were killed {:.1} s after the first create, not before its answer \
+                 ({} s): the phase's charges were not all sent in time",
+                waited.as_secs_f64(),
+                ANSWER_DELAY.as_secs()
+            );
+        }
         Ok(ids)
     }
 
@@ -110,20 +144,17 @@ impl DayAfter<'_> {
     async fn dead_lettered(&self, workers: &mut [Proc; 2], ids: &[i64]) -> anyhow::Result<usize> {
         // Stripe cannot be asked about PaymentIntents now (a 400 no retry cures): each job,
         // redelivered, finds its attempt started, cannot look it up, and is dead-lettered with
-        // its charge left open. The events poller is off meanwhile (a backstop that would find
-        // the held events); it comes back with the workers' usual settings in `resume`.
+        // its charge left open. The events poller is still off (a backstop that would find the
+        // held events); it comes back with the workers' usual settings in `resume`.
         self.run.sim.set_faults(Faults {
             error_rate: 1.0,
             error_status: 400,
             path_contains: Some("/v1/payment_intents".into()),
             ..Faults::default()
         });
-        let quiet = Launch {
-            events_poll_interval: Some("off"),
-            ..self.launch.clone()
-        };
+        let without_poller = self.without_poller();
         for worker in workers.iter_mut() {
-            worker.start(&quiet)?;
+            worker.start(&without_poller)?;
         }
         let wanted: HashSet<String> = ids.iter().map(|id| format!("charge:{id}:1")).collect();
         let dead_lettered = AtomicUsize::new(0);

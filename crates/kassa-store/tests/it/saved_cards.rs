@@ -763,6 +763,23 @@ fn saved_card_case() -> impl proptest::strategy::Strategy<Value = SavedCardCase>
         )
 }
 
+impl SavedCardCase {
+    /// The (Idempotency-Key, object) notes of the case's own writes, for `customer_id`.
+    fn own_write_keys(&self, customer_id: &str) -> Vec<(String, String)> {
+        self.own_writes
+            .iter()
+            .map(|n| own_key(*n, customer_id))
+            .collect()
+    }
+}
+
+fn borrowed(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, o)| (k.as_str(), o.as_str()))
+        .collect()
+}
+
 fn own_key(n: u8, customer_id: &str) -> (String, String) {
     (
         format!("kassa:own:{n}:{customer_id}"),
@@ -792,42 +809,30 @@ async fn apply_history(
         match write {
             EarlierWrite::Customer {
                 record,
-                read_at_minutes: None,
+                read_at_minutes,
             } => {
-                customers::upsert_customer(&mut tx, &record.record(customer_id))
-                    .await
-                    .unwrap();
-            }
-            EarlierWrite::Customer {
-                record,
-                read_at_minutes: Some(minutes),
-            } => {
-                customers::upsert_customer_read_without_lock(
-                    &mut tx,
-                    &record.record(customer_id),
-                    at(*minutes),
-                )
-                .await
+                let record = record.record(customer_id);
+                match read_at_minutes {
+                    None => customers::upsert_customer(&mut tx, &record).await,
+                    Some(minutes) => {
+                        customers::upsert_customer_read_without_lock(&mut tx, &record, at(*minutes))
+                            .await
+                    }
+                }
                 .unwrap();
             }
             EarlierWrite::Card {
                 record,
-                read_at_minutes: None,
+                read_at_minutes,
             } => {
-                customers::upsert_payment_method(&mut tx, &record.record(customer_id))
-                    .await
-                    .unwrap();
-            }
-            EarlierWrite::Card {
-                record,
-                read_at_minutes: Some(minutes),
-            } => {
-                customers::upsert_payment_method_read_at(
-                    &mut tx,
-                    &record.record(customer_id),
-                    at(*minutes),
-                )
-                .await
+                let record = record.record(customer_id);
+                match read_at_minutes {
+                    None => customers::upsert_payment_method(&mut tx, &record).await,
+                    Some(minutes) => {
+                        customers::upsert_payment_method_read_at(&mut tx, &record, at(*minutes))
+                            .await
+                    }
+                }
                 .unwrap();
             }
             EarlierWrite::Detached => {
@@ -906,15 +911,8 @@ fn the_one_statement_and_the_per_table_functions_leave_the_same_rows_over_any_hi
             customers::upsert_payment_method(&mut tx, &case.card.record(&cus_a))
                 .await
                 .unwrap();
-            let keys_a: Vec<(String, String)> = case
-                .own_writes
-                .iter()
-                .map(|n| own_key(*n, &cus_a))
-                .collect();
-            let writes_a: Vec<(&str, &str)> = keys_a
-                .iter()
-                .map(|(k, o)| (k.as_str(), o.as_str()))
-                .collect();
+            let keys_a = case.own_write_keys(&cus_a);
+            let writes_a = borrowed(&keys_a);
             own_writes::record_own_writes(&mut tx, &writes_a)
                 .await
                 .unwrap();
@@ -924,15 +922,8 @@ fn the_one_statement_and_the_per_table_functions_leave_the_same_rows_over_any_hi
             tx.commit().await.unwrap();
 
             let mut tx = db.store.begin().await.unwrap();
-            let keys_b: Vec<(String, String)> = case
-                .own_writes
-                .iter()
-                .map(|n| own_key(*n, &cus_b))
-                .collect();
-            let writes_b: Vec<(&str, &str)> = keys_b
-                .iter()
-                .map(|(k, o)| (k.as_str(), o.as_str()))
-                .collect();
+            let keys_b = case.own_write_keys(&cus_b);
+            let writes_b = borrowed(&keys_b);
             let marked = record_saved_card(
                 &mut tx,
                 &SavedCardRecords {
